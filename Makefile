@@ -1,0 +1,27 @@
+# Two entry points: `make demo` (the main job on the built-in phantom) and
+# `make test` (the test suite). Each creates .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/advseg data synth $(DEMO_DIR)/phantom --n 40 --voxel-mm 2 --seed 0 --preview $(DEMO_DIR)/phantom_preview.png
+	$(BIN)/advseg data prepare $(DEMO_DIR)/phantom --out $(DEMO_DIR)/prepared --shape 64 --workers 2
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) mlflow.db mlruns .pytest_cache

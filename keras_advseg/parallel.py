@@ -1,0 +1,53 @@
+"""Runs independent work items with a progress bar, in processes when asked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+from tqdm.auto import tqdm
+
+
+def progress_map(
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    *,
+    workers: int = 1,
+    desc: str = "",
+    disable: bool | None = None,
+) -> Iterator[Any]:
+    """Applies ``fn`` to every item and yields the results as they finish.
+
+    Args:
+        fn: A picklable function of one argument.
+        items: Work items.
+        workers: Processes to use; 1 runs in this process.
+        desc: Progress-bar label.
+        disable: Hide the progress bar (None: hide when not on a terminal).
+
+    Returns:
+        An iterator of results, in completion order for ``workers > 1``.
+
+    Raises:
+        ValueError: ``workers < 1``.
+        Exception: whatever ``fn`` raises, re-raised in the caller.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1. Received: workers={workers}")
+    items = list(items)
+    with tqdm(total=len(items), desc=desc, unit="subject", disable=disable) as bar:
+        if workers == 1 or len(items) <= 1:
+            for item in items:
+                yield fn(item)
+                bar.update()
+            return
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(fn, item) for item in items]
+            try:
+                for future in as_completed(futures):
+                    yield future.result()
+                    bar.update()
+            finally:
+                for future in futures:
+                    future.cancel()
