@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/advseg data synth $(DEMO_DIR)/phantom --n 40 --voxel-mm 2 --seed 0 --preview $(DEMO_DIR)/phantom_preview.png
+	$(BIN)/advseg data synth $(DEMO_DIR)/phantom --n 40 --voxel-mm 2 --seed 0 --preview
 	$(BIN)/advseg data prepare $(DEMO_DIR)/phantom --out $(DEMO_DIR)/prepared --shape 64 --workers 2
 
 test: $(STAMP)

@@ -1,0 +1,170 @@
+"""``tf.data`` input pipelines: 3-D volumes and 2-D axial slices, with augmentation.
+
+Labels become one-hot over the four BraTS classes at the edge of the pipeline
+(index 3 <-> label 4). The paper's augmentation -- rotations by multiples of
+90 degrees within axial slices, flips and in-plane transposes -- is applied
+jointly to image and labels with stateless random ops seeded from ``seed``,
+so a pipeline is reproducible and differs from epoch to epoch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from keras_advseg.data.prepare import PreparedDataset
+from keras_advseg.data.subject import BRATS_LABELS
+
+N_CLASSES = len(BRATS_LABELS)
+_LABEL_TO_INDEX = np.zeros(max(BRATS_LABELS) + 1, np.int32)
+_LABEL_TO_INDEX[list(BRATS_LABELS)] = np.arange(N_CLASSES)
+
+
+def one_hot_labels(labels) -> tf.Tensor:
+    """BraTS label map (0/1/2/4) -> one-hot float32 ``(..., 4)``."""
+    index = tf.gather(tf.constant(_LABEL_TO_INDEX), tf.cast(labels, tf.int32))
+    return tf.one_hot(index, N_CLASSES, dtype=tf.float32)
+
+
+def augment(image: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Random axial rotation by k*90 degrees, flips and in-plane transpose.
+
+    Args:
+        image: ``(X, Y, Z, C)``.
+        labels: ``(X, Y, Z)`` or ``(X, Y, Z, K)``, transformed identically.
+        seed: int32/int64 ``(2,)`` stateless seed.
+
+    Returns:
+        The transformed ``(image, labels)``. Rotations and transposes that
+        would change the shape (``X != Y``) are left out.
+    """
+    square = image.shape[0] is not None and image.shape[0] == image.shape[1]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=5)
+    draws = [tf.random.stateless_uniform([], seed=seeds[i]) < 0.5 for i in range(4)]
+
+    def both(fn, condition, img, lab):
+        return tf.cond(condition, lambda: (fn(img), fn(lab)), lambda: (img, lab))
+
+    for axis, condition in zip((0, 1, 2), draws[:3]):
+        image, labels = both(lambda t, a=axis: tf.reverse(t, [a]), condition, image, labels)
+    if square:
+        swap = lambda t: tf.transpose(t, [1, 0, 2] + list(range(3, t.shape.rank)))
+        image, labels = both(swap, draws[3], image, labels)
+        k = tf.random.stateless_uniform([], seed=seeds[4], maxval=4, dtype=tf.int32)
+        for quarter in range(1, 4):
+            image, labels = both(lambda t, q=quarter: _rot90(t, q), tf.equal(k, quarter), image, labels)
+    else:
+        rotate = tf.random.stateless_uniform([], seed=seeds[4]) < 0.5
+        image, labels = both(lambda t: _rot90(t, 2), rotate, image, labels)
+    return image, labels
+
+
+def volume_dataset(
+    prepared: PreparedDataset,
+    split: str = "train",
+    *,
+    batch_size: int = 1,
+    shuffle: bool = True,
+    augment_data: bool = True,
+    seed: int = 0,
+    ids: list[str] | None = None,
+) -> tf.data.Dataset:
+    """Batches of whole volumes: ``(B, X, Y, Z, 4)`` images and one-hot labels.
+
+    Args:
+        prepared: A prepared dataset.
+        split: Which subjects (ignored when ``ids`` is given).
+        batch_size: Volumes per batch (paper: 1).
+        shuffle: Shuffle subjects, differently each epoch, from ``seed``.
+        augment_data: Apply :func:`augment`.
+        seed: Seed of shuffling and augmentation.
+        ids: Explicit subject ids.
+
+    Returns:
+        A prefetched ``tf.data.Dataset`` of ``(image, one_hot)``.
+
+    Raises:
+        ValueError: no labelled subject in the selection, or ``batch_size < 1``.
+    """
+    ds = _volumes(prepared, split, shuffle=shuffle, augment_data=augment_data, seed=seed, ids=ids)
+    _check_batch(batch_size)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def slice_dataset(
+    prepared: PreparedDataset,
+    split: str = "train",
+    *,
+    batch_size: int = 64,
+    shuffle: bool = True,
+    augment_data: bool = True,
+    seed: int = 0,
+    shuffle_buffer: int = 512,
+    ids: list[str] | None = None,
+) -> tf.data.Dataset:
+    """Batches of axial slices ``(B, X, Y, 4)`` for the 2-D UNet (paper: batch 64).
+
+    Volumes are augmented as a whole, then cut along axis 2 (axial).
+
+    Args:
+        prepared: A prepared dataset.
+        split: Which subjects (ignored when ``ids`` is given).
+        batch_size: Slices per batch.
+        shuffle: Shuffle volumes and slices from ``seed``.
+        augment_data: Apply :func:`augment` to each volume.
+        seed: Seed of shuffling and augmentation.
+        shuffle_buffer: Slices in the shuffle buffer.
+        ids: Explicit subject ids.
+
+    Returns:
+        A prefetched ``tf.data.Dataset`` of ``(image_slice, one_hot_slice)``.
+    """
+    ds = _volumes(prepared, split, shuffle=shuffle, augment_data=augment_data, seed=seed, ids=ids)
+    _check_batch(batch_size)
+    ds = ds.map(lambda x, y: (tf.transpose(x, [2, 0, 1, 3]), tf.transpose(y, [2, 0, 1, 3]))).unbatch()
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _volumes(prepared, split, *, shuffle, augment_data, seed, ids) -> tf.data.Dataset:
+    ids = list(ids) if ids is not None else prepared.ids(split)
+    if not ids:
+        raise ValueError(f"no subjects in split {split!r} of {prepared.root}")
+    shape = prepared.shape
+
+    def load(subject_id):
+        image, labels = prepared.load(subject_id.decode())
+        if labels is None:
+            raise ValueError(f"subject {subject_id.decode()} has no labels")
+        return image, labels
+
+    def read(subject_id):
+        image, labels = tf.numpy_function(load, [subject_id], [tf.float32, tf.uint8], stateful=False)
+        image.set_shape(shape + (4,))
+        labels.set_shape(shape)
+        return image, one_hot_labels(labels)
+
+    ds = tf.data.Dataset.from_tensor_slices(ids)
+    if shuffle:
+        ds = ds.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if augment_data:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda xy, s: augment(xy[0], xy[1], s), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+    return ds
+
+
+def _rot90(t: tf.Tensor, quarters: int) -> tf.Tensor:
+    """Rotates the first two axes by ``quarters`` * 90 degrees."""
+    perm = [1, 0, 2] + list(range(3, t.shape.rank))
+    for _ in range(quarters):
+        t = tf.reverse(tf.transpose(t, perm), [0])
+    return t
+
+
+def _check_batch(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")

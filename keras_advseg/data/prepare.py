@@ -1,0 +1,324 @@
+"""Prepares a dataset once and caches it: ``advseg data prepare``.
+
+Cache layout (``OUT/``)::
+
+    prepared.json        config, its hash, split, standardisation statistics
+    volumes/config.json  hash of the per-volume steps the files were made with
+    volumes/<id>.npz     image (X, Y, Z, 4) float32 after N4/crop/resize,
+                         brain mask, labels (when the subject has them)
+
+Volumes are stored before standardisation: the statistics depend on the split,
+and applying them at load time is a subtraction and a division. Every file is
+written under a temporary name and renamed, so an interrupted run leaves no
+half-written volume and a re-run resumes where it stopped. A changed per-volume
+config (shape, N4, margin) re-prepares every volume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from keras_advseg.data.errors import DataError
+from keras_advseg.data.layouts import discover_subjects
+from keras_advseg.data.preprocess import brain_mask, crop_box, masked_moments, n4_correct, resize, zscore
+from keras_advseg.data.subject import MODALITIES, Subject
+from keras_advseg.parallel import progress_map
+
+NORMALIZATIONS = ("global", "volume")
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """How a dataset is prepared.
+
+    Attributes:
+        shape: Spatial shape every volume is resized to (paper: 128^3).
+        n4: Apply N4 bias-field correction.
+        n4_shrink: Shrink factor of the N4 estimate.
+        margin: Voxels kept around the brain bounding box.
+        normalization: ``"global"`` (paper: per-modality mean/std over the
+            training subjects inside the brain) or ``"volume"`` (per-volume z-score).
+        test_fraction: Share of labelled subjects held out for testing (paper: 0.2).
+        seed: Seed of the train/test split.
+    """
+
+    shape: tuple[int, int, int] = (128, 128, 128)
+    n4: bool = True
+    n4_shrink: int = 4
+    margin: int = 2
+    normalization: str = "global"
+    test_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self):
+        shape = tuple(int(s) for s in (self.shape if np.ndim(self.shape) else (self.shape,) * 3))
+        object.__setattr__(self, "shape", shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"shape must be three positive sizes. Received: shape={self.shape}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}. Received: normalization={self.normalization!r}")
+        if not 0 <= self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in [0, 1). Received: test_fraction={self.test_fraction}")
+        if self.n4_shrink < 1:
+            raise ValueError(f"n4_shrink must be >= 1. Received: n4_shrink={self.n4_shrink}")
+
+    def volume_hash(self) -> str:
+        """Hash of what the cached volume files depend on."""
+        return _hash({"v": _FORMAT_VERSION, "shape": self.shape, "n4": self.n4,
+                      "n4_shrink": self.n4_shrink, "margin": self.margin})
+
+    def hash(self) -> str:
+        """Hash of the whole configuration."""
+        return _hash({"v": _FORMAT_VERSION, **asdict(self)})
+
+
+@dataclass
+class PreparedDataset:
+    """A prepared cache: the split, the statistics and standardised volumes on demand.
+
+    Attributes:
+        root: Cache folder.
+        config: The configuration it was prepared with.
+        train_ids: Training subjects.
+        test_ids: Test subjects.
+        unlabelled_ids: Subjects without labels (inference only).
+        mean: Per-modality mean of the training split (global normalisation).
+        std: Per-modality standard deviation of the training split.
+        data_hash: Hash of config, subject ids and split (for experiment tracking).
+    """
+
+    root: Path
+    config: PrepareConfig
+    train_ids: list[str]
+    test_ids: list[str]
+    unlabelled_ids: list[str] = field(default_factory=list)
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    data_hash: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.config.shape
+
+    def ids(self, split: str) -> list[str]:
+        """Subject ids of ``"train"``, ``"test"``, ``"unlabelled"`` or ``"all"``.
+
+        Raises:
+            ValueError: unknown split name.
+        """
+        splits = {"train": self.train_ids, "test": self.test_ids, "unlabelled": self.unlabelled_ids,
+                  "all": self.train_ids + self.test_ids + self.unlabelled_ids}
+        if split not in splits:
+            raise ValueError(f"split must be one of {sorted(splits)}. Received: split={split!r}")
+        return list(splits[split])
+
+    def load(self, subject_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """Loads one standardised volume.
+
+        Returns:
+            ``(image, labels)``: float32 ``(X, Y, Z, 4)`` standardised, 0
+            outside the brain; uint8 labels (BraTS convention) or None.
+
+        Raises:
+            DataError: the volume file is missing or unreadable.
+        """
+        image, mask, labels = read_volume(self.root / "volumes" / f"{subject_id}.npz")
+        if self.config.normalization == "global":
+            mean, std = self.mean, self.std
+        else:
+            total, squares, count = masked_moments(image, mask)
+            mean, std = _mean_std(total, squares, count)
+        return zscore(image, mask, mean, std), labels
+
+
+def prepare_dataset(
+    root: str | Path,
+    out: str | Path,
+    config: PrepareConfig = PrepareConfig(),
+    *,
+    workers: int = 1,
+    progress: bool | None = None,
+) -> PreparedDataset:
+    """Prepares every subject under ``root`` into the cache ``out``.
+
+    Args:
+        root: Raw dataset in any supported layout.
+        out: Cache folder.
+        config: Preprocessing configuration.
+        workers: Processes preparing volumes in parallel.
+        progress: Show a progress bar (None: when on a terminal).
+
+    Returns:
+        The prepared dataset.
+
+    Raises:
+        DataError: bad input data (the message names the file).
+    """
+    subjects = discover_subjects(root)
+    out = Path(out)
+    volumes = out / "volumes"
+    stamp = volumes / "config.json"
+    if volumes.exists() and (not stamp.is_file() or json.loads(stamp.read_text()).get("volume_hash") != config.volume_hash()):
+        shutil.rmtree(volumes)
+    volumes.mkdir(parents=True, exist_ok=True)
+    _write_atomic(stamp, json.dumps({"volume_hash": config.volume_hash()}))
+    todo = [s for s in subjects if not (volumes / f"{s.subject_id}.npz").is_file()]
+    job = _PrepareJob(volumes, config, single_threaded=workers > 1)
+    for _ in progress_map(job, todo, workers=workers, desc="prepare", disable=None if progress is None else not progress):
+        pass
+
+    labelled = [s.subject_id for s in subjects if s.has_labels]
+    train_ids, test_ids = split_subjects(labelled, config.test_fraction, config.seed)
+    mean = std = None
+    if config.normalization == "global":
+        mean, std = training_statistics([volumes / f"{i}.npz" for i in train_ids or labelled])
+    data_hash = _hash({"config": config.hash(), "train": train_ids, "test": test_ids})
+    manifest = {
+        "format_version": _FORMAT_VERSION,
+        "source": str(Path(root).resolve()),
+        "config": asdict(config),
+        "config_hash": config.hash(),
+        "data_hash": data_hash,
+        "modalities": list(MODALITIES),
+        "split": {"train": train_ids, "test": test_ids,
+                  "unlabelled": [s.subject_id for s in subjects if not s.has_labels]},
+        "statistics": None if mean is None else {"mean": mean.tolist(), "std": std.tolist(), "split": "train"},
+    }
+    _write_atomic(out / "prepared.json", json.dumps(manifest, indent=2))
+    return load_prepared(out)
+
+
+def load_prepared(path: str | Path) -> PreparedDataset:
+    """Opens a cache written by :func:`prepare_dataset`.
+
+    Raises:
+        DataError: ``path`` holds no ``prepared.json`` or it is malformed.
+    """
+    manifest_path = Path(path) / "prepared.json"
+    if not manifest_path.is_file():
+        raise DataError(f"{path}: not a prepared dataset (no prepared.json); run 'advseg data prepare' first")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        config = PrepareConfig(**{k: tuple(v) if k == "shape" else v for k, v in manifest["config"].items()})
+        stats = manifest["statistics"]
+        split = manifest["split"]
+        return PreparedDataset(
+            root=Path(path),
+            config=config,
+            train_ids=list(split["train"]),
+            test_ids=list(split["test"]),
+            unlabelled_ids=list(split.get("unlabelled", [])),
+            mean=None if stats is None else np.asarray(stats["mean"], np.float32),
+            std=None if stats is None else np.asarray(stats["std"], np.float32),
+            data_hash=manifest["data_hash"],
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{manifest_path}: malformed prepared.json ({exc})") from None
+
+
+def split_subjects(ids: list[str], test_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Deterministic train/test split by subject id and seed.
+
+    Each id gets a key hash(seed, id); the ``round(test_fraction * n)`` ids
+    with the smallest keys (at least one when ``test_fraction > 0`` and there
+    are two or more ids) are the test split. The assignment of an id does not
+    depend on the order the ids are listed in.
+
+    Returns:
+        ``(train_ids, test_ids)``, each sorted.
+    """
+    ranked = sorted(ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
+    n_test = int(round(test_fraction * len(ids)))
+    if test_fraction > 0 and len(ids) > 1:
+        n_test = min(max(n_test, 1), len(ids) - 1)
+    return sorted(ranked[n_test:]), sorted(ranked[:n_test])
+
+
+def training_statistics(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-modality mean and standard deviation inside the brain over ``paths``.
+
+    Raises:
+        DataError: no volume, or a modality with zero variance.
+    """
+    if not paths:
+        raise DataError("no labelled subjects to compute standardisation statistics from")
+    total = squares = 0.0
+    count = 0
+    for path in paths:
+        image, mask, _ = read_volume(path)
+        t, s, c = masked_moments(image, mask)
+        total, squares, count = total + t, squares + s, count + c
+    return _mean_std(total, squares, count)
+
+
+def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Reads a cached volume: ``(image, mask, labels or None)``.
+
+    Raises:
+        DataError: missing or unreadable file.
+    """
+    try:
+        with np.load(path) as data:
+            labels = data["labels"] if "labels" in data.files else None
+            return data["image"], data["mask"].astype(bool), labels
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"{path}: missing or unreadable prepared volume ({exc})") from None
+
+
+class _PrepareJob:
+    """Picklable per-subject preparation step."""
+
+    def __init__(self, volumes: Path, config: PrepareConfig, single_threaded: bool):
+        self.volumes, self.config, self.single_threaded = volumes, config, single_threaded
+
+    def __call__(self, subject: Subject) -> str:
+        if self.single_threaded:
+            import SimpleITK as sitk
+
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+        image, labels = subject.load()
+        mask = brain_mask(image)
+        if self.config.n4:
+            image = np.stack([n4_correct(image[..., c], mask, shrink=self.config.n4_shrink)
+                              for c in range(image.shape[-1])], axis=-1)
+        box = crop_box(mask, self.config.margin)
+        arrays = {
+            "image": resize(image[box], self.config.shape, order=1).astype(np.float32),
+            "mask": resize(mask[box].astype(np.uint8), self.config.shape, order=0),
+        }
+        if labels is not None:
+            arrays["labels"] = resize(labels[box], self.config.shape, order=0)
+        final = self.volumes / f"{subject.subject_id}.npz"
+        tmp = final.with_name(f".{final.name}.partial")
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, final)
+        return subject.subject_id
+
+
+def _mean_std(total, squares, count) -> tuple[np.ndarray, np.ndarray]:
+    if count == 0:
+        raise DataError("empty brain mask: cannot compute standardisation statistics")
+    mean = np.asarray(total, np.float64) / count
+    std = np.sqrt(np.maximum(np.asarray(squares, np.float64) / count - mean**2, 0.0))
+    if np.any(std <= 0):
+        raise DataError(f"a modality has zero variance inside the brain (std={std.tolist()})")
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
