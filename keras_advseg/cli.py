@@ -131,6 +131,24 @@ def data_info(path: Path):
     click.echo(json.dumps(info, indent=2, default=list))
 
 
+@main.command("export")
+@click.argument("model_path", metavar="MODEL.keras", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              help="Softmax temperature of the exported probabilities (deploy distilled models at 1).")
+@friendly_errors
+def export(model_path: Path, out_dir: Path, temperature: float):
+    """Export MODEL.keras as a TensorFlow SavedModel in OUT_DIR.
+
+    Its `serve` signature takes a preprocessed float32 batch (B, X, Y, Z, 4)
+    and returns `probabilities` and the BraTS `labels` map (0/1/2/4).
+    """
+    from keras_advseg.export import export_savedmodel, load_model
+
+    export_savedmodel(load_model(model_path), out_dir, temperature=temperature)
+    click.echo(f"exported {model_path} to {out_dir} (signature 'serve')")
+
+
 def parse_shape(text: str) -> tuple[int, int, int]:
     """``"64"`` -> (64, 64, 64); ``"64,64,48"`` -> (64, 64, 48).
 

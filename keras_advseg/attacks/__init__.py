@@ -1,0 +1,14 @@
+"""Adversarial attacks on segmentation models, as pure functions (eq. 1-3, PGD).
+
+Every attack takes a Keras model returning logits, inputs ``x`` and one-hot
+labels (or a target), and returns the adversarial input. ``eps`` is relative
+to each sample's maximum absolute intensity by default (the paper: "5% of the
+maximum pixel magnitude").
+"""
+
+from keras_advseg.attacks.fgsm import fgsm, fgsm_sweep
+from keras_advseg.attacks.ifgsm import Trajectory, all_label_target, ifgsm, ifgsm_trajectory, targeted_ifgsm
+from keras_advseg.attacks.pgd import pgd
+
+__all__ = ["Trajectory", "all_label_target", "fgsm", "fgsm_sweep", "ifgsm", "ifgsm_trajectory", "pgd",
+           "targeted_ifgsm"]

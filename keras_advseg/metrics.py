@@ -1,0 +1,146 @@
+"""BraTS region Dice, a Keras Dice metric, and input image-quality metrics.
+
+Regions (BraTS convention): whole tumour WT = labels {1, 2, 4}, tumour core
+TC = {1, 4}, enhancing tumour ET = {4}.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+REGIONS = {"wt": (1, 2, 4), "tc": (1, 4), "et": (4,)}
+"""BraTS evaluation regions as sets of labels."""
+
+_REGION_CLASS_INDICES = {"wt": (1, 2, 3), "tc": (1, 3), "et": (3,)}  # one-hot indices
+
+
+def brats_dice(true_labels, pred_labels, *, empty: float = 1.0) -> dict[str, np.ndarray]:
+    """Dice of WT, TC and ET per subject, on BraTS label maps.
+
+    Args:
+        true_labels: Reference label maps ``(X, Y, Z)`` or ``(B, X, Y, Z)``
+            with values 0/1/2/4.
+        pred_labels: Predicted label maps, same shape.
+        empty: Dice when both reference and prediction of a region are empty
+            (1.0: a correct "no tumour"; pass ``float("nan")`` to leave such
+            cases out of averages). An empty reference with a non-empty
+            prediction scores 0.
+
+    Returns:
+        ``{"wt", "tc", "et"}`` -> float64 arrays ``(B,)`` (a scalar array for
+        a single volume).
+
+    Raises:
+        ValueError: shapes differ.
+    """
+    true_labels, pred_labels = np.asarray(true_labels), np.asarray(pred_labels)
+    if true_labels.shape != pred_labels.shape:
+        raise ValueError(f"label maps must have the same shape. Received: {true_labels.shape} and {pred_labels.shape}")
+    single = true_labels.ndim == 3
+    if single:
+        true_labels, pred_labels = true_labels[None], pred_labels[None]
+    axes = tuple(range(1, true_labels.ndim))
+    scores = {}
+    for region, labels in REGIONS.items():
+        t, p = np.isin(true_labels, labels), np.isin(pred_labels, labels)
+        overlap = np.sum(t & p, axis=axes, dtype=np.float64)
+        total = np.sum(t, axis=axes, dtype=np.float64) + np.sum(p, axis=axes, dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dice = np.where(total > 0, 2 * overlap / np.maximum(total, 1), empty)
+        scores[region] = dice[0] if single else dice
+    return scores
+
+
+def logits_to_probabilities(logits, temperature: float = 1.0):
+    """Softmax over the last axis of ``logits / temperature`` (eq. 4)."""
+    return ops.softmax(ops.cast(logits, "float32") / temperature, axis=-1)
+
+
+def probabilities_to_labels(probabilities):
+    """Arg-max class -> BraTS label map (index 3 becomes label 4), uint8."""
+    index = ops.argmax(probabilities, axis=-1)
+    return ops.cast(ops.where(index == 3, 4, index), "uint8")
+
+
+def predict_labels(model, images, temperature: float = 1.0) -> np.ndarray:
+    """Runs ``model`` (logits) and returns BraTS label maps as a NumPy array."""
+    logits = model(images, training=False)
+    return ops.convert_to_numpy(probabilities_to_labels(logits_to_probabilities(logits, temperature)))
+
+
+@keras.saving.register_keras_serializable(package="keras_advseg")
+class BraTSDice(keras.metrics.Metric):
+    """Mean hard Dice of one BraTS region over samples, from logits and one-hot targets.
+
+    Args:
+        region: ``"wt"``, ``"tc"`` or ``"et"``.
+        empty: Dice of a sample whose region is empty in both reference and prediction.
+    """
+
+    def __init__(self, region: str = "wt", empty: float = 1.0, name: str | None = None, **kwargs):
+        if region not in REGIONS:
+            raise ValueError(f"region must be one of {sorted(REGIONS)}. Received: region={region!r}")
+        super().__init__(name=name or f"dice_{region}", **kwargs)
+        self.region = region
+        self.empty = float(empty)
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        indices = list(_REGION_CLASS_INDICES[self.region])
+        y_true = ops.cast(y_true, "float32")
+        predicted = ops.one_hot(ops.argmax(y_pred, axis=-1), ops.shape(y_pred)[-1])
+        batch = ops.shape(y_true)[0]
+        t = ops.reshape(ops.sum(ops.take(y_true, indices, axis=-1), axis=-1), (batch, -1))
+        p = ops.reshape(ops.sum(ops.take(predicted, indices, axis=-1), axis=-1), (batch, -1))
+        overlap = ops.sum(t * p, axis=1)
+        total = ops.sum(t, axis=1) + ops.sum(p, axis=1)
+        dice = ops.where(total > 0, 2 * overlap / ops.maximum(total, 1.0), self.empty)
+        self.total.assign_add(ops.sum(dice))
+        self.count.assign_add(ops.cast(batch, "float32"))
+
+    def result(self):
+        return ops.divide_no_nan(self.total, self.count)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "region": self.region, "empty": self.empty}
+
+
+def image_quality(clean, perturbed) -> dict[str, float]:
+    """PSNR, SSIM and RMSE of a perturbed input against the clean one (paper Table 1).
+
+    The data range is that of the clean volume (``max - min`` over all
+    modalities), so an attack's budget relative to the image's range decides
+    the scores. SSIM is computed in 3-D per modality (scikit-image, 7-voxel
+    window) and averaged over modalities.
+
+    Args:
+        clean: ``(X, Y, Z, C)`` volume.
+        perturbed: Same shape.
+
+    Returns:
+        ``{"psnr": dB, "ssim": [-1, 1], "rmse": intensity units}``; PSNR is
+        ``inf`` for identical volumes.
+
+    Raises:
+        ValueError: shapes differ or the clean volume is constant.
+    """
+    from skimage.metrics import structural_similarity
+
+    clean = np.asarray(clean, np.float64)
+    perturbed = np.asarray(perturbed, np.float64)
+    if clean.shape != perturbed.shape:
+        raise ValueError(f"volumes must have the same shape. Received: {clean.shape} and {perturbed.shape}")
+    data_range = float(clean.max() - clean.min())
+    if data_range <= 0:
+        raise ValueError("the clean volume is constant; PSNR and SSIM need a data range > 0")
+    mse = float(np.mean((clean - perturbed) ** 2))
+    psnr = float("inf") if mse == 0 else 10 * np.log10(data_range**2 / mse)
+    ssim = structural_similarity(clean, perturbed, data_range=data_range, channel_axis=-1)
+    return {"psnr": float(psnr), "ssim": float(ssim), "rmse": float(np.sqrt(mse))}

@@ -1,0 +1,128 @@
+"""UNet structure, the slice-wise wrapper, saving and SavedModel export."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+from keras_advseg.cli import main
+from keras_advseg.export import export_savedmodel, load_model
+from keras_advseg.models import SliceWise, unet, unet2d, unet3d
+
+
+@pytest.mark.parametrize("dims, shape, depth", [
+    (3, (16, 16, 16, 4), 3),
+    (3, (16, 32, 16, 4), 5),
+    (3, (8, 8, 8, 2), 2),
+    (2, (32, 32, 4), 5),
+    (2, (16, 24, 4), 4),
+])
+def test_output_shape_is_logits_at_input_resolution(dims, shape, depth):
+    model = unet(shape, n_classes=3, base_filters=2, depth=depth, spatial_dims=dims)
+    x = np.random.default_rng(0).normal(size=(2,) + shape).astype("float32")
+    y = model(x)
+    assert y.shape == (2,) + shape[:-1] + (3,)
+    assert not np.allclose(keras.ops.sum(y, axis=-1), 1.0)  # logits, not probabilities
+
+
+def test_paper_structure_block_counts_and_layers():
+    model = unet3d((32, 32, 32, 4), dropout=0.3, negative_slope=0.01)
+    norms = [l for l in model.layers if isinstance(l, keras.layers.GroupNormalization)]
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv3D)]
+    heads = [l for l in convs if l.name.startswith("seg")]
+    assert len(norms) == 27  # conv blocks
+    assert len(convs) == 30 and len(heads) == 3
+    assert all(h.kernel_size == (1, 1, 1) and h.filters == 4 for h in heads)
+    assert all(n.groups == n.input.shape[-1] for n in norms)  # instance normalisation
+    assert {c.filters for c in convs if not c.name.startswith("seg")} == {16, 32, 64, 128, 256}
+    assert all(not c.use_bias for c in convs if not c.name.startswith("seg"))
+    encoder = [n for n in norms if n.name.startswith("enc")]
+    assert len(encoder) == 15
+    slopes = [l.negative_slope for l in model.layers if isinstance(l, keras.layers.LeakyReLU)]
+    assert len(slopes) == 27 and all(s == pytest.approx(0.01) for s in slopes)
+    drops = [l for l in model.layers if isinstance(l, keras.layers.SpatialDropout3D)]
+    assert len(drops) == 5 and {d.rate for d in drops} == {0.3}
+    pads = {l.name: l.padding for l in model.layers if isinstance(l, keras.layers.ZeroPadding3D)}
+    assert pads["enc1_3_pad"] == ((0, 1),) * 3 and pads["enc0_0_pad"] == ((1, 1),) * 3
+
+
+def test_stride_two_padding_halves_even_sizes():
+    model = unet3d((16, 16, 16, 4), base_filters=2, depth=3)
+    assert model.get_layer("enc1_3_conv").output.shape[1:4] == (8, 8, 8)
+    assert model.get_layer("enc2_6_conv").output.shape[1:4] == (4, 4, 4)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"input_shape": (20, 16, 16, 4)}, r"divisible by 2 \*\* \(depth - 1\) = 16 for depth=5"),
+    ({"input_shape": (16, 16, 4), "spatial_dims": 3}, "must have 3 spatial sizes"),
+    ({"input_shape": (16, 16, 16, 4), "spatial_dims": 4}, "spatial_dims must be 2 or 3"),
+    ({"input_shape": (16, 16, 16, 4), "depth": 1}, "depth must be >= 2"),
+    ({"input_shape": (16, 16, 16, 4), "dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+    ({"input_shape": (16, 16, 16, 4), "depth": 3, "n_segmentation_levels": 3}, "n_segmentation_levels must be"),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        unet(**kwargs)
+
+
+def tiny3d():
+    return unet3d((16, 16, 16, 4), base_filters=2, depth=3)
+
+
+def test_slicewise_equals_per_slice_and_is_differentiable():
+    inner = unet2d((16, 16, 4), base_filters=2, depth=3)
+    model = SliceWise(inner)
+    volume = tf.random.stateless_normal((2, 16, 16, 5, 4), seed=[0, 1])
+    out = model(volume)
+    assert out.shape == (2, 16, 16, 5, 4)
+    np.testing.assert_allclose(out[1, :, :, 3], inner(volume[1:2, :, :, 3])[0], atol=1e-5)
+    with tf.GradientTape() as tape:
+        tape.watch(volume)
+        loss = tf.reduce_sum(model(volume)[..., 1])
+    grad = tape.gradient(loss, volume)
+    assert grad is not None and float(tf.reduce_max(tf.abs(grad))) > 0
+
+
+def test_keras_round_trip_identical(tmp_path):
+    x = np.random.default_rng(1).normal(size=(1, 16, 16, 16, 4)).astype("float32")
+    for model in (tiny3d(), SliceWise(unet2d((16, 16, 4), base_filters=2, depth=3))):
+        model(x)
+        path = tmp_path / f"{model.name}.keras"
+        model.save(path)
+        np.testing.assert_array_equal(load_model(path)(x), model(x))
+
+
+def test_load_model_errors(tmp_path):
+    with pytest.raises(ValueError, match="expected an existing .keras model file"):
+        load_model(tmp_path / "missing.keras")
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"junk")
+    with pytest.raises(ValueError, match="bad.keras: cannot load model"):
+        load_model(bad)
+
+
+def test_savedmodel_export_matches_keras(tmp_path):
+    model = tiny3d()
+    x = np.random.default_rng(2).normal(size=(2, 16, 16, 16, 4)).astype("float32")
+    export_savedmodel(model, tmp_path / "sm")
+    reloaded = tf.saved_model.load(str(tmp_path / "sm"))
+    served = reloaded.serve(tf.constant(x))
+    probs = keras.ops.softmax(model(x), axis=-1)
+    np.testing.assert_allclose(served["probabilities"], probs, atol=1e-5)
+    index = np.argmax(probs, axis=-1)
+    np.testing.assert_array_equal(served["labels"], np.where(index == 3, 4, index))
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_savedmodel(model, tmp_path / "sm")
+
+
+def test_export_cli(tmp_path):
+    model = tiny3d()
+    model.save(tmp_path / "m.keras")
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "m.keras"), str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "saved_model.pb").is_file()
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "nope.keras"), str(tmp_path / "o2")])
+    assert result.exit_code == 2 and "nope.keras: expected an existing .keras model file" in result.output
