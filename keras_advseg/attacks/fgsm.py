@@ -64,15 +64,15 @@ def fgsm_sweep(model, x, y, eps_values: Sequence[float], *, relative: bool = Tru
         check_arguments(eps=eps, clip=clip, loss=loss, temperature=temperature)
     x, y = as_tensor(x), as_tensor(y)
     fns = compiled(model, loss=loss, temperature=temperature, clip=clip)
+    unit = per_sample_scale(x, 1.0, relative)
     direction = None
     for eps in eps_values:
         if eps == 0:
-            x_adv = x
+            x_adv, (logits, _) = x, fns.forward(x, y)
         else:
             if direction is None:
                 direction = tf.sign(fns.gradient(x, y)[1])
-            x_adv = _apply(x, direction, per_sample_scale(x, eps, relative), clip)
-        logits, _ = fns.forward(x_adv, y)
+            x_adv, logits = fns.perturbed_forward(x, direction, unit * eps)
         yield float(eps), x_adv, logits
 
 

@@ -106,9 +106,9 @@ def ifgsm_trajectory(model, x, y, *, eps: float, steps: int = 10, alpha: float |
     fns = compiled(model, loss=loss, temperature=temperature, clip=clip)
     eps_t = per_sample_scale(x, eps, relative)
     alpha_t = per_sample_scale(x, eps / steps if alpha is None else alpha, relative)
-    x_adv, labels, losses, inputs = fns.trajectory(x, y, eps_t, alpha_t, tf.constant(steps),
-                                                   tf.constant(-1.0 if targeted else 1.0), keep_inputs)
-    return Trajectory(x_adv, labels.numpy(), losses.numpy(), inputs if keep_inputs else None)
+    x_adv, labels, losses, inputs = fns.trajectory(x, y, eps_t, alpha_t, steps, -1.0 if targeted else 1.0,
+                                                   keep_inputs)
+    return Trajectory(x_adv, labels.numpy(), losses.numpy(), inputs)
 
 
 def _iterative(model, x, y, *, eps, steps, alpha, relative, loss, clip, temperature, direction):
@@ -119,4 +119,4 @@ def _iterative(model, x, y, *, eps, steps, alpha, relative, loss, clip, temperat
     fns = compiled(model, loss=loss, temperature=temperature, clip=clip)
     eps_t = per_sample_scale(x, eps, relative)
     alpha_t = per_sample_scale(x, eps / steps if alpha is None else alpha, relative)
-    return fns.iterate(x, x, as_tensor(y), eps_t, alpha_t, tf.constant(steps), tf.constant(direction))
+    return fns.iterate(x, x, as_tensor(y), eps_t, alpha_t, steps, direction)

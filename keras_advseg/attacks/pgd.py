@@ -47,7 +47,7 @@ def pgd(model, x, y, *, eps: float, steps: int = 10, alpha: float | None = None,
             start = x + eps_t * noise
             if clip is not None:
                 start = tf.clip_by_value(start, clip[0], clip[1])
-        x_adv = fns.iterate(x, start, y, eps_t, alpha_t, tf.constant(steps), tf.constant(1.0))
+        x_adv = fns.iterate(x, start, y, eps_t, alpha_t, steps, 1.0)
         _, final_loss = fns.forward(x_adv, y)
         if best is None:
             best, best_loss = x_adv, final_loss
