@@ -1,0 +1,29 @@
+"""`mlflow run mlflow -e ...` runs the project's entry points."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_mlflow_run_synth_entry_point(tmp_path):
+    bin_dir = Path(sys.executable).parent
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    result = subprocess.run(
+        [str(bin_dir / "mlflow"), "run", "mlflow", "-e", "synth", "--env-manager", "local",
+         "-P", f"out={tmp_path}/phantom", "-P", "n=1", "-P", "voxel_mm=6", "--experiment-name", "project-test"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "phantom" / "BraTS2021_00000" / "BraTS2021_00000_seg.nii.gz").is_file()
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("project-test")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["voxel_mm"] == "6"
