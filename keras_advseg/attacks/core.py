@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from keras_advseg.losses import soft_dice_loss
-from keras_advseg.metrics import logits_to_probabilities, probabilities_to_labels
+from keras_advseg.metrics import probabilities_to_labels
 
 LOSSES = ("dice", "ce")
 
@@ -157,8 +157,8 @@ class Compiled:
 
 
 def labels_of(logits):
-    """Logits -> BraTS label map."""
-    return probabilities_to_labels(logits_to_probabilities(logits))
+    """Logits -> BraTS label map (arg-max needs no softmax: it is monotonic)."""
+    return probabilities_to_labels(logits)
 
 
 def compiled(model: keras.Model, *, loss="dice", temperature: float = 1.0, clip=None) -> Compiled:
