@@ -131,6 +131,80 @@ def data_info(path: Path):
     click.echo(json.dumps(info, indent=2, default=list))
 
 
+def tracking_options(fn):
+    """``--tracking-uri`` and ``--experiment``, shared by every tracked command."""
+    fn = click.option("--experiment", default="keras-advseg", show_default=True,
+                      help="MLflow experiment name.")(fn)
+    return click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default="sqlite:///mlflow.db",
+                        show_default=True,
+                        help="MLflow tracking store: a database URI, a folder, or an http(s) tracking server. "
+                             "Also read from MLFLOW_TRACKING_URI.")(fn)
+
+
+@main.command("train")
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="A raw dataset folder (any supported layout; prepared into OUT/prepared) or a prepared cache.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder: model.keras (best by validation Dice), last.keras, checkpoint/.")
+@click.option("--model", "model_name", type=click.Choice(["unet3d", "unet2d"]), default="unet3d",
+              help="The paper's 3-D UNet, or its 2-D UNet trained on axial slices.")
+@click.option("--defense", type=click.Choice(["none", "adversarial", "distillation", "noise"]), default="none",
+              help="Training defense.")
+@click.option("--preset", type=click.Choice(["paper", "quick", "smoke"]), default="paper",
+              help="paper: 128^3, the paper's batch/lr/epochs (a GPU job); quick: 32^3, minutes on a CPU; "
+                   "smoke: 16^3, seconds. Options below override the preset.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs [preset].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Volumes (3-D) or slices (2-D) per batch [preset].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate [preset].")
+@click.option("--seed", type=int, default=0, help="Seed of initialisation, data order, augmentation, dropout.")
+@click.option("--shape", type=click.IntRange(min=8), help="Cube size raw data is prepared to, in voxels [preset].")
+@click.option("--base-filters", type=click.IntRange(min=1), help="Filters at the first UNet level [preset].")
+@click.option("--depth", type=click.IntRange(min=2), help="UNet levels [preset].")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Spatial dropout rate [0.3].")
+@click.option("--loss", type=click.Choice(["dice", "dice_ce"]),
+              help="dice: the paper's soft Dice; dice_ce: soft Dice + cross-entropy (converges faster) [preset].")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True),
+              help="Share of training subjects used to pick the best epoch [0.15].")
+@click.option("--augment/--no-augment", default=None, help="The paper's augmentation (rotations, flips, transposes) [on].")
+@click.option("--adv-eps", type=click.FloatRange(min=0),
+              help="Adversarial training: FGSM budget relative to each input's max |x| [0.05].")
+@click.option("--beta", type=click.FloatRange(0, 1), help="Adversarial training: weight of the clean loss (eq. 9) [0.5].")
+@click.option("--adv-mode", type=click.Choice(["joint", "alternating"]),
+              help="Adversarial training: one update on the weighted loss, or the paper's two updates [joint].")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
+              help="Softmax temperature T of the training loss; distillation's teacher and student (eq. 4) [1].")
+@click.option("--teacher", type=click.Path(dir_okay=False),
+              help="Distillation: a teacher .keras trained at --temperature; trained first when omitted.")
+@click.option("--noise-radius", type=click.FloatRange(min=0),
+              help="Noise augmentation: uniform noise radius relative to max |x| [0.01].")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
+              help="tf.distribute: one device, MirroredStrategy (local GPUs), MultiWorkerMirroredStrategy (TF_CONFIG).")
+@click.option("--deterministic/--nondeterministic", default=True, help="TensorFlow op determinism.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
+@click.option("--run-name", help="MLflow run name [model-defense].")
+@tracking_options
+@friendly_errors
+def train_command(data, out, model_name, defense, preset, epochs, batch_size, lr, seed, shape, base_filters, depth,
+                  dropout, loss, val_fraction, augment, adv_eps, beta, adv_mode, temperature, teacher, noise_radius,
+                  strategy, deterministic, resume, run_name, tracking_uri, experiment):
+    """Train a segmentation network, with or without a defense, tracked in MLflow."""
+    from keras_advseg.tracking import TrackingError
+    from keras_advseg.training import TrainConfig, TrainingError, train
+
+    config = TrainConfig.from_preset(
+        preset, model_name, defense, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, shape=shape,
+        base_filters=base_filters, depth=depth, dropout=dropout, loss=loss, val_fraction=val_fraction,
+        augment=augment, adv_eps=adv_eps, beta=beta, adv_mode=adv_mode, temperature=temperature, teacher=teacher,
+        noise_radius=noise_radius, strategy=strategy, deterministic=deterministic)
+    try:
+        result = train(config, data, out, tracking_uri=tracking_uri, experiment=experiment,
+                       run_name=run_name or f"{model_name}-{defense}", resume=resume)
+    except (TrainingError, TrackingError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"saved {result.model_path} (best mean validation Dice {result.best_score:.3f}); "
+               f"MLflow run {result.run_id}")
+
+
 @main.command("export")
 @click.argument("model_path", metavar="MODEL.keras", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))

@@ -68,6 +68,7 @@ def volume_dataset(
     augment_data: bool = True,
     seed: int = 0,
     ids: list[str] | None = None,
+    soft_labels: str | None = None,
 ) -> tf.data.Dataset:
     """Batches of whole volumes: ``(B, X, Y, Z, 4)`` images and one-hot labels.
 
@@ -79,6 +80,8 @@ def volume_dataset(
         augment_data: Apply :func:`augment`.
         seed: Seed of shuffling and augmentation.
         ids: Explicit subject ids.
+        soft_labels: Folder of ``<id>.npy`` soft targets (distillation) used
+            instead of the one-hot labels.
 
     Returns:
         A prefetched ``tf.data.Dataset`` of ``(image, one_hot)``.
@@ -86,7 +89,8 @@ def volume_dataset(
     Raises:
         ValueError: no labelled subject in the selection, or ``batch_size < 1``.
     """
-    ds = _volumes(prepared, split, shuffle=shuffle, augment_data=augment_data, seed=seed, ids=ids)
+    ds = _volumes(prepared, split, shuffle=shuffle, augment_data=augment_data, seed=seed, ids=ids,
+                  soft_labels=soft_labels)
     _check_batch(batch_size)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
@@ -101,6 +105,7 @@ def slice_dataset(
     seed: int = 0,
     shuffle_buffer: int = 512,
     ids: list[str] | None = None,
+    soft_labels: str | None = None,
 ) -> tf.data.Dataset:
     """Batches of axial slices ``(B, X, Y, 4)`` for the 2-D UNet (paper: batch 64).
 
@@ -115,11 +120,13 @@ def slice_dataset(
         seed: Seed of shuffling and augmentation.
         shuffle_buffer: Slices in the shuffle buffer.
         ids: Explicit subject ids.
+        soft_labels: Folder of ``<id>.npy`` soft targets used instead of one-hot labels.
 
     Returns:
         A prefetched ``tf.data.Dataset`` of ``(image_slice, one_hot_slice)``.
     """
-    ds = _volumes(prepared, split, shuffle=shuffle, augment_data=augment_data, seed=seed, ids=ids)
+    ds = _volumes(prepared, split, shuffle=shuffle, augment_data=augment_data, seed=seed, ids=ids,
+                  soft_labels=soft_labels)
     _check_batch(batch_size)
     ds = ds.map(lambda x, y: (tf.transpose(x, [2, 0, 1, 3]), tf.transpose(y, [2, 0, 1, 3]))).unbatch()
     if shuffle:
@@ -127,23 +134,30 @@ def slice_dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _volumes(prepared, split, *, shuffle, augment_data, seed, ids) -> tf.data.Dataset:
+def _volumes(prepared, split, *, shuffle, augment_data, seed, ids, soft_labels=None) -> tf.data.Dataset:
     ids = list(ids) if ids is not None else prepared.ids(split)
     if not ids:
         raise ValueError(f"no subjects in split {split!r} of {prepared.root}")
     shape = prepared.shape
 
     def load(subject_id):
-        image, labels = prepared.load(subject_id.decode())
+        subject_id = subject_id.decode()
+        image, labels = prepared.load(subject_id)
+        if soft_labels is not None:
+            return image, np.load(f"{soft_labels}/{subject_id}.npy")
         if labels is None:
-            raise ValueError(f"subject {subject_id.decode()} has no labels")
+            raise ValueError(f"subject {subject_id} has no labels")
         return image, labels
 
     def read(subject_id):
-        image, labels = tf.numpy_function(load, [subject_id], [tf.float32, tf.uint8], stateful=False)
+        target_type = tf.float32 if soft_labels is not None else tf.uint8
+        image, target = tf.numpy_function(load, [subject_id], [tf.float32, target_type], stateful=False)
         image.set_shape(shape + (4,))
-        labels.set_shape(shape)
-        return image, one_hot_labels(labels)
+        if soft_labels is not None:
+            target.set_shape(shape + (N_CLASSES,))
+            return image, target
+        target.set_shape(shape)
+        return image, one_hot_labels(target)
 
     ds = tf.data.Dataset.from_tensor_slices(ids)
     if shuffle:

@@ -1,0 +1,84 @@
+"""MLflow tracking: where runs go, failing early when the server is unreachable.
+
+Default store: an embedded SQLite file in the working directory
+(``sqlite:///mlflow.db``), overridable with ``--tracking-uri`` or
+``MLFLOW_TRACKING_URI`` (any MLflow tracking server over HTTP works).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "keras-advseg"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used."""
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri``, else ``MLFLOW_TRACKING_URI``, else :data:`DEFAULT_TRACKING_URI`."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def check_reachable(uri: str) -> None:
+    """Fails fast, before any work, when the tracking store cannot be reached.
+
+    Raises:
+        TrackingError: the server does not answer or the store cannot be opened.
+    """
+    from mlflow.tracking import MlflowClient
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:  # MLflow raises many types for a dead server
+        reason = str(exc).splitlines()[0][:200]
+        raise TrackingError(f"MLflow tracking store {uri} is unreachable ({type(exc).__name__}: {reason})") from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def tracked_run(uri: str, experiment: str, run_name: str | None = None, run_id: str | None = None,
+                tags: dict | None = None):
+    """Opens (or resumes, with ``run_id``) an MLflow run; a crash marks it FAILED.
+
+    Yields:
+        The active ``mlflow.ActiveRun``.
+    """
+    import mlflow
+
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment)
+    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+
+
+def git_commit(path: str | Path = ".") -> str | None:
+    """The git commit of ``path``'s checkout, or None outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
