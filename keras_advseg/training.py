@@ -261,7 +261,7 @@ def _fit(config: TrainConfig, prepared: PreparedDataset, out: Path, run_id: str,
         _MlflowEpochs(metric_prefix),
     ]
     if start < config.epochs:
-        trainer.fit(stream, epochs=config.epochs, initial_epoch=start, steps_per_epoch=steps,
+        trainer.fit(stream, epochs=config.epochs, initial_epoch=start, steps_per_epoch=steps, shuffle=False,
                     callbacks=callbacks, verbose=verbose)
     non_finite = callbacks[2]
     if non_finite.where is not None:
