@@ -142,6 +142,16 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def worker_role() -> tuple[bool, str]:
+    """``(is_chief, "type-index")`` from ``TF_CONFIG``; a single process is the chief."""
+    spec = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    task = spec.get("task", {})
+    kind, index = task.get("type", "chief"), int(task.get("index", 0))
+    has_chief = "chief" in spec.get("cluster", {})
+    chief = kind == "chief" or (kind == "worker" and index == 0 and not has_chief)
+    return chief, f"{kind}-{index}"
+
+
 def build_network(config: TrainConfig, shape: tuple[int, int, int]) -> keras.Model:
     """The configured UNet: 3-D on volumes, or 2-D on axial slices."""
     kwargs = dict(base_filters=config.base_filters, depth=config.depth, dropout=config.dropout)
@@ -206,6 +216,12 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, tracking_ur
         raise TrainingError(f"{out}: that run already finished")
     if resume:
         config = TrainConfig(**state["config"])
+    strategy = make_strategy(config.strategy)  # before any other TensorFlow work (multi-worker needs it)
+    chief, role = worker_role()
+    if not chief:  # other workers keep their files and runs apart from the chief's
+        out = out / "workers" / role
+        out.mkdir(parents=True, exist_ok=True)
+        tracking_uri = f"sqlite:///{(out / 'mlflow.db').resolve()}"
     out.mkdir(parents=True, exist_ok=True)
     prepared = open_data(data, out / "prepared", config.shape, seed=config.seed)
     tags = {"defense": config.defense, "model": config.model, "temperature": str(config.temperature),
@@ -218,7 +234,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, tracking_ur
         if not resume:
             mlflow.log_params({**{k: v for k, v in asdict(config).items()}, "data_hash": prepared.data_hash,
                                "data_root": str(prepared.root)})
-        result = _fit(config, prepared, out, run.info.run_id, state, verbose, metric_prefix="")
+        result = _fit(config, prepared, out, run.info.run_id, state, verbose, metric_prefix="", strategy=strategy)
         mlflow.log_artifact(str(result.model_path))
         mlflow.log_artifact(str(result.last_path))
         _log_model(result.model_path)
@@ -226,7 +242,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, tracking_ur
 
 
 def _fit(config: TrainConfig, prepared: PreparedDataset, out: Path, run_id: str, state: dict | None,
-         verbose: int, metric_prefix: str) -> TrainResult:
+         verbose: int, metric_prefix: str, strategy: tf.distribute.Strategy) -> TrainResult:
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -235,9 +251,8 @@ def _fit(config: TrainConfig, prepared: PreparedDataset, out: Path, run_id: str,
         raise DataError(f"{prepared.root}: no training subjects")
     soft_labels = None
     if config.defense == "distillation":
-        soft_labels = _soft_labels(config, prepared, train_ids, out, verbose)
+        soft_labels = _soft_labels(config, prepared, train_ids, out, verbose, strategy)
 
-    strategy = make_strategy(config.strategy)
     with strategy.scope():
         network = build_network(config, prepared.shape)
         trainer = build_trainer(config, network)
@@ -252,7 +267,7 @@ def _fit(config: TrainConfig, prepared: PreparedDataset, out: Path, run_id: str,
         start = int(state["epoch"])
         best = {"score": state["best_score"], "epoch": state["best_epoch"]}
 
-    steps, stream = _stream(config, prepared, train_ids, soft_labels, start)
+    steps, stream = _stream(config, prepared, train_ids, soft_labels, start, strategy.num_replicas_in_sync)
     callbacks = [
         _EpochSeeds(config.seed),
         _Validation(deployable(config, network), prepared, val_ids),
@@ -277,7 +292,7 @@ def _fit(config: TrainConfig, prepared: PreparedDataset, out: Path, run_id: str,
     return TrainResult(model_path, last, run_id, checkpoint.best["score"], config.epochs)
 
 
-def _soft_labels(config: TrainConfig, prepared, train_ids, out: Path, verbose: int) -> str:
+def _soft_labels(config: TrainConfig, prepared, train_ids, out: Path, verbose: int, strategy) -> str:
     """The teacher's softmax(z/T) on the training volumes, training the teacher first if none is given."""
     from keras_advseg.export import load_model
 
@@ -291,14 +306,25 @@ def _soft_labels(config: TrainConfig, prepared, train_ids, out: Path, verbose: i
         teacher_out = out / "teacher"
         shutil.rmtree(teacher_out, ignore_errors=True)
         result = _fit(teacher_config, prepared, teacher_out, run_id="teacher", state=None, verbose=verbose,
-                      metric_prefix="teacher_")
+                      metric_prefix="teacher_", strategy=strategy)
         shutil.copyfile(result.model_path, out / "teacher.keras")
         teacher = load_model(out / "teacher.keras")
     return str(write_soft_labels(teacher, prepared, train_ids, folder, config.temperature))
 
 
-def _stream(config: TrainConfig, prepared, train_ids, soft_labels, start: int):
-    """The data of epochs ``start..epochs-1``, each epoch drawn from ``(seed, epoch)``."""
+def _stream(config: TrainConfig, prepared, train_ids, soft_labels, start: int, replicas: int = 1):
+    """The data of epochs ``start..epochs-1``, each epoch drawn from ``(seed, epoch)``.
+
+    With several replicas every batch is full (a short last batch would leave
+    some replicas without data): the epoch's stream is continued, with fresh
+    augmentations, to fill it.
+
+    Raises:
+        ValueError: the global batch is smaller than the number of replicas.
+    """
+    if config.batch_size < replicas:
+        raise ValueError(f"--batch-size {config.batch_size} is smaller than the {replicas} replicas; "
+                         "each replica needs at least one sample per step")
     if config.model == "unet3d":
         steps = math.ceil(len(train_ids) / config.batch_size)
         make = lambda seed: volume_dataset(prepared, ids=train_ids, batch_size=config.batch_size, seed=seed,
@@ -309,7 +335,10 @@ def _stream(config: TrainConfig, prepared, train_ids, soft_labels, start: int):
                                           augment_data=config.augment, soft_labels=soft_labels)
     stream = None
     for epoch in range(start, config.epochs):
-        epoch_data = make(config.seed * 100_003 + epoch).take(steps)
+        epoch_data = make(config.seed * 100_003 + epoch)
+        if replicas > 1:
+            epoch_data = epoch_data.unbatch().repeat().batch(config.batch_size, drop_remainder=True)
+        epoch_data = epoch_data.take(steps)
         stream = epoch_data if stream is None else stream.concatenate(epoch_data)
     return steps, stream
 

@@ -70,7 +70,30 @@ class SegmentationTrainer(keras.Model):
     def _report(self, loss, x, y, y_pred, sample_weight=None):
         """Tracks the (unscaled) loss and the compiled metrics, as Keras' own step does."""
         self._loss_tracker.update_state(unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0])
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras reduces logs across workers with MEAN over axis 0, which a scalar lacks
+            # (keras-team/keras#20585); shape (1,) reduces to the scalar mean.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Builds metrics from one replica's batch under MultiWorkerMirroredStrategy.
+
+        Keras' version all-reduces the first distributed batch with MEAN,
+        which fails across workers (keras-team/keras#20585, "Attempt to
+        convert a value (PerReplica ...)"). Only the batch's structure and
+        shapes matter for the build, so one local replica value serves.
+        """
+        strategy = self.distribute_strategy
+        if iterator is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:
+            batch = next(batches)
+            data_batch = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], batch)
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
 
     def get_config(self):
         return {**super().get_config(), "network": keras.saving.serialize_keras_object(self.network),

@@ -1,0 +1,92 @@
+"""Per-step cost of each defense against a clean training step, measured in one run.
+
+For the 3-D UNet at 32^3 (and --sizes), batch 1, prints median seconds of a
+clean training step (C) and the ratio to it of:
+
+* adversarial training, joint (eq. 9): target <= 2.1 (one input gradient,
+  then one update through clean and adversarial batches);
+* adversarial training, alternating (the paper's two updates);
+* noise augmentation (two updates per batch, as in the paper);
+* distillation student: target <= 1.15. Soft labels are the teacher's
+  softmax(z/T), computed ONCE per training volume and augmented jointly with
+  the image, so a student step is a clean step on soft targets; the ratio of
+  the paper's per-step alternative (teacher forward inside every step) is
+  printed beside it for comparison.
+
+    python benchmarks/bench_train.py [--sizes 32 64] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def median_step(trainer, x, y, repeats):
+    trainer.train_on_batch(x, y)  # trace
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        trainer.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def bench(size, repeats):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_advseg.defenses import AdversarialTrainer, NoiseTrainer, SegmentationTrainer
+    from keras_advseg.models import unet3d
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, size, size, size, 4)).astype("float32")
+    y = tf.one_hot(rng.integers(0, 4, size=(1, size, size, size)), 4).numpy()
+    network = lambda: unet3d((size, size, size, 4))
+
+    def make(trainer):
+        trainer.compile(optimizer=keras.optimizers.Adam(1e-4))
+        return trainer
+
+    clean = median_step(make(SegmentationTrainer(network())), x, y, repeats)
+    teacher = network()
+    soft = keras.ops.convert_to_numpy(keras.ops.softmax(teacher(x) / 100.0, axis=-1))
+
+    class PerStepTeacher(SegmentationTrainer):
+        """The alternative: the teacher's forward pass inside every student step."""
+
+        def train_step(self, data):
+            inputs, _ = data
+            targets = tf.nn.softmax(teacher(inputs, training=False) / 100.0, axis=-1)
+            return super().train_step((inputs, targets))
+
+    timings = {
+        "adversarial_joint": median_step(make(AdversarialTrainer(network(), mode="joint")), x, y, repeats),
+        "adversarial_alternating": median_step(make(AdversarialTrainer(network(), mode="alternating")), x, y,
+                                               repeats),
+        "noise": median_step(make(NoiseTrainer(network())), x, y, repeats),
+        "distillation_student_cached_soft_labels": median_step(
+            make(SegmentationTrainer(network(), temperature=100.0)), x, soft, repeats),
+        "distillation_student_teacher_per_step": median_step(
+            make(PerStepTeacher(network(), temperature=100.0)), x, y, repeats),
+    }
+    return {"size": size, "clean_step_s": round(clean, 4),
+            **{f"{k}_ratio": round(v / clean, 3) for k, v in timings.items()}}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    for size in args.sizes:
+        print(json.dumps(bench(size, args.repeats)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
