@@ -61,7 +61,7 @@ def bench(size, repeats):
         """The alternative: the teacher's forward pass inside every student step."""
 
         def train_step(self, data):
-            inputs, _ = data
+            inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
             targets = tf.nn.softmax(teacher(inputs, training=False) / 100.0, axis=-1)
             return super().train_step((inputs, targets))
 

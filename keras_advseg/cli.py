@@ -173,8 +173,9 @@ def tracking_options(fn):
               help="Adversarial training: one update on the weighted loss, or the paper's two updates [joint].")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
               help="Softmax temperature T of the training loss; distillation's teacher and student (eq. 4) [1].")
-@click.option("--teacher", type=click.Path(dir_okay=False),
-              help="Distillation: a teacher .keras trained at --temperature; trained first when omitted.")
+@click.option("--teacher",
+              help="Distillation: a teacher trained at --temperature (a .keras file, an MLflow run id or a "
+                   "runs:/ URI); trained first when omitted.")
 @click.option("--noise-radius", type=click.FloatRange(min=0),
               help="Noise augmentation: uniform noise radius relative to max |x| [0.01].")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",

@@ -82,3 +82,32 @@ def git_commit(path: str | Path = ".") -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def resolve_model_path(reference: str, tracking_uri: str | None = None) -> Path:
+    """A local ``.keras`` file for a path, an MLflow run id, or a ``runs:/RUN_ID/PATH`` URI.
+
+    A run id means that run's ``model.keras`` artifact (what ``advseg train`` logs).
+
+    Raises:
+        ValueError: the reference is neither an existing file nor a run/artifact
+            the tracking store has.
+    """
+    import re
+
+    path = Path(reference)
+    if path.is_file():
+        return path
+    if re.fullmatch(r"[0-9a-f]{32}", reference):
+        reference = f"runs:/{reference}/model.keras"
+    if not reference.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
+        raise ValueError(f"{reference}: no such model file, and not an MLflow run id or runs:/ URI")
+    import mlflow
+
+    uri = resolve_tracking_uri(tracking_uri)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(reference))
+    except Exception as exc:  # MLflow raises several types for missing runs/artifacts
+        raise ValueError(f"{reference}: cannot fetch the model from {uri} ({str(exc).splitlines()[0][:160]})") from None

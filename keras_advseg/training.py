@@ -295,10 +295,13 @@ def _fit(config: TrainConfig, prepared: PreparedDataset, out: Path, run_id: str,
 def _soft_labels(config: TrainConfig, prepared, train_ids, out: Path, verbose: int, strategy) -> str:
     """The teacher's softmax(z/T) on the training volumes, training the teacher first if none is given."""
     from keras_advseg.export import load_model
+    from keras_advseg.tracking import resolve_model_path
 
     folder = out / "soft_labels"
     if config.teacher:
-        teacher = load_model(config.teacher)
+        import mlflow
+
+        teacher = load_model(resolve_model_path(config.teacher, mlflow.get_tracking_uri()))
     elif (out / "teacher.keras").is_file():
         teacher = load_model(out / "teacher.keras")
     else:

@@ -106,3 +106,22 @@ def test_student_trains_at_t_and_deploys_at_one(batch):
 def test_adversarial_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AdversarialTrainer(tiny_network(), **kwargs)
+
+
+def test_joint_step_follows_equation_9_with_fgsm_from_current_weights(batch):
+    x, y = batch
+    network = tiny_network()
+    trainer = AdversarialTrainer(network, eps=0.05, beta=0.3, mode="joint")
+    trainer.compile(optimizer=keras.optimizers.SGD(1.0))
+    before = [np.array(w) for w in network.trainable_weights]
+    x_adv = fgsm(network, x, y, eps=0.05)  # the current weights' FGSM example
+    loss = SoftDiceLoss()
+    with tf.GradientTape() as tape:
+        total = 0.3 * loss(y, network(x, training=True)) + 0.7 * loss(y, network(x_adv, training=True))
+    grads = tape.gradient(total, network.trainable_weights)
+    trainer.train_on_batch(x, y)
+    moved = 0.0
+    for w0, g, w1 in zip(before, grads, network.trainable_weights):
+        np.testing.assert_allclose(np.array(w1), w0 - np.array(g), atol=2e-5)
+        moved = max(moved, float(np.abs(np.array(g)).max()))
+    assert moved > 1e-3

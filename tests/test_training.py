@@ -158,3 +158,20 @@ def test_training_against_a_real_mlflow_server(prepared_dir, tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_distillation_with_a_teacher_from_an_mlflow_run(trained_run, prepared_dir, tmp_path):
+    _, uri, _ = trained_run
+    client = MlflowClient(tracking_uri=uri)
+    teacher_run = client.search_runs([client.get_experiment_by_name("tests").experiment_id],
+                                     filter_string="tags.defense = 'adversarial'")[0]
+    result = CliRunner().invoke(main, train_args(prepared_dir, tmp_path / "student", uri, "--defense", "distillation",
+                                                 "--teacher", teacher_run.info.run_id, "--temperature", 20,
+                                                 "--epochs", 1))
+    assert result.exit_code == 0, result.output
+    soft = sorted((tmp_path / "student" / "soft_labels").glob("*.npy"))
+    assert soft and np.allclose(np.load(soft[0]).sum(axis=-1), 1.0, atol=1e-5)
+    assert not (tmp_path / "student" / "teacher.keras").exists()  # the given teacher was used
+    result = CliRunner().invoke(main, train_args(prepared_dir, tmp_path / "s2", uri, "--defense", "distillation",
+                                                 "--teacher", "0" * 32, "--epochs", 1))
+    assert result.exit_code == 2 and "cannot fetch the model" in result.output

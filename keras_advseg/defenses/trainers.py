@@ -110,7 +110,9 @@ class SegmentationTrainer(keras.Model):
 class AdversarialTrainer(SegmentationTrainer):
     """FGSM adversarial training (eq. 8-9).
 
-    ``joint``: one update on ``beta * L(x, y) + (1 - beta) * L(x + eps * sign(grad_x L(x, y)), y)``.
+    ``joint``: one update on ``beta * L(x, y) + (1 - beta) * L(x + eps * sign(grad_x L(x, y)), y)``,
+    the input gradient taken from the clean term's own (training-mode) forward
+    and backward pass, so a step costs two forward and two backward passes.
     ``alternating``: the paper's memory-saving variant -- an update on the
     adversarial batch, then an update on the original batch.
     The adversarial examples are built from the current weights, outside the
@@ -140,8 +142,7 @@ class AdversarialTrainer(SegmentationTrainer):
             tape.watch(x)
             loss = tf.reduce_sum(soft_dice_loss(y, self(x, training=False), temperature=self.temperature))
         grad = tf.stop_gradient(tape.gradient(loss, x))
-        peak = tf.reduce_max(tf.abs(x), axis=tf.range(1, tf.rank(x)), keepdims=True)
-        return tf.stop_gradient(x + self.eps * peak * tf.sign(grad))
+        return tf.stop_gradient(x + self.eps * _peak(x) * tf.sign(grad))
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -150,15 +151,25 @@ class AdversarialTrainer(SegmentationTrainer):
             self._update(x_adv, y, sample_weight)
             y_pred, loss = self._update(x, y, sample_weight)
             return self._report(loss, x, y, y_pred, sample_weight)
+        # One backward pass of the clean loss gives both the clean weight
+        # gradients and the input gradient that makes x_adv (eq. 9); x_adv is
+        # then a constant for the adversarial term: 2 forward + 2 backward passes.
+        variables = self.trainable_variables
         with tf.GradientTape() as tape:
+            tape.watch(x)
             y_pred = self(x, training=True)
             clean = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            scaled_clean = self.optimizer.scale_loss(clean)
+        grad_x, *clean_grads = tape.gradient(scaled_clean, [x] + variables)
+        x_adv = tf.stop_gradient(x + self.eps * _peak(x) * tf.sign(grad_x))
+        with tf.GradientTape() as tape:
             y_adv = self(x_adv, training=True)
             adversarial = self.compute_loss(x=x_adv, y=y, y_pred=y_adv, sample_weight=sample_weight, training=True)
-            loss = self.beta * clean + (1.0 - self.beta) * adversarial
-            scaled = self.optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
+            scaled_adversarial = self.optimizer.scale_loss(adversarial)
+        adversarial_grads = tape.gradient(scaled_adversarial, variables)
+        grads = [_weighted(self.beta, c, a) for c, a in zip(clean_grads, adversarial_grads)]
+        self.optimizer.apply(grads, variables)
+        loss = self.beta * clean + (1.0 - self.beta) * adversarial
         return self._report(loss, x, y, y_pred, sample_weight)
 
     def get_config(self):
@@ -188,9 +199,8 @@ class NoiseTrainer(SegmentationTrainer):
 
     def noisy(self, x):
         """``x`` plus uniform noise of relative radius ``radius``."""
-        peak = tf.reduce_max(tf.abs(x), axis=tf.range(1, tf.rank(x)), keepdims=True)
         noise = keras.random.uniform(tf.shape(x), -1.0, 1.0, seed=self.noise_generator)
-        return x + self.radius * peak * noise
+        return x + self.radius * _peak(x) * noise
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -200,3 +210,15 @@ class NoiseTrainer(SegmentationTrainer):
 
     def get_config(self):
         return {**super().get_config(), "radius": self.radius, "seed": self.seed}
+
+
+def _peak(x):
+    """Each sample's max |x|, broadcastable to ``x`` (budgets are relative to it)."""
+    return tf.reduce_max(tf.abs(x), axis=tf.range(1, tf.rank(x)), keepdims=True)
+
+
+def _weighted(beta, clean, adversarial):
+    """``beta * clean + (1 - beta) * adversarial`` for a gradient that may be None."""
+    if clean is None or adversarial is None:
+        return clean if adversarial is None else adversarial
+    return beta * clean + (1.0 - beta) * adversarial
