@@ -206,6 +206,77 @@ def train_command(data, out, model_name, defense, preset, epochs, batch_size, lr
                f"MLflow run {result.run_id}")
 
 
+def parse_floats(text: str | None, option: str) -> tuple[float, ...]:
+    """``"0.05,0.1"`` -> (0.05, 0.1); ``"0:0.01:0.001"`` -> 0, 0.001, ..., 0.01 (inclusive).
+
+    Raises:
+        ValueError: not numbers, or a bad range.
+    """
+    if not text:
+        return ()
+    try:
+        if ":" in text:
+            start, stop, step = (float(p) for p in text.split(":"))
+            if step <= 0 or stop < start:
+                raise ValueError
+            count = int(round((stop - start) / step))
+            return tuple(round(start + i * step, 10) for i in range(count + 1))
+        return tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise ValueError(f"{option}: expected numbers like 0.05,0.1 or a range START:STOP:STEP, got {text!r}") from None
+
+
+@main.command("evaluate")
+@click.argument("model_ref", metavar="MODEL")
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="Prepared cache, or a raw dataset (prepared into OUT/prepared at the model's input size).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder: per_subject.csv, summary.json, iterations.csv, figures.")
+@click.option("--split", type=click.Choice(["test", "train", "all"]), default="test", help="Subjects to evaluate.")
+@click.option("--attack", "attacks", multiple=True, type=click.Choice(["none", "fgsm", "ifgsm", "tifgsm", "pgd"]),
+              default=("fgsm",), help="Attack (repeatable). tifgsm is the paper's targeted i-FGSM (all voxels label 1).")
+@click.option("--eps", default="0.05",
+              help="Attack budgets, relative to each input's max |x|: one value or a list (0,0.05,0.1).")
+@click.option("--steps", type=click.IntRange(min=1), default=10, help="Iterations of i-FGSM, targeted i-FGSM, PGD.")
+@click.option("--eps-sweep", default=None,
+              help="FGSM budgets swept from ONE gradient, START:STOP:STEP or a list; the paper's is 0:0.01:0.001.")
+@click.option("--iterations-sweep", is_flag=True,
+              help="Record Dice and PSNR/SSIM/RMSE after every i-FGSM and targeted i-FGSM iteration (one run each).")
+@click.option("--attack-temperature", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              help="Softmax temperature of the attack loss; T > 1 attacks distilled models at the logit level.")
+@click.option("--transfer-from", "transfer_ref", default=None,
+              help="Craft the attacks on this other model (file, run id or runs:/ URI) and apply them (transfer).")
+@click.option("--restarts", type=click.IntRange(min=1), default=1, help="PGD random restarts.")
+@click.option("--seed", type=int, default=0, help="Seed of PGD's random starts.")
+@click.option("--run-name", help="MLflow run name [eval-<attacks>].")
+@tracking_options
+@friendly_errors
+def evaluate_command(model_ref, data, out, split, attacks, eps, steps, eps_sweep, iterations_sweep,
+                     attack_temperature, transfer_ref, restarts, seed, run_name, tracking_uri, experiment):
+    """Attack MODEL (a .keras file, an MLflow run id or runs:/ URI) and score it per subject."""
+    from keras_advseg.evaluation import EvalConfig
+    from keras_advseg.runner import run_evaluation
+    from keras_advseg.tracking import TrackingError
+
+    config = EvalConfig(attacks=tuple(attacks), eps=parse_floats(eps, "--eps") or (0.05,), steps=steps,
+                        eps_sweep=parse_floats(eps_sweep, "--eps-sweep"), iterations_sweep=iterations_sweep,
+                        attack_temperature=attack_temperature, seed=seed, restarts=restarts)
+    try:
+        summary = run_evaluation(model_ref, data, out, config, split=split, transfer_ref=transfer_ref,
+                                 tracking_uri=tracking_uri, experiment=experiment, run_name=run_name)
+    except TrackingError as exc:
+        raise click.ClickException(str(exc)) from None
+    clean = summary["clean"]
+    click.echo("clean Dice " + ", ".join(f"{r.upper()} {clean[f'dice_{r}']['mean']:.3f}" for r in ("wt", "tc", "et")))
+    for attack, by_eps in summary["attacks"].items():
+        if attack == "fgsm_sweep":
+            continue
+        for value, entry in by_eps.items():
+            click.echo(f"{attack} eps {value}: Dice " + ", ".join(
+                f"{r.upper()} {entry[f'dice_{r}']['mean']:.3f}" for r in ("wt", "tc", "et")))
+    click.echo(f"wrote {out / 'per_subject.csv'} and {out / 'summary.json'}")
+
+
 @main.command("export")
 @click.argument("model_path", metavar="MODEL.keras", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
