@@ -277,6 +277,30 @@ def evaluate_command(model_ref, data, out, split, attacks, eps, steps, eps_sweep
     click.echo(f"wrote {out / 'per_subject.csv'} and {out / 'summary.json'}")
 
 
+@main.command("compare")
+@click.argument("eval_dirs", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--baseline", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Evaluation folder of the undefended model: Table 1's attacks and the reference of the defense table.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--eps", "table_eps", default="0,0.05,0.1",
+              help="FGSM budgets of the defense table (paper: 0, 0.05, 0.1); 0 is the clean evaluation.")
+@click.option("--attack-eps", type=click.FloatRange(min=0), default=0.05, help="Budget of Table 1's attacks.")
+@click.option("--title", default="Defenses", help="Title of the defense table (e.g. '3D-UNet').")
+@friendly_errors
+def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
+    """Paired Wilcoxon tests of EVAL_DIRS against --baseline, Bonferroni-corrected, as the paper's tables.
+
+    Writes table1_attacks.{md,csv} (no attack vs attacks on the baseline),
+    table_defenses.{md,csv} (each model vs the baseline under FGSM), tests.csv
+    (every test with raw and corrected p) and fig_eps_overlay.png.
+    """
+    from keras_advseg.runner import run_compare
+
+    report = run_compare(list(eval_dirs), baseline, out, table_eps=parse_floats(table_eps, "--eps"),
+                         attack_eps=attack_eps, title=title)
+    click.echo(report)
+
+
 @main.command("export")
 @click.argument("model_path", metavar="MODEL.keras", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))

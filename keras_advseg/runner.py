@@ -106,3 +106,40 @@ def _source_tags(run_id: str, tracking_uri: str) -> dict:
     except Exception:  # the training run may live in another store
         return {}
     return {k: tags[k] for k in ("defense", "model", "temperature", "adv_eps", "preset") if k in tags}
+
+
+def run_compare(eval_dirs: list, baseline_dir, out, *, table_eps=(0.0, 0.05, 0.1), attack_eps: float = 0.05,
+                title: str = "Defenses") -> str:
+    """Writes the attack and defense tables, the tests and the overlay figure; returns the Markdown report.
+
+    Raises:
+        ValueError: a folder is not an evaluation, or subject sets differ.
+    """
+    from keras_advseg import figures, statistics as st
+
+    out = Path(out)
+    baseline = st.load_results(baseline_dir)
+    models = [st.load_results(d) for d in eval_dirs if Path(d).resolve() != Path(baseline_dir).resolve()]
+    st.check_same_subjects(models, baseline)
+    out.mkdir(parents=True, exist_ok=True)
+    attack_rows, m_attacks = st.attack_table(baseline, attack_eps)
+    defense_rows, m_defenses = st.defense_table(models, baseline, tuple(table_eps)) if models else ([], 0)
+    n = len(baseline.subjects())
+    parts = [f"# Robustness comparison ({n} subjects, paired by id)\n",
+             f"## Table 1: attacks on {baseline.name} at eps {attack_eps:g}\n",
+             f"Wilcoxon signed-rank vs no attack, Bonferroni over {m_attacks} comparisons; "
+             f"* marks corrected p <= {st.ALPHA}.\n", st.to_markdown(attack_rows)]
+    st.write_atomic(out / "table1_attacks.csv", st.to_csv(attack_rows))
+    if defense_rows:
+        parts += [f"\n## {title}: FGSM, each model vs {baseline.name}\n",
+                  f"Wilcoxon signed-rank vs {baseline.name}, Bonferroni over {m_defenses} comparisons; "
+                  f"* marks corrected p <= {st.ALPHA}.\n", st.to_markdown(defense_rows)]
+        st.write_atomic(out / "table_defenses.csv", st.to_csv(defense_rows))
+    report = "\n".join(parts)
+    st.write_atomic(out / "tables.md", report)
+    figures.eps_figure(st.sweep_curves([baseline] + models), out / "fig_eps_overlay.png")
+    st.write_atomic(out / "compare.json", json.dumps({
+        "baseline": str(baseline.path), "models": [str(m.path) for m in models], "n_subjects": n,
+        "comparisons": {"attacks": m_attacks, "defenses": m_defenses},
+        "table1": attack_rows, "defenses": defense_rows}, indent=2))
+    return report
