@@ -301,6 +301,36 @@ def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
     click.echo(report)
 
 
+@main.command("reproduce")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Dataset in any supported layout; default: the MNI152 phantom, synthesised into OUT/phantom.")
+@click.option("--preset", type=click.Choice(["smoke", "quick", "paper"]), default="quick",
+              help="smoke: about 2 minutes (16^3, 2 epochs); quick: `make demo`, 32^3 on a CPU; "
+                   "paper: 128^3 and the paper's epochs, temperatures and budgets (a GPU job).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Study folder: phantom/, prepared/, models/, evals/, compare3d/, compare2d/, report.md.")
+@click.option("--seed", type=int, default=0, help="Seed of the phantom, the split, training and PGD.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, help="Processes for synthesis and preparation.")
+@tracking_options
+@friendly_errors
+def reproduce_command(data, preset, out, seed, workers, tracking_uri, experiment):
+    """Run the whole study: data, training with every defense, attacks, statistics, report.md.
+
+    Re-running skips finished steps. All runs go to one MLflow experiment
+    (default: advseg-reproduce-PRESET unless --experiment is given).
+    """
+    from keras_advseg.reproduce import reproduce
+    from keras_advseg.tracking import TrackingError
+    from keras_advseg.training import TrainingError
+
+    try:
+        report = reproduce(preset, out, data=data, tracking_uri=tracking_uri,
+                           experiment=None if experiment == "keras-advseg" else experiment, seed=seed, workers=workers)
+    except (TrainingError, TrackingError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"report: {report}")
+
+
 @main.command("export")
 @click.argument("model_path", metavar="MODEL.keras", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
