@@ -17,8 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/advseg data synth $(DEMO_DIR)/phantom --n 40 --voxel-mm 2 --seed 0 --preview
-	$(BIN)/advseg data prepare $(DEMO_DIR)/phantom --out $(DEMO_DIR)/prepared --shape 64 --workers 2
+	$(BIN)/advseg reproduce --preset quick --out $(DEMO_DIR) --workers 2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,8 @@ def reproduce(preset: str, out: str | Path, *, data: str | Path | None = None, t
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     experiment = experiment or f"advseg-reproduce-{preset}"
+    # Under `mlflow run` the project's run id is in the environment; the study's runs are its own.
+    os.environ.pop("MLFLOW_RUN_ID", None)
     check_reachable(tracking_uri)
     models = study.models3d + study.models2d
     plan = ["data", "prepare"] + [f"train {m.name}" for m in models]

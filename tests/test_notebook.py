@@ -17,3 +17,4 @@ def test_walkthrough_runs(tmp_path):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs)
     assert "brats2021" in text and "eps=0.050" in text
+    assert "Bonferroni over" in text and "adversarial model.keras" in text
