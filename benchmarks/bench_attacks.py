@@ -20,19 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-def median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+from _timing import median_time  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def bench(name, model, size, repeats, steps=10):

@@ -7,16 +7,14 @@ eps from one gradient; i-FGSM curves over iterations from one trajectory.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from keras_advseg.atomic import rows_to_csv, write_text_atomic
 from keras_advseg.attacks import (all_label_target, fgsm, fgsm_sweep, ifgsm, ifgsm_trajectory, pgd,
                                   targeted_ifgsm)
 from keras_advseg.data.pipeline import one_hot_labels
@@ -198,10 +196,10 @@ def summarize(evaluation: Evaluation) -> dict:
 def write_outputs(evaluation: Evaluation, summary: dict, out: Path, meta: dict) -> list[Path]:
     """Writes ``per_subject.csv``, ``iterations.csv`` (if any) and ``summary.json`` atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    written = [_write_atomic(out / "per_subject.csv", _csv(evaluation.rows, ROW_FIELDS))]
+    written = [write_text_atomic(out / "per_subject.csv", rows_to_csv(evaluation.rows, ROW_FIELDS))]
     if evaluation.iterations:
-        written.append(_write_atomic(out / "iterations.csv", _csv(evaluation.iterations, ITERATION_FIELDS)))
-    written.append(_write_atomic(out / "summary.json", json.dumps({**meta, **summary}, indent=2, default=_jsonable)))
+        written.append(write_text_atomic(out / "iterations.csv", rows_to_csv(evaluation.iterations, ITERATION_FIELDS)))
+    written.append(write_text_atomic(out / "summary.json", json.dumps({**meta, **summary}, indent=2, default=_jsonable)))
     return written
 
 
@@ -251,21 +249,6 @@ def _stats(values) -> dict:
 
 def _eps_key(eps: float) -> str:
     return f"{float(eps):g}"
-
-
-def _csv(rows: list[dict], fields) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 def _jsonable(value):

@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 
 from keras_advseg import paper_values
+from keras_advseg.atomic import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -275,11 +276,7 @@ def write_report(out: Path, preset: str, study: Study, prepared) -> Path:
         if (out / path).is_file():
             lines.append(f"![{caption}]({path})\n")
     lines.append("\nAll runs are in one MLflow experiment: `mlflow ui --backend-store-uri <tracking store>`.\n")
-    path = out / "report.md"
-    tmp = out / ".report.md.partial"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(out / "report.md", "\n".join(lines))
 
 
 class _Progress:
@@ -304,9 +301,7 @@ class _Progress:
             def __exit__(self, kind, value, traceback):
                 if kind is None:
                     progress.done.add(name)
-                    tmp = progress.record.with_name(".progress.json.partial")
-                    tmp.write_text(json.dumps(sorted(progress.done)))
-                    tmp.replace(progress.record)
+                    write_text_atomic(progress.record, json.dumps(sorted(progress.done)))
                     if not self.skip:
                         click.echo(f"    done in {time.time() - self.start:.0f} s", err=True)
                 return False

@@ -116,6 +116,7 @@ def run_compare(eval_dirs: list, baseline_dir, out, *, table_eps=(0.0, 0.05, 0.1
         ValueError: a folder is not an evaluation, or subject sets differ.
     """
     from keras_advseg import figures, statistics as st
+    from keras_advseg.atomic import rows_to_csv, write_text_atomic
 
     out = Path(out)
     baseline = st.load_results(baseline_dir)
@@ -129,16 +130,16 @@ def run_compare(eval_dirs: list, baseline_dir, out, *, table_eps=(0.0, 0.05, 0.1
              f"## Table 1: attacks on {baseline.name} at eps {attack_eps:g}\n",
              f"Wilcoxon signed-rank vs no attack, Bonferroni over {m_attacks} comparisons; "
              f"* marks corrected p <= {st.ALPHA}.\n", st.to_markdown(attack_rows)]
-    st.write_atomic(out / "table1_attacks.csv", st.to_csv(attack_rows))
+    write_text_atomic(out / "table1_attacks.csv", rows_to_csv(attack_rows))
     if defense_rows:
         parts += [f"\n## {title}: FGSM, each model vs {baseline.name}\n",
                   f"Wilcoxon signed-rank vs {baseline.name}, Bonferroni over {m_defenses} comparisons; "
                   f"* marks corrected p <= {st.ALPHA}.\n", st.to_markdown(defense_rows)]
-        st.write_atomic(out / "table_defenses.csv", st.to_csv(defense_rows))
+        write_text_atomic(out / "table_defenses.csv", rows_to_csv(defense_rows))
     report = "\n".join(parts)
-    st.write_atomic(out / "tables.md", report)
+    write_text_atomic(out / "tables.md", report)
     figures.eps_figure(st.sweep_curves([baseline] + models), out / "fig_eps_overlay.png")
-    st.write_atomic(out / "compare.json", json.dumps({
+    write_text_atomic(out / "compare.json", json.dumps({
         "baseline": str(baseline.path), "models": [str(m.path) for m in models], "n_subjects": n,
         "comparisons": {"attacks": m_attacks, "defenses": m_defenses},
         "table1": attack_rows, "defenses": defense_rows}, indent=2))

@@ -9,10 +9,8 @@ reported with the table).
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,21 +181,6 @@ def to_markdown(rows: list[dict], columns: list[str] | None = None) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def to_csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 def _fgsm(result: EvalResults, eps: float, region: str) -> dict[str, float]:

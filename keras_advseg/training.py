@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_advseg.atomic import write_text_atomic
 from keras_advseg.data.errors import DataError
 from keras_advseg.data.pipeline import slice_dataset, volume_dataset
 from keras_advseg.data.prepare import PrepareConfig, PreparedDataset, load_prepared, prepare_dataset, split_subjects
@@ -445,9 +446,7 @@ class _Checkpoint(keras.callbacks.Callback):
         self.dir.mkdir(parents=True, exist_ok=True)
         state = {"epoch": epoch, "run_id": self.run_id, "best_score": self.best["score"],
                  "best_epoch": self.best["epoch"], "finished": finished, "config": asdict(self.config)}
-        tmp = self.dir / ".state.json.partial"
-        tmp.write_text(json.dumps(state, indent=2))
-        os.replace(tmp, self.dir / "state.json")
+        write_text_atomic(self.dir / "state.json", json.dumps(state, indent=2))
 
 
 class _MlflowEpochs(keras.callbacks.Callback):

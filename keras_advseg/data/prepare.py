@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_advseg.atomic import write_text_atomic
 from keras_advseg.data.errors import DataError
 from keras_advseg.data.layouts import discover_subjects
 from keras_advseg.data.preprocess import brain_mask, crop_box, masked_moments, n4_correct, resize, zscore
@@ -169,7 +170,7 @@ def prepare_dataset(
     if volumes.exists() and (not stamp.is_file() or json.loads(stamp.read_text()).get("volume_hash") != config.volume_hash()):
         shutil.rmtree(volumes)
     volumes.mkdir(parents=True, exist_ok=True)
-    _write_atomic(stamp, json.dumps({"volume_hash": config.volume_hash()}))
+    write_text_atomic(stamp, json.dumps({"volume_hash": config.volume_hash()}))
     todo = [s for s in subjects if not (volumes / f"{s.subject_id}.npz").is_file()]
     job = _PrepareJob(volumes, config, single_threaded=workers > 1)
     for _ in progress_map(job, todo, workers=workers, desc="prepare", disable=None if progress is None else not progress):
@@ -192,7 +193,7 @@ def prepare_dataset(
                   "unlabelled": [s.subject_id for s in subjects if not s.has_labels]},
         "statistics": None if mean is None else {"mean": mean.tolist(), "std": std.tolist(), "split": "train"},
     }
-    _write_atomic(out / "prepared.json", json.dumps(manifest, indent=2))
+    write_text_atomic(out / "prepared.json", json.dumps(manifest, indent=2))
     return load_prepared(out)
 
 
@@ -316,9 +317,3 @@ def _mean_std(total, squares, count) -> tuple[np.ndarray, np.ndarray]:
 
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=list).encode()).hexdigest()[:16]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
