@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from keras_advseg.atomic import rows_to_csv, write_text_atomic
+from keras_advseg.attacks.core import labels_of
 from keras_advseg.attacks import (all_label_target, fgsm, fgsm_sweep, ifgsm, ifgsm_trajectory, pgd,
                                   targeted_ifgsm)
 from keras_advseg.data.pipeline import one_hot_labels
@@ -127,7 +128,7 @@ def evaluate(model, prepared, ids: list[str], config: EvalConfig, *, transfer_mo
         if config.eps_sweep:
             for eps, x_adv, logits in fgsm_sweep(source, x, y, config.eps_sweep, **kwargs):
                 if transfer_model is None:  # the sweep's own forward pass is the evaluated model's
-                    dice = brats_dice(labels, np.asarray(_labels(logits))[0])
+                    dice = brats_dice(labels, np.asarray(labels_of(logits))[0])
                     row = {"subject": subject_id, "attack": "fgsm_sweep", "eps": eps, "steps": 0,
                            **{f"dice_{r}": float(dice[r]) for r in REGIONS}}
                     quality = image_quality(image, np.asarray(x_adv)[0]) if eps > 0 else {}
@@ -233,12 +234,6 @@ def _attack(name, model, x, y, eps, config: EvalConfig, kwargs):
     return pgd(model, x, y, eps=eps, steps=config.steps, seed=config.seed, restarts=config.restarts, **kwargs)
 
 
-def _labels(logits):
-    from keras_advseg.metrics import probabilities_to_labels
-
-    return probabilities_to_labels(logits)
-
-
 def _stats(values) -> dict:
     values = [float(v) for v in values if v != "" and v is not None and math.isfinite(float(v))]
     if not values:
@@ -257,7 +252,3 @@ def _jsonable(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value)}")
-
-
-def config_dict(config: EvalConfig) -> dict:
-    return asdict(config)
