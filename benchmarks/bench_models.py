@@ -3,7 +3,8 @@
 Prints, for each size at batch 1: median seconds of a forward pass, of a
 gradient of the soft Dice loss with respect to the input, their ratio, and
 the peak resident memory of a full training step measured in a fresh
-subprocess (target: a 128^3 training step under 5 GB).
+subprocess, in float32 and under the mixed_bfloat16 policy (target: a 128^3
+training step under 5 GB; ``advseg train --precision mixed_bfloat16``).
 
     python benchmarks/bench_models.py --sizes 32 64 128
 """
@@ -49,12 +50,13 @@ def measure(size, repeats):
     return {"size": size, "forward_s": fwd, "grad_s": grad, "grad_over_forward": grad / fwd}
 
 
-def train_step_peak_rss(size):
-    """Runs one training step in a child process and returns its peak RSS in GB."""
+def train_step_peak_rss(size, policy="float32"):
+    """Runs one training step in a child process under a dtype policy; returns its peak RSS in GB."""
     code = f"""
 import os, resource
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import keras, numpy as np
+keras.mixed_precision.set_global_policy("{policy}")
 from keras_advseg.losses import SoftDiceLoss
 from keras_advseg.models import unet3d
 m = unet3d(({size},) * 3 + (4,))
@@ -76,6 +78,7 @@ def main():
     for size in args.sizes:
         row = measure(size, args.repeats)
         row["train_step_peak_rss_gb"] = train_step_peak_rss(size)
+        row["train_step_peak_rss_gb_mixed_bfloat16"] = train_step_peak_rss(size, "mixed_bfloat16")
         print(json.dumps(row))
     print(f"# this process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
 

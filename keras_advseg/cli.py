@@ -181,13 +181,16 @@ def tracking_options(fn):
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
               help="tf.distribute: one device, MirroredStrategy (local GPUs), MultiWorkerMirroredStrategy (TF_CONFIG).")
 @click.option("--deterministic/--nondeterministic", default=True, help="TensorFlow op determinism.")
+@click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]), default="float32",
+              help="Keras dtype policy: mixed_bfloat16 cuts a 128^3 step's memory on CPU, mixed_float16 suits GPUs; "
+                   "losses and logits stay float32.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
 @click.option("--run-name", help="MLflow run name [model-defense].")
 @tracking_options
 @friendly_errors
 def train_command(data, out, model_name, defense, preset, epochs, batch_size, lr, seed, shape, base_filters, depth,
                   dropout, loss, val_fraction, augment, adv_eps, beta, adv_mode, temperature, teacher, noise_radius,
-                  strategy, deterministic, resume, run_name, tracking_uri, experiment):
+                  strategy, deterministic, precision, resume, run_name, tracking_uri, experiment):
     """Train a segmentation network, with or without a defense, tracked in MLflow."""
     from keras_advseg.tracking import TrackingError
     from keras_advseg.training import TrainConfig, TrainingError, train
@@ -196,7 +199,7 @@ def train_command(data, out, model_name, defense, preset, epochs, batch_size, lr
         preset, model_name, defense, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, shape=shape,
         base_filters=base_filters, depth=depth, dropout=dropout, loss=loss, val_fraction=val_fraction,
         augment=augment, adv_eps=adv_eps, beta=beta, adv_mode=adv_mode, temperature=temperature, teacher=teacher,
-        noise_radius=noise_radius, strategy=strategy, deterministic=deterministic)
+        noise_radius=noise_radius, strategy=strategy, deterministic=deterministic, precision=precision)
     try:
         result = train(config, data, out, tracking_uri=tracking_uri, experiment=experiment,
                        run_name=run_name or f"{model_name}-{defense}", resume=resume)

@@ -33,6 +33,7 @@ from keras_advseg.models import SliceWise, unet2d, unet3d
 MODELS = ("unet3d", "unet2d")
 DEFENSES = ("none", "adversarial", "distillation", "noise")
 STRATEGIES = ("default", "mirrored", "multiworker")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 LOSSES = ("dice", "dice_ce")
 
 PRESETS: dict[str, dict] = {
@@ -82,10 +83,12 @@ class TrainConfig:
     noise_radius: float = 0.01
     strategy: str = "default"
     deterministic: bool = True
+    precision: str = "float32"
     preset: str | None = None
 
     def __post_init__(self):
-        for name, allowed in (("model", MODELS), ("defense", DEFENSES), ("strategy", STRATEGIES), ("loss", LOSSES)):
+        for name, allowed in (("model", MODELS), ("defense", DEFENSES), ("strategy", STRATEGIES), ("loss", LOSSES),
+                              ("precision", PRECISIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}. Received: {name}={getattr(self, name)!r}")
         if self.epochs < 1 or self.batch_size < 1:
@@ -244,6 +247,16 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, tracking_ur
 
 def _fit(config: TrainConfig, prepared: PreparedDataset, out: Path, run_id: str, state: dict | None,
          verbose: int, metric_prefix: str, strategy: tf.distribute.Strategy) -> TrainResult:
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(config.precision)
+    try:
+        return _fit_with_policy(config, prepared, out, run_id, state, verbose, metric_prefix, strategy)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _fit_with_policy(config: TrainConfig, prepared: PreparedDataset, out: Path, run_id: str, state: dict | None,
+                     verbose: int, metric_prefix: str, strategy: tf.distribute.Strategy) -> TrainResult:
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()

@@ -175,3 +175,16 @@ def test_distillation_with_a_teacher_from_an_mlflow_run(trained_run, prepared_di
     result = CliRunner().invoke(main, train_args(prepared_dir, tmp_path / "s2", uri, "--defense", "distillation",
                                                  "--teacher", "0" * 32, "--epochs", 1))
     assert result.exit_code == 2 and "cannot fetch the model" in result.output
+
+
+def test_mixed_bfloat16_training(prepared_dir, tmp_path):
+    import keras
+
+    result = CliRunner().invoke(main, train_args(prepared_dir, tmp_path / "out", f"sqlite:///{tmp_path}/m.db",
+                                                 "--epochs", 1, "--precision", "mixed_bfloat16"))
+    assert result.exit_code == 0, result.output
+    model = load_model(tmp_path / "out" / "model.keras")
+    conv = model.get_layer("enc0_0_conv")
+    assert conv.compute_dtype == "bfloat16" and conv.kernel.dtype == "float32"
+    assert model.output.dtype == "float32"  # logits stay float32
+    assert keras.mixed_precision.global_policy().name == "float32"  # the process policy is restored
