@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_mlflow_run_synth_entry_point(tmp_path):
     bin_dir = Path(sys.executable).parent
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    # earlier in-process MLflow calls may leave MLFLOW_* variables (experiment id, run id) behind
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(MLFLOW_TRACKING_URI=uri, PATH=f"{bin_dir}:{os.environ['PATH']}")
     result = subprocess.run(
         [str(bin_dir / "mlflow"), "run", "mlflow", "-e", "synth", "--env-manager", "local",
          "-P", f"out={tmp_path}/phantom", "-P", "n=1", "-P", "voxel_mm=6", "--experiment-name", "project-test"],
