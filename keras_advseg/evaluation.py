@@ -107,8 +107,11 @@ def evaluate(model, prepared, ids: list[str], config: EvalConfig, *, transfer_mo
             raise ValueError(f"subject {subject_id} has no labels; evaluation needs them")
         x, y = image[None], one_hot_labels(labels[None]).numpy()
 
-        def score(attack, eps, x_adv, steps=0):
-            dice = brats_dice(labels, predict_labels(model, x_adv)[0])
+        def score(attack, eps, x_adv, steps=0, predicted=None):
+            """One row: Dice of ``predicted`` (default: the model on ``x_adv``) and input quality."""
+            if predicted is None:
+                predicted = predict_labels(model, x_adv)[0]
+            dice = brats_dice(labels, predicted)
             row = {"subject": subject_id, "attack": attack, "eps": eps, "steps": steps,
                    **{f"dice_{r}": float(dice[r]) for r in REGIONS}}
             quality = image_quality(image, np.asarray(x_adv)[0]) if attack != "none" and eps > 0 else {}
@@ -127,15 +130,9 @@ def evaluate(model, prepared, ids: list[str], config: EvalConfig, *, transfer_mo
                 adversarial_examples[attack] = x_adv
         if config.eps_sweep:
             for eps, x_adv, logits in fgsm_sweep(source, x, y, config.eps_sweep, **kwargs):
-                if transfer_model is None:  # the sweep's own forward pass is the evaluated model's
-                    dice = brats_dice(labels, np.asarray(labels_of(logits))[0])
-                    row = {"subject": subject_id, "attack": "fgsm_sweep", "eps": eps, "steps": 0,
-                           **{f"dice_{r}": float(dice[r]) for r in REGIONS}}
-                    quality = image_quality(image, np.asarray(x_adv)[0]) if eps > 0 else {}
-                    row.update({q: quality.get(q, "") for q in QUALITY})
-                    result.rows.append(row)
-                else:
-                    score("fgsm_sweep", eps, x_adv)
+                # without transfer, the sweep's own forward pass is the evaluated model's prediction
+                predicted = np.asarray(labels_of(logits))[0] if transfer_model is None else None
+                score("fgsm_sweep", eps, x_adv, predicted=predicted)
         if config.iterations_sweep:
             eps = config.eps[0]
             for attack, target, targeted in (("ifgsm", y, False), ("tifgsm", all_label_target(y), True)):

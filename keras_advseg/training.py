@@ -282,11 +282,12 @@ def _fit_with_policy(config: TrainConfig, prepared: PreparedDataset, out: Path, 
         best = {"score": state["best_score"], "epoch": state["best_epoch"]}
 
     steps, stream = _stream(config, prepared, train_ids, soft_labels, start, strategy.num_replicas_in_sync)
+    deployed = deployable(config, network)
     callbacks = [
         _EpochSeeds(config.seed),
-        _Validation(deployable(config, network), prepared, val_ids),
+        _Validation(deployed, prepared, val_ids),
         _NonFinite(),
-        _Checkpoint(out, config, run_id, deployable(config, network), best),
+        _Checkpoint(out, config, run_id, deployed, best),
         _MlflowEpochs(metric_prefix),
     ]
     if start < config.epochs:
@@ -297,7 +298,7 @@ def _fit_with_policy(config: TrainConfig, prepared: PreparedDataset, out: Path, 
         raise TrainingError(f"non-finite loss at epoch {non_finite.where[0] + 1}, batch {non_finite.where[1] + 1}; "
                             f"training stopped, the last good checkpoint is in {out / 'checkpoint'}")
     checkpoint = callbacks[3]
-    last = _save_atomic(deployable(config, network), out / "last.keras")
+    last = _save_atomic(deployed, out / "last.keras")
     best_path = out / "best.keras"
     model_path = out / "model.keras"
     shutil.copyfile(best_path if best_path.is_file() else last, out / ".model.keras.partial")

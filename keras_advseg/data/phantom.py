@@ -13,6 +13,7 @@ BraTS 2021 layout, so the real loader reads them.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from keras_advseg.atomic import write_text_atomic
 from keras_advseg.parallel import progress_map
 
 TISSUES = ("csf", "gm", "wm", "ncr", "ed", "et")
@@ -188,7 +190,7 @@ def synthesize_dataset(
         raise ValueError(f"n must be >= 1. Received: n={n}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "phantom.json").write_text(_json({"seed": seed, "n": n, **asdict(config)}))
+    write_text_atomic(out / "phantom.json", json.dumps({"seed": seed, "n": n, **asdict(config)}, indent=2))
     todo = [i for i in range(n) if not _subject_dir(out, i).is_dir()]
     work = functools.partial(_write_subject, out=out, seed=seed, config=config)
     for _ in progress_map(work, todo, workers=workers, desc="synthesise", disable=_hide(progress)):
@@ -345,9 +347,3 @@ def _smooth_noise(rng: np.random.Generator, shape, cells: int) -> np.ndarray:
 
 def _hide(progress: bool | None) -> bool | None:
     return None if progress is None else not progress
-
-
-def _json(obj) -> str:
-    import json
-
-    return json.dumps(obj, indent=2, default=list)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_advseg.attacks.core import per_sample_scale
 from keras_advseg.losses import SoftDiceLoss, soft_dice_loss
 
 try:  # Keras' own helper for the loss shown in logs under a distribution strategy
@@ -142,7 +143,7 @@ class AdversarialTrainer(SegmentationTrainer):
             tape.watch(x)
             loss = tf.reduce_sum(soft_dice_loss(y, self(x, training=False), temperature=self.temperature))
         grad = tf.stop_gradient(tape.gradient(loss, x))
-        return tf.stop_gradient(x + self.eps * _peak(x) * tf.sign(grad))
+        return tf.stop_gradient(x + per_sample_scale(x, self.eps, relative=True) * tf.sign(grad))
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -161,7 +162,7 @@ class AdversarialTrainer(SegmentationTrainer):
             clean = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
             scaled_clean = self.optimizer.scale_loss(clean)
         grad_x, *clean_grads = tape.gradient(scaled_clean, [x] + variables)
-        x_adv = tf.stop_gradient(x + self.eps * _peak(x) * tf.sign(grad_x))
+        x_adv = tf.stop_gradient(x + per_sample_scale(x, self.eps, relative=True) * tf.sign(grad_x))
         with tf.GradientTape() as tape:
             y_adv = self(x_adv, training=True)
             adversarial = self.compute_loss(x=x_adv, y=y, y_pred=y_adv, sample_weight=sample_weight, training=True)
@@ -200,7 +201,7 @@ class NoiseTrainer(SegmentationTrainer):
     def noisy(self, x):
         """``x`` plus uniform noise of relative radius ``radius``."""
         noise = keras.random.uniform(tf.shape(x), -1.0, 1.0, seed=self.noise_generator)
-        return x + self.radius * _peak(x) * noise
+        return x + per_sample_scale(x, self.radius, relative=True) * noise
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -210,11 +211,6 @@ class NoiseTrainer(SegmentationTrainer):
 
     def get_config(self):
         return {**super().get_config(), "radius": self.radius, "seed": self.seed}
-
-
-def _peak(x):
-    """Each sample's max |x|, broadcastable to ``x`` (budgets are relative to it)."""
-    return tf.reduce_max(tf.abs(x), axis=tf.range(1, tf.rank(x)), keepdims=True)
 
 
 def _weighted(beta, clean, adversarial):
