@@ -156,6 +156,8 @@ def tracking_options(fn):
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs [preset].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Volumes (3-D) or slices (2-D) per batch [preset].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate [preset].")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]),
+              help="constant, or cosine decay to 1% of --lr over the run [preset: quick cosine, else constant].")
 @click.option("--seed", type=int, default=0, help="Seed of initialisation, data order, augmentation, dropout.")
 @click.option("--shape", type=click.IntRange(min=8), help="Cube size raw data is prepared to, in voxels [preset].")
 @click.option("--base-filters", type=click.IntRange(min=1), help="Filters at the first UNet level [preset].")
@@ -167,7 +169,7 @@ def tracking_options(fn):
               help="Share of training subjects used to pick the best epoch [0.15].")
 @click.option("--augment/--no-augment", default=None, help="The paper's augmentation (rotations, flips, transposes) [on].")
 @click.option("--adv-eps", type=click.FloatRange(min=0),
-              help="Adversarial training: FGSM budget relative to each input's max |x| [0.05].")
+              help="Adversarial training: FGSM budget relative to each input's intensity range (max - min) [0.05].")
 @click.option("--beta", type=click.FloatRange(0, 1), help="Adversarial training: weight of the clean loss (eq. 9) [0.5].")
 @click.option("--adv-mode", type=click.Choice(["joint", "alternating"]),
               help="Adversarial training: one update on the weighted loss, or the paper's two updates [joint].")
@@ -177,7 +179,7 @@ def tracking_options(fn):
               help="Distillation: a teacher trained at --temperature (a .keras file, an MLflow run id or a "
                    "runs:/ URI); trained first when omitted.")
 @click.option("--noise-radius", type=click.FloatRange(min=0),
-              help="Noise augmentation: uniform noise radius relative to max |x| [0.01].")
+              help="Noise augmentation: uniform noise radius relative to each input's intensity range [0.01].")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
               help="tf.distribute: one device, MirroredStrategy (local GPUs), MultiWorkerMirroredStrategy (TF_CONFIG).")
 @click.option("--deterministic/--nondeterministic", default=True, help="TensorFlow op determinism.")
@@ -188,16 +190,16 @@ def tracking_options(fn):
 @click.option("--run-name", help="MLflow run name [model-defense].")
 @tracking_options
 @friendly_errors
-def train_command(data, out, model_name, defense, preset, epochs, batch_size, lr, seed, shape, base_filters, depth,
-                  dropout, loss, val_fraction, augment, adv_eps, beta, adv_mode, temperature, teacher, noise_radius,
+def train_command(data, out, model_name, defense, preset, epochs, batch_size, lr, lr_schedule, seed, shape,
+                  base_filters, depth, dropout, loss, val_fraction, augment, adv_eps, beta, adv_mode, temperature, teacher, noise_radius,
                   strategy, deterministic, precision, resume, run_name, tracking_uri, experiment):
     """Train a segmentation network, with or without a defense, tracked in MLflow."""
     from keras_advseg.tracking import TrackingError
     from keras_advseg.training import TrainConfig, TrainingError, train
 
     config = TrainConfig.from_preset(
-        preset, model_name, defense, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, shape=shape,
-        base_filters=base_filters, depth=depth, dropout=dropout, loss=loss, val_fraction=val_fraction,
+        preset, model_name, defense, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
+        shape=shape, base_filters=base_filters, depth=depth, dropout=dropout, loss=loss, val_fraction=val_fraction,
         augment=augment, adv_eps=adv_eps, beta=beta, adv_mode=adv_mode, temperature=temperature, teacher=teacher,
         noise_radius=noise_radius, strategy=strategy, deterministic=deterministic, precision=precision)
     try:
@@ -239,7 +241,7 @@ def parse_floats(text: str | None, option: str) -> tuple[float, ...]:
 @click.option("--attack", "attacks", multiple=True, type=click.Choice(["none", "fgsm", "ifgsm", "tifgsm", "pgd"]),
               default=("fgsm",), help="Attack (repeatable). tifgsm is the paper's targeted i-FGSM (all voxels label 1).")
 @click.option("--eps", default="0.05",
-              help="Attack budgets, relative to each input's max |x|: one value or a list (0,0.05,0.1).")
+              help="Attack budgets, relative to each input's intensity range (max - min): one value or a list (0,0.05,0.1).")
 @click.option("--steps", type=click.IntRange(min=1), default=10, help="Iterations of i-FGSM, targeted i-FGSM, PGD.")
 @click.option("--eps-sweep", default=None,
               help="FGSM budgets swept from ONE gradient, START:STOP:STEP or a list; the paper's is 0:0.01:0.001.")

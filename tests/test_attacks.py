@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from keras_advseg.attacks import (all_label_target, fgsm, fgsm_sweep, ifgsm, ifgsm_trajectory, pgd,
                                   targeted_ifgsm)
-from keras_advseg.attacks.core import compiled
+from keras_advseg.attacks.core import compiled, per_sample_scale
 from keras_advseg.losses import soft_dice_loss
 from keras_advseg.metrics import brats_dice, predict_labels
 from keras_advseg.models import SliceWise, unet2d, unet3d
@@ -36,14 +36,31 @@ def linf(a, b):
     return np.abs(np.asarray(a) - np.asarray(b)).reshape(len(a), -1).max(axis=1)
 
 
+def span(x):
+    """Each sample's intensity range, the unit of relative budgets."""
+    flat = np.asarray(x).reshape(len(x), -1)
+    return flat.max(axis=1) - flat.min(axis=1)
+
+
+def test_relative_budget_is_a_fraction_of_the_intensity_range(batch):
+    x, _ = batch
+    scale = per_sample_scale(tf.constant(x), 0.05, relative=True).numpy().reshape(-1)
+    np.testing.assert_allclose(scale, 0.05 * span(x), rtol=1e-6)
+    # a shift of the intensities (another normalisation) leaves the budget unchanged
+    shifted = per_sample_scale(tf.constant(x + 7.0), 0.05, relative=True).numpy().reshape(-1)
+    np.testing.assert_allclose(shifted, scale, rtol=1e-5)
+    assert per_sample_scale(tf.constant(x), 0.05, relative=False).numpy().reshape(-1).tolist() == \
+        pytest.approx([0.05, 0.05])
+
+
 @pytest.mark.parametrize("attack", ["fgsm", "ifgsm", "targeted", "pgd"])
 def test_linf_bound_relative_and_absolute(tiny, batch, attack):
     x, y = batch
     fn = {"fgsm": fgsm, "ifgsm": ifgsm, "targeted": targeted_ifgsm, "pgd": pgd}[attack]
-    peak = np.abs(x).reshape(2, -1).max(axis=1)
+    unit = span(x)
     rel = fn(tiny, x, y, eps=0.05)
-    assert np.all(linf(rel, x) <= 0.05 * peak * (1 + TOL))
-    assert np.all(linf(rel, x) > 0.01 * peak)
+    assert np.all(linf(rel, x) <= 0.05 * unit * (1 + TOL))
+    assert np.all(linf(rel, x) > 0.01 * unit)
     absolute = fn(tiny, x, y, eps=0.1, relative=False)
     assert np.all(linf(absolute, x) <= 0.1 + TOL)
 
@@ -75,7 +92,7 @@ def test_fgsm_equals_hand_computed(tiny, batch):
         tape.watch(xt)
         loss = tf.reduce_sum(soft_dice_loss(y, tiny(xt, training=False)))
     grad = tape.gradient(loss, xt).numpy()
-    scale = 0.05 * np.abs(x).reshape(2, -1).max(axis=1).reshape(2, 1, 1, 1, 1)
+    scale = 0.05 * span(x).reshape(2, 1, 1, 1, 1)
     np.testing.assert_allclose(fgsm(tiny, x, y, eps=0.05), x + scale * np.sign(grad), atol=1e-6)
 
 
@@ -83,11 +100,11 @@ def test_each_ifgsm_step_is_fgsm_then_projection(tiny, batch):
     x, y = batch
     eps, steps = 0.04, 3
     alpha = eps / steps
-    peak = np.abs(x).reshape(2, -1).max(axis=1).reshape(2, 1, 1, 1, 1)
+    unit = span(x).reshape(2, 1, 1, 1, 1)
     x_k = x
     for _ in range(steps):
         step = fgsm(tiny, x_k, y, eps=1.0, relative=False).numpy() - x_k  # sign(grad) at x_k
-        x_k = np.clip(x_k + alpha * peak * step, x - eps * peak, x + eps * peak)
+        x_k = np.clip(x_k + alpha * unit * step, x - eps * unit, x + eps * unit)
     got = ifgsm(tiny, x, y, eps=eps, steps=steps).numpy()
     # a gradient component within rounding of 0 may take the other sign in another graph
     assert np.mean(np.abs(got - x_k) > 1e-5) < 1e-3
@@ -147,7 +164,7 @@ def test_slicewise_2d_model_attacked_at_volume_level(batch):
     model = SliceWise(unet2d((16, 16, 4), base_filters=2, depth=3))
     adv = ifgsm(model, x, y, eps=0.05, steps=2)
     assert adv.shape == x.shape
-    assert np.all(linf(adv, x) <= 0.05 * np.abs(x).reshape(2, -1).max(axis=1) * (1 + TOL))
+    assert np.all(linf(adv, x) <= 0.05 * span(x) * (1 + TOL))
     assert np.all(linf(adv, x) > 0)
 
 

@@ -66,7 +66,7 @@ def test_contrast_table_is_what_is_drawn():
     """
     from scipy import ndimage
 
-    config = PhantomConfig(voxel_mm=2.0, noise=0.0, bias=0.0, texture=0.0)
+    config = PhantomConfig(voxel_mm=2.0, noise=0.0, bias=0.0, texture=0.0, oedema_fade=0.0)
     columns = ("csf", "gm", "wm", "ncr", "ed", "et")
     checked = set()
 
@@ -97,3 +97,30 @@ def test_enhancing_bright_on_t1gd_oedema_bright_on_flair(phantom_dir):
         t1gd, flair = image[..., 1], image[..., 3]
         assert t1gd[labels == 4].mean() > 1.2 * np.median(t1gd[healthy])
         assert flair[labels == 2].mean() > 1.3 * np.median(flair[healthy])
+
+
+def test_oedema_fades_towards_its_outer_edge():
+    """Infiltrative oedema: on FLAIR, oedema far from the tumour is fainter than oedema next
+    to it, by about ``oedema_fade`` of its contrast; with ``oedema_fade=0`` it is uniform."""
+    from scipy import ndimage
+
+    def near_minus_far(fade):
+        gaps = []
+        for index in range(4):
+            image, labels, _ = synthesize_subject(0, index, PhantomConfig(voxel_mm=2.0, noise=0, bias=0, texture=0,
+                                                                            oedema_fade=fade))
+            flair = image[..., 3].astype(float)
+            wm_level = np.median(flair[(labels == 0) & (flair > 0)])
+            oedema = ndimage.binary_erosion(labels == 2)  # away from partial volumes with healthy tissue
+            beyond = ndimage.distance_transform_edt((labels != 1) & (labels != 4))
+            reach = beyond[oedema].max()
+            near = oedema & (beyond > 1.5) & (beyond < 0.3 * reach)
+            far = oedema & (beyond > 0.7 * reach)
+            if near.sum() >= 10 and far.sum() >= 10:
+                gaps.append((np.median(flair[near]) - np.median(flair[far])) / wm_level)
+        assert len(gaps) >= 2
+        return float(np.median(gaps))
+
+    uniform, faded = near_minus_far(0.0), near_minus_far(0.4)
+    assert abs(uniform) < 0.05
+    assert faded > 0.15  # (1.9 - 1.0) * 0.4 * (0.7 - 0.3) ~ 0.15 to 0.3 over white matter

@@ -101,7 +101,7 @@ def weights(path):
 
 def test_resume_after_kill_matches_uninterrupted_run(prepared_dir, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    common = ["--epochs", 12, "--seed", 3]
+    common = ["--epochs", 12, "--seed", 3, "--lr-schedule", "cosine"]  # the schedule resumes too
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     subprocess.run(ADVSEG + train_args(prepared_dir, tmp_path / "full", uri, *common), check=True, env=env,
                    capture_output=True)
@@ -188,3 +188,16 @@ def test_mixed_bfloat16_training(prepared_dir, tmp_path):
     assert conv.compute_dtype == "bfloat16" and conv.kernel.dtype == "float32"
     assert model.output.dtype == "float32"  # logits stay float32
     assert keras.mixed_precision.global_policy().name == "float32"  # the process policy is restored
+
+
+def test_learning_rate_schedules():
+    from keras_advseg.training import TrainConfig, learning_rate
+
+    assert learning_rate(TrainConfig(lr=1e-3), steps_per_epoch=10) == 1e-3
+    config = TrainConfig.from_preset("quick", epochs=4, lr=1e-3)
+    assert config.lr_schedule == "cosine"
+    schedule = learning_rate(config, steps_per_epoch=10)
+    values = [float(schedule(step)) for step in (0, 20, 40)]
+    assert values == pytest.approx([1e-3, 0.5 * (1e-3 + 1e-5), 1e-5], rel=1e-4)  # halfway, then 1 % of lr
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        TrainConfig(lr_schedule="step")

@@ -2,8 +2,8 @@
 
 Every attack takes a Keras model returning logits, inputs ``x`` and one-hot
 labels (or a target), and returns the adversarial input. ``eps`` is relative
-to each sample's maximum absolute intensity by default (the paper: "5% of the
-maximum pixel magnitude").
+to each sample's intensity range (max - min) by default: the paper's "5% of
+the maximum pixel magnitude" of inputs normalised to [0, 1].
 """
 
 from keras_advseg.attacks.fgsm import fgsm, fgsm_sweep

@@ -46,9 +46,12 @@ def check_arguments(*, eps: float, steps: int | None = None, alpha: float | None
 
 
 def per_sample_scale(x: tf.Tensor, value: float, relative: bool) -> tf.Tensor:
-    """``value`` per sample, times the sample's max |x| when ``relative``.
+    """``value`` per sample, times the sample's intensity range ``max(x) - min(x)`` when ``relative``.
 
-    The paper's budget: "5% of the maximum pixel magnitude" of each input.
+    The paper's budget is "5% of the maximum pixel magnitude" of inputs
+    normalised to [0, 1], i.e. 5% of the intensity range. Scaling by the range
+    gives that budget on inputs in any units (here z-scored), and is invariant
+    to how the intensities were shifted and scaled.
 
     Returns:
         float32 tensor broadcastable to ``x``: ``(B, 1, ..., 1)``.
@@ -57,8 +60,9 @@ def per_sample_scale(x: tf.Tensor, value: float, relative: bool) -> tf.Tensor:
     value = tf.cast(value, x.dtype)
     if not relative:
         return tf.reshape(tf.fill([tf.shape(x)[0]], value), shape)
-    peak = tf.reduce_max(tf.abs(tf.reshape(x, [tf.shape(x)[0], -1])), axis=1)
-    return tf.reshape(value * peak, shape)
+    flat = tf.reshape(x, [tf.shape(x)[0], -1])
+    span = tf.reduce_max(flat, axis=1) - tf.reduce_min(flat, axis=1)
+    return tf.reshape(value * span, shape)
 
 
 class Compiled:

@@ -18,9 +18,9 @@ def fgsm(model, x, y, *, eps: float, relative: bool = True, loss="dice", clip=No
             :class:`~keras_advseg.models.SliceWise`).
         x: Inputs ``(B, X, Y, Z, C)``.
         y: One-hot labels ``(B, X, Y, Z, K)``.
-        eps: Budget; a fraction of each sample's max |x| when ``relative``
+        eps: Budget; a fraction of each sample's intensity range (max - min) when ``relative``
             (paper: 0.05), else in intensity units.
-        relative: Scale ``eps`` by each sample's max |x|.
+        relative: Scale ``eps`` by each sample's intensity range.
         loss: ``"dice"`` (the paper's soft Dice), ``"ce"`` or a callable
             ``(y, logits) -> per-sample or scalar loss``.
         clip: Optional ``(lo, hi)`` range for the result.

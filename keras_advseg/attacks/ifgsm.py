@@ -16,7 +16,7 @@ def ifgsm(model, x, y, *, eps: float, steps: int = 10, alpha: float | None = Non
 
     Args:
         model, x, y, relative, loss, clip, temperature: as :func:`~keras_advseg.attacks.fgsm`.
-        eps: Budget of the L-inf ball around ``x`` (relative to max |x| by default).
+        eps: Budget of the L-inf ball around ``x`` (relative to the input's intensity range by default).
         steps: Iterations N (paper: 10).
         alpha: Step size in the same units as ``eps``; default ``eps / steps``
             (the paper's ``alpha * N = eps``).

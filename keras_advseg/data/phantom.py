@@ -52,6 +52,9 @@ class PhantomConfig:
         core_fraction: Range of the necrotic core's radius over the outer radius.
         rim_mm: Minimum thickness of the enhancing rim.
         oedema_mm: Range of how far oedema reaches beyond the tumour.
+        oedema_fade: How much of the oedema's signal is lost at its outer edge:
+            infiltrative oedema fades into normal tissue, so the labelled
+            region's edge is faint on FLAIR/T2 (0: uniform oedema).
         lobulation: Relative amplitude of the tumour outline's smoothed noise.
         mass_effect_mm: Range of the peak displacement of tissue by the tumour.
         deformation_mm: Peak amplitude of the random smooth deformation.
@@ -61,11 +64,12 @@ class PhantomConfig:
     """
 
     voxel_mm: float = 2.0
-    tumour_radius_mm: tuple[float, float] = (7.0, 22.0)
+    tumour_radius_mm: tuple[float, float] = (12.0, 25.0)
     necrosis_probability: float = 0.75
     core_fraction: tuple[float, float] = (0.35, 0.7)
     rim_mm: float = 2.5
     oedema_mm: tuple[float, float] = (6.0, 20.0)
+    oedema_fade: float = 0.4
     lobulation: float = 0.3
     mass_effect_mm: tuple[float, float] = (0.0, 6.0)
     deformation_mm: float = 4.0
@@ -140,8 +144,8 @@ def synthesize_subject(
     total = np.maximum(gm + wm + csf, 1.0)
     healthy = np.stack([csf / total, gm / total, wm / total], axis=-1) * brain[..., None]
 
-    labels = _tumour_labels(rng, shape, centre, radius, healthy, brain, config)
-    fractions = _partial_volumes(healthy, labels)
+    labels, oedema_strength = _tumour_labels(rng, shape, centre, radius, healthy, brain, config)
+    fractions = _partial_volumes(healthy, labels, oedema_strength)
     texture = 1.0 + config.texture * _smooth_noise(rng, shape, cells=max(4, shape[0] // 3))
 
     channels = []
@@ -295,7 +299,8 @@ def _source_coordinates(rng, shape, centre, radius, config: PhantomConfig) -> np
     return grid + displacement
 
 
-def _tumour_labels(rng, shape, centre, radius, healthy, brain, config: PhantomConfig) -> np.ndarray:
+def _tumour_labels(rng, shape, centre, radius, healthy, brain, config: PhantomConfig):
+    """Label map, and the oedema's signal strength (1 at the tumour, ``1 - oedema_fade`` at its edge)."""
     vox = config.voxel_mm
     grid = np.indices(shape, dtype=np.float32)
     distance_mm = np.sqrt(((grid - centre.reshape(3, 1, 1, 1)) ** 2).sum(axis=0)) * vox
@@ -314,13 +319,16 @@ def _tumour_labels(rng, shape, centre, radius, healthy, brain, config: PhantomCo
     along_matter = (wm > 0.35) | ((gm > 0.35) & (beyond < 0.3 * spread))
     oedema = (beyond > 0) & (beyond < spread) & along_matter & (csf < 0.4) & brain
     labels[oedema] = _TUMOUR_LABEL["ed"]
-    return labels
+    strength = 1.0 - config.oedema_fade * np.clip(beyond / np.maximum(spread, 1e-3), 0.0, 1.0)
+    return labels, strength.astype(np.float32)
 
 
-def _partial_volumes(healthy: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Fractions of each of :data:`TISSUES` per voxel; tumour edges blend in."""
+def _partial_volumes(healthy: np.ndarray, labels: np.ndarray, oedema_strength: np.ndarray) -> np.ndarray:
+    """Fractions of each of :data:`TISSUES` per voxel; tumour edges blend in, oedema fades outwards."""
+    weights = {"ncr": 1.0, "ed": oedema_strength, "et": 1.0}
     tumour = np.stack(
-        [ndimage.gaussian_filter((labels == _TUMOUR_LABEL[t]).astype(np.float32), 0.6) for t in ("ncr", "ed", "et")],
+        [ndimage.gaussian_filter((labels == _TUMOUR_LABEL[t]) * weights[t], 0.6).astype(np.float32)
+         for t in ("ncr", "ed", "et")],
         axis=-1,
     )
     tumour *= (healthy.sum(axis=-1, keepdims=True) > 0)

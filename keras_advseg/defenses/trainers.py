@@ -117,7 +117,7 @@ class AdversarialTrainer(SegmentationTrainer):
     ``alternating``: the paper's memory-saving variant -- an update on the
     adversarial batch, then an update on the original batch.
     The adversarial examples are built from the current weights, outside the
-    weight tape; ``eps`` is relative to each sample's max |x| (as the attacks).
+    weight tape; ``eps`` is relative to each sample's intensity range (as the attacks).
 
     Args:
         network: A model returning logits.
@@ -138,7 +138,7 @@ class AdversarialTrainer(SegmentationTrainer):
         self.eps, self.beta, self.mode = float(eps), float(beta), mode
 
     def adversarial_examples(self, x, y):
-        """``x + eps * max|x| * sign(grad_x L(x, y))`` at the current weights (eq. 9)."""
+        """``x + eps * range(x) * sign(grad_x L(x, y))`` at the current weights (eq. 9)."""
         with tf.GradientTape() as tape:
             tape.watch(x)
             loss = tf.reduce_sum(soft_dice_loss(y, self(x, training=False), temperature=self.temperature))
@@ -182,11 +182,11 @@ class NoiseTrainer(SegmentationTrainer):
     """Noise augmentation, the paper's comparison: uniform noise in the L-inf ball.
 
     Per batch, "first trained with the perturbed images and then with the
-    clean images": an update on ``x + U(-r, r) * max|x|``, then one on ``x``.
+    clean images": an update on ``x + U(-r, r) * range(x)``, then one on ``x``.
 
     Args:
         network: A model returning logits.
-        radius: Noise radius relative to each sample's max |x| (paper: 0.01).
+        radius: Noise radius relative to each sample's intensity range (paper: 0.01).
         seed: Seed of the noise.
         temperature: Softmax temperature of the loss.
     """
