@@ -21,19 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from _timing import median_time  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 
 def median_step(trainer, x, y, repeats):
-    trainer.train_on_batch(x, y)  # trace
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        trainer.train_on_batch(x, y)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    """Median seconds of one ``train_on_batch`` (after a tracing call)."""
+    return median_time(lambda: trainer.train_on_batch(x, y), repeats)
 
 
 def bench(size, repeats):

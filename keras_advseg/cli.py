@@ -191,8 +191,8 @@ def tracking_options(fn):
 @tracking_options
 @friendly_errors
 def train_command(data, out, model_name, defense, preset, epochs, batch_size, lr, lr_schedule, seed, shape,
-                  base_filters, depth, dropout, loss, val_fraction, augment, adv_eps, beta, adv_mode, temperature, teacher, noise_radius,
-                  strategy, deterministic, precision, resume, run_name, tracking_uri, experiment):
+                  base_filters, depth, dropout, loss, val_fraction, augment, adv_eps, beta, adv_mode, temperature,
+                  teacher, noise_radius, strategy, deterministic, precision, resume, run_name, tracking_uri, experiment):
     """Train a segmentation network, with or without a defense, tracked in MLflow."""
     from keras_advseg.tracking import TrackingError
     from keras_advseg.training import TrainConfig, TrainingError, train

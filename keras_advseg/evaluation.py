@@ -116,9 +116,8 @@ def evaluate(model, prepared, ids: list[str], config: EvalConfig, *, transfer_mo
             """One row: Dice of ``predicted`` (default: the model on ``x_adv``) and input quality."""
             if predicted is None:
                 predicted = predict_labels(model, x_adv)[0]
-            dice = brats_dice(labels, predicted)
             row = {"subject": subject_id, "attack": attack, "eps": eps, "steps": steps,
-                   **{f"dice_{r}": float(dice[r]) for r in REGIONS}}
+                   **_dice_columns(labels, predicted)}
             quality = image_quality(image, np.asarray(x_adv)[0]) if attack != "none" and eps > 0 else {}
             row.update({q: quality.get(q, "") for q in QUALITY})
             result.rows.append(row)
@@ -136,10 +135,9 @@ def evaluate(model, prepared, ids: list[str], config: EvalConfig, *, transfer_mo
                 for k in range(config.steps):
                     x_k = np.asarray(trajectory.inputs[k])
                     predicted = trajectory.labels[k][0] if transfer_model is None else predict_labels(model, x_k)[0]
-                    dice = brats_dice(labels, predicted)
                     result.iterations.append({
                         "subject": subject_id, "attack": attack, "iteration": k + 1,
-                        **{f"dice_{r}": float(dice[r]) for r in REGIONS},
+                        **_dice_columns(labels, predicted),
                         **image_quality(image, x_k[0]),
                     })
                 finished[(attack, eps)] = (trajectory.x_adv, trajectory.labels[-1][0] if transfer_model is None
@@ -240,6 +238,12 @@ def mlflow_metrics(summary: dict) -> tuple[dict[str, float], dict[str, list[tupl
         for metric, values in curves.items():
             series[f"iterations_{attack}_{metric}"] = [(k + 1, v) for k, v in enumerate(values)]
     return flat, series
+
+
+def _dice_columns(labels, predicted) -> dict[str, float]:
+    """``{"dice_wt", "dice_tc", "dice_et"}`` of a predicted label map."""
+    dice = brats_dice(labels, predicted)
+    return {f"dice_{r}": float(dice[r]) for r in REGIONS}
 
 
 def _attack(name, model, x, y, eps, config: EvalConfig, kwargs):

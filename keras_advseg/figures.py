@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from keras_advseg.atomic import save_figure
 
 REGION_NAMES = {"wt": "Whole tumour", "tc": "Tumour core", "et": "Enhancing tumour"}
 
@@ -17,15 +18,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial.png")
-    fig.savefig(tmp, dpi=100)
-    _pyplot().close(fig)
-    os.replace(tmp, path)
-    return path
 
 
 def _label_colours():
@@ -62,7 +54,7 @@ def example_figure(example: dict, path: Path, amplify: float = 10.0) -> Path:
         ax.axis("off")
     fig.suptitle(f"{example['subject']}: NCR red, ED green, ET yellow", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def iterations_figure(curves: dict, path: Path) -> Path:
@@ -80,7 +72,7 @@ def iterations_figure(curves: dict, path: Path) -> Path:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def eps_figure(models: dict[str, dict], path: Path) -> Path:
@@ -101,4 +93,4 @@ def eps_figure(models: dict[str, dict], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
-import numpy as np
 
 from keras_advseg import paper_values
 from keras_advseg.atomic import write_text_atomic
@@ -182,7 +181,7 @@ def findings(out: Path, study: Study) -> list[tuple[str, bool | None, str]]:
     Each finding is a pre-specified family of paired Wilcoxon tests, Bonferroni-corrected
     over that family's own comparisons (the tables correct over all of their cells).
     """
-    from keras_advseg.statistics import bonferroni, load_results, wilcoxon
+    from keras_advseg.statistics import ALPHA, load_results, mean_sd, paired_tests
 
     regions = ("wt", "tc", "et")
     base_name = study.models3d[0].name
@@ -196,19 +195,14 @@ def findings(out: Path, study: Study) -> list[tuple[str, bool | None, str]]:
     def attack_mean(name, region):
         return attacks[name]["0.05"][f"dice_{region}"]["mean"]
 
-    def family(pairs):
-        """Corrected p-values of ``{key: (a, b)}`` paired series, Bonferroni over the family."""
-        keys = list(pairs)
-        raw = [wilcoxon(*pairs[k])[1] for k in keys]
-        return dict(zip(keys, bonferroni(raw)))
-
     def series(result, attack, region, eps=0.05):
         return result.series(attack, eps, f"dice_{region}")
 
     names = {"fgsm": "FGSM", "ifgsm": "i-FGSM", "tifgsm": "targeted i-FGSM"}
-    tests_b = family({(a, r): (series(baseline, "none", r, 0.0), series(baseline, a, r)) for a in names for r in regions})
+    _, tests_b = paired_tests({(a, r): (series(baseline, "none", r, 0.0), series(baseline, a, r))
+                               for a in names for r in regions})
     drops = {r: (clean[r] - attack_mean("fgsm", r)) / clean[r] if clean[r] else 0.0 for r in regions}
-    significant = all(p <= 0.05 for p in tests_b.values())
+    significant = all(p <= ALPHA for p in tests_b.values())
     ifgsm_stronger = all(attack_mean("ifgsm", r) < attack_mean("fgsm", r) for r in regions)
     targeted_lowers = all(attack_mean("tifgsm", r) < clean[r] for r in regions)
     passed_b = all(d >= 0.25 for d in drops.values()) and ifgsm_stronger and targeted_lowers and significant
@@ -226,25 +220,24 @@ def findings(out: Path, study: Study) -> list[tuple[str, bool | None, str]]:
                     "mean Dice per iteration " + ", ".join(f"{v:.3f}" for v in mean_curve)))
     defended = [spec for spec in study.models3d[1:] if spec.defense in ("distillation", "adversarial")]
     evaluated = {spec.name: load_results(out / "evals" / spec.name) for spec in defended}
-    tests_d = family({(spec.name, r): (series(evaluated[spec.name], "fgsm", r), series(baseline, "fgsm", r))
-                      for spec in defended for r in regions})
+    pairs_d = {(spec.name, r): (series(evaluated[spec.name], "fgsm", r), series(baseline, "fgsm", r))
+               for spec in defended for r in regions}
+    _, tests_d = paired_tests(pairs_d)
     for spec in defended:
         parts, beats = [], True
         for r in regions:
-            mine, theirs = series(evaluated[spec.name], "fgsm", r), series(baseline, "fgsm", r)
-            better = np.mean(list(mine.values())) > np.mean(list(theirs.values()))
+            mine, theirs = (mean_sd(s)[0] for s in pairs_d[(spec.name, r)])
             p = tests_d[(spec.name, r)]
-            beats = beats and better and p <= 0.05
-            parts.append(f"{r.upper()} {np.mean(list(mine.values())):.3f} vs {np.mean(list(theirs.values())):.3f} "
-                         f"(p = {p:.2g})")
+            beats = beats and mine > theirs and p <= ALPHA
+            parts.append(f"{r.upper()} {mine:.3f} vs {theirs:.3f} (p = {p:.2g})")
         results.append((f"(d) {spec.name} beats no defense at FGSM eps 0.05 in every region (p <= 0.05, Bonferroni "
                         f"over the {len(tests_d)} defense x region comparisons of this finding)", beats,
                         "; ".join(parts)))
     for spec in study.models3d:
         if spec.defense != "distillation":
             continue
-        normal = json.loads((out / "evals" / spec.name / "summary.json").read_text())["attacks"]["fgsm"]["0.05"]
-        logit = json.loads((out / "evals" / f"{spec.name}-logit" / "summary.json").read_text())["attacks"]["fgsm"]["0.05"]
+        normal = load_results(out / "evals" / spec.name).summary["attacks"]["fgsm"]["0.05"]
+        logit = load_results(out / "evals" / f"{spec.name}-logit").summary["attacks"]["fgsm"]["0.05"]
         parts = []
         for r in regions:
             gain = normal[f"dice_{r}"]["mean"] - attack_mean("fgsm", r)

@@ -84,6 +84,16 @@ def bonferroni(p_values: list[float]) -> list[float]:
     return [min(1.0, p * m) if not math.isnan(p) else p for p in p_values]
 
 
+def paired_tests(pairs: dict) -> tuple[dict, dict]:
+    """Wilcoxon tests of ``{key: (a, b)}`` paired series, Bonferroni over all of them.
+
+    Returns:
+        ``(raw, corrected)``: p-values by key; ``len(pairs)`` is the number of comparisons.
+    """
+    raw = {key: wilcoxon(a, b)[1] for key, (a, b) in pairs.items()}
+    return raw, dict(zip(raw, bonferroni(list(raw.values()))))
+
+
 def mean_sd(values: dict[str, float]) -> tuple[float, float]:
     data = np.array(list(values.values()), float)
     return float(np.mean(data)), float(np.std(data, ddof=1)) if len(data) > 1 else 0.0
@@ -109,13 +119,9 @@ def attack_table(baseline: EvalResults, eps: float = 0.05,
         ``(rows, m)``: table rows and the number of comparisons corrected for.
     """
     present = [a for a in attacks if (a, eps) in baseline.values]
-    tests = []
-    for attack in present:
-        for region in REGIONS:
-            n, p = wilcoxon(baseline.series("none", 0.0, f"dice_{region}"), baseline.series(attack, eps, f"dice_{region}"))
-            tests.append((attack, region, p))
-    corrected = dict(((a, r), q) for (a, r, _), q in zip(tests, bonferroni([t[2] for t in tests])))
-    raw = {(a, r): p for a, r, p in tests}
+    raw, corrected = paired_tests({
+        (attack, region): (baseline.series("none", 0.0, f"dice_{region}"), baseline.series(attack, eps, f"dice_{region}"))
+        for attack in present for region in REGIONS})
     rows = []
     for attack in ["none"] + present:
         e = 0.0 if attack == "none" else eps
@@ -130,7 +136,7 @@ def attack_table(baseline: EvalResults, eps: float = 0.05,
             series = baseline.series(attack, e, metric)
             row[metric] = _cell(*mean_sd(series), None) if series else "-"
         rows.append(row)
-    return rows, len(tests)
+    return rows, len(raw)
 
 
 def defense_table(models: list[EvalResults], baseline: EvalResults,
@@ -140,15 +146,9 @@ def defense_table(models: list[EvalResults], baseline: EvalResults,
     FGSM at eps 0 is the clean evaluation. Returns ``(rows, m)``.
     """
     eps_values = tuple(e for e in eps_values if baseline.has("fgsm", e))
-    tests = []
-    for model in models:
-        for region in REGIONS:
-            for eps in eps_values:
-                if model.has("fgsm", eps):
-                    n, p = wilcoxon(_fgsm(model, eps, region), _fgsm(baseline, eps, region))
-                    tests.append((model.name, region, eps, p))
-    corrected = {(m, r, e): q for (m, r, e, _), q in zip(tests, bonferroni([t[3] for t in tests]))}
-    raw = {(m, r, e): p for m, r, e, p in tests}
+    raw, corrected = paired_tests({
+        (model.name, region, eps): (_fgsm(model, eps, region), _fgsm(baseline, eps, region))
+        for model in models for region in REGIONS for eps in eps_values if model.has("fgsm", eps)})
     rows = []
     for region in REGIONS:
         for model in [baseline] + models:
@@ -160,7 +160,7 @@ def defense_table(models: list[EvalResults], baseline: EvalResults,
                 row[f"p_eps{eps:g}"] = _p(raw.get((model.name, region, eps))) if model is not baseline else "-"
                 row[f"p_eps{eps:g}_corrected"] = _p(q) if model is not baseline else "-"
             rows.append(row)
-    return rows, len(tests)
+    return rows, len(raw)
 
 
 def sweep_curves(results: list[EvalResults]) -> dict[str, dict]:

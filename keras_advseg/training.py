@@ -269,8 +269,8 @@ def _fit_with_policy(config: TrainConfig, prepared: PreparedDataset, out: Path, 
     if config.defense == "distillation":
         soft_labels = _soft_labels(config, prepared, train_ids, out, verbose, strategy)
 
-    steps, stream = _stream(config, prepared, train_ids, soft_labels, start_epoch(state),
-                            strategy.num_replicas_in_sync)
+    start = start_epoch(state)
+    steps, stream = _stream(config, prepared, train_ids, soft_labels, start, strategy.num_replicas_in_sync)
     with strategy.scope():
         network = build_network(config, prepared.shape)
         trainer = build_trainer(config, network)
@@ -278,11 +278,9 @@ def _fit_with_policy(config: TrainConfig, prepared: PreparedDataset, out: Path, 
         dummy = np.zeros((1,) + tuple(network.input_shape[1:]), np.float32)
         trainer(dummy)
         trainer.optimizer.build(trainer.trainable_variables)
-    start = 0
     best = {"score": -math.inf, "epoch": None}
     if state is not None:
         trainer.load_weights(out / "checkpoint" / "last.weights.h5")
-        start = int(state["epoch"])
         best = {"score": state["best_score"], "epoch": state["best_epoch"]}
 
     deployed = deployable(config, network)

@@ -23,7 +23,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from keras_advseg.atomic import write_text_atomic
+from keras_advseg.atomic import save_figure, write_text_atomic
 from keras_advseg.parallel import progress_map
 
 TISSUES = ("csf", "gm", "wm", "ncr", "ed", "et")
@@ -241,11 +241,7 @@ def save_preview(dataset: str | Path, path: str | Path, subjects: int = 3) -> Pa
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def _subject_dir(out: Path, index: int) -> Path:
