@@ -178,6 +178,13 @@ def tracking_options(fn):
 @click.option("--teacher",
               help="Distillation: a teacher trained at --temperature (a .keras file, an MLflow run id or a "
                    "runs:/ URI); trained first when omitted.")
+@click.option("--teacher-temperature", type=click.FloatRange(min=0, min_open=True),
+              help="Distillation: the temperature --teacher was trained at; its soft labels are softmax(z / this) "
+                   "[--temperature]. 1 distils a model trained without a defense.")
+@click.option("--init",
+              help="Warm start from a trained model of the same architecture (.keras, run id or runs:/ URI), e.g. "
+                   "to fine-tune the no-defense model with a defense; 'teacher' starts a distillation student "
+                   "from its teacher, logits rescaled to --temperature.")
 @click.option("--noise-radius", type=click.FloatRange(min=0),
               help="Noise augmentation: uniform noise radius relative to each input's intensity range [0.01].")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
@@ -192,7 +199,7 @@ def tracking_options(fn):
 @friendly_errors
 def train_command(data, out, model_name, defense, preset, epochs, batch_size, lr, lr_schedule, seed, shape,
                   base_filters, depth, dropout, loss, val_fraction, augment, adv_eps, beta, adv_mode, temperature,
-                  teacher, noise_radius, strategy, deterministic, precision, resume, run_name, tracking_uri, experiment):
+                  teacher, teacher_temperature, init, noise_radius, strategy, deterministic, precision, resume, run_name, tracking_uri, experiment):
     """Train a segmentation network, with or without a defense, tracked in MLflow."""
     from keras_advseg.tracking import TrackingError
     from keras_advseg.training import TrainConfig, TrainingError, train
@@ -201,7 +208,7 @@ def train_command(data, out, model_name, defense, preset, epochs, batch_size, lr
         preset, model_name, defense, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
         shape=shape, base_filters=base_filters, depth=depth, dropout=dropout, loss=loss, val_fraction=val_fraction,
         augment=augment, adv_eps=adv_eps, beta=beta, adv_mode=adv_mode, temperature=temperature, teacher=teacher,
-        noise_radius=noise_radius, strategy=strategy, deterministic=deterministic, precision=precision)
+        teacher_temperature=teacher_temperature, init=init, noise_radius=noise_radius, strategy=strategy, deterministic=deterministic, precision=precision)
     try:
         result = train(config, data, out, tracking_uri=tracking_uri, experiment=experiment,
                        run_name=run_name or f"{model_name}-{defense}", resume=resume)

@@ -19,7 +19,7 @@ from keras_advseg.attacks.core import labels_of
 from keras_advseg.attacks import (all_label_target, fgsm_sweep, ifgsm, ifgsm_trajectory, pgd,
                                   targeted_ifgsm)
 from keras_advseg.data.pipeline import one_hot_labels
-from keras_advseg.metrics import brats_dice, image_quality, predict_labels
+from keras_advseg.metrics import brats_dice, image_quality, predict_labels, traced_inference
 
 ATTACKS = ("none", "fgsm", "ifgsm", "tifgsm", "pgd")
 REGIONS = ("wt", "tc", "et")
@@ -103,6 +103,7 @@ def evaluate(model, prepared, ids: list[str], config: EvalConfig, *, transfer_mo
     from tqdm.auto import tqdm
 
     source = transfer_model or model
+    forward = traced_inference(model)
     result = Evaluation()
     kwargs = dict(temperature=config.attack_temperature)
     for index, subject_id in enumerate(tqdm(ids, desc="evaluate", unit="subject",
@@ -115,7 +116,7 @@ def evaluate(model, prepared, ids: list[str], config: EvalConfig, *, transfer_mo
         def score(attack, eps, x_adv, steps=0, predicted=None):
             """One row: Dice of ``predicted`` (default: the model on ``x_adv``) and input quality."""
             if predicted is None:
-                predicted = predict_labels(model, x_adv)[0]
+                predicted = predict_labels(forward, x_adv)[0]
             row = {"subject": subject_id, "attack": attack, "eps": eps, "steps": steps,
                    **_dice_columns(labels, predicted)}
             quality = image_quality(image, np.asarray(x_adv)[0]) if attack != "none" and eps > 0 else {}
@@ -134,7 +135,7 @@ def evaluate(model, prepared, ids: list[str], config: EvalConfig, *, transfer_mo
                                               keep_inputs=True, **kwargs)
                 for k in range(config.steps):
                     x_k = np.asarray(trajectory.inputs[k])
-                    predicted = trajectory.labels[k][0] if transfer_model is None else predict_labels(model, x_k)[0]
+                    predicted = trajectory.labels[k][0] if transfer_model is None else predict_labels(forward, x_k)[0]
                     result.iterations.append({
                         "subject": subject_id, "attack": attack, "iteration": k + 1,
                         **_dice_columns(labels, predicted),

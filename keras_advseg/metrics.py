@@ -64,6 +64,18 @@ def probabilities_to_labels(probabilities):
     return ops.cast(ops.where(index == 3, 4, index), "uint8")
 
 
+def traced_inference(model):
+    """``model`` as one traced inference graph: the same logits as ``model(x, training=False)``,
+    several times faster per call than eager execution (validation, evaluation)."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def forward(images, training=False):
+        return model(images, training=False)
+
+    return forward
+
+
 def predict_labels(model, images, temperature: float = 1.0) -> np.ndarray:
     """Runs ``model`` (logits) and returns BraTS label maps as a NumPy array."""
     logits = model(images, training=False)

@@ -57,6 +57,8 @@ class Study:
     epochs: int | None = None
     table_eps: tuple[float, ...] = (0.0, 0.05, 0.1)
     attacks: tuple[str, ...] = ("fgsm", "ifgsm", "tifgsm", "pgd")
+    attacks2d: tuple[str, ...] | None = None  # the undefended 2-D UNet's attacks [attacks]
+    warm_start: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -74,10 +76,11 @@ PAPER_GRID = tuple(round(0.001 * i, 3) for i in range(11))
 STUDIES = {
     "smoke": Study(phantom_subjects=8, voxel_mm=6.0, shape=16, n4=False, test_fraction=0.25, train_preset="smoke",
                    models3d=_defended("unet3d", (20,), (0.05,)), models2d=_defended("unet2d", (), (0.05,), noise=False),
-                   steps=3, eps_sweep=(0.0, 0.005, 0.01)),
+                   steps=3, eps_sweep=(0.0, 0.005, 0.01), warm_start=True),
     "quick": Study(phantom_subjects=56, voxel_mm=3.0, shape=32, n4=True, test_fraction=0.36, train_preset="quick",
-                   models3d=_defended("unet3d", (20,), (0.05,)), models2d=_defended("unet2d", (20,), (0.05,), False),
-                   steps=10, eps_sweep=PAPER_GRID),
+                   models3d=_defended("unet3d", (20,), (0.05,), noise=False),
+                   models2d=_defended("unet2d", (), (0.05,), noise=False),
+                   steps=10, eps_sweep=PAPER_GRID, attacks2d=("fgsm", "ifgsm"), warm_start=True),
     "paper": Study(phantom_subjects=285, voxel_mm=1.0, shape=128, n4=True, test_fraction=0.2, train_preset="paper",
                    models3d=_defended("unet3d", (20, 100, 500, 5000), (0.01, 0.05, 0.1)),
                    models2d=_defended("unet2d", (20, 100, 500, 5000), (0.01, 0.05, 0.1)),
@@ -137,14 +140,16 @@ def reproduce(preset: str, out: str | Path, *, data: str | Path | None = None, t
                 state = model_dir / "checkpoint" / "state.json"
                 resume = state.is_file() and not json.loads(state.read_text()).get("finished")
                 config = TrainConfig.from_preset(study.train_preset, spec.model, spec.defense, seed=seed,
-                                                 epochs=study.epochs, **dict(spec.options))
+                                                 epochs=study.epochs, **dict(spec.options),
+                                                 **warm_start_options(study, spec, model_dirs))
                 train(config, out / "prepared", model_dir, tracking_uri=tracking_uri, experiment=experiment,
                       run_name=spec.name, resume=resume, verbose=0)
 
     eval_dirs = {}
     for spec in models:
         baseline = spec.defense == "none"
-        config = EvalConfig(attacks=study.attacks if baseline else ("fgsm",),
+        attacks = (study.attacks2d or study.attacks) if spec.model == "unet2d" else study.attacks
+        config = EvalConfig(attacks=attacks if baseline else ("fgsm",),
                             eps=tuple(e for e in study.table_eps if e > 0), iterative_eps=(0.05,), steps=study.steps,
                             eps_sweep=study.eps_sweep, iterations_sweep=baseline and spec.model == "unet3d",
                             seed=seed)
@@ -173,6 +178,42 @@ def reproduce(preset: str, out: str | Path, *, data: str | Path | None = None, t
     with progress.step("report"):
         report = write_report(out, preset, study, prepared)
     return report
+
+
+def warm_start_options(study: Study, spec: ModelSpec, model_dirs: dict[str, Path]) -> dict:
+    """How a defense starts when ``study.warm_start``: adversarial training and noise
+    augmentation fine-tune the trained no-defense model of their family (``init``).
+
+    Distillation always trains its own teacher at T, as the paper does: a teacher
+    trained at T = 1 (the no-defense model) gave soft labels that made the student
+    no more robust than no defense.
+    """
+    if not study.warm_start or spec.defense not in ("adversarial", "noise"):
+        return {}
+    return {"init": str(model_dirs[f"{spec.model}-none"] / "model.keras")}
+
+
+def training_lines(study: Study) -> list[str]:
+    """One line per model: its epochs, and where a defense started (for the report)."""
+    from keras_advseg.training import TrainConfig
+
+    lines, longer = [], False
+    for spec in study.models3d + study.models2d:
+        config = TrainConfig.from_preset(study.train_preset, spec.model, spec.defense, epochs=study.epochs,
+                                         **dict(spec.options))
+        baseline = TrainConfig.from_preset(study.train_preset, spec.model, "none", epochs=study.epochs).epochs
+        total, how = config.epochs, f"{config.epochs} epochs"
+        if spec.defense == "distillation":
+            how += f" for the teacher and for the student, both at T = {config.temperature:g}"
+        if warm_start_options(study, spec, {f"{spec.model}-none": Path(".")}):
+            total += baseline
+            how += f", fine-tuning {spec.model}-none ({total} in all)"
+        longer = longer or total > baseline
+        lines.append(f"- {spec.name}: {how}.")
+    if longer:
+        lines.append("\nAs in the paper, which trains its defenses 400 epochs against 100, defenses here train "
+                     "longer than the undefended network; part of their advantage may be that extra training.\n")
+    return lines
 
 
 def findings(out: Path, study: Study) -> list[tuple[str, bool | None, str]]:
@@ -272,6 +313,8 @@ def write_report(out: Path, preset: str, study: Study, prepared) -> Path:
                      "correction.\n")
     else:
         lines.append("\nEvery checked finding reproduces on this data.\n")
+    lines.append("## How each model was trained\n")
+    lines += training_lines(study)
     lines.append("## Ours: attacks and 3D-UNet defenses\n")
     lines.append((out / "compare3d" / "tables.md").read_text())
     if (out / "compare2d" / "tables.md").is_file():

@@ -126,3 +126,22 @@ def test_export_cli(tmp_path):
     assert (tmp_path / "out" / "saved_model.pb").is_file()
     result = CliRunner().invoke(main, ["export", str(tmp_path / "nope.keras"), str(tmp_path / "o2")])
     assert result.exit_code == 2 and "nope.keras: expected an existing .keras model file" in result.output
+
+
+@pytest.mark.parametrize("dims", [3, 2])
+def test_scale_logits_multiplies_the_logits_exactly(dims):
+    from keras_advseg.models import scale_logits, segmentation_heads
+
+    shape = (16, 16, 16, 4) if dims == 3 else (16, 16, 4)
+    network = unet(shape, base_filters=2, depth=3, spatial_dims=dims)
+    model = SliceWise(network) if dims == 2 else network
+    x = np.random.default_rng(1).normal(size=(1, 16, 16, 16, 4)).astype("float32")
+    before = np.asarray(model(x))
+    assert [h.name for h in segmentation_heads(model)] == ["seg1", "seg0"]  # depth 3: two decoder heads
+    scale_logits(model, 20.0)
+    np.testing.assert_allclose(np.asarray(model(x)), 20.0 * before, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="factor must be positive"):
+        scale_logits(model, 0.0)
+    inputs = keras.Input((4, 4, 4, 1))
+    with pytest.raises(ValueError, match="no segmentation heads"):
+        segmentation_heads(keras.Model(inputs, keras.layers.Conv3D(2, 1, name="out")(inputs)))

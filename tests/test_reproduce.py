@@ -23,6 +23,8 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     for claim in ("(a)", "(b)", "(c)", "(d)", "(e)"):
         assert f"- {claim}" in report
     assert "Table 1 (3D-UNet, eps 0.05)" in report and "0.821" in report  # the paper's values beside ours
+    assert "## How each model was trained" in report
+    assert "- unet3d-adversarial-eps0.05: 2 epochs, fine-tuning unet3d-none (4 in all)." in report
     assert (study / "compare3d" / "fig_eps_overlay.png").is_file()
     assert (study / "evals" / "unet3d-none" / "fig_iterations.png").is_file()
     smoke = STUDIES["smoke"]
@@ -37,6 +39,12 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     assert len(training) == len(models) and all(r.info.status == "FINISHED" for r in runs)
     distilled = [s for s in models if s.defense == "distillation"]
     assert len(evaluations) == len(models) + len(distilled)  # logit-level attacks on distilled models
+    # adversarial training and noise fine-tune the no-defense model of their family; distillation does not
+    for run in training:
+        params, name = run.data.params, run.info.run_name
+        defense = run.data.tags["defense"]
+        expected = str(study / "models" / f"{run.data.tags['model']}-none" / "model.keras")
+        assert params["init"] == (expected if defense in ("adversarial", "noise") else "None"), name
     by_id = {r.info.run_id: r for r in training}
     assert all(e.data.tags["source_run_id"] in by_id for e in evaluations)  # linked to their training runs
     # a second run skips every finished step

@@ -201,3 +201,41 @@ def test_learning_rate_schedules():
     assert values == pytest.approx([1e-3, 0.5 * (1e-3 + 1e-5), 1e-5], rel=1e-4)  # halfway, then 1 % of lr
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         TrainConfig(lr_schedule="step")
+
+
+def test_warm_start_from_a_model_and_distillation_from_a_temperature_1_teacher(trained_run, prepared_dir, tmp_path):
+    import keras
+
+    from keras_advseg.models import unet3d
+    from keras_advseg.training import TrainConfig, TrainingError, warm_start
+
+    out, uri, _ = trained_run
+    source = load_model(out / "model.keras")
+    config = TrainConfig.from_preset("smoke", init=str(out / "model.keras"))
+    network = unet3d(source.input_shape[1:], base_filters=config.base_filters, depth=config.depth)
+    warm_start(config, network)
+    for mine, theirs in zip(network.get_weights(), source.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    student = TrainConfig.from_preset("smoke", defense="distillation", temperature=20.0, teacher_temperature=1.0,
+                                      init="teacher")
+    warm_start(student, network, teacher=source)
+    x = np.random.default_rng(0).normal(size=(1,) + source.input_shape[1:]).astype("float32")
+    np.testing.assert_allclose(np.asarray(network(x)), 20.0 * np.asarray(source(x)), rtol=1e-4, atol=1e-3)
+    with pytest.raises(TrainingError, match="do not fit the configured unet3d network"):
+        warm_start(config, unet3d(source.input_shape[1:], base_filters=config.base_filters + 1, depth=config.depth))
+    with pytest.raises(ValueError, match="needs defense='distillation'"):
+        TrainConfig(init="teacher")
+
+    # End to end: the student's soft labels are the T=1 teacher's own softmax, and it starts from the teacher.
+    result = CliRunner().invoke(main, train_args(prepared_dir, tmp_path / "student", uri, "--defense", "distillation",
+                                                 "--teacher", out / "model.keras", "--teacher-temperature", 1,
+                                                 "--temperature", 20, "--init", "teacher", "--epochs", 1))
+    assert result.exit_code == 0, result.output
+    first = sorted((tmp_path / "student" / "soft_labels").glob("*.npy"))[0]
+    from keras_advseg.data.prepare import load_prepared
+
+    image, _ = load_prepared(prepared_dir).load(first.stem)
+    expected = keras.ops.convert_to_numpy(keras.ops.softmax(source(image[None]), axis=-1))[0]
+    np.testing.assert_allclose(np.load(first), expected, atol=1e-5)
+    result = CliRunner().invoke(main, train_args(prepared_dir, tmp_path / "bad", uri, "--init", "teacher"))
+    assert result.exit_code == 2 and "needs defense='distillation'" in result.output

@@ -157,3 +157,38 @@ def unet3d(input_shape=(128, 128, 128, 4), **kwargs) -> keras.Model:
 def unet2d(input_shape=(128, 128, 4), **kwargs) -> keras.Model:
     """The paper's 2-D UNet for axial slices: :func:`unet` with ``spatial_dims=2``."""
     return unet(input_shape, spatial_dims=2, **kwargs)
+
+
+def segmentation_heads(network: keras.Model) -> list:
+    """The 1x1 convolutions ``seg0``, ``seg1``, ... whose (upsampled) sum is the UNet's logits.
+
+    Raises:
+        ValueError: ``network`` has no segmentation heads (not a :func:`unet`).
+    """
+    network = getattr(network, "slice_model", network)
+    heads = [layer for layer in network.layers if layer.name.startswith("seg") and layer.weights]
+    if not heads:
+        raise ValueError(f"{network.name}: no segmentation heads (layers seg0, seg1, ...); expected a UNet")
+    return heads
+
+
+def scale_logits(network: keras.Model, factor: float) -> keras.Model:
+    """Multiplies the UNet's logits by ``factor`` in place, by scaling every head's kernel and bias.
+
+    The logits are a sum of upsampled linear heads, so the result is exactly
+    ``factor * network(x)``: a network trained at temperature 1 becomes the
+    same function at temperature ``factor`` (``softmax(factor * z / factor)``),
+    which is how a teacher trained at one temperature serves distillation at
+    another (eq. 4).
+
+    Returns:
+        ``network``.
+
+    Raises:
+        ValueError: ``factor <= 0``, or no segmentation heads.
+    """
+    if factor <= 0:
+        raise ValueError(f"factor must be positive. Received: factor={factor}")
+    for layer in segmentation_heads(network):
+        layer.set_weights([weight * factor for weight in layer.get_weights()])
+    return network
