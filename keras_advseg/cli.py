@@ -199,7 +199,8 @@ def tracking_options(fn):
 @friendly_errors
 def train_command(data, out, model_name, defense, preset, epochs, batch_size, lr, lr_schedule, seed, shape,
                   base_filters, depth, dropout, loss, val_fraction, augment, adv_eps, beta, adv_mode, temperature,
-                  teacher, teacher_temperature, init, noise_radius, strategy, deterministic, precision, resume, run_name, tracking_uri, experiment):
+                  teacher, teacher_temperature, init, noise_radius, strategy, deterministic, precision, resume,
+                  run_name, tracking_uri, experiment):
     """Train a segmentation network, with or without a defense, tracked in MLflow."""
     from keras_advseg.tracking import TrackingError
     from keras_advseg.training import TrainConfig, TrainingError, train
@@ -208,7 +209,8 @@ def train_command(data, out, model_name, defense, preset, epochs, batch_size, lr
         preset, model_name, defense, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
         shape=shape, base_filters=base_filters, depth=depth, dropout=dropout, loss=loss, val_fraction=val_fraction,
         augment=augment, adv_eps=adv_eps, beta=beta, adv_mode=adv_mode, temperature=temperature, teacher=teacher,
-        teacher_temperature=teacher_temperature, init=init, noise_radius=noise_radius, strategy=strategy, deterministic=deterministic, precision=precision)
+        teacher_temperature=teacher_temperature, init=init, noise_radius=noise_radius, strategy=strategy,
+        deterministic=deterministic, precision=precision)
     try:
         result = train(config, data, out, tracking_uri=tracking_uri, experiment=experiment,
                        run_name=run_name or f"{model_name}-{defense}", resume=resume)

@@ -172,8 +172,8 @@ def evaluate(model, prepared, ids: list[str], config: EvalConfig, *, transfer_mo
             if chosen is not None:
                 result.example = {"subject": subject_id, "image": image, "labels": labels, "attack": chosen[0],
                                   "adversarial": np.asarray(chosen[1])[0],
-                                  "clean_prediction": predict_labels(model, x)[0],
-                                  "adversarial_prediction": predict_labels(model, chosen[1])[0]}
+                                  "clean_prediction": predict_labels(forward, x)[0],
+                                  "adversarial_prediction": predict_labels(forward, chosen[1])[0]}
     return result
 
 

@@ -100,7 +100,7 @@ def reproduce(preset: str, out: str | Path, *, data: str | Path | None = None, t
     from keras_advseg.evaluation import EvalConfig
     from keras_advseg.runner import run_compare, run_evaluation
     from keras_advseg.tracking import check_reachable
-    from keras_advseg.training import TrainConfig, train
+    from keras_advseg.training import train
 
     if preset not in STUDIES:
         raise ValueError(f"--preset must be one of {sorted(STUDIES)}. Received: {preset!r}")
@@ -139,9 +139,7 @@ def reproduce(preset: str, out: str | Path, *, data: str | Path | None = None, t
             if not skip:
                 state = model_dir / "checkpoint" / "state.json"
                 resume = state.is_file() and not json.loads(state.read_text()).get("finished")
-                config = TrainConfig.from_preset(study.train_preset, spec.model, spec.defense, seed=seed,
-                                                 epochs=study.epochs, **dict(spec.options),
-                                                 **warm_start_options(study, spec, model_dirs))
+                config = spec_config(study, spec, seed=seed, **warm_start_options(study, spec, model_dirs))
                 train(config, out / "prepared", model_dir, tracking_uri=tracking_uri, experiment=experiment,
                       run_name=spec.name, resume=resume, verbose=0)
 
@@ -180,32 +178,39 @@ def reproduce(preset: str, out: str | Path, *, data: str | Path | None = None, t
     return report
 
 
-def warm_start_options(study: Study, spec: ModelSpec, model_dirs: dict[str, Path]) -> dict:
-    """How a defense starts when ``study.warm_start``: adversarial training and noise
-    augmentation fine-tune the trained no-defense model of their family (``init``).
+def spec_config(study: Study, spec: ModelSpec, **overrides):
+    """The training configuration of one model of the study."""
+    from keras_advseg.training import TrainConfig
 
-    Distillation always trains its own teacher at T, as the paper does: a teacher
-    trained at T = 1 (the no-defense model) gave soft labels that made the student
-    no more robust than no defense.
+    return TrainConfig.from_preset(study.train_preset, spec.model, spec.defense, epochs=study.epochs,
+                                   **dict(spec.options), **overrides)
+
+
+def fine_tunes(study: Study, spec: ModelSpec) -> bool:
+    """Whether ``spec`` starts from its family's trained no-defense model (``study.warm_start``).
+
+    Adversarial training and noise augmentation do; distillation always trains its own
+    teacher at T, as the paper does: a teacher trained at T = 1 (the no-defense model)
+    gave soft labels that made the student no more robust than no defense.
     """
-    if not study.warm_start or spec.defense not in ("adversarial", "noise"):
-        return {}
-    return {"init": str(model_dirs[f"{spec.model}-none"] / "model.keras")}
+    return study.warm_start and spec.defense in ("adversarial", "noise")
+
+
+def warm_start_options(study: Study, spec: ModelSpec, model_dirs: dict[str, Path]) -> dict:
+    """``{"init": <the no-defense model>}`` when :func:`fine_tunes`, else ``{}``."""
+    return {"init": str(model_dirs[f"{spec.model}-none"] / "model.keras")} if fine_tunes(study, spec) else {}
 
 
 def training_lines(study: Study) -> list[str]:
     """One line per model: its epochs, and where a defense started (for the report)."""
-    from keras_advseg.training import TrainConfig
-
     lines, longer = [], False
     for spec in study.models3d + study.models2d:
-        config = TrainConfig.from_preset(study.train_preset, spec.model, spec.defense, epochs=study.epochs,
-                                         **dict(spec.options))
-        baseline = TrainConfig.from_preset(study.train_preset, spec.model, "none", epochs=study.epochs).epochs
+        config = spec_config(study, spec)
+        baseline = spec_config(study, ModelSpec(spec.model, "none")).epochs
         total, how = config.epochs, f"{config.epochs} epochs"
         if spec.defense == "distillation":
             how += f" for the teacher and for the student, both at T = {config.temperature:g}"
-        if warm_start_options(study, spec, {f"{spec.model}-none": Path(".")}):
+        if fine_tunes(study, spec):
             total += baseline
             how += f", fine-tuning {spec.model}-none ({total} in all)"
         longer = longer or total > baseline

@@ -113,6 +113,11 @@ class TrainConfig:
             raise ValueError(f"init='teacher' starts a distillation student from its teacher; "
                              f"it needs defense='distillation'. Received: defense={self.defense!r}")
 
+    @property
+    def label_temperature(self) -> float:
+        """The temperature the distillation teacher was trained at: ``teacher_temperature``, default T."""
+        return self.teacher_temperature or self.temperature
+
     @classmethod
     def from_preset(cls, preset: str, model: str = "unet3d", defense: str = "none", **overrides) -> "TrainConfig":
         """A config from :data:`PRESETS`, then ``overrides`` (None values ignored).
@@ -358,12 +363,12 @@ def warm_start(config: TrainConfig, network: keras.Model, teacher: keras.Model |
     from keras_advseg.tracking import resolve_model_path
 
     if config.init == "teacher":
-        source, factor = teacher, config.temperature / (config.teacher_temperature or config.temperature)
+        source, factor = teacher, config.temperature / config.label_temperature
     else:
         source, factor = load_model(resolve_model_path(config.init, mlflow.get_tracking_uri())), 1.0
     source = getattr(source, "slice_model", source)  # a deployed 2-D model wraps its network
     weights = source.get_weights()
-    expected = [tuple(w.shape) for w in network.get_weights()]
+    expected = [tuple(w.shape) for w in network.weights]
     if [tuple(w.shape) for w in weights] != expected:
         raise TrainingError(f"{config.init}: its weights do not fit the configured {config.model} network "
                             f"(base_filters={config.base_filters}, depth={config.depth}); expected the same architecture")
@@ -376,8 +381,8 @@ def _soft_labels(config: TrainConfig, prepared, train_ids, out: Path, verbose: i
     """The teacher's soft labels on the training volumes (training the teacher first if none is given).
 
     Returns:
-        ``(folder, teacher)``: the labels are ``softmax(z / T_teacher)``, the teacher's
-        own output at the temperature it was trained at (``teacher_temperature``, default T).
+        ``(folder, teacher)``: the labels are ``softmax(z / config.label_temperature)``,
+        the teacher's own output at the temperature it was trained at.
     """
     from keras_advseg.export import load_model
     from keras_advseg.tracking import resolve_model_path
@@ -397,7 +402,7 @@ def _soft_labels(config: TrainConfig, prepared, train_ids, out: Path, verbose: i
                       metric_prefix="teacher_", strategy=strategy)
         shutil.copyfile(result.model_path, out / "teacher.keras")
         teacher = load_model(out / "teacher.keras")
-    labels = write_soft_labels(teacher, prepared, train_ids, folder, config.teacher_temperature or config.temperature)
+    labels = write_soft_labels(teacher, prepared, train_ids, folder, config.label_temperature)
     return str(labels), teacher
 
 
@@ -468,7 +473,7 @@ class _Validation(keras.callbacks.Callback):
 
     def __init__(self, model, prepared, ids):
         super().__init__()
-        self.deployed, self.prepared, self.ids = model, prepared, ids
+        self.prepared, self.ids = prepared, ids
         self.forward = traced_inference(model)  # the eager call's logits, about 6x faster per volume
 
     def on_epoch_end(self, epoch, logs=None):
