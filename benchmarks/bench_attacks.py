@@ -42,8 +42,12 @@ def bench(name, model, size, repeats, steps=10):
     grad = median_time(lambda: fns.gradient(x, y)[1].numpy(), repeats)
     t_ifgsm = median_time(lambda: ifgsm(model, x, y, eps=0.05, steps=steps).numpy(), repeats)
     grid = [i / 1000 for i in range(11)]
-    t_sweep = median_time(lambda: [l.numpy() for _, _, l in fgsm_sweep(model, x, y, grid)], repeats)
-    t_traj = median_time(lambda: ifgsm_trajectory(model, x, y, eps=0.05, steps=steps).labels, repeats)
+    t_sweep = median_time(
+        lambda: [logits.numpy() for _, _, logits in fgsm_sweep(model, x, y, grid)], repeats
+    )
+    t_traj = median_time(
+        lambda: ifgsm_trajectory(model, x, y, eps=0.05, steps=steps).labels, repeats
+    )
 
     @tf.function(jit_compile=True)
     def xla_gradient(x):
@@ -58,7 +62,10 @@ def bench(name, model, size, repeats, steps=10):
         xla = f"unavailable ({type(exc).__name__})"
     naive_traj = sum(range(1, steps + 1)) * grad + steps * forward
     return {
-        "model": name, "size": size, "forward_s": round(forward, 4), "grad_s": round(grad, 4),
+        "model": name,
+        "size": size,
+        "forward_s": round(forward, 4),
+        "grad_s": round(grad, 4),
         "ifgsm_ratio": round(t_ifgsm / (steps * grad), 3),
         "sweep_ratio": round(t_sweep / (grad + 11 * forward), 3),
         "sweep_speedup_vs_separate": round(11 * (grad + forward) / t_sweep, 2),
@@ -76,9 +83,17 @@ def main():
     from keras_advseg.models import SliceWise, unet2d, unet3d
 
     for size in args.sizes:
-        print(json.dumps(bench("unet3d", unet3d((size, size, size, 4)), size, args.repeats)), flush=True)
+        print(
+            json.dumps(bench("unet3d", unet3d((size, size, size, 4)), size, args.repeats)),
+            flush=True,
+        )
     size = max(args.sizes)
-    print(json.dumps(bench("unet2d-slicewise", SliceWise(unet2d((size, size, 4))), size, args.repeats)), flush=True)
+    print(
+        json.dumps(
+            bench("unet2d-slicewise", SliceWise(unet2d((size, size, 4))), size, args.repeats)
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

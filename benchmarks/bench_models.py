@@ -31,7 +31,9 @@ def measure(size, repeats):
     from keras_advseg.models import unet3d
 
     model = unet3d((size, size, size, 4))
-    x = tf.constant(np.random.default_rng(0).normal(size=(1, size, size, size, 4)).astype("float32"))
+    x = tf.constant(
+        np.random.default_rng(0).normal(size=(1, size, size, size, 4)).astype("float32")
+    )
     y = tf.one_hot(tf.zeros((1, size, size, size), tf.int32), 4)
 
     @tf.function
@@ -80,7 +82,9 @@ def main():
         row["train_step_peak_rss_gb"] = train_step_peak_rss(size)
         row["train_step_peak_rss_gb_mixed_bfloat16"] = train_step_peak_rss(size, "mixed_bfloat16")
         print(json.dumps(row))
-    print(f"# this process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
+    print(
+        f"# this process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB"
+    )
 
 
 if __name__ == "__main__":

@@ -62,17 +62,25 @@ def bench(size, repeats):
             return super().train_step((inputs, targets))
 
     timings = {
-        "adversarial_joint": median_step(make(AdversarialTrainer(network(), mode="joint")), x, y, repeats),
-        "adversarial_alternating": median_step(make(AdversarialTrainer(network(), mode="alternating")), x, y,
-                                               repeats),
+        "adversarial_joint": median_step(
+            make(AdversarialTrainer(network(), mode="joint")), x, y, repeats
+        ),
+        "adversarial_alternating": median_step(
+            make(AdversarialTrainer(network(), mode="alternating")), x, y, repeats
+        ),
         "noise": median_step(make(NoiseTrainer(network())), x, y, repeats),
         "distillation_student_cached_soft_labels": median_step(
-            make(SegmentationTrainer(network(), temperature=100.0)), x, soft, repeats),
+            make(SegmentationTrainer(network(), temperature=100.0)), x, soft, repeats
+        ),
         "distillation_student_teacher_per_step": median_step(
-            make(PerStepTeacher(network(), temperature=100.0)), x, y, repeats),
+            make(PerStepTeacher(network(), temperature=100.0)), x, y, repeats
+        ),
     }
-    return {"size": size, "clean_step_s": round(clean, 4),
-            **{f"{k}_ratio": round(v / clean, 3) for k, v in timings.items()}}
+    return {
+        "size": size,
+        "clean_step_s": round(clean, 4),
+        **{f"{k}_ratio": round(v / clean, 3) for k, v in timings.items()},
+    }
 
 
 def main():

@@ -14,8 +14,12 @@ from pathlib import Path
 import click
 
 from keras_advseg import __version__
+from keras_advseg import config as cfg
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+_TRAIN = cfg.TrainConfig()  # the defaults the options show
+_EVAL = cfg.EvalConfig()
 
 
 class InputError(click.ClickException):
@@ -58,11 +62,19 @@ def data():
 @data.command("synth")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--n", "n", type=click.IntRange(min=1), default=40, help="Number of subjects.")
-@click.option("--voxel-mm", type=click.FloatRange(min=0.5, max=8.0), default=2.0,
-              help="Isotropic voxel size in millimetres (MNI152 at 2 mm is 99x117x95).")
+@click.option(
+    "--voxel-mm",
+    type=click.FloatRange(min=0.5, max=8.0),
+    default=2.0,
+    help="Isotropic voxel size in millimetres (MNI152 at 2 mm is 99x117x95).",
+)
 @click.option("--seed", type=int, default=0, help="Seed; the same seed gives identical volumes.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Parallel processes.")
-@click.option("--preview", is_flag=True, help="Also write OUT/preview.png: mid-tumour axial slices with labels.")
+@click.option(
+    "--preview",
+    is_flag=True,
+    help="Also write OUT/preview.png: mid-tumour axial slices with labels.",
+)
 @friendly_errors
 def data_synth(out: Path, n: int, voxel_mm: float, seed: int, workers: int, preview: bool):
     """Write a BraTS-2021-layout phantom dataset built from MNI152 anatomy to OUT.
@@ -71,7 +83,9 @@ def data_synth(out: Path, n: int, voxel_mm: float, seed: int, workers: int, prev
     """
     from keras_advseg.data.phantom import PhantomConfig, save_preview, synthesize_dataset
 
-    folders = synthesize_dataset(out, n, seed=seed, config=PhantomConfig(voxel_mm=voxel_mm), workers=workers)
+    folders = synthesize_dataset(
+        out, n, seed=seed, config=PhantomConfig(voxel_mm=voxel_mm), workers=workers
+    )
     click.echo(f"wrote {len(folders)} subjects to {out}")
     if preview:
         click.echo(f"preview: {save_preview(out, out / 'preview.png')}")
@@ -79,22 +93,49 @@ def data_synth(out: Path, n: int, voxel_mm: float, seed: int, workers: int, prev
 
 @data.command("prepare")
 @click.argument("root", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Cache folder for the prepared volumes.")
-@click.option("--shape", type=str, default="128",
-              help="Target shape in voxels: one size (128) or three (128,128,96). Each must be "
-                   "divisible by 16 for the default 5-level UNet.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Cache folder for the prepared volumes.",
+)
+@click.option(
+    "--shape",
+    type=str,
+    default="128",
+    help="Target shape in voxels: one size (128) or three (128,128,96). Each must be "
+    "divisible by 16 for the default 5-level UNet.",
+)
 @click.option("--n4/--no-n4", default=True, help="N4 bias-field correction (SimpleITK).")
-@click.option("--n4-shrink", type=click.IntRange(min=1), default=4, help="Shrink factor of the N4 estimate.")
-@click.option("--normalization", type=click.Choice(["global", "volume"]), default="global",
-              help="global: per-modality mean/std over the training split (paper); volume: per-volume z-score.")
-@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2,
-              help="Share of labelled subjects held out for testing.")
+@click.option(
+    "--n4-shrink", type=click.IntRange(min=1), default=4, help="Shrink factor of the N4 estimate."
+)
+@click.option(
+    "--normalization",
+    type=click.Choice(cfg.NORMALIZATIONS),
+    default="global",
+    help="global: per-modality mean/std over the training split (paper); volume: per-volume z-score.",
+)
+@click.option(
+    "--test-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.2,
+    help="Share of labelled subjects held out for testing.",
+)
 @click.option("--seed", type=int, default=0, help="Seed of the train/test split.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Parallel processes.")
 @friendly_errors
-def data_prepare(root: Path, out: Path, shape: str, n4: bool, n4_shrink: int, normalization: str,
-                 test_fraction: float, seed: int, workers: int):
+def data_prepare(
+    root: Path,
+    out: Path,
+    shape: str,
+    n4: bool,
+    n4_shrink: int,
+    normalization: str,
+    test_fraction: float,
+    seed: int,
+    workers: int,
+):
     """Preprocess the dataset under ROOT (any supported layout) into a cache.
 
     N4 bias correction, crop to the brain, resize (linear for images, nearest
@@ -104,11 +145,19 @@ def data_prepare(root: Path, out: Path, shape: str, n4: bool, n4_shrink: int, no
     """
     from keras_advseg.data.prepare import PrepareConfig, prepare_dataset
 
-    config = PrepareConfig(shape=parse_shape(shape), n4=n4, n4_shrink=n4_shrink, normalization=normalization,
-                           test_fraction=test_fraction, seed=seed)
+    config = PrepareConfig(
+        shape=parse_shape(shape),
+        n4=n4,
+        n4_shrink=n4_shrink,
+        normalization=normalization,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
     prepared = prepare_dataset(root, out, config, workers=workers)
-    click.echo(f"prepared {len(prepared.ids('all'))} subjects into {out} "
-               f"(train {len(prepared.train_ids)}, test {len(prepared.test_ids)}, shape {prepared.shape})")
+    click.echo(
+        f"prepared {len(prepared.ids('all'))} subjects into {out} "
+        f"(train {len(prepared.train_ids)}, test {len(prepared.test_ids)}, shape {prepared.shape})"
+    )
 
 
 @data.command("info")
@@ -121,103 +170,270 @@ def data_info(path: Path):
 
     if (path / "prepared.json").is_file():
         prepared = load_prepared(path)
-        info = {"kind": "prepared", "shape": prepared.shape, "train": len(prepared.train_ids),
-                "test": len(prepared.test_ids), "unlabelled": len(prepared.unlabelled_ids),
-                "normalization": prepared.config.normalization, "data_hash": prepared.data_hash}
+        info = {
+            "kind": "prepared",
+            "shape": prepared.shape,
+            "train": len(prepared.train_ids),
+            "test": len(prepared.test_ids),
+            "unlabelled": len(prepared.unlabelled_ids),
+            "normalization": prepared.config.normalization,
+            "data_hash": prepared.data_hash,
+        }
     else:
         subjects = discover_subjects(path)
-        info = {"kind": "raw", "subjects": len(subjects), "layouts": sorted({s.layout for s in subjects}),
-                "labelled": sum(s.has_labels for s in subjects)}
+        info = {
+            "kind": "raw",
+            "subjects": len(subjects),
+            "layouts": sorted({s.layout for s in subjects}),
+            "labelled": sum(s.has_labels for s in subjects),
+        }
     click.echo(json.dumps(info, indent=2, default=list))
 
 
 def tracking_options(fn):
     """``--tracking-uri`` and ``--experiment``, shared by every tracked command."""
-    fn = click.option("--experiment", default="keras-advseg", show_default=True,
-                      help="MLflow experiment name.")(fn)
-    return click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default="sqlite:///mlflow.db",
-                        show_default=True,
-                        help="MLflow tracking store: a database URI, a folder, or an http(s) tracking server. "
-                             "Also read from MLFLOW_TRACKING_URI.")(fn)
+    fn = click.option(
+        "--experiment",
+        default=cfg.DEFAULT_EXPERIMENT,
+        show_default=True,
+        help="MLflow experiment name.",
+    )(fn)
+    return click.option(
+        "--tracking-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        default=cfg.DEFAULT_TRACKING_URI,
+        show_default=True,
+        help="MLflow tracking store: a database URI, a folder, or an http(s) tracking server. "
+        "Also read from MLFLOW_TRACKING_URI.",
+    )(fn)
 
 
 @main.command("train")
-@click.option("--data", type=click.Path(path_type=Path), required=True,
-              help="A raw dataset folder (any supported layout; prepared into OUT/prepared) or a prepared cache.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder: model.keras (best by validation Dice), last.keras, checkpoint/.")
-@click.option("--model", "model_name", type=click.Choice(["unet3d", "unet2d"]), default="unet3d",
-              help="The paper's 3-D UNet, or its 2-D UNet trained on axial slices.")
-@click.option("--defense", type=click.Choice(["none", "adversarial", "distillation", "noise"]), default="none",
-              help="Training defense.")
-@click.option("--preset", type=click.Choice(["paper", "quick", "smoke"]), default="paper",
-              help="paper: 128^3, the paper's batch/lr/epochs (a GPU job); quick: 32^3, minutes on a CPU; "
-                   "smoke: 16^3, seconds. Options below override the preset.")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="A raw dataset folder (any supported layout; prepared into OUT/prepared) or a prepared cache.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder: model.keras (best by validation Dice), last.keras, checkpoint/.",
+)
+@click.option(
+    "--model",
+    "model_name",
+    type=click.Choice(cfg.MODELS),
+    default=_TRAIN.model,
+    help="The paper's 3-D UNet, or its 2-D UNet trained on axial slices.",
+)
+@click.option(
+    "--defense", type=click.Choice(cfg.DEFENSES), default=_TRAIN.defense, help="Training defense."
+)
+@click.option(
+    "--preset",
+    type=click.Choice(list(cfg.PRESETS)),
+    default="paper",
+    help="paper: 128^3, the paper's batch/lr/epochs (a GPU job); quick: 32^3, minutes on a CPU; "
+    "smoke: 16^3, seconds. Options below override the preset.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs [preset].")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Volumes (3-D) or slices (2-D) per batch [preset].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate [preset].")
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]),
-              help="constant, or cosine decay to 1% of --lr over the run [preset: quick cosine, else constant].")
-@click.option("--seed", type=int, default=0, help="Seed of initialisation, data order, augmentation, dropout.")
-@click.option("--shape", type=click.IntRange(min=8), help="Cube size raw data is prepared to, in voxels [preset].")
-@click.option("--base-filters", type=click.IntRange(min=1), help="Filters at the first UNet level [preset].")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Volumes (3-D) or slices (2-D) per batch [preset].",
+)
+@click.option(
+    "--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate [preset]."
+)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(cfg.LR_SCHEDULES),
+    help="constant, or cosine decay to 1% of --lr over the run [preset: quick cosine, else constant].",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=_TRAIN.seed,
+    help="Seed of initialisation, data order, augmentation, dropout.",
+)
+@click.option(
+    "--shape",
+    type=click.IntRange(min=8),
+    help="Cube size raw data is prepared to, in voxels [preset].",
+)
+@click.option(
+    "--base-filters", type=click.IntRange(min=1), help="Filters at the first UNet level [preset]."
+)
 @click.option("--depth", type=click.IntRange(min=2), help="UNet levels [preset].")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Spatial dropout rate [0.3].")
-@click.option("--loss", type=click.Choice(["dice", "dice_ce"]),
-              help="dice: the paper's soft Dice; dice_ce: soft Dice + cross-entropy (converges faster) [preset].")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True),
-              help="Share of training subjects used to pick the best epoch [0.15].")
-@click.option("--augment/--no-augment", default=None, help="The paper's augmentation (rotations, flips, transposes) [on].")
-@click.option("--adv-eps", type=click.FloatRange(min=0),
-              help="Adversarial training: FGSM budget relative to each input's intensity range (max - min) [0.05].")
-@click.option("--beta", type=click.FloatRange(0, 1), help="Adversarial training: weight of the clean loss (eq. 9) [0.5].")
-@click.option("--adv-mode", type=click.Choice(["joint", "alternating"]),
-              help="Adversarial training: one update on the weighted loss, or the paper's two updates [joint].")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True),
-              help="Softmax temperature T of the training loss; distillation's teacher and student (eq. 4) [1].")
-@click.option("--teacher",
-              help="Distillation: a teacher trained at --temperature (a .keras file, an MLflow run id or a "
-                   "runs:/ URI); trained first when omitted.")
-@click.option("--teacher-temperature", type=click.FloatRange(min=0, min_open=True),
-              help="Distillation: the temperature --teacher was trained at; its soft labels are softmax(z / this) "
-                   "[--temperature]. 1 distils a model trained without a defense.")
-@click.option("--init",
-              help="Warm start from a trained model of the same architecture (.keras, run id or runs:/ URI), e.g. "
-                   "to fine-tune the no-defense model with a defense; 'teacher' starts a distillation student "
-                   "from its teacher, logits rescaled to --temperature.")
-@click.option("--noise-radius", type=click.FloatRange(min=0),
-              help="Noise augmentation: uniform noise radius relative to each input's intensity range [0.01].")
-@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
-              help="tf.distribute: one device, MirroredStrategy (local GPUs), MultiWorkerMirroredStrategy (TF_CONFIG).")
-@click.option("--deterministic/--nondeterministic", default=True, help="TensorFlow op determinism.")
-@click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]), default="float32",
-              help="Keras dtype policy: mixed_bfloat16 cuts a 128^3 step's memory on CPU, mixed_float16 suits GPUs; "
-                   "losses and logits stay float32.")
-@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
+@click.option(
+    "--dropout", type=click.FloatRange(0, 1, max_open=True), help="Spatial dropout rate [0.3]."
+)
+@click.option(
+    "--loss",
+    type=click.Choice(cfg.LOSSES),
+    help="dice: the paper's soft Dice; dice_ce: soft Dice + cross-entropy (converges faster) [preset].",
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Share of training subjects used to pick the best epoch [0.15].",
+)
+@click.option(
+    "--augment/--no-augment",
+    default=None,
+    help="The paper's augmentation (rotations, flips, transposes) [on].",
+)
+@click.option(
+    "--adv-eps",
+    type=click.FloatRange(min=0),
+    help="Adversarial training: FGSM budget relative to each input's intensity range (max - min) [0.05].",
+)
+@click.option(
+    "--beta",
+    type=click.FloatRange(0, 1),
+    help="Adversarial training: weight of the clean loss (eq. 9) [0.5].",
+)
+@click.option(
+    "--adv-mode",
+    type=click.Choice(cfg.ADVERSARIAL_MODES),
+    help="Adversarial training: one update on the weighted loss, or the paper's two updates [joint].",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Softmax temperature T of the training loss; distillation's teacher and student (eq. 4) [1].",
+)
+@click.option(
+    "--teacher",
+    help="Distillation: a teacher trained at --temperature (a .keras file, an MLflow run id or a "
+    "runs:/ URI); trained first when omitted.",
+)
+@click.option(
+    "--teacher-temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Distillation: the temperature --teacher was trained at; its soft labels are softmax(z / this) "
+    "[--temperature]. 1 distils a model trained without a defense.",
+)
+@click.option(
+    "--init",
+    help="Warm start from a trained model of the same architecture (.keras, run id or runs:/ URI), e.g. "
+    "to fine-tune the no-defense model with a defense; 'teacher' starts a distillation student "
+    "from its teacher, logits rescaled to --temperature.",
+)
+@click.option(
+    "--noise-radius",
+    type=click.FloatRange(min=0),
+    help="Noise augmentation: uniform noise radius relative to each input's intensity range [0.01].",
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(cfg.STRATEGIES),
+    default=_TRAIN.strategy,
+    help="tf.distribute: one device, MirroredStrategy (local GPUs), MultiWorkerMirroredStrategy (TF_CONFIG).",
+)
+@click.option(
+    "--deterministic/--nondeterministic",
+    default=_TRAIN.deterministic,
+    help="TensorFlow op determinism.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(cfg.PRECISIONS),
+    default=_TRAIN.precision,
+    help="Keras dtype policy: mixed_bfloat16 cuts a 128^3 step's memory on CPU, mixed_float16 suits GPUs; "
+    "losses and logits stay float32.",
+)
+@click.option(
+    "--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint."
+)
 @click.option("--run-name", help="MLflow run name [model-defense].")
 @tracking_options
 @friendly_errors
-def train_command(data, out, model_name, defense, preset, epochs, batch_size, lr, lr_schedule, seed, shape,
-                  base_filters, depth, dropout, loss, val_fraction, augment, adv_eps, beta, adv_mode, temperature,
-                  teacher, teacher_temperature, init, noise_radius, strategy, deterministic, precision, resume,
-                  run_name, tracking_uri, experiment):
+def train_command(
+    data,
+    out,
+    model_name,
+    defense,
+    preset,
+    epochs,
+    batch_size,
+    lr,
+    lr_schedule,
+    seed,
+    shape,
+    base_filters,
+    depth,
+    dropout,
+    loss,
+    val_fraction,
+    augment,
+    adv_eps,
+    beta,
+    adv_mode,
+    temperature,
+    teacher,
+    teacher_temperature,
+    init,
+    noise_radius,
+    strategy,
+    deterministic,
+    precision,
+    resume,
+    run_name,
+    tracking_uri,
+    experiment,
+):
     """Train a segmentation network, with or without a defense, tracked in MLflow."""
     from keras_advseg.tracking import TrackingError
-    from keras_advseg.training import TrainConfig, TrainingError, train
+    from keras_advseg.training import TrainingError
+    from keras_advseg.workflows.train import train
 
-    config = TrainConfig.from_preset(
-        preset, model_name, defense, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed,
-        shape=shape, base_filters=base_filters, depth=depth, dropout=dropout, loss=loss, val_fraction=val_fraction,
-        augment=augment, adv_eps=adv_eps, beta=beta, adv_mode=adv_mode, temperature=temperature, teacher=teacher,
-        teacher_temperature=teacher_temperature, init=init, noise_radius=noise_radius, strategy=strategy,
-        deterministic=deterministic, precision=precision)
+    config = cfg.TrainConfig.from_preset(
+        preset,
+        model_name,
+        defense,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        lr_schedule=lr_schedule,
+        seed=seed,
+        shape=shape,
+        base_filters=base_filters,
+        depth=depth,
+        dropout=dropout,
+        loss=loss,
+        val_fraction=val_fraction,
+        augment=augment,
+        adv_eps=adv_eps,
+        beta=beta,
+        adv_mode=adv_mode,
+        temperature=temperature,
+        teacher=teacher,
+        teacher_temperature=teacher_temperature,
+        init=init,
+        noise_radius=noise_radius,
+        strategy=strategy,
+        deterministic=deterministic,
+        precision=precision,
+    )
     try:
-        result = train(config, data, out, tracking_uri=tracking_uri, experiment=experiment,
-                       run_name=run_name or f"{model_name}-{defense}", resume=resume)
+        result = train(
+            config,
+            data,
+            out,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            run_name=run_name or f"{model_name}-{defense}",
+            resume=resume,
+        )
     except (TrainingError, TrackingError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"saved {result.model_path} (best mean validation Dice {result.best_score:.3f}); "
-               f"MLflow run {result.run_id}")
+    click.echo(
+        f"saved {result.model_path} (best mean validation Dice {result.best_score:.3f}); "
+        f"MLflow run {result.run_id}"
+    )
 
 
 def parse_floats(text: str | None, option: str) -> tuple[float, ...]:
@@ -237,68 +453,161 @@ def parse_floats(text: str | None, option: str) -> tuple[float, ...]:
             return tuple(round(start + i * step, 10) for i in range(count + 1))
         return tuple(float(p) for p in text.split(","))
     except ValueError:
-        raise ValueError(f"{option}: expected numbers like 0.05,0.1 or a range START:STOP:STEP, got {text!r}") from None
+        raise ValueError(
+            f"{option}: expected numbers like 0.05,0.1 or a range START:STOP:STEP, got {text!r}"
+        ) from None
 
 
 @main.command("evaluate")
 @click.argument("model_ref", metavar="MODEL")
-@click.option("--data", type=click.Path(path_type=Path), required=True,
-              help="Prepared cache, or a raw dataset (prepared into OUT/prepared at the model's input size).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder: per_subject.csv, summary.json, iterations.csv, figures.")
-@click.option("--split", type=click.Choice(["test", "train", "all"]), default="test", help="Subjects to evaluate.")
-@click.option("--attack", "attacks", multiple=True, type=click.Choice(["none", "fgsm", "ifgsm", "tifgsm", "pgd"]),
-              default=("fgsm",), help="Attack (repeatable). tifgsm is the paper's targeted i-FGSM (all voxels label 1).")
-@click.option("--eps", default="0.05",
-              help="Attack budgets, relative to each input's intensity range (max - min): one value or a list (0,0.05,0.1).")
-@click.option("--steps", type=click.IntRange(min=1), default=10, help="Iterations of i-FGSM, targeted i-FGSM, PGD.")
-@click.option("--eps-sweep", default=None,
-              help="FGSM budgets swept from ONE gradient, START:STOP:STEP or a list; the paper's is 0:0.01:0.001.")
-@click.option("--iterations-sweep", is_flag=True,
-              help="Record Dice and PSNR/SSIM/RMSE after every i-FGSM and targeted i-FGSM iteration (one run each).")
-@click.option("--attack-temperature", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              help="Softmax temperature of the attack loss; T > 1 attacks distilled models at the logit level.")
-@click.option("--transfer-from", "transfer_ref", default=None,
-              help="Craft the attacks on this other model (file, run id or runs:/ URI) and apply them (transfer).")
-@click.option("--restarts", type=click.IntRange(min=1), default=1, help="PGD random restarts.")
-@click.option("--seed", type=int, default=0, help="Seed of PGD's random starts.")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Prepared cache, or a raw dataset (prepared into OUT/prepared at the model's input size).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder: per_subject.csv, summary.json, iterations.csv, figures.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["test", "train", "all"]),
+    default="test",
+    help="Subjects to evaluate.",
+)
+@click.option(
+    "--attack",
+    "attacks",
+    multiple=True,
+    type=click.Choice(cfg.ATTACKS),
+    default=_EVAL.attacks,
+    help="Attack (repeatable). tifgsm is the paper's targeted i-FGSM (all voxels label 1).",
+)
+@click.option(
+    "--eps",
+    default="0.05",
+    help="Attack budgets, relative to each input's intensity range (max - min): one value or a list (0,0.05,0.1).",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=_EVAL.steps,
+    help="Iterations of i-FGSM, targeted i-FGSM, PGD.",
+)
+@click.option(
+    "--eps-sweep",
+    default=None,
+    help="FGSM budgets swept from ONE gradient, START:STOP:STEP or a list; the paper's is 0:0.01:0.001.",
+)
+@click.option(
+    "--iterations-sweep",
+    is_flag=True,
+    help="Record Dice and PSNR/SSIM/RMSE after every i-FGSM and targeted i-FGSM iteration (one run each).",
+)
+@click.option(
+    "--attack-temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_EVAL.attack_temperature,
+    help="Softmax temperature of the attack loss; T > 1 attacks distilled models at the logit level.",
+)
+@click.option(
+    "--transfer-from",
+    "transfer_ref",
+    default=None,
+    help="Craft the attacks on this other model (file, run id or runs:/ URI) and apply them (transfer).",
+)
+@click.option(
+    "--restarts", type=click.IntRange(min=1), default=_EVAL.restarts, help="PGD random restarts."
+)
+@click.option("--seed", type=int, default=_EVAL.seed, help="Seed of PGD's random starts.")
 @click.option("--run-name", help="MLflow run name [eval-<attacks>].")
 @tracking_options
 @friendly_errors
-def evaluate_command(model_ref, data, out, split, attacks, eps, steps, eps_sweep, iterations_sweep,
-                     attack_temperature, transfer_ref, restarts, seed, run_name, tracking_uri, experiment):
+def evaluate_command(
+    model_ref,
+    data,
+    out,
+    split,
+    attacks,
+    eps,
+    steps,
+    eps_sweep,
+    iterations_sweep,
+    attack_temperature,
+    transfer_ref,
+    restarts,
+    seed,
+    run_name,
+    tracking_uri,
+    experiment,
+):
     """Attack MODEL (a .keras file, an MLflow run id or runs:/ URI) and score it per subject."""
-    from keras_advseg.evaluation import EvalConfig
-    from keras_advseg.runner import run_evaluation
     from keras_advseg.tracking import TrackingError
+    from keras_advseg.workflows.evaluate import run_evaluation
 
-    config = EvalConfig(attacks=tuple(attacks), eps=parse_floats(eps, "--eps") or (0.05,), steps=steps,
-                        eps_sweep=parse_floats(eps_sweep, "--eps-sweep"), iterations_sweep=iterations_sweep,
-                        attack_temperature=attack_temperature, seed=seed, restarts=restarts)
+    config = cfg.EvalConfig(
+        attacks=tuple(attacks),
+        eps=parse_floats(eps, "--eps") or (0.05,),
+        steps=steps,
+        eps_sweep=parse_floats(eps_sweep, "--eps-sweep"),
+        iterations_sweep=iterations_sweep,
+        attack_temperature=attack_temperature,
+        seed=seed,
+        restarts=restarts,
+    )
     try:
-        summary = run_evaluation(model_ref, data, out, config, split=split, transfer_ref=transfer_ref,
-                                 tracking_uri=tracking_uri, experiment=experiment, run_name=run_name)
+        summary = run_evaluation(
+            model_ref,
+            data,
+            out,
+            config,
+            split=split,
+            transfer_ref=transfer_ref,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            run_name=run_name,
+        )
     except TrackingError as exc:
         raise click.ClickException(str(exc)) from None
     clean = summary["clean"]
-    click.echo("clean Dice " + ", ".join(f"{r.upper()} {clean[f'dice_{r}']['mean']:.3f}" for r in ("wt", "tc", "et")))
+    click.echo(
+        "clean Dice "
+        + ", ".join(f"{r.upper()} {clean[f'dice_{r}']['mean']:.3f}" for r in cfg.REGIONS)
+    )
     for attack, by_eps in summary["attacks"].items():
         if attack == "fgsm_sweep":
             continue
         for value, entry in by_eps.items():
-            click.echo(f"{attack} eps {value}: Dice " + ", ".join(
-                f"{r.upper()} {entry[f'dice_{r}']['mean']:.3f}" for r in ("wt", "tc", "et")))
+            click.echo(
+                f"{attack} eps {value}: Dice "
+                + ", ".join(f"{r.upper()} {entry[f'dice_{r}']['mean']:.3f}" for r in cfg.REGIONS)
+            )
     click.echo(f"wrote {out / 'per_subject.csv'} and {out / 'summary.json'}")
 
 
 @main.command("compare")
 @click.argument("eval_dirs", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--baseline", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Evaluation folder of the undefended model: Table 1's attacks and the reference of the defense table.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@click.option("--eps", "table_eps", default="0,0.05,0.1",
-              help="FGSM budgets of the defense table (paper: 0, 0.05, 0.1); 0 is the clean evaluation.")
-@click.option("--attack-eps", type=click.FloatRange(min=0), default=0.05, help="Budget of Table 1's attacks.")
+@click.option(
+    "--baseline",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Evaluation folder of the undefended model: Table 1's attacks and the reference of the defense table.",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder."
+)
+@click.option(
+    "--eps",
+    "table_eps",
+    default="0,0.05,0.1",
+    help="FGSM budgets of the defense table (paper: 0, 0.05, 0.1); 0 is the clean evaluation.",
+)
+@click.option(
+    "--attack-eps", type=click.FloatRange(min=0), default=0.05, help="Budget of Table 1's attacks."
+)
 @click.option("--title", default="Defenses", help="Title of the defense table (e.g. '3D-UNet').")
 @friendly_errors
 def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
@@ -308,23 +617,48 @@ def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
     table_defenses.{md,csv} (each model vs the baseline under FGSM), tests.csv
     (every test with raw and corrected p) and fig_eps_overlay.png.
     """
-    from keras_advseg.runner import run_compare
+    from keras_advseg.workflows.compare import run_compare
 
-    report = run_compare(list(eval_dirs), baseline, out, table_eps=parse_floats(table_eps, "--eps"),
-                         attack_eps=attack_eps, title=title)
+    report = run_compare(
+        list(eval_dirs),
+        baseline,
+        out,
+        table_eps=parse_floats(table_eps, "--eps"),
+        attack_eps=attack_eps,
+        title=title,
+    )
     click.echo(report)
 
 
 @main.command("reproduce")
-@click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="Dataset in any supported layout; default: the MNI152 phantom, synthesised into OUT/phantom.")
-@click.option("--preset", type=click.Choice(["smoke", "quick", "paper"]), default="quick",
-              help="smoke: about 2 minutes (16^3, 2 epochs); quick: `make demo`, 32^3 on a CPU; "
-                   "paper: 128^3 and the paper's epochs, temperatures and budgets (a GPU job).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Study folder: phantom/, prepared/, models/, evals/, compare3d/, compare2d/, report.md.")
-@click.option("--seed", type=int, default=0, help="Seed of the phantom, the split, training and PGD.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, help="Processes for synthesis and preparation.")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Dataset in any supported layout; default: the MNI152 phantom, synthesised into OUT/phantom.",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(list(cfg.STUDIES)),
+    default="quick",
+    help="smoke: about 2 minutes (16^3, 2 epochs); quick: `make demo`, 32^3 on a CPU; "
+    "paper: 128^3 and the paper's epochs, temperatures and budgets (a GPU job).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Study folder: phantom/, prepared/, models/, evals/, compare3d/, compare2d/, report.md.",
+)
+@click.option(
+    "--seed", type=int, default=0, help="Seed of the phantom, the split, training and PGD."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    help="Processes for synthesis and preparation.",
+)
 @tracking_options
 @friendly_errors
 def reproduce_command(data, preset, out, seed, workers, tracking_uri, experiment):
@@ -333,23 +667,36 @@ def reproduce_command(data, preset, out, seed, workers, tracking_uri, experiment
     Re-running skips finished steps. All runs go to one MLflow experiment
     (default: advseg-reproduce-PRESET unless --experiment is given).
     """
-    from keras_advseg.reproduce import reproduce
     from keras_advseg.tracking import TrackingError
     from keras_advseg.training import TrainingError
+    from keras_advseg.workflows.reproduce import reproduce
 
     try:
-        report = reproduce(preset, out, data=data, tracking_uri=tracking_uri,
-                           experiment=None if experiment == "keras-advseg" else experiment, seed=seed, workers=workers)
+        report = reproduce(
+            preset,
+            out,
+            data=data,
+            tracking_uri=tracking_uri,
+            experiment=None if experiment == cfg.DEFAULT_EXPERIMENT else experiment,
+            seed=seed,
+            workers=workers,
+        )
     except (TrainingError, TrackingError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"report: {report}")
 
 
 @main.command("export")
-@click.argument("model_path", metavar="MODEL.keras", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument(
+    "model_path", metavar="MODEL.keras", type=click.Path(dir_okay=False, path_type=Path)
+)
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              help="Softmax temperature of the exported probabilities (deploy distilled models at 1).")
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    help="Softmax temperature of the exported probabilities (deploy distilled models at 1).",
+)
 @friendly_errors
 def export(model_path: Path, out_dir: Path, temperature: float):
     """Export MODEL.keras as a TensorFlow SavedModel in OUT_DIR.
@@ -376,7 +723,9 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     if len(sizes) == 1:
         sizes *= 3
     if len(sizes) != 3 or min(sizes) < 1:
-        raise ValueError(f"--shape: expected one or three positive integers like 128 or 128,128,96, got {text!r}")
+        raise ValueError(
+            f"--shape: expected one or three positive integers like 128 or 128,128,96, got {text!r}"
+        )
     return tuple(sizes)
 
 

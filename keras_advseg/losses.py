@@ -69,8 +69,16 @@ class SoftDiceLoss(keras.losses.Loss):
         from_logits: Whether predictions are logits (the package's models return logits).
     """
 
-    def __init__(self, temperature=1.0, smooth=1e-5, include_background=False, from_logits=True,
-                 reduction="sum_over_batch_size", name="soft_dice_loss", **kwargs):
+    def __init__(
+        self,
+        temperature=1.0,
+        smooth=1e-5,
+        include_background=False,
+        from_logits=True,
+        reduction="sum_over_batch_size",
+        name="soft_dice_loss",
+        **kwargs,
+    ):
         super().__init__(name=name, reduction=reduction, dtype="float32", **kwargs)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive. Received: temperature={temperature}")
@@ -80,11 +88,21 @@ class SoftDiceLoss(keras.losses.Loss):
         self.from_logits = bool(from_logits)
 
     def call(self, y_true, y_pred):
-        return soft_dice_loss(y_true, y_pred, temperature=self.temperature, smooth=self.smooth,
-                              include_background=self.include_background, from_logits=self.from_logits)
+        return soft_dice_loss(
+            y_true,
+            y_pred,
+            temperature=self.temperature,
+            smooth=self.smooth,
+            include_background=self.include_background,
+            from_logits=self.from_logits,
+        )
 
     def get_config(self):
         config = super().get_config()
-        config.update(temperature=self.temperature, smooth=self.smooth,
-                      include_background=self.include_background, from_logits=self.from_logits)
+        config.update(
+            temperature=self.temperature,
+            smooth=self.smooth,
+            include_background=self.include_background,
+            from_logits=self.from_logits,
+        )
         return config

@@ -10,8 +10,8 @@ import keras
 import numpy as np
 from keras import ops
 
-REGIONS = {"wt": (1, 2, 4), "tc": (1, 4), "et": (4,)}
-"""BraTS evaluation regions as sets of labels."""
+REGION_LABELS = {"wt": (1, 2, 4), "tc": (1, 4), "et": (4,)}
+"""BraTS evaluation regions (:data:`keras_advseg.config.REGIONS`) as sets of labels."""
 
 _REGION_CLASS_INDICES = {"wt": (1, 2, 3), "tc": (1, 3), "et": (3,)}  # one-hot indices
 
@@ -37,13 +37,15 @@ def brats_dice(true_labels, pred_labels, *, empty: float = 1.0) -> dict[str, np.
     """
     true_labels, pred_labels = np.asarray(true_labels), np.asarray(pred_labels)
     if true_labels.shape != pred_labels.shape:
-        raise ValueError(f"label maps must have the same shape. Received: {true_labels.shape} and {pred_labels.shape}")
+        raise ValueError(
+            f"label maps must have the same shape. Received: {true_labels.shape} and {pred_labels.shape}"
+        )
     single = true_labels.ndim == 3
     if single:
         true_labels, pred_labels = true_labels[None], pred_labels[None]
     axes = tuple(range(1, true_labels.ndim))
     scores = {}
-    for region, labels in REGIONS.items():
+    for region, labels in REGION_LABELS.items():
         t, p = np.isin(true_labels, labels), np.isin(pred_labels, labels)
         overlap = np.sum(t & p, axis=axes, dtype=np.float64)
         total = np.sum(t, axis=axes, dtype=np.float64) + np.sum(p, axis=axes, dtype=np.float64)
@@ -79,7 +81,9 @@ def traced_inference(model):
 def predict_labels(model, images, temperature: float = 1.0) -> np.ndarray:
     """Runs ``model`` (logits) and returns BraTS label maps as a NumPy array."""
     logits = model(images, training=False)
-    return ops.convert_to_numpy(probabilities_to_labels(logits_to_probabilities(logits, temperature)))
+    return ops.convert_to_numpy(
+        probabilities_to_labels(logits_to_probabilities(logits, temperature))
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_advseg")
@@ -92,8 +96,10 @@ class BraTSDice(keras.metrics.Metric):
     """
 
     def __init__(self, region: str = "wt", empty: float = 1.0, name: str | None = None, **kwargs):
-        if region not in REGIONS:
-            raise ValueError(f"region must be one of {sorted(REGIONS)}. Received: region={region!r}")
+        if region not in REGION_LABELS:
+            raise ValueError(
+                f"region must be one of {sorted(REGION_LABELS)}. Received: region={region!r}"
+            )
         super().__init__(name=name or f"dice_{region}", **kwargs)
         self.region = region
         self.empty = float(empty)
@@ -143,16 +149,23 @@ def image_quality(clean, perturbed) -> dict[str, float]:
     Raises:
         ValueError: shapes differ or the clean volume is constant.
     """
-    from skimage.metrics import structural_similarity
+    from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
     clean = np.asarray(clean, np.float64)
     perturbed = np.asarray(perturbed, np.float64)
     if clean.shape != perturbed.shape:
-        raise ValueError(f"volumes must have the same shape. Received: {clean.shape} and {perturbed.shape}")
+        raise ValueError(
+            f"volumes must have the same shape. Received: {clean.shape} and {perturbed.shape}"
+        )
     data_range = float(clean.max() - clean.min())
     if data_range <= 0:
         raise ValueError("the clean volume is constant; PSNR and SSIM need a data range > 0")
-    mse = float(np.mean((clean - perturbed) ** 2))
-    psnr = float("inf") if mse == 0 else 10 * np.log10(data_range**2 / mse)
+    mse = float(mean_squared_error(clean, perturbed))
+    # scikit-image's PSNR divides by zero for identical volumes; inf is the limit.
+    psnr = (
+        float("inf")
+        if mse == 0
+        else peak_signal_noise_ratio(clean, perturbed, data_range=data_range)
+    )
     ssim = structural_similarity(clean, perturbed, data_range=data_range, channel_axis=-1)
     return {"psnr": float(psnr), "ssim": float(ssim), "rmse": float(np.sqrt(mse))}

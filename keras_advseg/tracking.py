@@ -9,11 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 from pathlib import Path
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-DEFAULT_EXPERIMENT = "keras-advseg"
+from keras_advseg.config import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
+
+__all__ = [
+    "DEFAULT_EXPERIMENT",
+    "DEFAULT_TRACKING_URI",
+    "TrackingError",
+    "check_reachable",
+    "git_commit",
+    "is_run_id",
+    "resolve_model_path",
+    "resolve_tracking_uri",
+    "tracked_run",
+]
+
+RUN_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+"""An MLflow run id."""
 
 
 class TrackingError(RuntimeError):
@@ -33,14 +48,19 @@ def check_reachable(uri: str) -> None:
     """
     from mlflow.tracking import MlflowClient
 
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    saved = {
+        k: os.environ.get(k)
+        for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+    }
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
     try:
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as exc:  # MLflow raises many types for a dead server
         reason = str(exc).splitlines()[0][:200]
-        raise TrackingError(f"MLflow tracking store {uri} is unreachable ({type(exc).__name__}: {reason})") from None
+        raise TrackingError(
+            f"MLflow tracking store {uri} is unreachable ({type(exc).__name__}: {reason})"
+        ) from None
     finally:
         for key, value in saved.items():
             if value is None:
@@ -50,8 +70,13 @@ def check_reachable(uri: str) -> None:
 
 
 @contextlib.contextmanager
-def tracked_run(uri: str, experiment: str, run_name: str | None = None, run_id: str | None = None,
-                tags: dict | None = None):
+def tracked_run(
+    uri: str,
+    experiment: str,
+    run_name: str | None = None,
+    run_id: str | None = None,
+    tags: dict | None = None,
+):
     """Opens (or resumes, with ``run_id``) an MLflow run; a crash marks it FAILED.
 
     Yields:
@@ -75,10 +100,17 @@ def tracked_run(uri: str, experiment: str, run_name: str | None = None, run_id: 
         mlflow.end_run(status="FINISHED")
 
 
+def is_run_id(text: str | None) -> bool:
+    """Whether ``text`` is an MLflow run id (32 hexadecimal digits)."""
+    return bool(text) and RUN_ID_PATTERN.fullmatch(text) is not None
+
+
 def git_commit(path: str | Path = ".") -> str | None:
     """The git commit of ``path``'s checkout, or None outside git."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -93,12 +125,10 @@ def resolve_model_path(reference: str, tracking_uri: str | None = None) -> Path:
         ValueError: the reference is neither an existing file nor a run/artifact
             the tracking store has.
     """
-    import re
-
     path = Path(reference)
     if path.is_file():
         return path
-    if re.fullmatch(r"[0-9a-f]{32}", reference):
+    if is_run_id(reference):
         reference = f"runs:/{reference}/model.keras"
     if not reference.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
         raise ValueError(f"{reference}: no such model file, and not an MLflow run id or runs:/ URI")
@@ -110,4 +140,6 @@ def resolve_model_path(reference: str, tracking_uri: str | None = None) -> Path:
     try:
         return Path(mlflow.artifacts.download_artifacts(reference))
     except Exception as exc:  # MLflow raises several types for missing runs/artifacts
-        raise ValueError(f"{reference}: cannot fetch the model from {uri} ({str(exc).splitlines()[0][:160]})") from None
+        raise ValueError(
+            f"{reference}: cannot fetch the model from {uri} ({str(exc).splitlines()[0][:160]})"
+        ) from None

@@ -8,46 +8,16 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import nibabel as nib
 import numpy as np
 import pytest
-
-SHAPE = (12, 10, 8)
-# Constant intensity per modality in package order (t1, t1gd, t2, flair), so order is checkable.
-LEVEL = {"t1": 10.0, "t1gd": 20.0, "t2": 30.0, "flair": 40.0}
-
-
-def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
-    return path
-
-
-def label_volume(values=(0, 1, 2, 4)) -> np.ndarray:
-    """A label map holding each of ``values`` in a known slab along axis 0."""
-    labels = np.zeros(SHAPE, np.uint8)
-    for i, value in enumerate(values):
-        labels[3 * i : 3 * i + 3] = value
-    return labels
-
-
-def modality_volume(name: str) -> np.ndarray:
-    data = np.full(SHAPE, LEVEL[name], np.float32)
-    data[0, 0, 0] = 0  # background voxel
-    return data
-
-
-def write_brats(root: Path, subject: str, suffixes: dict, seg_values, sep="_", with_seg=True) -> Path:
-    folder = root / subject
-    for suffix, modality in suffixes.items():
-        save_nifti(folder / f"{subject}{sep}{suffix}.nii.gz", modality_volume(modality))
-    if with_seg:
-        save_nifti(folder / f"{subject}{sep}seg.nii.gz", label_volume(seg_values))
-    return folder
-
-
-OLD_SUFFIXES = {"t1": "t1", "t1ce": "t1gd", "t2": "t2", "flair": "flair"}
-NEW_SUFFIXES = {"t1n": "t1", "t1c": "t1gd", "t2w": "t2", "t2f": "flair"}
+from support import (
+    NEW_SUFFIXES,
+    OLD_SUFFIXES,
+    label_volume,
+    modality_volume,
+    save_nifti,
+    write_brats,
+)
 
 
 @pytest.fixture
@@ -75,15 +45,29 @@ def msd(tmp_path) -> Path:
     for i in (1, 2):
         save_nifti(root / "imagesTr" / f"BRATS_{i:03d}.nii.gz", image)
         save_nifti(root / "labelsTr" / f"BRATS_{i:03d}.nii.gz", label_volume((0, 1, 2, 3)))
-        training.append({"image": f"./imagesTr/BRATS_{i:03d}.nii.gz", "label": f"./labelsTr/BRATS_{i:03d}.nii.gz"})
+        training.append(
+            {
+                "image": f"./imagesTr/BRATS_{i:03d}.nii.gz",
+                "label": f"./labelsTr/BRATS_{i:03d}.nii.gz",
+            }
+        )
     save_nifti(root / "imagesTs" / "BRATS_900.nii.gz", image)
-    (root / "dataset.json").write_text(json.dumps({
-        "name": "BRATS",
-        "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
-        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
-        "training": training,
-        "test": ["./imagesTs/BRATS_900.nii.gz"],
-    }))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "name": "BRATS",
+                "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+                "labels": {
+                    "0": "background",
+                    "1": "edema",
+                    "2": "non-enhancing tumor",
+                    "3": "enhancing tumour",
+                },
+                "training": training,
+                "test": ["./imagesTs/BRATS_900.nii.gz"],
+            }
+        )
+    )
     return root
 
 
@@ -98,10 +82,33 @@ def phantom_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def models(tmp_path_factory) -> Path:
+    """Untrained 3-D UNets a.keras and b.keras (other seeds) and a slice-wise 2-D UNet c2d.keras, at 16^3."""
+    import keras
+
+    from keras_advseg.models import SliceWise, unet2d, unet3d
+
+    root = tmp_path_factory.mktemp("models")
+    keras.utils.set_random_seed(0)
+    unet3d((16, 16, 16, 4), base_filters=4, depth=3).save(root / "a.keras")
+    keras.utils.set_random_seed(1)
+    unet3d((16, 16, 16, 4), base_filters=4, depth=3).save(root / "b.keras")
+    net2d = SliceWise(unet2d((16, 16, 4), base_filters=4, depth=3))
+    net2d(np.zeros((1, 16, 16, 16, 4), "float32"))
+    net2d.save(root / "c2d.keras")
+    return root
+
+
+@pytest.fixture(scope="session")
 def prepared_dir(phantom_dir, tmp_path_factory) -> Path:
     """The phantom prepared at 16^3 without N4 (fast)."""
     from keras_advseg.data.prepare import PrepareConfig, prepare_dataset
 
     out = tmp_path_factory.mktemp("prepared")
-    prepare_dataset(phantom_dir, out, PrepareConfig(shape=(16, 16, 16), n4=False, test_fraction=0.34), progress=False)
+    prepare_dataset(
+        phantom_dir,
+        out,
+        PrepareConfig(shape=(16, 16, 16), n4=False, test_fraction=0.34),
+        progress=False,
+    )
     return out

@@ -19,9 +19,28 @@ def test_mlflow_run_synth_entry_point(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_TRACKING_URI=uri, PATH=f"{bin_dir}:{os.environ['PATH']}")
     result = subprocess.run(
-        [str(bin_dir / "mlflow"), "run", "mlflow", "-e", "synth", "--env-manager", "local",
-         "-P", f"out={tmp_path}/phantom", "-P", "n=1", "-P", "voxel_mm=6", "--experiment-name", "project-test"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            str(bin_dir / "mlflow"),
+            "run",
+            "mlflow",
+            "-e",
+            "synth",
+            "--env-manager",
+            "local",
+            "-P",
+            f"out={tmp_path}/phantom",
+            "-P",
+            "n=1",
+            "-P",
+            "voxel_mm=6",
+            "--experiment-name",
+            "project-test",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "phantom" / "BraTS2021_00000" / "BraTS2021_00000_seg.nii.gz").is_file()

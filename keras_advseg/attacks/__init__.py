@@ -6,9 +6,24 @@ to each sample's intensity range (max - min) by default: the paper's "5% of
 the maximum pixel magnitude" of inputs normalised to [0, 1].
 """
 
-from keras_advseg.attacks.fgsm import fgsm, fgsm_sweep
-from keras_advseg.attacks.ifgsm import Trajectory, all_label_target, ifgsm, ifgsm_trajectory, targeted_ifgsm
+from keras_advseg.attacks.fgsm import fgsm, fgsm_step, fgsm_sweep
+from keras_advseg.attacks.ifgsm import (
+    Trajectory,
+    all_label_target,
+    ifgsm,
+    ifgsm_trajectory,
+    targeted_ifgsm,
+)
 from keras_advseg.attacks.pgd import pgd
 
-__all__ = ["Trajectory", "all_label_target", "fgsm", "fgsm_sweep", "ifgsm", "ifgsm_trajectory", "pgd",
-           "targeted_ifgsm"]
+__all__ = [
+    "Trajectory",
+    "all_label_target",
+    "fgsm",
+    "fgsm_step",
+    "fgsm_sweep",
+    "ifgsm",
+    "ifgsm_trajectory",
+    "pgd",
+    "targeted_ifgsm",
+]

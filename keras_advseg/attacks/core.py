@@ -20,11 +20,18 @@ from keras_advseg.metrics import probabilities_to_labels
 
 LOSSES = ("dice", "ce")
 
-_CACHE: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
 
 
-def check_arguments(*, eps: float, steps: int | None = None, alpha: float | None = None,
-                    clip: tuple[float, float] | None = None, loss="dice", temperature: float = 1.0) -> None:
+def check_arguments(
+    *,
+    eps: float,
+    steps: int | None = None,
+    alpha: float | None = None,
+    clip: tuple[float, float] | None = None,
+    loss="dice",
+    temperature: float = 1.0,
+) -> None:
     """Validates attack arguments.
 
     Raises:
@@ -86,7 +93,13 @@ class Compiled:
         self.perturbed_forward = tf.function(self._perturbed_forward)
 
     def _functions(self):
-        return (self.gradient, self.gradient_and_labels, self.step, self.forward, self.perturbed_forward)
+        return (
+            self.gradient,
+            self.gradient_and_labels,
+            self.step,
+            self.forward,
+            self.perturbed_forward,
+        )
 
     def tracing_count(self) -> int:
         """Traces so far over all compiled functions (for retracing checks)."""
@@ -167,8 +180,11 @@ def labels_of(logits):
 
 def compiled(model: keras.Model, *, loss="dice", temperature: float = 1.0, clip=None) -> Compiled:
     """The cached :class:`Compiled` functions of ``model`` for this setting."""
-    key = (loss if isinstance(loss, str) else id(loss), float(temperature),
-           None if clip is None else (float(clip[0]), float(clip[1])))
+    key = (
+        loss if isinstance(loss, str) else id(loss),
+        float(temperature),
+        None if clip is None else (float(clip[0]), float(clip[1])),
+    )
     per_model = _CACHE.setdefault(model, {})
     if key not in per_model:
         per_model[key] = Compiled(model, loss, temperature, clip)
@@ -182,6 +198,7 @@ def as_tensor(x) -> tf.Tensor:
 def _resolve_loss(loss, temperature: float) -> Callable:
     """Per-sample attack loss ``(y, logits) -> (B,)``."""
     if callable(loss):
+
         def custom(y, logits):
             value = tf.cast(loss(y, logits), tf.float32)
             if value.shape.rank == 0:  # a batch loss: spread it so that the sum is unchanged

@@ -9,8 +9,17 @@ import tensorflow as tf
 from keras_advseg.attacks.core import as_tensor, check_arguments, compiled, per_sample_scale
 
 
-def fgsm(model, x, y, *, eps: float, relative: bool = True, loss="dice", clip=None,
-         temperature: float = 1.0) -> tf.Tensor:
+def fgsm(
+    model,
+    x,
+    y,
+    *,
+    eps: float,
+    relative: bool = True,
+    loss="dice",
+    clip=None,
+    temperature: float = 1.0,
+) -> tf.Tensor:
     """Fast gradient sign method, eq. 1: ``x + eps * sign(grad_x loss(x, y))``.
 
     Args:
@@ -39,11 +48,37 @@ def fgsm(model, x, y, *, eps: float, relative: bool = True, loss="dice", clip=No
         return x
     fns = compiled(model, loss=loss, temperature=temperature, clip=clip)
     _, grad = fns.gradient(x, as_tensor(y))
+    return fgsm_step(x, grad, eps=eps, relative=relative, clip=clip)
+
+
+def fgsm_step(x, grad, *, eps: float, relative: bool = True, clip=None) -> tf.Tensor:
+    """Eq. 1 given the input gradient: ``x + eps * range(x) * sign(grad)``.
+
+    The step that :func:`fgsm` takes, for callers that already hold the
+    gradient (adversarial training takes it from its own backward pass).
+
+    Args:
+        x: Inputs ``(B, ...)``.
+        grad: Gradient of the loss with respect to ``x``, same shape.
+        eps, relative, clip: as :func:`fgsm`.
+
+    Returns:
+        The adversarial batch.
+    """
     return _apply(x, tf.sign(grad), per_sample_scale(x, eps, relative), clip)
 
 
-def fgsm_sweep(model, x, y, eps_values: Sequence[float], *, relative: bool = True, loss="dice", clip=None,
-               temperature: float = 1.0) -> Iterator[tuple[float, tf.Tensor, tf.Tensor]]:
+def fgsm_sweep(
+    model,
+    x,
+    y,
+    eps_values: Sequence[float],
+    *,
+    relative: bool = True,
+    loss="dice",
+    clip=None,
+    temperature: float = 1.0,
+) -> Iterator[tuple[float, tf.Tensor, tf.Tensor]]:
     """FGSM at many budgets from ONE gradient: the sign of the gradient does not depend on eps.
 
     A sweep over 11 values costs one gradient and 11 forward passes, instead

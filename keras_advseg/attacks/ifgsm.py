@@ -10,8 +10,19 @@ import tensorflow as tf
 from keras_advseg.attacks.core import as_tensor, check_arguments, compiled, per_sample_scale
 
 
-def ifgsm(model, x, y, *, eps: float, steps: int = 10, alpha: float | None = None, relative: bool = True,
-          loss="dice", clip=None, temperature: float = 1.0) -> tf.Tensor:
+def ifgsm(
+    model,
+    x,
+    y,
+    *,
+    eps: float,
+    steps: int = 10,
+    alpha: float | None = None,
+    relative: bool = True,
+    loss="dice",
+    clip=None,
+    temperature: float = 1.0,
+) -> tf.Tensor:
     """Iterative FGSM, eq. 2: ``x_{k+1} = Proj_eps(x_k + alpha * sign(grad loss(x_k, y)))``.
 
     Args:
@@ -27,12 +38,34 @@ def ifgsm(model, x, y, *, eps: float, steps: int = 10, alpha: float | None = Non
     Raises:
         ValueError: invalid arguments.
     """
-    return _iterative(model, x, y, eps=eps, steps=steps, alpha=alpha, relative=relative, loss=loss, clip=clip,
-                      temperature=temperature, direction=1.0)
+    return _iterative(
+        model,
+        x,
+        y,
+        eps=eps,
+        steps=steps,
+        alpha=alpha,
+        relative=relative,
+        loss=loss,
+        clip=clip,
+        temperature=temperature,
+        direction=1.0,
+    )
 
 
-def targeted_ifgsm(model, x, target, *, eps: float, steps: int = 10, alpha: float | None = None,
-                   relative: bool = True, loss="dice", clip=None, temperature: float = 1.0) -> tf.Tensor:
+def targeted_ifgsm(
+    model,
+    x,
+    target,
+    *,
+    eps: float,
+    steps: int = 10,
+    alpha: float | None = None,
+    relative: bool = True,
+    loss="dice",
+    clip=None,
+    temperature: float = 1.0,
+) -> tf.Tensor:
     """Targeted iterative FGSM, eq. 3, DESCENDING the loss towards ``target``.
 
     The paper prints ``+`` in eq. 3 but describes "iteratively minimizing the
@@ -48,8 +81,19 @@ def targeted_ifgsm(model, x, target, *, eps: float, steps: int = 10, alpha: floa
     Returns:
         The adversarial batch.
     """
-    return _iterative(model, x, target, eps=eps, steps=steps, alpha=alpha, relative=relative, loss=loss, clip=clip,
-                      temperature=temperature, direction=-1.0)
+    return _iterative(
+        model,
+        x,
+        target,
+        eps=eps,
+        steps=steps,
+        alpha=alpha,
+        relative=relative,
+        loss=loss,
+        clip=clip,
+        temperature=temperature,
+        direction=-1.0,
+    )
 
 
 def all_label_target(y, label_index: int = 1) -> tf.Tensor:
@@ -82,9 +126,21 @@ class Trajectory(NamedTuple):
     inputs: tf.Tensor | None
 
 
-def ifgsm_trajectory(model, x, y, *, eps: float, steps: int = 10, alpha: float | None = None,
-                     relative: bool = True, loss="dice", clip=None, temperature: float = 1.0,
-                     targeted: bool = False, keep_inputs: bool = False) -> Trajectory:
+def ifgsm_trajectory(
+    model,
+    x,
+    y,
+    *,
+    eps: float,
+    steps: int = 10,
+    alpha: float | None = None,
+    relative: bool = True,
+    loss="dice",
+    clip=None,
+    temperature: float = 1.0,
+    targeted: bool = False,
+    keep_inputs: bool = False,
+) -> Trajectory:
     """Runs (targeted) i-FGSM once and records the prediction after EVERY iteration.
 
     The forward pass inside each step's gradient is the prediction of the
@@ -101,18 +157,23 @@ def ifgsm_trajectory(model, x, y, *, eps: float, steps: int = 10, alpha: float |
         A :class:`Trajectory`; iteration k equals ``ifgsm(..., steps=k, alpha=alpha)``
         with the same ``alpha``.
     """
-    check_arguments(eps=eps, steps=steps, alpha=alpha, clip=clip, loss=loss, temperature=temperature)
+    check_arguments(
+        eps=eps, steps=steps, alpha=alpha, clip=clip, loss=loss, temperature=temperature
+    )
     x, y = as_tensor(x), as_tensor(y)
     fns = compiled(model, loss=loss, temperature=temperature, clip=clip)
     eps_t = per_sample_scale(x, eps, relative)
     alpha_t = per_sample_scale(x, eps / steps if alpha is None else alpha, relative)
-    x_adv, labels, losses, inputs = fns.trajectory(x, y, eps_t, alpha_t, steps, -1.0 if targeted else 1.0,
-                                                   keep_inputs)
+    x_adv, labels, losses, inputs = fns.trajectory(
+        x, y, eps_t, alpha_t, steps, -1.0 if targeted else 1.0, keep_inputs
+    )
     return Trajectory(x_adv, labels.numpy(), losses.numpy(), inputs)
 
 
 def _iterative(model, x, y, *, eps, steps, alpha, relative, loss, clip, temperature, direction):
-    check_arguments(eps=eps, steps=steps, alpha=alpha, clip=clip, loss=loss, temperature=temperature)
+    check_arguments(
+        eps=eps, steps=steps, alpha=alpha, clip=clip, loss=loss, temperature=temperature
+    )
     x = as_tensor(x)
     if eps == 0:
         return x

@@ -7,9 +7,22 @@ import tensorflow as tf
 from keras_advseg.attacks.core import as_tensor, check_arguments, compiled, per_sample_scale
 
 
-def pgd(model, x, y, *, eps: float, steps: int = 10, alpha: float | None = None, random_start: bool = True,
-        restarts: int = 1, seed: int = 0, relative: bool = True, loss="dice", clip=None,
-        temperature: float = 1.0) -> tf.Tensor:
+def pgd(
+    model,
+    x,
+    y,
+    *,
+    eps: float,
+    steps: int = 10,
+    alpha: float | None = None,
+    random_start: bool = True,
+    restarts: int = 1,
+    seed: int = 0,
+    relative: bool = True,
+    loss="dice",
+    clip=None,
+    temperature: float = 1.0,
+) -> tf.Tensor:
     """PGD: i-FGSM from a uniform random start in the eps-ball, best of ``restarts``.
 
     The stronger attack the paper calls for in its limitations. Each restart
@@ -30,7 +43,9 @@ def pgd(model, x, y, *, eps: float, steps: int = 10, alpha: float | None = None,
     Raises:
         ValueError: invalid arguments, or ``restarts < 1``.
     """
-    check_arguments(eps=eps, steps=steps, alpha=alpha, clip=clip, loss=loss, temperature=temperature)
+    check_arguments(
+        eps=eps, steps=steps, alpha=alpha, clip=clip, loss=loss, temperature=temperature
+    )
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1. Received: restarts={restarts}")
     x, y = as_tensor(x), as_tensor(y)
@@ -43,7 +58,9 @@ def pgd(model, x, y, *, eps: float, steps: int = 10, alpha: float | None = None,
     for restart in range(restarts):
         start = x
         if random_start:
-            noise = tf.random.stateless_uniform(tf.shape(x), seed=[seed, restart], minval=-1.0, maxval=1.0)
+            noise = tf.random.stateless_uniform(
+                tf.shape(x), seed=[seed, restart], minval=-1.0, maxval=1.0
+            )
             start = x + eps_t * noise
             if clip is not None:
                 start = tf.clip_by_value(start, clip[0], clip[1])

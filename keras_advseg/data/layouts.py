@@ -30,8 +30,16 @@ _NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 # File suffix -> package modality name, per layout family.
 _BRATS_SUFFIXES = {"t1": "t1", "t1ce": "t1gd", "t2": "t2", "flair": "flair"}
 _BRATS2023_SUFFIXES = {"t1n": "t1", "t1c": "t1gd", "t2w": "t2", "t2f": "flair"}
-_MSD_MODALITIES = {"t1": "t1", "t1w": "t1", "t1gd": "t1gd", "t1ce": "t1gd", "t1c": "t1gd",
-                   "t2": "t2", "t2w": "t2", "flair": "flair"}
+_MSD_MODALITIES = {
+    "t1": "t1",
+    "t1w": "t1",
+    "t1gd": "t1gd",
+    "t1ce": "t1gd",
+    "t1c": "t1gd",
+    "t2": "t2",
+    "t2w": "t2",
+    "flair": "flair",
+}
 
 
 def discover_subjects(root: str | Path) -> list[Subject]:
@@ -102,7 +110,9 @@ def _brats_subject(folder: Path) -> Subject | None:
     missing = [m for m in MODALITIES if m not in by_modality]
     if missing:
         expected = [f"{folder.name}{sep}{s}.nii.gz" for s, m in suffixes.items() if m in missing]
-        raise DataError(f"{folder}: missing modality {', '.join(missing)} (expected {', '.join(expected)})")
+        raise DataError(
+            f"{folder}: missing modality {', '.join(missing)} (expected {', '.join(expected)})"
+        )
     return Subject(
         subject_id=folder.name,
         layout=layout,
@@ -119,7 +129,9 @@ def _discover_msd(root: Path) -> list[Subject]:
         modality_names = {int(k): str(v) for k, v in spec["modality"].items()}
         label_names = {int(k): str(v) for k, v in spec["labels"].items()}
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{manifest}: not a Decathlon dataset.json with 'modality' and 'labels' ({exc})") from None
+        raise DataError(
+            f"{manifest}: not a Decathlon dataset.json with 'modality' and 'labels' ({exc})"
+        ) from None
     channel_of = {}
     for index, name in modality_names.items():
         key = _MSD_MODALITIES.get(name.lower().replace("-", "").replace(" ", ""))
@@ -127,8 +139,12 @@ def _discover_msd(root: Path) -> list[Subject]:
             channel_of[key] = index
     missing = [m for m in MODALITIES if m not in channel_of]
     if missing:
-        raise DataError(f"{manifest}: missing modality {', '.join(missing)} in 'modality' {modality_names}")
-    label_map = tuple(sorted((value, _msd_label(name, manifest)) for value, name in label_names.items()))
+        raise DataError(
+            f"{manifest}: missing modality {', '.join(missing)} in 'modality' {modality_names}"
+        )
+    label_map = tuple(
+        sorted((value, _msd_label(name, manifest)) for value, name in label_names.items())
+    )
     entries = [(e["image"], e.get("label")) for e in spec.get("training", [])]
     entries += [(e if isinstance(e, str) else e["image"], None) for e in spec.get("test", [])]
     subjects = []
@@ -139,14 +155,16 @@ def _discover_msd(root: Path) -> list[Subject]:
         label_path = (root / label).resolve() if label else None
         if label_path is not None and not label_path.is_file():
             raise DataError(f"{label_path}: listed in {manifest} but not found")
-        subjects.append(Subject(
-            subject_id=_NIFTI.sub("", image_path.name),
-            layout="msd",
-            images=(image_path,),
-            seg=label_path,
-            channels=tuple(channel_of[m] for m in MODALITIES),
-            label_map=label_map,
-        ))
+        subjects.append(
+            Subject(
+                subject_id=_NIFTI.sub("", image_path.name),
+                layout="msd",
+                images=(image_path,),
+                seg=label_path,
+                channels=tuple(channel_of[m] for m in MODALITIES),
+                label_map=label_map,
+            )
+        )
     return subjects
 
 
@@ -160,5 +178,7 @@ def _msd_label(name: str, manifest: Path) -> int:
         return 2
     if "enhanc" in text:
         return 4
-    raise DataError(f"{manifest}: unknown label name {name!r}; expected background, edema, "
-                    "non-enhancing tumor or enhancing tumour")
+    raise DataError(
+        f"{manifest}: unknown label name {name!r}; expected background, edema, "
+        "non-enhancing tumor or enhancing tumour"
+    )

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,8 +21,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from keras_advseg.atomic import save_figure, write_text_atomic
-from keras_advseg.parallel import progress_map
+from keras_advseg.data.parallel import progress_map
+from keras_advseg.io import atomic_path, save_figure, write_text_atomic
 
 TISSUES = ("csf", "gm", "wm", "ncr", "ed", "et")
 """Tissue classes of :data:`CONTRAST`, in column order."""
@@ -138,7 +136,9 @@ def synthesize_subject(
     centre = _pick_centre(wm0, mask0, vox, rng)
     radius = rng.uniform(*config.tumour_radius_mm)
     coords = _source_coordinates(rng, shape, centre, radius, config)
-    gm, wm, mask = (ndimage.map_coordinates(m, coords, order=1, mode="constant") for m in (gm0, wm0, mask0))
+    gm, wm, mask = (
+        ndimage.map_coordinates(m, coords, order=1, mode="constant") for m in (gm0, wm0, mask0)
+    )
     brain = mask > 0.5
     csf = np.clip(mask - gm - wm, 0, 1)
     total = np.maximum(gm + wm + csf, 1.0)
@@ -153,7 +153,9 @@ def synthesize_subject(
         clean = fractions @ np.asarray(CONTRAST[modality], dtype=np.float32)
         bias = np.exp(config.bias * _smooth_noise(rng, shape, cells=3))
         signal = clean * texture * bias
-        noisy = np.hypot(signal + rng.normal(0, config.noise, shape), rng.normal(0, config.noise, shape))
+        noisy = np.hypot(
+            signal + rng.normal(0, config.noise, shape), rng.normal(0, config.noise, shape)
+        )
         scale = rng.uniform(300.0, 1500.0)
         channels.append(np.where(brain, np.rint(noisy * scale), 0))
     image = np.clip(np.stack(channels, axis=-1), 0, np.iinfo(np.int16).max).astype(np.int16)
@@ -194,7 +196,9 @@ def synthesize_dataset(
         raise ValueError(f"n must be >= 1. Received: n={n}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "phantom.json", json.dumps({"seed": seed, "n": n, **asdict(config)}, indent=2))
+    write_text_atomic(
+        out / "phantom.json", json.dumps({"seed": seed, "n": n, **asdict(config)}, indent=2)
+    )
     todo = [i for i in range(n) if not _subject_dir(out, i).is_dir()]
     work = functools.partial(_write_subject, out=out, seed=seed, config=config)
     for _ in progress_map(work, todo, workers=workers, desc="synthesise", disable=_hide(progress)):
@@ -223,7 +227,9 @@ def save_preview(dataset: str | Path, path: str | Path, subjects: int = 3) -> Pa
     from keras_advseg.data.subject import MODALITIES
 
     chosen = discover_subjects(dataset)[:subjects]
-    colours = ListedColormap([(0, 0, 0, 0), (1, 0.2, 0.2, 0.6), (0.2, 1, 0.2, 0.45), (0, 0, 0, 0), (1, 1, 0, 0.6)])
+    colours = ListedColormap(
+        [(0, 0, 0, 0), (1, 0.2, 0.2, 0.6), (0.2, 1, 0.2, 0.45), (0, 0, 0, 0), (1, 1, 0, 0.6)]
+    )
     fig, axes = plt.subplots(len(chosen), 5, figsize=(12.5, 2.9 * len(chosen)), squeeze=False)
     for row, subject in zip(axes, chosen):
         image, labels = subject.load()
@@ -234,7 +240,14 @@ def save_preview(dataset: str | Path, path: str | Path, subjects: int = 3) -> Pa
             ax.set_title(f"{subject.subject_id} {name}", fontsize=8)
         row[4].imshow(image[:, :, z, 3].T, cmap="gray", origin="lower")
         if labels is not None:
-            row[4].imshow(labels[:, :, z].T, cmap=colours, vmin=0, vmax=4, origin="lower", interpolation="nearest")
+            row[4].imshow(
+                labels[:, :, z].T,
+                cmap=colours,
+                vmin=0,
+                vmax=4,
+                origin="lower",
+                interpolation="nearest",
+            )
         row[4].set_title("FLAIR + labels (NCR red, ED green, ET yellow)", fontsize=7)
         for ax in row:
             ax.axis("off")
@@ -251,13 +264,13 @@ def _subject_dir(out: Path, index: int) -> Path:
 def _write_subject(index: int, *, out: Path, seed: int, config: PhantomConfig) -> Path:
     image, labels, affine = synthesize_subject(seed, index, config)
     final = _subject_dir(out, index)
-    tmp = out / f".{final.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    for channel, modality in enumerate(CONTRAST):
-        _save(image[..., channel], affine, tmp / f"{final.name}_{_FILE_SUFFIX[modality]}.nii.gz")
-    _save(labels, affine, tmp / f"{final.name}_seg.nii.gz")
-    os.replace(tmp, final)
+    with atomic_path(final) as tmp:
+        tmp.mkdir()
+        for channel, modality in enumerate(CONTRAST):
+            _save(
+                image[..., channel], affine, tmp / f"{final.name}_{_FILE_SUFFIX[modality]}.nii.gz"
+            )
+        _save(labels, affine, tmp / f"{final.name}_seg.nii.gz")
     return final
 
 
@@ -268,7 +281,9 @@ def _save(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
     nib.save(img, str(path))
 
 
-def _pick_centre(wm: np.ndarray, mask: np.ndarray, vox: float, rng: np.random.Generator) -> np.ndarray:
+def _pick_centre(
+    wm: np.ndarray, mask: np.ndarray, vox: float, rng: np.random.Generator
+) -> np.ndarray:
     """A deep white-matter voxel at least 25 mm inside the brain."""
     candidates = _centre_candidates(wm.tobytes(), mask.tobytes(), wm.shape, vox)
     return candidates[rng.integers(len(candidates))].astype(np.float32)
@@ -277,7 +292,9 @@ def _pick_centre(wm: np.ndarray, mask: np.ndarray, vox: float, rng: np.random.Ge
 @functools.lru_cache(maxsize=8)
 def _centre_candidates(wm: bytes, mask: bytes, shape, vox: float) -> np.ndarray:
     wm_map = np.frombuffer(wm, np.float32).reshape(shape)
-    depth = ndimage.distance_transform_edt(np.frombuffer(mask, np.float32).reshape(shape) > 0.5, sampling=vox)
+    depth = ndimage.distance_transform_edt(
+        np.frombuffer(mask, np.float32).reshape(shape) > 0.5, sampling=vox
+    )
     candidates = np.argwhere((wm_map > 0.9) & (depth > 25.0))
     return candidates if len(candidates) else np.argwhere(wm_map > 0.5)
 
@@ -319,15 +336,21 @@ def _tumour_labels(rng, shape, centre, radius, healthy, brain, config: PhantomCo
     return labels, strength.astype(np.float32)
 
 
-def _partial_volumes(healthy: np.ndarray, labels: np.ndarray, oedema_strength: np.ndarray) -> np.ndarray:
+def _partial_volumes(
+    healthy: np.ndarray, labels: np.ndarray, oedema_strength: np.ndarray
+) -> np.ndarray:
     """Fractions of each of :data:`TISSUES` per voxel; tumour edges blend in, oedema fades outwards."""
     weights = {"ncr": 1.0, "ed": oedema_strength, "et": 1.0}
     tumour = np.stack(
-        [ndimage.gaussian_filter((labels == _TUMOUR_LABEL[t]) * weights[t], 0.6).astype(np.float32)
-         for t in ("ncr", "ed", "et")],
+        [
+            ndimage.gaussian_filter((labels == _TUMOUR_LABEL[t]) * weights[t], 0.6).astype(
+                np.float32
+            )
+            for t in ("ncr", "ed", "et")
+        ],
         axis=-1,
     )
-    tumour *= (healthy.sum(axis=-1, keepdims=True) > 0)
+    tumour *= healthy.sum(axis=-1, keepdims=True) > 0
     share = np.clip(tumour.sum(axis=-1, keepdims=True), 0, 1)
     tumour /= np.maximum(tumour.sum(axis=-1, keepdims=True), 1.0)
     return np.concatenate([healthy * (1 - share), tumour], axis=-1).astype(np.float32)

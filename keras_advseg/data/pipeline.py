@@ -52,7 +52,9 @@ def augment(image: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Te
         image, labels = both(swap, draws[3], image, labels)
         k = tf.random.stateless_uniform([], seed=seeds[4], maxval=4, dtype=tf.int32)
         for quarter in range(1, 4):
-            image, labels = both(lambda t, q=quarter: _rot90(t, q), tf.equal(k, quarter), image, labels)
+            image, labels = both(
+                lambda t, q=quarter: _rot90(t, q), tf.equal(k, quarter), image, labels
+            )
     else:
         rotate = tf.random.stateless_uniform([], seed=seeds[4]) < 0.5
         image, labels = both(lambda t: _rot90(t, 2), rotate, image, labels)
@@ -89,8 +91,15 @@ def volume_dataset(
     Raises:
         ValueError: no labelled subject in the selection, or ``batch_size < 1``.
     """
-    ds = _volumes(prepared, split, shuffle=shuffle, augment_data=augment_data, seed=seed, ids=ids,
-                  soft_labels=soft_labels)
+    ds = _volumes(
+        prepared,
+        split,
+        shuffle=shuffle,
+        augment_data=augment_data,
+        seed=seed,
+        ids=ids,
+        soft_labels=soft_labels,
+    )
     _check_batch(batch_size)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
@@ -125,16 +134,27 @@ def slice_dataset(
     Returns:
         A prefetched ``tf.data.Dataset`` of ``(image_slice, one_hot_slice)``.
     """
-    ds = _volumes(prepared, split, shuffle=shuffle, augment_data=augment_data, seed=seed, ids=ids,
-                  soft_labels=soft_labels)
+    ds = _volumes(
+        prepared,
+        split,
+        shuffle=shuffle,
+        augment_data=augment_data,
+        seed=seed,
+        ids=ids,
+        soft_labels=soft_labels,
+    )
     _check_batch(batch_size)
-    ds = ds.map(lambda x, y: (tf.transpose(x, [2, 0, 1, 3]), tf.transpose(y, [2, 0, 1, 3]))).unbatch()
+    ds = ds.map(
+        lambda x, y: (tf.transpose(x, [2, 0, 1, 3]), tf.transpose(y, [2, 0, 1, 3]))
+    ).unbatch()
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _volumes(prepared, split, *, shuffle, augment_data, seed, ids, soft_labels=None) -> tf.data.Dataset:
+def _volumes(
+    prepared, split, *, shuffle, augment_data, seed, ids, soft_labels=None
+) -> tf.data.Dataset:
     ids = list(ids) if ids is not None else prepared.ids(split)
     if not ids:
         raise ValueError(f"no subjects in split {split!r} of {prepared.root}")
@@ -151,7 +171,9 @@ def _volumes(prepared, split, *, shuffle, augment_data, seed, ids, soft_labels=N
 
     def read(subject_id):
         target_type = tf.float32 if soft_labels is not None else tf.uint8
-        image, target = tf.numpy_function(load, [subject_id], [tf.float32, target_type], stateful=False)
+        image, target = tf.numpy_function(
+            load, [subject_id], [tf.float32, target_type], stateful=False
+        )
         image.set_shape(shape + (4,))
         if soft_labels is not None:
             target.set_shape(shape + (N_CLASSES,))
@@ -166,7 +188,9 @@ def _volumes(prepared, split, *, shuffle, augment_data, seed, ids, soft_labels=N
     if augment_data:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xy, s: augment(xy[0], xy[1], s), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            lambda xy, s: augment(xy[0], xy[1], s),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
         )
     return ds
 

@@ -18,21 +18,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from keras_advseg.atomic import write_text_atomic
+from keras_advseg.config import NORMALIZATIONS
 from keras_advseg.data.errors import DataError
 from keras_advseg.data.layouts import discover_subjects
-from keras_advseg.data.preprocess import brain_mask, crop_box, masked_moments, n4_correct, resize, zscore
+from keras_advseg.data.parallel import progress_map
+from keras_advseg.data.preprocess import (
+    brain_mask,
+    crop_box,
+    masked_moments,
+    n4_correct,
+    resize,
+    zscore,
+)
 from keras_advseg.data.subject import MODALITIES, Subject
-from keras_advseg.parallel import progress_map
+from keras_advseg.io import atomic_path, write_text_atomic
 
-NORMALIZATIONS = ("global", "volume")
 _FORMAT_VERSION = 1
 
 
@@ -65,16 +71,27 @@ class PrepareConfig:
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"shape must be three positive sizes. Received: shape={self.shape}")
         if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}. Received: normalization={self.normalization!r}")
+            raise ValueError(
+                f"normalization must be one of {NORMALIZATIONS}. Received: normalization={self.normalization!r}"
+            )
         if not 0 <= self.test_fraction < 1:
-            raise ValueError(f"test_fraction must be in [0, 1). Received: test_fraction={self.test_fraction}")
+            raise ValueError(
+                f"test_fraction must be in [0, 1). Received: test_fraction={self.test_fraction}"
+            )
         if self.n4_shrink < 1:
             raise ValueError(f"n4_shrink must be >= 1. Received: n4_shrink={self.n4_shrink}")
 
     def volume_hash(self) -> str:
         """Hash of what the cached volume files depend on."""
-        return _hash({"v": _FORMAT_VERSION, "shape": self.shape, "n4": self.n4,
-                      "n4_shrink": self.n4_shrink, "margin": self.margin})
+        return _hash(
+            {
+                "v": _FORMAT_VERSION,
+                "shape": self.shape,
+                "n4": self.n4,
+                "n4_shrink": self.n4_shrink,
+                "margin": self.margin,
+            }
+        )
 
     def hash(self) -> str:
         """Hash of the whole configuration."""
@@ -115,8 +132,12 @@ class PreparedDataset:
         Raises:
             ValueError: unknown split name.
         """
-        splits = {"train": self.train_ids, "test": self.test_ids, "unlabelled": self.unlabelled_ids,
-                  "all": self.train_ids + self.test_ids + self.unlabelled_ids}
+        splits = {
+            "train": self.train_ids,
+            "test": self.test_ids,
+            "unlabelled": self.unlabelled_ids,
+            "all": self.train_ids + self.test_ids + self.unlabelled_ids,
+        }
         if split not in splits:
             raise ValueError(f"split must be one of {sorted(splits)}. Received: split={split!r}")
         return list(splits[split])
@@ -167,13 +188,22 @@ def prepare_dataset(
     out = Path(out)
     volumes = out / "volumes"
     stamp = volumes / "config.json"
-    if volumes.exists() and (not stamp.is_file() or json.loads(stamp.read_text()).get("volume_hash") != config.volume_hash()):
+    if volumes.exists() and (
+        not stamp.is_file()
+        or json.loads(stamp.read_text()).get("volume_hash") != config.volume_hash()
+    ):
         shutil.rmtree(volumes)
     volumes.mkdir(parents=True, exist_ok=True)
     write_text_atomic(stamp, json.dumps({"volume_hash": config.volume_hash()}))
     todo = [s for s in subjects if not (volumes / f"{s.subject_id}.npz").is_file()]
     job = _PrepareJob(volumes, config, single_threaded=workers > 1)
-    for _ in progress_map(job, todo, workers=workers, desc="prepare", disable=None if progress is None else not progress):
+    for _ in progress_map(
+        job,
+        todo,
+        workers=workers,
+        desc="prepare",
+        disable=None if progress is None else not progress,
+    ):
         pass
 
     labelled = [s.subject_id for s in subjects if s.has_labels]
@@ -189,9 +219,14 @@ def prepare_dataset(
         "config_hash": config.hash(),
         "data_hash": data_hash,
         "modalities": list(MODALITIES),
-        "split": {"train": train_ids, "test": test_ids,
-                  "unlabelled": [s.subject_id for s in subjects if not s.has_labels]},
-        "statistics": None if mean is None else {"mean": mean.tolist(), "std": std.tolist(), "split": "train"},
+        "split": {
+            "train": train_ids,
+            "test": test_ids,
+            "unlabelled": [s.subject_id for s in subjects if not s.has_labels],
+        },
+        "statistics": None
+        if mean is None
+        else {"mean": mean.tolist(), "std": std.tolist(), "split": "train"},
     }
     write_text_atomic(out / "prepared.json", json.dumps(manifest, indent=2))
     return load_prepared(out)
@@ -205,10 +240,14 @@ def load_prepared(path: str | Path) -> PreparedDataset:
     """
     manifest_path = Path(path) / "prepared.json"
     if not manifest_path.is_file():
-        raise DataError(f"{path}: not a prepared dataset (no prepared.json); run 'advseg data prepare' first")
+        raise DataError(
+            f"{path}: not a prepared dataset (no prepared.json); run 'advseg data prepare' first"
+        )
     try:
         manifest = json.loads(manifest_path.read_text())
-        config = PrepareConfig(**{k: tuple(v) if k == "shape" else v for k, v in manifest["config"].items()})
+        config = PrepareConfig(
+            **{k: tuple(v) if k == "shape" else v for k, v in manifest["config"].items()}
+        )
         stats = manifest["statistics"]
         split = manifest["split"]
         return PreparedDataset(
@@ -223,6 +262,20 @@ def load_prepared(path: str | Path) -> PreparedDataset:
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{manifest_path}: malformed prepared.json ({exc})") from None
+
+
+def open_prepared(
+    data: str | Path, cache: str | Path, shape: int, seed: int = 0
+) -> PreparedDataset:
+    """A prepared cache as it is, or a raw dataset prepared into ``cache`` at ``shape``^3 (resumable).
+
+    Raises:
+        DataError: unreadable data.
+    """
+    data = Path(data)
+    if (data / "prepared.json").is_file():
+        return load_prepared(data)
+    return prepare_dataset(data, cache, PrepareConfig(shape=(shape,) * 3, seed=seed))
 
 
 def split_subjects(ids: list[str], test_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -288,8 +341,13 @@ class _PrepareJob:
         image, labels = subject.load()
         mask = brain_mask(image)
         if self.config.n4:
-            image = np.stack([n4_correct(image[..., c], mask, shrink=self.config.n4_shrink)
-                              for c in range(image.shape[-1])], axis=-1)
+            image = np.stack(
+                [
+                    n4_correct(image[..., c], mask, shrink=self.config.n4_shrink)
+                    for c in range(image.shape[-1])
+                ],
+                axis=-1,
+            )
         box = crop_box(mask, self.config.margin)
         arrays = {
             "image": resize(image[box], self.config.shape, order=1).astype(np.float32),
@@ -297,11 +355,11 @@ class _PrepareJob:
         }
         if labels is not None:
             arrays["labels"] = resize(labels[box], self.config.shape, order=0)
-        final = self.volumes / f"{subject.subject_id}.npz"
-        tmp = final.with_name(f".{final.name}.partial")
-        with open(tmp, "wb") as handle:
+        with (
+            atomic_path(self.volumes / f"{subject.subject_id}.npz") as tmp,
+            open(tmp, "wb") as handle,
+        ):
             np.savez(handle, **arrays)
-        os.replace(tmp, final)
         return subject.subject_id
 
 

@@ -92,12 +92,14 @@ def resize(volume: np.ndarray, shape: tuple[int, int, int], *, order: int) -> np
     """
     if tuple(volume.shape[:3]) == tuple(shape):
         return volume.copy()
-    axes = [np.linspace(0, s_in - 1, s_out) for s_in, s_out in zip(volume.shape[:3], shape)]
-    coords = np.stack(np.meshgrid(*axes, indexing="ij"))
+    # grid_mode=False aligns the corner voxels: output voxel i samples input i * (n_in - 1) / (n_out - 1).
+    factors = [s_out / s_in for s_in, s_out in zip(volume.shape[:3], shape)]
     if volume.ndim == 3:
-        return ndimage.map_coordinates(volume, coords, order=order, mode="nearest").astype(volume.dtype)
+        return ndimage.zoom(volume, factors, order=order, mode="nearest", grid_mode=False).astype(
+            volume.dtype
+        )
     channels = [
-        ndimage.map_coordinates(volume[..., c], coords, order=order, mode="nearest")
+        ndimage.zoom(volume[..., c], factors, order=order, mode="nearest", grid_mode=False)
         for c in range(volume.shape[-1])
     ]
     return np.stack(channels, axis=-1).astype(volume.dtype)

@@ -146,5 +146,7 @@ def _read(img, path: Path) -> np.ndarray:
         raise DataError(f"{path}: truncated or corrupt image data ({exc})") from None
     if not np.all(np.isfinite(data)):
         count = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
-        raise DataError(f"{path}: {count} non-finite voxels (NaN or Inf); expected finite intensities")
+        raise DataError(
+            f"{path}: {count} non-finite voxels (NaN or Inf); expected finite intensities"
+        )
     return data

@@ -14,16 +14,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_advseg import keras_private
 from keras_advseg.attacks.core import per_sample_scale
+from keras_advseg.attacks.fgsm import fgsm_step
+from keras_advseg.config import ADVERSARIAL_MODES
 from keras_advseg.losses import SoftDiceLoss, soft_dice_loss
-
-try:  # Keras' own helper for the loss shown in logs under a distribution strategy
-    from keras.src.losses.loss import unscale_loss_for_distribution
-except ImportError:  # pragma: no cover - older Keras 3 releases
-    def unscale_loss_for_distribution(value):
-        return value
-
-ADVERSARIAL_MODES = ("joint", "alternating")
 
 
 @keras.saving.register_keras_serializable(package="keras_advseg")
@@ -51,13 +46,17 @@ class SegmentationTrainer(keras.Model):
 
     def compile(self, optimizer="adam", loss=None, **kwargs):
         """Compiles with :class:`SoftDiceLoss` at the trainer's temperature unless ``loss`` is given."""
-        super().compile(optimizer=optimizer, loss=loss or SoftDiceLoss(temperature=self.temperature), **kwargs)
+        super().compile(
+            optimizer=optimizer, loss=loss or SoftDiceLoss(temperature=self.temperature), **kwargs
+        )
 
     def _update(self, x, y, sample_weight=None):
         """One optimiser step on ``(x, y)``; returns the predictions and the loss."""
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
-            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            loss = self.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+            )
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
@@ -70,7 +69,10 @@ class SegmentationTrainer(keras.Model):
 
     def _report(self, loss, x, y, y_pred, sample_weight=None):
         """Tracks the (unscaled) loss and the compiled metrics, as Keras' own step does."""
-        self._loss_tracker.update_state(unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0])
+        tracker = keras_private.loss_tracker(self)
+        tracker.update_state(
+            keras_private.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0]
+        )
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
             # Keras reduces logs across workers with MEAN over axis 0, which a scalar lacks
@@ -79,26 +81,17 @@ class SegmentationTrainer(keras.Model):
         return logs
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Builds metrics from one replica's batch under MultiWorkerMirroredStrategy.
-
-        Keras' version all-reduces the first distributed batch with MEAN,
-        which fails across workers (keras-team/keras#20585, "Attempt to
-        convert a value (PerReplica ...)"). Only the batch's structure and
-        shapes matter for the build, so one local replica value serves.
-        """
-        strategy = self.distribute_strategy
-        if iterator is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        for _, _, batches in iterator:
-            batch = next(batches)
-            data_batch = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], batch)
-            break
-        with strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
+        """Keras' first-batch build, working under MultiWorkerMirroredStrategy (keras-team/keras#20585)."""
+        return keras_private.build_from_local_replica(
+            self, iterator, data_batch, super()._maybe_symbolic_build
+        )
 
     def get_config(self):
-        return {**super().get_config(), "network": keras.saving.serialize_keras_object(self.network),
-                "temperature": self.temperature}
+        return {
+            **super().get_config(),
+            "network": keras.saving.serialize_keras_object(self.network),
+            "temperature": self.temperature,
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -127,7 +120,15 @@ class AdversarialTrainer(SegmentationTrainer):
         temperature: Softmax temperature of the loss.
     """
 
-    def __init__(self, network, eps: float = 0.05, beta: float = 0.5, mode: str = "joint", temperature=1.0, **kwargs):
+    def __init__(
+        self,
+        network,
+        eps: float = 0.05,
+        beta: float = 0.5,
+        mode: str = "joint",
+        temperature=1.0,
+        **kwargs,
+    ):
         super().__init__(network, temperature=temperature, **kwargs)
         if eps < 0:
             raise ValueError(f"eps must be >= 0. Received: eps={eps}")
@@ -141,9 +142,11 @@ class AdversarialTrainer(SegmentationTrainer):
         """``x + eps * range(x) * sign(grad_x L(x, y))`` at the current weights (eq. 9)."""
         with tf.GradientTape() as tape:
             tape.watch(x)
-            loss = tf.reduce_sum(soft_dice_loss(y, self(x, training=False), temperature=self.temperature))
+            loss = tf.reduce_sum(
+                soft_dice_loss(y, self(x, training=False), temperature=self.temperature)
+            )
         grad = tf.stop_gradient(tape.gradient(loss, x))
-        return tf.stop_gradient(x + per_sample_scale(x, self.eps, relative=True) * tf.sign(grad))
+        return tf.stop_gradient(fgsm_step(x, grad, eps=self.eps))
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -159,13 +162,17 @@ class AdversarialTrainer(SegmentationTrainer):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y_pred = self(x, training=True)
-            clean = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            clean = self.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+            )
             scaled_clean = self.optimizer.scale_loss(clean)
         grad_x, *clean_grads = tape.gradient(scaled_clean, [x] + variables)
-        x_adv = tf.stop_gradient(x + per_sample_scale(x, self.eps, relative=True) * tf.sign(grad_x))
+        x_adv = tf.stop_gradient(fgsm_step(x, grad_x, eps=self.eps))
         with tf.GradientTape() as tape:
             y_adv = self(x_adv, training=True)
-            adversarial = self.compute_loss(x=x_adv, y=y, y_pred=y_adv, sample_weight=sample_weight, training=True)
+            adversarial = self.compute_loss(
+                x=x_adv, y=y, y_pred=y_adv, sample_weight=sample_weight, training=True
+            )
             scaled_adversarial = self.optimizer.scale_loss(adversarial)
         adversarial_grads = tape.gradient(scaled_adversarial, variables)
         grads = [_weighted(self.beta, c, a) for c, a in zip(clean_grads, adversarial_grads)]

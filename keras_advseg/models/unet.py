@@ -94,8 +94,10 @@ def unet(
             f"n_segmentation_levels must be in [1, depth - 1]. Received: n_segmentation_levels={n_segmentation_levels}"
         )
     if n_classes < 1 or base_filters < 1:
-        raise ValueError(f"n_classes and base_filters must be >= 1. Received: n_classes={n_classes}, "
-                         f"base_filters={base_filters}")
+        raise ValueError(
+            f"n_classes and base_filters must be >= 1. Received: n_classes={n_classes}, "
+            f"base_filters={base_filters}"
+        )
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
     factor = 2 ** (depth - 1)
@@ -114,7 +116,14 @@ def unet(
         if kernel == 3:
             padding = 1 if strides == 1 else ((0, 1),) * spatial_dims
             x = pad(padding, name=f"{tag}{index}_pad")(x)
-        x = conv(filters, kernel, strides=strides, padding="valid", use_bias=False, name=f"{tag}{index}_conv")(x)
+        x = conv(
+            filters,
+            kernel,
+            strides=strides,
+            padding="valid",
+            use_bias=False,
+            name=f"{tag}{index}_conv",
+        )(x)
         x = layers.GroupNormalization(groups=-1, epsilon=1e-5, name=f"{tag}{index}_norm")(x)
         return layers.LeakyReLU(negative_slope=negative_slope, name=f"{tag}{index}_act")(x)
 
@@ -168,7 +177,9 @@ def segmentation_heads(network: keras.Model) -> list:
     network = getattr(network, "slice_model", network)
     heads = [layer for layer in network.layers if layer.name.startswith("seg") and layer.weights]
     if not heads:
-        raise ValueError(f"{network.name}: no segmentation heads (layers seg0, seg1, ...); expected a UNet")
+        raise ValueError(
+            f"{network.name}: no segmentation heads (layers seg0, seg1, ...); expected a UNet"
+        )
     return heads
 
 

@@ -1,0 +1,358 @@
+"""The single source of every choice and default: configurations, presets, studies, names.
+
+Pure Python with no TensorFlow import, so the CLI reads its choices and
+defaults here without starting TensorFlow. Everything that trains, attacks,
+evaluates or reports takes its values from this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# ---------------------------------------------------------------------------------------------
+# Names shared by every layer
+# ---------------------------------------------------------------------------------------------
+
+REGIONS = ("wt", "tc", "et")
+"""BraTS evaluation regions: whole tumour, tumour core, enhancing tumour."""
+
+REGION_NAMES = {"wt": "Whole tumour", "tc": "Tumour core", "et": "Enhancing tumour"}
+DICE_METRICS = tuple(f"dice_{region}" for region in REGIONS)
+QUALITY_METRICS = ("psnr", "ssim", "rmse")
+
+MODELS = ("unet3d", "unet2d")
+DEFENSES = ("none", "adversarial", "distillation", "noise")
+ADVERSARIAL_MODES = ("joint", "alternating")
+STRATEGIES = ("default", "mirrored", "multiworker")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+LOSSES = ("dice", "dice_ce")
+LR_SCHEDULES = ("constant", "cosine")
+NORMALIZATIONS = ("global", "volume")
+"""Standardisation of prepared volumes: training-split statistics (the paper's) or per volume."""
+
+ATTACKS = ("none", "fgsm", "ifgsm", "tifgsm", "pgd")
+"""Attacks of ``advseg evaluate``; ``tifgsm`` is the paper's targeted i-FGSM."""
+
+ATTACK_NAMES = {
+    "none": "No attack",
+    "fgsm": "FGSM",
+    "ifgsm": "i-FGSM",
+    "tifgsm": "targeted i-FGSM",
+    "pgd": "PGD",
+}
+
+PAPER_EPS_GRID = tuple(round(0.001 * i, 3) for i in range(11))
+"""The paper's FGSM sweep: eps 0, 0.001, ..., 0.010 (Fig. 5-8)."""
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "keras-advseg"
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+PRESETS: dict[str, dict] = {
+    # The paper: 3-D batch 1, Adam 1e-4, 100 epochs; distillation 400 epochs at 5e-4;
+    # adversarial training "the same hyperparameters as in the distillation method";
+    # 2-D batch 64, 400 epochs, 1e-5; 128^3 volumes; its augmentation.
+    "paper": {
+        "shape": 128,
+        "base_filters": 16,
+        "depth": 5,
+        "loss": "dice",
+        "unet3d": {"batch_size": 1, "lr": 1e-4, "epochs": 100},
+        "unet3d/distillation": {"epochs": 400, "lr": 5e-4},
+        "unet3d/adversarial": {"epochs": 400, "lr": 5e-4},
+        "unet2d": {"batch_size": 64, "lr": 1e-5, "epochs": 400},
+    },
+    # Fits a 2-core CPU in minutes: 32^3 volumes, a narrower and shallower network.
+    "quick": {
+        "shape": 32,
+        "base_filters": 8,
+        "depth": 4,
+        "loss": "dice_ce",
+        "lr_schedule": "cosine",
+        "unet3d": {"batch_size": 1, "lr": 2e-3, "epochs": 30},
+        # Defenses train longer, as in the paper (which gives them 4x the epochs): a
+        # teacher and student at T = 20 need 60 epochs each to match the clean Dice.
+        "unet3d/distillation": {"epochs": 60},
+        "unet3d/adversarial": {"epochs": 45},
+        "unet2d": {"batch_size": 32, "lr": 3e-3, "epochs": 10},
+    },
+    # Seconds: for tests and a first look.
+    "smoke": {
+        "shape": 16,
+        "base_filters": 4,
+        "depth": 3,
+        "loss": "dice_ce",
+        "unet3d": {"batch_size": 2, "lr": 3e-3, "epochs": 2},
+        "unet2d": {"batch_size": 16, "lr": 3e-3, "epochs": 2},
+    },
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (all of it is logged to MLflow).
+
+    Raises:
+        ValueError: a value outside its allowed choices or range.
+    """
+
+    model: str = "unet3d"
+    defense: str = "none"
+    epochs: int = 100
+    batch_size: int = 1
+    lr: float = 1e-4
+    lr_schedule: str = "constant"
+    seed: int = 0
+    shape: int = 128
+    base_filters: int = 16
+    depth: int = 5
+    dropout: float = 0.3
+    loss: str = "dice"
+    augment: bool = True
+    val_fraction: float = 0.15
+    adv_eps: float = 0.05
+    beta: float = 0.5
+    adv_mode: str = "joint"
+    temperature: float = 1.0
+    teacher: str | None = None
+    teacher_temperature: float | None = None
+    init: str | None = None
+    noise_radius: float = 0.01
+    strategy: str = "default"
+    deterministic: bool = True
+    precision: str = "float32"
+    preset: str | None = None
+
+    def __post_init__(self):
+        choices = (
+            ("model", MODELS),
+            ("defense", DEFENSES),
+            ("strategy", STRATEGIES),
+            ("loss", LOSSES),
+            ("precision", PRECISIONS),
+            ("lr_schedule", LR_SCHEDULES),
+            ("adv_mode", ADVERSARIAL_MODES),
+        )
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {allowed}. Received: {name}={getattr(self, name)!r}"
+                )
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"epochs and batch_size must be >= 1. Received: epochs={self.epochs}, "
+                f"batch_size={self.batch_size}"
+            )
+        if self.temperature <= 0:
+            raise ValueError(
+                f"temperature must be positive. Received: temperature={self.temperature}"
+            )
+        if self.teacher_temperature is not None and self.teacher_temperature <= 0:
+            raise ValueError(
+                f"teacher_temperature must be positive. Received: teacher_temperature="
+                f"{self.teacher_temperature}"
+            )
+        if self.init == "teacher" and self.defense != "distillation":
+            raise ValueError(
+                f"init='teacher' starts a distillation student from its teacher; "
+                f"it needs defense='distillation'. Received: defense={self.defense!r}"
+            )
+
+    @property
+    def label_temperature(self) -> float:
+        """The temperature the distillation teacher was trained at: ``teacher_temperature``, default T."""
+        return self.teacher_temperature or self.temperature
+
+    @classmethod
+    def from_preset(
+        cls, preset: str, model: str = "unet3d", defense: str = "none", **overrides
+    ) -> TrainConfig:
+        """A config from :data:`PRESETS`, then ``overrides`` (None values ignored).
+
+        Raises:
+            ValueError: unknown preset.
+        """
+        if preset not in PRESETS:
+            raise ValueError(
+                f"preset must be one of {sorted(PRESETS)}. Received: preset={preset!r}"
+            )
+        table = PRESETS[preset]
+        values = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        values.update(table.get(model, {}))
+        values.update(table.get(f"{model}/{defense}", {}))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(model=model, defense=defense, preset=preset, **values)
+
+    def tags(self) -> dict[str, str]:
+        """The MLflow tags that line runs up in the UI's comparison view."""
+        return {
+            "defense": self.defense,
+            "model": self.model,
+            "temperature": str(self.temperature),
+            "adv_eps": str(self.adv_eps if self.defense == "adversarial" else 0),
+            "preset": str(self.preset),
+        }
+
+
+TRAINING_TAGS = ("defense", "model", "temperature", "adv_eps", "preset")
+"""Tags of a training run that its evaluation runs copy (see :meth:`TrainConfig.tags`)."""
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate.
+
+    Attributes:
+        attacks: Attacks besides the clean evaluation (``none`` is always done).
+        eps: Budgets of the attacks, relative to each input's intensity range (paper: 0.05).
+        steps: Iterations of i-FGSM, targeted i-FGSM and PGD (paper: 10).
+        eps_sweep: FGSM budgets of the sweep (paper: 0..0.010 by 0.001), from one gradient.
+        iterations_sweep: Record Dice and input quality after every i-FGSM
+            (and targeted i-FGSM) iteration.
+        attack_temperature: Softmax temperature of the attack's loss (T > 1
+            attacks distilled models at the logit level).
+        seed: PGD's random starts.
+        restarts: PGD restarts.
+        iterative_eps: Budgets of i-FGSM, targeted i-FGSM and PGD when they
+            should differ from ``eps`` (the study runs them at Table 1's 0.05
+            only); None: ``eps``.
+
+    Raises:
+        ValueError: an unknown attack, a negative budget, or ``steps < 1``.
+    """
+
+    attacks: tuple[str, ...] = ("fgsm",)
+    eps: tuple[float, ...] = (0.05,)
+    steps: int = 10
+    eps_sweep: tuple[float, ...] = ()
+    iterations_sweep: bool = False
+    attack_temperature: float = 1.0
+    seed: int = 0
+    restarts: int = 1
+    iterative_eps: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        unknown = [a for a in self.attacks if a not in ATTACKS]
+        if unknown:
+            raise ValueError(f"attacks must be among {ATTACKS}. Received: {unknown}")
+        if any(
+            e < 0 for e in tuple(self.eps) + tuple(self.eps_sweep) + tuple(self.iterative_eps or ())
+        ):
+            raise ValueError(
+                f"eps values must be >= 0. Received: eps={self.eps}, eps_sweep={self.eps_sweep}, "
+                f"iterative_eps={self.iterative_eps}"
+            )
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1. Received: steps={self.steps}")
+
+    @property
+    def budgets_iterative(self) -> tuple[float, ...]:
+        """The budgets of i-FGSM, targeted i-FGSM and PGD."""
+        return tuple(self.iterative_eps or self.eps)
+
+
+# ---------------------------------------------------------------------------------------------
+# The study (``advseg reproduce``)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the study."""
+
+    model: str
+    defense: str
+    options: tuple = ()
+
+    @property
+    def name(self) -> str:
+        suffix = "".join(
+            f"-{k.replace('adv_eps', 'eps').replace('temperature', 'T')}{v:g}"
+            for k, v in self.options
+        )
+        return f"{self.model}-{self.defense}{suffix}"
+
+    @property
+    def temperature(self) -> float:
+        return dict(self.options).get("temperature", 1.0)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A preset of the study."""
+
+    phantom_subjects: int
+    voxel_mm: float
+    shape: int
+    n4: bool
+    test_fraction: float
+    train_preset: str
+    models3d: tuple[ModelSpec, ...]
+    models2d: tuple[ModelSpec, ...]
+    steps: int
+    eps_sweep: tuple[float, ...]
+    epochs: int | None = None
+    table_eps: tuple[float, ...] = (0.0, 0.05, 0.1)
+    attacks: tuple[str, ...] = ("fgsm", "ifgsm", "tifgsm", "pgd")
+    attacks2d: tuple[str, ...] | None = None  # the undefended 2-D UNet's attacks [attacks]
+    warm_start: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _defended(model: str, temperatures, epsilons, noise=True) -> tuple[ModelSpec, ...]:
+    specs = [ModelSpec(model, "none")]
+    specs += [ModelSpec(model, "distillation", (("temperature", t),)) for t in temperatures]
+    specs += [ModelSpec(model, "adversarial", (("adv_eps", e),)) for e in epsilons]
+    if noise:
+        specs.append(ModelSpec(model, "noise"))
+    return tuple(specs)
+
+
+STUDIES = {
+    "smoke": Study(
+        phantom_subjects=8,
+        voxel_mm=6.0,
+        shape=16,
+        n4=False,
+        test_fraction=0.25,
+        train_preset="smoke",
+        models3d=_defended("unet3d", (20,), (0.05,)),
+        models2d=_defended("unet2d", (), (0.05,), noise=False),
+        steps=3,
+        eps_sweep=(0.0, 0.005, 0.01),
+        warm_start=True,
+    ),
+    "quick": Study(
+        phantom_subjects=56,
+        voxel_mm=3.0,
+        shape=32,
+        n4=True,
+        test_fraction=0.36,
+        train_preset="quick",
+        models3d=_defended("unet3d", (20,), (0.05,), noise=False),
+        models2d=_defended("unet2d", (), (0.05,), noise=False),
+        steps=10,
+        eps_sweep=PAPER_EPS_GRID,
+        attacks2d=("fgsm", "ifgsm"),
+        warm_start=True,
+    ),
+    "paper": Study(
+        phantom_subjects=285,
+        voxel_mm=1.0,
+        shape=128,
+        n4=True,
+        test_fraction=0.2,
+        train_preset="paper",
+        models3d=_defended("unet3d", (20, 100, 500, 5000), (0.01, 0.05, 0.1)),
+        models2d=_defended("unet2d", (20, 100, 500, 5000), (0.01, 0.05, 0.1)),
+        steps=10,
+        eps_sweep=PAPER_EPS_GRID,
+    ),
+}

@@ -1,0 +1,193 @@
+"""Robustness evaluation (the paper's "Measuring Robustness"): ``advseg evaluate``.
+
+Per test subject: BraTS Dice (WT/TC/ET) clean and under each attack, and the
+PSNR/SSIM/RMSE of the perturbed input against the clean one; FGSM sweeps over
+eps from one gradient; i-FGSM curves over iterations from one trajectory.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from keras_advseg.attacks import (
+    all_label_target,
+    fgsm_sweep,
+    ifgsm,
+    ifgsm_trajectory,
+    pgd,
+    targeted_ifgsm,
+)
+from keras_advseg.attacks.core import labels_of
+from keras_advseg.config import QUALITY_METRICS, REGIONS, EvalConfig
+from keras_advseg.data.pipeline import one_hot_labels
+from keras_advseg.evaluation.results import Evaluation
+from keras_advseg.metrics import brats_dice, image_quality, predict_labels, traced_inference
+
+
+def evaluate(
+    model,
+    prepared,
+    ids: list[str],
+    config: EvalConfig,
+    *,
+    transfer_model=None,
+    progress: bool | None = None,
+) -> Evaluation:
+    """Attacks ``model`` on every subject in ``ids`` and scores it.
+
+    Args:
+        model: Deployable model (volumes in, logits out).
+        prepared: The prepared dataset.
+        ids: Subjects with labels.
+        config: What to run.
+        transfer_model: Craft the attacks on this model instead (black-box
+            transfer) and apply them to ``model``.
+        progress: Show a progress bar (None: when on a terminal).
+
+    Returns:
+        An :class:`Evaluation`: one row per subject x attack x eps (the clean
+        row has attack ``none`` and eps 0), the i-FGSM iteration curves, and
+        the arrays of the first subject for the example figure.
+
+    Raises:
+        ValueError: a subject has no labels.
+    """
+    from tqdm.auto import tqdm
+
+    source = transfer_model or model
+    forward = traced_inference(model)
+    result = Evaluation()
+    kwargs = dict(temperature=config.attack_temperature)
+    for index, subject_id in enumerate(
+        tqdm(
+            ids, desc="evaluate", unit="subject", disable=None if progress is None else not progress
+        )
+    ):
+        image, labels = prepared.load(subject_id)
+        if labels is None:
+            raise ValueError(f"subject {subject_id} has no labels; evaluation needs them")
+        x, y = image[None], one_hot_labels(labels[None]).numpy()
+
+        score = functools.partial(_score, result.rows, forward, subject_id, image, labels)
+        score("none", 0.0, x)
+        # The i-FGSM curves' last iterate is the i-FGSM (targeted i-FGSM) attack at eps[0]:
+        # run the trajectories first and reuse it instead of attacking twice.
+        finished = {}
+        if config.iterations_sweep:
+            eps = config.budgets_iterative[0]
+            for attack, target, targeted in (
+                ("ifgsm", y, False),
+                ("tifgsm", all_label_target(y), True),
+            ):
+                trajectory = ifgsm_trajectory(
+                    source,
+                    x,
+                    target,
+                    eps=eps,
+                    steps=config.steps,
+                    targeted=targeted,
+                    keep_inputs=True,
+                    **kwargs,
+                )
+                for k in range(config.steps):
+                    x_k = np.asarray(trajectory.inputs[k])
+                    predicted = (
+                        trajectory.labels[k][0]
+                        if transfer_model is None
+                        else predict_labels(forward, x_k)[0]
+                    )
+                    result.iterations.append(
+                        {
+                            "subject": subject_id,
+                            "attack": attack,
+                            "iteration": k + 1,
+                            **_dice_columns(labels, predicted),
+                            **image_quality(image, x_k[0]),
+                        }
+                    )
+                finished[(attack, eps)] = (
+                    trajectory.x_adv,
+                    trajectory.labels[-1][0] if transfer_model is None else None,
+                )
+        adversarial_examples = {}
+        # FGSM at every budget (the attack's and the sweep's) from ONE gradient: sign(grad) does not
+        # depend on eps, and fgsm_sweep returns exactly what fgsm would.
+        fgsm_eps = list(config.eps) if "fgsm" in config.attacks else []
+        budgets = sorted(set(fgsm_eps) | set(config.eps_sweep))
+        if budgets:
+            for eps, x_adv, logits in fgsm_sweep(source, x, y, budgets, **kwargs):
+                # without transfer, the sweep's own forward pass is the evaluated model's prediction
+                predicted = np.asarray(labels_of(logits))[0] if transfer_model is None else None
+                if eps in fgsm_eps:
+                    score("fgsm", eps, x_adv, predicted=predicted)
+                    if eps > 0:  # the example figure shows the largest budget
+                        adversarial_examples["fgsm"] = x_adv
+                if eps in config.eps_sweep:
+                    score("fgsm_sweep", eps, x_adv, predicted=predicted)
+        for attack in config.attacks:
+            if attack in ("none", "fgsm"):
+                continue
+            for eps in config.budgets_iterative:
+                x_adv, predicted = finished.get((attack, eps), (None, None))
+                if x_adv is None:
+                    x_adv = _attack(attack, source, x, y, eps, config, kwargs)
+                score(attack, eps, x_adv, steps=config.steps, predicted=predicted)
+                adversarial_examples[attack] = x_adv
+        if index == 0:
+            chosen = next(iter(adversarial_examples.items()), None)
+            if chosen is not None:
+                result.example = {
+                    "subject": subject_id,
+                    "image": image,
+                    "labels": labels,
+                    "attack": chosen[0],
+                    "adversarial": np.asarray(chosen[1])[0],
+                    "clean_prediction": predict_labels(forward, x)[0],
+                    "adversarial_prediction": predict_labels(forward, chosen[1])[0],
+                }
+    return result
+
+
+def _score(
+    rows, forward, subject_id, image, labels, attack, eps, x_adv, steps=0, predicted=None
+) -> dict:
+    """Appends one row: Dice of ``predicted`` (default: the model on ``x_adv``) and input quality."""
+    if predicted is None:
+        predicted = predict_labels(forward, x_adv)[0]
+    row = {
+        "subject": subject_id,
+        "attack": attack,
+        "eps": eps,
+        "steps": steps,
+        **_dice_columns(labels, predicted),
+    }
+    quality = image_quality(image, np.asarray(x_adv)[0]) if attack != "none" and eps > 0 else {}
+    row.update({q: quality.get(q, "") for q in QUALITY_METRICS})
+    rows.append(row)
+    return row
+
+
+def _dice_columns(labels, predicted) -> dict[str, float]:
+    """``{"dice_wt", "dice_tc", "dice_et"}`` of a predicted label map."""
+    dice = brats_dice(labels, predicted)
+    return {f"dice_{r}": float(dice[r]) for r in REGIONS}
+
+
+def _attack(name, model, x, y, eps, config: EvalConfig, kwargs):
+    """One iterative attack (FGSM comes from the shared sweep gradient)."""
+    if name == "ifgsm":
+        return ifgsm(model, x, y, eps=eps, steps=config.steps, **kwargs)
+    if name == "tifgsm":
+        return targeted_ifgsm(model, x, all_label_target(y), eps=eps, steps=config.steps, **kwargs)
+    return pgd(
+        model,
+        x,
+        y,
+        eps=eps,
+        steps=config.steps,
+        seed=config.seed,
+        restarts=config.restarts,
+        **kwargs,
+    )

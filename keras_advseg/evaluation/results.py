@@ -1,0 +1,250 @@
+"""Typed evaluation results: per-subject rows, their summary (float eps keys), and reading them back.
+
+On disk an evaluation folder holds ``per_subject.csv`` (one row per subject x
+attack x eps), ``iterations.csv`` and ``summary.json``; JSON keys are strings,
+so :class:`Summary` converts eps keys to floats on reading and back on writing.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from keras_advseg.config import DICE_METRICS, QUALITY_METRICS, REGIONS
+from keras_advseg.io import FileFormatError, read_json, rows_to_csv
+
+ROW_FIELDS = ("subject", "attack", "eps", "steps") + DICE_METRICS + QUALITY_METRICS
+ITERATION_FIELDS = ("subject", "attack", "iteration") + DICE_METRICS + QUALITY_METRICS
+SUMMARY_METRICS = DICE_METRICS + QUALITY_METRICS
+
+
+@dataclass
+class Evaluation:
+    """What :func:`~keras_advseg.evaluation.evaluate` returns.
+
+    Attributes:
+        rows: One dict per subject x attack x eps (:data:`ROW_FIELDS`); the clean
+            row has attack ``none`` and eps 0.
+        iterations: One dict per subject x attack x iteration (:data:`ITERATION_FIELDS`).
+        example: The first subject's arrays for the example figure, or None.
+    """
+
+    rows: list[dict] = field(default_factory=list)
+    iterations: list[dict] = field(default_factory=list)
+    example: dict | None = None
+
+    def rows_csv(self) -> str:
+        """``per_subject.csv`` text."""
+        return rows_to_csv(self.rows, ROW_FIELDS)
+
+    def iterations_csv(self) -> str:
+        """``iterations.csv`` text."""
+        return rows_to_csv(self.iterations, ITERATION_FIELDS)
+
+
+@dataclass
+class Summary:
+    """Means and standard deviations of an evaluation.
+
+    Attributes:
+        n_subjects: Subjects evaluated.
+        clean: ``{"dice_wt": {"mean", "sd", "n"}, ...}`` without attack.
+        attacks: ``{attack: {eps (float): {metric: {"mean", "sd", "n"}, "dice_drop": {region: fraction}}}}``.
+        iterations: ``{attack: {metric: [mean after iteration 1, 2, ...]}}``.
+    """
+
+    n_subjects: int
+    clean: dict
+    attacks: dict[str, dict[float, dict]]
+    iterations: dict[str, dict[str, list[float]]]
+
+    def mean(self, attack: str, eps: float, metric: str) -> float | None:
+        """Mean of ``metric`` under ``attack`` at ``eps`` (``attack="none"``: clean)."""
+        if attack == "none":
+            return self.clean[metric]["mean"]
+        return self.attacks[attack][float(eps)][metric]["mean"]
+
+    def to_json(self) -> dict:
+        """The JSON form (``summary.json``): eps keys written with ``:g``."""
+        return {
+            "n_subjects": self.n_subjects,
+            "clean": self.clean,
+            "attacks": {
+                a: {eps_key(e): entry for e, entry in by_eps.items()}
+                for a, by_eps in self.attacks.items()
+            },
+            "iterations": self.iterations,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict, path: str | Path = "summary.json") -> Summary:
+        """Reads the JSON form back.
+
+        Raises:
+            FileFormatError: a field is missing or an eps key is not a number.
+        """
+        try:
+            attacks = {
+                a: {float(e): entry for e, entry in by_eps.items()}
+                for a, by_eps in value["attacks"].items()
+            }
+            return cls(
+                int(value["n_subjects"]),
+                dict(value["clean"]),
+                attacks,
+                dict(value.get("iterations", {})),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FileFormatError(
+                f"{path}: not an evaluation summary ({type(exc).__name__}: {exc})"
+            ) from None
+
+
+def eps_key(eps: float) -> str:
+    """The text form of a budget in files and metric names: ``0.05``, ``0.1``."""
+    return f"{float(eps):g}"
+
+
+def summarize(evaluation: Evaluation) -> Summary:
+    """Mean and standard deviation per attack and eps, and the relative Dice drop from clean."""
+    rows = evaluation.rows
+    clean_rows = [r for r in rows if r["attack"] == "none"]
+    clean = {f"dice_{r}": _stats([row[f"dice_{r}"] for row in clean_rows]) for r in REGIONS}
+    grouped: dict = {}
+    for row in rows:
+        if row["attack"] != "none":
+            grouped.setdefault(row["attack"], {}).setdefault(float(row["eps"]), []).append(row)
+    attacks: dict = {}
+    for attack, by_eps in grouped.items():
+        attacks[attack] = {}
+        for eps, group in sorted(by_eps.items()):
+            entry = {m: _stats([g[m] for g in group if g[m] != ""]) for m in SUMMARY_METRICS}
+            entry["dice_drop"] = {
+                r: (clean[f"dice_{r}"]["mean"] - entry[f"dice_{r}"]["mean"])
+                / clean[f"dice_{r}"]["mean"]
+                if clean[f"dice_{r}"]["mean"]
+                else None
+                for r in REGIONS
+            }
+            attacks[attack][eps] = entry
+    curves: dict = {}
+    for attack in sorted({r["attack"] for r in evaluation.iterations}):
+        chosen = [r for r in evaluation.iterations if r["attack"] == attack]
+        steps = max(r["iteration"] for r in chosen)
+        curves[attack] = {
+            m: [
+                float(np.mean([r[m] for r in chosen if r["iteration"] == k]))
+                for k in range(1, steps + 1)
+            ]
+            for m in SUMMARY_METRICS
+        }
+    return Summary(len(clean_rows), clean, attacks, curves)
+
+
+def metric_names(summary: Summary) -> tuple[dict[str, float], dict[str, list[tuple[int, float]]]]:
+    """Flat metric names for a tracking UI (``dice_et_fgsm_eps0.05``) and step series for the curves.
+
+    Returns:
+        ``(flat, series)``: ``{name: value}`` and ``{name: [(step, value), ...]}``; the FGSM
+        sweep is a series at step ``1000 * eps``, the iteration curves at step k.
+    """
+    flat = {f"dice_{r}_clean": summary.clean[f"dice_{r}"]["mean"] for r in REGIONS}
+    series: dict[str, list[tuple[int, float]]] = {}
+    for attack, by_eps in summary.attacks.items():
+        for eps, entry in by_eps.items():
+            for metric in SUMMARY_METRICS:
+                value = entry[metric]["mean"]
+                if value is None or not math.isfinite(value):
+                    continue
+                if attack == "fgsm_sweep":
+                    series.setdefault(f"sweep_fgsm_{metric}", []).append(
+                        (int(round(eps * 1000)), value)
+                    )
+                else:
+                    flat[f"{metric}_{attack}_eps{eps_key(eps)}"] = value
+    for attack, curves in summary.iterations.items():
+        for metric, values in curves.items():
+            series[f"iterations_{attack}_{metric}"] = [(k + 1, v) for k, v in enumerate(values)]
+    return flat, series
+
+
+@dataclass
+class EvalResults:
+    """One evaluation folder read back: ``values[(attack, eps)][subject][metric]``."""
+
+    name: str
+    path: Path
+    values: dict
+    summary: Summary | None
+
+    def subjects(self, attack: str = "none", eps: float = 0.0) -> set[str]:
+        return set(self.values.get((attack, eps), {}))
+
+    def series(self, attack: str, eps: float, metric: str) -> dict[str, float]:
+        """``{subject: value}`` of ``metric`` under ``attack`` at ``eps``."""
+        return {
+            s: v[metric]
+            for s, v in self.values.get((attack, eps), {}).items()
+            if v.get(metric) is not None
+        }
+
+    def has(self, attack: str, eps: float) -> bool:
+        return (attack, eps) in self.values or (attack == "fgsm" and eps == 0.0)
+
+
+def load_results(path: str | Path, name: str | None = None) -> EvalResults:
+    """Reads ``per_subject.csv`` and ``summary.json`` of an evaluation folder (untrusted input).
+
+    Raises:
+        FileFormatError: the folder is not an evaluation output, or a file in it is malformed.
+    """
+    path = Path(path)
+    table = path / "per_subject.csv"
+    if not table.is_file():
+        raise FileFormatError(
+            f"{path}: not an evaluation folder (no per_subject.csv); run 'advseg evaluate' first"
+        )
+    values: dict = {}
+    try:
+        with open(table, newline="") as handle:
+            for row in csv.DictReader(handle):
+                key = (row["attack"], round(_finite(row["eps"]), 6))
+                values.setdefault(key, {})[row["subject"]] = {
+                    k: (_finite(v) if v not in ("", None) else None)
+                    for k, v in row.items()
+                    if k not in ("subject", "attack", "eps", "steps")
+                }
+    except (KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError, OSError) as exc:
+        raise FileFormatError(
+            f"{table}: malformed evaluation table ({type(exc).__name__}: {exc})"
+        ) from None
+    summary_path = path / "summary.json"
+    summary = (
+        Summary.from_json(read_json(summary_path, "evaluation summary"), summary_path)
+        if summary_path.is_file()
+        else None
+    )
+    return EvalResults(name or path.name, path, values, summary)
+
+
+def _finite(text) -> float:
+    """A float from a CSV cell; PSNR may be ``inf`` (identical inputs), anything else must be finite."""
+    value = float(text)
+    if math.isnan(value):
+        raise ValueError(f"not a number: {text!r}")
+    return value
+
+
+def _stats(values) -> dict:
+    values = [float(v) for v in values if v != "" and v is not None and math.isfinite(float(v))]
+    if not values:
+        return {"mean": None, "sd": None, "n": 0}
+    return {
+        "mean": float(np.mean(values)),
+        "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }

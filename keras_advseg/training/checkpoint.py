@@ -1,0 +1,134 @@
+"""The training checkpoint: the sole owner of ``OUT/checkpoint/state.json``.
+
+``checkpoint/last.weights.h5`` holds the last finished epoch's full training
+state (weights and optimiser), ``state.json`` the epoch, the MLflow run, the
+best validation score and the configuration. Both are written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_advseg.config import TrainConfig
+from keras_advseg.io import FileFormatError, atomic_path, read_json, write_json_atomic
+
+STATE_FILE = "state.json"
+WEIGHTS_FILE = "last.weights.h5"
+
+
+def checkpoint_dir(out: str | Path) -> Path:
+    """``OUT/checkpoint``."""
+    return Path(out) / "checkpoint"
+
+
+def read_state(out: str | Path) -> dict | None:
+    """The checkpoint state of the training folder ``out``, or None when it has none.
+
+    Raises:
+        FileFormatError: ``state.json`` is unreadable or lacks its fields.
+    """
+    path = checkpoint_dir(out) / STATE_FILE
+    if not path.is_file():
+        return None
+    state = read_json(path, "checkpoint state")
+    epoch = state.get("epoch")
+    if not isinstance(epoch, int) or epoch < 0 or not isinstance(state.get("config"), dict):
+        raise FileFormatError(
+            f"{path}: unreadable checkpoint state (expected 'epoch' >= 0 and 'config')"
+        )
+    return state
+
+
+def state_config(state: dict, path: str | Path) -> TrainConfig:
+    """The :class:`TrainConfig` stored in a checkpoint state.
+
+    Raises:
+        FileFormatError: the stored configuration is not a valid one.
+    """
+    try:
+        return TrainConfig(**state["config"])
+    except (TypeError, ValueError) as exc:
+        raise FileFormatError(
+            f"{checkpoint_dir(path) / STATE_FILE}: invalid stored configuration ({exc})"
+        ) from None
+
+
+def start_epoch(state: dict | None) -> int:
+    """The epoch a run starts from: 0, or the last checkpoint's epoch when resuming."""
+    return 0 if state is None else int(state["epoch"])
+
+
+def save_model_atomic(model: keras.Model, path: Path) -> Path:
+    """``model.save(path)`` through a temporary file."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return path
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Saves the last epoch's full training state and the best deployable model, atomically.
+
+    Args:
+        out: Training folder.
+        config: The run's configuration (stored for ``resume``).
+        run_id: The MLflow run to continue on resume.
+        deployed: The deployable model, saved as ``best.keras`` when validation improves.
+        best: ``{"score", "epoch"}`` so far (restored on resume).
+    """
+
+    def __init__(self, out: Path, config: TrainConfig, run_id: str, deployed, best: dict):
+        super().__init__()
+        self.dir = checkpoint_dir(out)
+        self.out, self.config, self.run_id, self.deployed, self.best = (
+            out,
+            config,
+            run_id,
+            deployed,
+            best,
+        )
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if not np.isfinite(float(logs.get("loss", 0.0))):
+            return  # keep the last good checkpoint
+        self.dir.mkdir(parents=True, exist_ok=True)
+        score = logs.get("val_dice_mean", -float(logs.get("loss", 0.0)))
+        if score > self.best["score"]:
+            self.best = {"score": float(score), "epoch": epoch + 1}
+            save_model_atomic(self.deployed, self.out / "best.keras")
+        with atomic_path(self.dir / WEIGHTS_FILE) as tmp:
+            self.model.save_weights(tmp)
+        self._write_state(epoch + 1, finished=False)
+
+    def restore(self, model: keras.Model) -> None:
+        """Loads the checkpoint's weights and optimiser state into ``model``."""
+        model.load_weights(self.dir / WEIGHTS_FILE)
+
+    def finish(self):
+        """Marks the run finished (a finished run cannot be resumed)."""
+        self._write_state(self.config.epochs, finished=True)
+
+    def _write_state(self, epoch: int, finished: bool):
+        self.dir.mkdir(parents=True, exist_ok=True)
+        best = self.best["score"]
+        state = {
+            "epoch": epoch,
+            "run_id": self.run_id,
+            "best_score": best if math.isfinite(best) else None,
+            "best_epoch": self.best["epoch"],
+            "finished": finished,
+            "config": asdict(self.config),
+        }
+        write_json_atomic(self.dir / STATE_FILE, state)
+
+
+def restored_best(state: dict | None) -> dict:
+    """``{"score", "epoch"}`` of the best epoch so far: from the checkpoint, or nothing yet."""
+    if state is None or state.get("best_score") is None:
+        return {"score": -math.inf, "epoch": None}
+    return {"score": float(state["best_score"]), "epoch": state.get("best_epoch")}

@@ -1,0 +1,178 @@
+"""The evaluation workflow (``advseg evaluate``): resolve the model, evaluate, write, track.
+
+The MLflow run is nested under the model's training run and copies its
+comparison tags, so the UI lines evaluations up beside their training runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from keras_advseg.config import TRAINING_TAGS, EvalConfig
+from keras_advseg.data.prepare import open_prepared
+from keras_advseg.evaluation import evaluate, figures, metric_names, summarize
+from keras_advseg.evaluation.results import Evaluation, Summary
+from keras_advseg.export import load_model
+from keras_advseg.io import FileFormatError, write_text_atomic
+from keras_advseg.training import read_state
+
+
+def source_run_id(reference: str, path: Path) -> str | None:
+    """The training run a model came from: the run id in the reference, or its training folder's checkpoint."""
+    from keras_advseg.tracking import RUN_ID_PATTERN, is_run_id
+
+    match = RUN_ID_PATTERN.search(reference) if not Path(reference).is_file() else None
+    if match:
+        return match.group(0)
+    try:
+        state = read_state(path.parent)
+    except FileFormatError:
+        return None
+    run_id = state and state.get("run_id")
+    return run_id if isinstance(run_id, str) and is_run_id(run_id) else None
+
+
+def run_evaluation(
+    model_ref: str,
+    data,
+    out,
+    config: EvalConfig,
+    *,
+    split: str = "test",
+    transfer_ref=None,
+    tracking_uri: str,
+    experiment: str,
+    run_name: str | None = None,
+    progress=None,
+) -> dict:
+    """Evaluates a model and logs everything to an MLflow run linked to its training run.
+
+    Returns:
+        The summary as written to ``summary.json`` (eps keys as text), with the run's metadata.
+
+    Raises:
+        ValueError / DataError: bad model reference or data. TrackingError: unreachable store.
+    """
+    import mlflow
+    from keras_advseg.tracking import check_reachable, resolve_model_path, tracked_run
+
+    out = Path(out)
+    check_reachable(tracking_uri)
+    model_path = resolve_model_path(model_ref, tracking_uri)
+    model = load_model(model_path)
+    transfer = load_model(resolve_model_path(transfer_ref, tracking_uri)) if transfer_ref else None
+    shape = _input_size(model)
+    prepared = open_prepared(data, out / "prepared", shape)
+    ids = prepared.ids("train") + prepared.ids("test") if split == "all" else prepared.ids(split)
+    if not ids:
+        raise ValueError(f"{data}: split {split!r} has no subjects")
+    if (
+        shape is not None
+        and prepared.shape[:2] != (shape, shape)
+        and model.input_shape[1] is not None
+    ):
+        raise ValueError(f"{data}: volumes are {prepared.shape}, the model expects {shape}^3")
+
+    source = source_run_id(model_ref, model_path)
+    tags = {"evaluation": "true", "attacks": ",".join(config.attacks)}
+    if source:
+        tags["mlflow.parentRunId"] = source
+        tags["source_run_id"] = source
+        tags.update(_source_tags(source, tracking_uri))
+    if transfer_ref:
+        tags["transfer_from"] = str(transfer_ref)
+    with tracked_run(
+        tracking_uri, experiment, run_name=run_name or f"eval-{'-'.join(config.attacks)}", tags=tags
+    ) as run:
+        mlflow.log_params(
+            {
+                "model": str(model_ref),
+                "split": split,
+                "data_hash": prepared.data_hash,
+                "n_subjects": len(ids),
+                "eps": ",".join(map(str, config.eps)),
+                "steps": config.steps,
+                "eps_sweep": ",".join(map(str, config.eps_sweep)),
+                "iterations_sweep": config.iterations_sweep,
+                "attack_temperature": config.attack_temperature,
+                "transfer_from": str(transfer_ref),
+            }
+        )
+        result = evaluate(model, prepared, ids, config, transfer_model=transfer, progress=progress)
+        summary = summarize(result)
+        meta = {
+            "model": str(model_ref),
+            "source_run_id": source,
+            "evaluation_run_id": run.info.run_id,
+            "split": split,
+            "config": {**config.__dict__},
+            "data_hash": prepared.data_hash,
+        }
+        written = write_outputs(result, summary, out, meta)
+        written += _figures(result, summary, out, tags.get("defense", "model"))
+        flat, series = metric_names(summary)
+        mlflow.log_metrics(flat)
+        for name, points in series.items():
+            for step, value in points:
+                mlflow.log_metric(name, value, step=step)
+        for path in written:
+            mlflow.log_artifact(str(path))
+    return {**meta, **summary.to_json()}
+
+
+def write_outputs(evaluation: Evaluation, summary: Summary, out: Path, meta: dict) -> list[Path]:
+    """Writes ``per_subject.csv``, ``iterations.csv`` (if any) and ``summary.json`` atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [write_text_atomic(out / "per_subject.csv", evaluation.rows_csv())]
+    if evaluation.iterations:
+        written.append(write_text_atomic(out / "iterations.csv", evaluation.iterations_csv()))
+    document = {**meta, **summary.to_json()}
+    written.append(
+        write_text_atomic(out / "summary.json", json.dumps(document, indent=2, default=_jsonable))
+    )
+    return written
+
+
+def _figures(result: Evaluation, summary: Summary, out: Path, label: str) -> list[Path]:
+    written = []
+    if result.example is not None:
+        written.append(figures.example_figure(result.example, out / "fig_example.png"))
+    if summary.iterations:
+        written.append(figures.iterations_figure(summary.iterations, out / "fig_iterations.png"))
+    sweep = summary.attacks.get("fgsm_sweep")
+    if sweep:
+        curve = {
+            eps: {m: entry[m]["mean"] for m in ("dice_wt", "dice_tc", "dice_et")}
+            for eps, entry in sweep.items()
+        }
+        written.append(figures.eps_figure({label: curve}, out / "fig_eps.png"))
+    return written
+
+
+def _input_size(model) -> int | None:
+    from keras_advseg.models import SliceWise
+
+    shape = model.slice_model.input_shape if isinstance(model, SliceWise) else model.input_shape
+    return shape[1]
+
+
+def _source_tags(run_id: str, tracking_uri: str) -> dict:
+    """Copies the training run's comparison tags (defense, model, temperature, adv_eps) when it exists."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        tags = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags
+    except Exception:  # the training run may live in another store
+        return {}
+    return {k: tags[k] for k in TRAINING_TAGS if k in tags}
+
+
+def _jsonable(value):
+    import numpy as np
+
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")

@@ -1,0 +1,147 @@
+"""The training workflow (``advseg train``): a tracked, resumable, distributable run.
+
+Opens the data, resolves model references (files, MLflow run ids), wraps
+:func:`keras_advseg.training.fit` in an MLflow run and logs its parameters,
+per-epoch metrics and artifacts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from keras_advseg.config import TrainConfig
+from keras_advseg.data.prepare import open_prepared
+from keras_advseg.export import load_model
+from keras_advseg.training import (
+    TrainingError,
+    TrainResult,
+    fit,
+    make_strategy,
+    read_state,
+    worker_role,
+)
+from keras_advseg.training.checkpoint import state_config
+
+
+def train(
+    config: TrainConfig,
+    data: str | Path,
+    out: str | Path,
+    *,
+    tracking_uri: str,
+    experiment: str,
+    run_name: str | None = None,
+    resume: bool = False,
+    verbose: int = 2,
+) -> TrainResult:
+    """Trains ``config`` on ``data`` into ``out`` inside an MLflow run.
+
+    Outputs in ``out``: ``model.keras`` (best by mean validation Dice),
+    ``last.keras``, ``checkpoint/`` (last epoch's weights and state), and for
+    distillation ``teacher.keras`` and ``soft_labels/``.
+
+    Args:
+        config: The run (ignored when resuming: the checkpoint's own is used).
+        data: A prepared cache, or a raw dataset (prepared into ``out/prepared``).
+        out: Output folder.
+        tracking_uri, experiment: Where the MLflow run goes.
+        run_name: MLflow run name.
+        resume: Continue the interrupted run in ``out``.
+        verbose: Keras ``fit`` verbosity.
+
+    Returns:
+        A :class:`~keras_advseg.training.TrainResult`.
+
+    Raises:
+        DataError: bad data. TrainingError: non-finite loss or a bad resume.
+        TrackingError: the tracking store is unreachable (before training).
+    """
+    import mlflow
+    from keras_advseg.tracking import git_commit, tracked_run
+
+    out = Path(out)
+    state = read_state(out)
+    if state is not None and not resume:
+        raise TrainingError(
+            f"{out}: holds a previous run's checkpoint; resume it or choose a new output folder"
+        )
+    if resume and state is None:
+        raise TrainingError(
+            f"{out}: no checkpoint to resume (expected {out / 'checkpoint' / 'state.json'})"
+        )
+    if resume and state.get("finished"):
+        raise TrainingError(f"{out}: that run already finished")
+    if resume:
+        config = state_config(state, out)
+    strategy = make_strategy(
+        config.strategy
+    )  # before any other TensorFlow work (multi-worker needs it)
+    chief, role = worker_role()
+    if not chief:  # other workers keep their files and runs apart from the chief's
+        out = out / "workers" / role
+        out.mkdir(parents=True, exist_ok=True)
+        tracking_uri = f"sqlite:///{(out / 'mlflow.db').resolve()}"
+    out.mkdir(parents=True, exist_ok=True)
+    prepared = open_prepared(data, out / "prepared", config.shape, seed=config.seed)
+    tags = config.tags()
+    commit = git_commit(Path(__file__).parent)
+    if commit:
+        tags["git_commit"] = commit
+    with tracked_run(
+        tracking_uri, experiment, run_name=run_name, run_id=state and state.get("run_id"), tags=tags
+    ) as run:
+        if not resume:
+            mlflow.log_params(
+                {**asdict(config), "data_hash": prepared.data_hash, "data_root": str(prepared.root)}
+            )
+        result = fit(
+            config,
+            prepared,
+            out,
+            run_id=run.info.run_id,
+            state=state,
+            log_epoch=_log_epoch,
+            load=model_loader(tracking_uri),
+            verbose=verbose,
+            strategy=strategy,
+        )
+        mlflow.log_artifact(str(result.model_path))
+        mlflow.log_artifact(str(result.last_path))
+        _log_model(result.model_path)
+        return result
+
+
+def model_loader(tracking_uri: str):
+    """Loads a model reference: a ``.keras`` file, an MLflow run id or a ``runs:/`` URI."""
+    from keras_advseg.tracking import resolve_model_path
+
+    def load(reference: str) -> keras.Model:
+        return load_model(resolve_model_path(reference, tracking_uri))
+
+    return load
+
+
+def _log_epoch(metrics: dict, step: int) -> None:
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.log_metrics(metrics, step=step)
+
+
+def _log_model(path: Path) -> None:
+    """Logs the model in MLflow's Keras flavour (loadable with ``mlflow.keras.load_model``)."""
+    import mlflow
+
+    mlflow.keras.log_model(
+        load_model(path),
+        name="model",
+        pip_requirements=[
+            "keras-advseg",
+            f"keras=={keras.__version__}",
+            f"tensorflow=={tf.__version__}",
+        ],
+    )

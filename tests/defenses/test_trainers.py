@@ -1,0 +1,151 @@
+"""Each defense on a tiny model and a few phantom subjects."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_advseg.attacks import fgsm
+from keras_advseg.data.pipeline import one_hot_labels, volume_dataset
+from keras_advseg.data.prepare import load_prepared
+from keras_advseg.defenses import AdversarialTrainer, NoiseTrainer, SegmentationTrainer
+from keras_advseg.losses import SoftDiceLoss
+from keras_advseg.models import unet3d
+from keras_advseg.training import write_soft_labels
+
+
+def span(x):
+    """Each sample's intensity range, the unit of relative budgets."""
+    flat = np.asarray(x).reshape(len(x), -1)
+    return flat.max(axis=1) - flat.min(axis=1)
+
+
+def tiny_network(seed=0):
+    keras.utils.set_random_seed(seed)
+    return unet3d((16, 16, 16, 4), base_filters=4, depth=3, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def batch(prepared_dir):
+    prepared = load_prepared(prepared_dir)
+    images, labels = zip(*(prepared.load(i) for i in prepared.train_ids[:2]))
+    return np.stack(images), one_hot_labels(np.stack(labels)).numpy()
+
+
+def losses_over_training(trainer, x, y, steps=12):
+    trainer.compile(optimizer=keras.optimizers.Adam(3e-3))
+    history = trainer.fit(x, y, batch_size=2, epochs=steps, verbose=0, shuffle=False)
+    return history.history["loss"]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n: SegmentationTrainer(n),
+        lambda n: AdversarialTrainer(n, eps=0.05, mode="joint"),
+        lambda n: AdversarialTrainer(n, eps=0.05, mode="alternating"),
+        lambda n: NoiseTrainer(n, radius=0.01),
+        lambda n: SegmentationTrainer(n, temperature=20.0),
+    ],
+    ids=["none", "adversarial-joint", "adversarial-alternating", "noise", "temperature-20"],
+)
+def test_loss_decreases(batch, make):
+    x, y = batch
+    losses = losses_over_training(make(tiny_network()), x, y)
+    assert losses[-1] < losses[0] - 0.003
+    assert all(np.isfinite(losses))
+
+
+def test_adversarial_examples_within_eps_and_from_current_weights(batch):
+    x, y = batch
+    network = tiny_network()
+    trainer = AdversarialTrainer(network, eps=0.05)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
+    before = trainer.adversarial_examples(tf.constant(x), tf.constant(y)).numpy()
+    unit = span(x)
+    assert np.all(np.abs(before - x).reshape(2, -1).max(axis=1) <= 0.05 * unit * (1 + 1e-6))
+    np.testing.assert_allclose(before, fgsm(network, x, y, eps=0.05), atol=1e-6)
+    trainer.fit(x, y, batch_size=2, epochs=3, verbose=0)
+    after = trainer.adversarial_examples(tf.constant(x), tf.constant(y)).numpy()
+    np.testing.assert_allclose(after, fgsm(network, x, y, eps=0.05), atol=1e-6)  # current weights
+    assert np.mean(np.sign(after - x) != np.sign(before - x)) > 0.01
+
+
+def test_noise_stays_within_radius(batch):
+    x, _ = batch
+    trainer = NoiseTrainer(tiny_network(), radius=0.01, seed=3)
+    noisy = trainer.noisy(tf.constant(x)).numpy()
+    unit = span(x)
+    distance = np.abs(noisy - x).reshape(2, -1).max(axis=1)
+    assert np.all(distance <= 0.01 * unit * (1 + 1e-6)) and np.all(distance > 0.005 * unit)
+
+
+def test_distillation_targets_are_teacher_temperature_softmax(prepared_dir, tmp_path):
+    prepared = load_prepared(prepared_dir)
+    teacher = tiny_network(1)
+    ids = prepared.train_ids[:2]
+    write_soft_labels(teacher, prepared, ids, tmp_path, temperature=20.0)
+    image, _ = prepared.load(ids[0])
+    expected = keras.ops.softmax(teacher(image[None]) / 20.0, axis=-1)[0]
+    soft = np.load(tmp_path / f"{ids[0]}.npy")
+    np.testing.assert_allclose(soft, expected, atol=1e-6)
+    assert soft.max() < 0.9  # T = 20 softens the teacher
+    ds = volume_dataset(
+        prepared,
+        ids=ids,
+        batch_size=1,
+        shuffle=False,
+        augment_data=False,
+        soft_labels=str(tmp_path),
+    )
+    _, target = next(iter(ds))
+    np.testing.assert_allclose(target[0], soft)
+
+
+def test_student_trains_at_t_and_deploys_at_one(batch):
+    x, y = batch
+    soft = keras.ops.convert_to_numpy(keras.ops.softmax(tiny_network(1)(x) / 20.0, axis=-1))
+    network = tiny_network()
+    student = SegmentationTrainer(network, temperature=20.0)
+    student.compile(optimizer=keras.optimizers.Adam(3e-3))
+    assert isinstance(student.loss, SoftDiceLoss) and student.loss.temperature == 20.0
+    student.fit(x, soft, batch_size=2, epochs=2, verbose=0)
+    # the deployable network is the plain logits model: its probabilities are softmax at T = 1
+    np.testing.assert_array_equal(student(x), network(x))
+    assert not any(isinstance(layer, keras.layers.Softmax) for layer in network.layers)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"eps": -1}, "eps must be >= 0"),
+        ({"beta": 2}, r"beta must be in \[0, 1\]"),
+        ({"mode": "mixed"}, "mode must be one of"),
+    ],
+)
+def test_adversarial_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AdversarialTrainer(tiny_network(), **kwargs)
+
+
+def test_joint_step_follows_equation_9_with_fgsm_from_current_weights(batch):
+    x, y = batch
+    network = tiny_network()
+    trainer = AdversarialTrainer(network, eps=0.05, beta=0.3, mode="joint")
+    trainer.compile(optimizer=keras.optimizers.SGD(1.0))
+    before = [np.array(w) for w in network.trainable_weights]
+    x_adv = fgsm(network, x, y, eps=0.05)  # the current weights' FGSM example
+    loss = SoftDiceLoss()
+    with tf.GradientTape() as tape:
+        total = 0.3 * loss(y, network(x, training=True)) + 0.7 * loss(
+            y, network(x_adv, training=True)
+        )
+    grads = tape.gradient(total, network.trainable_weights)
+    trainer.train_on_batch(x, y)
+    moved = 0.0
+    for w0, g, w1 in zip(before, grads, network.trainable_weights):
+        np.testing.assert_allclose(np.array(w1), w0 - np.array(g), atol=2e-5)
+        moved = max(moved, float(np.abs(np.array(g)).max()))
+    assert moved > 1e-3

@@ -1,0 +1,124 @@
+"""Helpers shared by the tests (``tests`` is on the import path: see pyproject.toml)."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+ADVSEG = [sys.executable, "-m", "keras_advseg.cli"]
+"""The CLI as a subprocess."""
+
+SHAPE = (12, 10, 8)
+# Constant intensity per modality in package order (t1, t1gd, t2, flair), so order is checkable.
+LEVEL = {"t1": 10.0, "t1gd": 20.0, "t2": 30.0, "flair": 40.0}
+
+
+def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def label_volume(values=(0, 1, 2, 4)) -> np.ndarray:
+    """A label map holding each of ``values`` in a known slab along axis 0."""
+    labels = np.zeros(SHAPE, np.uint8)
+    for i, value in enumerate(values):
+        labels[3 * i : 3 * i + 3] = value
+    return labels
+
+
+def modality_volume(name: str) -> np.ndarray:
+    data = np.full(SHAPE, LEVEL[name], np.float32)
+    data[0, 0, 0] = 0  # background voxel
+    return data
+
+
+def write_brats(
+    root: Path, subject: str, suffixes: dict, seg_values, sep="_", with_seg=True
+) -> Path:
+    folder = root / subject
+    for suffix, modality in suffixes.items():
+        save_nifti(folder / f"{subject}{sep}{suffix}.nii.gz", modality_volume(modality))
+    if with_seg:
+        save_nifti(folder / f"{subject}{sep}seg.nii.gz", label_volume(seg_values))
+    return folder
+
+
+OLD_SUFFIXES = {"t1": "t1", "t1ce": "t1gd", "t2": "t2", "flair": "flair"}
+NEW_SUFFIXES = {"t1n": "t1", "t1c": "t1gd", "t2w": "t2", "t2f": "flair"}
+
+
+def linf(a, b):
+    """Per-sample L-inf distance."""
+    return np.abs(np.asarray(a) - np.asarray(b)).reshape(len(a), -1).max(axis=1)
+
+
+def span(x):
+    """Each sample's intensity range, the unit of relative budgets."""
+    flat = np.asarray(x).reshape(len(x), -1)
+    return flat.max(axis=1) - flat.min(axis=1)
+
+
+def tiny3d():
+    from keras_advseg.models import unet3d
+
+    return unet3d((16, 16, 16, 4), base_filters=2, depth=3)
+
+
+def one_hot(labels):
+    import keras
+
+    return keras.ops.convert_to_numpy(keras.ops.one_hot(labels, 4))
+
+
+def run_evaluate(model, prepared_dir, out, uri, *extra):
+    """``advseg evaluate`` in-process; asserts success."""
+    from click.testing import CliRunner
+
+    from keras_advseg.cli import main
+
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(model),
+            "--data",
+            str(prepared_dir),
+            "--out",
+            str(out),
+            "--tracking-uri",
+            uri,
+            "--experiment",
+            "eval-tests",
+            *map(str, extra),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def train_args(prepared_dir, out, uri, *extra):
+    """``advseg train`` arguments for a smoke-preset run."""
+    return [
+        "train",
+        "--data",
+        str(prepared_dir),
+        "--out",
+        str(out),
+        "--preset",
+        "smoke",
+        "--tracking-uri",
+        uri,
+        "--experiment",
+        "tests",
+        *map(str, extra),
+    ]

@@ -1,0 +1,61 @@
+"""UNet structure, the slice-wise wrapper, saving and SavedModel export."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+from support import tiny3d
+
+from keras_advseg.cli import main
+from keras_advseg.export import export_savedmodel, load_model
+from keras_advseg.models import SliceWise, unet2d
+
+
+def test_keras_round_trip_identical(tmp_path):
+    x = np.random.default_rng(1).normal(size=(1, 16, 16, 16, 4)).astype("float32")
+    for model in (tiny3d(), SliceWise(unet2d((16, 16, 4), base_filters=2, depth=3))):
+        model(x)
+        path = tmp_path / f"{model.name}.keras"
+        model.save(path)
+        np.testing.assert_array_equal(load_model(path)(x), model(x))
+
+
+def test_load_model_errors(tmp_path):
+    with pytest.raises(ValueError, match="expected an existing .keras model file"):
+        load_model(tmp_path / "missing.keras")
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"junk")
+    with pytest.raises(ValueError, match="bad.keras: cannot load model"):
+        load_model(bad)
+
+
+def test_savedmodel_export_matches_keras(tmp_path):
+    model = tiny3d()
+    x = np.random.default_rng(2).normal(size=(2, 16, 16, 16, 4)).astype("float32")
+    export_savedmodel(model, tmp_path / "sm")
+    reloaded = tf.saved_model.load(str(tmp_path / "sm"))
+    served = reloaded.serve(tf.constant(x))
+    probs = keras.ops.softmax(model(x), axis=-1)
+    np.testing.assert_allclose(served["probabilities"], probs, atol=1e-5)
+    index = np.argmax(probs, axis=-1)
+    np.testing.assert_array_equal(served["labels"], np.where(index == 3, 4, index))
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_savedmodel(model, tmp_path / "sm")
+
+
+def test_export_cli(tmp_path):
+    model = tiny3d()
+    model.save(tmp_path / "m.keras")
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "m.keras"), str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "saved_model.pb").is_file()
+    result = CliRunner().invoke(
+        main, ["export", str(tmp_path / "nope.keras"), str(tmp_path / "o2")]
+    )
+    assert (
+        result.exit_code == 2
+        and "nope.keras: expected an existing .keras model file" in result.output
+    )

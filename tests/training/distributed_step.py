@@ -1,0 +1,58 @@
+"""Helper run in a subprocess: one training step on one device vs MirroredStrategy over two CPUs.
+
+Prints the largest weight difference per defense as JSON.
+"""
+
+import json
+import os
+
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_advseg.defenses import AdversarialTrainer, SegmentationTrainer  # noqa: E402
+from keras_advseg.models import unet3d  # noqa: E402
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(4, 16, 16, 16, 4)).astype("float32")
+y = tf.one_hot(rng.integers(0, 4, size=(4, 16, 16, 16)), 4).numpy()
+makers = {
+    "none": lambda n: SegmentationTrainer(n),
+    "adversarial-joint": lambda n: AdversarialTrainer(n, eps=0.05, mode="joint"),
+    "adversarial-alternating": lambda n: AdversarialTrainer(n, eps=0.05, mode="alternating"),
+}
+
+
+def one_step(make, strategy):
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        trainer = make(unet3d((16, 16, 16, 4), base_filters=4, depth=3, dropout=0.0))
+        trainer.compile(optimizer=keras.optimizers.SGD(0.5))
+        trainer(x[:1])
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)  # global batch 4
+    trainer.fit(data, epochs=1, verbose=0, shuffle=False)
+    return [np.asarray(w) for w in trainer.network.get_weights()]
+
+
+initial = None
+result = {}
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+for name, make in makers.items():
+    single = one_step(make, tf.distribute.get_strategy())
+    parallel = one_step(make, mirrored)
+    keras.utils.set_random_seed(0)
+    start = [
+        np.asarray(w)
+        for w in unet3d((16, 16, 16, 4), base_filters=4, depth=3, dropout=0.0).get_weights()
+    ]
+    result[name] = {
+        "max_difference": max(float(np.abs(a - b).max()) for a, b in zip(single, parallel)),
+        "max_update": max(float(np.abs(a - b).max()) for a, b in zip(single, start)),
+        "replicas": mirrored.num_replicas_in_sync,
+    }
+print(json.dumps(result))

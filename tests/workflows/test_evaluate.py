@@ -1,0 +1,130 @@
+"""`advseg evaluate` and `advseg compare`: outputs, schema, statistics, transfer, 2-D models, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+from support import read_rows, run_evaluate
+
+from keras_advseg.cli import main
+
+
+def test_per_subject_rows_and_summary_schema(evaluated, prepared_dir):
+    root, _ = evaluated
+    from keras_advseg.data.prepare import load_prepared
+
+    test_ids = load_prepared(prepared_dir).test_ids
+    rows = read_rows(root / "a" / "per_subject.csv")
+    keys = {(r["subject"], r["attack"], float(r["eps"])) for r in rows}
+    for subject in test_ids:
+        assert (subject, "none", 0.0) in keys
+        for attack in ("fgsm", "ifgsm", "tifgsm", "pgd"):
+            assert (subject, attack, 0.05) in keys and (subject, attack, 0.1) in keys
+        for eps in (0.0, 0.005, 0.01):
+            assert (subject, "fgsm_sweep", eps) in keys
+    assert len(rows) == len(keys)  # one row per subject x attack x eps
+    fgsm_row = next(r for r in rows if r["attack"] == "fgsm" and r["eps"] == "0.05")
+    assert (
+        0 <= float(fgsm_row["dice_wt"]) <= 1
+        and float(fgsm_row["psnr"]) > 0
+        and float(fgsm_row["rmse"]) > 0
+    )
+    summary = json.loads((root / "a" / "summary.json").read_text())
+    assert summary["n_subjects"] == len(test_ids)
+    entry = summary["attacks"]["fgsm"]["0.05"]
+    assert set(entry) == {"dice_wt", "dice_tc", "dice_et", "psnr", "ssim", "rmse", "dice_drop"}
+    assert set(entry["dice_wt"]) == {"mean", "sd", "n"}
+    clean = summary["clean"]["dice_wt"]["mean"]
+    if clean:
+        assert entry["dice_drop"]["wt"] == pytest.approx((clean - entry["dice_wt"]["mean"]) / clean)
+    assert len(summary["iterations"]["ifgsm"]["dice_wt"]) == 3
+    assert len(read_rows(root / "a" / "iterations.csv")) == 2 * 3 * len(test_ids)
+    for name in ("fig_example.png", "fig_iterations.png", "fig_eps.png"):
+        assert (root / "a" / name).stat().st_size > 5000
+
+
+def test_sweep_rows_equal_separate_fgsm_rows(evaluated):
+    root, _ = evaluated
+    rows = read_rows(root / "a" / "per_subject.csv")
+    clean = {r["subject"]: r for r in rows if r["attack"] == "none"}
+    zero = {r["subject"]: r for r in rows if r["attack"] == "fgsm_sweep" and float(r["eps"]) == 0}
+    for subject, row in zero.items():
+        assert row["dice_wt"] == clean[subject]["dice_wt"]
+
+
+def test_mlflow_evaluation_run_metrics(evaluated):
+    root, uri = evaluated
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("eval-tests").experiment_id])
+    run = next(r for r in runs if "pgd" in r.data.tags["attacks"])
+    summary = json.loads((root / "a" / "summary.json").read_text())
+    assert run.data.metrics["dice_et_fgsm_eps0.05"] == pytest.approx(
+        summary["attacks"]["fgsm"]["0.05"]["dice_et"]["mean"]
+    )
+    assert "dice_wt_clean" in run.data.metrics
+    history = client.get_metric_history(run.info.run_id, "sweep_fgsm_dice_wt")
+    assert sorted(m.step for m in history) == [0, 5, 10]
+    assert len(client.get_metric_history(run.info.run_id, "iterations_ifgsm_dice_wt")) == 3
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"per_subject.csv", "summary.json", "fig_example.png"} <= artifacts
+
+
+def test_transfer_attack_and_2d_model(models, prepared_dir, tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_evaluate(
+        models / "c2d.keras",
+        prepared_dir,
+        tmp_path / "c",
+        uri,
+        "--attack",
+        "fgsm",
+        "--transfer-from",
+        models / "a.keras",
+    )
+    rows = read_rows(tmp_path / "c" / "per_subject.csv")
+    assert {r["attack"] for r in rows} == {"none", "fgsm"}
+    # the perturbation is the source model's: same input quality as attacking the source itself
+    run_evaluate(models / "a.keras", prepared_dir, tmp_path / "a", uri, "--attack", "fgsm")
+    source = read_rows(tmp_path / "a" / "per_subject.csv")
+    psnr = lambda table: sorted(float(r["psnr"]) for r in table if r["attack"] == "fgsm")
+    np.testing.assert_allclose(psnr(rows), psnr(source), rtol=1e-6)
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("eval-tests").experiment_id])
+    assert any(r.data.tags.get("transfer_from", "").endswith("a.keras") for r in runs)
+
+
+def test_bad_options(models, prepared_dir, tmp_path):
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(models / "a.keras"),
+            "--data",
+            str(prepared_dir),
+            "--out",
+            str(tmp_path),
+            "--eps",
+            "abc",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/m.db",
+        ],
+    )
+    assert result.exit_code == 2 and "--eps: expected numbers" in result.output
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(tmp_path / "none.keras"),
+            "--data",
+            str(prepared_dir),
+            "--out",
+            str(tmp_path),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/m.db",
+        ],
+    )
+    assert result.exit_code == 2 and "no such model file" in result.output
