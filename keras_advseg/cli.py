@@ -387,7 +387,7 @@ def train_command(
 ):
     """Train a segmentation network, with or without a defense, tracked in MLflow."""
     from keras_advseg.tracking import TrackingError
-    from keras_advseg.training import TrainingError
+    from keras_advseg.training import CheckpointExists, TrainingError
     from keras_advseg.workflows.train import train
 
     config = cfg.TrainConfig.from_preset(
@@ -428,6 +428,10 @@ def train_command(
             run_name=run_name or f"{model_name}-{defense}",
             resume=resume,
         )
+    except CheckpointExists as exc:
+        raise click.ClickException(
+            f"{exc.folder}: holds a previous run's checkpoint; pass --resume to continue it or choose a new --out"
+        ) from None
     except (TrainingError, TrackingError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(

@@ -7,6 +7,7 @@ run in MLflow tracking.
 from keras_advseg.training.checkpoint import read_state, start_epoch
 from keras_advseg.training.distribute import make_strategy, worker_role
 from keras_advseg.training.fit import (
+    CheckpointExists,
     TrainingError,
     TrainResult,
     build_network,
@@ -20,6 +21,7 @@ from keras_advseg.training.fit import (
 from keras_advseg.training.soft_labels import write_soft_labels
 
 __all__ = [
+    "CheckpointExists",
     "TrainResult",
     "TrainingError",
     "build_network",

@@ -46,6 +46,20 @@ class TrainingError(RuntimeError):
     """Training could not finish (non-finite loss, unusable checkpoint, unfit warm start)."""
 
 
+class CheckpointExists(TrainingError):
+    """The output folder holds a previous run's checkpoint and resuming was not asked for.
+
+    Attributes:
+        folder: The output folder.
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        super().__init__(
+            f"{folder}: holds a previous run's checkpoint; resume it or choose a new output folder"
+        )
+
+
 @dataclass
 class TrainResult:
     """Where a finished run left its outputs."""

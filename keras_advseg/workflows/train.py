@@ -17,6 +17,7 @@ from keras_advseg.config import TrainConfig
 from keras_advseg.data.prepare import open_prepared
 from keras_advseg.export import load_model
 from keras_advseg.training import (
+    CheckpointExists,
     TrainingError,
     TrainResult,
     fit,
@@ -66,9 +67,7 @@ def train(
     out = Path(out)
     state = read_state(out)
     if state is not None and not resume:
-        raise TrainingError(
-            f"{out}: holds a previous run's checkpoint; resume it or choose a new output folder"
-        )
+        raise CheckpointExists(out)
     if resume and state is None:
         raise TrainingError(
             f"{out}: no checkpoint to resume (expected {out / 'checkpoint' / 'state.json'})"
