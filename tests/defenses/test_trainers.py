@@ -149,3 +149,32 @@ def test_joint_step_follows_equation_9_with_fgsm_from_current_weights(batch):
         np.testing.assert_allclose(np.array(w1), w0 - np.array(g), atol=2e-5)
         moved = max(moved, float(np.abs(np.array(g)).max()))
     assert moved > 1e-3
+
+
+@pytest.mark.parametrize(
+    "make, fields",
+    [
+        (lambda n: SegmentationTrainer(n, temperature=20.0), {"temperature": 20.0}),
+        (
+            lambda n: AdversarialTrainer(n, eps=0.1, beta=0.3, mode="alternating"),
+            {"eps": 0.1, "beta": 0.3, "mode": "alternating"},
+        ),
+        (
+            lambda n: NoiseTrainer(n, radius=0.02, seed=5, temperature=2.0),
+            {"radius": 0.02, "seed": 5, "temperature": 2.0},
+        ),
+    ],
+)
+def test_trainers_round_trip_through_get_config_and_keras_files(make, fields, tmp_path):
+    trainer = make(tiny_network())
+    x = np.random.default_rng(0).normal(size=(1, 16, 16, 16, 4)).astype("float32")
+    expected = np.asarray(trainer(x))
+    rebuilt = type(trainer).from_config(trainer.get_config())
+    assert {k: getattr(rebuilt, k) for k in fields} == fields
+    assert [tuple(w.shape) for w in rebuilt.network.weights] == [
+        tuple(w.shape) for w in trainer.network.weights
+    ]
+    trainer.save(tmp_path / "trainer.keras")
+    loaded = keras.saving.load_model(tmp_path / "trainer.keras", safe_mode=True, compile=False)
+    assert type(loaded) is type(trainer) and {k: getattr(loaded, k) for k in fields} == fields
+    np.testing.assert_allclose(np.asarray(loaded(x)), expected, rtol=1e-5, atol=1e-5)

@@ -80,3 +80,24 @@ def test_multiworker_training_on_two_local_processes(prepared_dir, tmp_path):
     assert (tmp_path / "out" / "workers" / "worker-1" / "model.keras").is_file()  # kept apart
     state = json.loads((tmp_path / "out" / "checkpoint" / "state.json").read_text())
     assert state["finished"] and state["config"]["strategy"] == "multiworker"
+
+
+def test_worker_role_from_tf_config(monkeypatch):
+    import json
+
+    from keras_advseg.training import worker_role
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert worker_role() == (True, "chief-0")
+    cluster = {"worker": ["a:1", "b:1"]}
+    for index, expected in ((0, (True, "worker-0")), (1, (False, "worker-1"))):
+        monkeypatch.setenv(
+            "TF_CONFIG",
+            json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        )
+        assert worker_role() == expected
+    with_chief = {"chief": ["c:1"], "worker": ["a:1"]}
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": with_chief, "task": {"type": "worker", "index": 0}})
+    )
+    assert worker_role() == (False, "worker-0")

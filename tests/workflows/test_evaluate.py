@@ -128,3 +128,24 @@ def test_bad_options(models, prepared_dir, tmp_path):
         ],
     )
     assert result.exit_code == 2 and "no such model file" in result.output
+
+
+def test_source_run_id_from_reference_or_checkpoint(tmp_path):
+    from keras_advseg.workflows.evaluate import source_run_id
+
+    run_id = "0123456789abcdef0123456789abcdef"
+    assert source_run_id(f"runs:/{run_id}/model.keras", tmp_path / "model.keras") == run_id
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"")
+    assert source_run_id(str(model), model) is None  # no checkpoint beside it
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "state.json").write_text(
+        json.dumps({"epoch": 1, "config": {}, "run_id": run_id})
+    )
+    assert source_run_id(str(model), model) == run_id
+    (tmp_path / "checkpoint" / "state.json").write_text(
+        json.dumps({"epoch": 1, "config": {}, "run_id": "../x"})
+    )
+    assert source_run_id(str(model), model) is None
+    (tmp_path / "checkpoint" / "state.json").write_text("{corrupt")
+    assert source_run_id(str(model), model) is None

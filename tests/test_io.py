@@ -1,0 +1,88 @@
+"""Atomic writes and reading files back as untrusted input."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from keras_advseg.io import (  # noqa: E402
+    FileFormatError,
+    atomic_path,
+    copy_atomic,
+    read_json,
+    rows_to_csv,
+    save_figure,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+
+def test_atomic_path_renames_on_success_and_keeps_the_suffix(tmp_path):
+    target = tmp_path / "model.weights.h5"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.endswith(".weights.h5") and tmp != target
+        tmp.write_bytes(b"new")
+        assert not target.exists()
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.weights.h5"]
+
+
+def test_atomic_path_failure_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = write_text_atomic(tmp_path / "summary.json", "old")
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_atomic_folder_and_stale_temporary(tmp_path):
+    target = tmp_path / "subject"
+    stale = tmp_path / ".subject.partial"
+    stale.mkdir()
+    (stale / "leftover").write_text("x")  # an interrupted earlier run
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "a.nii.gz").write_bytes(b"1")
+    assert [p.name for p in target.iterdir()] == ["a.nii.gz"] and not stale.exists()
+
+
+def test_text_json_copy_and_csv(tmp_path):
+    path = write_json_atomic(tmp_path / "a.json", {"x": 1})
+    assert json.loads(path.read_text()) == {"x": 1} and path.read_text().startswith("{\n  ")
+    assert write_json_atomic(tmp_path / "b.json", [1, 2], indent=None).read_text() == "[1, 2]"
+    assert copy_atomic(path, tmp_path / "c.json").read_text() == path.read_text()
+    text = rows_to_csv([{"a": 1, "b": 2, "c": 3}], fields=("a", "b"))
+    assert text.splitlines() == ["a,b", "1,2"]
+
+
+def test_save_figure_writes_a_png_and_closes_it(tmp_path):
+    fig = plt.figure()
+    path = save_figure(fig, tmp_path / "fig.png", dpi=20)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number)
+    assert [p.name for p in tmp_path.iterdir()] == ["fig.png"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "JSONDecodeError"),
+        ("[1, 2]", "expected a JSON object"),
+        (b"\xff\xfe", "UnicodeDecodeError"),
+    ],
+)
+def test_read_json_names_the_file_and_what_it_is(tmp_path, content, message):
+    path = tmp_path / "state.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(FileFormatError, match=message) as info:
+        read_json(path, "checkpoint state")
+    assert str(info.value).startswith(f"{path}: unreadable checkpoint state")
+    assert read_json(write_json_atomic(path, {"epoch": 1})) == {"epoch": 1}
+    with pytest.raises(FileFormatError, match="FileNotFoundError"):
+        read_json(tmp_path / "missing.json")

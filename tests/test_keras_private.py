@@ -1,0 +1,53 @@
+"""The Keras internals the trainers rely on: each fails here, loudly, when a Keras release changes it."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_advseg import keras_private
+
+
+def test_every_internal_is_present_in_this_keras():
+    assert keras_private.check() == [], (
+        f"keras {keras.__version__} changed internals used by keras_private"
+    )
+
+
+def test_loss_tracker_is_the_logged_loss():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    with pytest.raises(RuntimeError, match="compile the model first"):
+        keras_private.loss_tracker(model)
+    model.compile(loss="mse", optimizer="sgd")
+    tracker = keras_private.loss_tracker(model)
+    assert isinstance(tracker, keras.metrics.Mean) and tracker.name == "loss"
+    history = model.fit(np.ones((4, 2)), np.zeros((4, 1)), epochs=1, verbose=0)
+    assert history.history["loss"][0] == pytest.approx(float(tracker.result()))
+
+
+def test_unscale_matches_keras_own_helper():
+    from keras.src.losses.loss import unscale_loss_for_distribution as theirs
+
+    value = tf.constant(0.25)
+    assert float(keras_private.unscale_loss_for_distribution(value)) == float(theirs(value)) == 0.25
+
+
+def test_seed_state_variables_drive_dropout():
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dropout(0.5)])
+    (state,) = keras_private.seed_state_variables(model)
+    x = np.ones((1, 64), "float32")
+    state.assign(np.array([3, 7], dtype=state.dtype))
+    first = np.asarray(model(x, training=True))
+    state.assign(np.array([3, 7], dtype=state.dtype))
+    assert np.array_equal(
+        np.asarray(model(x, training=True)), first
+    )  # resetting the state repeats the mask
+
+
+def test_build_from_local_replica_defers_to_keras_outside_multiworker():
+    calls = []
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    keras_private.build_from_local_replica(model, "iterator", None, lambda **kw: calls.append(kw))
+    assert calls == [{"iterator": "iterator", "data_batch": None}]
