@@ -8,50 +8,99 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
+import sys
 from pathlib import Path
 
 import click
 
 from keras_advseg import __version__
 from keras_advseg import config as cfg
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from keras_advseg.errors import InputError
 
 _TRAIN = cfg.TrainConfig()  # the defaults the options show
 _EVAL = cfg.EvalConfig()
 
 
-class InputError(click.ClickException):
-    """A one-line error about the user's input; exit status 2."""
+class OneLineError(click.ClickException):
+    """A one-line error about the user's input or files; exit status 2."""
 
     exit_code = 2
 
 
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message; an OS error as ``FILE: reason``."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        target = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        return f"{target}: {exc.strerror or type(exc).__name__}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def friendly_errors(fn):
-    """Turns the package's input errors into :class:`InputError`."""
+    """Turns the package's own errors and OS errors into :class:`OneLineError` (exit 2).
+
+    Anything else is a bug and keeps its traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from keras_advseg.data.errors import DataError
+        from keras_advseg.errors import AdvsegError
 
         try:
             return fn(*args, **kwargs)
-        except (DataError, ValueError, FileNotFoundError) as exc:
-            raise InputError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        except (AdvsegError, OSError) as exc:
+            raise OneLineError(one_line(exc)) from None
 
     return wrapper
 
 
+def quiet_logs(verbose: bool) -> None:
+    """Keeps TensorFlow's C++ log and MLflow's notices out of the output unless ``verbose``.
+
+    TensorFlow prints several lines that are not errors (CUDA probing on a CPU
+    machine, "remapper failed", oneDNN notices) while it is imported and when
+    it compiles a graph; they would bury a real error. Quiet: its C++ log level
+    is 3 (unless ``TF_CPP_MIN_LOG_LEVEL`` is set) and the import itself writes
+    nothing to standard error. MLflow logs warnings and errors only.
+    """
+    import logging
+
+    if verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import tensorflow  # noqa: F401  (imported here, silently, once)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="advseg")
-def main():
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Show TensorFlow's C++ log and MLflow's notices (hidden by default so that errors stand out).",
+)
+@click.pass_context
+def main(ctx: click.Context, verbose: bool):
     """Measure and improve the adversarial robustness of brain-tumour segmentation networks.
 
     Reproduces Liu et al. 2021, "Robustifying Deep Networks for Medical Image
     Segmentation", on BraTS-style MRI (four modalities) or on the built-in
     MNI152 phantom.
     """
+    if not ctx.resilient_parsing and ctx.invoked_subcommand is not None:
+        if "--help" not in sys.argv[1:] and "-h" not in sys.argv[1:]:
+            quiet_logs(verbose)
 
 
 @main.group()
@@ -440,26 +489,43 @@ def train_command(
     )
 
 
-def parse_floats(text: str | None, option: str) -> tuple[float, ...]:
+def parse_floats(
+    text: str | None, option: str, *, low: float = 0.0, high: float = 1.0, limit: int = 1000
+) -> tuple[float, ...]:
     """``"0.05,0.1"`` -> (0.05, 0.1); ``"0:0.01:0.001"`` -> 0, 0.001, ..., 0.01 (inclusive).
 
+    Args:
+        text: The option's value.
+        option: The option's name, for the message.
+        low, high: The range every value must lie in.
+        limit: The most values a range may expand to.
+
     Raises:
-        ValueError: not numbers, or a bad range.
+        InputError: not finite numbers, outside ``[low, high]``, or a bad or too long range.
     """
     if not text:
         return ()
+    expected = f"{option}: expected numbers in [{low:g}, {high:g}] like 0.05,0.1 or a range START:STOP:STEP"
     try:
         if ":" in text:
             start, stop, step = (float(p) for p in text.split(":"))
-            if step <= 0 or stop < start:
+            if not all(math.isfinite(v) for v in (start, stop, step)) or step <= 0 or stop < start:
                 raise ValueError
             count = int(round((stop - start) / step))
-            return tuple(round(start + i * step, 10) for i in range(count + 1))
-        return tuple(float(p) for p in text.split(","))
-    except ValueError:
-        raise ValueError(
-            f"{option}: expected numbers like 0.05,0.1 or a range START:STOP:STEP, got {text!r}"
-        ) from None
+            if count + 1 > limit:
+                raise InputError(
+                    f"{option}: the range {text!r} has {count + 1} values; at most {limit}"
+                )
+            values = tuple(round(start + i * step, 10) for i in range(count + 1))
+        else:
+            values = tuple(float(p) for p in text.split(","))
+    except ValueError as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{expected}, got {text!r}") from None
+    if not all(math.isfinite(v) and low <= v <= high for v in values):
+        raise InputError(f"{expected}, got {text!r}")
+    return values
 
 
 @main.command("evaluate")
@@ -727,7 +793,7 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     if len(sizes) == 1:
         sizes *= 3
     if len(sizes) != 3 or min(sizes) < 1:
-        raise ValueError(
+        raise InputError(
             f"--shape: expected one or three positive integers like 128 or 128,128,96, got {text!r}"
         )
     return tuple(sizes)

@@ -7,7 +7,10 @@ evaluates or reports takes its values from this module.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from keras_advseg.errors import InputError
 
 # ---------------------------------------------------------------------------------------------
 # Names shared by every layer
@@ -46,6 +49,23 @@ PAPER_EPS_GRID = tuple(round(0.001 * i, 3) for i in range(11))
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "keras-advseg"
+
+
+def check_range(name: str, value, low: float, high: float) -> None:
+    """Checks that ``value`` is a finite number in ``[low, high]``.
+
+    Raises:
+        InputError: naming ``name``, otherwise.
+    """
+    try:
+        ok = math.isfinite(value) and low <= value <= high
+    except TypeError:
+        ok = False
+    if not ok:
+        raise InputError(
+            f"{name} must be a finite number in [{low:g}, {high:g}]. Received: {name}={value!r}"
+        )
+
 
 # ---------------------------------------------------------------------------------------------
 # Training
@@ -138,25 +158,40 @@ class TrainConfig:
         )
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
-                raise ValueError(
+                raise InputError(
                     f"{name} must be one of {allowed}. Received: {name}={getattr(self, name)!r}"
                 )
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(
+            raise InputError(
                 f"epochs and batch_size must be >= 1. Received: epochs={self.epochs}, "
                 f"batch_size={self.batch_size}"
             )
         if self.temperature <= 0:
-            raise ValueError(
+            raise InputError(
                 f"temperature must be positive. Received: temperature={self.temperature}"
             )
         if self.teacher_temperature is not None and self.teacher_temperature <= 0:
-            raise ValueError(
+            raise InputError(
                 f"teacher_temperature must be positive. Received: teacher_temperature="
                 f"{self.teacher_temperature}"
             )
+        for name, low, high in (
+            ("lr", 0.0, 1.0),
+            ("dropout", 0.0, 1.0),
+            ("val_fraction", 0.0, 1.0),
+            ("adv_eps", 0.0, 1.0),
+            ("beta", 0.0, 1.0),
+            ("noise_radius", 0.0, 1.0),
+            ("temperature", 0.0, 1e6),
+        ):
+            check_range(name, getattr(self, name), low, high)
+        if self.lr <= 0 or self.dropout >= 1 or self.val_fraction >= 1:
+            raise InputError(
+                f"lr must be > 0, dropout and val_fraction < 1. Received: lr={self.lr}, "
+                f"dropout={self.dropout}, val_fraction={self.val_fraction}"
+            )
         if self.init == "teacher" and self.defense != "distillation":
-            raise ValueError(
+            raise InputError(
                 f"init='teacher' starts a distillation student from its teacher; "
                 f"it needs defense='distillation'. Received: defense={self.defense!r}"
             )
@@ -176,7 +211,7 @@ class TrainConfig:
             ValueError: unknown preset.
         """
         if preset not in PRESETS:
-            raise ValueError(
+            raise InputError(
                 f"preset must be one of {sorted(PRESETS)}. Received: preset={preset!r}"
             )
         table = PRESETS[preset]
@@ -241,16 +276,22 @@ class EvalConfig:
     def __post_init__(self):
         unknown = [a for a in self.attacks if a not in ATTACKS]
         if unknown:
-            raise ValueError(f"attacks must be among {ATTACKS}. Received: {unknown}")
-        if any(
-            e < 0 for e in tuple(self.eps) + tuple(self.eps_sweep) + tuple(self.iterative_eps or ())
-        ):
-            raise ValueError(
-                f"eps values must be >= 0. Received: eps={self.eps}, eps_sweep={self.eps_sweep}, "
+            raise InputError(f"attacks must be among {ATTACKS}. Received: {unknown}")
+        budgets = tuple(self.eps) + tuple(self.eps_sweep) + tuple(self.iterative_eps or ())
+        if not all(math.isfinite(e) and 0 <= e <= 1 for e in budgets):
+            raise InputError(
+                "eps values must be in [0, 1] (a fraction of the intensity range). "
+                f"Received: eps={self.eps}, eps_sweep={self.eps_sweep}, "
                 f"iterative_eps={self.iterative_eps}"
             )
+        check_range("attack_temperature", self.attack_temperature, 0.0, 1e6)
+        if self.attack_temperature <= 0 or self.restarts < 1:
+            raise InputError(
+                f"attack_temperature must be > 0 and restarts >= 1. Received: "
+                f"attack_temperature={self.attack_temperature}, restarts={self.restarts}"
+            )
         if self.steps < 1:
-            raise ValueError(f"steps must be >= 1. Received: steps={self.steps}")
+            raise InputError(f"steps must be >= 1. Received: steps={self.steps}")
 
     @property
     def budgets_iterative(self) -> tuple[float, ...]:

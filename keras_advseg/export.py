@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from keras_advseg import losses, metrics, models  # noqa: F401  (registers serializable classes)
+from keras_advseg.errors import InputError
+from keras_advseg.io import atomic_path
 from keras_advseg.metrics import logits_to_probabilities, probabilities_to_labels
 
 
@@ -21,11 +21,11 @@ def load_model(path: str | Path) -> keras.Model:
     """
     path = Path(path)
     if path.suffix != ".keras" or not path.is_file():
-        raise ValueError(f"{path}: expected an existing .keras model file")
+        raise InputError(f"{path}: expected an existing .keras model file")
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises several types for broken archives
-        raise ValueError(f"{path}: cannot load model ({exc})") from None
+        raise InputError(f"{path}: cannot load model ({exc})") from None
 
 
 def export_savedmodel(model: keras.Model, out_dir: str | Path, *, temperature: float = 1.0) -> Path:
@@ -60,10 +60,8 @@ def export_savedmodel(model: keras.Model, out_dir: str | Path, *, temperature: f
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(name="serve", fn=serve, input_signature=[spec])
-    tmp = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    archive.write_out(str(tmp), verbose=False)
-    os.replace(tmp, out_dir)
+    with atomic_path(out_dir, directory=True) as tmp:
+        archive.write_out(str(tmp), verbose=False)
     return out_dir
 
 

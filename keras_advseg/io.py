@@ -14,34 +14,69 @@ import io
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from keras_advseg.errors import AdvsegError
+
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yields a temporary path beside ``path``; renames it onto ``path`` when the block succeeds.
+def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
+    """Yields a new temporary path beside ``path``; renames it onto ``path`` when the block succeeds.
 
-    The temporary name keeps the destination's suffixes (``.keras``,
-    ``.weights.h5``, ``.npz``), which some writers require. On an exception the
-    temporary file (or folder) is removed and ``path`` is left as it was.
+    The temporary file (or, with ``directory``, folder) is created exclusively
+    under a fresh random name, so nothing that already exists there, a file or
+    a symbolic link, is ever followed or overwritten. Its name keeps the
+    destination's suffixes (``.keras``, ``.weights.h5``), which some writers
+    require. On success it gets the usual permissions (0666 or 0777 less the
+    umask) and is renamed onto ``path``; on an exception it is removed and
+    ``path`` is left as it was.
 
     Args:
-        path: The destination (a file, or a folder written whole).
+        path: The destination.
+        directory: Write a whole folder (the temporary folder exists, empty).
 
     Yields:
         The temporary path to write to.
     """
     path = Path(path)
     stem, dot, suffixes = path.name.partition(".")
-    tmp = path.with_name(f".{stem}.partial{dot}{suffixes}")
-    _remove(tmp)
+    prefix, suffix = f".{stem}.", f".partial{dot}{suffixes}"
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent))
+    else:
+        handle, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+        os.close(handle)
+        tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         _remove(tmp)
         raise
+
+
+def ensure_writable_folder(path: str | Path) -> Path:
+    """Creates ``path`` if needed and checks, before any expensive work, that files can be written there.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        OSError: naming the folder (not a folder, permission denied, read-only, disk full).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(20, "exists and is not a folder", str(path))
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror or "not writable", str(path)) from None
+    return path
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -88,7 +123,7 @@ def rows_to_csv(rows: list[dict], fields=None) -> str:
     return buffer.getvalue()
 
 
-class FileFormatError(ValueError):
+class FileFormatError(AdvsegError, ValueError):
     """A file the package reads back is missing, unreadable or malformed."""
 
 
@@ -115,6 +150,12 @@ def read_json(path: str | Path, what: str = "JSON file") -> dict:
             f"{path}: unreadable {what} (expected a JSON object, got {type(value).__name__})"
         )
     return value
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _remove(path: Path) -> None:

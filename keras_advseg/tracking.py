@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from keras_advseg.config import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
+from keras_advseg.errors import AdvsegError, InputError
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
@@ -31,7 +32,7 @@ RUN_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 """An MLflow run id."""
 
 
-class TrackingError(RuntimeError):
+class TrackingError(AdvsegError, RuntimeError):
     """The tracking store cannot be used."""
 
 
@@ -48,6 +49,7 @@ def check_reachable(uri: str) -> None:
     """
     from mlflow.tracking import MlflowClient
 
+    _check_sqlite_writable(uri)
     saved = {
         k: os.environ.get(k)
         for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
@@ -55,7 +57,8 @@ def check_reachable(uri: str) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
     try:
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        with store_lock(uri):  # creating and migrating a new SQLite store is not concurrency-safe
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as exc:  # MLflow raises many types for a dead server
         reason = str(exc).splitlines()[0][:200]
         raise TrackingError(
@@ -86,7 +89,10 @@ def tracked_run(
 
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
+    with store_lock(uri):  # two processes creating the same experiment at once would collide
+        found = mlflow.set_experiment(experiment)
+        if EXPERIMENT_KIND_TAG not in found.tags:
+            mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags)
     try:
         yield run
@@ -98,6 +104,58 @@ def tracked_run(
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""MLflow 3's experiment kind for model training: the UI opens such experiments on the runs table."""
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI, or None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :])
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """An exclusive lock on the folder of a SQLite store (none for other stores).
+
+    ``flock`` on the folder itself: no lock file is left behind, and the lock is
+    released when the process dies.
+    """
+    path = sqlite_path(uri)
+    if path is None or os.name != "posix":
+        yield
+        return
+    import fcntl
+
+    folder = path.parent if str(path.parent) else Path(".")
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
+
+
+def _check_sqlite_writable(uri: str) -> None:
+    """A SQLite store must be a writable file in a writable folder (MLflow writes beside it).
+
+    Raises:
+        TrackingError: naming the file or folder.
+    """
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise TrackingError(f"MLflow tracking store {uri}: folder {folder} does not exist")
+    if path.exists() and (not path.is_file() or not os.access(path, os.R_OK | os.W_OK)):
+        raise TrackingError(f"MLflow tracking store {uri}: {path} is not a writable file")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TrackingError(f"MLflow tracking store {uri}: folder {folder} is not writable")
 
 
 def is_run_id(text: str | None) -> bool:
@@ -131,7 +189,7 @@ def resolve_model_path(reference: str, tracking_uri: str | None = None) -> Path:
     if is_run_id(reference):
         reference = f"runs:/{reference}/model.keras"
     if not reference.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
-        raise ValueError(f"{reference}: no such model file, and not an MLflow run id or runs:/ URI")
+        raise InputError(f"{reference}: no such model file, and not an MLflow run id or runs:/ URI")
     import mlflow
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -140,6 +198,6 @@ def resolve_model_path(reference: str, tracking_uri: str | None = None) -> Path:
     try:
         return Path(mlflow.artifacts.download_artifacts(reference))
     except Exception as exc:  # MLflow raises several types for missing runs/artifacts
-        raise ValueError(
+        raise InputError(
             f"{reference}: cannot fetch the model from {uri} ({str(exc).splitlines()[0][:160]})"
         ) from None

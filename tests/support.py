@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import sys
 from pathlib import Path
 
@@ -122,3 +123,36 @@ def train_args(prepared_dir, out, uri, *extra):
         "tests",
         *map(str, extra),
     ]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``folder`` (links by their target)."""
+    result = {}
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_symlink():
+            result[str(path.relative_to(folder))] = "link:" + str(path.readlink())
+        elif path.is_file():
+            result[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return result
+
+
+def fails_cleanly(args, *, exit_code=2, contains=()):
+    """Runs ``advseg ARGS`` in-process; asserts a one-line message, no traceback, the exit code."""
+    from click.testing import CliRunner
+
+    from keras_advseg.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == exit_code, (result.exit_code, result.output, result.exception)
+    # click's own usage errors add its "Usage:" and "Try ... --help" lines before the message
+    lines = [
+        line
+        for line in result.output.strip().splitlines()
+        if not line.startswith(("Usage:", "Try "))
+    ]
+    lines = [line for line in lines if line.strip()]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    for text in contains:
+        assert str(text) in lines[0], lines[0]
+    return lines[0]

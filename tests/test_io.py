@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import matplotlib
 
@@ -41,15 +42,25 @@ def test_atomic_path_failure_leaves_the_old_file_and_no_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
 
-def test_atomic_folder_and_stale_temporary(tmp_path):
+def test_atomic_folder_and_existing_temporary_names_are_never_followed(tmp_path):
     target = tmp_path / "subject"
-    stale = tmp_path / ".subject.partial"
-    stale.mkdir()
-    (stale / "leftover").write_text("x")  # an interrupted earlier run
-    with atomic_path(target) as tmp:
-        tmp.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (tmp_path / ".subject.partial").symlink_to(victim)  # a link planted at the old fixed name
+    with atomic_path(target, directory=True) as tmp:
+        assert tmp.is_dir() and not any(tmp.iterdir()) and not tmp.is_symlink()
         (tmp / "a.nii.gz").write_bytes(b"1")
-    assert [p.name for p in target.iterdir()] == ["a.nii.gz"] and not stale.exists()
+    assert [p.name for p in target.iterdir()] == ["a.nii.gz"]
+    assert victim.read_text() == "keep" and (tmp_path / ".subject.partial").is_symlink()
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        path = write_text_atomic(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_text_json_copy_and_csv(tmp_path):

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 from tqdm.auto import tqdm
+
+
+def die_with_parent() -> None:
+    """Asks the kernel to kill this worker process when its parent dies (Linux), whatever signal
+    the parent got: a SIGKILLed parent cannot shut its pool down, and orphans would keep working."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before the request took effect
+            os._exit(1)
 
 
 def progress_map(
@@ -42,7 +57,7 @@ def progress_map(
                 yield fn(item)
                 bar.update()
             return
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
             futures = [pool.submit(fn, item) for item in items]
             try:
                 for future in as_completed(futures):

@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from keras_advseg.data.parallel import progress_map
+from keras_advseg.errors import InputError
 from keras_advseg.io import atomic_path, save_figure, write_text_atomic
 
 TISSUES = ("csf", "gm", "wm", "ncr", "ed", "et")
@@ -88,7 +89,7 @@ def mni152_anatomy(voxel_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         ValueError: ``voxel_mm`` is not positive.
     """
     if voxel_mm <= 0:
-        raise ValueError(f"voxel_mm must be positive. Received: voxel_mm={voxel_mm}")
+        raise InputError(f"voxel_mm must be positive. Received: voxel_mm={voxel_mm}")
     from nilearn import datasets  # heavy import, only when a phantom is made
 
     resolution = 1 if voxel_mm < 2 else 2
@@ -193,7 +194,7 @@ def synthesize_dataset(
         ValueError: ``n < 1``.
     """
     if n < 1:
-        raise ValueError(f"n must be >= 1. Received: n={n}")
+        raise InputError(f"n must be >= 1. Received: n={n}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(
@@ -264,8 +265,7 @@ def _subject_dir(out: Path, index: int) -> Path:
 def _write_subject(index: int, *, out: Path, seed: int, config: PhantomConfig) -> Path:
     image, labels, affine = synthesize_subject(seed, index, config)
     final = _subject_dir(out, index)
-    with atomic_path(final) as tmp:
-        tmp.mkdir()
+    with atomic_path(final, directory=True) as tmp:
         for channel, modality in enumerate(CONTRAST):
             _save(
                 image[..., channel], affine, tmp / f"{final.name}_{_FILE_SUFFIX[modality]}.nii.gz"

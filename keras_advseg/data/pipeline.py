@@ -9,11 +9,18 @@ so a pipeline is reproducible and differs from epoch to epoch.
 
 from __future__ import annotations
 
+import contextlib
+import re
+import zipfile
+from pathlib import Path
+
 import numpy as np
 import tensorflow as tf
 
+from keras_advseg.data.errors import DataError
 from keras_advseg.data.prepare import PreparedDataset
 from keras_advseg.data.subject import BRATS_LABELS
+from keras_advseg.errors import InputError
 
 N_CLASSES = len(BRATS_LABELS)
 _LABEL_TO_INDEX = np.zeros(max(BRATS_LABELS) + 1, np.int32)
@@ -157,16 +164,16 @@ def _volumes(
 ) -> tf.data.Dataset:
     ids = list(ids) if ids is not None else prepared.ids(split)
     if not ids:
-        raise ValueError(f"no subjects in split {split!r} of {prepared.root}")
+        raise InputError(f"no subjects in split {split!r} of {prepared.root}")
     shape = prepared.shape
 
     def load(subject_id):
         subject_id = subject_id.decode()
         image, labels = prepared.load(subject_id)
         if soft_labels is not None:
-            return image, np.load(f"{soft_labels}/{subject_id}.npy")
+            return image, _read_soft_labels(Path(soft_labels) / f"{subject_id}.npy", shape)
         if labels is None:
-            raise ValueError(f"subject {subject_id} has no labels")
+            raise InputError(f"subject {subject_id} has no labels")
         return image, labels
 
     def read(subject_id):
@@ -195,6 +202,40 @@ def _volumes(
     return ds
 
 
+def _read_soft_labels(path: Path, shape) -> np.ndarray:
+    """A cached soft-label volume, checked (untrusted input)."""
+    try:
+        value = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: missing or unreadable soft labels ({exc})") from None
+    if (
+        value.shape != tuple(shape) + (N_CLASSES,)
+        or value.dtype != np.float32
+        or not np.all(np.isfinite(value))
+    ):
+        raise DataError(f"{path}: malformed soft labels (shape {value.shape}, dtype {value.dtype})")
+    return value
+
+
+@contextlib.contextmanager
+def surfaced_data_errors():
+    """Re-raises, as itself, a package error that a tf.data reader raised inside TensorFlow.
+
+    ``tf.numpy_function`` turns a Python exception into an ``OpError`` whose
+    message holds the original's; the user should see the one line naming the file.
+
+    Raises:
+        DataError: with the original message.
+    """
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        match = re.search(r"(?:DataError|InputError|FileFormatError): ([^\n]+)", exc.message or "")
+        if match is None:
+            raise
+        raise DataError(match.group(1).strip()) from None
+
+
 def _rot90(t: tf.Tensor, quarters: int) -> tf.Tensor:
     """Rotates the first two axes by ``quarters`` * 90 degrees."""
     perm = [1, 0, 2] + list(range(3, t.shape.rank))
@@ -205,4 +246,4 @@ def _rot90(t: tf.Tensor, quarters: int) -> tf.Tensor:
 
 def _check_batch(batch_size: int) -> None:
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+        raise InputError(f"batch_size must be >= 1. Received: batch_size={batch_size}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from keras_advseg.data.preprocess import (
     zscore,
 )
 from keras_advseg.data.subject import MODALITIES, Subject
+from keras_advseg.errors import InputError
 from keras_advseg.io import atomic_path, write_text_atomic
 
 _FORMAT_VERSION = 1
@@ -69,17 +71,17 @@ class PrepareConfig:
         shape = tuple(int(s) for s in (self.shape if np.ndim(self.shape) else (self.shape,) * 3))
         object.__setattr__(self, "shape", shape)
         if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"shape must be three positive sizes. Received: shape={self.shape}")
+            raise InputError(f"shape must be three positive sizes. Received: shape={self.shape}")
         if self.normalization not in NORMALIZATIONS:
-            raise ValueError(
+            raise InputError(
                 f"normalization must be one of {NORMALIZATIONS}. Received: normalization={self.normalization!r}"
             )
         if not 0 <= self.test_fraction < 1:
-            raise ValueError(
+            raise InputError(
                 f"test_fraction must be in [0, 1). Received: test_fraction={self.test_fraction}"
             )
         if self.n4_shrink < 1:
-            raise ValueError(f"n4_shrink must be >= 1. Received: n4_shrink={self.n4_shrink}")
+            raise InputError(f"n4_shrink must be >= 1. Received: n4_shrink={self.n4_shrink}")
 
     def volume_hash(self) -> str:
         """Hash of what the cached volume files depend on."""
@@ -139,7 +141,7 @@ class PreparedDataset:
             "all": self.train_ids + self.test_ids + self.unlabelled_ids,
         }
         if split not in splits:
-            raise ValueError(f"split must be one of {sorted(splits)}. Received: split={split!r}")
+            raise InputError(f"split must be one of {sorted(splits)}. Received: split={split!r}")
         return list(splits[split])
 
     def load(self, subject_id: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -152,7 +154,10 @@ class PreparedDataset:
         Raises:
             DataError: the volume file is missing or unreadable.
         """
-        image, mask, labels = read_volume(self.root / "volumes" / f"{subject_id}.npz")
+        path = self.root / "volumes" / f"{subject_id}.npz"
+        image, mask, labels = read_volume(path)
+        if image.shape[:3] != self.shape:
+            raise DataError(f"{path}: shape {image.shape[:3]}, the cache's is {self.shape}")
         if self.config.normalization == "global":
             mean, std = self.mean, self.std
         else:
@@ -188,11 +193,9 @@ def prepare_dataset(
     out = Path(out)
     volumes = out / "volumes"
     stamp = volumes / "config.json"
-    if volumes.exists() and (
-        not stamp.is_file()
-        or json.loads(stamp.read_text()).get("volume_hash") != config.volume_hash()
-    ):
-        shutil.rmtree(volumes)
+    _check_owned(out, stamp)
+    if volumes.exists() and _stamp_hash(stamp) != config.volume_hash():
+        shutil.rmtree(volumes)  # our own cache, made with other settings
     volumes.mkdir(parents=True, exist_ok=True)
     write_text_atomic(stamp, json.dumps({"volume_hash": config.volume_hash()}))
     todo = [s for s in subjects if not (volumes / f"{s.subject_id}.npz").is_file()]
@@ -207,6 +210,11 @@ def prepare_dataset(
         pass
 
     labelled = [s.subject_id for s in subjects if s.has_labels]
+    if not labelled and config.normalization == "global":
+        raise DataError(
+            f"{root}: no subject has a label file; global standardisation needs labelled "
+            "training subjects (use normalization 'volume' for inference-only data)"
+        )
     train_ids, test_ids = split_subjects(labelled, config.test_fraction, config.seed)
     mean = std = None
     if config.normalization == "global":
@@ -250,18 +258,71 @@ def load_prepared(path: str | Path) -> PreparedDataset:
         )
         stats = manifest["statistics"]
         split = manifest["split"]
-        return PreparedDataset(
+        ids = [list(split["train"]), list(split["test"]), list(split.get("unlabelled", []))]
+        for subject_id in (i for group in ids for i in group):
+            _check_subject_id(subject_id, manifest_path)
+        prepared = PreparedDataset(
             root=Path(path),
             config=config,
-            train_ids=list(split["train"]),
-            test_ids=list(split["test"]),
-            unlabelled_ids=list(split.get("unlabelled", [])),
+            train_ids=ids[0],
+            test_ids=ids[1],
+            unlabelled_ids=ids[2],
             mean=None if stats is None else np.asarray(stats["mean"], np.float32),
             std=None if stats is None else np.asarray(stats["std"], np.float32),
-            data_hash=manifest["data_hash"],
+            data_hash=str(manifest["data_hash"]),
         )
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        if prepared.mean is not None and not (
+            prepared.mean.shape == prepared.std.shape == (len(MODALITIES),)
+            and np.all(np.isfinite(prepared.mean))
+            and np.all(np.isfinite(prepared.std))
+            and np.all(prepared.std > 0)
+        ):
+            raise DataError(f"{manifest_path}: invalid standardisation statistics")
+        return prepared
+    except DataError:
+        raise
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"{manifest_path}: malformed prepared.json ({exc})") from None
+
+
+def _check_subject_id(subject_id, manifest_path: Path) -> None:
+    """A subject id read from a cache must be a plain name, never a path."""
+    if (
+        not isinstance(subject_id, str)
+        or not subject_id
+        or subject_id in (".", "..")
+        or "/" in subject_id
+        or "\\" in subject_id
+        or "\x00" in subject_id
+        or subject_id.startswith(".")
+    ):
+        raise DataError(f"{manifest_path}: subject id {subject_id!r} is not a plain name")
+
+
+def _check_owned(out: Path, stamp: Path) -> None:
+    """Refuses a non-empty folder that is not a cache of ours: nothing in it is ever deleted.
+
+    Raises:
+        DataError: ``out`` exists, is not empty and holds neither ``prepared.json`` nor
+            ``volumes/config.json``.
+    """
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; choose a new cache folder")
+    owned = (out / "prepared.json").is_file() or stamp.is_file()
+    if out.is_dir() and any(out.iterdir()) and not owned:
+        raise DataError(
+            f"{out}: a non-empty folder that is not a prepared cache (no prepared.json); "
+            "choose a new or empty folder"
+        )
+
+
+def _stamp_hash(stamp: Path) -> str | None:
+    """The volume hash a cache was made with, or None when the stamp is missing or unreadable."""
+    try:
+        value = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return None
+    return value.get("volume_hash") if isinstance(value, dict) else None
 
 
 def open_prepared(
@@ -322,9 +383,22 @@ def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     try:
         with np.load(path) as data:
             labels = data["labels"] if "labels" in data.files else None
-            return data["image"], data["mask"].astype(bool), labels
-    except (OSError, KeyError, ValueError) as exc:
+            image, mask = data["image"], data["mask"].astype(bool)
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: missing or unreadable prepared volume ({exc})") from None
+    spatial = image.shape[:3]
+    if (
+        image.ndim != 4
+        or image.shape[-1] != len(MODALITIES)
+        or mask.shape != spatial
+        or (labels is not None and labels.shape != spatial)
+        or not np.all(np.isfinite(image))
+    ):
+        raise DataError(
+            f"{path}: malformed prepared volume (image {image.shape}, mask {mask.shape}, "
+            f"labels {None if labels is None else labels.shape}, or non-finite voxels)"
+        )
+    return image, mask, labels
 
 
 class _PrepareJob:
@@ -340,6 +414,11 @@ class _PrepareJob:
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
         image, labels = subject.load()
         mask = brain_mask(image)
+        if not mask.any():
+            raise DataError(
+                f"{subject.images[0].parent}: subject {subject.subject_id} has an empty brain "
+                "mask (every voxel of every modality is 0)"
+            )
         if self.config.n4:
             image = np.stack(
                 [

@@ -99,6 +99,13 @@ class Subject:
         return nib.as_closest_canonical(_open(self.images[0])).affine
 
     def _check_geometry(self, headers: list) -> None:
+        for index, (path, img) in enumerate(zip(self.files, headers)):
+            four_d = self.channels is not None and index == 0  # the Decathlon's 4-D image
+            expected = 4 if four_d else 3
+            if len(img.shape) != expected:
+                raise DataError(
+                    f"{path}: expected a {expected}-D image, got shape {tuple(img.shape)}"
+                )
         ref_path, ref = self.files[0], headers[0]
         ref_shape = ref.shape[:3]
         for path, img in zip(self.files[1:], headers[1:]):

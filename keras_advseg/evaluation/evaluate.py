@@ -22,6 +22,7 @@ from keras_advseg.attacks import (
 from keras_advseg.attacks.core import labels_of
 from keras_advseg.config import QUALITY_METRICS, REGIONS, EvalConfig
 from keras_advseg.data.pipeline import one_hot_labels
+from keras_advseg.errors import InputError
 from keras_advseg.evaluation.results import Evaluation
 from keras_advseg.metrics import brats_dice, image_quality, predict_labels, traced_inference
 
@@ -67,7 +68,7 @@ def evaluate(
     ):
         image, labels = prepared.load(subject_id)
         if labels is None:
-            raise ValueError(f"subject {subject_id} has no labels; evaluation needs them")
+            raise InputError(f"subject {subject_id} has no labels; evaluation needs them")
         x, y = image[None], one_hot_labels(labels[None]).numpy()
 
         score = functools.partial(_score, result.rows, forward, subject_id, image, labels)

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import stats
 
 from keras_advseg.config import ATTACK_NAMES, QUALITY_METRICS, REGION_NAMES, REGIONS
+from keras_advseg.errors import InputError
 from keras_advseg.evaluation.results import EvalResults
 
 ALPHA = 0.05
@@ -67,7 +68,7 @@ def check_same_subjects(results: list[EvalResults], baseline: EvalResults) -> No
         mine = result.subjects()
         if mine != reference:
             missing, extra = sorted(reference - mine), sorted(mine - reference)
-            raise ValueError(
+            raise InputError(
                 f"{result.path}: subjects differ from the baseline {baseline.path} "
                 f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
                 f"extra {extra[:3]}{'...' if len(extra) > 3 else ''}); evaluate on the same split"

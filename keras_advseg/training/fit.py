@@ -22,9 +22,10 @@ import tensorflow as tf
 
 from keras_advseg.config import TrainConfig
 from keras_advseg.data.errors import DataError
-from keras_advseg.data.pipeline import slice_dataset, volume_dataset
+from keras_advseg.data.pipeline import slice_dataset, surfaced_data_errors, volume_dataset
 from keras_advseg.data.prepare import PreparedDataset, split_subjects
 from keras_advseg.defenses import AdversarialTrainer, NoiseTrainer, SegmentationTrainer
+from keras_advseg.errors import AdvsegError, InputError
 from keras_advseg.export import load_model
 from keras_advseg.io import copy_atomic
 from keras_advseg.losses import SoftDiceLoss
@@ -42,7 +43,7 @@ ModelLoader = Callable[[str], keras.Model]
 """Turns a model reference (a path; the workflow also accepts MLflow run ids) into a model."""
 
 
-class TrainingError(RuntimeError):
+class TrainingError(AdvsegError, RuntimeError):
     """Training could not finish (non-finite loss, unusable checkpoint, unfit warm start)."""
 
 
@@ -256,24 +257,23 @@ def _fit_with_policy(
     if state is not None:
         checkpoint.restore(trainer)
     non_finite = StopOnNonFinite()
-    callbacks = [
-        EpochSeeds(config.seed),
-        Validation(deployed, prepared, val_ids),
-        non_finite,
-        checkpoint,
-    ]
-    if log_epoch is not None:
-        callbacks.append(EpochLogger(log_epoch, metric_prefix))
+    # The epoch's metrics are handed over before its checkpoint is committed: an interrupt
+    # between the two repeats the epoch on resume (the workflow drops metrics it already
+    # logged), and never leaves a checkpointed epoch without its metrics.
+    logger = [EpochLogger(log_epoch, metric_prefix)] if log_epoch is not None else []
+    callbacks = [EpochSeeds(config.seed), Validation(deployed, prepared, val_ids), non_finite]
+    callbacks += logger + [checkpoint]
     if start < config.epochs:
-        trainer.fit(
-            stream,
-            epochs=config.epochs,
-            initial_epoch=start,
-            steps_per_epoch=steps,
-            shuffle=False,
-            callbacks=callbacks,
-            verbose=verbose,
-        )
+        with surfaced_data_errors():
+            trainer.fit(
+                stream,
+                epochs=config.epochs,
+                initial_epoch=start,
+                steps_per_epoch=steps,
+                shuffle=False,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
     if non_finite.where is not None:
         epoch, batch = non_finite.where
         raise TrainingError(
@@ -335,7 +335,7 @@ def _stream(config: TrainConfig, prepared, train_ids, soft_labels, start: int, r
         ValueError: the global batch is smaller than the number of replicas.
     """
     if config.batch_size < replicas:
-        raise ValueError(
+        raise InputError(
             f"batch_size {config.batch_size} is smaller than the {replicas} replicas; "
             "each replica needs at least one sample per step"
         )

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from keras_advseg.config import TRAINING_TAGS, EvalConfig
 from keras_advseg.data.prepare import open_prepared
+from keras_advseg.errors import InputError
 from keras_advseg.evaluation import evaluate, figures, metric_names, summarize
 from keras_advseg.evaluation.results import Evaluation, Summary
 from keras_advseg.export import load_model
-from keras_advseg.io import FileFormatError, write_text_atomic
+from keras_advseg.io import FileFormatError, ensure_writable_folder, write_text_atomic
 from keras_advseg.training import read_state
 
 
@@ -57,7 +58,7 @@ def run_evaluation(
     import mlflow
     from keras_advseg.tracking import check_reachable, resolve_model_path, tracked_run
 
-    out = Path(out)
+    out = ensure_writable_folder(out)
     check_reachable(tracking_uri)
     model_path = resolve_model_path(model_ref, tracking_uri)
     model = load_model(model_path)
@@ -66,13 +67,10 @@ def run_evaluation(
     prepared = open_prepared(data, out / "prepared", shape)
     ids = prepared.ids("train") + prepared.ids("test") if split == "all" else prepared.ids(split)
     if not ids:
-        raise ValueError(f"{data}: split {split!r} has no subjects")
-    if (
-        shape is not None
-        and prepared.shape[:2] != (shape, shape)
-        and model.input_shape[1] is not None
-    ):
-        raise ValueError(f"{data}: volumes are {prepared.shape}, the model expects {shape}^3")
+        raise InputError(f"{data}: split {split!r} has no subjects")
+    check_model_fits_data(model, model_path, prepared, data)
+    if transfer is not None:
+        check_model_fits_data(transfer, transfer_ref, prepared, data)
 
     source = source_run_id(model_ref, model_path)
     tags = {"evaluation": "true", "attacks": ",".join(config.attacks)}
@@ -148,6 +146,30 @@ def _figures(result: Evaluation, summary: Summary, out: Path, label: str) -> lis
         }
         written.append(figures.eps_figure({label: curve}, out / "fig_eps.png"))
     return written
+
+
+def check_model_fits_data(model, model_ref, prepared, data) -> None:
+    """Says, before the first attack, when the model and the prepared volumes disagree.
+
+    Raises:
+        InputError: naming both, when channels, classes or spatial sizes differ.
+    """
+    from keras_advseg.data.subject import MODALITIES
+    from keras_advseg.models import SliceWise
+
+    inner = model.slice_model if isinstance(model, SliceWise) else model
+    spatial, channels = tuple(inner.input_shape[1:-1]), inner.input_shape[-1]
+    classes = inner.output_shape[-1]
+    volume = tuple(prepared.shape[: len(spatial)])
+    problems = []
+    if channels != len(MODALITIES):
+        problems.append(f"takes {channels} channels, the data has {len(MODALITIES)} modalities")
+    if classes != 4:
+        problems.append(f"predicts {classes} classes, BraTS labels need 4")
+    if any(s is not None and s != v for s, v in zip(spatial, volume)):
+        problems.append(f"expects volumes of {spatial}, the data's are {prepared.shape}")
+    if problems:
+        raise InputError(f"{model_ref} does not fit {data}: it " + "; it ".join(problems))
 
 
 def _input_size(model) -> int | None:

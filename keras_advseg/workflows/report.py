@@ -164,7 +164,9 @@ def findings(out: Path, study: Study) -> list[tuple[str, bool | None, str]]:
     return results
 
 
-def write_report(out: Path, preset: str, study: Study, prepared) -> Path:
+def write_report(
+    out: Path, preset: str, study: Study, prepared, tracking_uri: str = "<tracking store>"
+) -> Path:
     """``report.md``: findings, our tables beside the paper's, figures."""
     lines = [
         f"# keras-advseg reproduction ({preset} preset)\n",
@@ -225,7 +227,7 @@ def write_report(out: Path, preset: str, study: Study, prepared) -> Path:
         if (out / path).is_file():
             lines.append(f"![{caption}]({path})\n")
     lines.append(
-        "\nAll runs are in one MLflow experiment: `mlflow ui --backend-store-uri <tracking store>`.\n"
+        f"\nAll runs are in one MLflow experiment: `mlflow ui --backend-store-uri {tracking_uri}`.\n"
     )
     return write_text_atomic(out / "report.md", "\n".join(lines))
 

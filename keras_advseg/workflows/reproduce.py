@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from keras_advseg.config import STUDIES, EvalConfig, ModelSpec, Study, TrainConfig
+from keras_advseg.errors import InputError
 from keras_advseg.io import FileFormatError, write_json_atomic
 from keras_advseg.training import read_state
 
@@ -45,7 +46,7 @@ def reproduce(
     from keras_advseg.workflows.train import train
 
     if preset not in STUDIES:
-        raise ValueError(f"preset must be one of {sorted(STUDIES)}. Received: {preset!r}")
+        raise InputError(f"preset must be one of {sorted(STUDIES)}. Received: {preset!r}")
     study = STUDIES[preset]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -165,7 +166,7 @@ def reproduce(
                 title=f"{family.upper()}-UNet",
             )
     with progress.step("report"):
-        report = write_report(out, preset, study, prepared)
+        report = write_report(out, preset, study, prepared, tracking_uri)
     return report
 
 

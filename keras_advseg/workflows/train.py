@@ -16,6 +16,7 @@ import tensorflow as tf
 from keras_advseg.config import TrainConfig
 from keras_advseg.data.prepare import open_prepared
 from keras_advseg.export import load_model
+from keras_advseg.io import ensure_writable_folder
 from keras_advseg.training import (
     CheckpointExists,
     TrainingError,
@@ -62,7 +63,7 @@ def train(
         TrackingError: the tracking store is unreachable (before training).
     """
     import mlflow
-    from keras_advseg.tracking import git_commit, tracked_run
+    from keras_advseg.tracking import check_reachable, git_commit, tracked_run
 
     out = Path(out)
     state = read_state(out)
@@ -84,7 +85,8 @@ def train(
         out = out / "workers" / role
         out.mkdir(parents=True, exist_ok=True)
         tracking_uri = f"sqlite:///{(out / 'mlflow.db').resolve()}"
-    out.mkdir(parents=True, exist_ok=True)
+    check_reachable(tracking_uri)  # before any work, and before anything is written
+    ensure_writable_folder(out)
     prepared = open_prepared(data, out / "prepared", config.shape, seed=config.seed)
     tags = config.tags()
     commit = git_commit(Path(__file__).parent)
@@ -103,7 +105,7 @@ def train(
             out,
             run_id=run.info.run_id,
             state=state,
-            log_epoch=_log_epoch,
+            log_epoch=EpochMetrics(tracking_uri, run.info.run_id),
             load=model_loader(tracking_uri),
             verbose=verbose,
             strategy=strategy,
@@ -124,23 +126,63 @@ def model_loader(tracking_uri: str):
     return load
 
 
-def _log_epoch(metrics: dict, step: int) -> None:
-    import mlflow
+class EpochMetrics:
+    """Logs an epoch's metrics to the MLflow run, each (metric, epoch) once.
 
-    if mlflow.active_run() is not None:
-        mlflow.log_metrics(metrics, step=step)
+    A run interrupted after an epoch's metrics were logged but before its
+    checkpoint was committed repeats that epoch on resume (with the same
+    values: training is deterministic); the metrics already in the run's
+    history are not logged twice.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        self.tracking_uri, self.run_id = tracking_uri, run_id
+        self._last: dict[str, int] = {}
+
+    def last_step(self, key: str) -> int:
+        """The last epoch logged for ``key`` (0: none)."""
+        if key not in self._last:
+            from mlflow.tracking import MlflowClient
+
+            history = MlflowClient(self.tracking_uri).get_metric_history(self.run_id, key)
+            self._last[key] = max((m.step for m in history), default=0)
+        return self._last[key]
+
+    def __call__(self, metrics: dict, step: int) -> None:
+        import mlflow
+
+        fresh = {k: v for k, v in metrics.items() if step > self.last_step(k)}
+        if fresh:
+            mlflow.log_metrics(fresh, step=step, run_id=self.run_id)
+            self._last.update(dict.fromkeys(fresh, step))
 
 
 def _log_model(path: Path) -> None:
-    """Logs the model in MLflow's Keras flavour (loadable with ``mlflow.keras.load_model``)."""
+    """Logs the model in MLflow's Keras flavour (loadable with ``mlflow.keras.load_model``), with its signature."""
     import mlflow
 
+    model = load_model(path)
     mlflow.keras.log_model(
-        load_model(path),
+        model,
         name="model",
+        signature=model_signature(model),
         pip_requirements=[
             "keras-advseg",
             f"keras=={keras.__version__}",
             f"tensorflow=={tf.__version__}",
         ],
     )
+
+
+def model_signature(model: keras.Model):
+    """MLflow's signature of a deployable model: a float32 batch of volumes in, logits out."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    def shape(dims):
+        return (-1,) + tuple(-1 if d is None else int(d) for d in dims[1:])
+
+    inputs = Schema([TensorSpec(np.dtype("float32"), shape(model.input_shape), "image")])
+    outputs = Schema([TensorSpec(np.dtype("float32"), shape(model.output_shape), "logits")])
+    return ModelSignature(inputs=inputs, outputs=outputs)

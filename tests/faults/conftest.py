@@ -1,0 +1,10 @@
+"""Fixtures of the fault suite (its helpers are in tests/support.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def uri(tmp_path):
+    return f"sqlite:///{tmp_path}/mlflow.db"
