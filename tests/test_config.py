@@ -57,7 +57,7 @@ def test_eval_config_validation_names_no_cli_flag():
         cfg.EvalConfig(attacks=("fgsm", "deepfool"))
     with pytest.raises(ValueError, match=r"^steps must be >= 1"):
         cfg.EvalConfig(steps=0)
-    with pytest.raises(ValueError, match="eps values must be >= 0"):
+    with pytest.raises(ValueError, match=r"eps values must be in \[0, 1\]"):
         cfg.EvalConfig(eps_sweep=(-0.1,))
     assert cfg.EvalConfig(eps=(0.05, 0.1)).budgets_iterative == (0.05, 0.1)
     assert cfg.EvalConfig(eps=(0.05, 0.1), iterative_eps=(0.05,)).budgets_iterative == (0.05,)

@@ -59,3 +59,25 @@ def test_export_cli(tmp_path):
         result.exit_code == 2
         and "nope.keras: expected an existing .keras model file" in result.output
     )
+
+
+def test_the_readme_serving_snippet_runs_as_written(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (snippet,) = [
+        b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "tf.saved_model.load" in b
+    ]
+    model = tiny3d()
+    export_savedmodel(model, tmp_path / "served_model")
+    monkeypatch.chdir(tmp_path)
+    image = np.random.default_rng(0).normal(size=(1, 16, 16, 16, 4)).astype("float32")
+    namespace = {"image": image}
+    exec(snippet, namespace)
+    assert namespace["labels"].shape == (1, 16, 16, 16)
+    np.testing.assert_allclose(
+        np.asarray(namespace["probabilities"]),
+        np.asarray(keras.ops.softmax(model(image), axis=-1)),
+        atol=1e-5,
+    )
