@@ -83,7 +83,8 @@ def main():
         row["train_step_peak_rss_gb_mixed_bfloat16"] = train_step_peak_rss(size, "mixed_bfloat16")
         print(json.dumps(row))
     print(
-        f"# this process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB"
+        f"# this process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} "
+        "GB"
     )
 
 

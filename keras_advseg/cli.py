@@ -88,7 +88,8 @@ def quiet_logs(verbose: bool) -> None:
     "--verbose",
     "-v",
     is_flag=True,
-    help="Show TensorFlow's C++ log and MLflow's notices (hidden by default so that errors stand out).",
+    help="Show TensorFlow's C++ log and MLflow's notices (hidden by default so that errors stand "
+    "out).",
 )
 @click.pass_context
 def main(ctx: click.Context, verbose: bool):
@@ -163,7 +164,8 @@ def data_synth(out: Path, n: int, voxel_mm: float, seed: int, workers: int, prev
     "--normalization",
     type=click.Choice(cfg.NORMALIZATIONS),
     default="global",
-    help="global: per-modality mean/std over the training split (paper); volume: per-volume z-score.",
+    help="global: per-modality mean/std over the training split (paper); volume: per-volume "
+    "z-score.",
 )
 @click.option(
     "--test-fraction",
@@ -262,7 +264,8 @@ def tracking_options(fn):
     "--data",
     type=click.Path(path_type=Path),
     required=True,
-    help="A raw dataset folder (any supported layout; prepared into OUT/prepared) or a prepared cache.",
+    help="A raw dataset folder (any supported layout; prepared into OUT/prepared) or a prepared "
+    "cache.",
 )
 @click.option(
     "--out",
@@ -299,7 +302,8 @@ def tracking_options(fn):
 @click.option(
     "--lr-schedule",
     type=click.Choice(cfg.LR_SCHEDULES),
-    help="constant, or cosine decay to 1% of --lr over the run [preset: quick cosine, else constant].",
+    help="constant, or cosine decay to 1% of --lr over the run [preset: quick cosine, else "
+    "constant].",
 )
 @click.option(
     "--seed",
@@ -322,7 +326,8 @@ def tracking_options(fn):
 @click.option(
     "--loss",
     type=click.Choice(cfg.LOSSES),
-    help="dice: the paper's soft Dice; dice_ce: soft Dice + cross-entropy (converges faster) [preset].",
+    help="dice: the paper's soft Dice; dice_ce: soft Dice + cross-entropy (converges faster) "
+    "[preset].",
 )
 @click.option(
     "--val-fraction",
@@ -337,7 +342,8 @@ def tracking_options(fn):
 @click.option(
     "--adv-eps",
     type=click.FloatRange(min=0),
-    help="Adversarial training: FGSM budget relative to each input's intensity range (max - min) [0.05].",
+    help="Adversarial training: FGSM budget relative to each input's intensity range (max - min) "
+    "[0.05].",
 )
 @click.option(
     "--beta",
@@ -347,12 +353,14 @@ def tracking_options(fn):
 @click.option(
     "--adv-mode",
     type=click.Choice(cfg.ADVERSARIAL_MODES),
-    help="Adversarial training: one update on the weighted loss, or the paper's two updates [joint].",
+    help="Adversarial training: one update on the weighted loss, or the paper's two updates "
+    "[joint].",
 )
 @click.option(
     "--temperature",
     type=click.FloatRange(min=0, min_open=True),
-    help="Softmax temperature T of the training loss; distillation's teacher and student (eq. 4) [1].",
+    help="Softmax temperature T of the training loss; distillation's teacher and student (eq. 4) "
+    "[1].",
 )
 @click.option(
     "--teacher",
@@ -362,25 +370,29 @@ def tracking_options(fn):
 @click.option(
     "--teacher-temperature",
     type=click.FloatRange(min=0, min_open=True),
-    help="Distillation: the temperature --teacher was trained at; its soft labels are softmax(z / this) "
+    help="Distillation: the temperature --teacher was trained at; its soft labels are softmax(z / "
+    "this) "
     "[--temperature]. 1 distils a model trained without a defense.",
 )
 @click.option(
     "--init",
-    help="Warm start from a trained model of the same architecture (.keras, run id or runs:/ URI), e.g. "
+    help="Warm start from a trained model of the same architecture (.keras, run id or runs:/ "
+    "URI), e.g. "
     "to fine-tune the no-defense model with a defense; 'teacher' starts a distillation student "
     "from its teacher, logits rescaled to --temperature.",
 )
 @click.option(
     "--noise-radius",
     type=click.FloatRange(min=0),
-    help="Noise augmentation: uniform noise radius relative to each input's intensity range [0.01].",
+    help="Noise augmentation: uniform noise radius relative to each input's intensity range "
+    "[0.01].",
 )
 @click.option(
     "--strategy",
     type=click.Choice(cfg.STRATEGIES),
     default=_TRAIN.strategy,
-    help="tf.distribute: one device, MirroredStrategy (local GPUs), MultiWorkerMirroredStrategy (TF_CONFIG).",
+    help="tf.distribute: one device, MirroredStrategy (local GPUs), MultiWorkerMirroredStrategy "
+    "(TF_CONFIG).",
 )
 @click.option(
     "--deterministic/--nondeterministic",
@@ -391,7 +403,8 @@ def tracking_options(fn):
     "--precision",
     type=click.Choice(cfg.PRECISIONS),
     default=_TRAIN.precision,
-    help="Keras dtype policy: mixed_bfloat16 cuts a 128^3 step's memory on CPU, mixed_float16 suits GPUs; "
+    help="Keras dtype policy: mixed_bfloat16 cuts a 128^3 step's memory on CPU, mixed_float16 "
+    "suits GPUs; "
     "losses and logits stay float32.",
 )
 @click.option(
@@ -479,7 +492,8 @@ def train_command(
         )
     except CheckpointExists as exc:
         raise click.ClickException(
-            f"{exc.folder}: holds a previous run's checkpoint; pass --resume to continue it or choose a new --out"
+            f"{exc.folder}: holds a previous run's checkpoint; pass --resume to continue it or "
+            "choose a new --out"
         ) from None
     except (TrainingError, TrackingError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -559,7 +573,8 @@ def parse_floats(
 @click.option(
     "--eps",
     default="0.05",
-    help="Attack budgets, relative to each input's intensity range (max - min): one value or a list (0,0.05,0.1).",
+    help="Attack budgets, relative to each input's intensity range (max - min): one value or a "
+    "list (0,0.05,0.1).",
 )
 @click.option(
     "--steps",
@@ -570,24 +585,28 @@ def parse_floats(
 @click.option(
     "--eps-sweep",
     default=None,
-    help="FGSM budgets swept from ONE gradient, START:STOP:STEP or a list; the paper's is 0:0.01:0.001.",
+    help="FGSM budgets swept from ONE gradient, START:STOP:STEP or a list; the paper's is "
+    "0:0.01:0.001.",
 )
 @click.option(
     "--iterations-sweep",
     is_flag=True,
-    help="Record Dice and PSNR/SSIM/RMSE after every i-FGSM and targeted i-FGSM iteration (one run each).",
+    help="Record Dice and PSNR/SSIM/RMSE after every i-FGSM and targeted i-FGSM iteration (one "
+    "run each).",
 )
 @click.option(
     "--attack-temperature",
     type=click.FloatRange(min=0, min_open=True),
     default=_EVAL.attack_temperature,
-    help="Softmax temperature of the attack loss; T > 1 attacks distilled models at the logit level.",
+    help="Softmax temperature of the attack loss; T > 1 attacks distilled models at the logit "
+    "level.",
 )
 @click.option(
     "--transfer-from",
     "transfer_ref",
     default=None,
-    help="Craft the attacks on this other model (file, run id or runs:/ URI) and apply them (transfer).",
+    help="Craft the attacks on this other model (file, run id or runs:/ URI) and apply them "
+    "(transfer).",
 )
 @click.option(
     "--restarts", type=click.IntRange(min=1), default=_EVAL.restarts, help="PGD random restarts."
@@ -664,7 +683,8 @@ def evaluate_command(
     "--baseline",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Evaluation folder of the undefended model: Table 1's attacks and the reference of the defense table.",
+    help="Evaluation folder of the undefended model: Table 1's attacks and the reference of the "
+    "defense table.",
 )
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder."
@@ -705,7 +725,8 @@ def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
     "--data",
     type=click.Path(path_type=Path),
     default=None,
-    help="Dataset in any supported layout; default: the MNI152 phantom, synthesised into OUT/phantom.",
+    help="Dataset in any supported layout; default: the MNI152 phantom, synthesised into "
+    "OUT/phantom.",
 )
 @click.option(
     "--preset",

@@ -38,7 +38,8 @@ def brats_dice(true_labels, pred_labels, *, empty: float = 1.0) -> dict[str, np.
     true_labels, pred_labels = np.asarray(true_labels), np.asarray(pred_labels)
     if true_labels.shape != pred_labels.shape:
         raise ValueError(
-            f"label maps must have the same shape. Received: {true_labels.shape} and {pred_labels.shape}"
+            f"label maps must have the same shape. Received: {true_labels.shape} and "
+            f"{pred_labels.shape}"
         )
     single = true_labels.ndim == 3
     if single:

@@ -74,7 +74,8 @@ class PrepareConfig:
             raise InputError(f"shape must be three positive sizes. Received: shape={self.shape}")
         if self.normalization not in NORMALIZATIONS:
             raise InputError(
-                f"normalization must be one of {NORMALIZATIONS}. Received: normalization={self.normalization!r}"
+                f"normalization must be one of {NORMALIZATIONS}. Received: "
+                f"normalization={self.normalization!r}"
             )
         if not 0 <= self.test_fraction < 1:
             raise InputError(

@@ -82,7 +82,8 @@ def unet(
         raise ValueError(f"spatial_dims must be 2 or 3. Received: spatial_dims={spatial_dims}")
     if len(input_shape) != spatial_dims + 1:
         raise ValueError(
-            f"input_shape must have {spatial_dims} spatial sizes and a channel axis for spatial_dims="
+            f"input_shape must have {spatial_dims} spatial sizes and a channel axis for "
+            "spatial_dims="
             f"{spatial_dims}. Received: input_shape={tuple(input_shape)}"
         )
     if depth < 2:
@@ -91,7 +92,8 @@ def unet(
         n_segmentation_levels = min(3, depth - 1)
     if not 1 <= n_segmentation_levels <= depth - 1:
         raise ValueError(
-            f"n_segmentation_levels must be in [1, depth - 1]. Received: n_segmentation_levels={n_segmentation_levels}"
+            "n_segmentation_levels must be in [1, depth - 1]. Received: "
+            f"n_segmentation_levels={n_segmentation_levels}"
         )
     if n_classes < 1 or base_filters < 1:
         raise ValueError(
@@ -104,7 +106,8 @@ def unet(
     for size in input_shape[:-1]:
         if size is not None and size % factor:
             raise ValueError(
-                f"spatial sizes must be divisible by 2 ** (depth - 1) = {factor} for depth={depth}. "
+                f"spatial sizes must be divisible by 2 ** (depth - 1) = {factor} for "
+                f"depth={depth}. "
                 f"Received: input_shape={tuple(input_shape)}"
             )
 

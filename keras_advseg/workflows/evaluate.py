@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from keras_advseg.config import TRAINING_TAGS, EvalConfig
+from keras_advseg.config import DICE_METRICS, TRAINING_TAGS, EvalConfig
 from keras_advseg.data.prepare import open_prepared
 from keras_advseg.errors import InputError
 from keras_advseg.evaluation import evaluate, figures, metric_names, summarize
@@ -140,10 +140,7 @@ def _figures(result: Evaluation, summary: Summary, out: Path, label: str) -> lis
         written.append(figures.iterations_figure(summary.iterations, out / "fig_iterations.png"))
     sweep = summary.attacks.get("fgsm_sweep")
     if sweep:
-        curve = {
-            eps: {m: entry[m]["mean"] for m in ("dice_wt", "dice_tc", "dice_et")}
-            for eps, entry in sweep.items()
-        }
+        curve = {eps: {m: entry[m]["mean"] for m in DICE_METRICS} for eps, entry in sweep.items()}
         written.append(figures.eps_figure({label: curve}, out / "fig_eps.png"))
     return written
 

@@ -32,8 +32,10 @@ def training_lines(study: Study) -> list[str]:
         lines.append(f"- {spec.name}: {how}.")
     if longer:
         lines.append(
-            "\nAs in the paper, which trains its defenses 400 epochs against 100, defenses here train "
-            "longer than the undefended network; part of their advantage may be that extra training.\n"
+            "\nAs in the paper, which trains its defenses 400 epochs against 100, defenses here "
+            "train "
+            "longer than the undefended network; part of their advantage may be that extra "
+            "training.\n"
         )
     return lines
 
@@ -89,7 +91,8 @@ def findings(out: Path, study: Study) -> list[tuple[str, bool | None, str]]:
             "FGSM drops "
             + ", ".join(f"{r.upper()} {d:.1%}" for r, d in drops.items())
             + f"; i-FGSM below FGSM everywhere: {ifgsm_stronger}; targeted below clean: {targeted_lowers}; "
-            f"all {len(tests_b)} comparisons with clean significant after Bonferroni over them: {significant} "
+            f"all {len(tests_b)} comparisons with clean significant after Bonferroni over them: "
+            f"{significant} "
             f"(largest corrected p {tests_b[worst]:.2g}, {names[worst[0]]} {worst[1].upper()})",
         )
     )
@@ -127,7 +130,8 @@ def findings(out: Path, study: Study) -> list[tuple[str, bool | None, str]]:
             parts.append(f"{r.upper()} {mine:.3f} vs {theirs:.3f} (p = {p:.2g})")
         results.append(
             (
-                f"(d) {spec.name} beats no defense at FGSM eps 0.05 in every region (p <= 0.05, Bonferroni "
+                f"(d) {spec.name} beats no defense at FGSM eps 0.05 in every region (p <= 0.05, "
+                "Bonferroni "
                 f"over the {len(tests_d)} defense x region comparisons of this finding)",
                 beats,
                 "; ".join(parts),
@@ -146,12 +150,14 @@ def findings(out: Path, study: Study) -> list[tuple[str, bool | None, str]]:
                 parts.append(f"{r.upper()}: no gain over no defense at T=1 ({gain:+.3f})")
             elif kept <= 0:
                 parts.append(
-                    f"{r.upper()}: gain {gain:+.3f} at T=1, {kept:+.3f} under the T={spec.temperature:g} "
+                    f"{r.upper()}: gain {gain:+.3f} at T=1, {kept:+.3f} under the "
+                    f"T={spec.temperature:g} "
                     "attack (all of the gain is gradient masking)"
                 )
             else:
                 parts.append(
-                    f"{r.upper()}: gain {gain:+.3f} at T=1, {kept:+.3f} under the T={spec.temperature:g} "
+                    f"{r.upper()}: gain {gain:+.3f} at T=1, {kept:+.3f} under the "
+                    f"T={spec.temperature:g} "
                     f"attack ({(gain - kept) / gain:.0%} of the gain is gradient masking)"
                 )
         results.append(
@@ -170,7 +176,8 @@ def write_report(
     """``report.md``: findings, our tables beside the paper's, figures."""
     lines = [
         f"# keras-advseg reproduction ({preset} preset)\n",
-        f"Data: `{prepared.root}` ({len(prepared.train_ids)} training, {len(prepared.test_ids)} test subjects, "
+        f"Data: `{prepared.root}` ({len(prepared.train_ids)} training, {len(prepared.test_ids)} "
+        "test subjects, "
         f"{study.shape}^3). Models: "
         + ", ".join(m.name for m in study.models3d + study.models2d)
         + ".\n",
@@ -182,9 +189,12 @@ def write_report(
         lines.append(f"- {claim}: {verdict}. {evidence}")
     if any(passed is False for _, passed, _ in checked):
         lines.append(
-            f"\nWhat does not reproduce is reported as such. Likely reasons: the phantom is simpler than "
-            f"BraTS (one tumour, clean contrasts), the {preset} preset trains small networks briefly, and "
-            f"paired tests on {len(prepared.test_ids)} test subjects have limited power after Bonferroni "
+            "\nWhat does not reproduce is reported as such. Likely reasons: the phantom is "
+            "simpler than "
+            f"BraTS (one tumour, clean contrasts), the {preset} preset trains small networks "
+            "briefly, and "
+            f"paired tests on {len(prepared.test_ids)} test subjects have limited power after "
+            "Bonferroni "
             "correction.\n"
         )
     else:
@@ -227,7 +237,8 @@ def write_report(
         if (out / path).is_file():
             lines.append(f"![{caption}]({path})\n")
     lines.append(
-        f"\nAll runs are in one MLflow experiment: `mlflow ui --backend-store-uri {tracking_uri}`.\n"
+        "\nAll runs are in one MLflow experiment: `mlflow ui --backend-store-uri "
+        f"{tracking_uri}`.\n"
     )
     return write_text_atomic(out / "report.md", "\n".join(lines))
 
