@@ -777,6 +777,116 @@ def reproduce_command(data, preset, out, seed, workers, tracking_uri, experiment
     click.echo(f"report: {report}")
 
 
+@main.command("predict")
+@click.argument("model_ref", metavar="MODEL")
+@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder: <id>.nii.gz label maps in each scan's own grid, affine and header.",
+)
+@click.option(
+    "--t1", type=click.Path(dir_okay=False, path_type=Path), help="T1 file (instead of INPUT)."
+)
+@click.option(
+    "--t1gd", type=click.Path(dir_okay=False, path_type=Path), help="T1Gd file (instead of INPUT)."
+)
+@click.option(
+    "--t2", type=click.Path(dir_okay=False, path_type=Path), help="T2 file (instead of INPUT)."
+)
+@click.option(
+    "--flair",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="FLAIR file (instead of INPUT).",
+)
+@click.option(
+    "--labels",
+    type=click.Choice(["brats2017", "brats2023"]),
+    default="brats2017",
+    help="Label values: brats2017 (0/1/2/4) or brats2023 (0/1/2/3).",
+)
+@click.option(
+    "--probabilities", is_flag=True, help="Also write <id>_probabilities.nii.gz (4-D float)."
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Segment again subjects whose output exists [skip them]."
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, help="Processes for preprocessing (N4)."
+)
+@tracking_options
+@friendly_errors
+def predict_command(
+    model_ref,
+    input_path,
+    out,
+    t1,
+    t1gd,
+    t2,
+    flair,
+    labels,
+    probabilities,
+    overwrite,
+    workers,
+    tracking_uri,
+    experiment,
+):
+    """Segment scans with MODEL (a .keras file, run id or runs:/ URI) in their own geometry.
+
+    INPUT is a dataset in any supported layout or one subject folder; or give
+    the four modality files. The model's training preprocessing (N4, crop,
+    resize, the training split's statistics) is read from the model itself.
+    """
+    from keras_advseg.tracking import resolve_model_path
+    from keras_advseg.workflows.predict import run_predict, subjects_of
+
+    subjects = subjects_of(input_path, t1=t1, t1gd=t1gd, t2=t2, flair=flair)
+    model_path = resolve_model_path(model_ref, tracking_uri)
+    written = run_predict(
+        model_path,
+        subjects,
+        out,
+        labels=labels,
+        probabilities=probabilities,
+        overwrite=overwrite,
+        workers=workers,
+    )
+    skipped = len(subjects) - len(written)
+    click.echo(
+        f"wrote {len(written)} label maps to {out}"
+        + (f" ({skipped} existed, skipped)" if skipped else "")
+    )
+
+
+@main.command("score")
+@click.argument("pred_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The dataset with the reference segmentations (any supported layout).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder: scores.csv and summary.json.",
+)
+@click.option(
+    "--labels",
+    type=click.Choice(["brats2017", "brats2023"]),
+    default=None,
+    help="Label values of the predictions [brats2023 when they hold 3 and no 4, else brats2017].",
+)
+@friendly_errors
+def score_command(pred_dir, data, out, labels):
+    """Dice and 95% Hausdorff distance (mm) of WT/TC/ET per subject, in each scan's own space."""
+    from keras_advseg.workflows.predict import run_score, summary_line
+
+    click.echo(summary_line(run_score(pred_dir, data, out, labels=labels)))
+
+
 @main.command("export")
 @click.argument(
     "model_path", metavar="MODEL.keras", type=click.Path(dir_okay=False, path_type=Path)

@@ -1,4 +1,4 @@
-"""Loading ``.keras`` models safely and exporting TensorFlow SavedModels."""
+"""Saving and loading ``.keras`` models (with their preprocessing) safely, and exporting SavedModels."""
 
 from __future__ import annotations
 
@@ -26,6 +26,63 @@ def load_model(path: str | Path) -> keras.Model:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises several types for broken archives
         raise InputError(f"{path}: cannot load model ({exc})") from None
+
+
+PREPROCESSING_ENTRY = "keras_advseg/preprocessing.json"
+"""Where a ``.keras`` archive keeps the preprocessing its model was trained with."""
+
+
+def save_model(model: keras.Model, path: str | Path, preprocessing=None) -> Path:
+    """Saves ``model`` as a ``.keras`` file atomically, with its training preprocessing inside.
+
+    Args:
+        model: The model.
+        path: Destination ``.keras`` file.
+        preprocessing: A :class:`~keras_advseg.inference.Preprocessing` stored in the
+            archive (``advseg predict`` reads it back), or None.
+
+    Returns:
+        ``path``.
+    """
+    import json
+    import zipfile
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        if preprocessing is not None:
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(PREPROCESSING_ENTRY, json.dumps(preprocessing.to_json(), indent=2))
+    return path
+
+
+def load_preprocessing(path: str | Path):
+    """The :class:`~keras_advseg.inference.Preprocessing` stored in a ``.keras`` file.
+
+    Raises:
+        InputError: the file has none (a model saved without it) or it is malformed.
+    """
+    import json
+    import zipfile
+
+    from keras_advseg.inference import Preprocessing
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if PREPROCESSING_ENTRY not in archive.namelist():
+                raise InputError(
+                    f"{path}: the model does not record the preprocessing it was trained with; "
+                    "re-save it with keras_advseg.export.save_model or train it with advseg train"
+                )
+            value = json.loads(archive.read(PREPROCESSING_ENTRY))
+    except (OSError, zipfile.BadZipFile, ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{path}: cannot read the stored preprocessing ({exc})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: cannot read the stored preprocessing (not a JSON object)")
+    return Preprocessing.from_json(value, path)
 
 
 def export_savedmodel(model: keras.Model, out_dir: str | Path, *, temperature: float = 1.0) -> Path:

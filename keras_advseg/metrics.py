@@ -170,3 +170,60 @@ def image_quality(clean, perturbed) -> dict[str, float]:
     )
     ssim = structural_similarity(clean, perturbed, data_range=data_range, channel_axis=-1)
     return {"psnr": float(psnr), "ssim": float(ssim), "rmse": float(np.sqrt(mse))}
+
+
+def hausdorff95(reference, prediction, spacing=(1.0, 1.0, 1.0)) -> float:
+    """95th percentile of the symmetric surface distance between two masks, in millimetres.
+
+    Surface voxels are those with a 6-connected background neighbour; the distances
+    from each surface to the other (Euclidean distance transform, scipy) are pooled
+    and their 95th percentile is taken, as MedPy's ``hd95`` does.
+
+    Empty masks follow the BraTS convention: both empty gives 0; exactly one empty
+    gives the diagonal of the volume in mm (373.13 for BraTS's 240 x 240 x 155 grid
+    at 1 mm, the value the challenge uses).
+
+    Args:
+        reference, prediction: Boolean masks of the same shape.
+        spacing: Voxel size in mm along each axis.
+
+    Raises:
+        ValueError: shapes differ.
+    """
+    from scipy import ndimage
+
+    reference, prediction = np.asarray(reference, bool), np.asarray(prediction, bool)
+    if reference.shape != prediction.shape:
+        raise ValueError(
+            f"masks must have the same shape. Received: {reference.shape} and {prediction.shape}"
+        )
+    spacing = tuple(float(s) for s in spacing)
+    if not reference.any() and not prediction.any():
+        return 0.0
+    if not reference.any() or not prediction.any():
+        return float(np.sqrt(sum((n * s) ** 2 for n, s in zip(reference.shape, spacing))))
+    structure = ndimage.generate_binary_structure(reference.ndim, 1)
+
+    def surface(mask):
+        return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+
+    ref_surface, pred_surface = surface(reference), surface(prediction)
+    to_ref = ndimage.distance_transform_edt(~ref_surface, sampling=spacing)
+    to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=spacing)
+    distances = np.concatenate([to_pred[ref_surface], to_ref[pred_surface]])
+    return float(np.percentile(distances, 95))
+
+
+def native_scores(true_labels, pred_labels, spacing) -> dict[str, float]:
+    """Dice and HD95 (mm) of WT, TC and ET for one subject on its own grid (BraTS labels 0/1/2/4).
+
+    Returns:
+        ``{"dice_wt", "dice_tc", "dice_et", "hd95_wt", "hd95_tc", "hd95_et"}``.
+    """
+    dice = brats_dice(true_labels, pred_labels)
+    scores = {f"dice_{region}": float(dice[region]) for region in REGION_LABELS}
+    for region, labels in REGION_LABELS.items():
+        scores[f"hd95_{region}"] = hausdorff95(
+            np.isin(true_labels, labels), np.isin(pred_labels, labels), spacing
+        )
+    return scores

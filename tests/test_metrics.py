@@ -63,3 +63,37 @@ def test_image_quality_against_scikit_image():
     assert image_quality(clean, clean)["psnr"] == float("inf")
     with pytest.raises(ValueError, match="constant"):
         image_quality(np.zeros((4, 4, 4, 1)), np.zeros((4, 4, 4, 1)))
+
+
+def test_hausdorff95_matches_a_hand_computed_case_and_the_brats_empty_convention():
+    from keras_advseg.metrics import hausdorff95, native_scores
+
+    reference = np.zeros((12, 12, 12), bool)
+    prediction = np.zeros_like(reference)
+    reference[2:6, 2:6, 2:6] = True
+    prediction[3:8, 2:6, 2:6] = True  # shifted and one voxel longer along x
+    spacing = (2.0, 1.0, 0.5)
+
+    def surface(mask):
+        points = []
+        for x, y, z in zip(*np.nonzero(mask)):
+            for dx, dy, dz in ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)):
+                if not mask[x + dx, y + dy, z + dz]:
+                    points.append((x, y, z))
+                    break
+        return np.array(points, float) * spacing
+
+    a, b = surface(reference), surface(prediction)
+    pairwise = np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))
+    expected = np.percentile(np.concatenate([pairwise.min(1), pairwise.min(0)]), 95)
+    assert hausdorff95(reference, prediction, spacing) == pytest.approx(expected)
+    assert hausdorff95(reference, reference, spacing) == 0.0
+    empty = np.zeros_like(reference)
+    assert hausdorff95(empty, empty) == 0.0
+    assert hausdorff95(reference, empty, spacing) == pytest.approx(np.sqrt(24**2 + 12**2 + 6**2))
+    assert hausdorff95(
+        np.zeros((240, 240, 155), bool), np.ones((240, 240, 155), bool)
+    ) == pytest.approx(373.13, abs=0.01)
+    labels = np.where(reference, 4, 0).astype(np.uint8)
+    scores = native_scores(labels, labels, spacing)
+    assert scores["dice_et"] == 1.0 and scores["hd95_wt"] == 0.0

@@ -30,12 +30,11 @@ from keras_advseg.data.errors import DataError
 from keras_advseg.data.layouts import discover_subjects
 from keras_advseg.data.parallel import progress_map
 from keras_advseg.data.preprocess import (
-    brain_mask,
-    crop_box,
+    crop_and_resize,
     masked_moments,
-    n4_correct,
+    moments_to_mean_std,
     resize,
-    zscore,
+    standardize,
 )
 from keras_advseg.data.subject import MODALITIES, Subject
 from keras_advseg.errors import InputError
@@ -160,11 +159,8 @@ class PreparedDataset:
         if image.shape[:3] != self.shape:
             raise DataError(f"{path}: shape {image.shape[:3]}, the cache's is {self.shape}")
         if self.config.normalization == "global":
-            mean, std = self.mean, self.std
-        else:
-            total, squares, count = masked_moments(image, mask)
-            mean, std = _mean_std(total, squares, count)
-        return zscore(image, mask, mean, std), labels
+            return standardize(image, mask, self.mean, self.std), labels
+        return standardize(image, mask, None, None), labels
 
 
 def prepare_dataset(
@@ -372,7 +368,7 @@ def training_statistics(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
         image, mask, _ = read_volume(path)
         t, s, c = masked_moments(image, mask)
         total, squares, count = total + t, squares + s, count + c
-    return _mean_std(total, squares, count)
+    return moments_to_mean_std(total, squares, count)
 
 
 def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -414,25 +410,15 @@ class _PrepareJob:
 
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
         image, labels = subject.load()
-        mask = brain_mask(image)
-        if not mask.any():
-            raise DataError(
-                f"{subject.images[0].parent}: subject {subject.subject_id} has an empty brain "
-                "mask (every voxel of every modality is 0)"
-            )
-        if self.config.n4:
-            image = np.stack(
-                [
-                    n4_correct(image[..., c], mask, shrink=self.config.n4_shrink)
-                    for c in range(image.shape[-1])
-                ],
-                axis=-1,
-            )
-        box = crop_box(mask, self.config.margin)
-        arrays = {
-            "image": resize(image[box], self.config.shape, order=1).astype(np.float32),
-            "mask": resize(mask[box].astype(np.uint8), self.config.shape, order=0),
-        }
+        resized, mask, box = crop_and_resize(
+            image,
+            self.config.shape,
+            n4=self.config.n4,
+            n4_shrink=self.config.n4_shrink,
+            margin=self.config.margin,
+            name=f"{subject.images[0].parent}: subject {subject.subject_id}",
+        )
+        arrays = {"image": resized, "mask": mask.astype(np.uint8)}
         if labels is not None:
             arrays["labels"] = resize(labels[box], self.config.shape, order=0)
         with (
@@ -441,16 +427,6 @@ class _PrepareJob:
         ):
             np.savez(handle, **arrays)
         return subject.subject_id
-
-
-def _mean_std(total, squares, count) -> tuple[np.ndarray, np.ndarray]:
-    if count == 0:
-        raise DataError("empty brain mask: cannot compute standardisation statistics")
-    mean = np.asarray(total, np.float64) / count
-    std = np.sqrt(np.maximum(np.asarray(squares, np.float64) / count - mean**2, 0.0))
-    if np.any(std <= 0):
-        raise DataError(f"a modality has zero variance inside the brain (std={std.tolist()})")
-    return mean.astype(np.float32), std.astype(np.float32)
 
 
 def _hash(obj) -> str:

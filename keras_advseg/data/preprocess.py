@@ -128,3 +128,71 @@ def masked_moments(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.
     """
     inside = image[mask].astype(np.float64)
     return inside.sum(axis=0), (inside**2).sum(axis=0), int(mask.sum())
+
+
+def crop_and_resize(
+    image: np.ndarray,
+    shape: tuple[int, int, int],
+    *,
+    n4: bool,
+    n4_shrink: int,
+    margin: int,
+    name: str,
+) -> tuple[np.ndarray, np.ndarray, tuple[slice, ...]]:
+    """The per-volume steps of the paper's preprocessing: N4, crop to the brain, resize.
+
+    Args:
+        image: ``(X, Y, Z, 4)`` raw volume.
+        shape: Target spatial shape.
+        n4, n4_shrink: N4 bias-field correction and its shrink factor.
+        margin: Voxels kept around the brain's bounding box.
+        name: What the volume is, for the message (a subject's folder).
+
+    Returns:
+        ``(image, mask, box)``: the resized float32 image, the resized boolean brain
+        mask, and the crop box in the input's grid (to map predictions back).
+
+    Raises:
+        DataError: the brain mask is empty.
+    """
+    mask = brain_mask(image)
+    if not mask.any():
+        raise DataError(f"{name}: empty brain mask (every voxel of every modality is 0)")
+    if n4:
+        image = np.stack(
+            [n4_correct(image[..., c], mask, shrink=n4_shrink) for c in range(image.shape[-1])],
+            axis=-1,
+        )
+    box = crop_box(mask, margin)
+    resized = resize(image[box], shape, order=1).astype(np.float32)
+    return resized, resize(mask[box].astype(np.uint8), shape, order=0).astype(bool), box
+
+
+def standardize(
+    image: np.ndarray, mask: np.ndarray, mean: np.ndarray | None, std: np.ndarray | None
+) -> np.ndarray:
+    """Per-modality z-score inside the brain, 0 outside: with the given statistics (the
+    training split's, "global"), or with the volume's own when ``mean`` is None ("volume").
+
+    Raises:
+        DataError: the mask is empty or a modality is constant (volume statistics).
+    """
+    if mean is None:
+        total, squares, count = masked_moments(image, mask)
+        mean, std = moments_to_mean_std(total, squares, count)
+    return zscore(image, mask, mean, std)
+
+
+def moments_to_mean_std(total, squares, count) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation from :func:`masked_moments` sums.
+
+    Raises:
+        DataError: no voxels, or a modality with zero variance.
+    """
+    if count == 0:
+        raise DataError("empty brain mask: cannot compute standardisation statistics")
+    mean = np.asarray(total, np.float64) / count
+    std = np.sqrt(np.maximum(np.asarray(squares, np.float64) / count - mean**2, 0.0))
+    if np.any(std <= 0):
+        raise DataError(f"a modality has zero variance inside the brain (std={std.tolist()})")
+    return mean.astype(np.float32), std.astype(np.float32)

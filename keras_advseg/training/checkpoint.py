@@ -63,11 +63,11 @@ def start_epoch(state: dict | None) -> int:
     return 0 if state is None else int(state["epoch"])
 
 
-def save_model_atomic(model: keras.Model, path: Path) -> Path:
-    """``model.save(path)`` through a temporary file."""
-    with atomic_path(path) as tmp:
-        model.save(tmp)
-    return path
+def save_model_atomic(model: keras.Model, path: Path, preprocessing=None) -> Path:
+    """``model.save(path)`` through a temporary file, with the training preprocessing inside."""
+    from keras_advseg.export import save_model
+
+    return save_model(model, path, preprocessing)
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -79,10 +79,14 @@ class Checkpoint(keras.callbacks.Callback):
         run_id: The MLflow run to continue on resume.
         deployed: The deployable model, saved as ``best.keras`` when validation improves.
         best: ``{"score", "epoch"}`` so far (restored on resume).
+        preprocessing: Stored in every saved model (see :func:`keras_advseg.export.save_model`).
     """
 
-    def __init__(self, out: Path, config: TrainConfig, run_id: str, deployed, best: dict):
+    def __init__(
+        self, out: Path, config: TrainConfig, run_id: str, deployed, best: dict, preprocessing=None
+    ):
         super().__init__()
+        self.preprocessing = preprocessing
         self.dir = checkpoint_dir(out)
         self.out, self.config, self.run_id, self.deployed, self.best = (
             out,
@@ -100,7 +104,7 @@ class Checkpoint(keras.callbacks.Callback):
         score = logs.get("val_dice_mean", -float(logs.get("loss", 0.0)))
         if score > self.best["score"]:
             self.best = {"score": float(score), "epoch": epoch + 1}
-            save_model_atomic(self.deployed, self.out / "best.keras")
+            save_model_atomic(self.deployed, self.out / "best.keras", self.preprocessing)
         with atomic_path(self.dir / WEIGHTS_FILE) as tmp:
             self.model.save_weights(tmp)
         self._write_state(epoch + 1, finished=False)

@@ -27,6 +27,7 @@ from keras_advseg.data.prepare import PreparedDataset, split_subjects
 from keras_advseg.defenses import AdversarialTrainer, NoiseTrainer, SegmentationTrainer
 from keras_advseg.errors import AdvsegError, InputError
 from keras_advseg.export import load_model
+from keras_advseg.inference import Preprocessing
 from keras_advseg.io import copy_atomic
 from keras_advseg.losses import SoftDiceLoss
 from keras_advseg.models import SliceWise, scale_logits, unet2d, unet3d
@@ -253,7 +254,8 @@ def _fit_with_policy(
         trainer(dummy)
         trainer.optimizer.build(trainer.trainable_variables)
     deployed = deployable(config, network)
-    checkpoint = Checkpoint(out, config, run_id, deployed, restored_best(state))
+    preprocessing = Preprocessing.from_prepared(prepared)
+    checkpoint = Checkpoint(out, config, run_id, deployed, restored_best(state), preprocessing)
     if state is not None:
         checkpoint.restore(trainer)
     non_finite = StopOnNonFinite()
@@ -280,7 +282,7 @@ def _fit_with_policy(
             f"non-finite loss at epoch {epoch + 1}, batch {batch + 1}; training stopped, "
             f"the last good checkpoint is in {checkpoint.dir}"
         )
-    last = save_model_atomic(deployed, out / "last.keras")
+    last = save_model_atomic(deployed, out / "last.keras", preprocessing)
     best_path = out / "best.keras"
     model_path = copy_atomic(best_path if best_path.is_file() else last, out / "model.keras")
     checkpoint.finish()

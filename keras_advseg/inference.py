@@ -1,0 +1,175 @@
+"""Segmenting scans in their own geometry: the preprocessing a model was trained with, applied and undone.
+
+A trained model only ever saw prepared volumes (N4, cropped to the brain,
+resized, standardised with the training split's statistics). :class:`Preprocessing`
+records exactly those settings; it travels inside the model's ``.keras`` file
+(:func:`keras_advseg.export.save_model`). :func:`segment` applies it to a raw
+scan, runs the model, and maps the class probabilities back through the resize
+(linear interpolation) and the crop onto the scan's own voxel grid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from keras_advseg.config import NORMALIZATIONS
+from keras_advseg.data.preprocess import crop_and_resize, resize, standardize
+from keras_advseg.data.subject import MODALITIES
+from keras_advseg.errors import InputError
+
+PREPROCESSING_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The preprocessing a model was trained with.
+
+    Attributes:
+        shape: The model's input size.
+        n4, n4_shrink, margin: N4 bias correction, its shrink factor, the crop margin.
+        normalization: ``"global"`` (``mean``/``std`` of the training split) or ``"volume"``.
+        mean, std: Per-modality statistics in :data:`~keras_advseg.data.MODALITIES` order,
+            or None for ``"volume"``.
+    """
+
+    shape: tuple[int, int, int]
+    n4: bool
+    n4_shrink: int
+    margin: int
+    normalization: str
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_prepared(cls, prepared) -> Preprocessing:
+        """The preprocessing of a :class:`~keras_advseg.data.prepare.PreparedDataset`."""
+        config = prepared.config
+        stats = config.normalization == "global"
+        return cls(
+            shape=tuple(int(s) for s in config.shape),
+            n4=bool(config.n4),
+            n4_shrink=int(config.n4_shrink),
+            margin=int(config.margin),
+            normalization=config.normalization,
+            mean=tuple(float(v) for v in prepared.mean) if stats else None,
+            std=tuple(float(v) for v in prepared.std) if stats else None,
+        )
+
+    def to_json(self) -> dict:
+        return {"version": PREPROCESSING_VERSION, "modalities": list(MODALITIES), **asdict(self)}
+
+    @classmethod
+    def from_json(cls, value: dict, source: str | Path) -> Preprocessing:
+        """Reads the stored form back (untrusted input).
+
+        Raises:
+            InputError: naming ``source``, when a field is missing or out of range.
+        """
+        try:
+            if value.get("version") != PREPROCESSING_VERSION or value["modalities"] != list(
+                MODALITIES
+            ):
+                raise ValueError("unknown version or modality order")
+            stats = value["normalization"] == "global"
+            result = cls(
+                shape=tuple(int(s) for s in value["shape"]),
+                n4=bool(value["n4"]),
+                n4_shrink=int(value["n4_shrink"]),
+                margin=int(value["margin"]),
+                normalization=str(value["normalization"]),
+                mean=tuple(float(v) for v in value["mean"]) if stats else None,
+                std=tuple(float(v) for v in value["std"]) if stats else None,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"{source}: unreadable stored preprocessing ({exc})") from None
+        valid = (
+            len(result.shape) == 3
+            and min(result.shape) >= 1
+            and result.n4_shrink >= 1
+            and result.margin >= 0
+            and result.normalization in NORMALIZATIONS
+        )
+        if result.mean is not None:
+            numbers = result.mean + result.std
+            valid = valid and len(result.mean) == len(result.std) == len(MODALITIES)
+            valid = valid and all(math.isfinite(v) for v in numbers) and min(result.std) > 0
+        if not valid:
+            raise InputError(f"{source}: invalid stored preprocessing {value}")
+        return result
+
+
+def preprocess(image: np.ndarray, preprocessing: Preprocessing, name: str = "volume"):
+    """Applies the training preprocessing to one raw ``(X, Y, Z, 4)`` volume.
+
+    Returns:
+        ``(x, box)``: the standardised float32 model input ``(*shape, 4)`` and the crop
+        box in the volume's grid.
+
+    Raises:
+        DataError: empty brain mask or a constant modality.
+    """
+    resized, mask, box = crop_and_resize(
+        image,
+        preprocessing.shape,
+        n4=preprocessing.n4,
+        n4_shrink=preprocessing.n4_shrink,
+        margin=preprocessing.margin,
+        name=name,
+    )
+    mean = None if preprocessing.mean is None else np.asarray(preprocessing.mean, np.float32)
+    std = None if preprocessing.std is None else np.asarray(preprocessing.std, np.float32)
+    return standardize(resized, mask, mean, std), box
+
+
+def restore(probabilities: np.ndarray, box: tuple[slice, ...], native_shape) -> np.ndarray:
+    """Maps model-space probabilities ``(*shape, K)`` back onto the native grid ``(*native_shape, K)``.
+
+    Linear interpolation through the resize onto the crop box; outside the box
+    (outside the brain) the background has probability 1.
+    """
+    crop = tuple(s.stop - s.start for s in box)
+    native = np.zeros(tuple(native_shape) + probabilities.shape[-1:], np.float32)
+    native[..., 0] = 1.0
+    native[box] = resize(probabilities.astype(np.float32), crop, order=1)
+    return native
+
+
+def segment(
+    forward, image: np.ndarray, preprocessing: Preprocessing, name: str = "volume"
+) -> np.ndarray:
+    """Class probabilities of a raw volume on its own grid.
+
+    Args:
+        forward: The model (volumes in, logits out), e.g. ``traced_inference(model)``.
+        image: Raw ``(X, Y, Z, 4)`` volume in :data:`~keras_advseg.data.MODALITIES` order.
+        preprocessing: The model's training preprocessing.
+        name: What the volume is, for messages.
+
+    Returns:
+        float32 ``(X, Y, Z, 4)`` probabilities (softmax at T = 1).
+    """
+    from keras_advseg.metrics import logits_to_probabilities
+
+    x, box = preprocess(image, preprocessing, name)
+    probabilities = np.asarray(logits_to_probabilities(forward(x[None], training=False)))[0]
+    return restore(probabilities, box, image.shape[:3])
+
+
+def probabilities_to_label_map(
+    probabilities: np.ndarray, convention: str = "brats2017"
+) -> np.ndarray:
+    """Arg-max labels: BraTS 2017 (0/1/2/4) or BraTS 2023 (0/1/2/3) values, uint8.
+
+    Raises:
+        InputError: unknown convention.
+    """
+    index = np.argmax(probabilities, axis=-1).astype(np.uint8)
+    if convention == "brats2017":
+        return np.where(index == 3, 4, index).astype(np.uint8)
+    if convention == "brats2023":
+        return index
+    raise InputError(f"labels must be 'brats2017' or 'brats2023'. Received: {convention!r}")
