@@ -898,16 +898,27 @@ def score_command(pred_dir, data, out, labels):
     default=1.0,
     help="Softmax temperature of the exported probabilities (deploy distilled models at 1).",
 )
+@click.option(
+    "--with-preprocessing",
+    is_flag=True,
+    help="The signature takes raw intensities (cropped and resized) and standardises them in the "
+    "graph with the statistics stored in the model.",
+)
 @friendly_errors
-def export(model_path: Path, out_dir: Path, temperature: float):
+def export(model_path: Path, out_dir: Path, temperature: float, with_preprocessing: bool):
     """Export MODEL.keras as a TensorFlow SavedModel in OUT_DIR.
 
     Its `serve` signature takes a preprocessed float32 batch (B, X, Y, Z, 4)
     and returns `probabilities` and the BraTS `labels` map (0/1/2/4).
     """
-    from keras_advseg.export import export_savedmodel, load_model
+    from keras_advseg.config import check_range
+    from keras_advseg.export import export_savedmodel, load_model, load_preprocessing
 
-    export_savedmodel(load_model(model_path), out_dir, temperature=temperature)
+    check_range("--temperature", temperature, 1e-6, 1e6)
+    preprocessing = load_preprocessing(model_path) if with_preprocessing else None
+    export_savedmodel(
+        load_model(model_path), out_dir, temperature=temperature, preprocessing=preprocessing
+    )
     click.echo(f"exported {model_path} to {out_dir} (signature 'serve')")
 
 

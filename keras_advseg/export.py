@@ -85,12 +85,19 @@ def load_preprocessing(path: str | Path):
     return Preprocessing.from_json(value, path)
 
 
-def export_savedmodel(model: keras.Model, out_dir: str | Path, *, temperature: float = 1.0) -> Path:
+def export_savedmodel(
+    model: keras.Model, out_dir: str | Path, *, temperature: float = 1.0, preprocessing=None
+) -> Path:
     """Writes a TensorFlow SavedModel with a ``serve`` signature.
 
     ``serve`` takes a preprocessed float32 batch ``(B, X, Y, Z, 4)`` (or
     ``(B, X, Y, 4)`` for a 2-D model) named ``image`` and returns
     ``{"probabilities": softmax(logits / T), "labels": BraTS label map (uint8)}``.
+    With ``preprocessing``, ``image`` is the cropped and resized volume in raw
+    intensities and the graph standardises it first, exactly as training did
+    (per modality inside the brain, voxels where any modality is non-zero; 0
+    outside): with the stored training-split statistics, or with each volume's
+    own for ``normalization="volume"``.
     Written to a temporary folder and renamed, so ``out_dir`` is never
     half-written.
 
@@ -98,6 +105,7 @@ def export_savedmodel(model: keras.Model, out_dir: str | Path, *, temperature: f
         model: A model returning logits.
         out_dir: Destination folder (must not exist).
         temperature: Softmax temperature of the exported probabilities (deploy at 1).
+        preprocessing: The model's :class:`~keras_advseg.inference.Preprocessing`, or None.
 
     Returns:
         ``out_dir``.
@@ -111,6 +119,8 @@ def export_savedmodel(model: keras.Model, out_dir: str | Path, *, temperature: f
     spec = tf.TensorSpec((None,) + _input_shape(model), tf.float32, name="image")
 
     def serve(image):
+        if preprocessing is not None:
+            image = standardize_in_graph(image, preprocessing)
         probabilities = logits_to_probabilities(model(image, training=False), temperature)
         return {"probabilities": probabilities, "labels": probabilities_to_labels(probabilities)}
 
@@ -120,6 +130,22 @@ def export_savedmodel(model: keras.Model, out_dir: str | Path, *, temperature: f
     with atomic_path(out_dir, directory=True) as tmp:
         archive.write_out(str(tmp), verbose=False)
     return out_dir
+
+
+def standardize_in_graph(image, preprocessing):
+    """:func:`keras_advseg.data.preprocess.standardize` as TensorFlow ops on a batch ``(B, ..., C)``."""
+    mask = tf.reduce_any(tf.not_equal(image, 0.0), axis=-1, keepdims=True)
+    inside = tf.cast(mask, image.dtype)
+    if preprocessing.mean is not None:
+        mean = tf.constant(preprocessing.mean, image.dtype)
+        std = tf.constant(preprocessing.std, image.dtype)
+    else:
+        axes = list(range(1, len(image.shape) - 1))
+        count = tf.maximum(tf.reduce_sum(inside, axis=axes, keepdims=True), 1.0)
+        mean = tf.reduce_sum(image * inside, axis=axes, keepdims=True) / count
+        variance = tf.reduce_sum(tf.square(image - mean) * inside, axis=axes, keepdims=True) / count
+        std = tf.maximum(tf.sqrt(variance), 1e-12)
+    return tf.where(mask, (image - mean) / std, tf.zeros_like(image))
 
 
 def _input_shape(model: keras.Model) -> tuple:

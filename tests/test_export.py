@@ -81,3 +81,42 @@ def test_the_readme_serving_snippet_runs_as_written(tmp_path, monkeypatch):
         np.asarray(keras.ops.softmax(model(image), axis=-1)),
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize("normalization", ["global", "volume"])
+def test_export_with_preprocessing_takes_raw_intensities(tmp_path, normalization):
+    from keras_advseg.data.preprocess import standardize
+    from keras_advseg.export import save_model
+    from keras_advseg.inference import Preprocessing
+
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(50, 900, size=(2, 16, 16, 16, 4)).astype("float32")
+    raw[:, :3] = 0  # background
+    stats = normalization == "global"
+    preprocessing = Preprocessing(
+        shape=(16, 16, 16),
+        n4=False,
+        n4_shrink=4,
+        margin=2,
+        normalization=normalization,
+        mean=(400.0, 500.0, 450.0, 475.0) if stats else None,
+        std=(200.0, 250.0, 225.0, 240.0) if stats else None,
+    )
+    model = tiny3d()
+    path = save_model(model, tmp_path / "m.keras", preprocessing)
+    result = CliRunner().invoke(
+        main, ["export", str(path), str(tmp_path / "served"), "--with-preprocessing"]
+    )
+    assert result.exit_code == 0, result.output
+    served = tf.saved_model.load(str(tmp_path / "served"))
+    got = served.serve(tf.constant(raw))["probabilities"].numpy()
+    mean = None if not stats else np.asarray(preprocessing.mean, np.float32)
+    std = None if not stats else np.asarray(preprocessing.std, np.float32)
+    standardised = np.stack([standardize(v, np.any(v != 0, axis=-1), mean, std) for v in raw])
+    expected = keras.ops.convert_to_numpy(keras.ops.softmax(model(standardised), axis=-1))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    model.save(tmp_path / "plain.keras")
+    result = CliRunner().invoke(
+        main, ["export", str(tmp_path / "plain.keras"), str(tmp_path / "x"), "--with-preprocessing"]
+    )
+    assert result.exit_code == 2 and "does not record the preprocessing" in result.output
