@@ -815,6 +815,18 @@ def reproduce_command(data, preset, out, seed, workers, tracking_uri, experiment
 @click.option(
     "--workers", type=click.IntRange(min=1), default=1, help="Processes for preprocessing (N4)."
 )
+@click.option(
+    "--sliding-window",
+    is_flag=True,
+    help="Segment each cropped scan at its own resolution with overlapping, Gaussian-weighted "
+    "tiles of the model's input size [resize it to the input size, as in training].",
+)
+@click.option(
+    "--overlap",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.5,
+    help="Sliding-window tile overlap.",
+)
 @tracking_options
 @friendly_errors
 def predict_command(
@@ -829,6 +841,8 @@ def predict_command(
     probabilities,
     overwrite,
     workers,
+    sliding_window,
+    overlap,
     tracking_uri,
     experiment,
 ):
@@ -851,6 +865,8 @@ def predict_command(
         probabilities=probabilities,
         overwrite=overwrite,
         workers=workers,
+        sliding_window=sliding_window,
+        overlap=overlap,
     )
     skipped = len(subjects) - len(written)
     click.echo(

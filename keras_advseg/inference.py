@@ -102,8 +102,17 @@ class Preprocessing:
         return result
 
 
-def preprocess(image: np.ndarray, preprocessing: Preprocessing, name: str = "volume"):
+def preprocess(
+    image: np.ndarray, preprocessing: Preprocessing, name: str = "volume", resize: bool = True
+):
     """Applies the training preprocessing to one raw ``(X, Y, Z, 4)`` volume.
+
+    Args:
+        image: The raw volume.
+        preprocessing: The model's training preprocessing.
+        name: What the volume is, for messages.
+        resize: Resize the crop to the model's input size (False: keep the scan's resolution,
+            for :func:`sliding_window`).
 
     Returns:
         ``(x, box)``: the standardised float32 model input ``(*shape, 4)`` and the crop
@@ -114,7 +123,7 @@ def preprocess(image: np.ndarray, preprocessing: Preprocessing, name: str = "vol
     """
     resized, mask, box = crop_and_resize(
         image,
-        preprocessing.shape,
+        preprocessing.shape if resize else None,
         n4=preprocessing.n4,
         n4_shrink=preprocessing.n4_shrink,
         margin=preprocessing.margin,
@@ -156,6 +165,89 @@ def segment(
 
     x, box = preprocess(image, preprocessing, name)
     probabilities = np.asarray(logits_to_probabilities(forward(x[None], training=False)))[0]
+    return restore(probabilities, box, image.shape[:3])
+
+
+def gaussian_importance(tile: tuple[int, ...], sigma_scale: float = 0.125) -> np.ndarray:
+    """Weights of a tile's voxels: a Gaussian centred on the tile, sigma = tile / 8 (as nnU-Net),
+    so that tile borders, where the network sees least context, count least."""
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in tile], indexing="ij")
+    squared = sum(
+        ((g - (n - 1) / 2) / max(n * sigma_scale, 1e-6)) ** 2 for g, n in zip(grids, tile)
+    )
+    weights = np.exp(-0.5 * squared)
+    return (weights / weights.max()).clip(min=1e-3).astype(np.float32)
+
+
+def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
+    """Start offsets of tiles of ``tile`` voxels covering ``size`` with the given overlap fraction."""
+    if size <= tile:
+        return [0]
+    step = max(1, int(round(tile * (1 - overlap))))
+    starts = list(range(0, size - tile + 1, step))
+    if starts[-1] != size - tile:
+        starts.append(size - tile)
+    return starts
+
+
+def sliding_window(
+    forward, x: np.ndarray, tile: tuple[int, int, int], overlap: float = 0.5
+) -> np.ndarray:
+    """Class probabilities of a volume larger than the model's input, from overlapping tiles.
+
+    Each tile's softmax is weighted by :func:`gaussian_importance` and the
+    weighted probabilities are averaged; the model only ever sees one tile, so
+    its memory is bounded by one tile. A volume smaller than the tile along an
+    axis is padded with background (0) there.
+
+    Args:
+        forward: The model (tiles ``(1, *tile, C)`` in, logits out).
+        x: Standardised volume ``(X, Y, Z, C)``.
+        tile: The model's input size.
+        overlap: Fraction of a tile shared with its neighbour (0 <= overlap < 1).
+
+    Returns:
+        float32 ``(X, Y, Z, K)`` probabilities.
+
+    Raises:
+        InputError: ``overlap`` outside [0, 1).
+    """
+    from keras_advseg.metrics import logits_to_probabilities
+
+    if not 0 <= overlap < 1:
+        raise InputError(f"overlap must be in [0, 1). Received: overlap={overlap}")
+    size = x.shape[:3]
+    padded_size = tuple(max(s, t) for s, t in zip(size, tile))
+    padded = np.zeros(padded_size + x.shape[3:], np.float32)
+    padded[: size[0], : size[1], : size[2]] = x
+    weights = gaussian_importance(tile)
+    total = weight_sum = None
+    for i in tile_starts(padded_size[0], tile[0], overlap):
+        for j in tile_starts(padded_size[1], tile[1], overlap):
+            for k in tile_starts(padded_size[2], tile[2], overlap):
+                window = (slice(i, i + tile[0]), slice(j, j + tile[1]), slice(k, k + tile[2]))
+                logits = forward(padded[window][None], training=False)
+                probabilities = np.asarray(logits_to_probabilities(logits))[0]
+                if total is None:
+                    total = np.zeros(padded_size + probabilities.shape[-1:], np.float32)
+                    weight_sum = np.zeros(padded_size, np.float32)
+                total[window] += probabilities * weights[..., None]
+                weight_sum[window] += weights
+    result = total / weight_sum[..., None]
+    return result[: size[0], : size[1], : size[2]]
+
+
+def segment_sliding(
+    forward,
+    image: np.ndarray,
+    preprocessing: Preprocessing,
+    overlap: float = 0.5,
+    name: str = "volume",
+) -> np.ndarray:
+    """Like :func:`segment`, at the scan's own resolution: cropped and standardised, not resized,
+    then :func:`sliding_window` with tiles of the model's input size."""
+    x, box = preprocess(image, preprocessing, name, resize=False)
+    probabilities = sliding_window(forward, x, preprocessing.shape, overlap)
     return restore(probabilities, box, image.shape[:3])
 
 

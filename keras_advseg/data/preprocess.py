@@ -143,7 +143,7 @@ def crop_and_resize(
 
     Args:
         image: ``(X, Y, Z, 4)`` raw volume.
-        shape: Target spatial shape.
+        shape: Target spatial shape (None: keep the cropped volume's own).
         n4, n4_shrink: N4 bias-field correction and its shrink factor.
         margin: Voxels kept around the brain's bounding box.
         name: What the volume is, for the message (a subject's folder).
@@ -164,6 +164,8 @@ def crop_and_resize(
             axis=-1,
         )
     box = crop_box(mask, margin)
+    if shape is None:
+        return image[box].astype(np.float32), mask[box], box
     resized = resize(image[box], shape, order=1).astype(np.float32)
     return resized, resize(mask[box].astype(np.uint8), shape, order=0).astype(bool), box
 

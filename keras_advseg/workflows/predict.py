@@ -20,6 +20,7 @@ from keras_advseg.data.parallel import progress_map
 from keras_advseg.data.subject import BRATS2023_LABELS, IDENTITY_LABELS
 from keras_advseg.errors import InputError
 from keras_advseg.inference import Preprocessing, preprocess, probabilities_to_label_map, restore
+from keras_advseg.inference import sliding_window as tiled
 from keras_advseg.io import (
     atomic_path,
     ensure_writable_folder,
@@ -66,12 +67,14 @@ def subjects_of(
 class _Prepare:
     """Picklable: loads and preprocesses one subject (N4 runs here, in the worker processes)."""
 
-    def __init__(self, preprocessing: Preprocessing):
-        self.preprocessing = preprocessing
+    def __init__(self, preprocessing: Preprocessing, resize: bool):
+        self.preprocessing, self.resize = preprocessing, resize
 
     def __call__(self, subject: Subject):
         image, _ = subject.load()
-        x, box = preprocess(image, self.preprocessing, name=f"{subject.images[0]}")
+        x, box = preprocess(
+            image, self.preprocessing, name=f"{subject.images[0]}", resize=self.resize
+        )
         return subject, x, box, image.shape[:3]
 
 
@@ -84,11 +87,15 @@ def run_predict(
     probabilities: bool = False,
     overwrite: bool = False,
     workers: int = 1,
+    sliding_window: bool = False,
+    overlap: float = 0.5,
     progress: bool | None = None,
 ) -> list[Path]:
     """Segments every subject into ``out/<id>.nii.gz`` (and ``<id>_probabilities.nii.gz``).
 
     Existing outputs are skipped unless ``overwrite``; every file is written atomically.
+    ``sliding_window`` segments each cropped scan at its own resolution with overlapping
+    tiles of the model's input size (Gaussian-weighted) instead of resizing it.
 
     Returns:
         The label maps written (skipped subjects not included).
@@ -109,9 +116,16 @@ def run_predict(
     written = []
     disable = None if progress is None else not progress
     for subject, x, box, native_shape in progress_map(
-        _Prepare(preprocessing), todo, workers=workers, desc="predict", disable=disable
+        _Prepare(preprocessing, resize=not sliding_window),
+        todo,
+        workers=workers,
+        desc="predict",
+        disable=disable,
     ):
-        model_space = np.asarray(logits_to_probabilities(forward(x[None], training=False)))[0]
+        if sliding_window:
+            model_space = tiled(forward, x, preprocessing.shape, overlap)
+        else:
+            model_space = np.asarray(logits_to_probabilities(forward(x[None], training=False)))[0]
         native = restore(model_space, box, native_shape)
         source = nib.load(str(subject.images[0]))
         label_map = probabilities_to_label_map(native, labels)

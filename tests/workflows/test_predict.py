@@ -176,3 +176,24 @@ def test_conventions_orientation_resumption_and_refusals(fitted, phantom_dir, tm
         ["score", missing, "--data", phantom_dir, "--out", tmp_path / "s"],
         contains=["missing prediction"],
     )
+
+
+def test_sliding_window_and_resize_agree_when_the_crop_fits_the_model(phantom_dir, tmp_path):
+    """With a model whose input equals the cropped scan, the two paths see the same volume."""
+    from keras_advseg.data.preprocess import crop_and_resize
+
+    subject = discover_subjects(phantom_dir)[0]
+    image, _ = subject.load()
+    _, _, box = crop_and_resize(image, None, n4=False, n4_shrink=4, margin=2, name="s")
+    crop = tuple(b.stop - b.start for b in box)
+    prepared = Preprocessing(shape=crop, n4=False, n4_shrink=4, margin=2, normalization="volume")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(crop + (4,))
+    model = keras.Model(inputs, keras.layers.Conv3D(4, 3, padding="same")(inputs))
+    path = save_model(model, tmp_path / "m.keras", prepared)
+    folder = subject.images[0].parent
+    predict(path, folder, "--out", tmp_path / "resize")
+    predict(path, folder, "--out", tmp_path / "tiles", "--sliding-window")
+    a = np.asarray(nib.load(str(tmp_path / "resize" / f"{subject.subject_id}.nii.gz")).dataobj)
+    b = np.asarray(nib.load(str(tmp_path / "tiles" / f"{subject.subject_id}.nii.gz")).dataobj)
+    assert np.mean(a == b) > 0.999
