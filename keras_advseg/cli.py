@@ -613,6 +613,12 @@ def parse_floats(
 )
 @click.option("--seed", type=int, default=_EVAL.seed, help="Seed of PGD's random starts.")
 @click.option("--run-name", help="MLflow run name [eval-<attacks>].")
+@click.option(
+    "--native",
+    is_flag=True,
+    help="Also score Dice and HD95 (mm) in each scan's own space: the perturbation is made in model "
+    "space and the prediction mapped back (needs the raw dataset the cache was prepared from).",
+)
 @tracking_options
 @friendly_errors
 def evaluate_command(
@@ -630,6 +636,7 @@ def evaluate_command(
     restarts,
     seed,
     run_name,
+    native,
     tracking_uri,
     experiment,
 ):
@@ -658,6 +665,7 @@ def evaluate_command(
             tracking_uri=tracking_uri,
             experiment=experiment,
             run_name=run_name,
+            native=native,
         )
     except TrackingError as exc:
         raise click.ClickException(str(exc)) from None

@@ -251,6 +251,53 @@ def segment_sliding(
     return restore(probabilities, box, image.shape[:3])
 
 
+@dataclass(frozen=True)
+class NativeGrid:
+    """A scan's own geometry and reference labels, to score model-space predictions there.
+
+    Attributes:
+        box: The crop box of the preprocessing, in the scan's (RAS+) grid.
+        shape: The scan's shape.
+        spacing: Voxel size in mm.
+        labels: Reference labels (BraTS 2017 values) on the scan's grid.
+    """
+
+    box: tuple
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    labels: np.ndarray
+
+    @classmethod
+    def of(cls, subject, margin: int) -> NativeGrid:
+        """The grid of a raw subject with labels, cropped with the preprocessing's ``margin``.
+
+        Raises:
+            DataError: unreadable files, no labels, or an empty brain mask.
+        """
+        import nibabel as nib
+
+        from keras_advseg.data import DataError
+        from keras_advseg.data.preprocess import brain_mask, crop_box
+
+        image, labels = subject.load()
+        if labels is None:
+            raise DataError(
+                f"{subject.images[0].parent}: subject {subject.subject_id} has no labels"
+            )
+        mask = brain_mask(image)
+        if not mask.any():
+            raise DataError(f"{subject.images[0].parent}: empty brain mask")
+        zooms = nib.as_closest_canonical(nib.load(str(subject.images[0]))).header.get_zooms()[:3]
+        return cls(crop_box(mask, margin), image.shape[:3], tuple(float(z) for z in zooms), labels)
+
+    def scores(self, probabilities: np.ndarray) -> dict[str, float]:
+        """Dice and HD95 (mm) of model-space probabilities mapped back onto this grid."""
+        from keras_advseg.metrics import native_scores
+
+        native = restore(probabilities, self.box, self.shape)
+        return native_scores(self.labels, probabilities_to_label_map(native), self.spacing)
+
+
 def probabilities_to_label_map(
     probabilities: np.ndarray, convention: str = "brats2017"
 ) -> np.ndarray:

@@ -113,6 +113,7 @@ class PreparedDataset:
         mean: Per-modality mean of the training split (global normalisation).
         std: Per-modality standard deviation of the training split.
         data_hash: Hash of config, subject ids and split (for experiment tracking).
+        source: The raw dataset it was prepared from (as recorded when preparing).
     """
 
     root: Path
@@ -123,6 +124,7 @@ class PreparedDataset:
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
     data_hash: str = ""
+    source: Path | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -267,6 +269,7 @@ def load_prepared(path: str | Path) -> PreparedDataset:
             mean=None if stats is None else np.asarray(stats["mean"], np.float32),
             std=None if stats is None else np.asarray(stats["std"], np.float32),
             data_hash=str(manifest["data_hash"]),
+            source=Path(manifest["source"]) if manifest.get("source") else None,
         )
         if prepared.mean is not None and not (
             prepared.mean.shape == prepared.std.shape == (len(MODALITIES),)

@@ -24,7 +24,13 @@ from keras_advseg.config import QUALITY_METRICS, REGIONS, EvalConfig
 from keras_advseg.data.pipeline import one_hot_labels
 from keras_advseg.errors import InputError
 from keras_advseg.evaluation.results import Evaluation
-from keras_advseg.metrics import brats_dice, image_quality, predict_labels, traced_inference
+from keras_advseg.metrics import (
+    brats_dice,
+    image_quality,
+    logits_to_probabilities,
+    predict_labels,
+    traced_inference,
+)
 
 
 def evaluate(
@@ -34,6 +40,7 @@ def evaluate(
     config: EvalConfig,
     *,
     transfer_model=None,
+    native=None,
     progress: bool | None = None,
 ) -> Evaluation:
     """Attacks ``model`` on every subject in ``ids`` and scores it.
@@ -45,6 +52,9 @@ def evaluate(
         config: What to run.
         transfer_model: Craft the attacks on this model instead (black-box
             transfer) and apply them to ``model``.
+        native: ``native(subject_id)`` -> :class:`~keras_advseg.inference.NativeGrid`: also
+            score every row in the scan's own space (the perturbation is made in model
+            space, the prediction mapped back): columns ``native_dice_*`` and ``native_hd95_*``.
         progress: Show a progress bar (None: when on a terminal).
 
     Returns:
@@ -71,7 +81,8 @@ def evaluate(
             raise InputError(f"subject {subject_id} has no labels; evaluation needs them")
         x, y = image[None], one_hot_labels(labels[None]).numpy()
 
-        score = functools.partial(_score, result.rows, forward, subject_id, image, labels)
+        grid = native(subject_id) if native is not None else None
+        score = functools.partial(_score, result.rows, forward, subject_id, image, labels, grid)
         score("none", 0.0, x)
         # The i-FGSM curves' last iterate is the i-FGSM (targeted i-FGSM) attack at eps[0]:
         # run the trajectories first and reuse it instead of attacking twice.
@@ -152,9 +163,10 @@ def evaluate(
 
 
 def _score(
-    rows, forward, subject_id, image, labels, attack, eps, x_adv, steps=0, predicted=None
+    rows, forward, subject_id, image, labels, grid, attack, eps, x_adv, steps=0, predicted=None
 ) -> dict:
-    """Appends one row: Dice of ``predicted`` (default: the model on ``x_adv``) and input quality."""
+    """Appends one row: Dice of ``predicted`` (default: the model on ``x_adv``) and input quality,
+    and with a native ``grid``, Dice and HD95 of the prediction mapped back to the scan."""
     if predicted is None:
         predicted = predict_labels(forward, x_adv)[0]
     row = {
@@ -166,6 +178,9 @@ def _score(
     }
     quality = image_quality(image, np.asarray(x_adv)[0]) if attack != "none" and eps > 0 else {}
     row.update({q: quality.get(q, "") for q in QUALITY_METRICS})
+    if grid is not None:
+        probabilities = np.asarray(logits_to_probabilities(forward(x_adv, training=False)))[0]
+        row.update({f"native_{k}": v for k, v in grid.scores(probabilities).items()})
     rows.append(row)
     return row
 

@@ -18,6 +18,8 @@ from keras_advseg.config import DICE_METRICS, QUALITY_METRICS, REGIONS
 from keras_advseg.io import FileFormatError, read_json, rows_to_csv
 
 ROW_FIELDS = ("subject", "attack", "eps", "steps") + DICE_METRICS + QUALITY_METRICS
+NATIVE_METRICS = tuple(f"native_{m}_{r}" for m in ("dice", "hd95") for r in REGIONS)
+"""Scores in the scan's own space (``advseg evaluate --native``)."""
 ITERATION_FIELDS = ("subject", "attack", "iteration") + DICE_METRICS + QUALITY_METRICS
 SUMMARY_METRICS = DICE_METRICS + QUALITY_METRICS
 
@@ -38,8 +40,9 @@ class Evaluation:
     example: dict | None = None
 
     def rows_csv(self) -> str:
-        """``per_subject.csv`` text."""
-        return rows_to_csv(self.rows, ROW_FIELDS)
+        """``per_subject.csv`` text (with the native columns when the rows have them)."""
+        native = bool(self.rows) and NATIVE_METRICS[0] in self.rows[0]
+        return rows_to_csv(self.rows, ROW_FIELDS + (NATIVE_METRICS if native else ()))
 
     def iterations_csv(self) -> str:
         """``iterations.csv`` text."""
@@ -112,8 +115,12 @@ def eps_key(eps: float) -> str:
 def summarize(evaluation: Evaluation) -> Summary:
     """Mean and standard deviation per attack and eps, and the relative Dice drop from clean."""
     rows = evaluation.rows
+    native = bool(rows) and NATIVE_METRICS[0] in rows[0]
+    metrics = SUMMARY_METRICS + (NATIVE_METRICS if native else ())
     clean_rows = [r for r in rows if r["attack"] == "none"]
     clean = {f"dice_{r}": _stats([row[f"dice_{r}"] for row in clean_rows]) for r in REGIONS}
+    if native:
+        clean.update({m: _stats([row[m] for row in clean_rows]) for m in NATIVE_METRICS})
     grouped: dict = {}
     for row in rows:
         if row["attack"] != "none":
@@ -122,7 +129,7 @@ def summarize(evaluation: Evaluation) -> Summary:
     for attack, by_eps in grouped.items():
         attacks[attack] = {}
         for eps, group in sorted(by_eps.items()):
-            entry = {m: _stats([g[m] for g in group if g[m] != ""]) for m in SUMMARY_METRICS}
+            entry = {m: _stats([g[m] for g in group if g[m] != ""]) for m in metrics}
             entry["dice_drop"] = {
                 r: (clean[f"dice_{r}"]["mean"] - entry[f"dice_{r}"]["mean"])
                 / clean[f"dice_{r}"]["mean"]
@@ -152,11 +159,11 @@ def metric_names(summary: Summary) -> tuple[dict[str, float], dict[str, list[tup
         ``(flat, series)``: ``{name: value}`` and ``{name: [(step, value), ...]}``; the FGSM
         sweep is a series at step ``1000 * eps``, the iteration curves at step k.
     """
-    flat = {f"dice_{r}_clean": summary.clean[f"dice_{r}"]["mean"] for r in REGIONS}
+    flat = {f"{m}_clean": v["mean"] for m, v in summary.clean.items() if v["mean"] is not None}
     series: dict[str, list[tuple[int, float]]] = {}
     for attack, by_eps in summary.attacks.items():
         for eps, entry in by_eps.items():
-            for metric in SUMMARY_METRICS:
+            for metric in [m for m in entry if m != "dice_drop"]:
                 value = entry[metric]["mean"]
                 if value is None or not math.isfinite(value):
                     continue

@@ -45,6 +45,7 @@ def run_evaluation(
     tracking_uri: str,
     experiment: str,
     run_name: str | None = None,
+    native: bool = False,
     progress=None,
 ) -> dict:
     """Evaluates a model and logs everything to an MLflow run linked to its training run.
@@ -97,7 +98,10 @@ def run_evaluation(
                 "transfer_from": str(transfer_ref),
             }
         )
-        result = evaluate(model, prepared, ids, config, transfer_model=transfer, progress=progress)
+        grids = native_grids(prepared, ids) if native else None
+        result = evaluate(
+            model, prepared, ids, config, transfer_model=transfer, native=grids, progress=progress
+        )
         summary = summarize(result)
         meta = {
             "model": str(model_ref),
@@ -143,6 +147,28 @@ def _figures(result: Evaluation, summary: Summary, out: Path, label: str) -> lis
         curve = {eps: {m: entry[m]["mean"] for m in DICE_METRICS} for eps, entry in sweep.items()}
         written.append(figures.eps_figure({label: curve}, out / "fig_eps.png"))
     return written
+
+
+def native_grids(prepared, ids):
+    """``subject_id -> NativeGrid`` from the raw dataset the cache was prepared from.
+
+    Raises:
+        InputError: the cache records no source dataset, or it lacks a subject.
+    """
+    from keras_advseg.data import discover_subjects
+    from keras_advseg.inference import NativeGrid
+
+    source = prepared.source
+    if source is None or not Path(source).is_dir():
+        raise InputError(
+            f"{prepared.root}: the raw dataset it was prepared from ({source}) is not available; "
+            "native-space scores need the original scans"
+        )
+    subjects = {s.subject_id: s for s in discover_subjects(source)}
+    missing = [i for i in ids if i not in subjects]
+    if missing:
+        raise InputError(f"{source}: lacks subjects {missing[:3]} of {prepared.root}")
+    return lambda subject_id: NativeGrid.of(subjects[subject_id], prepared.config.margin)
 
 
 def check_model_fits_data(model, model_ref, prepared, data) -> None:

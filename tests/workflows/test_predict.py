@@ -197,3 +197,38 @@ def test_sliding_window_and_resize_agree_when_the_crop_fits_the_model(phantom_di
     a = np.asarray(nib.load(str(tmp_path / "resize" / f"{subject.subject_id}.nii.gz")).dataobj)
     b = np.asarray(nib.load(str(tmp_path / "tiles" / f"{subject.subject_id}.nii.gz")).dataobj)
     assert np.mean(a == b) > 0.999
+
+
+def test_evaluate_native_scores_clean_and_attacked_inputs_in_the_scans_space(
+    fitted, phantom_dir, prepared_dir, tmp_path
+):
+    from support import read_rows, run_evaluate
+
+    path, _, prepared = fitted
+    out = tmp_path / "eval"
+    run_evaluate(path, prepared_dir, out, f"sqlite:///{tmp_path}/m.db", "--eps", "0.05", "--native")
+    rows = read_rows(out / "per_subject.csv")
+    assert {r["attack"] for r in rows} == {"none", "fgsm"}
+    clean = {r["subject"]: r for r in rows if r["attack"] == "none"}
+    predicted = {s.subject_id: s for s in discover_subjects(phantom_dir)}
+    # the clean native scores are what `predict` + `score` give for the same model
+    predict(path, phantom_dir, "--out", tmp_path / "pred")
+    result = CliRunner().invoke(
+        main,
+        ["score", str(tmp_path / "pred"), "--data", str(phantom_dir), "--out", str(tmp_path / "s")],
+    )
+    assert result.exit_code == 0, result.output
+    scores = {r["subject"]: r for r in read_rows(tmp_path / "s" / "scores.csv")}
+    for subject_id, row in clean.items():
+        assert subject_id in predicted
+        for region in ("wt", "tc", "et"):
+            assert float(row[f"native_dice_{region}"]) == pytest.approx(
+                float(scores[subject_id][f"dice_{region}"]), abs=1e-6
+            )
+            assert float(row[f"native_hd95_{region}"]) == pytest.approx(
+                float(scores[subject_id][f"hd95_{region}"]), abs=1e-6
+            )
+    attacked = [r for r in rows if r["attack"] == "fgsm"]
+    assert np.mean([float(r["native_dice_wt"]) for r in attacked]) < np.mean(
+        [float(r["native_dice_wt"]) for r in clean.values()]
+    )
