@@ -116,7 +116,7 @@ def export_savedmodel(
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir}: already exists; choose a new folder")
-    spec = tf.TensorSpec((None,) + _input_shape(model), tf.float32, name="image")
+    spec = tf.TensorSpec((None,) + input_shape(model), tf.float32, name="image")
 
     def serve(image):
         if preprocessing is not None:
@@ -148,7 +148,7 @@ def standardize_in_graph(image, preprocessing):
     return tf.where(mask, (image - mean) / std, tf.zeros_like(image))
 
 
-def _input_shape(model: keras.Model) -> tuple:
+def input_shape(model: keras.Model) -> tuple:
     """Per-sample input shape; a slice-wise model takes volumes of any depth."""
     if isinstance(model, models.SliceWise):
         x, y, channels = model.slice_model.input_shape[1:]

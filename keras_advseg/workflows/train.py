@@ -180,9 +180,13 @@ def model_signature(model: keras.Model):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    def shape(dims):
-        return (-1,) + tuple(-1 if d is None else int(d) for d in dims[1:])
+    from keras_advseg.export import input_shape
 
-    inputs = Schema([TensorSpec(np.dtype("float32"), shape(model.input_shape), "image")])
-    outputs = Schema([TensorSpec(np.dtype("float32"), shape(model.output_shape), "logits")])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    per_sample = input_shape(model)  # a slice-wise 2-D model takes volumes of any depth
+    inner = getattr(model, "slice_model", model)
+    inputs = (-1,) + tuple(-1 if d is None else int(d) for d in per_sample)
+    outputs = inputs[:-1] + (int(inner.output_shape[-1]),)
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype("float32"), inputs, "image")]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), outputs, "logits")]),
+    )
