@@ -112,3 +112,28 @@ def prepared_dir(phantom_dir, tmp_path_factory) -> Path:
         progress=False,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def fitted_unet(prepared_dir):
+    """A small 3-D UNet trained for 150 steps on the 16^3 phantom (cross-entropy learns fastest)."""
+    import keras
+
+    from keras_advseg.data.pipeline import volume_dataset
+    from keras_advseg.data.prepare import load_prepared
+    from keras_advseg.models import unet3d
+
+    keras.utils.set_random_seed(1)
+    prepared = load_prepared(prepared_dir)
+    model = unet3d((16, 16, 16, 4), base_filters=8, depth=3, dropout=0.0)
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(
+        volume_dataset(prepared, "train", batch_size=2, seed=0).repeat(),
+        steps_per_epoch=150,
+        epochs=1,
+        verbose=0,
+    )
+    return model

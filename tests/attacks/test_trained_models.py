@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 from support import linf, span
 
 from keras_advseg.attacks import all_label_target, fgsm, ifgsm, targeted_ifgsm
 from keras_advseg.metrics import brats_dice, predict_labels
-from keras_advseg.models import SliceWise, unet2d, unet3d
+from keras_advseg.models import SliceWise, unet2d
 
 TOL = 1e-6  # float32 rounding of x + eps * sign
 
@@ -24,24 +23,11 @@ def test_slicewise_2d_model_attacked_at_volume_level(batch):
 
 
 @pytest.fixture(scope="module")
-def trained(prepared_dir):
-    """A small 3-D UNet trained for 150 steps on the 16^3 phantom (cross-entropy learns fastest)."""
-    from keras_advseg.data.pipeline import volume_dataset
+def trained(fitted_unet, prepared_dir):
     from keras_advseg.data.prepare import load_prepared
 
-    keras.utils.set_random_seed(1)
+    model = fitted_unet
     prepared = load_prepared(prepared_dir)
-    model = unet3d((16, 16, 16, 4), base_filters=8, depth=3, dropout=0.0)
-    model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(
-        volume_dataset(prepared, "train", batch_size=2, seed=0).repeat(),
-        steps_per_epoch=150,
-        epochs=1,
-        verbose=0,
-    )
     images, labels = zip(*(prepared.load(i) for i in prepared.ids("train") + prepared.ids("test")))
     x = np.stack(images)
     from keras_advseg.data.pipeline import one_hot_labels

@@ -20,23 +20,10 @@ from keras_advseg.metrics import brats_dice, predict_labels
 
 
 @pytest.fixture(scope="module")
-def fitted(prepared_dir, tmp_path_factory):
-    """A small 3-D UNet trained on the 16^3 phantom, saved with its preprocessing."""
-    from keras_advseg.data.pipeline import volume_dataset
-    from keras_advseg.models import unet3d
-
-    keras.utils.set_random_seed(1)
+def fitted(fitted_unet, prepared_dir, tmp_path_factory):
+    """The small trained UNet, saved with its preprocessing."""
+    model = fitted_unet
     prepared = load_prepared(prepared_dir)
-    model = unet3d((16, 16, 16, 4), base_filters=8, depth=3, dropout=0.0)
-    model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(
-        volume_dataset(prepared, "train", batch_size=2, seed=0).repeat(),
-        steps_per_epoch=150,
-        verbose=0,
-    )
     path = save_model(
         model,
         tmp_path_factory.mktemp("fitted") / "model.keras",
