@@ -33,7 +33,7 @@ LR_SCHEDULES = ("constant", "cosine")
 NORMALIZATIONS = ("global", "volume")
 """Standardisation of prepared volumes: training-split statistics (the paper's) or per volume."""
 
-ATTACKS = ("none", "fgsm", "ifgsm", "tifgsm", "pgd")
+ATTACKS = ("none", "fgsm", "ifgsm", "tifgsm", "pgd", "segpgd", "cospgd")
 """Attacks of ``advseg evaluate``; ``tifgsm`` is the paper's targeted i-FGSM."""
 
 ATTACK_NAMES = {
@@ -42,6 +42,8 @@ ATTACK_NAMES = {
     "ifgsm": "i-FGSM",
     "tifgsm": "targeted i-FGSM",
     "pgd": "PGD",
+    "segpgd": "SegPGD",
+    "cospgd": "CosPGD",
 }
 
 PAPER_EPS_GRID = tuple(round(0.001 * i, 3) for i in range(11))

@@ -15,6 +15,7 @@ from keras_advseg.attacks.ifgsm import (
     targeted_ifgsm,
 )
 from keras_advseg.attacks.pgd import pgd
+from keras_advseg.attacks.segmentation import cospgd, segpgd
 
 __all__ = [
     "Trajectory",
@@ -25,5 +26,7 @@ __all__ = [
     "ifgsm",
     "ifgsm_trajectory",
     "pgd",
+    "cospgd",
+    "segpgd",
     "targeted_ifgsm",
 ]

@@ -78,3 +78,20 @@ def test_fgsm_rows_share_the_sweep_gradient_and_match_a_direct_attack(models, pr
     swept = next(r for r in rows if r["attack"] == "fgsm_sweep" and r["eps"] == 0.05)
     direct = next(r for r in rows if r["attack"] == "fgsm" and r["eps"] == 0.05)
     assert {k: swept[k] for k in ("dice_wt", "psnr")} == {k: direct[k] for k in ("dice_wt", "psnr")}
+
+
+def test_segmentation_attacks_are_evaluated(models, prepared_dir):
+    from keras_advseg.config import EvalConfig
+    from keras_advseg.data.prepare import load_prepared
+    from keras_advseg.evaluation import evaluate
+    from keras_advseg.export import load_model
+
+    prepared = load_prepared(prepared_dir)
+    config = EvalConfig(attacks=("segpgd", "cospgd"), eps=(0.05,), steps=2)
+    rows = evaluate(load_model(models / "a.keras"), prepared, prepared.ids("test")[:1], config).rows
+    assert [(r["attack"], r["eps"], r["steps"]) for r in rows] == [
+        ("none", 0.0, 0),
+        ("segpgd", 0.05, 2),
+        ("cospgd", 0.05, 2),
+    ]
+    assert all(r["psnr"] != "" and 0 <= r["dice_wt"] <= 1 for r in rows[1:])
