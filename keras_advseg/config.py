@@ -33,7 +33,21 @@ LR_SCHEDULES = ("constant", "cosine")
 NORMALIZATIONS = ("global", "volume")
 """Standardisation of prepared volumes: training-split statistics (the paper's) or per volume."""
 
-ATTACKS = ("none", "fgsm", "ifgsm", "tifgsm", "pgd", "segpgd", "cospgd")
+ATTACKS = (
+    "none",
+    "fgsm",
+    "ifgsm",
+    "tifgsm",
+    "pgd",
+    "segpgd",
+    "cospgd",
+    "apgd-ce",
+    "apgd-dice",
+    "apgd-masked-ce",
+    "apgd-balanced",
+    "apgd-js",
+    "worst",
+)
 """Attacks of ``advseg evaluate``; ``tifgsm`` is the paper's targeted i-FGSM."""
 
 ATTACK_NAMES = {
@@ -44,6 +58,12 @@ ATTACK_NAMES = {
     "pgd": "PGD",
     "segpgd": "SegPGD",
     "cospgd": "CosPGD",
+    "apgd-ce": "APGD (CE)",
+    "apgd-dice": "APGD (Dice)",
+    "apgd-masked-ce": "APGD (masked CE)",
+    "apgd-balanced": "APGD (balanced masked CE)",
+    "apgd-js": "APGD (JS)",
+    "worst": "Worst case",
 }
 
 PAPER_EPS_GRID = tuple(round(0.001 * i, 3) for i in range(11))

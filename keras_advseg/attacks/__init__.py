@@ -6,6 +6,8 @@ to each sample's intensity range (max - min) by default: the paper's "5% of
 the maximum pixel magnitude" of inputs normalised to [0, 1].
 """
 
+from keras_advseg.attacks.apgd import apgd
+from keras_advseg.attacks.ensemble import DEFAULT_ENSEMBLE, worst_case
 from keras_advseg.attacks.fgsm import fgsm, fgsm_step, fgsm_sweep
 from keras_advseg.attacks.ifgsm import (
     Trajectory,
@@ -18,6 +20,9 @@ from keras_advseg.attacks.pgd import pgd
 from keras_advseg.attacks.segmentation import cospgd, segpgd
 
 __all__ = [
+    "DEFAULT_ENSEMBLE",
+    "apgd",
+    "worst_case",
     "Trajectory",
     "all_label_target",
     "fgsm",

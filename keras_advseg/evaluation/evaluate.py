@@ -22,6 +22,7 @@ from keras_advseg.attacks import (
     targeted_ifgsm,
 )
 from keras_advseg.attacks.core import labels_of
+from keras_advseg.attacks.ensemble import run_attack, worst_case
 from keras_advseg.config import QUALITY_METRICS, REGIONS, EvalConfig
 from keras_advseg.data.pipeline import one_hot_labels
 from keras_advseg.errors import InputError
@@ -145,9 +146,17 @@ def evaluate(
                 continue
             for eps in config.budgets_iterative:
                 x_adv, predicted = finished.get((attack, eps), (None, None))
-                if x_adv is None:
+                found_by = None
+                if x_adv is None and attack == "worst":
+                    x_adv, found = worst_case(
+                        source, x, y, eps=eps, steps=config.steps, seed=config.seed, **kwargs
+                    )
+                    found_by = found[0]
+                elif x_adv is None:
                     x_adv = _attack(attack, source, x, y, eps, config, kwargs)
-                score(attack, eps, x_adv, steps=config.steps, predicted=predicted)
+                row = score(attack, eps, x_adv, steps=config.steps, predicted=predicted)
+                if found_by is not None:
+                    row["found_by"] = found_by
                 adversarial_examples[attack] = x_adv
         if index == 0:
             chosen = next(iter(adversarial_examples.items()), None)
@@ -199,6 +208,10 @@ def _attack(name, model, x, y, eps, config: EvalConfig, kwargs):
         return ifgsm(model, x, y, eps=eps, steps=config.steps, **kwargs)
     if name == "tifgsm":
         return targeted_ifgsm(model, x, all_label_target(y), eps=eps, steps=config.steps, **kwargs)
+    if name.startswith("apgd-"):
+        return run_attack(
+            name, model, x, y, eps=eps, steps=config.steps, seed=config.seed, **kwargs
+        )
     if name == "segpgd":
         return segpgd(model, x, y, eps=eps, steps=config.steps, seed=config.seed, **kwargs)
     if name == "cospgd":

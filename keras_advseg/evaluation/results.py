@@ -40,9 +40,12 @@ class Evaluation:
     example: dict | None = None
 
     def rows_csv(self) -> str:
-        """``per_subject.csv`` text (with the native columns when the rows have them)."""
+        """``per_subject.csv`` text (with the native columns when the rows have them, and
+        ``found_by``, the attack that found each worst case, when there are worst-case rows)."""
         native = bool(self.rows) and NATIVE_METRICS[0] in self.rows[0]
-        return rows_to_csv(self.rows, ROW_FIELDS + (NATIVE_METRICS if native else ()))
+        worst = any("found_by" in row for row in self.rows)
+        fields = ROW_FIELDS + (NATIVE_METRICS if native else ()) + (("found_by",) if worst else ())
+        return rows_to_csv(self.rows, fields)
 
     def iterations_csv(self) -> str:
         """``iterations.csv`` text."""
@@ -223,7 +226,7 @@ def load_results(path: str | Path, name: str | None = None) -> EvalResults:
                 values.setdefault(key, {})[row["subject"]] = {
                     k: (_finite(v) if v not in ("", None) else None)
                     for k, v in row.items()
-                    if k not in ("subject", "attack", "eps", "steps")
+                    if k not in ("subject", "attack", "eps", "steps", "found_by")
                 }
     except (KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError, OSError) as exc:
         raise FileFormatError(

@@ -1,0 +1,127 @@
+"""The per-sample worst case over a diverse set of attacks (Croce, Singh & Hein 2024, "SEA")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from keras_advseg.attacks.apgd import apgd, mean_region_dice
+from keras_advseg.attacks.core import as_tensor, check_arguments
+from keras_advseg.attacks.pgd import pgd
+from keras_advseg.attacks.segmentation import cospgd, segpgd
+
+DEFAULT_ENSEMBLE = ("apgd-masked-ce", "apgd-balanced", "apgd-js", "segpgd", "cospgd", "pgd-dice")
+"""The default ensemble: APGD with three segmentation losses, SegPGD, CosPGD and PGD on soft Dice."""
+
+ENSEMBLE_ATTACKS = DEFAULT_ENSEMBLE + ("apgd-ce", "apgd-dice")
+_APGD_LOSS = {
+    "apgd-ce": "ce",
+    "apgd-dice": "dice",
+    "apgd-masked-ce": "masked-ce",
+    "apgd-balanced": "balanced-masked-ce",
+    "apgd-js": "js",
+}
+
+
+def run_attack(
+    name: str,
+    model,
+    x,
+    y,
+    *,
+    eps: float,
+    steps: int,
+    seed: int = 0,
+    temperature: float = 1.0,
+    stop_dice: float | None = 0.0,
+    start=None,
+):
+    """One member of the ensemble by name (see :data:`ENSEMBLE_ATTACKS`).
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if name in _APGD_LOSS:
+        return apgd(
+            model,
+            x,
+            y,
+            eps=eps,
+            steps=steps,
+            loss=_APGD_LOSS[name],
+            temperature=temperature,
+            stop_dice=stop_dice,
+            start=start,
+        )
+    if name == "segpgd":
+        return segpgd(model, x, y, eps=eps, steps=steps, seed=seed, temperature=temperature)
+    if name == "cospgd":
+        return cospgd(model, x, y, eps=eps, steps=steps, seed=seed, temperature=temperature)
+    if name == "pgd-dice":
+        return pgd(model, x, y, eps=eps, steps=steps, seed=seed, temperature=temperature)
+    raise ValueError(f"attack must be one of {ENSEMBLE_ATTACKS}. Received: {name!r}")
+
+
+def worst_case(
+    model,
+    x,
+    y,
+    *,
+    eps: float,
+    steps: int = 10,
+    attacks: Sequence[str] = DEFAULT_ENSEMBLE,
+    reduced_eps: bool = False,
+    seed: int = 0,
+    temperature: float = 1.0,
+    stop_dice: float | None = 0.0,
+):
+    """Per sample, the adversarial input with the lowest mean Dice (WT, TC, ET) over an ensemble.
+
+    Args:
+        model, x, y, temperature: as :func:`~keras_advseg.attacks.fgsm`.
+        eps: Budget.
+        steps: Iterations of each attack.
+        attacks: Names from :data:`ENSEMBLE_ATTACKS`.
+        reduced_eps: SEA's schedule for APGD: a third of the steps each at 2 eps, 1.5 eps and eps,
+            each stage starting from the previous one's result projected onto the smaller ball.
+        seed: Random starts.
+        stop_dice: Early stopping of APGD per sample (see :func:`~keras_advseg.attacks.apgd.apgd`).
+
+    Returns:
+        ``(x_adv, found_by)``: the adversarial batch and, per sample, the attack that found it
+        (``"none"`` when no attack lowered the clean Dice).
+
+    Raises:
+        ValueError: invalid arguments or an unknown attack.
+    """
+    check_arguments(eps=eps, steps=steps, temperature=temperature)
+    unknown = [a for a in attacks if a not in ENSEMBLE_ATTACKS]
+    if unknown or not attacks:
+        raise ValueError(f"attacks must be among {ENSEMBLE_ATTACKS}. Received: {list(attacks)}")
+    x, y = as_tensor(x), as_tensor(y)
+    best = x
+    best_dice = mean_region_dice(y, model(x, training=False)).numpy()
+    found_by = np.array(["none"] * len(best_dice), dtype=object)
+    shape = [-1] + [1] * (len(x.shape) - 1)
+    for name in attacks:
+        kwargs = dict(seed=seed, temperature=temperature, stop_dice=stop_dice)
+        if reduced_eps and name.startswith("apgd"):
+            x_adv, stage = None, max(steps // 3, 1)
+            for factor in (
+                2.0,
+                1.5,
+                1.0,
+            ):  # each stage starts where the last ended, in a smaller ball
+                x_adv = run_attack(
+                    name, model, x, y, eps=eps * factor, steps=stage, start=x_adv, **kwargs
+                )
+        else:
+            x_adv = run_attack(name, model, x, y, eps=eps, steps=steps, **kwargs)
+        dice = mean_region_dice(y, model(x_adv, training=False)).numpy()
+        lower = dice < best_dice
+        best = tf.where(tf.reshape(tf.constant(lower), shape), x_adv, best)
+        best_dice = np.minimum(best_dice, dice)
+        found_by[lower] = name
+    return best, [str(v) for v in found_by]

@@ -1,0 +1,64 @@
+"""The worst case over an ensemble takes, per sample, the attack with the lowest Dice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from support import linf, span
+
+from keras_advseg.attacks import worst_case
+from keras_advseg.attacks.apgd import mean_region_dice
+from keras_advseg.attacks.ensemble import run_attack
+
+
+@pytest.fixture(scope="module")
+def test_batch(prepared_dir):
+    from keras_advseg.data.pipeline import one_hot_labels
+    from keras_advseg.data.prepare import load_prepared
+
+    prepared = load_prepared(prepared_dir)
+    images, labels = zip(*(prepared.load(i) for i in prepared.ids("test")))
+    return np.stack(images), one_hot_labels(np.stack(labels)).numpy()
+
+
+def test_worst_case_is_the_per_sample_minimum(fitted_unet, test_batch):
+    x, y = test_batch
+    members = ("apgd-masked-ce", "segpgd", "pgd-dice")
+    best, found_by = worst_case(fitted_unet, x, y, eps=0.05, steps=3, attacks=members)
+    separate = {
+        name: mean_region_dice(
+            y, fitted_unet(run_attack(name, fitted_unet, x, y, eps=0.05, steps=3))
+        ).numpy()
+        for name in members
+    }
+    got = mean_region_dice(y, fitted_unet(best)).numpy()
+    np.testing.assert_allclose(got, np.min(np.stack(list(separate.values())), axis=0), atol=1e-6)
+    for sample, name in enumerate(found_by):
+        assert separate[name][sample] == pytest.approx(got[sample], abs=1e-6)
+    assert np.all(linf(best, x) <= 0.05 * span(x) * (1 + 1e-6))
+
+
+def test_reduced_eps_schedule_ends_in_the_ball(fitted_unet, test_batch):
+    x, y = test_batch
+    best, _ = worst_case(
+        fitted_unet, x, y, eps=0.02, steps=6, attacks=("apgd-js",), reduced_eps=True
+    )
+    assert np.all(linf(best, x) <= 0.02 * span(x) * (1 + 1e-6))
+    with pytest.raises(ValueError, match="attacks must be among"):
+        worst_case(fitted_unet, x, y, eps=0.02, attacks=("deepfool",))
+
+
+def test_evaluate_records_which_attack_found_the_worst_case(models, prepared_dir):
+    from keras_advseg.config import EvalConfig
+    from keras_advseg.data.prepare import load_prepared
+    from keras_advseg.evaluation import evaluate
+    from keras_advseg.export import load_model
+
+    prepared = load_prepared(prepared_dir)
+    config = EvalConfig(attacks=("worst", "apgd-js"), eps=(0.05,), steps=2)
+    result = evaluate(load_model(models / "a.keras"), prepared, prepared.ids("test")[:1], config)
+    worst = [r for r in result.rows if r["attack"] == "worst"]
+    assert len(worst) == 1 and worst[0]["found_by"] in ("none",) + tuple(
+        "apgd-masked-ce apgd-balanced apgd-js segpgd cospgd pgd-dice".split()
+    )
+    assert "found_by" in result.rows_csv().splitlines()[0]
