@@ -7,7 +7,7 @@ the maximum pixel magnitude" of inputs normalised to [0, 1].
 """
 
 from keras_advseg.attacks.apgd import apgd
-from keras_advseg.attacks.ensemble import DEFAULT_ENSEMBLE, worst_case
+from keras_advseg.attacks.ensemble import DEFAULT_ENSEMBLE, min_eps, worst_case
 from keras_advseg.attacks.fgsm import fgsm, fgsm_step, fgsm_sweep
 from keras_advseg.attacks.ifgsm import (
     Trajectory,
@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_ENSEMBLE",
     "apgd",
     "worst_case",
+    "min_eps",
     "Trajectory",
     "all_label_target",
     "fgsm",

@@ -125,3 +125,64 @@ def worst_case(
         best_dice = np.minimum(best_dice, dice)
         found_by[lower] = name
     return best, [str(v) for v in found_by]
+
+
+def min_eps(
+    model,
+    x,
+    y,
+    *,
+    dice_below: float = 0.1,
+    eps_max: float = 0.5,
+    attack: str = "apgd-masked-ce",
+    steps: int = 10,
+    iterations: int = 8,
+    seed: int = 0,
+    temperature: float = 1.0,
+):
+    """Per sample, the smallest budget at which a fixed attack drives mean Dice below ``dice_below``.
+
+    Bisection on ``[0, eps_max]`` (``iterations`` halvings): a distribution of eps* per model
+    instead of one point (the minimum-norm view).
+
+    Returns:
+        ``(upper, lower)`` arrays ``(B,)``: the attack reaches the threshold at ``upper`` and did
+        not at ``lower`` (``upper`` is ``inf`` where even ``eps_max`` is not enough).
+
+    Raises:
+        ValueError: invalid arguments.
+    """
+    if not 0 < eps_max <= 1 or iterations < 1:
+        raise ValueError(
+            f"eps_max must be in (0, 1] and iterations >= 1. Received: {eps_max}, {iterations}"
+        )
+    x, y = as_tensor(x), as_tensor(y)
+    batch = int(x.shape[0])
+    lower, upper = np.zeros(batch), np.full(batch, eps_max)
+
+    def reaches(eps_values):
+        result = np.zeros(batch, bool)
+        for i in range(batch):
+            x_adv = run_attack(
+                attack,
+                model,
+                x[i : i + 1],
+                y[i : i + 1],
+                eps=float(eps_values[i]),
+                steps=steps,
+                seed=seed,
+                temperature=temperature,
+                stop_dice=dice_below,
+            )
+            result[i] = (
+                mean_region_dice(y[i : i + 1], model(x_adv, training=False)).numpy()[0] < dice_below
+            )
+        return result
+
+    possible = reaches(upper)
+    for _ in range(iterations):
+        middle = (lower + upper) / 2
+        ok = reaches(middle)
+        upper = np.where(possible & ok, middle, upper)
+        lower = np.where(possible & ~ok, middle, lower)
+    return np.where(possible, upper, np.inf), lower

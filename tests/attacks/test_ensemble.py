@@ -62,3 +62,35 @@ def test_evaluate_records_which_attack_found_the_worst_case(models, prepared_dir
         "apgd-masked-ce apgd-balanced apgd-js segpgd cospgd pgd-dice".split()
     )
     assert "found_by" in result.rows_csv().splitlines()[0]
+
+
+def test_min_eps_brackets_the_threshold(fitted_unet, test_batch):
+    from keras_advseg.attacks import min_eps
+
+    x, y = test_batch
+    threshold = 0.3
+    upper, lower = min_eps(
+        fitted_unet, x, y, dice_below=threshold, eps_max=0.2, steps=3, iterations=3
+    )
+    assert np.all(lower < upper)
+    for i in range(len(x)):
+        if not np.isfinite(upper[i]):
+            continue
+        at = {}
+        for name, eps in (("upper", upper[i]), ("lower", lower[i])):
+            adv = (
+                run_attack(
+                    "apgd-masked-ce",
+                    fitted_unet,
+                    x[i : i + 1],
+                    y[i : i + 1],
+                    eps=float(eps),
+                    steps=3,
+                    stop_dice=threshold,
+                )
+                if eps > 0
+                else x[i : i + 1]
+            )
+            at[name] = mean_region_dice(y[i : i + 1], fitted_unet(adv)).numpy()[0]
+        assert at["upper"] < threshold <= at["lower"]
+    assert np.isfinite(upper).any()
