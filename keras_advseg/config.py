@@ -198,7 +198,7 @@ class TrainConfig:
                 f"{self.teacher_temperature}"
             )
         for name, low, high in (
-            ("lr", 0.0, 1.0),
+            ("lr", 0.0, math.inf),
             ("dropout", 0.0, 1.0),
             ("val_fraction", 0.0, 1.0),
             ("adv_eps", 0.0, 1.0),
