@@ -56,7 +56,11 @@ def friendly_errors(fn):
     return wrapper
 
 
-def quiet_logs(verbose: bool) -> None:
+TENSORFLOW_COMMANDS = ("train", "evaluate", "reproduce", "export", "predict", "score")
+"""Commands that use TensorFlow; the others (data, compare) start without it."""
+
+
+def quiet_logs(verbose: bool, import_tensorflow: bool = True) -> None:
     """Keeps TensorFlow's C++ log and MLflow's notices out of the output unless ``verbose``.
 
     TensorFlow prints several lines that are not errors (CUDA probing on a CPU
@@ -72,6 +76,8 @@ def quiet_logs(verbose: bool) -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    if not import_tensorflow:
+        return
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 2)
     try:
@@ -100,8 +106,10 @@ def main(ctx: click.Context, verbose: bool):
     MNI152 phantom.
     """
     if not ctx.resilient_parsing and ctx.invoked_subcommand is not None:
-        if "--help" not in sys.argv[1:] and "-h" not in sys.argv[1:]:
-            quiet_logs(verbose)
+        needs = ctx.invoked_subcommand in TENSORFLOW_COMMANDS
+        if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+            needs = False
+        quiet_logs(verbose, import_tensorflow=needs)
 
 
 @main.group()

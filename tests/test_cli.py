@@ -92,3 +92,15 @@ def test_console_script_runs_as_subprocess():
         [sys.executable, "-m", "keras_advseg.cli", "--version"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "advseg" in result.stdout
+
+
+def test_commands_without_models_start_without_tensorflow(tmp_path):
+    code = (
+        "import sys; from click.testing import CliRunner; from keras_advseg.cli import main; "
+        "r = CliRunner().invoke(main, ['data', 'info', sys.argv[1]]); "
+        "print('tensorflow' in sys.modules, r.exit_code)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.split() == ["False", "2"], out.stderr[-500:]
