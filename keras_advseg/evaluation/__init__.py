@@ -11,7 +11,7 @@ import importlib
 
 _EXPORTS = {
     "EvalConfig": "keras_advseg.config",
-    "evaluate": "keras_advseg.evaluation.evaluate",
+    "evaluate": "keras_advseg.evaluation.robustness",
     "EvalResults": "keras_advseg.evaluation.results",
     "Evaluation": "keras_advseg.evaluation.results",
     "Summary": "keras_advseg.evaluation.results",

@@ -26,7 +26,7 @@ SUMMARY_METRICS = DICE_METRICS + QUALITY_METRICS
 
 @dataclass
 class Evaluation:
-    """What :func:`~keras_advseg.evaluation.evaluate` returns.
+    """What :func:`~keras_advseg.evaluation.robustness` returns.
 
     Attributes:
         rows: One dict per subject x attack x eps (:data:`ROW_FIELDS`); the clean
