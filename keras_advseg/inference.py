@@ -147,27 +147,6 @@ def restore(probabilities: np.ndarray, box: tuple[slice, ...], native_shape) -> 
     return native
 
 
-def segment(
-    forward, image: np.ndarray, preprocessing: Preprocessing, name: str = "volume"
-) -> np.ndarray:
-    """Class probabilities of a raw volume on its own grid.
-
-    Args:
-        forward: The model (volumes in, logits out), e.g. ``traced_inference(model)``.
-        image: Raw ``(X, Y, Z, 4)`` volume in :data:`~keras_advseg.data.MODALITIES` order.
-        preprocessing: The model's training preprocessing.
-        name: What the volume is, for messages.
-
-    Returns:
-        float32 ``(X, Y, Z, 4)`` probabilities (softmax at T = 1).
-    """
-    from keras_advseg.metrics import logits_to_probabilities
-
-    x, box = preprocess(image, preprocessing, name)
-    probabilities = np.asarray(logits_to_probabilities(forward(x[None], training=False)))[0]
-    return restore(probabilities, box, image.shape[:3])
-
-
 def gaussian_importance(tile: tuple[int, ...], sigma_scale: float = 0.125) -> np.ndarray:
     """Weights of a tile's voxels: a Gaussian centred on the tile, sigma = tile / 8 (as nnU-Net),
     so that tile borders, where the network sees least context, count least."""
@@ -237,18 +216,46 @@ def sliding_window(
     return result[: size[0], : size[1], : size[2]]
 
 
-def segment_sliding(
+def to_native(
+    forward, x: np.ndarray, box, native_shape, tile=None, overlap: float = 0.5
+) -> np.ndarray:
+    """Class probabilities on the scan's own grid from a preprocessed volume (:func:`preprocess`).
+
+    Args:
+        forward: The model (volumes in, logits out), e.g. ``traced_inference(model)``.
+        x: The preprocessed volume: resized to the model's input, or (with ``tile``) at the
+            scan's resolution.
+        box, native_shape: The crop box and the scan's shape (:func:`restore`).
+        tile: The model's input size to run :func:`sliding_window` with; None: one forward pass.
+        overlap: Sliding-window overlap.
+
+    Returns:
+        float32 ``(X, Y, Z, K)`` probabilities (softmax at T = 1).
+    """
+    from keras_advseg.metrics import logits_to_probabilities
+
+    if tile is None:
+        probabilities = np.asarray(logits_to_probabilities(forward(x[None], training=False)))[0]
+    else:
+        probabilities = sliding_window(forward, x, tile, overlap)
+    return restore(probabilities, box, native_shape)
+
+
+def segment(
     forward,
     image: np.ndarray,
     preprocessing: Preprocessing,
+    *,
+    sliding: bool = False,
     overlap: float = 0.5,
     name: str = "volume",
 ) -> np.ndarray:
-    """Like :func:`segment`, at the scan's own resolution: cropped and standardised, not resized,
-    then :func:`sliding_window` with tiles of the model's input size."""
-    x, box = preprocess(image, preprocessing, name, resize=False)
-    probabilities = sliding_window(forward, x, preprocessing.shape, overlap)
-    return restore(probabilities, box, image.shape[:3])
+    """Class probabilities of a raw ``(X, Y, Z, 4)`` volume on its own grid: the training
+    preprocessing, the model (resized input, or ``sliding`` tiles at the scan's resolution),
+    and the way back through resize and crop."""
+    x, box = preprocess(image, preprocessing, name, resize=not sliding)
+    tile = preprocessing.shape if sliding else None
+    return to_native(forward, x, box, image.shape[:3], tile, overlap)
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,10 @@ import numpy as np
 
 from keras_advseg.attacks import (
     all_label_target,
-    cospgd,
     fgsm_sweep,
     ifgsm,
     ifgsm_trajectory,
     pgd,
-    segpgd,
     targeted_ifgsm,
 )
 from keras_advseg.attacks.core import labels_of
@@ -208,14 +206,10 @@ def _attack(name, model, x, y, eps, config: EvalConfig, kwargs):
         return ifgsm(model, x, y, eps=eps, steps=config.steps, **kwargs)
     if name == "tifgsm":
         return targeted_ifgsm(model, x, all_label_target(y), eps=eps, steps=config.steps, **kwargs)
-    if name.startswith("apgd-"):
+    if name.startswith("apgd-") or name in ("segpgd", "cospgd"):
         return run_attack(
             name, model, x, y, eps=eps, steps=config.steps, seed=config.seed, **kwargs
         )
-    if name == "segpgd":
-        return segpgd(model, x, y, eps=eps, steps=config.steps, seed=config.seed, **kwargs)
-    if name == "cospgd":
-        return cospgd(model, x, y, eps=eps, steps=config.steps, seed=config.seed, **kwargs)
     return pgd(
         model,
         x,

@@ -19,8 +19,7 @@ from keras_advseg.data import DataError, Subject, discover_subjects
 from keras_advseg.data.parallel import progress_map
 from keras_advseg.data.subject import BRATS2023_LABELS, IDENTITY_LABELS
 from keras_advseg.errors import InputError
-from keras_advseg.inference import Preprocessing, preprocess, probabilities_to_label_map, restore
-from keras_advseg.inference import sliding_window as tiled
+from keras_advseg.inference import Preprocessing, preprocess, probabilities_to_label_map, to_native
 from keras_advseg.io import (
     atomic_path,
     ensure_writable_folder,
@@ -105,7 +104,7 @@ def run_predict(
         DataError: unreadable scans.
     """
     from keras_advseg.export import load_model, load_preprocessing
-    from keras_advseg.metrics import logits_to_probabilities, traced_inference
+    from keras_advseg.metrics import traced_inference
 
     if labels not in LABEL_CONVENTIONS:
         raise InputError(f"labels must be one of {LABEL_CONVENTIONS}. Received: {labels!r}")
@@ -122,11 +121,8 @@ def run_predict(
         desc="predict",
         disable=disable,
     ):
-        if sliding_window:
-            model_space = tiled(forward, x, preprocessing.shape, overlap)
-        else:
-            model_space = np.asarray(logits_to_probabilities(forward(x[None], training=False)))[0]
-        native = restore(model_space, box, native_shape)
+        tile = preprocessing.shape if sliding_window else None
+        native = to_native(forward, x, box, native_shape, tile, overlap)
         source = nib.load(str(subject.images[0]))
         label_map = probabilities_to_label_map(native, labels)
         written.append(

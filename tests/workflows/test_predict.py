@@ -15,7 +15,7 @@ from keras_advseg.cli import main
 from keras_advseg.data import discover_subjects
 from keras_advseg.data.prepare import load_prepared
 from keras_advseg.export import save_model
-from keras_advseg.inference import Preprocessing, restore
+from keras_advseg.inference import Preprocessing, restore, segment
 from keras_advseg.metrics import brats_dice, predict_labels
 
 
@@ -97,6 +97,8 @@ def test_predict_writes_native_label_maps_that_score_like_the_model(fitted, phan
             nib.as_closest_canonical(nib.load(str(out / f"{subject_id}.nii.gz"))).dataobj
         )
         assert np.mean(written != expected) < 1e-3
+        in_python = segment(model, raw, Preprocessing.from_prepared(prepared))  # the library call
+        assert np.mean(np.array([0, 1, 2, 4], np.uint8)[in_python.argmax(-1)] != written) < 1e-3
         assert model_space > 0.5
         native = float(rows[subject_id]["dice_wt"])
         assert native == pytest.approx(brats_dice(native_labels, written)["wt"])
