@@ -21,6 +21,7 @@ from keras_advseg.errors import InputError
 
 _TRAIN = cfg.TrainConfig()  # the defaults the options show
 _EVAL = cfg.EvalConfig()
+_AUDIT = cfg.AuditConfig()
 
 
 class OneLineError(click.ClickException):
@@ -56,7 +57,7 @@ def friendly_errors(fn):
     return wrapper
 
 
-TENSORFLOW_COMMANDS = ("train", "evaluate", "reproduce", "export", "predict", "score")
+TENSORFLOW_COMMANDS = ("train", "evaluate", "audit", "reproduce", "export", "predict", "score")
 """Commands that use TensorFlow; the others (data, compare) start without it."""
 
 
@@ -691,6 +692,156 @@ def evaluate_command(
                 + ", ".join(f"{r.upper()} {entry[f'dice_{r}']['mean']:.3f}" for r in cfg.REGIONS)
             )
     click.echo(f"wrote {out / 'per_subject.csv'} and {out / 'summary.json'}")
+
+
+@main.command("audit")
+@click.argument("model_ref", metavar="MODEL")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Prepared cache, or a raw dataset (prepared into OUT/prepared at the model's input size).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder: audit.md and audit.json.",
+)
+@click.option(
+    "--reference",
+    "reference_ref",
+    default=None,
+    help="An undefended model (file, run id or runs:/ URI) for the transfer check (item 5); "
+    "without it item 5 is skipped.",
+)
+@click.option(
+    "--split", type=click.Choice(["test", "train"]), default="test", help="Subjects to audit."
+)
+@click.option(
+    "--subjects",
+    type=click.IntRange(min=0),
+    default=_AUDIT.subjects,
+    help="Audit the first N subjects of the split (0: all).",
+)
+@click.option(
+    "--eps",
+    type=float,
+    default=_AUDIT.eps,
+    help="Budget of the white-box worst case, relative to the intensity range.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=_AUDIT.steps,
+    help="Iterations of each attack; item 3 doubles them twice.",
+)
+@click.option(
+    "--attack",
+    "attacks",
+    multiple=True,
+    type=click.Choice(cfg.ENSEMBLE_ATTACKS),
+    default=_AUDIT.attacks,
+    help="Members of the worst-case ensemble (repeatable) [the default ensemble].",
+)
+@click.option(
+    "--curve",
+    default=",".join(f"{e:g}" for e in _AUDIT.curve),
+    help="Budgets of item 2 (Dice must fall with eps); the last is the large budget.",
+)
+@click.option(
+    "--restarts",
+    type=click.IntRange(min=1),
+    default=_AUDIT.restarts,
+    help="Random starts of item 4.",
+)
+@click.option(
+    "--queries",
+    type=click.IntRange(min=0),
+    default=_AUDIT.queries,
+    help="Forward passes of the gradient-free random search (item 7).",
+)
+@click.option(
+    "--tolerance",
+    type=float,
+    default=_AUDIT.tolerance,
+    help="Mean-Dice difference that counts as a change or as stronger.",
+)
+@click.option(
+    "--temperature",
+    type=float,
+    default=_AUDIT.temperature,
+    help="The model's own softmax temperature (a distilled model's T) for item 6.",
+)
+@click.option("--seed", type=int, default=_AUDIT.seed, help="Random starts and random search.")
+@click.option(
+    "--fail-on-warn", is_flag=True, help="Exit with status 1 when any item warns (for CI)."
+)
+@click.option("--run-name", help="MLflow run name [audit].")
+@tracking_options
+@friendly_errors
+def audit_command(
+    model_ref,
+    data,
+    out,
+    reference_ref,
+    split,
+    subjects,
+    eps,
+    steps,
+    attacks,
+    curve,
+    restarts,
+    queries,
+    tolerance,
+    temperature,
+    seed,
+    fail_on_warn,
+    run_name,
+    tracking_uri,
+    experiment,
+):
+    """Check MODEL's robustness for gradient masking: seven PASS/WARN items.
+
+    Writes OUT/audit.md and OUT/audit.json and tags an MLflow run (and the
+    model's training run) with the verdict. See README, "Auditing for gradient
+    masking", for what each item means.
+    """
+    from keras_advseg.tracking import TrackingError
+    from keras_advseg.workflows.audit import run_audit
+
+    config = cfg.AuditConfig(
+        eps=eps,
+        steps=steps,
+        attacks=tuple(attacks),
+        curve=parse_floats(curve, "--curve"),
+        restarts=restarts,
+        queries=queries,
+        tolerance=tolerance,
+        temperature=temperature,
+        subjects=subjects,
+        seed=seed,
+    )
+    try:
+        document = run_audit(
+            model_ref,
+            data,
+            out,
+            config,
+            reference_ref=reference_ref,
+            split=split,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            run_name=run_name,
+            progress=lambda stage: click.echo(f"audit: {stage}", err=True),
+        )
+    except TrackingError as exc:
+        raise click.ClickException(str(exc)) from None
+    for item in document["items"]:
+        click.echo(f"{item['item']} {item['verdict']:4s} {item['claim']}: {item['evidence']}")
+    click.echo(f"audit {document['verdict']}: wrote {out / 'audit.md'} and {out / 'audit.json'}")
+    if fail_on_warn and document["verdict"] == "WARN":
+        sys.exit(1)
 
 
 @main.command("compare")

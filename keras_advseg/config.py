@@ -46,6 +46,7 @@ ATTACKS = (
     "apgd-masked-ce",
     "apgd-balanced",
     "apgd-js",
+    "random-search",
     "worst",
 )
 """Attacks of ``advseg evaluate``; ``tifgsm`` is the paper's targeted i-FGSM."""
@@ -63,6 +64,7 @@ ATTACK_NAMES = {
     "apgd-masked-ce": "APGD (masked CE)",
     "apgd-balanced": "APGD (balanced masked CE)",
     "apgd-js": "APGD (JS)",
+    "random-search": "random search (gradient-free)",
     "worst": "Worst case",
 }
 
@@ -319,6 +321,77 @@ class EvalConfig:
     def budgets_iterative(self) -> tuple[float, ...]:
         """The budgets of i-FGSM, targeted i-FGSM and PGD."""
         return tuple(self.iterative_eps or self.eps)
+
+
+DEFAULT_ENSEMBLE = ("apgd-masked-ce", "apgd-balanced", "apgd-js", "segpgd", "cospgd", "pgd-dice")
+"""The worst-case ensemble: APGD with three segmentation losses, SegPGD, CosPGD, PGD on soft Dice."""
+
+ENSEMBLE_ATTACKS = DEFAULT_ENSEMBLE + ("apgd-ce", "apgd-dice", "random-search")
+"""Every attack an ensemble may contain (``attacks.ensemble.run_attack``)."""
+
+AUDIT_ITEMS = {
+    1: "iterative attacks at least as strong as FGSM",
+    2: "Dice falls monotonically with eps and reaches the floor at a large budget",
+    3: "doubling the iterations changes worst-case Dice little",
+    4: "random restarts change worst-case Dice little",
+    5: "a transfer attack from the reference model is not stronger than the white-box attack",
+    6: "PGD at a softened temperature or on CE is not stronger than on soft Dice at T = 1",
+    7: "a gradient-free attack (random search) is not stronger than the white-box attack",
+}
+"""The gradient-masking checklist (Carlini et al. 2019), item number -> what PASS means."""
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """What the gradient-masking audit (``advseg audit``) runs.
+
+    Attributes:
+        eps: Budget of the white-box worst case that the items compare with.
+        steps: Iterations of each attack (doubled twice for item 3).
+        attacks: The worst-case ensemble (names from :data:`ENSEMBLE_ATTACKS`).
+        curve: Budgets of item 2; its last is the "large budget".
+        curve_attacks: The ensemble run at each budget of the curve.
+        floor: Item 2 passes when mean Dice at the largest budget is at most this.
+        restarts: Random starts of item 4 (APGD masked CE from ``seed``, ``seed + 1``, ...).
+        queries: Forward passes of the random search (item 7).
+        tolerance: The mean-Dice difference that counts as "changes" or "stronger".
+        temperature: The model's own softmax temperature (distilled models), for item 6;
+            item 6 also attacks at the temperature that brings the median logit margin to 2.
+        subjects: At most this many subjects are audited (0: all).
+        seed: Random starts and the random search.
+    """
+
+    eps: float = 0.05
+    steps: int = 10
+    attacks: tuple[str, ...] = DEFAULT_ENSEMBLE
+    curve: tuple[float, ...] = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4)
+    curve_attacks: tuple[str, ...] = ("apgd-masked-ce", "pgd-dice")
+    floor: float = 0.05
+    restarts: int = 5
+    queries: int = 100
+    tolerance: float = 0.01
+    temperature: float = 1.0
+    subjects: int = 4
+    seed: int = 0
+
+    def __post_init__(self):
+        unknown = [a for a in (*self.attacks, *self.curve_attacks) if a not in ENSEMBLE_ATTACKS]
+        if unknown or not self.attacks or not self.curve_attacks:
+            raise InputError(f"audit attacks must be among {ENSEMBLE_ATTACKS}. Received: {unknown}")
+        budgets = (self.eps, *self.curve)
+        if not self.curve or not all(math.isfinite(e) and 0 < e <= 1 for e in budgets):
+            raise InputError(
+                f"audit budgets must be in (0, 1]. Received: eps={self.eps}, curve={self.curve}"
+            )
+        if self.steps < 1 or self.restarts < 1 or self.queries < 0 or self.subjects < 0:
+            raise InputError(
+                "audit steps and restarts must be >= 1, queries and subjects >= 0. Received: "
+                f"steps={self.steps}, restarts={self.restarts}, queries={self.queries}, "
+                f"subjects={self.subjects}"
+            )
+        check_range("tolerance", self.tolerance, 0.0, 1.0)
+        check_range("temperature", self.temperature, 1e-6, 1e6)
+        check_range("floor", self.floor, 0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------

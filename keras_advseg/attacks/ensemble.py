@@ -10,12 +10,10 @@ import tensorflow as tf
 from keras_advseg.attacks.apgd import apgd, mean_region_dice
 from keras_advseg.attacks.core import as_tensor, check_arguments
 from keras_advseg.attacks.pgd import pgd
+from keras_advseg.attacks.random_search import random_search
 from keras_advseg.attacks.segmentation import cospgd, segpgd
+from keras_advseg.config import DEFAULT_ENSEMBLE, ENSEMBLE_ATTACKS
 
-DEFAULT_ENSEMBLE = ("apgd-masked-ce", "apgd-balanced", "apgd-js", "segpgd", "cospgd", "pgd-dice")
-"""The default ensemble: APGD with three segmentation losses, SegPGD, CosPGD and PGD on soft Dice."""
-
-ENSEMBLE_ATTACKS = DEFAULT_ENSEMBLE + ("apgd-ce", "apgd-dice")
 _APGD_LOSS = {
     "apgd-ce": "ce",
     "apgd-dice": "dice",
@@ -61,6 +59,8 @@ def run_attack(
         return cospgd(model, x, y, eps=eps, steps=steps, seed=seed, temperature=temperature)
     if name == "pgd-dice":
         return pgd(model, x, y, eps=eps, steps=steps, seed=seed, temperature=temperature)
+    if name == "random-search":  # gradient-free: ``steps`` gradients' worth of queries, x10
+        return random_search(model, x, y, eps=eps, queries=10 * steps, seed=seed)
     raise ValueError(f"attack must be one of {ENSEMBLE_ATTACKS}. Received: {name!r}")
 
 

@@ -206,7 +206,7 @@ def _attack(name, model, x, y, eps, config: EvalConfig, kwargs):
         return ifgsm(model, x, y, eps=eps, steps=config.steps, **kwargs)
     if name == "tifgsm":
         return targeted_ifgsm(model, x, all_label_target(y), eps=eps, steps=config.steps, **kwargs)
-    if name.startswith("apgd-") or name in ("segpgd", "cospgd"):
+    if name.startswith("apgd-") or name in ("segpgd", "cospgd", "random-search"):
         return run_attack(
             name, model, x, y, eps=eps, steps=config.steps, seed=config.seed, **kwargs
         )

@@ -64,7 +64,7 @@ def run_evaluation(
     model_path = resolve_model_path(model_ref, tracking_uri)
     model = load_model(model_path)
     transfer = load_model(resolve_model_path(transfer_ref, tracking_uri)) if transfer_ref else None
-    shape = _input_size(model)
+    shape = model_input_size(model)
     prepared = open_prepared(data, out / "prepared", shape)
     ids = prepared.ids("train") + prepared.ids("test") if split == "all" else prepared.ids(split)
     if not ids:
@@ -78,7 +78,7 @@ def run_evaluation(
     if source:
         tags["mlflow.parentRunId"] = source
         tags["source_run_id"] = source
-        tags.update(_source_tags(source, tracking_uri))
+        tags.update(source_tags(source, tracking_uri))
     if transfer_ref:
         tags["transfer_from"] = str(transfer_ref)
     with tracked_run(
@@ -195,14 +195,14 @@ def check_model_fits_data(model, model_ref, prepared, data) -> None:
         raise InputError(f"{model_ref} does not fit {data}: it " + "; it ".join(problems))
 
 
-def _input_size(model) -> int | None:
+def model_input_size(model) -> int | None:
     from keras_advseg.models import SliceWise
 
     shape = model.slice_model.input_shape if isinstance(model, SliceWise) else model.input_shape
     return shape[1]
 
 
-def _source_tags(run_id: str, tracking_uri: str) -> dict:
+def source_tags(run_id: str, tracking_uri: str) -> dict:
     """Copies the training run's comparison tags (defense, model, temperature, adv_eps) when it exists."""
     from mlflow.tracking import MlflowClient
 

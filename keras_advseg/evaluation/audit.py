@@ -1,0 +1,259 @@
+"""The gradient-masking audit: seven checks that a robustness number is not an artefact of the attack.
+
+After Carlini et al. 2019 ("On Evaluating Adversarial Robustness", section 5) and Croce,
+Singh & Hein 2024 (SEA). Each item compares mean Dice (WT, TC, ET averaged) over the
+audited subjects between the evaluation's white-box worst case and a check that a sound
+evaluation must not lose to. A WARN means the reported robustness may be gradient masking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from keras_advseg.attacks.apgd import mean_region_dice
+from keras_advseg.attacks.ensemble import run_attack, worst_case
+from keras_advseg.attacks.fgsm import fgsm
+from keras_advseg.attacks.pgd import pgd
+from keras_advseg.attacks.random_search import random_search
+from keras_advseg.config import AUDIT_ITEMS, AuditConfig
+
+MARGIN_TARGET = 2.0
+"""Item 6 softens the logits until the median top-1 minus top-2 margin is this (p about 0.88)."""
+
+
+@dataclass
+class AuditItem:
+    """One item of the checklist: its verdict and the numbers behind it."""
+
+    number: int
+    verdict: str  # "PASS", "WARN" or "SKIP"
+    evidence: str
+    numbers: dict = field(default_factory=dict)
+
+    @property
+    def claim(self) -> str:
+        return AUDIT_ITEMS[self.number]
+
+    def to_json(self) -> dict:
+        return {
+            "item": self.number,
+            "claim": self.claim,
+            "verdict": self.verdict,
+            "evidence": self.evidence,
+            "numbers": self.numbers,
+        }
+
+
+def audit(
+    model,
+    samples: Sequence[tuple[np.ndarray, np.ndarray]],
+    config: AuditConfig | None = None,
+    *,
+    reference=None,
+    progress: Callable[[str], None] | None = None,
+) -> list[AuditItem]:
+    """Runs the checklist on ``model`` over ``samples``.
+
+    Args:
+        model: Deployable model (volumes in, logits out).
+        samples: ``(x, y)`` pairs, each a batch of one: input ``(1, ..., C)`` and one-hot labels.
+        config: What to run (budgets, steps, tolerance; see :class:`AuditConfig`); None: defaults.
+        reference: An undefended model for item 5 (transfer); None skips item 5.
+        progress: Called with a short description before each stage.
+
+    Returns:
+        The seven :class:`AuditItem` in order.
+
+    Raises:
+        ValueError: no samples.
+    """
+    if not samples:
+        raise ValueError("the audit needs at least one sample")
+    config = config or AuditConfig()
+    say = progress or (lambda _: None)
+    tol, eps, steps = config.tolerance, config.eps, config.steps
+    dice = _MeanDice(model, samples)
+
+    def worst(m, e, s, attacks=config.attacks):
+        def attack(x, y):
+            return worst_case(m, x, y, eps=e, steps=s, attacks=attacks, seed=config.seed)[0]
+
+        return attack
+
+    say("clean and FGSM")
+    clean = dice.of(lambda x, y: x)
+    by_fgsm = dice.of(lambda x, y: fgsm(model, x, y, eps=eps))
+    say(f"worst case at {steps}, {2 * steps} and {4 * steps} steps")
+    by_steps = {s: dice.of(worst(model, eps, s)) for s in (steps, 2 * steps, 4 * steps)}
+    white_box = by_steps[steps]
+    items = []
+
+    stronger = white_box <= by_fgsm + tol
+    items.append(
+        AuditItem(
+            1,
+            _verdict(stronger),
+            f"worst case {white_box:.3f} vs FGSM {by_fgsm:.3f} (clean {clean:.3f}) at eps {eps:g}",
+            {"clean": clean, "fgsm": by_fgsm, "worst_case": white_box},
+        )
+    )
+
+    say(f"Dice over eps {', '.join(f'{e:g}' for e in config.curve)}")
+    curve = [dice.of(worst(model, e, steps, config.curve_attacks)) for e in config.curve]
+    rises = [
+        (a, b)
+        for a, b, da, db in zip(config.curve, config.curve[1:], curve, curve[1:])
+        if db > da + tol
+    ]
+    falls = not rises and curve[-1] <= config.floor
+    items.append(
+        AuditItem(
+            2,
+            _verdict(falls),
+            "mean Dice "
+            + ", ".join(f"{d:.3f} at {e:g}" for e, d in zip(config.curve, curve))
+            + ("" if not rises else f"; rises between {rises}")
+            + f"; floor {config.floor:g}",
+            {"eps": list(config.curve), "dice": curve, "floor": config.floor},
+        )
+    )
+
+    changes = [abs(by_steps[2 * s] - by_steps[s]) for s in (steps, 2 * steps)]
+    items.append(
+        AuditItem(
+            3,
+            _verdict(max(changes) < tol),
+            "worst case "
+            + " -> ".join(f"{by_steps[s]:.3f} ({s} steps)" for s in sorted(by_steps))
+            + f"; largest change {max(changes):.3f}",
+            {"steps": sorted(by_steps), "dice": [by_steps[s] for s in sorted(by_steps)]},
+        )
+    )
+
+    say(f"{config.restarts} random restarts")
+    restarts = dice.per_sample_min(
+        [
+            lambda x, y, r=r: run_attack(
+                "apgd-masked-ce", model, x, y, eps=eps, steps=steps, seed=config.seed + r
+            )
+            for r in range(config.restarts)
+        ]
+    )
+    single = restarts[0]
+    best = restarts[-1]
+    items.append(
+        AuditItem(
+            4,
+            _verdict(single - best < tol),
+            f"APGD masked CE: {single:.3f} from one random start, {best:.3f} best of "
+            f"{config.restarts}",
+            {"one": single, "best_of": best, "restarts": config.restarts},
+        )
+    )
+
+    if reference is None:
+        items.append(AuditItem(5, "SKIP", "no reference model given", {}))
+    else:
+        say("transfer from the reference model")
+        transfer = dice.of(worst(reference, eps, steps))
+        items.append(
+            AuditItem(
+                5,
+                _verdict(transfer >= white_box - tol),
+                f"transfer {transfer:.3f} vs white-box {white_box:.3f}",
+                {"transfer": transfer, "white_box": white_box},
+            )
+        )
+
+    say("temperature and cross-entropy")
+    softened = logit_scale_temperature(model, samples)
+    temperatures = sorted({config.temperature, softened} - {1.0})
+    plain = dice.of(lambda x, y: pgd(model, x, y, eps=eps, steps=steps, seed=config.seed))
+    variants = {
+        "CE": dice.of(
+            lambda x, y: pgd(model, x, y, eps=eps, steps=steps, loss="ce", seed=config.seed)
+        )
+    }
+    for t in temperatures:
+        variants[f"T={t:.3g}"] = dice.of(
+            lambda x, y, t=t: pgd(
+                model, x, y, eps=eps, steps=steps, temperature=t, seed=config.seed
+            )
+        )
+    strongest = min(variants, key=variants.get)
+    items.append(
+        AuditItem(
+            6,
+            _verdict(variants[strongest] >= plain - tol),
+            f"PGD on soft Dice at T=1 {plain:.3f}; "
+            + ", ".join(f"with {k} {v:.3f}" for k, v in variants.items()),
+            {"dice_t1": plain, "variants": variants, "logit_scale_temperature": softened},
+        )
+    )
+
+    say(f"random search, {config.queries} queries")
+    searched = dice.of(
+        lambda x, y: random_search(model, x, y, eps=eps, queries=config.queries, seed=config.seed)
+    )
+    items.append(
+        AuditItem(
+            7,
+            _verdict(searched >= white_box - tol),
+            f"random search {searched:.3f} vs white-box {white_box:.3f}",
+            {"random_search": searched, "white_box": white_box},
+        )
+    )
+    return items
+
+
+def overall(items: Sequence[AuditItem]) -> str:
+    """``"WARN"`` when any item warns, else ``"PASS"``."""
+    return "WARN" if any(i.verdict == "WARN" for i in items) else "PASS"
+
+
+def logit_scale_temperature(model, samples) -> float:
+    """The temperature at which the median top-1 minus top-2 logit margin is :data:`MARGIN_TARGET`.
+
+    Never below 1: a saturated model (huge logits) gets a large temperature, which gives its
+    softmax, and so the attack's loss, gradients again.
+    """
+    margins = []
+    for x, _ in samples:
+        logits = np.asarray(model(x, training=False), dtype="float64")
+        top = np.sort(logits, axis=-1)
+        margins.append((top[..., -1] - top[..., -2]).ravel())
+    return float(max(1.0, np.median(np.concatenate(margins)) / MARGIN_TARGET))
+
+
+class _MeanDice:
+    """Mean over samples of the mean region Dice of the model on an attack's output."""
+
+    def __init__(self, model, samples):
+        self.model, self.samples = model, samples
+
+    def _each(self, attack) -> np.ndarray:
+        return np.array(
+            [
+                float(mean_region_dice(y, self.model(attack(x, y), training=False)).numpy()[0])
+                for x, y in self.samples
+            ]
+        )
+
+    def of(self, attack) -> float:
+        return float(self._each(attack).mean())
+
+    def per_sample_min(self, attacks) -> list[float]:
+        """Mean of the running per-sample minimum over ``attacks`` (entry k: best of k + 1)."""
+        running, means = None, []
+        for attack in attacks:
+            each = self._each(attack)
+            running = each if running is None else np.minimum(running, each)
+            means.append(float(running.mean()))
+        return means
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "WARN"

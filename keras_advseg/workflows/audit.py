@@ -1,0 +1,166 @@
+"""The audit workflow (``advseg audit``): the gradient-masking checklist on a model, written and tracked.
+
+Writes ``audit.json`` and ``audit.md`` and logs an MLflow run nested under the model's
+training run, with a tag per item (``audit.item3 = PASS``) and the overall verdict
+(``audit = PASS|WARN``), which is also set on the training run itself.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from keras_advseg.config import AuditConfig
+from keras_advseg.errors import InputError
+from keras_advseg.io import ensure_writable_folder, write_json_atomic, write_text_atomic
+
+
+def run_audit(
+    model_ref: str,
+    data,
+    out,
+    config: AuditConfig,
+    *,
+    reference_ref: str | None = None,
+    split: str = "test",
+    tracking_uri: str,
+    experiment: str,
+    run_name: str | None = None,
+    progress=None,
+) -> dict:
+    """Audits a model on the first ``config.subjects`` subjects of ``split``.
+
+    Returns:
+        The document written to ``audit.json``.
+
+    Raises:
+        InputError / DataError: bad model reference or data. TrackingError: unreachable store.
+    """
+    import mlflow
+    from keras_advseg.data.pipeline import one_hot_labels
+    from keras_advseg.data.prepare import open_prepared
+    from keras_advseg.evaluation.audit import audit, overall
+    from keras_advseg.export import load_model
+    from keras_advseg.tracking import check_reachable, resolve_model_path, tracked_run
+    from keras_advseg.workflows.evaluate import (
+        check_model_fits_data,
+        model_input_size,
+        source_run_id,
+        source_tags,
+    )
+
+    out = ensure_writable_folder(out)
+    check_reachable(tracking_uri)
+    model_path = resolve_model_path(model_ref, tracking_uri)
+    model = load_model(model_path)
+    reference = (
+        load_model(resolve_model_path(reference_ref, tracking_uri)) if reference_ref else None
+    )
+    prepared = open_prepared(data, out / "prepared", model_input_size(model))
+    check_model_fits_data(model, model_path, prepared, data)
+    if reference is not None:
+        check_model_fits_data(reference, reference_ref, prepared, data)
+    ids = prepared.ids(split)
+    if not ids:
+        raise InputError(f"{data}: split {split!r} has no subjects")
+    ids = ids[: config.subjects] if config.subjects else ids
+    samples = []
+    for subject_id in ids:
+        image, labels = prepared.load(subject_id)
+        if labels is None:
+            raise InputError(f"subject {subject_id} has no labels; the audit needs them")
+        samples.append((image[None], one_hot_labels(labels[None]).numpy()))
+
+    source = source_run_id(model_ref, model_path)
+    tags = {"audit_of": str(model_ref)}
+    if source:
+        tags.update({"mlflow.parentRunId": source, "source_run_id": source})
+        tags.update(source_tags(source, tracking_uri))
+    with tracked_run(tracking_uri, experiment, run_name=run_name or "audit", tags=tags) as run:
+        mlflow.log_params(
+            {
+                "model": str(model_ref),
+                "reference": str(reference_ref),
+                "split": split,
+                "subjects": len(ids),
+                "data_hash": prepared.data_hash,
+                **{k: _text(v) for k, v in config.__dict__.items()},
+            }
+        )
+        items = audit(model, samples, config, reference=reference, progress=progress)
+        verdict = overall(items)
+        document = {
+            "model": str(model_ref),
+            "reference": reference_ref,
+            "subjects": ids,
+            "config": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items()
+            },
+            "verdict": verdict,
+            "items": [item.to_json() for item in items],
+            "audit_run_id": run.info.run_id,
+            "source_run_id": source,
+        }
+        written = [
+            write_json_atomic(out / "audit.json", document),
+            write_text_atomic(out / "audit.md", audit_markdown(document)),
+        ]
+        mlflow.set_tags({"audit": verdict, **{f"audit.item{i.number}": i.verdict for i in items}})
+        for path in written:
+            mlflow.log_artifact(str(path))
+    if source:
+        _tag_training_run(source, tracking_uri, verdict)
+    return document
+
+
+def audit_markdown(document: dict) -> str:
+    """``audit.md``: the verdict, then one line per item with its numbers."""
+    lines = [
+        f"# Gradient-masking audit of `{document['model']}`: {document['verdict']}\n",
+        f"{len(document['subjects'])} subjects, eps {document['config']['eps']:g}, "
+        f"{document['config']['steps']} steps, tolerance {document['config']['tolerance']:g} "
+        "(mean Dice over WT, TC and ET).\n",
+        "| item | check | verdict | numbers |",
+        "|---|---|---|---|",
+    ]
+    for item in document["items"]:
+        lines.append(
+            f"| {item['item']} | {item['claim']} | {item['verdict']} | {item['evidence']} |"
+        )
+    lines.append(
+        "\nA WARN means the robustness measured by the white-box attacks may be gradient "
+        'masking: see README, "Auditing for gradient masking".\n'
+    )
+    return "\n".join(lines)
+
+
+def read_audit(folder: Path) -> dict:
+    """``audit.json`` of an audit folder (untrusted input).
+
+    Raises:
+        FileFormatError: missing, unreadable, or without a verdict and items.
+    """
+    from keras_advseg.io import FileFormatError, read_json
+
+    document = read_json(Path(folder) / "audit.json", "audit")
+    if (
+        not isinstance(document, dict)
+        or document.get("verdict") not in ("PASS", "WARN")
+        or not isinstance(document.get("items"), list)
+        or not all(isinstance(i, dict) and "verdict" in i for i in document["items"])
+    ):
+        raise FileFormatError(f"{folder}/audit.json: expected an audit (verdict and items)")
+    return document
+
+
+def _tag_training_run(run_id: str, tracking_uri: str, verdict: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=tracking_uri).set_tag(run_id, "audit", verdict)
+    except Exception:  # the training run may live in another store
+        pass
+
+
+def _text(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else json.dumps(value)

@@ -1,0 +1,46 @@
+"""`advseg audit`: audit.json, audit.md, MLflow tags on the audit and the training run, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+from support import fails_cleanly
+
+from keras_advseg.cli import main
+
+SMALL = ["--subjects", "1", "--steps", "1", "--attack", "pgd-dice", "--attack", "segpgd"]
+SMALL += ["--curve", "0.05,0.5", "--restarts", "2", "--queries", "3"]
+
+
+def test_audit_writes_its_verdict_everywhere(models, prepared_dir, tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["audit", str(models / "a.keras"), "--data", str(prepared_dir), "--out"]
+    args += [str(tmp_path / "audit"), "--tracking-uri", uri, "--reference", str(models / "b.keras")]
+    result = CliRunner().invoke(main, args + SMALL + ["--fail-on-warn"])
+    document = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert result.exit_code == (1 if document["verdict"] == "WARN" else 0), result.output
+    items = document["items"]
+    assert [i["item"] for i in items] == list(range(1, 8))
+    assert document["verdict"] == ("WARN" if any(i["verdict"] == "WARN" for i in items) else "PASS")
+    assert items[4]["verdict"] in ("PASS", "WARN")  # the reference makes item 5 run
+    assert items[1]["numbers"]["eps"] == [0.05, 0.5]
+    markdown = (tmp_path / "audit" / "audit.md").read_text()
+    assert f": {document['verdict']}" in markdown.splitlines()[0]
+    assert markdown.count("| PASS |") + markdown.count("| WARN |") == 7
+    for item in items:
+        assert f"{item['item']} {item['verdict']}" in result.output
+
+    run = mlflow.MlflowClient(tracking_uri=uri).get_run(document["audit_run_id"])
+    assert run.data.tags["audit"] == document["verdict"]
+    assert {run.data.tags[f"audit.item{i['item']}"] for i in items} <= {"PASS", "WARN", "SKIP"}
+    assert run.data.params["steps"] == "1"
+
+
+def test_audit_refuses_bad_options(models, prepared_dir, tmp_path):
+    base = ["audit", str(models / "a.keras"), "--data", str(prepared_dir), "--out", str(tmp_path)]
+    fails_cleanly([*base, "--curve", "0.1,2"], contains=["--curve"])
+    fails_cleanly([*base, "--eps", "0"], contains=["audit budgets must be in (0, 1]"])
+    fails_cleanly([*base, "--tolerance", "-1"], contains=["tolerance"])
