@@ -598,6 +598,12 @@ def parse_floats(
     "0:0.01:0.001.",
 )
 @click.option(
+    "--eps-curve",
+    is_flag=True,
+    help="Also run every attack at eps 0.0125, 0.025, ..., 0.8 (doubling): Dice down to 0. A "
+    "subject whose Dice reached 0 keeps that input for the larger budgets.",
+)
+@click.option(
     "--iterations-sweep",
     is_flag=True,
     help="Record Dice and PSNR/SSIM/RMSE after every i-FGSM and targeted i-FGSM iteration (one "
@@ -639,6 +645,7 @@ def evaluate_command(
     eps,
     steps,
     eps_sweep,
+    eps_curve,
     iterations_sweep,
     attack_temperature,
     transfer_ref,
@@ -658,6 +665,7 @@ def evaluate_command(
         eps=parse_floats(eps, "--eps") or (0.05,),
         steps=steps,
         eps_sweep=parse_floats(eps_sweep, "--eps-sweep"),
+        eps_curve=eps_curve,
         iterations_sweep=iterations_sweep,
         attack_temperature=attack_temperature,
         seed=seed,

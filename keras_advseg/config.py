@@ -71,6 +71,9 @@ ATTACK_NAMES = {
 PAPER_EPS_GRID = tuple(round(0.001 * i, 3) for i in range(11))
 """The paper's FGSM sweep: eps 0, 0.001, ..., 0.010 (Fig. 5-8)."""
 
+EPS_CURVE = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8)
+"""Budgets of ``advseg evaluate --eps-curve``: doubling until Dice reaches 0."""
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "keras-advseg"
 
@@ -282,6 +285,9 @@ class EvalConfig:
         iterative_eps: Budgets of i-FGSM, targeted i-FGSM and PGD when they
             should differ from ``eps`` (the study runs them at Table 1's 0.05
             only); None: ``eps``.
+        eps_curve: Also run every attack at each budget of :data:`EPS_CURVE`, in
+            increasing order; once a subject's three regions all reach Dice 0, its
+            adversarial input is kept for the larger budgets (their balls contain it).
 
     Raises:
         ValueError: an unknown attack, a negative budget, or ``steps < 1``.
@@ -296,6 +302,7 @@ class EvalConfig:
     seed: int = 0
     restarts: int = 1
     iterative_eps: tuple[float, ...] | None = None
+    eps_curve: bool = False
 
     def __post_init__(self):
         unknown = [a for a in self.attacks if a not in ATTACKS]
@@ -319,8 +326,16 @@ class EvalConfig:
 
     @property
     def budgets_iterative(self) -> tuple[float, ...]:
-        """The budgets of i-FGSM, targeted i-FGSM and PGD."""
-        return tuple(self.iterative_eps or self.eps)
+        """The budgets of the iterative attacks (with the eps curve's, in increasing order)."""
+        budgets = tuple(self.iterative_eps or self.eps)
+        if self.eps_curve:
+            return tuple(sorted(set(budgets) | set(EPS_CURVE)))
+        return budgets
+
+    @property
+    def budgets_fgsm(self) -> tuple[float, ...]:
+        """The budgets of FGSM (with the eps curve's)."""
+        return tuple(sorted(set(self.eps) | (set(EPS_CURVE) if self.eps_curve else set())))
 
 
 DEFAULT_ENSEMBLE = ("apgd-masked-ce", "apgd-balanced", "apgd-js", "segpgd", "cospgd", "pgd-dice")

@@ -97,11 +97,15 @@ def iterations_figure(curves: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def eps_figure(models: dict[str, dict], path: Path) -> Path:
-    """Dice vs FGSM eps per region, one curve per model (Fig. 5-8).
+def eps_figure(
+    models: dict[str, dict], path: Path, *, xlabel: str = "FGSM eps", log_x: bool = False
+) -> Path:
+    """Dice vs eps per region, one curve per model (Fig. 5-8) or per attack (the eps curve).
 
     Args:
         models: ``{name: {eps: {"dice_wt": mean, "dice_tc": mean, "dice_et": mean}}}``.
+        xlabel: What eps belongs to.
+        log_x: A logarithmic eps axis (the eps curve doubles).
     """
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
@@ -117,7 +121,8 @@ def eps_figure(models: dict[str, dict], path: Path) -> Path:
             )
     for ax, region in zip(axes, REGIONS):
         ax.set(
-            xlabel="FGSM eps (fraction of the intensity range)",
+            xlabel=f"{xlabel} (fraction of the intensity range)",
+            xscale="log" if log_x else "linear",
             ylabel="mean Dice",
             title=REGION_NAMES[region],
         )

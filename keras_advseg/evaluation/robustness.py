@@ -127,7 +127,7 @@ def evaluate(
         adversarial_examples = {}
         # FGSM at every budget (the attack's and the sweep's) from ONE gradient: sign(grad) does not
         # depend on eps, and fgsm_sweep returns exactly what fgsm would.
-        fgsm_eps = list(config.eps) if "fgsm" in config.attacks else []
+        fgsm_eps = list(config.budgets_fgsm) if "fgsm" in config.attacks else []
         budgets = sorted(set(fgsm_eps) | set(config.eps_sweep))
         if budgets:
             for eps, x_adv, logits in fgsm_sweep(source, x, y, budgets, **kwargs):
@@ -142,10 +142,13 @@ def evaluate(
         for attack in config.attacks:
             if attack in ("none", "fgsm"):
                 continue
+            broken = None  # with the eps curve: the input that took Dice to 0 at a smaller eps
             for eps in config.budgets_iterative:
                 x_adv, predicted = finished.get((attack, eps), (None, None))
                 found_by = None
-                if x_adv is None and attack == "worst":
+                if x_adv is None and broken is not None:
+                    x_adv, found_by = broken
+                elif x_adv is None and attack == "worst":
                     x_adv, found = worst_case(
                         source, x, y, eps=eps, steps=config.steps, seed=config.seed, **kwargs
                     )
@@ -155,6 +158,8 @@ def evaluate(
                 row = score(attack, eps, x_adv, steps=config.steps, predicted=predicted)
                 if found_by is not None:
                     row["found_by"] = found_by
+                if config.eps_curve and broken is None and _all_zero(row):
+                    broken = (x_adv, found_by)
                 adversarial_examples[attack] = x_adv
         if index == 0:
             chosen = next(iter(adversarial_examples.items()), None)
@@ -192,6 +197,11 @@ def _score(
         row.update({f"native_{k}": v for k, v in grid.scores(probabilities).items()})
     rows.append(row)
     return row
+
+
+def _all_zero(row) -> bool:
+    """Whether a row's three regions all have Dice 0 (nothing left for a larger budget to do)."""
+    return all(row[f"dice_{r}"] == 0 for r in REGIONS)
 
 
 def _dice_columns(labels, predicted) -> dict[str, float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from keras_advseg.config import DICE_METRICS, TRAINING_TAGS, EvalConfig
+from keras_advseg.config import ATTACK_NAMES, DICE_METRICS, TRAINING_TAGS, EvalConfig
 from keras_advseg.data.prepare import open_prepared
 from keras_advseg.errors import InputError
 from keras_advseg.evaluation import evaluate, figures, metric_names, summarize
@@ -112,7 +112,7 @@ def run_evaluation(
             "data_hash": prepared.data_hash,
         }
         written = write_outputs(result, summary, out, meta)
-        written += _figures(result, summary, out, tags.get("defense", "model"))
+        written += _figures(result, summary, out, tags.get("defense", "model"), config)
         flat, series = metric_names(summary)
         mlflow.log_metrics(flat)
         for name, points in series.items():
@@ -136,7 +136,9 @@ def write_outputs(evaluation: Evaluation, summary: Summary, out: Path, meta: dic
     return written
 
 
-def _figures(result: Evaluation, summary: Summary, out: Path, label: str) -> list[Path]:
+def _figures(
+    result: Evaluation, summary: Summary, out: Path, label: str, config: EvalConfig
+) -> list[Path]:
     written = []
     if result.example is not None:
         written.append(figures.example_figure(result.example, out / "fig_example.png"))
@@ -146,6 +148,17 @@ def _figures(result: Evaluation, summary: Summary, out: Path, label: str) -> lis
     if sweep:
         curve = {eps: {m: entry[m]["mean"] for m in DICE_METRICS} for eps, entry in sweep.items()}
         written.append(figures.eps_figure({label: curve}, out / "fig_eps.png"))
+    if config.eps_curve:
+        curves = {
+            ATTACK_NAMES[attack]: {
+                eps: {m: entry[m]["mean"] for m in DICE_METRICS} for eps, entry in by_eps.items()
+            }
+            for attack, by_eps in summary.attacks.items()
+            if attack != "fgsm_sweep"
+        }
+        written.append(
+            figures.eps_figure(curves, out / "fig_eps_curve.png", xlabel="eps", log_x=True)
+        )
     return written
 
 

@@ -95,3 +95,28 @@ def test_segmentation_attacks_are_evaluated(models, prepared_dir):
         ("cospgd", 0.05, 2),
     ]
     assert all(r["psnr"] != "" and 0 <= r["dice_wt"] <= 1 for r in rows[1:])
+
+
+def test_eps_curve_goes_up_to_dice_zero_and_keeps_the_breaking_input(fitted_unet, prepared_dir):
+    from keras_advseg.config import EPS_CURVE
+    from keras_advseg.data.prepare import load_prepared
+    from keras_advseg.evaluation import EvalConfig
+    from keras_advseg.evaluation import evaluate as run
+
+    prepared = load_prepared(prepared_dir)
+    config = EvalConfig(attacks=("fgsm", "pgd"), eps=(0.03,), steps=2, eps_curve=True)
+    assert config.budgets_iterative == tuple(sorted({0.03, *EPS_CURVE}))
+    result = run(fitted_unet, prepared, prepared.test_ids[:1], config, progress=False)
+    for attack in ("fgsm", "pgd"):
+        rows = sorted((r for r in result.rows if r["attack"] == attack), key=lambda r: r["eps"])
+        assert [r["eps"] for r in rows] == list(config.budgets_iterative)
+    pgd_rows = sorted((r for r in result.rows if r["attack"] == "pgd"), key=lambda r: r["eps"])
+    zero = [all(r[f"dice_{k}"] == 0 for k in ("wt", "tc", "et")) for r in pgd_rows]
+    assert zero[-1] and not zero[0]  # from a partial segmentation to none at all
+    first = zero.index(True)
+    # beyond the first budget that broke the subject, its input is kept: same perturbation
+    for row in pgd_rows[first + 1 :]:
+        assert row["psnr"] == pgd_rows[first]["psnr"] and row["rmse"] == pgd_rows[first]["rmse"]
+    # below it, each budget is attacked anew: the perturbation grows with eps
+    rmse = [r["rmse"] for r in pgd_rows[: first + 1]]
+    assert rmse == sorted(rmse)
