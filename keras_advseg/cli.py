@@ -634,6 +634,13 @@ def parse_floats(
     help="Also score Dice and HD95 (mm) in each scan's own space: the perturbation is made in model "
     "space and the prediction mapped back (needs the raw dataset the cache was prepared from).",
 )
+@click.option(
+    "--strategy",
+    type=click.Choice(cfg.STRATEGIES),
+    default="default",
+    help="mirrored: subjects spread over the local devices; multiworker: also over the machines "
+    "in TF_CONFIG (run the same command on each; the chief merges and writes the rows).",
+)
 @tracking_options
 @friendly_errors
 def evaluate_command(
@@ -653,6 +660,7 @@ def evaluate_command(
     seed,
     run_name,
     native,
+    strategy,
     tracking_uri,
     experiment,
 ):
@@ -683,6 +691,7 @@ def evaluate_command(
             experiment=experiment,
             run_name=run_name,
             native=native,
+            strategy=strategy,
         )
     except TrackingError as exc:
         raise click.ClickException(str(exc)) from None
@@ -699,7 +708,10 @@ def evaluate_command(
                 f"{attack} eps {value}: Dice "
                 + ", ".join(f"{r.upper()} {entry[f'dice_{r}']['mean']:.3f}" for r in cfg.REGIONS)
             )
-    click.echo(f"wrote {out / 'per_subject.csv'} and {out / 'summary.json'}")
+    if "worker" in summary:
+        click.echo(f"{summary['worker']}: evaluated its share; the chief writes the rows")
+    else:
+        click.echo(f"wrote {out / 'per_subject.csv'} and {out / 'summary.json'}")
 
 
 @main.command("audit")

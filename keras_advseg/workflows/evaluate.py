@@ -12,7 +12,7 @@ from pathlib import Path
 from keras_advseg.config import ATTACK_NAMES, DICE_METRICS, TRAINING_TAGS, EvalConfig
 from keras_advseg.data.prepare import open_prepared
 from keras_advseg.errors import InputError
-from keras_advseg.evaluation import evaluate, figures, metric_names, summarize
+from keras_advseg.evaluation import figures, metric_names, summarize
 from keras_advseg.evaluation.results import Evaluation, Summary
 from keras_advseg.export import load_model
 from keras_advseg.io import FileFormatError, ensure_writable_folder, write_text_atomic
@@ -46,9 +46,14 @@ def run_evaluation(
     experiment: str,
     run_name: str | None = None,
     native: bool = False,
+    strategy: str = "default",
     progress=None,
 ) -> dict:
     """Evaluates a model and logs everything to an MLflow run linked to its training run.
+
+    With ``strategy`` ``mirrored`` the subjects are spread over the local devices, with
+    ``multiworker`` also over the workers in ``TF_CONFIG``
+    (:mod:`keras_advseg.evaluation.distributed`); only the chief writes and tracks.
 
     Returns:
         The summary as written to ``summary.json`` (eps keys as text), with the run's metadata.
@@ -57,8 +62,14 @@ def run_evaluation(
         ValueError / DataError: bad model reference or data. TrackingError: unreachable store.
     """
     import mlflow
+    from keras_advseg.evaluation.distributed import evaluate_distributed
     from keras_advseg.tracking import check_reachable, resolve_model_path, tracked_run
+    from keras_advseg.training import make_strategy, worker_role
 
+    distribution = make_strategy(strategy)  # before any other TensorFlow work
+    chief, role = worker_role()
+    if not chief:  # other workers evaluate their share and keep their files apart
+        out = Path(out) / "workers" / role
     out = ensure_writable_folder(out)
     check_reachable(tracking_uri)
     model_path = resolve_model_path(model_ref, tracking_uri)
@@ -81,6 +92,12 @@ def run_evaluation(
         tags.update(source_tags(source, tracking_uri))
     if transfer_ref:
         tags["transfer_from"] = str(transfer_ref)
+    grids = native_grids(prepared, ids) if native else None
+    if not chief:
+        result = evaluate_distributed(
+            distribution, model, prepared, ids, config, transfer_model=transfer, native=grids
+        )
+        return {"model": str(model_ref), "worker": role, **summarize(result).to_json()}
     with tracked_run(
         tracking_uri, experiment, run_name=run_name or f"eval-{'-'.join(config.attacks)}", tags=tags
     ) as run:
@@ -96,11 +113,18 @@ def run_evaluation(
                 "iterations_sweep": config.iterations_sweep,
                 "attack_temperature": config.attack_temperature,
                 "transfer_from": str(transfer_ref),
+                "strategy": strategy,
             }
         )
-        grids = native_grids(prepared, ids) if native else None
-        result = evaluate(
-            model, prepared, ids, config, transfer_model=transfer, native=grids, progress=progress
+        result = evaluate_distributed(
+            distribution,
+            model,
+            prepared,
+            ids,
+            config,
+            transfer_model=transfer,
+            native=grids,
+            progress=progress,
         )
         summary = summarize(result)
         meta = {
