@@ -64,6 +64,7 @@ ATTACK_NAMES = {
     "apgd-masked-ce": "APGD (masked CE)",
     "apgd-balanced": "APGD (balanced masked CE)",
     "apgd-js": "APGD (JS)",
+    "pgd-dice": "PGD (soft Dice)",
     "random-search": "random search (gradient-free)",
     "worst": "Worst case",
 }
@@ -267,6 +268,13 @@ TRAINING_TAGS = ("defense", "model", "temperature", "adv_eps", "preset")
 # ---------------------------------------------------------------------------------------------
 
 
+DEFAULT_ENSEMBLE = ("apgd-masked-ce", "apgd-balanced", "apgd-js", "segpgd", "cospgd", "pgd-dice")
+"""The worst-case ensemble: APGD with three segmentation losses, SegPGD, CosPGD, PGD on soft Dice."""
+
+ENSEMBLE_ATTACKS = DEFAULT_ENSEMBLE + ("apgd-ce", "apgd-dice", "random-search")
+"""Every attack an ensemble may contain (``attacks.ensemble.run_attack``)."""
+
+
 @dataclass
 class EvalConfig:
     """What to evaluate.
@@ -285,6 +293,8 @@ class EvalConfig:
         iterative_eps: Budgets of i-FGSM, targeted i-FGSM and PGD when they
             should differ from ``eps`` (the study runs them at Table 1's 0.05
             only); None: ``eps``.
+        ensemble: The attacks of ``worst`` (names from :data:`ENSEMBLE_ATTACKS`).
+        worst_steps: Iterations of each attack of ``worst`` (None: ``steps``).
         eps_curve: Also run every attack at each budget of :data:`EPS_CURVE`, in
             increasing order; once a subject's three regions all reach Dice 0, its
             adversarial input is kept for the larger budgets (their balls contain it).
@@ -303,6 +313,8 @@ class EvalConfig:
     restarts: int = 1
     iterative_eps: tuple[float, ...] | None = None
     eps_curve: bool = False
+    ensemble: tuple[str, ...] = DEFAULT_ENSEMBLE
+    worst_steps: int | None = None
 
     def __post_init__(self):
         unknown = [a for a in self.attacks if a not in ATTACKS]
@@ -321,8 +333,15 @@ class EvalConfig:
                 f"attack_temperature must be > 0 and restarts >= 1. Received: "
                 f"attack_temperature={self.attack_temperature}, restarts={self.restarts}"
             )
-        if self.steps < 1:
-            raise InputError(f"steps must be >= 1. Received: steps={self.steps}")
+        if self.steps < 1 or (self.worst_steps is not None and self.worst_steps < 1):
+            raise InputError(
+                f"steps must be >= 1. Received: steps={self.steps}, worst_steps={self.worst_steps}"
+            )
+        unknown = [a for a in self.ensemble if a not in ENSEMBLE_ATTACKS]
+        if unknown or not self.ensemble:
+            raise InputError(
+                f"ensemble attacks must be among {ENSEMBLE_ATTACKS}. Received: {unknown}"
+            )
 
     @property
     def budgets_iterative(self) -> tuple[float, ...]:
@@ -337,12 +356,6 @@ class EvalConfig:
         """The budgets of FGSM (with the eps curve's)."""
         return tuple(sorted(set(self.eps) | (set(EPS_CURVE) if self.eps_curve else set())))
 
-
-DEFAULT_ENSEMBLE = ("apgd-masked-ce", "apgd-balanced", "apgd-js", "segpgd", "cospgd", "pgd-dice")
-"""The worst-case ensemble: APGD with three segmentation losses, SegPGD, CosPGD, PGD on soft Dice."""
-
-ENSEMBLE_ATTACKS = DEFAULT_ENSEMBLE + ("apgd-ce", "apgd-dice", "random-search")
-"""Every attack an ensemble may contain (``attacks.ensemble.run_attack``)."""
 
 AUDIT_ITEMS = {
     1: "iterative attacks at least as strong as FGSM",
@@ -455,6 +468,9 @@ class Study:
     attacks2d: tuple[str, ...] | None = None  # the undefended 2-D UNet's attacks [attacks]
     warm_start: bool = False
     extra: dict = field(default_factory=dict)
+    ensemble: tuple[str, ...] = DEFAULT_ENSEMBLE  # every 3-D model's worst case at 0.05
+    worst_steps: int | None = None  # iterations of each ensemble attack [steps]
+    audit: AuditConfig = AuditConfig()  # the audit of every 3-D model
 
 
 def _defended(model: str, temperatures, epsilons, noise=True) -> tuple[ModelSpec, ...]:
@@ -479,6 +495,17 @@ STUDIES = {
         steps=3,
         eps_sweep=(0.0, 0.005, 0.01),
         warm_start=True,
+        ensemble=("segpgd", "pgd-dice"),
+        worst_steps=2,
+        audit=AuditConfig(
+            steps=1,
+            attacks=("segpgd", "pgd-dice"),
+            curve=(0.05, 0.5),
+            curve_attacks=("pgd-dice",),
+            restarts=2,
+            queries=3,
+            subjects=1,
+        ),
     ),
     "quick": Study(
         phantom_subjects=56,
@@ -493,6 +520,16 @@ STUDIES = {
         eps_sweep=PAPER_EPS_GRID,
         attacks2d=("fgsm", "ifgsm"),
         warm_start=True,
+        ensemble=("apgd-masked-ce", "apgd-balanced", "segpgd", "pgd-dice"),
+        worst_steps=5,
+        audit=AuditConfig(
+            steps=3,
+            attacks=("apgd-masked-ce", "apgd-balanced", "segpgd", "pgd-dice"),
+            curve=(0.025, 0.05, 0.1, 0.2, 0.4),
+            restarts=3,
+            queries=30,
+            subjects=2,
+        ),
     ),
     "paper": Study(
         phantom_subjects=285,

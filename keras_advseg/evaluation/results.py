@@ -190,6 +190,8 @@ class EvalResults:
     path: Path
     values: dict
     summary: Summary | None
+    found_by: dict = field(default_factory=dict)
+    """``{(attack, eps): {subject: the ensemble member that found the worst case}}``."""
 
     def subjects(self, attack: str = "none", eps: float = 0.0) -> set[str]:
         return set(self.values.get((attack, eps), {}))
@@ -219,10 +221,13 @@ def load_results(path: str | Path, name: str | None = None) -> EvalResults:
             f"{path}: not an evaluation folder (no per_subject.csv); run 'advseg evaluate' first"
         )
     values: dict = {}
+    found_by: dict = {}
     try:
         with open(table, newline="") as handle:
             for row in csv.DictReader(handle):
                 key = (row["attack"], round(_finite(row["eps"]), 6))
+                if row.get("found_by"):
+                    found_by.setdefault(key, {})[row["subject"]] = row["found_by"]
                 values.setdefault(key, {})[row["subject"]] = {
                     k: (_finite(v) if v not in ("", None) else None)
                     for k, v in row.items()
@@ -238,7 +243,7 @@ def load_results(path: str | Path, name: str | None = None) -> EvalResults:
         if summary_path.is_file()
         else None
     )
-    return EvalResults(name or path.name, path, values, summary)
+    return EvalResults(name or path.name, path, values, summary, found_by)
 
 
 def _finite(text) -> float:

@@ -167,7 +167,101 @@ def findings(out: Path, study: Study) -> list[tuple[str, bool | None, str]]:
                 "; ".join(parts),
             )
         )
+    results += worst_case_findings(out, study, baseline)
     return results
+
+
+def worst_case_findings(out: Path, study: Study, baseline) -> list[tuple[str, bool | None, str]]:
+    """Finding (f): each defense beats no defense under the worst-case ensemble at eps 0.05.
+
+    One pre-specified family: paired Wilcoxon tests of every 3-D defense x region against
+    the undefended 3-D UNet, Bonferroni over the family.
+    """
+    defended = study.models3d[1:]
+    if not defended:
+        return []
+    evaluated = {spec.name: load_results(out / "evals" / spec.name) for spec in defended}
+    if not baseline.has("worst", 0.05) or not all(r.has("worst", 0.05) for r in evaluated.values()):
+        return [
+            (
+                "(f) each defense beats no defense under the worst case at eps 0.05",
+                None,
+                "not measured: an evaluation has no worst-case rows (re-run its evaluate step)",
+            )
+        ]
+    pairs = {
+        (spec.name, r): (
+            evaluated[spec.name].series("worst", 0.05, f"dice_{r}"),
+            baseline.series("worst", 0.05, f"dice_{r}"),
+        )
+        for spec in defended
+        for r in REGIONS
+    }
+    _, tests = paired_tests(pairs)
+    results = []
+    for spec in defended:
+        parts, beats = [], True
+        for r in REGIONS:
+            mine, theirs = (mean_sd(s)[0] for s in pairs[(spec.name, r)])
+            p = tests[(spec.name, r)]
+            beats = beats and mine > theirs and p <= ALPHA
+            parts.append(f"{r.upper()} {mine:.3f} vs {theirs:.3f} (p = {p:.2g})")
+        results.append(
+            (
+                f"(f) {spec.name} beats no defense under the worst-case ensemble at eps 0.05 in "
+                f"every region (p <= 0.05, Bonferroni over the {len(tests)} defense x region "
+                "comparisons of this finding)",
+                beats,
+                "; ".join(parts),
+            )
+        )
+    return results
+
+
+def worst_case_lines(out: Path, study: Study, preset: str) -> list[str]:
+    """The worst-case table of the 3-D models, with what found it and each model's audit."""
+    from keras_advseg.workflows.audit import read_audit
+
+    lines = [
+        f"Worst case per subject over {', '.join(ATTACK_NAMES[a] for a in study.ensemble)} "
+        f"({study.worst_steps or study.steps} steps each; APGD stops a subject once its Dice "
+        "is 0) and the other attacks the model was evaluated with, at eps 0.05. Mean Dice "
+        "WT / TC / ET.\n",
+        "| model | clean | FGSM 0.05 | worst case 0.05 | found by | audit |",
+        "|---|---|---|---|---|---|",
+    ]
+    for spec in study.models3d:
+        result = load_results(out / "evals" / spec.name)
+
+        def cell(attack, eps, result=result):
+            if not result.has(attack, eps):
+                return "-"
+            return " / ".join(
+                f"{mean_sd(result.series(attack, eps, f'dice_{r}'))[0]:.3f}" for r in REGIONS
+            )
+
+        winners = list(result.found_by.get(("worst", 0.05), {}).values())
+        found = ", ".join(
+            f"{ATTACK_NAMES.get(a, a)} {winners.count(a)}" for a in sorted(set(winners))
+        )
+        try:
+            audit = read_audit(out / "audits" / spec.name)
+            warned = [str(i["item"]) for i in audit["items"] if i["verdict"] == "WARN"]
+            verdict = audit["verdict"] + (f" (items {', '.join(warned)})" if warned else "")
+        except FileFormatError:
+            verdict = "-"
+        lines.append(
+            f"| {spec.name} | {cell('none', 0.0)} | {cell('fgsm', 0.05)} | "
+            f"{cell('worst', 0.05)} | {found or '-'} | {verdict} |"
+        )
+    audit = study.audit
+    lines.append(
+        f"\nAudit (test subjects: {audit.subjects or 'all'}; eps {audit.eps:g}; {audit.steps} "
+        f"steps doubled twice; {audit.restarts} restarts; {audit.queries} random-search "
+        f"queries; tolerance {audit.tolerance:g}): `audits/<model>/audit.md`. The `{preset}` "
+        "settings are smaller than `advseg audit`'s defaults so that the study stays short.\n"
+    )
+    return lines
 
 
 def write_report(
@@ -203,6 +297,8 @@ def write_report(
     lines += training_lines(study)
     lines.append("## Ours: attacks and 3D-UNet defenses\n")
     lines.append((out / "compare3d" / "tables.md").read_text())
+    lines.append("\n## Worst case and gradient-masking audit (3-D models)\n")
+    lines += worst_case_lines(out, study, preset)
     if (out / "compare2d" / "tables.md").is_file():
         lines.append("\n## Ours: 2D-UNet\n")
         lines.append((out / "compare2d" / "tables.md").read_text())

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from keras_advseg.config import STUDIES, EvalConfig, ModelSpec, Study, TrainConfig
@@ -40,6 +41,7 @@ def reproduce(
     from keras_advseg.data.phantom import PhantomConfig, synthesize_dataset
     from keras_advseg.data.prepare import PrepareConfig, prepare_dataset
     from keras_advseg.tracking import check_reachable
+    from keras_advseg.workflows.audit import run_audit
     from keras_advseg.workflows.compare import run_compare
     from keras_advseg.workflows.evaluate import run_evaluation
     from keras_advseg.workflows.report import write_report
@@ -60,6 +62,7 @@ def reproduce(
         plan.append(f"evaluate {m.name}")
         if m.defense == "distillation":
             plan.append(f"evaluate {m.name} at T={m.temperature:g}")
+    plan += [f"audit {m.name}" for m in study.models3d]
     plan += ["compare", "report"]
     progress = _Progress(plan, out / "progress.json")
 
@@ -110,14 +113,19 @@ def reproduce(
     for spec in models:
         baseline = spec.defense == "none"
         attacks = (study.attacks2d or study.attacks) if spec.model == "unet2d" else study.attacks
+        attacks = attacks if baseline else ("fgsm",)
+        if spec.model == "unet3d":  # every 3-D model is judged by the worst case too
+            attacks += ("worst",)
         config = EvalConfig(
-            attacks=attacks if baseline else ("fgsm",),
+            attacks=attacks,
             eps=tuple(e for e in study.table_eps if e > 0),
             iterative_eps=(0.05,),
             steps=study.steps,
             eps_sweep=study.eps_sweep,
             iterations_sweep=baseline and spec.model == "unet3d",
             seed=seed,
+            ensemble=study.ensemble,
+            worst_steps=study.worst_steps,
         )
         jobs = [(f"evaluate {spec.name}", out / "evals" / spec.name, config)]
         if spec.defense == "distillation":
@@ -151,6 +159,20 @@ def reproduce(
                         progress=False,
                     )
 
+    for spec in study.models3d:
+        with progress.step(f"audit {spec.name}") as skip:
+            if not skip:
+                run_audit(
+                    str(model_dirs[spec.name] / "model.keras"),
+                    out / "prepared",
+                    out / "audits" / spec.name,
+                    replace(study.audit, temperature=spec.temperature, seed=seed),
+                    reference_ref=audit_reference(study, spec, model_dirs),
+                    tracking_uri=tracking_uri,
+                    experiment=experiment,
+                    run_name=f"audit-{spec.name}",
+                )
+
     with progress.step("compare") as skip:
         for family, specs in (("3d", study.models3d), ("2d", study.models2d)):
             if not specs:
@@ -168,6 +190,16 @@ def reproduce(
     with progress.step("report"):
         report = write_report(out, preset, study, prepared, tracking_uri)
     return report
+
+
+def audit_reference(study: Study, spec: ModelSpec, model_dirs: dict[str, Path]) -> str | None:
+    """The audit's transfer source: the undefended 3-D UNet for a defense, and for the
+    undefended 3-D UNet the undefended 2-D UNet (None without one)."""
+    if spec.defense != "none":
+        return str(model_dirs[study.models3d[0].name] / "model.keras")
+    if study.models2d:
+        return str(model_dirs[study.models2d[0].name] / "model.keras")
+    return None
 
 
 def spec_config(study: Study, spec: ModelSpec, **overrides) -> TrainConfig:

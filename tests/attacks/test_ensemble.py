@@ -49,19 +49,30 @@ def test_reduced_eps_schedule_ends_in_the_ball(fitted_unet, test_batch):
 
 
 def test_evaluate_records_which_attack_found_the_worst_case(models, prepared_dir):
-    from keras_advseg.config import EvalConfig
+    from keras_advseg.config import DEFAULT_ENSEMBLE, EvalConfig
     from keras_advseg.data.prepare import load_prepared
     from keras_advseg.evaluation import evaluate
     from keras_advseg.export import load_model
 
     prepared = load_prepared(prepared_dir)
-    config = EvalConfig(attacks=("worst", "apgd-js"), eps=(0.05,), steps=2)
-    result = evaluate(load_model(models / "a.keras"), prepared, prepared.ids("test")[:1], config)
-    worst = [r for r in result.rows if r["attack"] == "worst"]
-    assert len(worst) == 1 and worst[0]["found_by"] in ("none",) + tuple(
-        "apgd-masked-ce apgd-balanced apgd-js segpgd cospgd pgd-dice".split()
+    # "worst" listed first: it is still run last, and weighs the other attacks' inputs too
+    config = EvalConfig(
+        attacks=("worst", "apgd-js", "fgsm"), eps=(0.05,), steps=2, ensemble=("segpgd",)
     )
+    result = evaluate(load_model(models / "a.keras"), prepared, prepared.ids("test")[:1], config)
+    assert [r["attack"] for r in result.rows] == ["none", "fgsm", "apgd-js", "worst"]
+
+    def mean(row):
+        return (row["dice_wt"] + row["dice_tc"] + row["dice_et"]) / 3
+
+    worst = result.rows[-1]
+    assert worst["found_by"] in ("none", "segpgd", "apgd-js", "fgsm")
+    assert mean(worst) <= min(mean(r) for r in result.rows[1:3]) + 1e-9
+    if worst["found_by"] in ("apgd-js", "fgsm"):  # then it is exactly that attack's row
+        twin = next(r for r in result.rows if r["attack"] == worst["found_by"])
+        assert (twin["dice_wt"], twin["psnr"]) == (worst["dice_wt"], worst["psnr"])
     assert "found_by" in result.rows_csv().splitlines()[0]
+    assert set(DEFAULT_ENSEMBLE) <= set(EvalConfig().ensemble)
 
 
 def test_min_eps_brackets_the_threshold(fitted_unet, test_batch):

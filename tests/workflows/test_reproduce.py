@@ -30,8 +30,23 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     study = tmp_path / "study"
     report = (study / "report.md").read_text()
     assert "## The paper's findings, checked" in report
-    for claim in ("(a)", "(b)", "(c)", "(d)", "(e)"):
+    for claim in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)"):
         assert f"- {claim}" in report
+    smoke = STUDIES["smoke"]
+    # every 3-D model: a worst-case row per test subject, and an audit; both in the report
+    assert "## Worst case and gradient-masking audit (3-D models)" in report
+    for spec in smoke.models3d:
+        audit = json.loads((study / "audits" / spec.name / "audit.json").read_text())
+        assert audit["verdict"] in ("PASS", "WARN") and len(audit["items"]) == 7
+        assert f"| {spec.name} |" in report.split("## Worst case")[1]
+        worst = [
+            line
+            for line in (study / "evals" / spec.name / "per_subject.csv").open()
+            if ",worst,0.05," in line
+        ]
+        assert len(worst) == len(
+            json.loads((study / "prepared" / "prepared.json").read_text())["test"]
+        )
     assert (
         "Table 1 (3D-UNet, eps 0.05)" in report and "0.821" in report
     )  # the paper's values beside ours
@@ -39,15 +54,20 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     assert "- unet3d-adversarial-eps0.05: 2 epochs, fine-tuning unet3d-none (4 in all)." in report
     assert (study / "compare3d" / "fig_eps_overlay.png").is_file()
     assert (study / "evals" / "unet3d-none" / "fig_iterations.png").is_file()
-    smoke = STUDIES["smoke"]
     models = smoke.models3d + smoke.models2d
     for spec in models:
         assert (study / "models" / spec.name / "model.keras").is_file()
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("advseg-reproduce-smoke")
     runs = client.search_runs([experiment.experiment_id])
-    training = [r for r in runs if "evaluation" not in r.data.tags]
+    training = [
+        r for r in runs if "evaluation" not in r.data.tags and "audit_of" not in r.data.tags
+    ]
     evaluations = [r for r in runs if r.data.tags.get("evaluation") == "true"]
+    audits = [r for r in runs if "audit_of" in r.data.tags]
+    assert len(audits) == len(smoke.models3d)
+    for run in training:  # the audit's verdict is on the 3-D models' training runs too
+        assert ("audit" in run.data.tags) == (run.data.tags["model"] == "unet3d")
     assert len(training) == len(models) and all(r.info.status == "FINISHED" for r in runs)
     distilled = [s for s in models if s.defense == "distillation"]
     assert len(evaluations) == len(models) + len(
