@@ -490,7 +490,7 @@ STUDIES = {
         n4=False,
         test_fraction=0.25,
         train_preset="smoke",
-        models3d=_defended("unet3d", (20,), (0.05,)),
+        models3d=_defended("unet3d", (20,), (0.05,), noise=False),
         models2d=_defended("unet2d", (), (0.05,), noise=False),
         steps=3,
         eps_sweep=(0.0, 0.005, 0.01),

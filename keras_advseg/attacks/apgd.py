@@ -221,6 +221,7 @@ def apgd(
     start=None,
     relative: bool = True,
     temperature: float = 1.0,
+    info: dict | None = None,
 ) -> tf.Tensor:
     """APGD with a segmentation loss; per sample, the iterate with the lowest mean Dice (WT, TC, ET).
 
@@ -234,6 +235,8 @@ def apgd(
             steps (None: never); the returned iterate is the same.
         start: Starting point (projected onto the ball), e.g. a previous stage's result;
             overrides ``seed``.
+        info: A dict that receives the loop's record (``gradients``, ``step_sizes``,
+            ``halvings``; see :func:`apgd_loop`).
 
     Returns:
         The adversarial batch.
@@ -253,7 +256,11 @@ def apgd(
         start = x + eps_t * tf.random.stateless_uniform(
             tf.shape(x), seed=[seed, 1], minval=-1.0, maxval=1.0
         )
-    x_best, _ = apgd_loop(lambda v: step(v, y), x, eps_t, steps, start=start, stop_score=stop_dice)
+    x_best, record = apgd_loop(
+        lambda v: step(v, y), x, eps_t, steps, start=start, stop_score=stop_dice
+    )
+    if info is not None:
+        info.update(record)
     return x_best
 
 

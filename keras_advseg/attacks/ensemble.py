@@ -35,14 +35,22 @@ def run_attack(
     temperature: float = 1.0,
     stop_dice: float | None = 0.0,
     start=None,
+    info: dict | None = None,
 ):
     """One member of the ensemble by name (see :data:`ENSEMBLE_ATTACKS`).
+
+    Args:
+        info: A dict that receives ``gradients``: the input gradients the attack took,
+            summed over the batch's samples (0 for the gradient-free random search).
 
     Raises:
         ValueError: unknown name.
     """
+    record = {}
+    if info is not None:
+        info["gradients"] = 0 if name == "random-search" else steps * int(x.shape[0])
     if name in _APGD_LOSS:
-        return apgd(
+        x_adv = apgd(
             model,
             x,
             y,
@@ -52,7 +60,11 @@ def run_attack(
             temperature=temperature,
             stop_dice=stop_dice,
             start=start,
+            info=record,
         )
+        if info is not None:  # APGD counts its own: early stopping and restarts change them
+            info["gradients"] = record["gradients"] * int(x.shape[0])
+        return x_adv
     if name == "segpgd":
         return segpgd(model, x, y, eps=eps, steps=steps, seed=seed, temperature=temperature)
     if name == "cospgd":
@@ -76,6 +88,7 @@ def worst_case(
     seed: int = 0,
     temperature: float = 1.0,
     stop_dice: float | None = 0.0,
+    info: dict | None = None,
 ):
     """Per sample, the adversarial input with the lowest mean Dice (WT, TC, ET) over an ensemble.
 
@@ -87,7 +100,11 @@ def worst_case(
         reduced_eps: SEA's schedule for APGD: a third of the steps each at 2 eps, 1.5 eps and eps,
             each stage starting from the previous one's result projected onto the smaller ball.
         seed: Random starts.
-        stop_dice: Early stopping of APGD per sample (see :func:`~keras_advseg.attacks.apgd.apgd`).
+        stop_dice: Early stopping per sample: APGD stops a sample once its mean Dice reaches
+            this (:func:`~keras_advseg.attacks.apgd.apgd`), and a sample the ensemble has
+            already brought to it is left out of the remaining attacks. None: never.
+        info: A dict that receives ``gradients`` (input gradients over all samples and
+            attacks) and ``per_attack``.
 
     Returns:
         ``(x_adv, found_by)``: the adversarial batch and, per sample, the attack that found it
@@ -104,26 +121,46 @@ def worst_case(
     best = x
     best_dice = mean_region_dice(y, model(x, training=False)).numpy()
     found_by = np.array(["none"] * len(best_dice), dtype=object)
-    shape = [-1] + [1] * (len(x.shape) - 1)
+    gradients = {}
     for name in attacks:
+        # early stopping across the ensemble: a sample already at stop_dice is done
+        active = np.flatnonzero(best_dice > stop_dice) if stop_dice is not None else None
+        if active is not None and not len(active):
+            break
+        xs, ys = (x, y) if active is None else (tf.gather(x, active), tf.gather(y, active))
         kwargs = dict(seed=seed, temperature=temperature, stop_dice=stop_dice)
+        counted, x_adv = {}, None
         if reduced_eps and name.startswith("apgd"):
-            x_adv, stage = None, max(steps // 3, 1)
-            for factor in (
-                2.0,
-                1.5,
-                1.0,
-            ):  # each stage starts where the last ended, in a smaller ball
+            stage = max(steps // 3, 1)
+            for factor in (2.0, 1.5, 1.0):  # each stage starts where the last ended
+                stage_info = {}
                 x_adv = run_attack(
-                    name, model, x, y, eps=eps * factor, steps=stage, start=x_adv, **kwargs
+                    name,
+                    model,
+                    xs,
+                    ys,
+                    eps=eps * factor,
+                    steps=stage,
+                    start=x_adv,
+                    info=stage_info,
+                    **kwargs,
                 )
+                counted["gradients"] = counted.get("gradients", 0) + stage_info["gradients"]
         else:
-            x_adv = run_attack(name, model, x, y, eps=eps, steps=steps, **kwargs)
-        dice = mean_region_dice(y, model(x_adv, training=False)).numpy()
-        lower = dice < best_dice
-        best = tf.where(tf.reshape(tf.constant(lower), shape), x_adv, best)
-        best_dice = np.minimum(best_dice, dice)
-        found_by[lower] = name
+            x_adv = run_attack(name, model, xs, ys, eps=eps, steps=steps, info=counted, **kwargs)
+        gradients[name] = counted["gradients"]
+        dice = mean_region_dice(ys, model(x_adv, training=False)).numpy()
+        where = np.arange(len(best_dice)) if active is None else active
+        lower = dice < best_dice[where]
+        chosen = where[lower]
+        if len(chosen):
+            best = tf.tensor_scatter_nd_update(
+                best, chosen[:, None], tf.gather(x_adv, np.flatnonzero(lower))
+            )
+            best_dice[chosen] = dice[lower]
+            found_by[chosen] = name
+    if info is not None:
+        info.update(gradients=sum(gradients.values()), per_attack=gradients)
     return best, [str(v) for v in found_by]
 
 

@@ -105,3 +105,23 @@ def test_min_eps_brackets_the_threshold(fitted_unet, test_batch):
             at[name] = mean_region_dice(y[i : i + 1], fitted_unet(adv)).numpy()[0]
         assert at["upper"] < threshold <= at["lower"]
     assert np.isfinite(upper).any()
+
+
+def test_early_stopping_takes_fewer_gradients_for_the_same_dice(fitted_unet, test_batch):
+    x, y = test_batch
+    members = ("pgd-dice", "apgd-masked-ce", "segpgd")
+    runs = {}
+    for stop in (None, 0.0):
+        info = {}
+        best, _ = worst_case(
+            fitted_unet, x, y, eps=0.2, steps=4, attacks=members, stop_dice=stop, info=info
+        )
+        runs[stop] = (mean_region_dice(y, fitted_unet(best)).numpy(), info)
+    (dice_all, all_info), (dice_stop, stop_info) = runs[None], runs[0.0]
+    np.testing.assert_array_equal(dice_stop, dice_all)  # Dice 0 cannot be lowered further
+    assert np.all(dice_stop == 0)
+    # no stopping: every step (APGD adds one gradient per restart from its best point)
+    assert all_info["per_attack"]["pgd-dice"] == all_info["per_attack"]["segpgd"] == 4 * len(x)
+    assert all_info["per_attack"]["apgd-masked-ce"] >= 4 * len(x)
+    assert stop_info["gradients"] < all_info["gradients"]
+    assert stop_info["gradients"] == sum(stop_info["per_attack"].values())

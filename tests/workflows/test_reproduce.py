@@ -45,7 +45,7 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
             if ",worst,0.05," in line
         ]
         assert len(worst) == len(
-            json.loads((study / "prepared" / "prepared.json").read_text())["test"]
+            json.loads((study / "prepared" / "prepared.json").read_text())["split"]["test"]
         )
     assert (
         "Table 1 (3D-UNet, eps 0.05)" in report and "0.821" in report
