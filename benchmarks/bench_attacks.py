@@ -11,8 +11,16 @@ gradient w.r.t. the input (G), then:
                             speed-up over separate runs for k = 1..N (55 G + 10 F)
 * XLA: G with jit_compile=True over G without (> 1 means XLA is slower; the
   attacks do not use XLA).
+* segpgd, cospgd, apgd (masked CE, no early stopping), N=10:
+                            t / (gradients * G)       target <= 1.05
+  where gradients is what the attack reports (APGD adds one per restart from its
+  best point), so the ratio includes APGD's bookkeeping.
 
-    python benchmarks/bench_attacks.py [--sizes 32 64] [--repeats 5]
+With ``--study DIR`` (a finished ``advseg reproduce --preset quick`` folder), also the
+worst-case ensemble's gradient count on its test subjects at eps 0.05, with early
+stopping (``stop_dice=0``) and without, for its trained undefended 3-D UNet.
+
+    python benchmarks/bench_attacks.py [--sizes 32 64] [--repeats 5] [--study demo]
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ def bench(name, model, size, repeats, steps=10):
 
     from keras_advseg.attacks import fgsm_sweep, ifgsm, ifgsm_trajectory
     from keras_advseg.attacks.core import compiled
+    from keras_advseg.attacks.ensemble import run_attack
     from keras_advseg.losses import soft_dice_loss
 
     rng = np.random.default_rng(0)
@@ -61,6 +70,18 @@ def bench(name, model, size, repeats, steps=10):
     except Exception as exc:  # XLA may not support every op on every platform
         xla = f"unavailable ({type(exc).__name__})"
     naive_traj = sum(range(1, steps + 1)) * grad + steps * forward
+    segmentation = {}
+    for attack in ("segpgd", "cospgd", "apgd-masked-ce"):
+        info = {}
+        run_attack(attack, model, x, y, eps=0.05, steps=steps, stop_dice=None, info=info)
+        seconds = median_time(
+            lambda attack=attack: run_attack(
+                attack, model, x, y, eps=0.05, steps=steps, stop_dice=None
+            ).numpy(),
+            repeats,
+        )
+        segmentation[f"{attack}_ratio"] = round(seconds / (info["gradients"] * grad), 3)
+        segmentation[f"{attack}_gradients"] = info["gradients"]
     return {
         "model": name,
         "size": size,
@@ -72,6 +93,48 @@ def bench(name, model, size, repeats, steps=10):
         "trajectory_ratio": round(t_traj / (steps * grad + forward), 3),
         "trajectory_speedup_vs_separate": round(naive_traj / t_traj, 2),
         "xla_grad_over_plain_grad": xla if isinstance(xla, str) else round(xla, 3),
+        **segmentation,
+    }
+
+
+def bench_ensemble(study):
+    """Gradients of the worst-case ensemble with and without early stopping on a quick study."""
+    from pathlib import Path
+
+    from keras_advseg.attacks import worst_case
+    from keras_advseg.config import STUDIES
+    from keras_advseg.data.pipeline import one_hot_labels
+    from keras_advseg.data.prepare import load_prepared
+    from keras_advseg.export import load_model
+
+    study = Path(study)
+    model = load_model(study / "models" / "unet3d-none" / "model.keras")
+    prepared = load_prepared(study / "prepared")
+    quick = STUDIES["quick"]
+    counts = {}
+    for label, stop in (("without_early_stopping", None), ("with_early_stopping", 0.0)):
+        total = 0
+        for subject in prepared.ids("test"):
+            image, labels = prepared.load(subject)
+            info = {}
+            worst_case(
+                model,
+                image[None],
+                one_hot_labels(labels[None]),
+                eps=0.05,
+                steps=quick.worst_steps,
+                attacks=quick.ensemble,
+                stop_dice=stop,
+                info=info,
+            )
+            total += info["gradients"]
+        counts[label] = total
+    return {
+        "ensemble": list(quick.ensemble),
+        "steps": quick.worst_steps,
+        "subjects": len(prepared.ids("test")),
+        **counts,
+        "ratio": round(counts["with_early_stopping"] / counts["without_early_stopping"], 3),
     }
 
 
@@ -79,6 +142,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--study", help="A finished quick study: the ensemble's gradient counts")
     args = parser.parse_args()
     from keras_advseg.models import SliceWise, unet2d, unet3d
 
@@ -94,6 +158,8 @@ def main():
         ),
         flush=True,
     )
+    if args.study:
+        print(json.dumps({"worst_case": bench_ensemble(args.study)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -351,13 +351,23 @@ def tracking_options(fn):
 @click.option(
     "--adv-eps",
     type=click.FloatRange(min=0),
-    help="Adversarial training: FGSM budget relative to each input's intensity range (max - min) "
-    "[0.05].",
+    help="Adversarial, PGD, fast and TRADES training: budget relative to each input's intensity "
+    "range (max - min) [0.05].",
 )
 @click.option(
     "--beta",
     type=click.FloatRange(0, 1),
-    help="Adversarial training: weight of the clean loss (eq. 9) [0.5].",
+    help="Adversarial, PGD and fast training: weight of the clean loss (eq. 9) [0.5; fast: 0].",
+)
+@click.option(
+    "--adv-steps",
+    type=click.IntRange(min=1),
+    help="PGD and TRADES training: attack steps K per batch [3; paper preset: 7].",
+)
+@click.option(
+    "--trades-beta",
+    type=click.FloatRange(min=0),
+    help="TRADES: weight of the KL term [6].",
 )
 @click.option(
     "--adv-mode",
@@ -442,6 +452,8 @@ def train_command(
     augment,
     adv_eps,
     beta,
+    adv_steps,
+    trades_beta,
     adv_mode,
     temperature,
     teacher,
@@ -479,6 +491,8 @@ def train_command(
         augment=augment,
         adv_eps=adv_eps,
         beta=beta,
+        adv_steps=adv_steps,
+        trades_beta=trades_beta,
         adv_mode=adv_mode,
         temperature=temperature,
         teacher=teacher,

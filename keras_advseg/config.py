@@ -24,7 +24,9 @@ DICE_METRICS = tuple(f"dice_{region}" for region in REGIONS)
 QUALITY_METRICS = ("psnr", "ssim", "rmse")
 
 MODELS = ("unet3d", "unet2d")
-DEFENSES = ("none", "adversarial", "distillation", "noise")
+DEFENSES = ("none", "adversarial", "distillation", "noise", "pgd", "fast", "trades")
+ADVERSARIAL_DEFENSES = ("adversarial", "pgd", "fast", "trades")
+"""Defenses that train on adversarial examples of budget ``adv_eps``."""
 ADVERSARIAL_MODES = ("joint", "alternating")
 STRATEGIES = ("default", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -112,6 +114,7 @@ PRESETS: dict[str, dict] = {
         "unet3d/distillation": {"epochs": 400, "lr": 5e-4},
         "unet3d/adversarial": {"epochs": 400, "lr": 5e-4},
         "unet2d": {"batch_size": 64, "lr": 1e-5, "epochs": 400},
+        "adv_steps": 7,
     },
     # Fits a 2-core CPU in minutes: 32^3 volumes, a narrower and shallower network.
     "quick": {
@@ -162,8 +165,10 @@ class TrainConfig:
     augment: bool = True
     val_fraction: float = 0.15
     adv_eps: float = 0.05
-    beta: float = 0.5
+    beta: float | None = None
     adv_mode: str = "joint"
+    adv_steps: int = 3
+    trades_beta: float = 6.0
     temperature: float = 1.0
     teacher: str | None = None
     teacher_temperature: float | None = None
@@ -203,16 +208,20 @@ class TrainConfig:
                 f"teacher_temperature must be positive. Received: teacher_temperature="
                 f"{self.teacher_temperature}"
             )
+        if self.adv_steps < 1:
+            raise InputError(f"adv_steps must be >= 1. Received: adv_steps={self.adv_steps}")
         for name, low, high in (
             ("lr", 0.0, math.inf),
             ("dropout", 0.0, 1.0),
             ("val_fraction", 0.0, 1.0),
             ("adv_eps", 0.0, 1.0),
             ("beta", 0.0, 1.0),
+            ("trades_beta", 0.0, 1e3),
             ("noise_radius", 0.0, 1.0),
             ("temperature", 0.0, 1e6),
         ):
-            check_range(name, getattr(self, name), low, high)
+            if name != "beta" or self.beta is not None:
+                check_range(name, getattr(self, name), low, high)
         if self.lr <= 0 or self.dropout >= 1 or self.val_fraction >= 1:
             raise InputError(
                 f"lr must be > 0, dropout and val_fraction < 1. Received: lr={self.lr}, "
@@ -223,6 +232,13 @@ class TrainConfig:
                 f"init='teacher' starts a distillation student from its teacher; "
                 f"it needs defense='distillation'. Received: defense={self.defense!r}"
             )
+
+    @property
+    def clean_weight(self) -> float:
+        """Eq. 9's beta: ``beta``, or the defense's default (0 for fast AT, as Wong et al.; 0.5)."""
+        if self.beta is not None:
+            return self.beta
+        return 0.0 if self.defense == "fast" else 0.5
 
     @property
     def label_temperature(self) -> float:
@@ -255,7 +271,7 @@ class TrainConfig:
             "defense": self.defense,
             "model": self.model,
             "temperature": str(self.temperature),
-            "adv_eps": str(self.adv_eps if self.defense == "adversarial" else 0),
+            "adv_eps": str(self.adv_eps if self.defense in ADVERSARIAL_DEFENSES else 0),
             "preset": str(self.preset),
         }
 

@@ -1,6 +1,21 @@
-"""Defenses: adversarial training (eq. 8-9), defensive distillation (eq. 4, 7), noise augmentation."""
+"""Defenses: adversarial training (eq. 8-9: FGSM, PGD, fast, TRADES), distillation, noise."""
 
 from keras_advseg.defenses.distillation import soft_labels
-from keras_advseg.defenses.trainers import AdversarialTrainer, NoiseTrainer, SegmentationTrainer
+from keras_advseg.defenses.trainers import (
+    AdversarialTrainer,
+    FastTrainer,
+    NoiseTrainer,
+    PGDTrainer,
+    SegmentationTrainer,
+    TradesTrainer,
+)
 
-__all__ = ["AdversarialTrainer", "NoiseTrainer", "SegmentationTrainer", "soft_labels"]
+__all__ = [
+    "AdversarialTrainer",
+    "FastTrainer",
+    "PGDTrainer",
+    "TradesTrainer",
+    "NoiseTrainer",
+    "SegmentationTrainer",
+    "soft_labels",
+]

@@ -220,6 +220,204 @@ class NoiseTrainer(SegmentationTrainer):
         return {**super().get_config(), "radius": self.radius, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="keras_advseg")
+class PGDTrainer(SegmentationTrainer):
+    """Madry-style adversarial training: K-step PGD from a random start (Madry et al. 2018).
+
+    Each step crafts ``x_adv`` by ``steps`` signed-gradient steps of size ``alpha`` on the soft
+    Dice loss, from a uniform random point of the eps-ball, projected after every step, at
+    the current weights (inference mode, outside the weight tape); then one update on eq. 9's
+    ``beta * L(x, y) + (1 - beta) * L(x_adv, y)``. ``beta = 0`` is Madry's adversarial-only
+    objective and saves the clean forward and backward pass.
+
+    Args:
+        network: A model returning logits.
+        eps: Budget, relative to each sample's intensity range.
+        steps: PGD iterations K (``--adv-steps``: 3 in ``quick``, 7 in ``paper``).
+        alpha: Step size relative to the range; default ``2.5 * eps / steps``.
+        beta: Weight of the clean loss (eq. 9).
+        seed: Seed of the random starts.
+        temperature: Softmax temperature of the loss.
+    """
+
+    def __init__(
+        self,
+        network,
+        eps: float = 0.05,
+        steps: int = 3,
+        alpha: float | None = None,
+        beta: float = 0.5,
+        seed: int = 0,
+        temperature=1.0,
+        **kwargs,
+    ):
+        super().__init__(network, temperature=temperature, **kwargs)
+        if eps < 0 or steps < 1 or not 0 <= beta <= 1 or (alpha is not None and alpha < 0):
+            raise ValueError(
+                "eps and alpha must be >= 0, steps >= 1 and beta in [0, 1]. Received: "
+                f"eps={eps}, steps={steps}, alpha={alpha}, beta={beta}"
+            )
+        self.eps, self.steps, self.beta, self.seed = float(eps), int(steps), float(beta), int(seed)
+        self.alpha = None if alpha is None else float(alpha)
+        self.start_generator = keras.random.SeedGenerator(seed)
+
+    def random_start(self, x):
+        """A uniform random point of the eps-ball around ``x``."""
+        noise = keras.random.uniform(tf.shape(x), -1.0, 1.0, seed=self.start_generator)
+        return x + per_sample_scale(x, self.eps, relative=True) * noise
+
+    def input_gradient(self, x_k, y):
+        """``grad_x L(x_k, y)`` of the soft Dice loss at the current weights."""
+        with tf.GradientTape() as tape:
+            tape.watch(x_k)
+            loss = tf.reduce_sum(
+                soft_dice_loss(y, self(x_k, training=False), temperature=self.temperature)
+            )
+        return tf.stop_gradient(tape.gradient(loss, x_k))
+
+    def adversarial_examples(self, x, y, start=None):
+        """K projected signed-gradient steps on the soft Dice loss from ``start`` (default: a
+        random start)."""
+        return self._projected_steps(x, lambda x_k: self.input_gradient(x_k, y), start)
+
+    def _projected_steps(self, x, gradient, start=None):
+        """``steps`` ascents ``x_k + alpha * sign(gradient(x_k))``, each projected onto the ball."""
+        eps = per_sample_scale(x, self.eps, relative=True)
+        alpha = self.alpha if self.alpha is not None else 2.5 * self.eps / self.steps
+        step = per_sample_scale(x, alpha, relative=True)
+        x_k = tf.clip_by_value(self.random_start(x) if start is None else start, x - eps, x + eps)
+        for _ in range(self.steps):
+            x_k = tf.clip_by_value(x_k + step * tf.sign(gradient(x_k)), x - eps, x + eps)
+        return tf.stop_gradient(x_k)
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x_adv = self.adversarial_examples(x, y)
+        return self._mixed_update(x, x_adv, y, sample_weight, self.beta)
+
+    def _mixed_update(self, x, x_adv, y, sample_weight, beta):
+        """One update on ``beta * L(x) + (1 - beta) * L(x_adv)`` (the clean pass skipped at 0)."""
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            y_adv = self(x_adv, training=True)
+            adversarial = self.compute_loss(
+                x=x_adv, y=y, y_pred=y_adv, sample_weight=sample_weight, training=True
+            )
+            if beta > 0:
+                y_pred = self(x, training=True)
+                clean = self.compute_loss(
+                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+                )
+                loss = beta * clean + (1.0 - beta) * adversarial
+            else:
+                y_pred, loss = y_adv, adversarial
+            scaled = self.optimizer.scale_loss(loss)
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
+        return self._report(loss, x, y, y_pred, sample_weight)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "eps": self.eps,
+            "steps": self.steps,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "seed": self.seed,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_advseg")
+class FastTrainer(PGDTrainer):
+    """ "Fast is better than free" (Wong, Rice & Kolter 2020): FGSM from a random start.
+
+    ``x_adv = clip(x + delta + alpha * sign(grad L(x + delta)), x +- eps)`` with ``delta``
+    uniform in the eps-ball and ``alpha = 1.25 * eps``: one input gradient per step. The
+    update is eq. 9's with ``beta`` (default 0, as Wong et al.: one more pass otherwise).
+    Catastrophic overfitting (robust Dice collapsing within an epoch) is watched by
+    :class:`~keras_advseg.training.callbacks.CatastrophicOverfitting`.
+    """
+
+    def __init__(self, network, eps: float = 0.05, alpha=None, beta: float = 0.0, **kwargs):
+        kwargs.pop("steps", None)
+        super().__init__(
+            network,
+            eps=eps,
+            steps=1,
+            alpha=1.25 * eps if alpha is None else alpha,
+            beta=beta,
+            **kwargs,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("steps")
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_advseg")
+class TradesTrainer(PGDTrainer):
+    """TRADES for segmentation (Zhang et al. 2019).
+
+    Loss: ``L(x, y) + beta * mean over voxels KL(softmax(z(x)) || softmax(z(x_adv)))``, the
+    first term the compiled segmentation loss (soft Dice, or Dice + CE), ``x_adv`` from K
+    signed-gradient steps ascending the KL from ``x + 0.001 * N(0, 1)`` (TRADES' start),
+    projected onto the eps-ball, at the current weights.
+
+    Args:
+        beta: Weight of the KL term (TRADES' 1/lambda; 6 in the paper).
+        Others: as :class:`PGDTrainer`.
+    """
+
+    def __init__(self, network, eps: float = 0.05, steps: int = 3, beta: float = 6.0, **kwargs):
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0. Received: beta={beta}")
+        super().__init__(network, eps=eps, steps=steps, beta=0.0, **kwargs)
+        self.beta = float(beta)
+
+    def random_start(self, x):
+        noise = keras.random.normal(tf.shape(x), seed=self.start_generator)
+        return x + 0.001 * noise
+
+    def adversarial_examples(self, x, y, start=None):
+        """K steps ascending the voxel-mean KL from the clean softmax (``y`` is not used)."""
+        clean = tf.stop_gradient(tf.nn.softmax(self(x, training=False) / self.temperature))
+
+        def gradient(x_k):
+            with tf.GradientTape() as tape:
+                tape.watch(x_k)
+                kl = tf.reduce_sum(voxel_kl(clean, self(x_k, training=False), self.temperature))
+            return tf.stop_gradient(tape.gradient(kl, x_k))
+
+        return self._projected_steps(x, gradient, start)
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x_adv = self.adversarial_examples(x, y)
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            natural = self.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+            )
+            p_clean = tf.nn.softmax(y_pred / self.temperature)
+            robust = tf.reduce_mean(voxel_kl(p_clean, self(x_adv, training=True), self.temperature))
+            loss = natural + self.beta * robust
+            scaled = self.optimizer.scale_loss(loss)
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
+        return self._report(loss, x, y, y_pred, sample_weight)
+
+
+def voxel_kl(p, logits, temperature: float = 1.0):
+    """Per sample, the voxel-mean ``KL(p || softmax(logits / T))`` (TRADES' robust term).
+
+    Returns:
+        ``(B,)``.
+    """
+    log_q = tf.nn.log_softmax(logits / temperature)
+    kl = tf.reduce_sum(p * (tf.math.log(tf.maximum(p, 1e-12)) - log_q), axis=-1)
+    return tf.reduce_mean(tf.reshape(kl, [tf.shape(kl)[0], -1]), axis=1)
+
+
 def _weighted(beta, clean, adversarial):
     """``beta * clean + (1 - beta) * adversarial`` for a gradient that may be None."""
     if clean is None or adversarial is None:

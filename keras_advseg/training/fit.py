@@ -24,7 +24,14 @@ from keras_advseg.config import TrainConfig
 from keras_advseg.data.errors import DataError
 from keras_advseg.data.pipeline import slice_dataset, surfaced_data_errors, volume_dataset
 from keras_advseg.data.prepare import PreparedDataset, split_subjects
-from keras_advseg.defenses import AdversarialTrainer, NoiseTrainer, SegmentationTrainer
+from keras_advseg.defenses import (
+    AdversarialTrainer,
+    FastTrainer,
+    NoiseTrainer,
+    PGDTrainer,
+    SegmentationTrainer,
+    TradesTrainer,
+)
 from keras_advseg.errors import AdvsegError, InputError
 from keras_advseg.export import load_model
 from keras_advseg.inference import Preprocessing
@@ -83,11 +90,18 @@ def build_network(config: TrainConfig, shape: tuple[int, int, int]) -> keras.Mod
 
 def build_trainer(config: TrainConfig, network: keras.Model) -> SegmentationTrainer:
     """The trainer for ``config.defense`` (distillation trains a plain trainer on soft labels)."""
+    if config.defense in ("pgd", "fast", "trades"):
+        common = dict(eps=config.adv_eps, seed=config.seed, temperature=config.temperature)
+        if config.defense == "pgd":
+            return PGDTrainer(network, steps=config.adv_steps, beta=config.clean_weight, **common)
+        if config.defense == "fast":
+            return FastTrainer(network, beta=config.clean_weight, **common)
+        return TradesTrainer(network, steps=config.adv_steps, beta=config.trades_beta, **common)
     if config.defense == "adversarial":
         return AdversarialTrainer(
             network,
             eps=config.adv_eps,
-            beta=config.beta,
+            beta=config.clean_weight,
             mode=config.adv_mode,
             temperature=config.temperature,
         )

@@ -10,8 +10,16 @@ import tensorflow as tf
 from keras_advseg.attacks import fgsm
 from keras_advseg.data.pipeline import one_hot_labels, volume_dataset
 from keras_advseg.data.prepare import load_prepared
-from keras_advseg.defenses import AdversarialTrainer, NoiseTrainer, SegmentationTrainer
-from keras_advseg.losses import SoftDiceLoss
+from keras_advseg.defenses import (
+    AdversarialTrainer,
+    FastTrainer,
+    NoiseTrainer,
+    PGDTrainer,
+    SegmentationTrainer,
+    TradesTrainer,
+)
+from keras_advseg.defenses.trainers import voxel_kl
+from keras_advseg.losses import SoftDiceLoss, soft_dice_loss
 from keras_advseg.models import unet3d
 from keras_advseg.training import write_soft_labels
 
@@ -163,6 +171,15 @@ def test_joint_step_follows_equation_9_with_fgsm_from_current_weights(batch):
             lambda n: NoiseTrainer(n, radius=0.02, seed=5, temperature=2.0),
             {"radius": 0.02, "seed": 5, "temperature": 2.0},
         ),
+        (
+            lambda n: PGDTrainer(n, eps=0.02, steps=4, alpha=0.01, beta=0.25, seed=3),
+            {"eps": 0.02, "steps": 4, "alpha": 0.01, "beta": 0.25, "seed": 3},
+        ),
+        (lambda n: FastTrainer(n, eps=0.04, seed=2), {"eps": 0.04, "alpha": 0.05, "beta": 0.0}),
+        (
+            lambda n: TradesTrainer(n, eps=0.03, steps=2, beta=4.0),
+            {"eps": 0.03, "steps": 2, "beta": 4.0},
+        ),
     ],
 )
 def test_trainers_round_trip_through_get_config_and_keras_files(make, fields, tmp_path):
@@ -178,3 +195,79 @@ def test_trainers_round_trip_through_get_config_and_keras_files(make, fields, tm
     loaded = keras.saving.load_model(tmp_path / "trainer.keras", safe_mode=True, compile=False)
     assert type(loaded) is type(trainer) and {k: getattr(loaded, k) for k in fields} == fields
     np.testing.assert_allclose(np.asarray(loaded(x)), expected, rtol=1e-5, atol=1e-5)
+
+
+def _input_gradient(network, x, loss):
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = tf.reduce_sum(loss(network(x, training=False)))
+    return tape.gradient(value, x).numpy()
+
+
+def _reference_step(trainer_cls, kwargs, x, y, lr=0.5):
+    """One hand-written step of the robust trainers: PGD / fast / TRADES, then one SGD update."""
+    network = tiny_network()
+    eps_t = kwargs["eps"] * span(x).reshape(-1, 1, 1, 1, 1)
+    loss_fn = SoftDiceLoss()
+    if trainer_cls is TradesTrainer:
+        start = x + 0.001 * np.asarray(
+            keras.random.normal(x.shape, seed=keras.random.SeedGenerator(kwargs["seed"]))
+        )
+        clean = tf.nn.softmax(network(x, training=False)).numpy()
+
+        def ascent(v):
+            return _input_gradient(network, v, lambda z: voxel_kl(clean, z))
+    else:
+        noise = keras.random.uniform(
+            x.shape, -1.0, 1.0, seed=keras.random.SeedGenerator(kwargs["seed"])
+        )
+        start = x + eps_t * np.asarray(noise)
+
+        def ascent(v):
+            return _input_gradient(network, v, lambda z: soft_dice_loss(tf.constant(y), z))
+
+    steps = 1 if trainer_cls is FastTrainer else kwargs["steps"]
+    alpha = 1.25 * kwargs["eps"] if trainer_cls is FastTrainer else 2.5 * kwargs["eps"] / steps
+    x_k = np.clip(start, x - eps_t, x + eps_t)
+    for _ in range(steps):
+        x_k = np.clip(
+            x_k + alpha * span(x).reshape(-1, 1, 1, 1, 1) * np.sign(ascent(x_k)),
+            x - eps_t,
+            x + eps_t,
+        )
+    with tf.GradientTape() as tape:
+        if trainer_cls is TradesTrainer:
+            z = network(x, training=True)
+            loss = loss_fn(y, z) + kwargs["beta"] * tf.reduce_mean(
+                voxel_kl(tf.nn.softmax(z), network(x_k, training=True))
+            )
+        else:
+            beta = kwargs["beta"]
+            loss = (1 - beta) * loss_fn(y, network(x_k, training=True))
+            if beta:
+                loss += beta * loss_fn(y, network(x, training=True))
+    grads = tape.gradient(loss, network.trainable_weights)
+    return [np.asarray(w) - lr * np.asarray(g) for w, g in zip(network.trainable_weights, grads)]
+
+
+@pytest.mark.parametrize(
+    "trainer_cls, kwargs",
+    [
+        (PGDTrainer, {"eps": 0.05, "steps": 2, "beta": 0.5, "seed": 3}),
+        (FastTrainer, {"eps": 0.05, "beta": 0.0, "seed": 4}),
+        (TradesTrainer, {"eps": 0.05, "steps": 2, "beta": 6.0, "seed": 5}),
+    ],
+    ids=["pgd", "fast", "trades"],
+)
+def test_robust_trainers_match_a_hand_written_step(batch, trainer_cls, kwargs):
+    x, y = batch
+    trainer = trainer_cls(tiny_network(), **kwargs)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.5))
+    before = [np.asarray(w) for w in trainer.network.trainable_weights]
+    trainer.fit(x, y, batch_size=len(x), epochs=1, verbose=0, shuffle=False)
+    after = [np.asarray(w) for w in trainer.network.trainable_weights]
+    expected = _reference_step(trainer_cls, kwargs, x, y)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(after, before)) > 1e-4  # it moved
+    for got, want in zip(after, expected):
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
