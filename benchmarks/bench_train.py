@@ -11,9 +11,14 @@ clean training step (C) and the ratio to it of:
   softmax(z/T), computed ONCE per training volume and augmented jointly with
   the image, so a student step is a clean step on soft targets; the ratio of
   the paper's per-step alternative (teacher forward inside every step) is
-  printed beside it for comparison.
+  printed beside it for comparison;
+* PGD-K adversarial training (K = --adv-steps, 3): target <= K + 1.2, with eq. 9's
+  beta = 0.5 (one more forward and backward pass for the clean term) and with beta = 0
+  (Madry's adversarial-only objective);
+* fast adversarial training (FGSM from a random start, beta 0): target <= 2.1;
+* TRADES (K steps on the KL, one update through clean and adversarial): target <= K + 1.2.
 
-    python benchmarks/bench_train.py [--sizes 32 64] [--repeats 5]
+    python benchmarks/bench_train.py [--sizes 32 64] [--repeats 5] [--adv-steps 3]
 """
 
 from __future__ import annotations
@@ -32,12 +37,19 @@ def median_step(trainer, x, y, repeats):
     return median_time(lambda: trainer.train_on_batch(x, y), repeats)
 
 
-def bench(size, repeats):
+def bench(size, repeats, adv_steps=3):
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from keras_advseg.defenses import AdversarialTrainer, NoiseTrainer, SegmentationTrainer
+    from keras_advseg.defenses import (
+        AdversarialTrainer,
+        FastTrainer,
+        NoiseTrainer,
+        PGDTrainer,
+        SegmentationTrainer,
+        TradesTrainer,
+    )
     from keras_advseg.models import unet3d
 
     rng = np.random.default_rng(0)
@@ -75,6 +87,16 @@ def bench(size, repeats):
         "distillation_student_teacher_per_step": median_step(
             make(PerStepTeacher(network(), temperature=100.0)), x, y, repeats
         ),
+        f"pgd{adv_steps}_beta0.5": median_step(
+            make(PGDTrainer(network(), steps=adv_steps, beta=0.5)), x, y, repeats
+        ),
+        f"pgd{adv_steps}_beta0": median_step(
+            make(PGDTrainer(network(), steps=adv_steps, beta=0.0)), x, y, repeats
+        ),
+        "fast": median_step(make(FastTrainer(network())), x, y, repeats),
+        f"trades{adv_steps}": median_step(
+            make(TradesTrainer(network(), steps=adv_steps)), x, y, repeats
+        ),
     }
     return {
         "size": size,
@@ -87,9 +109,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[32])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--adv-steps", type=int, default=3)
     args = parser.parse_args()
     for size in args.sizes:
-        print(json.dumps(bench(size, args.repeats)), flush=True)
+        print(json.dumps(bench(size, args.repeats, args.adv_steps)), flush=True)
 
 
 if __name__ == "__main__":

@@ -259,12 +259,25 @@ class PGDTrainer(SegmentationTrainer):
             )
         self.eps, self.steps, self.beta, self.seed = float(eps), int(steps), float(beta), int(seed)
         self.alpha = None if alpha is None else float(alpha)
-        self.start_generator = keras.random.SeedGenerator(seed)
 
     def random_start(self, x):
-        """A uniform random point of the eps-ball around ``x``."""
-        noise = keras.random.uniform(tf.shape(x), -1.0, 1.0, seed=self.start_generator)
+        """A uniform random point of the eps-ball around ``x`` (see :meth:`sample_noise`)."""
+        noise = self.sample_noise(x, tf.random.stateless_uniform, minval=-1.0, maxval=1.0)
         return x + per_sample_scale(x, self.eps, relative=True) * noise
+
+    def sample_noise(self, x, draw, **kwargs):
+        """Noise per sample, from ``(seed + the sample's bits, optimiser step)``.
+
+        Drawn per sample rather than per batch, so that a batch split over replicas
+        (``tf.distribute``) starts every sample where one device would.
+        """
+        step = tf.cast(self.optimizer.iterations, tf.int32) if self.optimizer else 0
+
+        def one(x_i):
+            key = tf.bitcast(tf.reduce_sum(x_i), tf.int32) + self.seed
+            return draw(tf.shape(x_i), tf.stack([key, step]), **kwargs)
+
+        return tf.map_fn(one, x)
 
     def input_gradient(self, x_k, y):
         """``grad_x L(x_k, y)`` of the soft Dice loss at the current weights."""
@@ -375,8 +388,7 @@ class TradesTrainer(PGDTrainer):
         self.beta = float(beta)
 
     def random_start(self, x):
-        noise = keras.random.normal(tf.shape(x), seed=self.start_generator)
-        return x + 0.001 * noise
+        return x + 0.001 * self.sample_noise(x, tf.random.stateless_normal)
 
     def adversarial_examples(self, x, y, start=None):
         """K steps ascending the voxel-mean KL from the clean softmax (``y`` is not used)."""
@@ -401,7 +413,9 @@ class TradesTrainer(PGDTrainer):
             )
             p_clean = tf.nn.softmax(y_pred / self.temperature)
             robust = tf.reduce_mean(voxel_kl(p_clean, self(x_adv, training=True), self.temperature))
-            loss = natural + self.beta * robust
+            # compute_loss divides by the replicas (the global batch's mean); so must this term
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            loss = natural + self.beta * robust / replicas
             scaled = self.optimizer.scale_loss(loss)
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
         return self._report(loss, x, y, y_pred, sample_weight)

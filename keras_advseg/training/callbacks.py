@@ -98,3 +98,36 @@ class EpochLogger(keras.callbacks.Callback):
             k: float(v) for k, v in (logs or {}).items() if np.isscalar(v) or np.ndim(v) == 0
         }
         self.log({self.prefix + k: v for k, v in metrics.items() if np.isfinite(v)}, epoch + 1)
+
+
+class CatastrophicOverfitting(keras.callbacks.Callback):
+    """Stops fast adversarial training when robust Dice collapses (Wong et al. 2020, section 5).
+
+    FGSM training can suddenly overfit to its own attack: within an epoch, robust accuracy
+    against PGD falls to near zero while clean accuracy holds. Each epoch ``measure()`` gives
+    the robust Dice of a validation batch under a short PGD; when it falls more than ``drop``
+    below the best seen so far, training stops, the epoch's logs get ``collapsed = 1`` (the
+    checkpoint then keeps the last good epoch), and :attr:`collapse` records
+    ``(epoch, robust Dice, best before)`` for the workflow's one-line message.
+
+    Args:
+        measure: ``() -> float``: the robust Dice of the current weights.
+        drop: The fall from the best robust Dice that counts as a collapse.
+    """
+
+    def __init__(self, measure: Callable[[], float], drop: float = 0.2):
+        super().__init__()
+        self.measure, self.drop = measure, float(drop)
+        self.best = None
+        self.collapse = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        value = float(self.measure())
+        logs["val_robust_dice"] = value
+        if self.best is not None and value < self.best - self.drop:
+            self.collapse = (epoch + 1, value, self.best)
+            logs["collapsed"] = 1.0
+            self.model.stop_training = True
+            return
+        self.best = value if self.best is None else max(self.best, value)

@@ -98,8 +98,8 @@ class Checkpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if not np.isfinite(float(logs.get("loss", 0.0))):
-            return  # keep the last good checkpoint
+        if not np.isfinite(float(logs.get("loss", 0.0))) or logs.get("collapsed"):
+            return  # keep the last good checkpoint (non-finite loss, catastrophic overfitting)
         self.dir.mkdir(parents=True, exist_ok=True)
         score = logs.get("val_dice_mean", -float(logs.get("loss", 0.0)))
         if score > self.best["score"]:

@@ -38,7 +38,13 @@ from keras_advseg.inference import Preprocessing
 from keras_advseg.io import copy_atomic
 from keras_advseg.losses import SoftDiceLoss
 from keras_advseg.models import SliceWise, scale_logits, unet2d, unet3d
-from keras_advseg.training.callbacks import EpochLogger, EpochSeeds, StopOnNonFinite, Validation
+from keras_advseg.training.callbacks import (
+    CatastrophicOverfitting,
+    EpochLogger,
+    EpochSeeds,
+    StopOnNonFinite,
+    Validation,
+)
 from keras_advseg.training.checkpoint import (
     Checkpoint,
     restored_best,
@@ -78,6 +84,8 @@ class TrainResult:
     run_id: str
     best_score: float
     epochs_run: int
+    stopped: str | None = None
+    """Why training stopped before its last epoch (catastrophic overfitting), or None."""
 
 
 def build_network(config: TrainConfig, shape: tuple[int, int, int]) -> keras.Model:
@@ -86,6 +94,25 @@ def build_network(config: TrainConfig, shape: tuple[int, int, int]) -> keras.Mod
     if config.model == "unet3d":
         return unet3d(shape + (4,), **kwargs)
     return unet2d(shape[:2] + (4,), **kwargs)
+
+
+def robust_dice_check(model, prepared, ids, eps: float, subjects: int = 2, steps: int = 3):
+    """``() -> float``: mean Dice (WT, TC, ET) of ``model`` on a few subjects under a short PGD.
+
+    The catastrophic-overfitting detector's signal for fast adversarial training.
+    """
+    from keras_advseg.attacks.apgd import mean_region_dice
+    from keras_advseg.attacks.pgd import pgd
+    from keras_advseg.data.pipeline import one_hot_labels
+
+    images, labels = zip(*(prepared.load(i) for i in ids[:subjects]))
+    x, y = np.stack(images), one_hot_labels(np.stack(labels))
+
+    def measure() -> float:
+        x_adv = pgd(model, x, y, eps=eps, steps=steps, seed=0)
+        return float(np.mean(mean_region_dice(y, model(x_adv, training=False))))
+
+    return measure
 
 
 def build_trainer(config: TrainConfig, network: keras.Model) -> SegmentationTrainer:
@@ -278,6 +305,12 @@ def _fit_with_policy(
     # logged), and never leaves a checkpointed epoch without its metrics.
     logger = [EpochLogger(log_epoch, metric_prefix)] if log_epoch is not None else []
     callbacks = [EpochSeeds(config.seed), Validation(deployed, prepared, val_ids), non_finite]
+    overfitting = None
+    if config.defense == "fast":
+        overfitting = CatastrophicOverfitting(
+            robust_dice_check(deployed, prepared, val_ids or train_ids, config.adv_eps)
+        )
+        callbacks.append(overfitting)
     callbacks += logger + [checkpoint]
     if start < config.epochs:
         with surfaced_data_errors():
@@ -290,6 +323,14 @@ def _fit_with_policy(
                 callbacks=callbacks,
                 verbose=verbose,
             )
+    stopped = None
+    if overfitting is not None and overfitting.collapse is not None:
+        epoch, value, best = overfitting.collapse
+        checkpoint.restore(trainer)  # the last good epoch
+        stopped = (
+            f"catastrophic overfitting at epoch {epoch}: robust Dice {value:.3f} after "
+            f"{best:.3f}; training stopped, keeping the last good checkpoint"
+        )
     if non_finite.where is not None:
         epoch, batch = non_finite.where
         raise TrainingError(
@@ -300,7 +341,9 @@ def _fit_with_policy(
     best_path = out / "best.keras"
     model_path = copy_atomic(best_path if best_path.is_file() else last, out / "model.keras")
     checkpoint.finish()
-    return TrainResult(model_path, last, run_id, checkpoint.best["score"], config.epochs)
+    return TrainResult(
+        model_path, last, run_id, checkpoint.best["score"], config.epochs, stopped=stopped
+    )
 
 
 def _soft_labels(

@@ -7,6 +7,7 @@ per-epoch metrics and artifacts.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -110,6 +111,9 @@ def train(
             verbose=verbose,
             strategy=strategy,
         )
+        if result.stopped:
+            mlflow.set_tag("stopped", result.stopped)
+            print(result.stopped, file=sys.stderr, flush=True)
         mlflow.log_artifact(str(result.model_path))
         mlflow.log_artifact(str(result.last_path))
         _log_model(result.model_path)

@@ -210,19 +210,21 @@ def _reference_step(trainer_cls, kwargs, x, y, lr=0.5):
     network = tiny_network()
     eps_t = kwargs["eps"] * span(x).reshape(-1, 1, 1, 1, 1)
     loss_fn = SoftDiceLoss()
-    if trainer_cls is TradesTrainer:
-        start = x + 0.001 * np.asarray(
-            keras.random.normal(x.shape, seed=keras.random.SeedGenerator(kwargs["seed"]))
+
+    def noise(draw, **extra):  # per sample, from (seed + the sample's bits, step 0)
+        keys = [int(tf.bitcast(tf.reduce_sum(tf.constant(v)), tf.int32)) for v in x]
+        return np.stack(
+            [draw(v.shape, [k + kwargs["seed"], 0], **extra).numpy() for v, k in zip(x, keys)]
         )
+
+    if trainer_cls is TradesTrainer:
+        start = x + 0.001 * noise(tf.random.stateless_normal)
         clean = tf.nn.softmax(network(x, training=False)).numpy()
 
         def ascent(v):
             return _input_gradient(network, v, lambda z: voxel_kl(clean, z))
     else:
-        noise = keras.random.uniform(
-            x.shape, -1.0, 1.0, seed=keras.random.SeedGenerator(kwargs["seed"])
-        )
-        start = x + eps_t * np.asarray(noise)
+        start = x + eps_t * noise(tf.random.stateless_uniform, minval=-1.0, maxval=1.0)
 
         def ascent(v):
             return _input_gradient(network, v, lambda z: soft_dice_loss(tf.constant(y), z))

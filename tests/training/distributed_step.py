@@ -15,7 +15,13 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_advseg.defenses import AdversarialTrainer, SegmentationTrainer  # noqa: E402
+from keras_advseg.defenses import (  # noqa: E402
+    AdversarialTrainer,
+    FastTrainer,
+    PGDTrainer,
+    SegmentationTrainer,
+    TradesTrainer,
+)
 from keras_advseg.models import unet3d  # noqa: E402
 
 rng = np.random.default_rng(0)
@@ -25,6 +31,9 @@ makers = {
     "none": lambda n: SegmentationTrainer(n),
     "adversarial-joint": lambda n: AdversarialTrainer(n, eps=0.05, mode="joint"),
     "adversarial-alternating": lambda n: AdversarialTrainer(n, eps=0.05, mode="alternating"),
+    "pgd": lambda n: PGDTrainer(n, eps=0.05, steps=1),
+    "fast": lambda n: FastTrainer(n, eps=0.05),
+    "trades": lambda n: TradesTrainer(n, eps=0.05, steps=1),
 }
 
 

@@ -21,7 +21,14 @@ def test_mirrored_step_equals_single_device_with_same_global_batch():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert set(result) == {"none", "adversarial-joint", "adversarial-alternating"}
+    assert set(result) == {
+        "none",
+        "adversarial-joint",
+        "adversarial-alternating",
+        "pgd",
+        "fast",
+        "trades",
+    }
     for name, row in result.items():
         assert row["replicas"] == 2
         assert row["max_update"] > 1e-3, name  # the step really changed the weights
