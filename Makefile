@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/advseg reproduce --preset quick --out $(DEMO_DIR) --workers 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check keras_advseg tests benchmarks

@@ -116,8 +116,15 @@ def prepared_dir(phantom_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def fitted_unet(prepared_dir):
-    """A small 3-D UNet trained for 150 steps on the 16^3 phantom (cross-entropy learns fastest)."""
+    """A small 3-D UNet trained for 150 steps on the 16^3 phantom (cross-entropy learns fastest).
+
+    Op determinism is on first (as training runs turn it on), so the network is the same in
+    whichever process and order the tests run.
+    """
     import keras
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
 
     from keras_advseg.data.pipeline import volume_dataset
     from keras_advseg.data.prepare import load_prepared

@@ -82,7 +82,7 @@ def test_unwritable_output_is_found_before_any_attack(
 ):
     import tempfile
 
-    import keras_advseg.workflows.evaluate as workflow
+    import keras_advseg.evaluation.distributed as workflow
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
@@ -91,7 +91,7 @@ def test_unwritable_output_is_found_before_any_attack(
         raise AssertionError("an attack ran before the output folder was checked")
 
     monkeypatch.setattr(tempfile, "TemporaryFile", denied)
-    monkeypatch.setattr(workflow, "evaluate", never)
+    monkeypatch.setattr(workflow, "evaluate_distributed", never)
     out = tmp_path / "e"
     line = fails_cleanly(
         [

