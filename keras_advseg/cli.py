@@ -933,7 +933,7 @@ def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
     "--preset",
     type=click.Choice(list(cfg.STUDIES)),
     default="quick",
-    help="smoke: about 2 minutes (16^3, 2 epochs); quick: `make demo`, 32^3 on a CPU; "
+    help="smoke: about 5 minutes (16^3, 2 epochs); quick: `make demo`, 32^3 on a CPU; "
     "paper: 128^3 and the paper's epochs, temperatures and budgets (a GPU job).",
 )
 @click.option(
