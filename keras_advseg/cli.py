@@ -565,20 +565,27 @@ def parse_floats(
     return values
 
 
+def model_and_data(out_help: str):
+    """``MODEL``, ``--data`` and ``--out``: shared by the commands that attack a model."""
+
+    def decorate(fn):
+        fn = click.option(
+            "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help=out_help
+        )(fn)
+        fn = click.option(
+            "--data",
+            type=click.Path(path_type=Path),
+            required=True,
+            help="Prepared cache, or a raw dataset (prepared into OUT/prepared at the model's "
+            "input size).",
+        )(fn)
+        return click.argument("model_ref", metavar="MODEL")(fn)
+
+    return decorate
+
+
 @main.command("evaluate")
-@click.argument("model_ref", metavar="MODEL")
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Prepared cache, or a raw dataset (prepared into OUT/prepared at the model's input size).",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Output folder: per_subject.csv, summary.json, iterations.csv, figures.",
-)
+@model_and_data("Output folder: per_subject.csv, summary.json, iterations.csv, figures.")
 @click.option(
     "--split",
     type=click.Choice(["test", "train", "all"]),
@@ -729,19 +736,7 @@ def evaluate_command(
 
 
 @main.command("audit")
-@click.argument("model_ref", metavar="MODEL")
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Prepared cache, or a raw dataset (prepared into OUT/prepared at the model's input size).",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Output folder: audit.md and audit.json.",
-)
+@model_and_data("Output folder: audit.md and audit.json.")
 @click.option(
     "--reference",
     "reference_ref",
