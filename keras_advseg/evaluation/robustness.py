@@ -163,10 +163,12 @@ def evaluate(
                     )
                     found_by = found[0]
                     # per subject, the lowest Dice of every attack run at this budget
-                    ensemble = _mean_dice(_dice_columns(labels, predict_labels(forward, x_adv)[0]))
+                    predicted = predict_labels(forward, x_adv)[0]  # scored below, once
+                    ensemble = _mean_dice(_dice_columns(labels, predicted))
                     other = min(tried.get(eps, []), key=lambda t: t[0], default=None)
                     if other is not None and other[0] < ensemble:
                         _, found_by, x_adv = other
+                        predicted = None
                 elif x_adv is None:
                     x_adv = _attack(attack, source, x, y, eps, config, kwargs)
                 steps = (config.worst_steps or config.steps) if attack == "worst" else config.steps

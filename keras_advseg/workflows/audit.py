@@ -38,31 +38,16 @@ def run_audit(
     """
     import mlflow
     from keras_advseg.data.pipeline import one_hot_labels
-    from keras_advseg.data.prepare import open_prepared
     from keras_advseg.evaluation.audit import audit, overall
-    from keras_advseg.export import load_model
-    from keras_advseg.tracking import check_reachable, resolve_model_path, tracked_run
-    from keras_advseg.workflows.evaluate import (
-        check_model_fits_data,
-        model_input_size,
-        source_run_id,
-        source_tags,
-    )
+    from keras_advseg.tracking import check_reachable, tracked_run
+    from keras_advseg.workflows.evaluate import open_model_and_data
 
     out = ensure_writable_folder(out)
     check_reachable(tracking_uri)
-    model_path = resolve_model_path(model_ref, tracking_uri)
-    model = load_model(model_path)
-    reference = (
-        load_model(resolve_model_path(reference_ref, tracking_uri)) if reference_ref else None
+    model, reference, prepared, source, lineage = open_model_and_data(
+        model_ref, data, out, tracking_uri, other_ref=reference_ref, split=split
     )
-    prepared = open_prepared(data, out / "prepared", model_input_size(model))
-    check_model_fits_data(model, model_path, prepared, data)
-    if reference is not None:
-        check_model_fits_data(reference, reference_ref, prepared, data)
     ids = prepared.ids(split)
-    if not ids:
-        raise InputError(f"{data}: split {split!r} has no subjects")
     ids = ids[: config.subjects] if config.subjects else ids
     samples = []
     for subject_id in ids:
@@ -71,11 +56,7 @@ def run_audit(
             raise InputError(f"subject {subject_id} has no labels; the audit needs them")
         samples.append((image[None], one_hot_labels(labels[None]).numpy()))
 
-    source = source_run_id(model_ref, model_path)
-    tags = {"audit_of": str(model_ref)}
-    if source:
-        tags.update({"mlflow.parentRunId": source, "source_run_id": source})
-        tags.update(source_tags(source, tracking_uri))
+    tags = {"audit_of": str(model_ref), **lineage}
     with tracked_run(tracking_uri, experiment, run_name=run_name or "audit", tags=tags) as run:
         mlflow.log_params(
             {

@@ -63,7 +63,7 @@ def run_evaluation(
     """
     import mlflow
     from keras_advseg.evaluation.distributed import evaluate_distributed
-    from keras_advseg.tracking import check_reachable, resolve_model_path, tracked_run
+    from keras_advseg.tracking import check_reachable, tracked_run
     from keras_advseg.training import make_strategy, worker_role
 
     distribution = make_strategy(strategy)  # before any other TensorFlow work
@@ -72,24 +72,11 @@ def run_evaluation(
         out = Path(out) / "workers" / role
     out = ensure_writable_folder(out)
     check_reachable(tracking_uri)
-    model_path = resolve_model_path(model_ref, tracking_uri)
-    model = load_model(model_path)
-    transfer = load_model(resolve_model_path(transfer_ref, tracking_uri)) if transfer_ref else None
-    shape = model_input_size(model)
-    prepared = open_prepared(data, out / "prepared", shape)
+    model, transfer, prepared, source, lineage = open_model_and_data(
+        model_ref, data, out, tracking_uri, other_ref=transfer_ref, split=split
+    )
     ids = prepared.ids("train") + prepared.ids("test") if split == "all" else prepared.ids(split)
-    if not ids:
-        raise InputError(f"{data}: split {split!r} has no subjects")
-    check_model_fits_data(model, model_path, prepared, data)
-    if transfer is not None:
-        check_model_fits_data(transfer, transfer_ref, prepared, data)
-
-    source = source_run_id(model_ref, model_path)
-    tags = {"evaluation": "true", "attacks": ",".join(config.attacks)}
-    if source:
-        tags["mlflow.parentRunId"] = source
-        tags["source_run_id"] = source
-        tags.update(source_tags(source, tracking_uri))
+    tags = {"evaluation": "true", "attacks": ",".join(config.attacks), **lineage}
     if transfer_ref:
         tags["transfer_from"] = str(transfer_ref)
     grids = native_grids(prepared, ids) if native else None
@@ -145,6 +132,38 @@ def run_evaluation(
         for path in written:
             mlflow.log_artifact(str(path))
     return {**meta, **summary.to_json()}
+
+
+def open_model_and_data(model_ref, data, out: Path, tracking_uri: str, *, other_ref=None, split):
+    """What attacking a model starts with: the model (and another one, the transfer source or
+    the audit's reference), the data prepared at its input size, both checked to fit, and the
+    training run it came from with the tags that nest a run under it.
+
+    Returns:
+        ``(model, other or None, prepared, source run id or None, tags)``.
+
+    Raises:
+        InputError: a model does not fit the data, or ``split`` has no subjects.
+    """
+    from keras_advseg.tracking import resolve_model_path
+
+    model_path = resolve_model_path(model_ref, tracking_uri)
+    model = load_model(model_path)
+    other = load_model(resolve_model_path(other_ref, tracking_uri)) if other_ref else None
+    prepared = open_prepared(data, out / "prepared", model_input_size(model))
+    if not (
+        prepared.ids("train") + prepared.ids("test") if split == "all" else prepared.ids(split)
+    ):
+        raise InputError(f"{data}: split {split!r} has no subjects")
+    check_model_fits_data(model, model_path, prepared, data)
+    if other is not None:
+        check_model_fits_data(other, other_ref, prepared, data)
+    source = source_run_id(model_ref, model_path)
+    tags = {}
+    if source:
+        tags = {"mlflow.parentRunId": source, "source_run_id": source}
+        tags.update(source_tags(source, tracking_uri))
+    return model, other, prepared, source, tags
 
 
 def write_outputs(evaluation: Evaluation, summary: Summary, out: Path, meta: dict) -> list[Path]:
