@@ -526,6 +526,28 @@ def train_command(
     )
 
 
+def parse_seeds(text: str, option: str = "--seeds", limit: int = 100) -> tuple[int, ...]:
+    """``"0,1,2"`` or ``"0-2"`` (or both, ``"0-2,7"``) -> (0, 1, 2[, 7]): distinct seeds >= 0.
+
+    Raises:
+        InputError: not such a list, a repeated seed, or more than ``limit`` seeds.
+    """
+    expected = f"{option}: expected distinct integers >= 0 like 0,1,2,3,4 or 0-4"
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            first, last = int(low), int(high) if high else int(low)
+            if first < 0 or last < first or last - first >= limit:
+                raise ValueError
+            seeds += range(first, last + 1)
+    except ValueError:
+        raise InputError(f"{expected}. Received: {text!r}") from None
+    if len(set(seeds)) != len(seeds) or len(seeds) > limit:
+        raise InputError(f"{expected} (at most {limit}). Received: {text!r}")
+    return tuple(seeds)
+
+
 def parse_floats(
     text: str | None, option: str, *, low: float = 0.0, high: float = 1.0, limit: int = 1000
 ) -> tuple[float, ...]:
@@ -935,10 +957,23 @@ def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Study folder: phantom/, prepared/, models/, evals/, compare3d/, compare2d/, report.md.",
+    help="Study folder: phantom/, prepared/, seeds/<seed>/ (models/, evals/, audits/, "
+    "compare3d/, compare2d/, report.md), report.md (findings per seed and pooled).",
 )
 @click.option(
-    "--seed", type=int, default=0, help="Seed of the phantom, the split, training and PGD."
+    "--seeds",
+    default="0",
+    show_default=True,
+    help="Training seeds, e.g. 0,1,2,3,4 or 0-4: every model is trained and evaluated once "
+    "per seed (initialisation, augmentation order, dropout, attacks' random starts), in "
+    "OUT/seeds/<seed>/. Finished seeds are skipped; adding seeds later reuses them.",
+)
+@click.option(
+    "--data-seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the phantom and the train/test split, fixed across --seeds (one per OUT).",
 )
 @click.option(
     "--workers",
@@ -948,11 +983,14 @@ def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
 )
 @tracking_options
 @friendly_errors
-def reproduce_command(data, preset, out, seed, workers, tracking_uri, experiment):
+def reproduce_command(data, preset, out, seeds, data_seed, workers, tracking_uri, experiment):
     """Run the whole study: data, training with every defense, attacks, statistics, report.md.
 
-    Re-running skips finished steps. All runs go to one MLflow experiment
-    (default: advseg-reproduce-PRESET unless --experiment is given).
+    With several --seeds, report.md states each finding per seed and pooled over the
+    seeds (the pre-specified test on per-subject Dice averaged over seeds), and each
+    defense's effect with a 95 % interval over seeds. Re-running skips finished steps.
+    All runs go to one MLflow experiment (default: advseg-reproduce-PRESET unless
+    --experiment is given).
     """
     from keras_advseg.tracking import TrackingError
     from keras_advseg.training import TrainingError
@@ -965,7 +1003,8 @@ def reproduce_command(data, preset, out, seed, workers, tracking_uri, experiment
             data=data,
             tracking_uri=tracking_uri,
             experiment=None if experiment == cfg.DEFAULT_EXPERIMENT else experiment,
-            seed=seed,
+            seeds=parse_seeds(seeds),
+            data_seed=data_seed,
             workers=workers,
         )
     except (TrainingError, TrackingError) as exc:

@@ -113,6 +113,9 @@ PRESETS: dict[str, dict] = {
         "unet3d": {"batch_size": 1, "lr": 1e-4, "epochs": 100},
         "unet3d/distillation": {"epochs": 400, "lr": 5e-4},
         "unet3d/adversarial": {"epochs": 400, "lr": 5e-4},
+        "unet3d/pgd": {"epochs": 400, "lr": 5e-4},
+        "unet3d/fast": {"epochs": 400, "lr": 5e-4},
+        "unet3d/trades": {"epochs": 400, "lr": 5e-4},
         "unet2d": {"batch_size": 64, "lr": 1e-5, "epochs": 400},
         "adv_steps": 7,
     },
@@ -124,10 +127,15 @@ PRESETS: dict[str, dict] = {
         "loss": "dice_ce",
         "lr_schedule": "cosine",
         "unet3d": {"batch_size": 1, "lr": 2e-3, "epochs": 30},
-        # Defenses train longer, as in the paper (which gives them 4x the epochs): a
-        # teacher and student at T = 20 need 60 epochs each to match the clean Dice.
-        "unet3d/distillation": {"epochs": 60},
-        "unet3d/adversarial": {"epochs": 45},
+        # Defenses train longer, as in the paper (which gives them 4x the epochs):
+        # distillation's teacher and student 30 epochs each at T = 20; adversarial
+        # training fine-tunes the undefended network for 20 more (the study's `quick`
+        # fits 20 minutes on 2 cores with these).
+        "unet3d/distillation": {"epochs": 30},
+        "unet3d/adversarial": {"epochs": 20},
+        "unet3d/pgd": {"epochs": 20},
+        "unet3d/fast": {"epochs": 20},
+        "unet3d/trades": {"epochs": 20},
         "unet2d": {"batch_size": 32, "lr": 3e-3, "epochs": 10},
     },
     # Seconds: for tests and a first look.
@@ -445,14 +453,25 @@ class AuditConfig:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of the study."""
+    """One model of the study.
+
+    Attributes:
+        model: ``unet3d`` or ``unet2d``.
+        defense: One of :data:`DEFENSES`.
+        options: ``((TrainConfig field, value), ...)`` beyond the preset.
+        control: The equal-budget control: no defense, trained as long as the longest
+            defense, so that a defense's gain can be told from the gain of more training.
+    """
 
     model: str
     defense: str
     options: tuple = ()
+    control: bool = False
 
     @property
     def name(self) -> str:
+        if self.control:
+            return f"{self.model}-none-control"
         suffix = "".join(
             f"-{k.replace('adv_eps', 'eps').replace('temperature', 'T')}{v:g}"
             for k, v in self.options
@@ -488,13 +507,30 @@ class Study:
     worst_steps: int | None = None  # iterations of each ensemble attack [steps]
     audit: AuditConfig = AuditConfig()  # the audit of every 3-D model
 
+    @property
+    def defenses3d(self) -> tuple[ModelSpec, ...]:
+        """The defended 3-D models (neither the baseline nor the control)."""
+        return tuple(s for s in self.models3d if s.defense != "none")
 
-def _defended(model: str, temperatures, epsilons, noise=True) -> tuple[ModelSpec, ...]:
+    @property
+    def control3d(self) -> ModelSpec | None:
+        """The equal-budget control of the 3-D UNet, if the study has one."""
+        return next((s for s in self.models3d if s.control), None)
+
+
+def _defended(
+    model: str, temperatures, epsilons, noise=True, robust=(), control=None
+) -> tuple[ModelSpec, ...]:
+    """The baseline, then the defenses, then the equal-budget control (``control``: its
+    training options, e.g. ``(("epochs", 45),)``; None: no control)."""
     specs = [ModelSpec(model, "none")]
     specs += [ModelSpec(model, "distillation", (("temperature", t),)) for t in temperatures]
     specs += [ModelSpec(model, "adversarial", (("adv_eps", e),)) for e in epsilons]
     if noise:
         specs.append(ModelSpec(model, "noise"))
+    specs += [ModelSpec(model, defense, (("adv_eps", 0.05),)) for defense in robust]
+    if control is not None:
+        specs.append(ModelSpec(model, "none", control, control=True))
     return tuple(specs)
 
 
@@ -506,7 +542,7 @@ STUDIES = {
         n4=False,
         test_fraction=0.25,
         train_preset="smoke",
-        models3d=_defended("unet3d", (20,), (0.05,), noise=False),
+        models3d=_defended("unet3d", (20,), (0.05,), noise=False, control=(("epochs", 2),)),
         models2d=_defended("unet2d", (), (0.05,), noise=False),
         steps=3,
         eps_sweep=(0.0, 0.005, 0.01),
@@ -530,7 +566,9 @@ STUDIES = {
         n4=True,
         test_fraction=0.36,
         train_preset="quick",
-        models3d=_defended("unet3d", (20,), (0.05,), noise=False),
+        models3d=_defended(
+            "unet3d", (20,), (0.05,), noise=False, robust=("fast",), control=(("epochs", 20),)
+        ),
         models2d=_defended("unet2d", (), (0.05,), noise=False),
         steps=10,
         eps_sweep=PAPER_EPS_GRID,
@@ -554,7 +592,13 @@ STUDIES = {
         n4=True,
         test_fraction=0.2,
         train_preset="paper",
-        models3d=_defended("unet3d", (20, 100, 500, 5000), (0.01, 0.05, 0.1)),
+        models3d=_defended(
+            "unet3d",
+            (20, 100, 500, 5000),
+            (0.01, 0.05, 0.1),
+            robust=("pgd", "fast", "trades"),
+            control=(("epochs", 400), ("lr", 5e-4)),
+        ),
         models2d=_defended("unet2d", (20, 100, 500, 5000), (0.01, 0.05, 0.1)),
         steps=10,
         eps_sweep=PAPER_EPS_GRID,

@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_TRACKING_URI",
     "TrackingError",
     "check_reachable",
+    "environment_tags",
     "git_commit",
     "is_run_id",
     "resolve_model_path",
@@ -93,6 +94,7 @@ def tracked_run(
         found = mlflow.set_experiment(experiment)
         if EXPERIMENT_KIND_TAG not in found.tags:
             mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    tags = {**environment_tags(), **(tags or {})}
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags)
     try:
         yield run
@@ -156,6 +158,46 @@ def _check_sqlite_writable(uri: str) -> None:
         raise TrackingError(f"MLflow tracking store {uri}: {path} is not a writable file")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise TrackingError(f"MLflow tracking store {uri}: folder {folder} is not writable")
+
+
+def environment_tags() -> dict[str, str]:
+    """What a result depends on besides code, data and seed: the machine and its kernels.
+
+    Op determinism makes one machine repeat itself bit for bit; another CPU, or oneDNN's
+    kernels switched on or off (``TF_ENABLE_ONEDNN_OPTS``), gives other floating-point
+    sums, so every run records these. TensorFlow's version and devices are recorded when
+    the process has imported it (this function does not import it).
+    """
+    import platform
+    import sys
+
+    tags = {
+        "env.cpu": cpu_model(),
+        "env.cores": str(os.cpu_count()),
+        "env.onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
+        "env.python": platform.python_version(),
+    }
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and hasattr(tf, "config"):
+        tags["env.tensorflow"] = tf.__version__
+        tags["env.gpus"] = str(len(tf.config.list_physical_devices("GPU")))
+    keras = sys.modules.get("keras")
+    if keras is not None and hasattr(keras, "__version__"):
+        tags["env.keras"] = keras.__version__
+    return tags
+
+
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux), else ``platform.processor()``."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def is_run_id(text: str | None) -> bool:

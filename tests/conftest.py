@@ -8,6 +8,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# isort: off
+import keras_advseg  # noqa: E402, F401  (chooses TensorFlow's CPU kernels before its import)
+
+# isort: on
+
 import numpy as np
 import pytest
 from support import (
@@ -144,3 +149,18 @@ def fitted_unet(prepared_dir):
         verbose=0,
     )
     return model
+
+
+LONGEST_FIRST = ("workflows/test_reproduce.py", "test_notebook.py")
+"""Test files that take minutes: started first, so that under ``pytest -n 2 --dist loadfile``
+the other process runs the rest of the suite beside them instead of waiting at the end."""
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        path = item.path.as_posix()
+        return next(
+            (i for i, name in enumerate(LONGEST_FIRST) if path.endswith(name)), len(LONGEST_FIRST)
+        )
+
+    items.sort(key=rank)  # stable: the order within each file is kept

@@ -263,3 +263,73 @@ def _stats(values) -> dict:
         "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
         "n": len(values),
     }
+
+
+def average_results(results: list[EvalResults], name: str | None = None) -> EvalResults:
+    """One evaluation's per-subject values averaged over its replicates (training seeds).
+
+    Every value is the mean over the replicates of that subject, attack, budget and
+    metric, so a paired test on the average compares subjects, not seeds; the summary's
+    means and curves are averaged the same way. ``found_by`` keeps every replicate's
+    winner, keyed ``"<subject> #<replicate>"``.
+
+    Args:
+        results: The replicates: the same evaluation of models trained at other seeds.
+        name: The averaged result's name [the first replicate's].
+
+    Returns:
+        An :class:`EvalResults` (the first replicate itself when there is one).
+
+    Raises:
+        FileFormatError: the replicates' subjects differ under some attack and budget.
+    """
+    if not results:
+        raise ValueError("average_results needs at least one evaluation")
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    values = {}
+    for key in set.intersection(*(set(r.values) for r in results)):
+        subjects = set(first.values[key])
+        for other in results[1:]:
+            if set(other.values[key]) != subjects:
+                raise FileFormatError(
+                    f"{other.path}: its subjects under {key[0]} at eps {key[1]:g} differ from "
+                    f"{first.path}'s; replicates must be evaluated on the same test split"
+                )
+        values[key] = {
+            subject: _mean_tree([r.values[key][subject] for r in results]) for subject in subjects
+        }
+    summaries = [r.summary for r in results]
+    summary = None
+    if all(s is not None for s in summaries):
+        summary = Summary(
+            first.summary.n_subjects,
+            _mean_tree([s.clean for s in summaries]),
+            _mean_tree([s.attacks for s in summaries]),
+            _mean_tree([s.iterations for s in summaries]),
+        )
+    found_by = {}
+    for index, result in enumerate(results):
+        for key, winners in result.found_by.items():
+            for subject, attack in winners.items():
+                found_by.setdefault(key, {})[f"{subject} #{index}"] = attack
+    return EvalResults(name or first.name, first.path, values, summary, found_by)
+
+
+def _mean_tree(trees: list):
+    """The element-wise mean of equally shaped nested dicts / lists of numbers (None where
+    any replicate has None or a key is missing from one)."""
+    head = trees[0]
+    if isinstance(head, dict):
+        keys = set.intersection(*(set(t) for t in trees if isinstance(t, dict)))
+        if not all(isinstance(t, dict) for t in trees):
+            return None
+        return {k: _mean_tree([t[k] for t in trees]) for k in head if k in keys}
+    if isinstance(head, list):
+        if not all(isinstance(t, list) and len(t) == len(head) for t in trees):
+            return None
+        return [_mean_tree(list(items)) for items in zip(*trees)]
+    if all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in trees):
+        return float(np.mean(trees))
+    return None

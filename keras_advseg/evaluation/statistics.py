@@ -57,6 +57,22 @@ def mean_sd(values: dict[str, float]) -> tuple[float, float]:
     return float(np.mean(data)), float(np.std(data, ddof=1)) if len(data) > 1 else 0.0
 
 
+def mean_ci(values, level: float = 0.95) -> tuple[float, float | None, float | None]:
+    """Mean and Student-t confidence interval of independent replicates (e.g. seeds).
+
+    Returns:
+        ``(mean, low, high)``; ``low`` and ``high`` are None with fewer than two values.
+    """
+    data = np.asarray(list(values), float)
+    mean = float(np.mean(data))
+    if len(data) < 2:
+        return mean, None, None
+    half = float(stats.t.ppf(0.5 + level / 2, len(data) - 1) * np.std(data, ddof=1)) / math.sqrt(
+        len(data)
+    )
+    return mean, mean - half, mean + half
+
+
 def check_same_subjects(results: list[EvalResults], baseline: EvalResults) -> None:
     """Checks that every evaluation scored the baseline's subjects.
 

@@ -28,27 +28,46 @@ def training_lines(study: Study) -> list[str]:
         if fine_tunes(study, spec):
             total += baseline
             how += f", fine-tuning {spec.model}-none ({total} in all)"
-        longer = longer or total > baseline
+        if spec.control:
+            how += " without a defense: the equal-budget control"
+        else:
+            longer = longer or total > baseline
         lines.append(f"- {spec.name}: {how}.")
     if longer:
+        control = study.control3d
         lines.append(
             "\nAs in the paper, which trains its defenses 400 epochs against 100, defenses here "
-            "train "
-            "longer than the undefended network; part of their advantage may be that extra "
-            "training.\n"
+            "train longer than the undefended network; part of their advantage may be that "
+            "extra training. "
+            + (
+                f"{control.name} trains as long as the longest defense without one, and "
+                "(d-control) and (f-control) test each defense against it.\n"
+                if control is not None
+                else "\n"
+            )
         )
     return lines
 
 
-def findings(out: Path, study: Study) -> list[tuple[str, bool | None, str]]:
+def study_loader(out: Path):
+    """``load(name)``: the evaluation ``name`` of the study (or seed) folder ``out``."""
+    return lambda name: load_results(Path(out) / "evals" / name)
+
+
+def findings(load, study: Study) -> list[tuple[str, bool | None, str]]:
     """The paper's directional findings, checked on our results: ``(claim, passed, evidence)``.
 
     Each finding is a pre-specified family of paired Wilcoxon tests, Bonferroni-corrected
     over that family's own comparisons (the tables correct over all of their cells).
+
+    Args:
+        load: ``load(evaluation name) -> EvalResults``: one seed's evaluations
+            (:func:`study_loader`), or their per-subject averages over seeds.
+        study: The study.
     """
     regions = REGIONS
     base_name = study.models3d[0].name
-    baseline = load_results(out / "evals" / base_name)
+    baseline = load(base_name)
     base = _summary(baseline)
     clean = {r: base.mean("none", 0.0, f"dice_{r}") for r in regions}
     results = []
@@ -111,18 +130,25 @@ def findings(out: Path, study: Study) -> list[tuple[str, bool | None, str]]:
             "mean Dice per iteration " + ", ".join(f"{v:.3f}" for v in mean_curve),
         )
     )
-    defended = [
-        spec for spec in study.models3d[1:] if spec.defense in ("distillation", "adversarial")
-    ]
-    evaluated = {spec.name: load_results(out / "evals" / spec.name) for spec in defended}
-    results += beats_baseline(
-        "(d)", "at FGSM eps 0.05", "fgsm", [s.name for s in defended], evaluated, baseline
-    )
+    defended = [s.name for s in study.defenses3d if s.defense in ("distillation", "adversarial")]
+    evaluated = {name: load(name) for name in defended}
+    results += beats_baseline("(d)", "at FGSM eps 0.05", "fgsm", defended, evaluated, baseline)
+    control = study.control3d
+    if control is not None:
+        results += beats_baseline(
+            "(d-control)",
+            "at FGSM eps 0.05",
+            "fgsm",
+            defended,
+            evaluated,
+            load(control.name),
+            other="the equal-budget control",
+        )
     for spec in study.models3d:
         if spec.defense != "distillation":
             continue
-        normal = _summary(load_results(out / "evals" / spec.name)).attacks["fgsm"][0.05]
-        logit = _summary(load_results(out / "evals" / f"{spec.name}-logit")).attacks["fgsm"][0.05]
+        normal = _summary(load(spec.name)).attacks["fgsm"][0.05]
+        logit = _summary(load(f"{spec.name}-logit")).attacks["fgsm"][0.05]
         parts = []
         for r in regions:
             gain = normal[f"dice_{r}"]["mean"] - attack_mean("fgsm", r)
@@ -148,40 +174,53 @@ def findings(out: Path, study: Study) -> list[tuple[str, bool | None, str]]:
                 "; ".join(parts),
             )
         )
-    results += worst_case_findings(out, study, baseline)
+    results += worst_case_findings(load, study, baseline)
     return results
 
 
-def worst_case_findings(out: Path, study: Study, baseline) -> list[tuple[str, bool | None, str]]:
-    """Finding (f): each defense beats no defense under the worst-case ensemble at eps 0.05.
+def worst_case_findings(load, study: Study, baseline) -> list[tuple[str, bool | None, str]]:
+    """Finding (f): each defense beats no defense under the worst-case ensemble at eps 0.05,
+    and (f-control) the equal-budget control.
 
-    One pre-specified family: paired Wilcoxon tests of every 3-D defense x region against
-    the undefended 3-D UNet, Bonferroni over the family.
+    Each a pre-specified family: paired Wilcoxon tests of every 3-D defense x region against
+    the undefended 3-D UNet (the control), Bonferroni over the family.
     """
-    defended = study.models3d[1:]
+    defended = [s.name for s in study.defenses3d]
     if not defended:
         return []
-    evaluated = {spec.name: load_results(out / "evals" / spec.name) for spec in defended}
-    if not baseline.has("worst", 0.05) or not all(r.has("worst", 0.05) for r in evaluated.values()):
-        return [
-            (
-                "(f) each defense beats no defense under the worst case at eps 0.05",
-                None,
-                "not measured: an evaluation has no worst-case rows (re-run its evaluate step)",
+    evaluated = {name: load(name) for name in defended}
+    references = [("(f)", baseline, "no defense")]
+    if study.control3d is not None:
+        references.append(("(f-control)", load(study.control3d.name), "the equal-budget control"))
+    results = []
+    for label, reference, other in references:
+        if not reference.has("worst", 0.05) or not all(
+            r.has("worst", 0.05) for r in evaluated.values()
+        ):
+            results.append(
+                (
+                    f"{label} each defense beats {other} under the worst case at eps 0.05",
+                    None,
+                    "not measured: an evaluation has no worst-case rows (re-run its evaluate step)",
+                )
             )
-        ]
-    return beats_baseline(
-        "(f)",
-        "under the worst-case ensemble at eps 0.05",
-        "worst",
-        [s.name for s in defended],
-        evaluated,
-        baseline,
-    )
+            continue
+        results += beats_baseline(
+            label,
+            "under the worst-case ensemble at eps 0.05",
+            "worst",
+            defended,
+            evaluated,
+            reference,
+            other=other,
+        )
+    return results
 
 
-def beats_baseline(label, condition, attack, names, evaluated, baseline) -> list[tuple]:
-    """One finding per defense: it beats no defense under ``attack`` at eps 0.05 in every region.
+def beats_baseline(
+    label, condition, attack, names, evaluated, baseline, other="no defense"
+) -> list[tuple]:
+    """One finding per defense: it beats ``other`` under ``attack`` at eps 0.05 in every region.
 
     A pre-specified family: paired Wilcoxon tests of every defense x region against the
     baseline, Bonferroni over the family; a defense passes when its mean is higher and the
@@ -206,7 +245,7 @@ def beats_baseline(label, condition, attack, names, evaluated, baseline) -> list
             parts.append(f"{r.upper()} {mine:.3f} vs {theirs:.3f} (p = {p:.2g})")
         results.append(
             (
-                f"{label} {name} beats no defense {condition} in every region (p <= 0.05, "
+                f"{label} {name} beats {other} {condition} in every region (p <= 0.05, "
                 f"Bonferroni over the {len(tests)} defense x region comparisons of this finding)",
                 beats,
                 "; ".join(parts),
@@ -215,10 +254,28 @@ def beats_baseline(label, condition, attack, names, evaluated, baseline) -> list
     return results
 
 
-def worst_case_lines(out: Path, study: Study, preset: str) -> list[str]:
-    """The worst-case table of the 3-D models, with what found it and each model's audit."""
+def audit_verdict(folder: Path) -> str:
+    """``PASS``, ``WARN (items 3, 6)`` or ``-`` (no readable audit) for one audit folder."""
     from keras_advseg.workflows.audit import read_audit
 
+    try:
+        audit = read_audit(folder)
+    except FileFormatError:
+        return "-"
+    warned = [str(i["item"]) for i in audit["items"] if i["verdict"] == "WARN"]
+    return audit["verdict"] + (f" (items {', '.join(warned)})" if warned else "")
+
+
+def worst_case_lines(load, audits, study: Study, preset: str) -> list[str]:
+    """The worst-case table of the 3-D models, with what found it, each model's audit, and
+    which defense keeps the most Dice under the worst case.
+
+    Args:
+        load: ``load(evaluation name) -> EvalResults`` (see :func:`findings`).
+        audits: ``audits(model name) -> str``: the audit verdict(s) of that model.
+        study: The study.
+        preset: Its name.
+    """
     lines = [
         f"Worst case per subject over {', '.join(ATTACK_NAMES[a] for a in study.ensemble)} "
         f"({study.worst_steps or study.steps} steps each; APGD stops a subject once its Dice "
@@ -227,8 +284,9 @@ def worst_case_lines(out: Path, study: Study, preset: str) -> list[str]:
         "| model | clean | FGSM 0.05 | worst case 0.05 | found by | audit |",
         "|---|---|---|---|---|---|",
     ]
+    kept = {}
     for spec in study.models3d:
-        result = load_results(out / "evals" / spec.name)
+        result = load(spec.name)
 
         def cell(attack, eps, result=result):
             if not result.has(attack, eps):
@@ -237,19 +295,33 @@ def worst_case_lines(out: Path, study: Study, preset: str) -> list[str]:
                 f"{mean_sd(result.series(attack, eps, f'dice_{r}'))[0]:.3f}" for r in REGIONS
             )
 
+        if result.has("worst", 0.05):
+            kept[spec.name] = sum(
+                mean_sd(result.series("worst", 0.05, f"dice_{r}"))[0] for r in REGIONS
+            ) / len(REGIONS)
         winners = list(result.found_by.get(("worst", 0.05), {}).values())
         found = ", ".join(
             f"{ATTACK_NAMES.get(a, a)} {winners.count(a)}" for a in sorted(set(winners))
         )
-        try:
-            audit = read_audit(out / "audits" / spec.name)
-            warned = [str(i["item"]) for i in audit["items"] if i["verdict"] == "WARN"]
-            verdict = audit["verdict"] + (f" (items {', '.join(warned)})" if warned else "")
-        except FileFormatError:
-            verdict = "-"
+        verdict = "not audited (control)" if spec.control else audits(spec.name)
         lines.append(
             f"| {spec.name} | {cell('none', 0.0)} | {cell('fgsm', 0.05)} | "
             f"{cell('worst', 0.05)} | {found or '-'} | {verdict} |"
+        )
+    defenses = sorted((s.name for s in study.defenses3d if s.name in kept), key=lambda n: -kept[n])
+    if defenses:
+        best = defenses[0]
+        lines.append(
+            f"\nMost Dice kept under the worst case at eps 0.05 (mean of WT, TC, ET): "
+            f"**{best}** ({kept[best]:.3f}, audit: {audits(best)})"
+            + "".join(f", then {n} ({kept[n]:.3f})" for n in defenses[1:])
+            + "; "
+            + ", ".join(
+                f"{s.name} {kept[s.name]:.3f}"
+                for s in study.models3d
+                if s.defense == "none" and s.name in kept
+            )
+            + ". A ranking of means, not a test: (f) and (f-control) test each defense.\n"
         )
     audit = study.audit
     lines.append(
@@ -262,11 +334,17 @@ def worst_case_lines(out: Path, study: Study, preset: str) -> list[str]:
 
 
 def write_report(
-    out: Path, preset: str, study: Study, prepared, tracking_uri: str = "<tracking store>"
+    out: Path,
+    preset: str,
+    study: Study,
+    prepared,
+    tracking_uri: str = "<tracking store>",
+    seed: int | None = None,
 ) -> Path:
-    """``report.md``: findings, our tables beside the paper's, figures."""
+    """``report.md`` of one training seed: findings, our tables beside the paper's, figures."""
+    at_seed = "" if seed is None else f", training seed {seed}"
     lines = [
-        f"# keras-advseg reproduction ({preset} preset)\n",
+        f"# keras-advseg reproduction ({preset} preset{at_seed})\n",
         f"Data: `{prepared.root}` ({len(prepared.train_ids)} training, {len(prepared.test_ids)} "
         "test subjects, "
         f"{study.shape}^3). Models: "
@@ -274,7 +352,7 @@ def write_report(
         + ".\n",
         "## The paper's findings, checked\n",
     ]
-    checked = findings(out, study)
+    checked = findings(study_loader(out), study)
     for claim, passed, evidence in checked:
         verdict = {True: "**reproduced**", False: "**not reproduced**", None: "*measured*"}[passed]
         lines.append(f"- {claim}: {verdict}. {evidence}")
@@ -295,7 +373,9 @@ def write_report(
     lines.append("## Ours: attacks and 3D-UNet defenses\n")
     lines.append((out / "compare3d" / "tables.md").read_text())
     lines.append("\n## Worst case and gradient-masking audit (3-D models)\n")
-    lines += worst_case_lines(out, study, preset)
+    lines += worst_case_lines(
+        study_loader(out), lambda name: audit_verdict(out / "audits" / name), study, preset
+    )
     if (out / "compare2d" / "tables.md").is_file():
         lines.append("\n## Ours: 2D-UNet\n")
         lines.append((out / "compare2d" / "tables.md").read_text())

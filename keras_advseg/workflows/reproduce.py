@@ -17,7 +17,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from keras_advseg.config import STUDIES, EvalConfig, ModelSpec, Study, TrainConfig
+from keras_advseg.config import (
+    ADVERSARIAL_DEFENSES,
+    STUDIES,
+    EvalConfig,
+    ModelSpec,
+    Study,
+    TrainConfig,
+)
 from keras_advseg.errors import InputError
 from keras_advseg.io import FileFormatError, write_json_atomic
 from keras_advseg.training import read_state
@@ -30,40 +37,45 @@ def reproduce(
     data: str | Path | None = None,
     tracking_uri: str,
     experiment: str | None = None,
-    seed: int = 0,
+    seeds: tuple[int, ...] = (0,),
+    data_seed: int = 0,
     workers: int = 1,
 ) -> Path:
-    """Runs (or resumes) the study and returns the path of ``report.md``.
+    """Runs (or resumes) the study once per training seed and returns the path of ``report.md``.
+
+    The phantom and the train/test split come from ``data_seed`` and are shared by every
+    seed; each training seed (initialisation, augmentation order, dropout, validation
+    subset, the attacks' random starts) trains and evaluates every model in
+    ``OUT/seeds/<seed>/``, with its own ``report.md``. ``OUT/report.md`` states each
+    finding per seed and pooled (:mod:`keras_advseg.workflows.replication`).
 
     Raises:
-        ValueError: unknown preset. DataError / TrainingError / TrackingError: as the steps.
+        InputError: unknown preset, no or repeated seeds, or ``out`` was started with
+            another preset, data or data seed.
+        DataError / TrainingError / TrackingError: as the steps.
     """
     from keras_advseg.data.phantom import PhantomConfig, synthesize_dataset
     from keras_advseg.data.prepare import PrepareConfig, prepare_dataset
     from keras_advseg.tracking import check_reachable
-    from keras_advseg.workflows.audit import run_audit
-    from keras_advseg.workflows.compare import run_compare
-    from keras_advseg.workflows.evaluate import run_evaluation
-    from keras_advseg.workflows.report import write_report
-    from keras_advseg.workflows.train import train
+    from keras_advseg.workflows.replication import write_replicated_report
 
     if preset not in STUDIES:
         raise InputError(f"preset must be one of {sorted(STUDIES)}. Received: {preset!r}")
+    seeds = tuple(seeds)
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise InputError(f"--seeds must be distinct integers >= 0. Received: {seeds}")
     study = STUDIES[preset]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_same_study(out, preset, data, data_seed)
     experiment = experiment or f"advseg-reproduce-{preset}"
     # Under `mlflow run` the project's run id is in the environment; the study's runs are its own.
     os.environ.pop("MLFLOW_RUN_ID", None)
     check_reachable(tracking_uri)
-    models = study.models3d + study.models2d
-    plan = ["data", "prepare"] + [f"train {m.name}" for m in models]
-    for m in models:
-        plan.append(f"evaluate {m.name}")
-        if m.defense == "distillation":
-            plan.append(f"evaluate {m.name} at T={m.temperature:g}")
-    plan += [f"audit {m.name}" for m in study.models3d]
-    plan += ["compare", "report"]
+    plan = ["data", "prepare"]
+    for seed in seeds:
+        plan += [f"seed {seed}: {step}" for step in seed_plan(study)]
+    plan.append("report")
     progress = _Progress(plan, out / "progress.json")
 
     with progress.step("data") as skip:
@@ -73,7 +85,7 @@ def reproduce(
                 synthesize_dataset(
                     data,
                     study.phantom_subjects,
-                    seed=seed,
+                    seed=data_seed,
                     config=PhantomConfig(voxel_mm=study.voxel_mm),
                     workers=workers,
                 )
@@ -82,11 +94,76 @@ def reproduce(
             data,
             out / "prepared",
             PrepareConfig(
-                shape=(study.shape,) * 3, n4=study.n4, test_fraction=study.test_fraction, seed=seed
+                shape=(study.shape,) * 3,
+                n4=study.n4,
+                test_fraction=study.test_fraction,
+                seed=data_seed,
             ),
             workers=workers,
         )
+    seed_dirs = {}
+    for seed in seeds:
+        seed_dirs[seed] = seed_dir(out, seed)
+        run_seed(
+            study,
+            preset,
+            out / "prepared",
+            prepared,
+            seed_dirs[seed],
+            seed,
+            progress.prefixed(f"seed {seed}: "),
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+        )
+    with progress.step("report"):
+        report = write_replicated_report(
+            out, preset, study, seed_dirs, prepared, tracking_uri, progress.timings()
+        )
+    return report
 
+
+def seed_dir(out: Path, seed: int) -> Path:
+    """The folder of one training seed's models, evaluations, audits and report."""
+    return Path(out) / "seeds" / str(seed)
+
+
+def seed_plan(study: Study) -> list[str]:
+    """The steps of one training seed, in order."""
+    models = study.models3d + study.models2d
+    plan = [f"train {m.name}" for m in models]
+    for m in models:
+        plan.append(f"evaluate {m.name}")
+        if m.defense == "distillation":
+            plan.append(f"evaluate {m.name} at T={m.temperature:g}")
+    plan += [f"audit {m.name}" for m in study.models3d if not m.control]
+    return plan + ["compare", "report"]
+
+
+def is_baseline(spec: ModelSpec) -> bool:
+    """The undefended network of its family (not the equal-budget control)."""
+    return spec.defense == "none" and not spec.control
+
+
+def run_seed(
+    study: Study,
+    preset: str,
+    prepared_dir: Path,
+    prepared,
+    out: Path,
+    seed: int,
+    progress,
+    *,
+    tracking_uri: str,
+    experiment: str,
+) -> None:
+    """Trains, evaluates and audits every model at one training seed, then its ``report.md``."""
+    from keras_advseg.workflows.audit import run_audit
+    from keras_advseg.workflows.compare import run_compare
+    from keras_advseg.workflows.evaluate import run_evaluation
+    from keras_advseg.workflows.report import write_report
+    from keras_advseg.workflows.train import train
+
+    models = study.models3d + study.models2d
     model_dirs = {}
     for spec in models:
         model_dir = out / "models" / spec.name
@@ -100,18 +177,18 @@ def reproduce(
                 )
                 train(
                     config,
-                    out / "prepared",
+                    prepared_dir,
                     model_dir,
                     tracking_uri=tracking_uri,
                     experiment=experiment,
-                    run_name=spec.name,
+                    run_name=f"{spec.name}-seed{seed}",
                     resume=resume,
                     verbose=0,
                 )
 
     eval_dirs = {}
     for spec in models:
-        baseline = spec.defense == "none"
+        baseline = is_baseline(spec)
         attacks = (study.attacks2d or study.attacks) if spec.model == "unet2d" else study.attacks
         attacks = attacks if baseline else ("fgsm",)
         if spec.model == "unet3d":  # every 3-D model is judged by the worst case too
@@ -150,27 +227,29 @@ def reproduce(
                 if not skip:
                     run_evaluation(
                         str(model_dirs[spec.name] / "model.keras"),
-                        out / "prepared",
+                        prepared_dir,
                         eval_dir,
                         eval_config,
                         tracking_uri=tracking_uri,
                         experiment=experiment,
-                        run_name=f"eval-{eval_dir.name}",
+                        run_name=f"eval-{eval_dir.name}-seed{seed}",
                         progress=False,
                     )
 
     for spec in study.models3d:
+        if spec.control:  # an undefended network: nothing to audit for masking
+            continue
         with progress.step(f"audit {spec.name}") as skip:
             if not skip:
                 run_audit(
                     str(model_dirs[spec.name] / "model.keras"),
-                    out / "prepared",
+                    prepared_dir,
                     out / "audits" / spec.name,
                     replace(study.audit, temperature=spec.temperature, seed=seed),
                     reference_ref=audit_reference(study, spec, model_dirs),
                     tracking_uri=tracking_uri,
                     experiment=experiment,
-                    run_name=f"audit-{spec.name}",
+                    run_name=f"audit-{spec.name}-seed{seed}",
                 )
 
     with progress.step("compare") as skip:
@@ -188,8 +267,41 @@ def reproduce(
                 title=f"{family.upper()}-UNet",
             )
     with progress.step("report"):
-        report = write_report(out, preset, study, prepared, tracking_uri)
-    return report
+        write_report(out, preset, study, prepared, tracking_uri, seed=seed)
+
+
+def _check_same_study(out: Path, preset: str, data, data_seed: int) -> None:
+    """Records the study's preset, data and data seed in ``OUT/study.json``, and refuses to
+    continue a folder started with others (its models were trained on another split).
+
+    Raises:
+        InputError: naming the option that differs.
+    """
+    record = out / "study.json"
+    current = {
+        "preset": preset,
+        "data": str(Path(data).resolve()) if data is not None else None,
+        "data_seed": data_seed,
+    }
+    if record.is_file():
+        try:
+            started = json.loads(record.read_text())
+            if not isinstance(started, dict):
+                raise ValueError("not an object")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise FileFormatError(f"{record}: unreadable study record ({exc})") from None
+        for key, option in (
+            ("preset", "--preset"),
+            ("data", "--data"),
+            ("data_seed", "--data-seed"),
+        ):
+            if started.get(key) != current[key]:
+                raise InputError(
+                    f"{out} holds a study started with {option} {started.get(key)}; "
+                    f"received {current[key]}. Use another --out"
+                )
+        return
+    write_json_atomic(record, current)
 
 
 def audit_reference(study: Study, spec: ModelSpec, model_dirs: dict[str, Path]) -> str | None:
@@ -208,20 +320,21 @@ def spec_config(study: Study, spec: ModelSpec, **overrides) -> TrainConfig:
         study.train_preset,
         spec.model,
         spec.defense,
-        epochs=study.epochs,
-        **dict(spec.options),
-        **overrides,
+        **{"epochs": study.epochs, **dict(spec.options), **overrides},
     )
 
 
 def fine_tunes(study: Study, spec: ModelSpec) -> bool:
     """Whether ``spec`` starts from its family's trained no-defense model (``study.warm_start``).
 
-    Adversarial training and noise augmentation do; distillation always trains its own
-    teacher at T, as the paper does: a teacher trained at T = 1 (the no-defense model)
-    gave soft labels that made the student no more robust than no defense.
+    Adversarial training (every kind), noise augmentation and the equal-budget control
+    do; distillation always trains its own teacher at T, as the paper does: a teacher
+    trained at T = 1 (the no-defense model) gave soft labels that made the student no
+    more robust than no defense.
     """
-    return study.warm_start and spec.defense in ("adversarial", "noise")
+    return study.warm_start and (
+        spec.defense in ADVERSARIAL_DEFENSES or spec.defense == "noise" or spec.control
+    )
 
 
 def warm_start_options(study: Study, spec: ModelSpec, model_dirs: dict[str, Path]) -> dict:
@@ -234,11 +347,20 @@ def warm_start_options(study: Study, spec: ModelSpec, model_dirs: dict[str, Path
 
 
 class _Progress:
-    """Numbered steps with timings; finished steps are recorded and skipped on a re-run."""
+    """Numbered steps with timings; finished steps and their seconds are recorded in
+    ``progress.json`` and skipped on a re-run (``prepare`` and reports always run)."""
 
     def __init__(self, plan: list[str], record: Path):
         self.plan, self.record = plan, record
-        self.done = set(_read_record(record)) if record.is_file() else set()
+        self.done = _read_record(record) if record.is_file() else {}
+
+    def timings(self) -> dict[str, float | None]:
+        """Seconds of each finished step of the plan (None: recorded by an older version)."""
+        return {name: self.done[name] for name in self.plan if name in self.done}
+
+    def prefixed(self, prefix: str) -> _Prefixed:
+        """The same progress, for steps named ``prefix + name``."""
+        return _Prefixed(self, prefix)
 
     def step(self, name: str):
         progress = self
@@ -246,7 +368,8 @@ class _Progress:
         class _Step:
             def __enter__(self):
                 self.start = time.time()
-                self.skip = name in progress.done and name not in ("prepare", "report")
+                rerun = name == "prepare" or name.endswith("report")
+                self.skip = name in progress.done and not rerun
                 index = progress.plan.index(name) + 1
                 state = "skipped (done before)" if self.skip else "running"
                 _say(f"[{index}/{len(progress.plan)}] {name}: {state}")
@@ -254,20 +377,30 @@ class _Progress:
 
             def __exit__(self, kind, value, traceback):
                 if kind is None:
-                    progress.done.add(name)
-                    write_json_atomic(progress.record, sorted(progress.done), indent=None)
                     if not self.skip:
-                        _say(f"    done in {time.time() - self.start:.0f} s")
+                        seconds = time.time() - self.start
+                        progress.done[name] = round(seconds, 1)
+                        _say(f"    done in {seconds:.0f} s")
+                    write_json_atomic(progress.record, progress.done, indent=None)
                 return False
 
         return _Step()
 
 
-def _read_record(path: Path) -> list[str]:
-    """The finished steps recorded in ``progress.json`` (untrusted input).
+class _Prefixed:
+    def __init__(self, progress: _Progress, prefix: str):
+        self.progress, self.prefix = progress, prefix
+
+    def step(self, name: str):
+        return self.progress.step(self.prefix + name)
+
+
+def _read_record(path: Path) -> dict[str, float | None]:
+    """The finished steps recorded in ``progress.json`` (untrusted input): ``{step: seconds}``,
+    or a list of step names (older versions).
 
     Raises:
-        FileFormatError: not a JSON list of step names.
+        FileFormatError: neither.
     """
     try:
         value = json.loads(path.read_text())
@@ -275,9 +408,13 @@ def _read_record(path: Path) -> list[str]:
         raise FileFormatError(
             f"{path}: unreadable study progress ({type(exc).__name__}: {exc})"
         ) from None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise FileFormatError(f"{path}: unreadable study progress (expected a list of step names)")
-    return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return dict.fromkeys(value)
+    if isinstance(value, dict) and all(
+        v is None or (isinstance(v, (int, float)) and v >= 0) for v in value.values()
+    ):
+        return value
+    raise FileFormatError(f"{path}: unreadable study progress (expected {{step name: seconds}})")
 
 
 def _say(line: str) -> None:

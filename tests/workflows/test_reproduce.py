@@ -27,8 +27,10 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     ]
     first = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
-    study = tmp_path / "study"
+    root = tmp_path / "study"
+    study = root / "seeds" / "0"  # the default, one training seed
     report = (study / "report.md").read_text()
+    assert report.startswith("# keras-advseg reproduction (smoke preset, training seed 0)")
     assert "## The paper's findings, checked" in report
     for claim in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)"):
         assert f"- {claim}" in report
@@ -45,7 +47,7 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
             if ",worst,0.05," in line
         ]
         assert len(worst) == len(
-            json.loads((study / "prepared" / "prepared.json").read_text())["split"]["test"]
+            json.loads((root / "prepared" / "prepared.json").read_text())["split"]["test"]
         )
     assert (
         "Table 1 (3D-UNet, eps 0.05)" in report and "0.821" in report
@@ -65,9 +67,10 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     ]
     evaluations = [r for r in runs if r.data.tags.get("evaluation") == "true"]
     audits = [r for r in runs if "audit_of" in r.data.tags]
-    assert len(audits) == len(smoke.models3d)
+    assert len(audits) == len(smoke.models3d) - 1  # every 3-D model but the control
     for run in training:  # the audit's verdict is on the 3-D models' training runs too
-        assert ("audit" in run.data.tags) == (run.data.tags["model"] == "unet3d")
+        audited = run.data.tags["model"] == "unet3d" and "control" not in run.info.run_name
+        assert ("audit" in run.data.tags) == audited
     assert len(training) == len(models) and all(r.info.status == "FINISHED" for r in runs)
     distilled = [s for s in models if s.defense == "distillation"]
     assert len(evaluations) == len(models) + len(
@@ -78,16 +81,28 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
         params, name = run.data.params, run.info.run_name
         defense = run.data.tags["defense"]
         expected = str(study / "models" / f"{run.data.tags['model']}-none" / "model.keras")
-        assert params["init"] == (expected if defense in ("adversarial", "noise") else "None"), name
+        fine_tuned = defense in ("adversarial", "noise") or name.startswith("unet3d-none-control")
+        assert params["init"] == (expected if fine_tuned else "None"), name
+        assert name.endswith("-seed0") and params["seed"] == "0"
     by_id = {r.info.run_id: r for r in training}
     assert all(
         e.data.tags["source_run_id"] in by_id for e in evaluations
     )  # linked to their training runs
-    # a second run skips every finished step
+    # the study's report: findings per seed and pooled (one seed here)
+    pooled = (root / "report.md").read_text()
+    assert "(smoke preset, 1 training seed: 0)" in pooled
+    assert "| finding | pooled | seed 0 | seeds holding |" in pooled
+    assert "| unet3d-none-control | unet3d-none | FGSM 0.05 |" in pooled
+    assert "Most Dice kept under the worst case" in pooled and "Wall time of the steps" in pooled
+    # a second run skips every finished step but "prepare" and the reports
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert (
-        second.stderr.count("skipped (done before)")
-        == len(json.loads((study / "progress.json").read_text())) - 2
-    )
+    done = json.loads((root / "progress.json").read_text())
+    assert second.stderr.count("skipped (done before)") == len(done) - 3
     assert len(client.search_runs([experiment.experiment_id])) == len(runs)
+    # another data seed would need another split: refused before any work
+    third = subprocess.run(
+        command + ["--data-seed", "1"], capture_output=True, text=True, timeout=300
+    )
+    assert third.returncode == 2 and "started with --data-seed 0; received 1" in third.stderr
+    assert "Traceback" not in third.stderr

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from support import train_args
@@ -68,6 +69,10 @@ def test_mlflow_run_has_params_metrics_tags_and_artifacts(trained_run):
     assert len(params["data_hash"]) == 16 and params["seed"] == "0"
     assert run.data.tags["defense"] == "adversarial" and run.data.tags["model"] == "unet3d"
     assert run.data.tags["adv_eps"] == "0.02" and "temperature" in run.data.tags
+    # what the numbers depend on besides code, data and seed
+    assert run.data.tags["env.onednn"] == os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    assert run.data.tags["env.tensorflow"] == tf.__version__
+    assert run.data.tags["env.cores"] == str(os.cpu_count()) and run.data.tags["env.cpu"]
     history = client.get_metric_history(run.info.run_id, "val_dice_wt")
     assert [m.step for m in history] == [1, 2, 3]
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 3
