@@ -16,7 +16,7 @@ def test_presets_layer_model_and_defense_values():
     assert (config.shape, config.base_filters, config.epochs, config.lr_schedule) == (
         32,
         8,
-        60,
+        15,
         "cosine",
     )
     assert (
@@ -65,7 +65,13 @@ def test_eval_config_validation_names_no_cli_flag():
 
 def test_study_model_names():
     names = [m.name for m in cfg.STUDIES["quick"].models3d]
-    assert names == ["unet3d-none", "unet3d-distillation-T20", "unet3d-adversarial-eps0.05"]
+    assert names == [
+        "unet3d-none",
+        "unet3d-distillation-T20",
+        "unet3d-adversarial-eps0.05",
+        "unet3d-fast-eps0.05",
+        "unet3d-none-control",
+    ]
     assert cfg.PAPER_EPS_GRID[-1] == 0.01 and len(cfg.PAPER_EPS_GRID) == 11
 
 

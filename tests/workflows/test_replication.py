@@ -254,7 +254,7 @@ def test_the_control_trains_as_long_as_the_longest_defense():
         if s.defense != "distillation"
     )
     assert fine_tunes(quick, control)
-    assert base + spec_config(quick, control).epochs == longest == 50
+    assert base + spec_config(quick, control).epochs == longest == 33
     assert {s.defense for s in quick.defenses3d} == {"distillation", "adversarial", "fast"}
     assert spec_config(replace(quick), control).defense == "none"
 
