@@ -326,7 +326,7 @@ def worst_case_lines(load, audits, study: Study, preset: str) -> list[str]:
     audit = study.audit
     lines.append(
         f"\nAudit (test subjects: {audit.subjects or 'all'}; eps {audit.eps:g}; {audit.steps} "
-        f"steps doubled twice; {audit.restarts} restarts; {audit.queries} random-search "
+        f"step{'s' * (audit.steps != 1)} doubled twice; {audit.restarts} restarts; {audit.queries} random-search "
         f"queries; tolerance {audit.tolerance:g}): `audits/<model>/audit.md`. The `{preset}` "
         "settings are smaller than `advseg audit`'s defaults so that the study stays short.\n"
     )

@@ -35,11 +35,15 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     for claim in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)"):
         assert f"- {claim}" in report
     smoke = STUDIES["smoke"]
-    # every 3-D model: a worst-case row per test subject, and an audit; both in the report
+    # every 3-D model: a worst-case row per test subject, and (but the control) an audit
     assert "## Worst case and gradient-masking audit (3-D models)" in report
     for spec in smoke.models3d:
-        audit = json.loads((study / "audits" / spec.name / "audit.json").read_text())
-        assert audit["verdict"] in ("PASS", "WARN") and len(audit["items"]) == 7
+        if spec.control:
+            assert not (study / "audits" / spec.name).exists()
+            assert "| not audited (control) |" in report
+        else:
+            audit = json.loads((study / "audits" / spec.name / "audit.json").read_text())
+            assert audit["verdict"] in ("PASS", "WARN") and len(audit["items"]) == 7
         assert f"| {spec.name} |" in report.split("## Worst case")[1]
         worst = [
             line
