@@ -75,7 +75,7 @@ def run_evaluation(
     model, transfer, prepared, source, lineage = open_model_and_data(
         model_ref, data, out, tracking_uri, other_ref=transfer_ref, split=split
     )
-    ids = prepared.ids("train") + prepared.ids("test") if split == "all" else prepared.ids(split)
+    ids = evaluated_ids(prepared, split)
     tags = {"evaluation": "true", "attacks": ",".join(config.attacks), **lineage}
     if transfer_ref:
         tags["transfer_from"] = str(transfer_ref)
@@ -134,6 +134,11 @@ def run_evaluation(
     return {**meta, **summary.to_json()}
 
 
+def evaluated_ids(prepared, split: str) -> list[str]:
+    """The labelled subjects of ``split``: ``all`` is training and test, not unlabelled."""
+    return prepared.ids("train") + prepared.ids("test") if split == "all" else prepared.ids(split)
+
+
 def open_model_and_data(model_ref, data, out: Path, tracking_uri: str, *, other_ref=None, split):
     """What attacking a model starts with: the model (and another one, the transfer source or
     the audit's reference), the data prepared at its input size, both checked to fit, and the
@@ -151,9 +156,7 @@ def open_model_and_data(model_ref, data, out: Path, tracking_uri: str, *, other_
     model = load_model(model_path)
     other = load_model(resolve_model_path(other_ref, tracking_uri)) if other_ref else None
     prepared = open_prepared(data, out / "prepared", model_input_size(model))
-    if not (
-        prepared.ids("train") + prepared.ids("test") if split == "all" else prepared.ids(split)
-    ):
+    if not evaluated_ids(prepared, split):
         raise InputError(f"{data}: split {split!r} has no subjects")
     check_model_fits_data(model, model_path, prepared, data)
     if other is not None:

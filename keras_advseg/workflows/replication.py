@@ -10,10 +10,11 @@ spread of each defense's effect is the mean paired difference per seed, with a S
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from keras_advseg.config import ATTACK_NAMES, REGIONS, Study
-from keras_advseg.evaluation.results import average_results, load_results
+from keras_advseg.evaluation.results import average_results
 from keras_advseg.evaluation.statistics import mean_ci
 from keras_advseg.io import write_text_atomic
 from keras_advseg.workflows.report import (
@@ -30,38 +31,55 @@ EFFECT_ATTACKS = (("none", 0.0), ("fgsm", 0.05), ("worst", 0.05))
 """The conditions of the effect table: clean, FGSM 0.05 and the worst case at 0.05."""
 
 
-def pooled_loader(seed_dirs: dict[int, Path]):
-    """``load(name)``: evaluation ``name`` averaged per subject over the seeds' folders."""
-
-    def load(name: str):
-        return average_results([load_results(d / "evals" / name) for d in seed_dirs.values()])
-
-    return load
+def seed_loaders(seed_dirs: dict[int, Path]) -> dict:
+    """``{seed: load}``: each seed's evaluations, each read once (:func:`study_loader`)."""
+    return {seed: study_loader(folder) for seed, folder in seed_dirs.items()}
 
 
-def replicated_findings(study: Study, seed_dirs: dict[int, Path]) -> list[dict]:
+def pooled_loader(loaders: dict):
+    """``load(name)``: evaluation ``name`` averaged per subject over the seeds' ``loaders``."""
+    return functools.cache(lambda name: average_results([load(name) for load in loaders.values()]))
+
+
+def replicated_findings(
+    study: Study, seed_dirs: dict[int, Path], loaders: dict | None = None, pooled=None
+) -> list[dict]:
     """Every finding, pooled and per seed.
+
+    Args:
+        study: The study.
+        seed_dirs: ``{training seed: its folder}``.
+        loaders: :func:`seed_loaders` of ``seed_dirs``, to share their reads [new ones].
+        pooled: :func:`pooled_loader` of ``loaders`` [a new one].
 
     Returns:
         ``[{"claim", "pooled": (passed, evidence), "seeds": {seed: passed}}]``.
     """
-    pooled = findings(pooled_loader(seed_dirs), study)
-    per_seed = {seed: findings(study_loader(d), study) for seed, d in seed_dirs.items()}
+    loaders = loaders or seed_loaders(seed_dirs)
+    checked = findings(pooled or pooled_loader(loaders), study)
+    per_seed = {seed: findings(load, study) for seed, load in loaders.items()}
     return [
         {
             "claim": claim,
             "pooled": (passed, evidence),
             "seeds": {seed: per_seed[seed][i][1] for seed in seed_dirs},
         }
-        for i, (claim, passed, evidence) in enumerate(pooled)
+        for i, (claim, passed, evidence) in enumerate(checked)
     ]
 
 
-def effect_rows(study: Study, seed_dirs: dict[int, Path]) -> list[dict]:
+def effect_rows(
+    study: Study, seed_dirs: dict[int, Path], loaders: dict | None = None
+) -> list[dict]:
     """The mean paired difference of per-subject Dice, model - reference, per seed.
 
     Every 3-D defense against the undefended UNet and against the equal-budget control,
     and the control against the undefended UNet, clean, under FGSM and the worst case.
+
+    Args:
+        study: The study.
+        seed_dirs: ``{training seed: its folder}``.
+        loaders: :func:`seed_loaders` of ``seed_dirs``, to share their reads [new ones].
 
     Returns:
         ``[{"model", "reference", "attack", "eps", "region", "per_seed": {seed: diff}}]``.
@@ -72,8 +90,7 @@ def effect_rows(study: Study, seed_dirs: dict[int, Path]) -> list[dict]:
     if control is not None:
         pairs += [(control.name, baseline)] + [(s.name, control.name) for s in study.defenses3d]
     rows = []
-    for seed, folder in seed_dirs.items():
-        load = study_loader(folder)
+    for seed, load in (loaders or seed_loaders(seed_dirs)).items():
         for model, reference in pairs:
             mine, theirs = load(model), load(reference)
             for attack, eps in EFFECT_ATTACKS:
@@ -170,7 +187,9 @@ def write_replicated_report(
         "| finding | pooled | " + " | ".join(f"seed {s}" for s in seeds) + " | seeds holding |",
         "|---|---|" + "---|" * n + "---|",
     ]
-    checked = replicated_findings(study, seed_dirs)
+    loaders = seed_loaders(seed_dirs)
+    pooled = pooled_loader(loaders)
+    checked = replicated_findings(study, seed_dirs, loaders, pooled)
     for item in checked:
         passed = item["pooled"][0]
         marks = [MARKS[item["seeds"][s]] for s in seeds]
@@ -186,7 +205,7 @@ def write_replicated_report(
         words = item["claim"].split()
         short = " ".join(words[:2]) if words[1].startswith(("unet3d", "unet2d")) else words[0]
         lines.append(f"- {short}: {VERDICTS[passed]}. {evidence}")
-    rows = effect_rows(study, seed_dirs)
+    rows = effect_rows(study, seed_dirs, loaders)
     if rows:
         lines += [
             "\n## Each defense's effect, with its spread over seeds\n",
@@ -216,7 +235,7 @@ def write_replicated_report(
             )
     lines.append("\n## Worst case and gradient-masking audit (3-D models, mean over seeds)\n")
     lines += worst_case_lines(
-        pooled_loader(seed_dirs),
+        pooled,
         lambda name: (
             "; ".join(
                 f"seed {s}: {audit_verdict(d / 'audits' / name)}" for s, d in seed_dirs.items()

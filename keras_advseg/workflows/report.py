@@ -6,6 +6,7 @@ Bonferroni-corrected over that family's own comparisons.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from keras_advseg.config import ATTACK_NAMES, REGIONS, ModelSpec, Study
@@ -50,8 +51,9 @@ def training_lines(study: Study) -> list[str]:
 
 
 def study_loader(out: Path):
-    """``load(name)``: the evaluation ``name`` of the study (or seed) folder ``out``."""
-    return lambda name: load_results(Path(out) / "evals" / name)
+    """``load(name)``: the evaluation ``name`` of the study (or seed) folder ``out``, read
+    once however often the report's sections ask for it."""
+    return functools.cache(lambda name: load_results(Path(out) / "evals" / name))
 
 
 def findings(load, study: Study) -> list[tuple[str, bool | None, str]]:
@@ -352,7 +354,8 @@ def write_report(
         + ".\n",
         "## The paper's findings, checked\n",
     ]
-    checked = findings(study_loader(out), study)
+    load = study_loader(out)
+    checked = findings(load, study)
     for claim, passed, evidence in checked:
         verdict = {True: "**reproduced**", False: "**not reproduced**", None: "*measured*"}[passed]
         lines.append(f"- {claim}: {verdict}. {evidence}")
@@ -374,7 +377,7 @@ def write_report(
     lines.append((out / "compare3d" / "tables.md").read_text())
     lines.append("\n## Worst case and gradient-masking audit (3-D models)\n")
     lines += worst_case_lines(
-        study_loader(out), lambda name: audit_verdict(out / "audits" / name), study, preset
+        load, lambda name: audit_verdict(out / "audits" / name), study, preset
     )
     if (out / "compare2d" / "tables.md").is_file():
         lines.append("\n## Ours: 2D-UNet\n")
