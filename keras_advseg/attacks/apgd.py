@@ -18,7 +18,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_advseg.attacks.core import as_tensor, check_arguments, per_sample_scale
+from keras_advseg.attacks.core import (
+    as_tensor,
+    check_arguments,
+    logits_function,
+    per_sample_scale,
+)
 from keras_advseg.losses import soft_dice_loss
 
 APGD_LOSSES = ("ce", "dice", "masked-ce", "balanced-masked-ce", "js")
@@ -269,12 +274,13 @@ def _compiled(model, loss_name: str, temperature: float):
     key = (loss_name, temperature)
     if key not in per_model:
         loss_fn = segmentation_loss(loss_name, temperature)
+        forward = logits_function(model)  # shared with the other attacks; no reference to model
 
         @tf.function
         def step(x, y):
             with tf.GradientTape() as tape:
                 tape.watch(x)
-                logits = model(x, training=False)
+                logits = forward(x)
                 per_sample = loss_fn(y, logits)
                 total = tf.reduce_sum(per_sample)
             return per_sample, tape.gradient(total, x), mean_region_dice(y, logits)

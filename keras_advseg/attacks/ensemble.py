@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_advseg.attacks.apgd import apgd, mean_region_dice
-from keras_advseg.attacks.core import as_tensor, check_arguments
+from keras_advseg.attacks.core import as_tensor, check_arguments, logits_function
 from keras_advseg.attacks.pgd import pgd
 from keras_advseg.attacks.random_search import random_search
 from keras_advseg.attacks.segmentation import cospgd, segpgd
@@ -119,7 +119,7 @@ def worst_case(
         raise ValueError(f"attacks must be among {ENSEMBLE_ATTACKS}. Received: {list(attacks)}")
     x, y = as_tensor(x), as_tensor(y)
     best = x
-    best_dice = mean_region_dice(y, model(x, training=False)).numpy()
+    best_dice = mean_region_dice(y, logits_function(model)(x)).numpy()
     found_by = np.array(["none"] * len(best_dice), dtype=object)
     gradients = {}
     for name in attacks:
@@ -149,7 +149,7 @@ def worst_case(
         else:
             x_adv = run_attack(name, model, xs, ys, eps=eps, steps=steps, info=counted, **kwargs)
         gradients[name] = counted["gradients"]
-        dice = mean_region_dice(ys, model(x_adv, training=False)).numpy()
+        dice = mean_region_dice(ys, logits_function(model)(x_adv)).numpy()
         where = np.arange(len(best_dice)) if active is None else active
         lower = dice < best_dice[where]
         chosen = where[lower]
@@ -212,7 +212,8 @@ def min_eps(
                 stop_dice=dice_below,
             )
             result[i] = (
-                mean_region_dice(y[i : i + 1], model(x_adv, training=False)).numpy()[0] < dice_below
+                mean_region_dice(y[i : i + 1], logits_function(model)(x_adv)).numpy()[0]
+                < dice_below
             )
         return result
 

@@ -6,11 +6,12 @@ reference: a model whose gradients hide its weakness falls to it while gradient 
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_advseg.attacks.apgd import mean_region_dice
-from keras_advseg.attacks.core import as_tensor, check_arguments, per_sample_scale
+from keras_advseg.attacks.core import as_tensor, check_arguments, logits_function, per_sample_scale
 
 _HALVINGS = (0.001, 0.005, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8)
 """Fractions of the queries after which the block's volume halves (Square attack's schedule)."""
@@ -63,8 +64,15 @@ def random_search(
     stripes = rng.choice([-1.0, 1.0], size=(batch, *spatial[:-1], 1, channels))
     sign = np.broadcast_to(stripes, (batch, *spatial, channels)).astype("float32").copy()
 
+    if isinstance(model, keras.Model):  # its traced forward pass, shared with the attacks
+        forward = logits_function(model)
+    else:  # any other callable (a black box) as it is
+
+        def forward(inputs):
+            return model(inputs, training=False)
+
     def score(s):
-        logits = model(x + eps_t * s, training=False)
+        logits = forward(x + eps_t * s)
         dice = mean_region_dice(y, logits).numpy()
         ce = tf.reduce_mean(
             tf.reshape(tf.nn.softmax_cross_entropy_with_logits(y, logits), [batch, -1]), 1

@@ -12,7 +12,12 @@ import weakref
 import keras
 import tensorflow as tf
 
-from keras_advseg.attacks.core import as_tensor, check_arguments, per_sample_scale
+from keras_advseg.attacks.core import (
+    as_tensor,
+    check_arguments,
+    logits_function,
+    per_sample_scale,
+)
 
 _CACHE: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
 
@@ -143,12 +148,13 @@ def _compiled(model, kind: str, temperature: float):
     per_model = _CACHE.setdefault(model, {})
     key = (kind, temperature)
     if key not in per_model:
+        forward = logits_function(model)  # shared with the other attacks; no reference to model
 
         @tf.function
         def step(x_k, x, y, eps, alpha, lam, direction):
             with tf.GradientTape() as tape:
                 tape.watch(x_k)
-                logits = tf.cast(model(x_k, training=False), tf.float32)
+                logits = tf.cast(forward(x_k), tf.float32)
                 log_probs = tf.nn.log_softmax(logits / temperature, axis=-1)
                 voxel_ce = -tf.reduce_sum(y * log_probs, axis=-1)
                 if kind == "segpgd":

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from keras_advseg.attacks.apgd import mean_region_dice
+from keras_advseg.attacks.core import logits_function
 from keras_advseg.attacks.ensemble import run_attack, worst_case
 from keras_advseg.attacks.fgsm import fgsm
 from keras_advseg.attacks.pgd import pgd
@@ -222,7 +223,7 @@ def logit_scale_temperature(model, samples) -> float:
     """
     margins = []
     for x, _ in samples:
-        logits = np.asarray(model(x, training=False), dtype="float64")
+        logits = np.asarray(logits_function(model)(x), dtype="float64")
         top = np.sort(logits, axis=-1)
         margins.append((top[..., -1] - top[..., -2]).ravel())
     return float(max(1.0, np.median(np.concatenate(margins)) / MARGIN_TARGET))
@@ -232,12 +233,12 @@ class _MeanDice:
     """Mean over samples of the mean region Dice of the model on an attack's output."""
 
     def __init__(self, model, samples):
-        self.model, self.samples = model, samples
+        self.logits, self.samples = logits_function(model), samples
 
     def _each(self, attack) -> np.ndarray:
         return np.array(
             [
-                float(mean_region_dice(y, self.model(attack(x, y), training=False)).numpy()[0])
+                float(mean_region_dice(y, self.logits(attack(x, y))).numpy()[0])
                 for x, y in self.samples
             ]
         )

@@ -19,7 +19,7 @@ from keras_advseg.attacks import (
     pgd,
     targeted_ifgsm,
 )
-from keras_advseg.attacks.core import labels_of
+from keras_advseg.attacks.core import labels_of, logits_function
 from keras_advseg.attacks.ensemble import run_attack, worst_case
 from keras_advseg.config import QUALITY_METRICS, REGIONS, EvalConfig
 from keras_advseg.data.pipeline import one_hot_labels
@@ -30,7 +30,6 @@ from keras_advseg.metrics import (
     image_quality,
     logits_to_probabilities,
     predict_labels,
-    traced_inference,
 )
 
 
@@ -69,7 +68,11 @@ def evaluate(
     from tqdm.auto import tqdm
 
     source = transfer_model or model
-    forward = traced_inference(model)
+    traced = logits_function(model)  # the attacks' own trace of the model
+
+    def forward(images, training=False):
+        return traced(images)
+
     result = Evaluation()
     kwargs = dict(temperature=config.attack_temperature)
     for index, subject_id in enumerate(

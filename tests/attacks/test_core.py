@@ -72,3 +72,29 @@ def test_no_retracing_across_parameter_values(batch):
         ifgsm(model, x, y, eps=eps, steps=steps)
         fgsm(model, x, y, eps=eps)
     assert fns.tracing_count() == count
+
+
+def test_attacks_share_one_trace_of_the_model_and_do_not_keep_it_alive(batch):
+    import gc
+    import weakref
+
+    from keras_advseg.attacks import apgd, segpgd
+    from keras_advseg.attacks.core import logits_function
+
+    model = unet3d((16, 16, 16, 4), base_filters=2, depth=3)
+    x, y = batch
+    # the shared forward pass gives the model's own logits
+    np.testing.assert_allclose(
+        logits_function(model)(x).numpy(), model(x, training=False).numpy(), atol=1e-5
+    )
+    # attacks with other losses, temperatures and compiled caches trace the model once
+    pgd(model, x, y, eps=0.05, steps=1, seed=0)
+    pgd(model, x, y, eps=0.05, steps=1, loss="ce", temperature=3.0, seed=0)
+    segpgd(model, x, y, eps=0.05, steps=1)
+    apgd(model, x, y, eps=0.05, steps=2, loss="js")
+    assert logits_function(model).experimental_get_tracing_count() == 1
+    # the caches hold no reference to the model: it is freed once the caller drops it
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
