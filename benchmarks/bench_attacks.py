@@ -18,9 +18,10 @@ gradient w.r.t. the input (G), then:
 
 With ``--study DIR`` (a finished ``advseg reproduce --preset quick`` folder), also the
 worst-case ensemble's gradient count on its test subjects at eps 0.05, with early
-stopping (``stop_dice=0``) and without, for its trained undefended 3-D UNet.
+stopping (``stop_dice=0``) and without, for the trained undefended 3-D UNet of training
+seed ``--seed``.
 
-    python benchmarks/bench_attacks.py [--sizes 32 64] [--repeats 5] [--study demo]
+    python benchmarks/bench_attacks.py [--sizes 32 64] [--repeats 5] [--study demo --seed 0]
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def bench(name, model, size, repeats, steps=10):
     }
 
 
-def bench_ensemble(study):
+def bench_ensemble(study, seed):
     """Gradients of the worst-case ensemble with and without early stopping on a quick study."""
     from pathlib import Path
 
@@ -106,9 +107,10 @@ def bench_ensemble(study):
     from keras_advseg.data.pipeline import one_hot_labels
     from keras_advseg.data.prepare import load_prepared
     from keras_advseg.export import load_model
+    from keras_advseg.workflows.reproduce import seed_dir
 
     study = Path(study)
-    model = load_model(study / "models" / "unet3d-none" / "model.keras")
+    model = load_model(seed_dir(study, seed) / "models" / "unet3d-none" / "model.keras")
     prepared = load_prepared(study / "prepared")
     quick = STUDIES["quick"]
     counts = {}
@@ -130,6 +132,7 @@ def bench_ensemble(study):
             total += info["gradients"]
         counts[label] = total
     return {
+        "seed": seed,
         "ensemble": list(quick.ensemble),
         "steps": quick.worst_steps,
         "subjects": len(prepared.ids("test")),
@@ -143,6 +146,7 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--study", help="A finished quick study: the ensemble's gradient counts")
+    parser.add_argument("--seed", type=int, default=0, help="The study's training seed [0]")
     args = parser.parse_args()
     from keras_advseg.models import SliceWise, unet2d, unet3d
 
@@ -159,7 +163,7 @@ def main():
         flush=True,
     )
     if args.study:
-        print(json.dumps({"worst_case": bench_ensemble(args.study)}), flush=True)
+        print(json.dumps({"worst_case": bench_ensemble(args.study, args.seed)}), flush=True)
 
 
 if __name__ == "__main__":
