@@ -37,10 +37,20 @@ SUBJECTS = [f"s{i:02d}" for i in range(12)]
 ATTACKED = (("fgsm", 0.05), ("fgsm", 0.1), ("ifgsm", 0.05), ("tifgsm", 0.05), ("worst", 0.05))
 
 
-def write_evaluation(folder: Path, clean: np.ndarray, attacked: np.ndarray, curve=False) -> None:
+def write_evaluation(
+    folder: Path, clean: np.ndarray, attacked: np.ndarray, curve=False, jitter=None
+) -> None:
     """An evaluation folder: clean Dice ``clean[subject]`` (every region), attacked Dice
-    ``attacked[subject]`` under every attack (i-FGSM and the worst case a little lower)."""
+    ``attacked[subject]`` under every attack (i-FGSM and the worst case a little lower).
+
+    ``jitter`` (a NumPy generator) lowers each attacked value by up to 0.01 more, so that
+    paired differences do not tie (SciPy's Wilcoxon falls back to a slow permutation test
+    on ties in small samples)."""
     rows, iterations = [], []
+
+    def noise():
+        return 0.0 if jitter is None else jitter.uniform(0, 0.01)
+
     for i, subject in enumerate(SUBJECTS):
         base = {"subject": subject, "steps": 1, "psnr": 40.0, "ssim": 0.9, "rmse": 0.01}
         rows.append(
@@ -48,14 +58,14 @@ def write_evaluation(folder: Path, clean: np.ndarray, attacked: np.ndarray, curv
         )
         for attack, eps in ATTACKED:
             lower = {"ifgsm": 0.05, "worst": 0.1}.get(attack, 0.0) + (eps - 0.05)
-            value = float(np.clip(attacked[i] - lower, 0, 1))
+            value = float(np.clip(attacked[i] - lower - noise(), 0, 1))
             row = {**base, "attack": attack, "eps": eps, **{f"dice_{r}": value for r in REGIONS}}
             if attack == "worst":
                 row["found_by"] = "segpgd"
             rows.append(row)
         if curve:
             for k in range(1, 4):
-                value = float(np.clip(attacked[i] - 0.02 * k, 0, 1))
+                value = float(np.clip(attacked[i] - 0.02 * k - noise(), 0, 1))
                 iterations.append(
                     {
                         "subject": subject,
@@ -278,7 +288,8 @@ def test_adding_seeds_reuses_finished_ones_and_seeds_every_step(tmp_path, brats2
         calls.append(("evaluate", Path(out), config.seed, None, kwargs["run_name"]))
         rng = np.random.default_rng([config.seed, len(Path(out).name)])
         clean = rng.uniform(0.8, 0.9, len(SUBJECTS))
-        write_evaluation(Path(out), clean, clean - 0.4, curve=config.iterations_sweep)
+        attacked = clean - rng.uniform(0.3, 0.5, len(SUBJECTS))
+        write_evaluation(Path(out), clean, attacked, curve=config.iterations_sweep, jitter=rng)
 
     def run_audit(model_ref, prepared, out, config, **kwargs):
         calls.append(("audit", Path(out), config.seed, kwargs["reference_ref"], kwargs["run_name"]))
