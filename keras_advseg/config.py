@@ -319,6 +319,10 @@ class EvalConfig:
             only); None: ``eps``.
         ensemble: The attacks of ``worst`` (names from :data:`ENSEMBLE_ATTACKS`).
         worst_steps: Iterations of each attack of ``worst`` (None: ``steps``).
+        worst_weighs: The other evaluated attacks whose result the worst case also weighs,
+            per subject and budget (None: every attack run at that budget). Models compared
+            by their worst case must weigh the same attacks: the study gives every 3-D
+            model ``("fgsm",)``, although the undefended one is also run under i-FGSM and PGD.
         eps_curve: Also run every attack at each budget of :data:`EPS_CURVE`, in
             increasing order; once a subject's three regions all reach Dice 0, its
             adversarial input is kept for the larger budgets (their balls contain it).
@@ -339,11 +343,18 @@ class EvalConfig:
     eps_curve: bool = False
     ensemble: tuple[str, ...] = DEFAULT_ENSEMBLE
     worst_steps: int | None = None
+    worst_weighs: tuple[str, ...] | None = None
 
     def __post_init__(self):
         unknown = [a for a in self.attacks if a not in ATTACKS]
         if unknown:
             raise InputError(f"attacks must be among {ATTACKS}. Received: {unknown}")
+        unknown = [a for a in self.worst_weighs or () if a not in ATTACKS or a == "worst"]
+        if unknown:
+            raise InputError(
+                f"worst_weighs must be attacks among {ATTACKS} other than 'worst'. "
+                f"Received: {unknown}"
+            )
         budgets = tuple(self.eps) + tuple(self.eps_sweep) + tuple(self.iterative_eps or ())
         if not all(math.isfinite(e) and 0 <= e <= 1 for e in budgets):
             raise InputError(

@@ -129,6 +129,7 @@ def evaluate(
                 )
         adversarial_examples = {}
         tried = {}  # eps -> [(mean Dice, attack, x_adv)]: the worst case also weighs these
+        # (those in config.worst_weighs, when given)
         # FGSM at every budget (the attack's and the sweep's) from ONE gradient: sign(grad) does not
         # depend on eps, and fgsm_sweep returns exactly what fgsm would.
         fgsm_eps = list(config.budgets_fgsm) if "fgsm" in config.attacks else []
@@ -168,7 +169,12 @@ def evaluate(
                     # per subject, the lowest Dice of every attack run at this budget
                     predicted = predict_labels(forward, x_adv)[0]  # scored below, once
                     ensemble = _mean_dice(_dice_columns(labels, predicted))
-                    other = min(tried.get(eps, []), key=lambda t: t[0], default=None)
+                    weighed = [
+                        t
+                        for t in tried.get(eps, [])
+                        if config.worst_weighs is None or t[1] in config.worst_weighs
+                    ]
+                    other = min(weighed, key=lambda t: t[0], default=None)
                     if other is not None and other[0] < ensemble:
                         _, found_by, x_adv = other
                         predicted = None

@@ -281,8 +281,9 @@ def worst_case_lines(load, audits, study: Study, preset: str) -> list[str]:
     lines = [
         f"Worst case per subject over {', '.join(ATTACK_NAMES[a] for a in study.ensemble)} "
         f"({study.worst_steps or study.steps} steps each; APGD stops a subject once its Dice "
-        "is 0) and the other attacks the model was evaluated with, at eps 0.05. Mean Dice "
-        "WT / TC / ET.\n",
+        "is 0) and FGSM, at eps 0.05: the same attacks for every model (the undefended "
+        "network's i-FGSM and PGD runs are not weighed, so that the worst cases compare like "
+        "with like). Mean Dice WT / TC / ET.\n",
         "| model | clean | FGSM 0.05 | worst case 0.05 | found by | audit |",
         "|---|---|---|---|---|---|",
     ]

@@ -203,6 +203,8 @@ def run_seed(
             seed=seed,
             ensemble=study.ensemble,
             worst_steps=study.worst_steps,
+            # every 3-D model's worst case over the same attacks: the ensemble and FGSM
+            worst_weighs=("fgsm",),
         )
         jobs = [(f"evaluate {spec.name}", out / "evals" / spec.name, config)]
         if spec.defense == "distillation":

@@ -75,6 +75,39 @@ def test_evaluate_records_which_attack_found_the_worst_case(models, prepared_dir
     assert set(DEFAULT_ENSEMBLE) <= set(EvalConfig().ensemble)
 
 
+def test_worst_case_weighs_only_the_attacks_it_is_told_to(models, prepared_dir):
+    """The study compares models by a worst case over the same attacks: the undefended
+    network's extra i-FGSM/PGD runs must not lower its worst case when told so."""
+    from keras_advseg.config import EvalConfig
+    from keras_advseg.data.prepare import load_prepared
+    from keras_advseg.errors import InputError
+    from keras_advseg.evaluation import evaluate
+    from keras_advseg.export import load_model
+
+    prepared = load_prepared(prepared_dir)
+    model, ids = load_model(models / "a.keras"), prepared.ids("test")[:2]
+    common = dict(eps=(0.05,), steps=4, ensemble=("segpgd",), worst_steps=1, seed=3)
+
+    def worst_rows(**options):
+        result = evaluate(model, prepared, ids, EvalConfig(**common, **options))
+        return {r["subject"]: r for r in result.rows if r["attack"] == "worst"}, result
+
+    alone, _ = worst_rows(attacks=("worst", "fgsm"))
+    weighed, result = worst_rows(attacks=("worst", "pgd", "fgsm"), worst_weighs=("fgsm",))
+    for subject, row in weighed.items():  # exactly the worst case without PGD
+        assert row["found_by"] != "pgd"
+        assert [row[f"dice_{r}"] for r in ("wt", "tc", "et")] == [
+            alone[subject][f"dice_{r}"] for r in ("wt", "tc", "et")
+        ]
+    everything, result = worst_rows(attacks=("worst", "pgd", "fgsm"))
+    for subject, row in everything.items():  # by default it weighs PGD too
+        pgd_row = next(r for r in result.rows if r["attack"] == "pgd" and r["subject"] == subject)
+        mean = sum(row[f"dice_{r}"] for r in ("wt", "tc", "et"))
+        assert mean <= sum(pgd_row[f"dice_{r}"] for r in ("wt", "tc", "et")) + 1e-9
+    with pytest.raises(InputError, match="worst_weighs"):
+        EvalConfig(attacks=("worst",), worst_weighs=("worst",))
+
+
 def test_min_eps_brackets_the_threshold(fitted_unet, test_batch):
     from keras_advseg.attacks import min_eps
 
