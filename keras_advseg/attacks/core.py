@@ -38,12 +38,15 @@ def logits_function(model: keras.Model) -> Callable:
         model: A Keras model (or any callable taking ``training``) whose output is logits.
 
     Returns:
-        A callable ``x -> logits``.
+        A callable ``(x, training=False) -> logits`` that stands in for the model wherever
+        one is called for inference (``training`` is accepted and must stay False).
     """
     if model not in _LOGITS:
         ref = weakref.ref(model)  # the cache must not keep the model alive
 
-        def logits(x):
+        def logits(x, training=False):
+            if training:
+                raise ValueError("logits_function is the inference pass: training=False")
             return ref()(x, training=False)
 
         _LOGITS[model] = tf.function(logits)

@@ -64,15 +64,12 @@ def random_search(
     stripes = rng.choice([-1.0, 1.0], size=(batch, *spatial[:-1], 1, channels))
     sign = np.broadcast_to(stripes, (batch, *spatial, channels)).astype("float32").copy()
 
-    if isinstance(model, keras.Model):  # its traced forward pass, shared with the attacks
-        forward = logits_function(model)
-    else:  # any other callable (a black box) as it is
-
-        def forward(inputs):
-            return model(inputs, training=False)
+    # a Keras model runs as its traced forward pass, shared with the attacks; any other
+    # callable (a black box) as it is
+    forward = logits_function(model) if isinstance(model, keras.Model) else model
 
     def score(s):
-        logits = forward(x + eps_t * s)
+        logits = forward(x + eps_t * s, training=False)
         dice = mean_region_dice(y, logits).numpy()
         ce = tf.reduce_mean(
             tf.reshape(tf.nn.softmax_cross_entropy_with_logits(y, logits), [batch, -1]), 1

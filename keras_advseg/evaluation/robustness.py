@@ -68,11 +68,7 @@ def evaluate(
     from tqdm.auto import tqdm
 
     source = transfer_model or model
-    traced = logits_function(model)  # the attacks' own trace of the model
-
-    def forward(images, training=False):
-        return traced(images)
-
+    forward = logits_function(model)  # the attacks' own trace of the model
     result = Evaluation()
     kwargs = dict(temperature=config.attack_temperature)
     for index, subject_id in enumerate(

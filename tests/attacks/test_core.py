@@ -92,7 +92,10 @@ def test_attacks_share_one_trace_of_the_model_and_do_not_keep_it_alive(batch):
     pgd(model, x, y, eps=0.05, steps=1, loss="ce", temperature=3.0, seed=0)
     segpgd(model, x, y, eps=0.05, steps=1)
     apgd(model, x, y, eps=0.05, steps=2, loss="js")
+    logits_function(model)(x, training=False)  # called as the model is: the same trace
     assert logits_function(model).experimental_get_tracing_count() == 1
+    with pytest.raises(ValueError, match="training=False"):
+        logits_function(model)(x, training=True)
     # the caches hold no reference to the model: it is freed once the caller drops it
     alive = weakref.ref(model)
     del model
