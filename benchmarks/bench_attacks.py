@@ -41,7 +41,7 @@ def bench(name, model, size, repeats, steps=10):
 
     from keras_advseg.attacks import fgsm_sweep, ifgsm, ifgsm_trajectory
     from keras_advseg.attacks.core import compiled
-    from keras_advseg.attacks.ensemble import run_attack
+    from keras_advseg.attacks.registry import run_attack
     from keras_advseg.losses import soft_dice_loss
 
     rng = np.random.default_rng(0)

@@ -8,19 +8,30 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
 import click
 
+import keras_advseg
 from keras_advseg import __version__
 from keras_advseg import config as cfg
-from keras_advseg.errors import InputError
+from keras_advseg.cli_args import (
+    RegistryChoice,
+    model_and_data,
+    parse_floats,
+    parse_seeds,
+    parse_shape,
+    renamed_option,
+    seed_option,
+    tracking_options,
+    train_options,
+)
 
-_TRAIN = cfg.TrainConfig()  # the defaults the options show
-_EVAL = cfg.EvalConfig()
+__all__ = ["main", "parse_floats", "parse_seeds", "parse_shape"]
+
+_EVAL = cfg.EvalConfig()  # the defaults the options show
 _AUDIT = cfg.AuditConfig()
 
 
@@ -73,7 +84,8 @@ def quiet_logs(verbose: bool, import_tensorflow: bool = True) -> None:
     import logging
 
     if verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+        if not keras_advseg.TF_LOG_LEVEL_SET_BY_USER:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -127,7 +139,7 @@ def data():
     default=2.0,
     help="Isotropic voxel size in millimetres (MNI152 at 2 mm is 99x117x95).",
 )
-@click.option("--seed", type=int, default=0, help="Seed; the same seed gives identical volumes.")
+@seed_option("Seed; the same seed gives identical volumes.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Parallel processes.")
 @click.option(
     "--preview",
@@ -182,7 +194,7 @@ def data_synth(out: Path, n: int, voxel_mm: float, seed: int, workers: int, prev
     default=0.2,
     help="Share of labelled subjects held out for testing.",
 )
-@click.option("--seed", type=int, default=0, help="Seed of the train/test split.")
+@seed_option("Seed of the train/test split.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Parallel processes.")
 @friendly_errors
 def data_prepare(
@@ -225,47 +237,9 @@ def data_prepare(
 @friendly_errors
 def data_info(path: Path):
     """Describe a raw dataset folder or a prepared cache at PATH, as JSON."""
-    from keras_advseg.data.layouts import discover_subjects
-    from keras_advseg.data.prepare import load_prepared
+    from keras_advseg.data.prepare import describe
 
-    if (path / "prepared.json").is_file():
-        prepared = load_prepared(path)
-        info = {
-            "kind": "prepared",
-            "shape": prepared.shape,
-            "train": len(prepared.train_ids),
-            "test": len(prepared.test_ids),
-            "unlabelled": len(prepared.unlabelled_ids),
-            "normalization": prepared.config.normalization,
-            "data_hash": prepared.data_hash,
-        }
-    else:
-        subjects = discover_subjects(path)
-        info = {
-            "kind": "raw",
-            "subjects": len(subjects),
-            "layouts": sorted({s.layout for s in subjects}),
-            "labelled": sum(s.has_labels for s in subjects),
-        }
-    click.echo(json.dumps(info, indent=2, default=list))
-
-
-def tracking_options(fn):
-    """``--tracking-uri`` and ``--experiment``, shared by every tracked command."""
-    fn = click.option(
-        "--experiment",
-        default=cfg.DEFAULT_EXPERIMENT,
-        show_default=True,
-        help="MLflow experiment name.",
-    )(fn)
-    return click.option(
-        "--tracking-uri",
-        envvar="MLFLOW_TRACKING_URI",
-        default=cfg.DEFAULT_TRACKING_URI,
-        show_default=True,
-        help="MLflow tracking store: a database URI, a folder, or an http(s) tracking server. "
-        "Also read from MLFLOW_TRACKING_URI.",
-    )(fn)
+    click.echo(json.dumps(describe(path), indent=2))
 
 
 @main.command("train")
@@ -280,229 +254,32 @@ def tracking_options(fn):
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Output folder: model.keras (best by validation Dice), last.keras, checkpoint/.",
-)
-@click.option(
-    "--model",
-    "model_name",
-    type=click.Choice(cfg.MODELS),
-    default=_TRAIN.model,
-    help="The paper's 3-D UNet, or its 2-D UNet trained on axial slices.",
-)
-@click.option(
-    "--defense", type=click.Choice(cfg.DEFENSES), default=_TRAIN.defense, help="Training defense."
+    help="Output folder: model.keras (the best epoch by validation Dice), last.keras (the last "
+    "epoch), best.keras (the best epoch so far, updated while training runs; model.keras is "
+    "its copy at the end), checkpoint/ (to resume).",
 )
 @click.option(
     "--preset",
     type=click.Choice(list(cfg.PRESETS)),
-    default="paper",
-    help="paper: 128^3, the paper's batch/lr/epochs (a GPU job); quick: 32^3, minutes on a CPU; "
-    "smoke: 16^3, seconds. Options below override the preset.",
+    default="quick",
+    show_default=True,
+    help="quick: 32^3, minutes on a CPU; smoke: 16^3, seconds; paper: 128^3 and the paper's "
+    "batch/lr/epochs (a GPU job). Options below override the preset.",
 )
-@click.option("--epochs", type=click.IntRange(min=1), help="Epochs [preset].")
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    help="Volumes (3-D) or slices (2-D) per batch [preset].",
-)
-@click.option(
-    "--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate [preset]."
-)
-@click.option(
-    "--lr-schedule",
-    type=click.Choice(cfg.LR_SCHEDULES),
-    help="constant, or cosine decay to 1% of --lr over the run [preset: quick cosine, else "
-    "constant].",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=_TRAIN.seed,
-    help="Seed of initialisation, data order, augmentation, dropout.",
-)
-@click.option(
-    "--shape",
-    type=click.IntRange(min=8),
-    help="Cube size raw data is prepared to, in voxels [preset].",
-)
-@click.option(
-    "--base-filters", type=click.IntRange(min=1), help="Filters at the first UNet level [preset]."
-)
-@click.option("--depth", type=click.IntRange(min=2), help="UNet levels [preset].")
-@click.option(
-    "--dropout", type=click.FloatRange(0, 1, max_open=True), help="Spatial dropout rate [0.3]."
-)
-@click.option(
-    "--loss",
-    type=click.Choice(cfg.LOSSES),
-    help="dice: the paper's soft Dice; dice_ce: soft Dice + cross-entropy (converges faster) "
-    "[preset].",
-)
-@click.option(
-    "--val-fraction",
-    type=click.FloatRange(0, 1, max_open=True),
-    help="Share of training subjects used to pick the best epoch [0.15].",
-)
-@click.option(
-    "--augment/--no-augment",
-    default=None,
-    help="The paper's augmentation (rotations, flips, transposes) [on].",
-)
-@click.option(
-    "--adv-eps",
-    type=click.FloatRange(min=0),
-    help="Adversarial, PGD, fast and TRADES training: budget relative to each input's intensity "
-    "range (max - min) [0.05].",
-)
-@click.option(
-    "--beta",
-    type=click.FloatRange(0, 1),
-    help="Adversarial, PGD and fast training: weight of the clean loss (eq. 9) [0.5; fast: 0].",
-)
-@click.option(
-    "--adv-steps",
-    type=click.IntRange(min=1),
-    help="PGD and TRADES training: attack steps K per batch [3; paper preset: 7].",
-)
-@click.option(
-    "--trades-beta",
-    type=click.FloatRange(min=0),
-    help="TRADES: weight of the KL term [6].",
-)
-@click.option(
-    "--adv-mode",
-    type=click.Choice(cfg.ADVERSARIAL_MODES),
-    help="Adversarial training: one update on the weighted loss, or the paper's two updates "
-    "[joint].",
-)
-@click.option(
-    "--temperature",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Softmax temperature T of the training loss; distillation's teacher and student (eq. 4) "
-    "[1].",
-)
-@click.option(
-    "--teacher",
-    help="Distillation: a teacher trained at --temperature (a .keras file, an MLflow run id or a "
-    "runs:/ URI); trained first when omitted.",
-)
-@click.option(
-    "--teacher-temperature",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Distillation: the temperature --teacher was trained at; its soft labels are softmax(z / "
-    "this) "
-    "[--temperature]. 1 distils a model trained without a defense.",
-)
-@click.option(
-    "--init",
-    help="Warm start from a trained model of the same architecture (.keras, run id or runs:/ "
-    "URI), e.g. "
-    "to fine-tune the no-defense model with a defense; 'teacher' starts a distillation student "
-    "from its teacher, logits rescaled to --temperature.",
-)
-@click.option(
-    "--noise-radius",
-    type=click.FloatRange(min=0),
-    help="Noise augmentation: uniform noise radius relative to each input's intensity range "
-    "[0.01].",
-)
-@click.option(
-    "--strategy",
-    type=click.Choice(cfg.STRATEGIES),
-    default=_TRAIN.strategy,
-    help="tf.distribute: one device, MirroredStrategy (local GPUs), MultiWorkerMirroredStrategy "
-    "(TF_CONFIG).",
-)
-@click.option(
-    "--deterministic/--nondeterministic",
-    default=_TRAIN.deterministic,
-    help="TensorFlow op determinism.",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(cfg.PRECISIONS),
-    default=_TRAIN.precision,
-    help="Keras dtype policy: mixed_bfloat16 cuts a 128^3 step's memory on CPU, mixed_float16 "
-    "suits GPUs; "
-    "losses and logits stay float32.",
-)
+@train_options
 @click.option(
     "--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint."
 )
-@click.option("--run-name", help="MLflow run name [model-defense].")
-@tracking_options
+@click.option("--run-name", help="MLflow run name [MODEL-DEFENSE].")
+@tracking_options()
 @friendly_errors
-def train_command(
-    data,
-    out,
-    model_name,
-    defense,
-    preset,
-    epochs,
-    batch_size,
-    lr,
-    lr_schedule,
-    seed,
-    shape,
-    base_filters,
-    depth,
-    dropout,
-    loss,
-    val_fraction,
-    augment,
-    adv_eps,
-    beta,
-    adv_steps,
-    trades_beta,
-    adv_mode,
-    temperature,
-    teacher,
-    teacher_temperature,
-    init,
-    noise_radius,
-    strategy,
-    deterministic,
-    precision,
-    resume,
-    run_name,
-    tracking_uri,
-    experiment,
-):
+def train_command(data, out, preset, resume, run_name, tracking_uri, experiment, **options):
     """Train a segmentation network, with or without a defense, tracked in MLflow."""
-    from keras_advseg.tracking import TrackingError
-    from keras_advseg.training import CheckpointExists, TrainingError
+    from keras_advseg.errors import TrackingError, TrainingError
     from keras_advseg.workflows.train import train
 
-    config = cfg.TrainConfig.from_preset(
-        preset,
-        model_name,
-        defense,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        lr_schedule=lr_schedule,
-        seed=seed,
-        shape=shape,
-        base_filters=base_filters,
-        depth=depth,
-        dropout=dropout,
-        loss=loss,
-        val_fraction=val_fraction,
-        augment=augment,
-        adv_eps=adv_eps,
-        beta=beta,
-        adv_steps=adv_steps,
-        trades_beta=trades_beta,
-        adv_mode=adv_mode,
-        temperature=temperature,
-        teacher=teacher,
-        teacher_temperature=teacher_temperature,
-        init=init,
-        noise_radius=noise_radius,
-        strategy=strategy,
-        deterministic=deterministic,
-        precision=precision,
-    )
+    model, defense = options.pop("model"), options.pop("defense")
+    config = cfg.TrainConfig.from_preset(preset, model, defense, **options)
     try:
         result = train(
             config,
@@ -510,15 +287,10 @@ def train_command(
             out,
             tracking_uri=tracking_uri,
             experiment=experiment,
-            run_name=run_name or f"{model_name}-{defense}",
+            run_name=run_name or f"{model}-{defense}",
             resume=resume,
         )
-    except CheckpointExists as exc:
-        raise click.ClickException(
-            f"{exc.folder}: holds a previous run's checkpoint; pass --resume to continue it or "
-            "choose a new --out"
-        ) from None
-    except (TrainingError, TrackingError) as exc:
+    except (TrainingError, TrackingError) as exc:  # exit 1: the run failed, the input was fine
         raise click.ClickException(str(exc)) from None
     click.echo(
         f"saved {result.model_path} (best mean validation Dice {result.best_score:.3f}); "
@@ -526,88 +298,12 @@ def train_command(
     )
 
 
-def parse_seeds(text: str, option: str = "--seeds", limit: int = 100) -> tuple[int, ...]:
-    """``"0,1,2"`` or ``"0-2"`` (or both, ``"0-2,7"``) -> (0, 1, 2[, 7]): distinct seeds >= 0.
-
-    Raises:
-        InputError: not such a list, a repeated seed, or more than ``limit`` seeds.
-    """
-    expected = f"{option}: expected distinct integers >= 0 like 0,1,2,3,4 or 0-4"
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            low, _, high = part.strip().partition("-")
-            first, last = int(low), int(high) if high else int(low)
-            if first < 0 or last < first or last - first >= limit:
-                raise ValueError
-            seeds += range(first, last + 1)
-    except ValueError:
-        raise InputError(f"{expected}. Received: {text!r}") from None
-    if len(set(seeds)) != len(seeds) or len(seeds) > limit:
-        raise InputError(f"{expected} (at most {limit}). Received: {text!r}")
-    return tuple(seeds)
-
-
-def parse_floats(
-    text: str | None, option: str, *, low: float = 0.0, high: float = 1.0, limit: int = 1000
-) -> tuple[float, ...]:
-    """``"0.05,0.1"`` -> (0.05, 0.1); ``"0:0.01:0.001"`` -> 0, 0.001, ..., 0.01 (inclusive).
-
-    Args:
-        text: The option's value.
-        option: The option's name, for the message.
-        low, high: The range every value must lie in.
-        limit: The most values a range may expand to.
-
-    Raises:
-        InputError: not finite numbers, outside ``[low, high]``, or a bad or too long range.
-    """
-    if not text:
-        return ()
-    expected = f"{option}: expected numbers in [{low:g}, {high:g}] like 0.05,0.1 or a range START:STOP:STEP"
-    try:
-        if ":" in text:
-            start, stop, step = (float(p) for p in text.split(":"))
-            if not all(math.isfinite(v) for v in (start, stop, step)) or step <= 0 or stop < start:
-                raise ValueError
-            count = int(round((stop - start) / step))
-            if count + 1 > limit:
-                raise InputError(
-                    f"{option}: the range {text!r} has {count + 1} values; at most {limit}"
-                )
-            values = tuple(round(start + i * step, 10) for i in range(count + 1))
-        else:
-            values = tuple(float(p) for p in text.split(","))
-    except ValueError as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"{expected}, got {text!r}") from None
-    if not all(math.isfinite(v) and low <= v <= high for v in values):
-        raise InputError(f"{expected}, got {text!r}")
-    return values
-
-
-def model_and_data(out_help: str):
-    """``MODEL``, ``--data`` and ``--out``: shared by the commands that attack a model."""
-
-    def decorate(fn):
-        fn = click.option(
-            "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help=out_help
-        )(fn)
-        fn = click.option(
-            "--data",
-            type=click.Path(path_type=Path),
-            required=True,
-            help="Prepared cache, or a raw dataset (prepared into OUT/prepared at the model's "
-            "input size).",
-        )(fn)
-        return click.argument("model_ref", metavar="MODEL")(fn)
-
-    return decorate
-
-
 @main.command("evaluate")
-@model_and_data("Output folder: per_subject.csv, summary.json, iterations.csv, figures.")
+@model_and_data(
+    "Output folder: per_subject.csv and summary.json; iterations.csv and fig_iterations.png "
+    "with --iterations-sweep; fig_example.png; fig_eps.png with --eps-sweep; fig_eps_curve.png "
+    "with --eps-curve."
+)
 @click.option(
     "--split",
     type=click.Choice(["test", "train", "all"]),
@@ -618,13 +314,17 @@ def model_and_data(out_help: str):
     "--attack",
     "attacks",
     multiple=True,
-    type=click.Choice(cfg.ATTACKS),
+    type=RegistryChoice(cfg.ATTACKS),
     default=_EVAL.attacks,
-    help="Attack (repeatable). tifgsm is the paper's targeted i-FGSM (all voxels label 1).",
+    show_default=True,
+    help="Attack (repeatable): targeted-ifgsm is the paper's targeted i-FGSM (every voxel "
+    "towards label 1), pgd-dice PGD on soft Dice, worst the per-subject worst case over the "
+    "ensemble and FGSM.",
 )
 @click.option(
     "--eps",
     default="0.05",
+    show_default=True,
     help="Attack budgets, relative to each input's intensity range (max - min): one value or a "
     "list (0,0.05,0.1).",
 )
@@ -632,7 +332,8 @@ def model_and_data(out_help: str):
     "--steps",
     type=click.IntRange(min=1),
     default=_EVAL.steps,
-    help="Iterations of i-FGSM, targeted i-FGSM, PGD.",
+    show_default=True,
+    help="Iterations of every iterative attack (i-FGSM, targeted i-FGSM, PGD, APGD, ...).",
 )
 @click.option(
     "--eps-sweep",
@@ -667,10 +368,14 @@ def model_and_data(out_help: str):
     "(transfer).",
 )
 @click.option(
-    "--restarts", type=click.IntRange(min=1), default=_EVAL.restarts, help="PGD random restarts."
+    "--restarts",
+    type=click.IntRange(min=1),
+    default=_EVAL.restarts,
+    show_default=True,
+    help="Random restarts of pgd-dice: per subject the restart with the highest loss is kept.",
 )
-@click.option("--seed", type=int, default=_EVAL.seed, help="Seed of PGD's random starts.")
-@click.option("--run-name", help="MLflow run name [eval-<attacks>].")
+@seed_option("Seed of the attacks' random starts.", _EVAL.seed)
+@click.option("--run-name", help="MLflow run name [eval-ATTACKS].")
 @click.option(
     "--native",
     is_flag=True,
@@ -681,10 +386,11 @@ def model_and_data(out_help: str):
     "--strategy",
     type=click.Choice(cfg.STRATEGIES),
     default="default",
+    show_default=True,
     help="mirrored: subjects spread over the local devices; multiworker: also over the machines "
     "in TF_CONFIG (run the same command on each; the chief merges and writes the rows).",
 )
-@tracking_options
+@tracking_options()
 @friendly_errors
 def evaluate_command(
     model_ref,
@@ -708,8 +414,8 @@ def evaluate_command(
     experiment,
 ):
     """Attack MODEL (a .keras file, an MLflow run id or runs:/ URI) and score it per subject."""
-    from keras_advseg.tracking import TrackingError
-    from keras_advseg.workflows.evaluate import run_evaluation
+    from keras_advseg.errors import TrackingError
+    from keras_advseg.workflows.evaluate import run_evaluation, summary_lines
 
     config = cfg.EvalConfig(
         attacks=tuple(attacks),
@@ -738,23 +444,8 @@ def evaluate_command(
         )
     except TrackingError as exc:
         raise click.ClickException(str(exc)) from None
-    clean = summary["clean"]
-    click.echo(
-        "clean Dice "
-        + ", ".join(f"{r.upper()} {clean[f'dice_{r}']['mean']:.3f}" for r in cfg.REGIONS)
-    )
-    for attack, by_eps in summary["attacks"].items():
-        if attack == "fgsm_sweep":
-            continue
-        for value, entry in by_eps.items():
-            click.echo(
-                f"{attack} eps {value}: Dice "
-                + ", ".join(f"{r.upper()} {entry[f'dice_{r}']['mean']:.3f}" for r in cfg.REGIONS)
-            )
-    if "worker" in summary:
-        click.echo(f"{summary['worker']}: evaluated its share; the chief writes the rows")
-    else:
-        click.echo(f"wrote {out / 'per_subject.csv'} and {out / 'summary.json'}")
+    for line in summary_lines(summary, out):
+        click.echo(line)
 
 
 @main.command("audit")
@@ -777,9 +468,9 @@ def evaluate_command(
 )
 @click.option(
     "--eps",
-    type=float,
+    type=click.FloatRange(0, 1, min_open=True),
     default=_AUDIT.eps,
-    help="Budget of the white-box worst case, relative to the intensity range.",
+    help="Budget of the white-box worst case, relative to each input's intensity range.",
 )
 @click.option(
     "--steps",
@@ -791,7 +482,7 @@ def evaluate_command(
     "--attack",
     "attacks",
     multiple=True,
-    type=click.Choice(cfg.ENSEMBLE_ATTACKS),
+    type=RegistryChoice(cfg.ATTACKS, ensemble=True),
     default=_AUDIT.attacks,
     help="Members of the worst-case ensemble (repeatable) [the default ensemble].",
 )
@@ -804,7 +495,8 @@ def evaluate_command(
     "--restarts",
     type=click.IntRange(min=1),
     default=_AUDIT.restarts,
-    help="Random starts of item 4.",
+    help="Random restarts of item 4's APGD (masked CE): a sound worst case changes little "
+    "over them.",
 )
 @click.option(
     "--queries",
@@ -814,22 +506,23 @@ def evaluate_command(
 )
 @click.option(
     "--tolerance",
-    type=float,
+    type=click.FloatRange(0, 1),
     default=_AUDIT.tolerance,
     help="Mean-Dice difference that counts as a change or as stronger.",
 )
 @click.option(
     "--temperature",
-    type=float,
+    type=click.FloatRange(0, 1e6, min_open=True),
     default=_AUDIT.temperature,
-    help="The model's own softmax temperature (a distilled model's T) for item 6.",
+    help="The model's softmax temperature T (a distilled model's, as in train --temperature) "
+    "for item 6.",
 )
-@click.option("--seed", type=int, default=_AUDIT.seed, help="Random starts and random search.")
+@seed_option("Seed of the random starts and the random search.", _AUDIT.seed)
 @click.option(
     "--fail-on-warn", is_flag=True, help="Exit with status 1 when any item warns (for CI)."
 )
 @click.option("--run-name", help="MLflow run name [audit].")
-@tracking_options
+@tracking_options()
 @friendly_errors
 def audit_command(
     model_ref,
@@ -858,7 +551,7 @@ def audit_command(
     model's training run) with the verdict. See README, "Auditing for gradient
     masking", for what each item means.
     """
-    from keras_advseg.tracking import TrackingError
+    from keras_advseg.errors import TrackingError
     from keras_advseg.workflows.audit import run_audit
 
     config = cfg.AuditConfig(
@@ -905,7 +598,11 @@ def audit_command(
     "defense table.",
 )
 @click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder."
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder: tables.md, table1_attacks.csv, table_defenses.csv (with EVAL_DIRS), "
+    "compare.json and fig_eps_overlay.png.",
 )
 @click.option(
     "--eps",
@@ -914,16 +611,22 @@ def audit_command(
     help="FGSM budgets of the defense table (paper: 0, 0.05, 0.1); 0 is the clean evaluation.",
 )
 @click.option(
-    "--attack-eps", type=click.FloatRange(min=0), default=0.05, help="Budget of Table 1's attacks."
+    "--table1-eps",
+    "attack_eps",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    help="Budget of Table 1's attacks (each attack against no attack on the baseline).",
 )
+@renamed_option("--attack-eps", "--table1-eps", "attack_eps", type=click.FloatRange(0, 1))
 @click.option("--title", default="Defenses", help="Title of the defense table (e.g. '3D-UNet').")
 @friendly_errors
 def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
     """Paired Wilcoxon tests of EVAL_DIRS against --baseline, Bonferroni-corrected, as the paper's tables.
 
-    Writes table1_attacks.{md,csv} (no attack vs attacks on the baseline),
-    table_defenses.{md,csv} (each model vs the baseline under FGSM), tests.csv
-    (every test with raw and corrected p) and fig_eps_overlay.png.
+    Writes tables.md (both tables in Markdown), table1_attacks.csv (no attack vs each
+    attack on the baseline), table_defenses.csv (each model vs the baseline under FGSM;
+    with EVAL_DIRS), compare.json (both tables with raw and corrected p and the number
+    of comparisons) and fig_eps_overlay.png (Dice over the FGSM sweep, every model).
     """
     from keras_advseg.workflows.compare import run_compare
 
@@ -950,6 +653,7 @@ def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
     "--preset",
     type=click.Choice(list(cfg.STUDIES)),
     default="quick",
+    show_default=True,
     help="smoke: about 5 minutes (16^3, 2 epochs); quick: `make demo`, 32^3 on a CPU; "
     "paper: 128^3 and the paper's epochs, temperatures and budgets (a GPU job).",
 )
@@ -957,8 +661,9 @@ def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Study folder: phantom/, prepared/, seeds/<seed>/ (models/, evals/, audits/, "
-    "compare3d/, compare2d/, report.md), report.md (findings per seed and pooled).",
+    help="Study folder: phantom/ (without --data), prepared/, study.json, progress.json, "
+    "seeds/<seed>/ (models/, evals/, audits/, compare3d/, compare2d/, report.md), report.md "
+    "(findings per seed and pooled).",
 )
 @click.option(
     "--seeds",
@@ -968,12 +673,9 @@ def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
     "per seed (initialisation, augmentation order, dropout, attacks' random starts), in "
     "OUT/seeds/<seed>/. Finished seeds are skipped; adding seeds later reuses them.",
 )
-@click.option(
-    "--data-seed",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Seed of the phantom and the train/test split, fixed across --seeds (one per OUT).",
+@seed_option(
+    "Seed of the phantom and the train/test split, fixed across --seeds (one per OUT).",
+    name="--data-seed",
 )
 @click.option(
     "--workers",
@@ -981,7 +683,7 @@ def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
     default=1,
     help="Processes for synthesis and preparation.",
 )
-@tracking_options
+@tracking_options(None, note="advseg-reproduce-PRESET")
 @friendly_errors
 def reproduce_command(data, preset, out, seeds, data_seed, workers, tracking_uri, experiment):
     """Run the whole study: data, training with every defense, attacks, statistics, report.md.
@@ -989,11 +691,10 @@ def reproduce_command(data, preset, out, seeds, data_seed, workers, tracking_uri
     With several --seeds, report.md states each finding per seed and pooled over the
     seeds (the pre-specified test on per-subject Dice averaged over seeds), and each
     defense's effect with a 95 % interval over seeds. Re-running skips finished steps.
-    All runs go to one MLflow experiment (default: advseg-reproduce-PRESET unless
-    --experiment is given).
+    All runs go to one MLflow experiment: advseg-reproduce-PRESET unless --experiment
+    is given.
     """
-    from keras_advseg.tracking import TrackingError
-    from keras_advseg.training import TrainingError
+    from keras_advseg.errors import TrackingError, TrainingError
     from keras_advseg.workflows.reproduce import reproduce
 
     try:
@@ -1002,7 +703,7 @@ def reproduce_command(data, preset, out, seeds, data_seed, workers, tracking_uri
             out,
             data=data,
             tracking_uri=tracking_uri,
-            experiment=None if experiment == cfg.DEFAULT_EXPERIMENT else experiment,
+            experiment=experiment,
             seeds=parse_seeds(seeds),
             data_seed=data_seed,
             workers=workers,
@@ -1019,7 +720,8 @@ def reproduce_command(data, preset, out, seeds, data_seed, workers, tracking_uri
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Output folder: <id>.nii.gz label maps in each scan's own grid, affine and header.",
+    help="Output folder: <id>.nii.gz label maps in each scan's own grid, affine and header "
+    "(and <id>_probabilities.nii.gz with --probabilities).",
 )
 @click.option(
     "--t1", type=click.Path(dir_okay=False, path_type=Path), help="T1 file (instead of INPUT)."
@@ -1062,7 +764,7 @@ def reproduce_command(data, preset, out, seeds, data_seed, workers, tracking_uri
     default=0.5,
     help="Sliding-window tile overlap.",
 )
-@tracking_options
+@tracking_options()
 @friendly_errors
 def predict_command(
     model_ref,
@@ -1144,10 +846,14 @@ def score_command(pred_dir, data, out, labels):
 )
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
-    "--temperature",
-    type=click.FloatRange(min=0, min_open=True),
+    "--output-temperature",
+    "temperature",
+    type=click.FloatRange(1e-6, 1e6),
     default=1.0,
     help="Softmax temperature of the exported probabilities (deploy distilled models at 1).",
+)
+@renamed_option(
+    "--temperature", "--output-temperature", "temperature", type=click.FloatRange(1e-6, 1e6)
 )
 @click.option(
     "--with-preprocessing",
@@ -1157,39 +863,18 @@ def score_command(pred_dir, data, out, labels):
 )
 @friendly_errors
 def export(model_path: Path, out_dir: Path, temperature: float, with_preprocessing: bool):
-    """Export MODEL.keras as a TensorFlow SavedModel in OUT_DIR.
+    """Export MODEL.keras as a TensorFlow SavedModel (saved_model.pb, variables/) in OUT_DIR.
 
     Its `serve` signature takes a preprocessed float32 batch (B, X, Y, Z, 4)
     and returns `probabilities` and the BraTS `labels` map (0/1/2/4).
     """
-    from keras_advseg.config import check_range
     from keras_advseg.export import export_savedmodel, load_model, load_preprocessing
 
-    check_range("--temperature", temperature, 1e-6, 1e6)
     preprocessing = load_preprocessing(model_path) if with_preprocessing else None
     export_savedmodel(
         load_model(model_path), out_dir, temperature=temperature, preprocessing=preprocessing
     )
     click.echo(f"exported {model_path} to {out_dir} (signature 'serve')")
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-    """``"64"`` -> (64, 64, 64); ``"64,64,48"`` -> (64, 64, 48).
-
-    Raises:
-        ValueError: not one or three positive integers.
-    """
-    try:
-        sizes = [int(part) for part in text.replace("x", ",").split(",")]
-    except ValueError:
-        sizes = []
-    if len(sizes) == 1:
-        sizes *= 3
-    if len(sizes) != 3 or min(sizes) < 1:
-        raise InputError(
-            f"--shape: expected one or three positive integers like 128 or 128,128,96, got {text!r}"
-        )
-    return tuple(sizes)
 
 
 if __name__ == "__main__":

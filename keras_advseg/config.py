@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from keras_advseg.attacks.registry import ATTACKS as _ATTACK_REGISTRY
+from keras_advseg.attacks.registry import DEFAULT_ENSEMBLE, canonical_attacks
 from keras_advseg.errors import InputError
 
 # ---------------------------------------------------------------------------------------------
@@ -20,6 +22,10 @@ REGIONS = ("wt", "tc", "et")
 """BraTS evaluation regions: whole tumour, tumour core, enhancing tumour."""
 
 REGION_NAMES = {"wt": "Whole tumour", "tc": "Tumour core", "et": "Enhancing tumour"}
+REGION_LABELS = {"wt": (1, 2, 4), "tc": (1, 4), "et": (4,)}
+"""Each region as a set of BraTS labels (0 background, 1 necrotic core, 2 oedema, 4 enhancing)."""
+REGION_CLASS_INDICES = {"wt": (1, 2, 3), "tc": (1, 3), "et": (3,)}
+"""Each region as a set of one-hot class indices (the models' channel 3 is label 4)."""
 DICE_METRICS = tuple(f"dice_{region}" for region in REGIONS)
 QUALITY_METRICS = ("psnr", "ssim", "rmse")
 
@@ -35,41 +41,15 @@ LR_SCHEDULES = ("constant", "cosine")
 NORMALIZATIONS = ("global", "volume")
 """Standardisation of prepared volumes: training-split statistics (the paper's) or per volume."""
 
-ATTACKS = (
-    "none",
-    "fgsm",
-    "ifgsm",
-    "tifgsm",
-    "pgd",
-    "segpgd",
-    "cospgd",
-    "apgd-ce",
-    "apgd-dice",
-    "apgd-masked-ce",
-    "apgd-balanced",
-    "apgd-js",
-    "random-search",
-    "worst",
-)
-"""Attacks of ``advseg evaluate``; ``tifgsm`` is the paper's targeted i-FGSM."""
+ATTACKS = _ATTACK_REGISTRY
+"""The attack registry (:mod:`keras_advseg.attacks.registry`): every attack's name, display name
+and facts. ``targeted-ifgsm`` is the paper's targeted i-FGSM."""
 
-ATTACK_NAMES = {
-    "none": "No attack",
-    "fgsm": "FGSM",
-    "ifgsm": "i-FGSM",
-    "tifgsm": "targeted i-FGSM",
-    "pgd": "PGD",
-    "segpgd": "SegPGD",
-    "cospgd": "CosPGD",
-    "apgd-ce": "APGD (CE)",
-    "apgd-dice": "APGD (Dice)",
-    "apgd-masked-ce": "APGD (masked CE)",
-    "apgd-balanced": "APGD (balanced masked CE)",
-    "apgd-js": "APGD (JS)",
-    "pgd-dice": "PGD (soft Dice)",
-    "random-search": "random search (gradient-free)",
-    "worst": "Worst case",
-}
+
+def attack_display(name: str) -> str:
+    """The printed name of an attack (``"targeted i-FGSM"``)."""
+    return ATTACKS.display(name)
+
 
 PAPER_EPS_GRID = tuple(round(0.001 * i, 3) for i in range(11))
 """The paper's FGSM sweep: eps 0, 0.001, ..., 0.010 (Fig. 5-8)."""
@@ -292,13 +272,6 @@ TRAINING_TAGS = ("defense", "model", "temperature", "adv_eps", "preset")
 # ---------------------------------------------------------------------------------------------
 
 
-DEFAULT_ENSEMBLE = ("apgd-masked-ce", "apgd-balanced", "apgd-js", "segpgd", "cospgd", "pgd-dice")
-"""The worst-case ensemble: APGD with three segmentation losses, SegPGD, CosPGD, PGD on soft Dice."""
-
-ENSEMBLE_ATTACKS = DEFAULT_ENSEMBLE + ("apgd-ce", "apgd-dice", "random-search")
-"""Every attack an ensemble may contain (``attacks.ensemble.run_attack``)."""
-
-
 @dataclass
 class EvalConfig:
     """What to evaluate.
@@ -317,7 +290,7 @@ class EvalConfig:
         iterative_eps: Budgets of i-FGSM, targeted i-FGSM and PGD when they
             should differ from ``eps`` (the study runs them at Table 1's 0.05
             only); None: ``eps``.
-        ensemble: The attacks of ``worst`` (names from :data:`ENSEMBLE_ATTACKS`).
+        ensemble: The attacks of ``worst`` (attacks registered with ``ensemble=True``).
         worst_steps: Iterations of each attack of ``worst`` (None: ``steps``).
         worst_weighs: The other evaluated attacks whose result the worst case also weighs,
             per subject and budget (None: every attack run at that budget). Models compared
@@ -346,15 +319,11 @@ class EvalConfig:
     worst_weighs: tuple[str, ...] | None = None
 
     def __post_init__(self):
-        unknown = [a for a in self.attacks if a not in ATTACKS]
-        if unknown:
-            raise InputError(f"attacks must be among {ATTACKS}. Received: {unknown}")
-        unknown = [a for a in self.worst_weighs or () if a not in ATTACKS or a == "worst"]
-        if unknown:
-            raise InputError(
-                f"worst_weighs must be attacks among {ATTACKS} other than 'worst'. "
-                f"Received: {unknown}"
-            )
+        self.attacks = canonical_attacks(self.attacks)
+        if self.worst_weighs is not None:
+            self.worst_weighs = canonical_attacks(self.worst_weighs, what="worst_weighs")
+            if "worst" in self.worst_weighs:
+                raise InputError("worst_weighs must not contain 'worst'")
         budgets = tuple(self.eps) + tuple(self.eps_sweep) + tuple(self.iterative_eps or ())
         if not all(math.isfinite(e) and 0 <= e <= 1 for e in budgets):
             raise InputError(
@@ -372,11 +341,9 @@ class EvalConfig:
             raise InputError(
                 f"steps must be >= 1. Received: steps={self.steps}, worst_steps={self.worst_steps}"
             )
-        unknown = [a for a in self.ensemble if a not in ENSEMBLE_ATTACKS]
-        if unknown or not self.ensemble:
-            raise InputError(
-                f"ensemble attacks must be among {ENSEMBLE_ATTACKS}. Received: {unknown}"
-            )
+        if not self.ensemble:
+            raise InputError("ensemble must name at least one attack. Received: ensemble=()")
+        self.ensemble = canonical_attacks(self.ensemble, what="ensemble", ensemble=True)
 
     @property
     def budgets_iterative(self) -> tuple[float, ...]:
@@ -411,7 +378,7 @@ class AuditConfig:
     Attributes:
         eps: Budget of the white-box worst case that the items compare with.
         steps: Iterations of each attack (doubled twice for item 3).
-        attacks: The worst-case ensemble (names from :data:`ENSEMBLE_ATTACKS`).
+        attacks: The worst-case ensemble (attacks registered with ``ensemble=True``).
         curve: Budgets of item 2; its last is the "large budget".
         curve_attacks: The ensemble run at each budget of the curve.
         floor: Item 2 passes when mean Dice at the largest budget is at most this.
@@ -438,9 +405,11 @@ class AuditConfig:
     seed: int = 0
 
     def __post_init__(self):
-        unknown = [a for a in (*self.attacks, *self.curve_attacks) if a not in ENSEMBLE_ATTACKS]
-        if unknown or not self.attacks or not self.curve_attacks:
-            raise InputError(f"audit attacks must be among {ENSEMBLE_ATTACKS}. Received: {unknown}")
+        if not self.attacks or not self.curve_attacks:
+            raise InputError("the audit needs at least one attack and one curve attack")
+        for name in ("attacks", "curve_attacks"):
+            value = canonical_attacks(getattr(self, name), what=f"audit {name}", ensemble=True)
+            object.__setattr__(self, name, value)
         budgets = (self.eps, *self.curve)
         if not self.curve or not all(math.isfinite(e) and 0 < e <= 1 for e in budgets):
             raise InputError(
@@ -510,7 +479,7 @@ class Study:
     eps_sweep: tuple[float, ...]
     epochs: int | None = None
     table_eps: tuple[float, ...] = (0.0, 0.05, 0.1)
-    attacks: tuple[str, ...] = ("fgsm", "ifgsm", "tifgsm", "pgd")
+    attacks: tuple[str, ...] = ("fgsm", "ifgsm", "targeted-ifgsm", "pgd-dice")
     attacks2d: tuple[str, ...] | None = None  # the undefended 2-D UNet's attacks [attacks]
     warm_start: bool = False
     extra: dict = field(default_factory=dict)

@@ -8,6 +8,8 @@ exits with status 2; any other exception is a genuine bug and keeps its tracebac
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class AdvsegError(Exception):
     """Base of the errors the package raises for bad input or an unusable state."""
@@ -15,3 +17,38 @@ class AdvsegError(Exception):
 
 class InputError(AdvsegError, ValueError):
     """A value, option, configuration or reference that cannot be used."""
+
+
+class DataError(AdvsegError, ValueError):
+    """Bad or unreadable input data.
+
+    The message always names the offending file or folder and says what was
+    expected, so the CLI can print it as a single line.
+    """
+
+
+class FileFormatError(AdvsegError, ValueError):
+    """A file the package reads back is missing, unreadable or malformed."""
+
+
+class TrainingError(AdvsegError, RuntimeError):
+    """Training could not finish (non-finite loss, unusable checkpoint, unfit warm start)."""
+
+
+class CheckpointExists(TrainingError):
+    """The output folder holds a previous run's checkpoint and resuming was not asked for.
+
+    Attributes:
+        folder: The output folder.
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        super().__init__(
+            f"{folder}: holds a previous run's checkpoint; pass --resume to continue it or "
+            "choose a new --out"
+        )
+
+
+class TrackingError(AdvsegError, RuntimeError):
+    """The tracking store cannot be used."""

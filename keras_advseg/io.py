@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from keras_advseg.errors import AdvsegError
+from keras_advseg.errors import FileFormatError
 
 
 @contextlib.contextmanager
@@ -121,10 +121,6 @@ def rows_to_csv(rows: list[dict], fields=None) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
-
-
-class FileFormatError(AdvsegError, ValueError):
-    """A file the package reads back is missing, unreadable or malformed."""
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> dict:

@@ -50,6 +50,24 @@ def soft_dice(
     return ops.mean((2.0 * intersection + smooth) / (denominator + smooth), axis=-1)
 
 
+def voxel_cross_entropy(y_true, logits, temperature: float = 1.0):
+    """Cross-entropy of every voxel, ``-sum_k y_k log softmax(z / T)_k``.
+
+    The one voxel cross-entropy of the package: the attacks' CE losses, SegPGD's and
+    CosPGD's weighted CE and the masked CE losses of APGD all start from it.
+
+    Args:
+        y_true: One-hot or soft targets ``(B, ..., K)``.
+        logits: Model outputs ``(B, ..., K)``.
+        temperature: Softmax temperature ``T`` (eq. 4).
+
+    Returns:
+        float32 tensor ``(B, ...)``: one value per voxel.
+    """
+    log_probs = ops.log_softmax(ops.cast(logits, "float32") / temperature, axis=-1)
+    return -ops.sum(ops.cast(y_true, "float32") * log_probs, axis=-1)
+
+
 def soft_dice_loss(y_true, logits, **kwargs):
     """``1 - soft_dice`` per sample (eq. 6); keyword arguments as :func:`soft_dice`."""
     return 1.0 - soft_dice(y_true, logits, **kwargs)

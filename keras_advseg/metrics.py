@@ -10,10 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
-REGION_LABELS = {"wt": (1, 2, 4), "tc": (1, 4), "et": (4,)}
-"""BraTS evaluation regions (:data:`keras_advseg.config.REGIONS`) as sets of labels."""
-
-_REGION_CLASS_INDICES = {"wt": (1, 2, 3), "tc": (1, 3), "et": (3,)}  # one-hot indices
+from keras_advseg.config import REGION_CLASS_INDICES, REGION_LABELS
 
 
 def brats_dice(true_labels, pred_labels, *, empty: float = 1.0) -> dict[str, np.ndarray]:
@@ -108,7 +105,7 @@ class BraTSDice(keras.metrics.Metric):
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        indices = list(_REGION_CLASS_INDICES[self.region])
+        indices = list(REGION_CLASS_INDICES[self.region])
         y_true = ops.cast(y_true, "float32")
         predicted = ops.one_hot(ops.argmax(y_pred, axis=-1), ops.shape(y_pred)[-1])
         batch = ops.shape(y_true)[0]

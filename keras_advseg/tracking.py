@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from keras_advseg.config import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
-from keras_advseg.errors import AdvsegError, InputError
+from keras_advseg.errors import InputError, TrackingError
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
@@ -31,10 +31,6 @@ __all__ = [
 
 RUN_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 """An MLflow run id."""
-
-
-class TrackingError(AdvsegError, RuntimeError):
-    """The tracking store cannot be used."""
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:

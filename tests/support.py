@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 import sys
 from pathlib import Path
 
@@ -156,3 +157,41 @@ def fails_cleanly(args, *, exit_code=2, contains=()):
     for text in contains:
         assert str(text) in lines[0], lines[0]
     return lines[0]
+
+
+HELP_FILE = re.compile(
+    r"(?<![\w/.<>-])((?:[\w<>]+/)*[\w<>-]+\.(?:csv|json|md|png|keras|nii\.gz|pb)|(?:[\w<>]+/)+)(?!\w)"
+)
+"""A file (``per_subject.csv``, ``<id>.nii.gz``) or folder (``checkpoint/``) named in a help
+text; ``OUT/`` stands for the output folder and upper-case names (``MODEL.keras``) for
+arguments."""
+
+
+def help_files(*command: str) -> set[str]:
+    """The files and folders that ``advseg COMMAND --help`` says the command writes, as glob
+    patterns (``<id>`` becomes ``*``)."""
+    from click.testing import CliRunner
+
+    from keras_advseg.cli import main
+
+    text = CliRunner().invoke(main, [*command, "--help"], terminal_width=1000).output
+    text = " ".join(text.split())  # undo click's wrapping
+    names = {m.group(1).removeprefix("OUT/") for m in HELP_FILE.finditer(text)}
+    names = {n for n in names if n and not n.split(".")[0].split("/")[0].isupper()}
+    return {re.sub(r"<[^>]+>", "*", n) for n in names}
+
+
+def assert_help_files_written(command: tuple[str, ...], folder: Path, *, ignore=()) -> None:
+    """Every file or folder ``advseg COMMAND --help`` names exists under ``folder`` (``ignore``:
+    names written only under options the test did not give)."""
+    import fnmatch
+
+    present = {
+        p.relative_to(folder).as_posix() + ("/" if p.is_dir() else "") for p in folder.rglob("*")
+    }
+    names = {p.rsplit("/", 2)[-1] if not p.endswith("/") else p for p in present}
+    present |= {p.split("/")[-1] for p in present if not p.endswith("/")} | names
+    for pattern in help_files(*command) - set(ignore):
+        assert any(
+            fnmatch.fnmatch(p, pattern) or fnmatch.fnmatch(p, "*/" + pattern) for p in present
+        ), f"advseg {' '.join(command)} --help names {pattern}, which it did not write in {folder}"

@@ -82,7 +82,7 @@ def options(command: str) -> dict[str, click.Option]:
 def test_cli_choices_and_defaults_come_from_config():
     train, evaluate = options("train"), options("evaluate")
     defaults = cfg.TrainConfig()
-    assert tuple(train["model_name"].type.choices) == cfg.MODELS
+    assert tuple(train["model"].type.choices) == cfg.MODELS
     assert tuple(train["defense"].type.choices) == cfg.DEFENSES
     assert tuple(train["strategy"].type.choices) == cfg.STRATEGIES
     assert tuple(train["precision"].type.choices) == cfg.PRECISIONS
@@ -93,7 +93,7 @@ def test_cli_choices_and_defaults_come_from_config():
         defaults.seed,
         defaults.precision,
     )
-    assert tuple(evaluate["attacks"].type.choices) == cfg.ATTACKS
+    assert tuple(evaluate["attacks"].type.choices) == cfg.ATTACKS.names()
     assert evaluate["steps"].default == cfg.EvalConfig().steps
     assert train["tracking_uri"].default == cfg.DEFAULT_TRACKING_URI
     assert train["experiment"].default == cfg.DEFAULT_EXPERIMENT

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
-from support import tiny3d
+from support import assert_help_files_written, tiny3d
 
 from keras_advseg.cli import main
 from keras_advseg.export import export_savedmodel, load_model
@@ -52,6 +52,7 @@ def test_export_cli(tmp_path):
     result = CliRunner().invoke(main, ["export", str(tmp_path / "m.keras"), str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "saved_model.pb").is_file()
+    assert_help_files_written(("export",), tmp_path / "out")
     result = CliRunner().invoke(
         main, ["export", str(tmp_path / "nope.keras"), str(tmp_path / "o2")]
     )

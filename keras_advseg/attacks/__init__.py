@@ -1,38 +1,62 @@
-"""Adversarial attacks on segmentation models, as pure functions (eq. 1-3, PGD).
+"""Adversarial attacks on segmentation models, as pure functions (eq. 1-3, PGD and beyond).
 
-Every attack takes a Keras model returning logits, inputs ``x`` and one-hot
-labels (or a target), and returns the adversarial input. ``eps`` is relative
-to each sample's intensity range (max - min) by default: the paper's "5% of
-the maximum pixel magnitude" of inputs normalised to [0, 1].
+Every attack takes a Keras model returning logits, inputs ``x`` of shape
+``(B, X, Y, Z, C)`` and one-hot labels (or a target) ``(B, X, Y, Z, 4)``, and returns the
+adversarial input. ``eps`` is relative to each sample's intensity range (max - min) by
+default: the paper's "5% of the maximum pixel magnitude" of inputs normalised to [0, 1].
+
+Every attack is registered by name in :data:`ATTACKS` and runs by name through
+:func:`run_attack`; the losses an attack's ``loss=`` accepts are :data:`ATTACK_LOSSES`.
+
+One module per attack family: ``fast_gradient`` (FGSM and its sweep), ``iterative``
+(i-FGSM, targeted i-FGSM, the trajectory), ``projected_gradient`` (PGD), ``auto_pgd``
+(APGD), ``segmentation`` (SegPGD, CosPGD), ``gradient_free`` (random search), ``ensemble``
+(the per-subject worst case, ``min_eps``); ``core`` holds what they share and ``losses``
+their losses. Names are imported on first use, so that the registry (and the CLI) can be
+read without starting TensorFlow.
 """
 
-from keras_advseg.attacks.apgd import apgd
-from keras_advseg.attacks.ensemble import DEFAULT_ENSEMBLE, min_eps, worst_case
-from keras_advseg.attacks.fgsm import fgsm, fgsm_step, fgsm_sweep
-from keras_advseg.attacks.ifgsm import (
-    Trajectory,
-    all_label_target,
-    ifgsm,
-    ifgsm_trajectory,
-    targeted_ifgsm,
-)
-from keras_advseg.attacks.pgd import pgd
-from keras_advseg.attacks.segmentation import cospgd, segpgd
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_ENSEMBLE",
-    "apgd",
-    "worst_case",
-    "min_eps",
-    "Trajectory",
-    "all_label_target",
-    "fgsm",
-    "fgsm_step",
-    "fgsm_sweep",
-    "ifgsm",
-    "ifgsm_trajectory",
-    "pgd",
-    "cospgd",
-    "segpgd",
-    "targeted_ifgsm",
-]
+import importlib
+
+_EXPORTS = {
+    "ATTACKS": "registry",
+    "ATTACK_LOSSES": "registry",
+    "DEFAULT_ENSEMBLE": "registry",
+    "run_attack": "registry",
+    "fgsm": "fast_gradient",
+    "fgsm_step": "fast_gradient",
+    "fgsm_sweep": "fast_gradient",
+    "ifgsm": "iterative",
+    "targeted_ifgsm": "iterative",
+    "ifgsm_trajectory": "iterative",
+    "all_label_target": "iterative",
+    "Trajectory": "iterative",
+    "pgd": "projected_gradient",
+    "apgd": "auto_pgd",
+    "apgd_loop": "auto_pgd",
+    "segpgd": "segmentation",
+    "cospgd": "segmentation",
+    "random_search": "gradient_free",
+    "worst_case": "ensemble",
+    "min_eps": "ensemble",
+    "attack_loss": "losses",
+    "check_inputs": "core",
+    "logits_function": "core",
+    "mean_region_dice": "core",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

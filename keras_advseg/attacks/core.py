@@ -1,7 +1,8 @@
-"""What every attack shares: the loss, the eps-ball, and compiled gradient loops.
+"""What every attack shares: input checks, the eps-ball, the model's traced forward pass, the
+one per-model cache of compiled steps, and the compiled gradient loops.
 
 Each model gets its compiled functions once (``tf.function``, cached per model
-and per loss/temperature/clip setting). ``eps`` and ``alpha`` enter as tensors
+and per loss/temperature/clip setting in :func:`cached`). ``eps`` and ``alpha`` enter as tensors
 and iterative attacks loop over the compiled gradient step, so calls that
 differ only in ``eps``, ``alpha`` or ``steps`` do not retrace. XLA is off: on CPU it is slower for 3-D
 convolutions (see ``benchmarks/bench_attacks.py``).
@@ -15,13 +16,91 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from keras_advseg.losses import soft_dice_loss
+from keras_advseg.attacks.losses import attack_loss
+from keras_advseg.attacks.registry import ATTACK_LOSSES
+from keras_advseg.config import REGION_CLASS_INDICES, REGIONS
+from keras_advseg.errors import InputError
 from keras_advseg.metrics import probabilities_to_labels
-
-LOSSES = ("dice", "ce")
 
 _CACHE: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
 _LOGITS: weakref.WeakKeyDictionary[keras.Model, Callable] = weakref.WeakKeyDictionary()
+
+
+def cached(model, key, build: Callable):
+    """The model's compiled object for ``key``, built by ``build()`` on first use.
+
+    The one per-model cache of the attacks' compiled steps (a weak key: a model that is
+    no longer used is freed with its steps). ``build`` must not hold a reference to the
+    model; it calls :func:`logits_function` instead.
+    """
+    per_model = _CACHE.setdefault(model, {})
+    if key not in per_model:
+        per_model[key] = build()
+    return per_model[key]
+
+
+def tracing_count(model) -> int:
+    """Traces so far of every compiled attack step of ``model`` (for retracing checks)."""
+    total = 0
+    for value in _CACHE.get(model, {}).values():
+        functions = value._functions() if isinstance(value, Compiled) else (value,)
+        total += sum(f.experimental_get_tracing_count() for f in functions)
+    return total
+
+
+def check_inputs(x, y, *, what: str = "labels") -> tuple[tf.Tensor, tf.Tensor]:
+    """``x`` and one-hot ``y`` as float32 tensors, or a clear error instead of a graph error.
+
+    Args:
+        x: Inputs ``(B, X, Y, Z, C)`` (a batch; a 2-D model wrapped in ``SliceWise`` too).
+        y: One-hot labels (or a one-hot target) ``(B, X, Y, Z, K)``.
+        what: What ``y`` is, for the message (``"labels"``, ``"target"``).
+
+    Raises:
+        InputError: ``x`` is not a batch of volumes, or ``y`` is not one-hot of the same
+            batch and spatial shape (a label map: convert it with
+            :func:`keras_advseg.data.one_hot`).
+    """
+    x, y = as_tensor(x), as_tensor(y)
+    if x.shape.rank != 5:
+        raise InputError(
+            f"x must be a batch of volumes (B, X, Y, Z, C); got shape {tuple(x.shape)} "
+            "(add the batch axis with x[None])"
+        )
+    if y.shape.rank != 5 or tuple(y.shape[:4]) != tuple(x.shape[:4]) or y.shape[-1] < 2:
+        raise InputError(
+            f"{what} must be one-hot {(*x.shape[:4], 4)}; got {tuple(y.shape)} "
+            "(convert a label map with keras_advseg.data.one_hot)"
+        )
+    return x, y
+
+
+def mean_region_dice(y, logits):
+    """Per sample, the mean hard Dice of WT, TC and ET (an empty region in both counts 1).
+
+    Returns:
+        float32 ``(B,)``.
+    """
+    depth = tf.shape(logits)[-1]
+    predicted = tf.one_hot(tf.argmax(logits, -1), depth)
+    batch = tf.shape(logits)[0]
+    scores = []
+    for region in REGIONS:
+        indices = REGION_CLASS_INDICES[region]
+        t = tf.reshape(
+            tf.reduce_sum(tf.gather(tf.cast(y, tf.float32), indices, axis=-1), -1), [batch, -1]
+        )
+        p = tf.reshape(tf.reduce_sum(tf.gather(predicted, indices, axis=-1), -1), [batch, -1])
+        total = tf.reduce_sum(t, 1) + tf.reduce_sum(p, 1)
+        scores.append(
+            tf.where(total > 0, 2 * tf.reduce_sum(t * p, 1) / tf.maximum(total, 1.0), 1.0)
+        )
+    return tf.add_n(scores) / len(scores)
+
+
+def run_none(model, x, y, **_):
+    """The ``none`` attack: the clean input."""
+    return as_tensor(x)
 
 
 def logits_function(model: keras.Model) -> Callable:
@@ -76,8 +155,10 @@ def check_arguments(
         raise ValueError(f"alpha must be >= 0. Received: alpha={alpha}")
     if clip is not None and clip[0] > clip[1]:
         raise ValueError(f"clip must be (lo, hi) with lo <= hi. Received: clip={tuple(clip)}")
-    if not callable(loss) and loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES} or a callable. Received: loss={loss!r}")
+    if not callable(loss) and loss not in ATTACK_LOSSES:
+        raise ValueError(
+            f"loss must be one of {ATTACK_LOSSES.names()} or a callable. Received: loss={loss!r}"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature must be positive. Received: temperature={temperature}")
 
@@ -113,7 +194,7 @@ class Compiled:
 
     def __init__(self, model: keras.Model, loss, temperature: float, clip):
         self.logits = logits_function(model)  # holds no reference to the model
-        self.loss_fn = _resolve_loss(loss, temperature)
+        self.loss_fn = attack_loss(loss, temperature)
         self.temperature = float(temperature)
         self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
         self.gradient = tf.function(self._gradient)
@@ -211,39 +292,16 @@ def labels_of(logits):
 
 def compiled(model: keras.Model, *, loss="dice", temperature: float = 1.0, clip=None) -> Compiled:
     """The cached :class:`Compiled` functions of ``model`` for this setting."""
+    if isinstance(loss, str):
+        loss = ATTACK_LOSSES.canonical(loss)
     key = (
+        "compiled",
         loss if isinstance(loss, str) else id(loss),
         float(temperature),
         None if clip is None else (float(clip[0]), float(clip[1])),
     )
-    per_model = _CACHE.setdefault(model, {})
-    if key not in per_model:
-        per_model[key] = Compiled(model, loss, temperature, clip)
-    return per_model[key]
+    return cached(model, key, lambda: Compiled(model, loss, temperature, clip))
 
 
 def as_tensor(x) -> tf.Tensor:
     return tf.convert_to_tensor(x, tf.float32)
-
-
-def _resolve_loss(loss, temperature: float) -> Callable:
-    """Per-sample attack loss ``(y, logits) -> (B,)``."""
-    if callable(loss):
-
-        def custom(y, logits):
-            value = tf.cast(loss(y, logits), tf.float32)
-            if value.shape.rank == 0:  # a batch loss: spread it so that the sum is unchanged
-                batch = tf.shape(logits)[0]
-                value = tf.fill([batch], value) / tf.cast(batch, tf.float32)
-            return value
-
-        return custom
-    if loss == "dice":
-        return lambda y, logits: soft_dice_loss(y, logits, temperature=temperature)
-
-    def cross_entropy(y, logits):
-        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
-        voxelwise = -tf.reduce_sum(tf.cast(y, tf.float32) * log_probs, axis=-1)
-        return tf.reduce_mean(tf.reshape(voxelwise, [tf.shape(voxelwise)[0], -1]), axis=1)
-
-    return cross_entropy

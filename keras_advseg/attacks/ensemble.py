@@ -7,73 +7,13 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from keras_advseg.attacks.apgd import apgd, mean_region_dice
-from keras_advseg.attacks.core import as_tensor, check_arguments, logits_function
-from keras_advseg.attacks.pgd import pgd
-from keras_advseg.attacks.random_search import random_search
-from keras_advseg.attacks.segmentation import cospgd, segpgd
-from keras_advseg.config import DEFAULT_ENSEMBLE, ENSEMBLE_ATTACKS
-
-_APGD_LOSS = {
-    "apgd-ce": "ce",
-    "apgd-dice": "dice",
-    "apgd-masked-ce": "masked-ce",
-    "apgd-balanced": "balanced-masked-ce",
-    "apgd-js": "js",
-}
-
-
-def run_attack(
-    name: str,
-    model,
-    x,
-    y,
-    *,
-    eps: float,
-    steps: int,
-    seed: int = 0,
-    temperature: float = 1.0,
-    stop_dice: float | None = 0.0,
-    start=None,
-    info: dict | None = None,
-):
-    """One member of the ensemble by name (see :data:`ENSEMBLE_ATTACKS`).
-
-    Args:
-        info: A dict that receives ``gradients``: the input gradients the attack took,
-            summed over the batch's samples (0 for the gradient-free random search).
-
-    Raises:
-        ValueError: unknown name.
-    """
-    record = {}
-    if info is not None:
-        info["gradients"] = 0 if name == "random-search" else steps * int(x.shape[0])
-    if name in _APGD_LOSS:
-        x_adv = apgd(
-            model,
-            x,
-            y,
-            eps=eps,
-            steps=steps,
-            loss=_APGD_LOSS[name],
-            temperature=temperature,
-            stop_dice=stop_dice,
-            start=start,
-            info=record,
-        )
-        if info is not None:  # APGD counts its own: early stopping and restarts change them
-            info["gradients"] = record["gradients"] * int(x.shape[0])
-        return x_adv
-    if name == "segpgd":
-        return segpgd(model, x, y, eps=eps, steps=steps, seed=seed, temperature=temperature)
-    if name == "cospgd":
-        return cospgd(model, x, y, eps=eps, steps=steps, seed=seed, temperature=temperature)
-    if name == "pgd-dice":
-        return pgd(model, x, y, eps=eps, steps=steps, seed=seed, temperature=temperature)
-    if name == "random-search":  # gradient-free: ``steps`` gradients' worth of queries, x10
-        return random_search(model, x, y, eps=eps, queries=10 * steps, seed=seed)
-    raise ValueError(f"attack must be one of {ENSEMBLE_ATTACKS}. Received: {name!r}")
+from keras_advseg.attacks.core import (
+    check_arguments,
+    check_inputs,
+    logits_function,
+    mean_region_dice,
+)
+from keras_advseg.attacks.registry import DEFAULT_ENSEMBLE, canonical_attacks, run_attack
 
 
 def worst_case(
@@ -93,15 +33,16 @@ def worst_case(
     """Per sample, the adversarial input with the lowest mean Dice (WT, TC, ET) over an ensemble.
 
     Args:
-        model, x, y, temperature: as :func:`~keras_advseg.attacks.fgsm`.
+        model, x, y, temperature: as :func:`~keras_advseg.attacks.fast_gradient.fgsm`.
         eps: Budget.
         steps: Iterations of each attack.
-        attacks: Names from :data:`ENSEMBLE_ATTACKS`.
+        attacks: Attacks registered with ``ensemble=True``
+            (:data:`~keras_advseg.attacks.registry.ATTACKS`).
         reduced_eps: SEA's schedule for APGD: a third of the steps each at 2 eps, 1.5 eps and eps,
             each stage starting from the previous one's result projected onto the smaller ball.
         seed: Random starts.
         stop_dice: Early stopping per sample: APGD stops a sample once its mean Dice reaches
-            this (:func:`~keras_advseg.attacks.apgd.apgd`), and a sample the ensemble has
+            this (:func:`~keras_advseg.attacks.auto_pgd.apgd`), and a sample the ensemble has
             already brought to it is left out of the remaining attacks. None: never.
         info: A dict that receives ``gradients`` (input gradients over all samples and
             attacks) and ``per_attack``.
@@ -114,10 +55,10 @@ def worst_case(
         ValueError: invalid arguments or an unknown attack.
     """
     check_arguments(eps=eps, steps=steps, temperature=temperature)
-    unknown = [a for a in attacks if a not in ENSEMBLE_ATTACKS]
-    if unknown or not attacks:
-        raise ValueError(f"attacks must be among {ENSEMBLE_ATTACKS}. Received: {list(attacks)}")
-    x, y = as_tensor(x), as_tensor(y)
+    if not attacks:
+        raise ValueError("attacks must name at least one attack. Received: attacks=()")
+    attacks = canonical_attacks(attacks, ensemble=True)
+    x, y = check_inputs(x, y)
     best = x
     best_dice = mean_region_dice(y, logits_function(model)(x)).numpy()
     found_by = np.array(["none"] * len(best_dice), dtype=object)
@@ -130,7 +71,7 @@ def worst_case(
         xs, ys = (x, y) if active is None else (tf.gather(x, active), tf.gather(y, active))
         kwargs = dict(seed=seed, temperature=temperature, stop_dice=stop_dice)
         counted, x_adv = {}, None
-        if reduced_eps and name.startswith("apgd"):
+        if reduced_eps and name.startswith("apgd-"):
             stage = max(steps // 3, 1)
             for factor in (2.0, 1.5, 1.0):  # each stage starts where the last ended
                 stage_info = {}
@@ -193,7 +134,7 @@ def min_eps(
         raise ValueError(
             f"eps_max must be in (0, 1] and iterations >= 1. Received: {eps_max}, {iterations}"
         )
-    x, y = as_tensor(x), as_tensor(y)
+    x, y = check_inputs(x, y)
     batch = int(x.shape[0])
     lower, upper = np.zeros(batch), np.full(batch, eps_max)
 
@@ -224,3 +165,33 @@ def min_eps(
         upper = np.where(possible & ok, middle, upper)
         lower = np.where(possible & ~ok, middle, lower)
     return np.where(possible, upper, np.inf), lower
+
+
+def run_worst_case(
+    model,
+    x,
+    y,
+    *,
+    eps: float,
+    steps: int,
+    seed: int = 0,
+    temperature: float = 1.0,
+    stop_dice: float | None = 0.0,
+    attacks=DEFAULT_ENSEMBLE,
+    info: dict | None = None,
+    **_,
+):
+    """The registry's runner of ``worst``: :func:`worst_case`'s adversarial batch."""
+    x_adv, _ = worst_case(
+        model,
+        x,
+        y,
+        eps=eps,
+        steps=steps,
+        attacks=attacks,
+        seed=seed,
+        temperature=temperature,
+        stop_dice=stop_dice,
+        info=info,
+    )
+    return x_adv

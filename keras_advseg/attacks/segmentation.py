@@ -7,19 +7,16 @@ voxels that are still right, which drives Dice down with fewer steps.
 
 from __future__ import annotations
 
-import weakref
-
-import keras
 import tensorflow as tf
 
 from keras_advseg.attacks.core import (
-    as_tensor,
+    cached,
     check_arguments,
+    check_inputs,
     logits_function,
     per_sample_scale,
 )
-
-_CACHE: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
+from keras_advseg.losses import voxel_cross_entropy
 
 
 def segpgd_lambda(step: int, steps: int) -> float:
@@ -71,7 +68,8 @@ def segpgd(
     """SegPGD: PGD ascending the SegPGD-weighted cross-entropy (:func:`segpgd_weights`).
 
     Args:
-        model, x, y, relative, clip, temperature: as :func:`~keras_advseg.attacks.fgsm`.
+        model, x, y, relative, clip, temperature: as
+            :func:`~keras_advseg.attacks.fast_gradient.fgsm`.
         eps: Budget of the L-inf ball.
         steps: Iterations T.
         alpha: Step size; default ``2.5 * eps / steps``.
@@ -118,7 +116,7 @@ def cospgd(
 
 def _weighted_pgd(model, x, y, kind, eps, steps, alpha, seed, relative, clip, temperature):
     check_arguments(eps=eps, steps=steps, alpha=alpha, clip=clip, temperature=temperature)
-    x, y = as_tensor(x), as_tensor(y)
+    x, y = check_inputs(x, y, what="target" if kind == "cospgd-targeted" else "labels")
     if eps == 0:
         return x
     step_fn = _compiled(model, kind, float(temperature))
@@ -138,16 +136,20 @@ def _weighted_pgd(model, x, y, kind, eps, steps, alpha, seed, relative, clip, te
     return x_k
 
 
-def tracing_count(model) -> int:
-    """Traces of the model's compiled SegPGD/CosPGD steps (for retracing checks)."""
-    return sum(f.experimental_get_tracing_count() for f in _CACHE.get(model, {}).values())
+def run_segpgd(model, x, y, *, eps: float, steps: int, seed=0, temperature: float = 1.0, **_):
+    """The registry's runner of ``segpgd``: from a random start drawn from ``seed``."""
+    return segpgd(model, x, y, eps=eps, steps=steps, seed=seed, temperature=temperature)
+
+
+def run_cospgd(model, x, y, *, eps: float, steps: int, seed=0, temperature: float = 1.0, **_):
+    """The registry's runner of ``cospgd`` (untargeted): from a random start drawn from ``seed``."""
+    return cospgd(model, x, y, eps=eps, steps=steps, seed=seed, temperature=temperature)
 
 
 def _compiled(model, kind: str, temperature: float):
     """One compiled projected step per model and loss: budgets and the SegPGD lambda are tensors."""
-    per_model = _CACHE.setdefault(model, {})
-    key = (kind, temperature)
-    if key not in per_model:
+
+    def build():
         forward = logits_function(model)  # shared with the other attacks; no reference to model
 
         @tf.function
@@ -155,8 +157,7 @@ def _compiled(model, kind: str, temperature: float):
             with tf.GradientTape() as tape:
                 tape.watch(x_k)
                 logits = tf.cast(forward(x_k), tf.float32)
-                log_probs = tf.nn.log_softmax(logits / temperature, axis=-1)
-                voxel_ce = -tf.reduce_sum(y * log_probs, axis=-1)
+                voxel_ce = voxel_cross_entropy(y, logits, temperature)
                 if kind == "segpgd":
                     weights = segpgd_weights(logits, y, lam)
                 else:
@@ -170,5 +171,6 @@ def _compiled(model, kind: str, temperature: float):
             x_next = x_k + direction * alpha * tf.sign(grad)
             return tf.clip_by_value(x_next, x - eps, x + eps)
 
-        per_model[key] = step
-    return per_model[key]
+        return step
+
+    return cached(model, (kind, temperature), build)

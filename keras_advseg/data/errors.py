@@ -1,11 +1,5 @@
-"""The one exception type the data layer raises for bad input."""
+"""The data layer's exception type, defined in :mod:`keras_advseg.errors` with the others."""
 
-from keras_advseg.errors import AdvsegError
+from keras_advseg.errors import DataError
 
-
-class DataError(AdvsegError, ValueError):
-    """Bad or unreadable input data.
-
-    The message always names the offending file or folder and says what was
-    expected, so the CLI can print it as a single line.
-    """
+__all__ = ["DataError"]

@@ -28,9 +28,37 @@ _LABEL_TO_INDEX[list(BRATS_LABELS)] = np.arange(N_CLASSES)
 
 
 def one_hot_labels(labels) -> tf.Tensor:
-    """BraTS label map (0/1/2/4) -> one-hot float32 ``(..., 4)``."""
+    """BraTS label map (0/1/2/4) -> one-hot float32 ``(..., 4)`` (index 3 is label 4).
+
+    ``keras.utils.to_categorical(labels, 4)`` does not do this: BraTS labels hold 4.
+
+    Raises:
+        InputError: a value other than 0, 1, 2 and 4.
+    """
+    values = np.unique(np.asarray(labels)) if not isinstance(labels, tf.Tensor) else None
+    if values is not None and not set(values.tolist()) <= set(BRATS_LABELS):
+        raise InputError(
+            f"labels must be a BraTS label map with values {BRATS_LABELS}; got values "
+            f"{sorted(values.tolist())[:8]}"
+        )
     index = tf.gather(tf.constant(_LABEL_TO_INDEX), tf.cast(labels, tf.int32))
     return tf.one_hot(index, N_CLASSES, dtype=tf.float32)
+
+
+def label_map(one_hot) -> np.ndarray:
+    """One-hot labels or logits/probabilities ``(..., 4)`` -> BraTS label map (0/1/2/4), uint8:
+    the inverse of :func:`one_hot_labels`.
+
+    Raises:
+        InputError: the last axis is not the four classes.
+    """
+    one_hot = np.asarray(one_hot)
+    if one_hot.ndim < 1 or one_hot.shape[-1] != N_CLASSES:
+        raise InputError(
+            f"expected one-hot labels with {N_CLASSES} classes on the last axis; got shape "
+            f"{one_hot.shape}"
+        )
+    return np.asarray(BRATS_LABELS, np.uint8)[np.argmax(one_hot, axis=-1)]
 
 
 def augment(image: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -73,8 +101,8 @@ def volume_dataset(
     split: str = "train",
     *,
     batch_size: int = 1,
-    shuffle: bool = True,
-    augment_data: bool = True,
+    shuffle: bool | None = None,
+    augment_data: bool | None = None,
     seed: int = 0,
     ids: list[str] | None = None,
     soft_labels: str | None = None,
@@ -85,8 +113,9 @@ def volume_dataset(
         prepared: A prepared dataset.
         split: Which subjects (ignored when ``ids`` is given).
         batch_size: Volumes per batch (paper: 1).
-        shuffle: Shuffle subjects, differently each epoch, from ``seed``.
-        augment_data: Apply :func:`augment`.
+        shuffle: Shuffle subjects, differently each epoch, from ``seed``. None: only the
+            ``"train"`` split (an evaluation split, or explicit ``ids``, keeps its order).
+        augment_data: Apply :func:`augment`. None: as ``shuffle``.
         seed: Seed of shuffling and augmentation.
         ids: Explicit subject ids.
         soft_labels: Folder of ``<id>.npy`` soft targets (distillation) used
@@ -116,8 +145,8 @@ def slice_dataset(
     split: str = "train",
     *,
     batch_size: int = 64,
-    shuffle: bool = True,
-    augment_data: bool = True,
+    shuffle: bool | None = None,
+    augment_data: bool | None = None,
     seed: int = 0,
     shuffle_buffer: int = 512,
     ids: list[str] | None = None,
@@ -131,8 +160,8 @@ def slice_dataset(
         prepared: A prepared dataset.
         split: Which subjects (ignored when ``ids`` is given).
         batch_size: Slices per batch.
-        shuffle: Shuffle volumes and slices from ``seed``.
-        augment_data: Apply :func:`augment` to each volume.
+        shuffle: Shuffle volumes and slices from ``seed``. None: only the ``"train"`` split.
+        augment_data: Apply :func:`augment` to each volume. None: as ``shuffle``.
         seed: Seed of shuffling and augmentation.
         shuffle_buffer: Slices in the shuffle buffer.
         ids: Explicit subject ids.
@@ -141,6 +170,7 @@ def slice_dataset(
     Returns:
         A prefetched ``tf.data.Dataset`` of ``(image_slice, one_hot_slice)``.
     """
+    shuffle, augment_data = _order_defaults(split, ids, shuffle, augment_data)
     ds = _volumes(
         prepared,
         split,
@@ -159,9 +189,19 @@ def slice_dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def _order_defaults(split, ids, shuffle, augment_data) -> tuple[bool, bool]:
+    """``shuffle`` and ``augment_data``, where None means: only for the ``"train"`` split."""
+    training = ids is None and split == "train"
+    return (
+        training if shuffle is None else shuffle,
+        training if augment_data is None else augment_data,
+    )
+
+
 def _volumes(
     prepared, split, *, shuffle, augment_data, seed, ids, soft_labels=None
 ) -> tf.data.Dataset:
+    shuffle, augment_data = _order_defaults(split, ids, shuffle, augment_data)
     ids = list(ids) if ids is not None else prepared.ids(split)
     if not ids:
         raise InputError(f"no subjects in split {split!r} of {prepared.root}")

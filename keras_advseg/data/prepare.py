@@ -434,3 +434,33 @@ class _PrepareJob:
 
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def describe(path: str | Path) -> dict:
+    """What ``advseg data info`` prints: a prepared cache's split and statistics, or a raw
+    dataset's subjects and layouts.
+
+    Raises:
+        DataError: ``path`` holds neither.
+    """
+    from keras_advseg.data.layouts import discover_subjects
+
+    path = Path(path)
+    if (path / "prepared.json").is_file():
+        prepared = load_prepared(path)
+        return {
+            "kind": "prepared",
+            "shape": list(prepared.shape),
+            "train": len(prepared.train_ids),
+            "test": len(prepared.test_ids),
+            "unlabelled": len(prepared.unlabelled_ids),
+            "normalization": prepared.config.normalization,
+            "data_hash": prepared.data_hash,
+        }
+    subjects = discover_subjects(path)
+    return {
+        "kind": "raw",
+        "subjects": len(subjects),
+        "layouts": sorted({s.layout for s in subjects}),
+        "labelled": sum(s.has_labels for s in subjects),
+    }

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from keras_advseg import keras_private
 from keras_advseg.attacks.core import per_sample_scale
-from keras_advseg.attacks.fgsm import fgsm_step
+from keras_advseg.attacks.fast_gradient import fgsm_step
 from keras_advseg.config import ADVERSARIAL_MODES
 from keras_advseg.losses import SoftDiceLoss, soft_dice_loss
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from keras_advseg.attacks.apgd import mean_region_dice
-from keras_advseg.attacks.core import logits_function
-from keras_advseg.attacks.ensemble import run_attack, worst_case
-from keras_advseg.attacks.fgsm import fgsm
-from keras_advseg.attacks.pgd import pgd
-from keras_advseg.attacks.random_search import random_search
+from keras_advseg.attacks.core import logits_function, mean_region_dice
+from keras_advseg.attacks.ensemble import worst_case
+from keras_advseg.attacks.fast_gradient import fgsm
+from keras_advseg.attacks.gradient_free import random_search
+from keras_advseg.attacks.projected_gradient import pgd
+from keras_advseg.attacks.registry import run_attack
 from keras_advseg.config import AUDIT_ITEMS, AuditConfig
 
 MARGIN_TARGET = 2.0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_advseg.config import DICE_METRICS, QUALITY_METRICS, REGIONS
+from keras_advseg.config import ATTACKS, DICE_METRICS, QUALITY_METRICS, REGIONS
 from keras_advseg.io import FileFormatError, read_json, rows_to_csv
 
 ROW_FIELDS = ("subject", "attack", "eps", "steps") + DICE_METRICS + QUALITY_METRICS
@@ -22,6 +22,12 @@ NATIVE_METRICS = tuple(f"native_{m}_{r}" for m in ("dice", "hd95") for r in REGI
 """Scores in the scan's own space (``advseg evaluate --native``)."""
 ITERATION_FIELDS = ("subject", "attack", "iteration") + DICE_METRICS + QUALITY_METRICS
 SUMMARY_METRICS = DICE_METRICS + QUALITY_METRICS
+
+
+def current_attack_name(name: str) -> str:
+    """An attack name as written today: a deprecated spelling read from an older evaluation
+    (``tifgsm``, ``pgd``, ``apgd-balanced``) becomes its current name."""
+    return ATTACKS.aliases.get(name, name)
 
 
 @dataclass
@@ -95,15 +101,11 @@ class Summary:
         """
         try:
             attacks = {
-                a: {float(e): entry for e, entry in by_eps.items()}
+                current_attack_name(a): {float(e): entry for e, entry in by_eps.items()}
                 for a, by_eps in value["attacks"].items()
             }
-            return cls(
-                int(value["n_subjects"]),
-                dict(value["clean"]),
-                attacks,
-                dict(value.get("iterations", {})),
-            )
+            iterations = {current_attack_name(a): v for a, v in value.get("iterations", {}).items()}
+            return cls(int(value["n_subjects"]), dict(value["clean"]), attacks, iterations)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FileFormatError(
                 f"{path}: not an evaluation summary ({type(exc).__name__}: {exc})"
@@ -225,9 +227,10 @@ def load_results(path: str | Path, name: str | None = None) -> EvalResults:
     try:
         with open(table, newline="") as handle:
             for row in csv.DictReader(handle):
-                key = (row["attack"], round(_finite(row["eps"]), 6))
+                key = (current_attack_name(row["attack"]), round(_finite(row["eps"]), 6))
                 if row.get("found_by"):
-                    found_by.setdefault(key, {})[row["subject"]] = row["found_by"]
+                    winner = current_attack_name(row["found_by"])
+                    found_by.setdefault(key, {})[row["subject"]] = winner
                 values.setdefault(key, {})[row["subject"]] = {
                     k: (_finite(v) if v not in ("", None) else None)
                     for k, v in row.items()

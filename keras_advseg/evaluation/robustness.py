@@ -11,16 +11,11 @@ import functools
 
 import numpy as np
 
-from keras_advseg.attacks import (
-    all_label_target,
-    fgsm_sweep,
-    ifgsm,
-    ifgsm_trajectory,
-    pgd,
-    targeted_ifgsm,
-)
 from keras_advseg.attacks.core import labels_of, logits_function
-from keras_advseg.attacks.ensemble import run_attack, worst_case
+from keras_advseg.attacks.ensemble import worst_case
+from keras_advseg.attacks.fast_gradient import fgsm_sweep
+from keras_advseg.attacks.iterative import all_label_target, ifgsm_trajectory
+from keras_advseg.attacks.registry import run_attack
 from keras_advseg.config import QUALITY_METRICS, REGIONS, EvalConfig
 from keras_advseg.data.pipeline import one_hot_labels
 from keras_advseg.errors import InputError
@@ -91,7 +86,7 @@ def evaluate(
             eps = config.budgets_iterative[0]
             for attack, target, targeted in (
                 ("ifgsm", y, False),
-                ("tifgsm", all_label_target(y), True),
+                ("targeted-ifgsm", all_label_target(y), True),
             ):
                 trajectory = ifgsm_trajectory(
                     source,
@@ -174,8 +169,18 @@ def evaluate(
                     if other is not None and other[0] < ensemble:
                         _, found_by, x_adv = other
                         predicted = None
-                elif x_adv is None:
-                    x_adv = _attack(attack, source, x, y, eps, config, kwargs)
+                elif x_adv is None:  # FGSM came from the shared sweep gradient above
+                    x_adv = run_attack(
+                        attack,
+                        source,
+                        x,
+                        y,
+                        eps=eps,
+                        steps=config.steps,
+                        seed=config.seed,
+                        restarts=config.restarts,
+                        **kwargs,
+                    )
                 steps = (config.worst_steps or config.steps) if attack == "worst" else config.steps
                 row = score(attack, eps, x_adv, steps=steps, predicted=predicted)
                 if found_by is not None:
@@ -237,25 +242,3 @@ def _dice_columns(labels, predicted) -> dict[str, float]:
     """``{"dice_wt", "dice_tc", "dice_et"}`` of a predicted label map."""
     dice = brats_dice(labels, predicted)
     return {f"dice_{r}": float(dice[r]) for r in REGIONS}
-
-
-def _attack(name, model, x, y, eps, config: EvalConfig, kwargs):
-    """One iterative attack (FGSM comes from the shared sweep gradient)."""
-    if name == "ifgsm":
-        return ifgsm(model, x, y, eps=eps, steps=config.steps, **kwargs)
-    if name == "tifgsm":
-        return targeted_ifgsm(model, x, all_label_target(y), eps=eps, steps=config.steps, **kwargs)
-    if name.startswith("apgd-") or name in ("segpgd", "cospgd", "random-search"):
-        return run_attack(
-            name, model, x, y, eps=eps, steps=config.steps, seed=config.seed, **kwargs
-        )
-    return pgd(
-        model,
-        x,
-        y,
-        eps=eps,
-        steps=config.steps,
-        seed=config.seed,
-        restarts=config.restarts,
-        **kwargs,
-    )

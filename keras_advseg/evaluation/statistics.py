@@ -13,7 +13,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from keras_advseg.config import ATTACK_NAMES, QUALITY_METRICS, REGION_NAMES, REGIONS
+from keras_advseg.config import QUALITY_METRICS, REGION_NAMES, REGIONS, attack_display
 from keras_advseg.errors import InputError
 from keras_advseg.evaluation.results import EvalResults
 
@@ -94,7 +94,7 @@ def check_same_subjects(results: list[EvalResults], baseline: EvalResults) -> No
 def attack_table(
     baseline: EvalResults,
     eps: float = 0.05,
-    attacks: tuple[str, ...] = ("fgsm", "ifgsm", "tifgsm", "pgd"),
+    attacks: tuple[str, ...] = ("fgsm", "ifgsm", "targeted-ifgsm", "pgd-dice"),
 ) -> tuple[list[dict], int]:
     """Table 1: no attack vs each attack at ``eps``, Dice per region and input PSNR/SSIM/RMSE.
 
@@ -115,7 +115,7 @@ def attack_table(
     rows = []
     for attack in ["none"] + present:
         e = 0.0 if attack == "none" else eps
-        row = {"attack": ATTACK_NAMES.get(attack, attack), "eps": e}
+        row = {"attack": attack_display(attack), "eps": e}
         for region in REGIONS:
             mean, sd = mean_sd(baseline.series(attack, e, f"dice_{region}"))
             q = corrected.get((attack, region))

@@ -32,7 +32,7 @@ from keras_advseg.defenses import (
     SegmentationTrainer,
     TradesTrainer,
 )
-from keras_advseg.errors import AdvsegError, InputError
+from keras_advseg.errors import InputError, TrainingError
 from keras_advseg.export import load_model
 from keras_advseg.inference import Preprocessing
 from keras_advseg.io import copy_atomic
@@ -55,24 +55,6 @@ from keras_advseg.training.soft_labels import write_soft_labels
 
 ModelLoader = Callable[[str], keras.Model]
 """Turns a model reference (a path; the workflow also accepts MLflow run ids) into a model."""
-
-
-class TrainingError(AdvsegError, RuntimeError):
-    """Training could not finish (non-finite loss, unusable checkpoint, unfit warm start)."""
-
-
-class CheckpointExists(TrainingError):
-    """The output folder holds a previous run's checkpoint and resuming was not asked for.
-
-    Attributes:
-        folder: The output folder.
-    """
-
-    def __init__(self, folder):
-        self.folder = Path(folder)
-        super().__init__(
-            f"{folder}: holds a previous run's checkpoint; resume it or choose a new output folder"
-        )
 
 
 @dataclass
@@ -101,8 +83,8 @@ def robust_dice_check(model, prepared, ids, eps: float, subjects: int = 2, steps
 
     The catastrophic-overfitting detector's signal for fast adversarial training.
     """
-    from keras_advseg.attacks.apgd import mean_region_dice
-    from keras_advseg.attacks.pgd import pgd
+    from keras_advseg.attacks.core import mean_region_dice
+    from keras_advseg.attacks.projected_gradient import pgd
     from keras_advseg.data.pipeline import one_hot_labels
 
     images, labels = zip(*(prepared.load(i) for i in ids[:subjects]))
@@ -406,6 +388,7 @@ def _stream(config: TrainConfig, prepared, train_ids, soft_labels, start: int, r
                 prepared,
                 ids=train_ids,
                 batch_size=config.batch_size,
+                shuffle=True,
                 seed=seed,
                 augment_data=config.augment,
                 soft_labels=soft_labels,
@@ -418,6 +401,7 @@ def _stream(config: TrainConfig, prepared, train_ids, soft_labels, start: int, r
                 prepared,
                 ids=train_ids,
                 batch_size=config.batch_size,
+                shuffle=True,
                 seed=seed,
                 augment_data=config.augment,
                 soft_labels=soft_labels,

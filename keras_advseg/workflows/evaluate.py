@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from keras_advseg.config import ATTACK_NAMES, DICE_METRICS, TRAINING_TAGS, EvalConfig
+from keras_advseg.config import DICE_METRICS, REGIONS, TRAINING_TAGS, EvalConfig, attack_display
 from keras_advseg.data.prepare import open_prepared
 from keras_advseg.errors import InputError
 from keras_advseg.evaluation import figures, metric_names, summarize
@@ -196,7 +196,7 @@ def _figures(
         written.append(figures.eps_figure({label: curve}, out / "fig_eps.png"))
     if config.eps_curve:
         curves = {
-            ATTACK_NAMES[attack]: {
+            attack_display(attack): {
                 eps: {m: entry[m]["mean"] for m in DICE_METRICS} for eps, entry in by_eps.items()
             }
             for attack, by_eps in summary.attacks.items()
@@ -280,3 +280,21 @@ def _jsonable(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def summary_lines(summary: dict, out: Path) -> list[str]:
+    """What ``advseg evaluate`` prints: clean Dice, Dice under each attack and budget, and what
+    was written (or, on a worker that is not the chief, that the chief writes the rows)."""
+
+    def dice(entry) -> str:
+        return ", ".join(f"{r.upper()} {entry[f'dice_{r}']['mean']:.3f}" for r in REGIONS)
+
+    lines = [f"clean Dice {dice(summary['clean'])}"]
+    for attack, by_eps in summary["attacks"].items():
+        if attack != "fgsm_sweep":
+            lines += [f"{attack} eps {value}: Dice {dice(e)}" for value, e in by_eps.items()]
+    if "worker" in summary:
+        lines.append(f"{summary['worker']}: evaluated its share; the chief writes the rows")
+    else:
+        lines.append(f"wrote {Path(out) / 'per_subject.csv'} and {Path(out) / 'summary.json'}")
+    return lines

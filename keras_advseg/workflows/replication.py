@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from keras_advseg.config import ATTACK_NAMES, REGIONS, Study
+from keras_advseg.config import REGIONS, Study, attack_display
 from keras_advseg.evaluation.results import average_results
 from keras_advseg.evaluation.statistics import mean_ci
 from keras_advseg.io import write_text_atomic
@@ -227,7 +227,7 @@ def write_replicated_report(
                 if (r["model"], r["reference"], r["attack"], r["eps"])
                 == (model, reference, attack, eps)
             }
-            condition = "clean" if attack == "none" else f"{ATTACK_NAMES[attack]} {eps:g}"
+            condition = "clean" if attack == "none" else f"{attack_display(attack)} {eps:g}"
             lines.append(
                 f"| {model} | {reference} | {condition} | "
                 + " | ".join(cells.get(r, "-") for r in REGIONS)

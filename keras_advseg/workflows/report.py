@@ -9,12 +9,12 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from keras_advseg.config import ATTACK_NAMES, REGIONS, ModelSpec, Study
+from keras_advseg.config import REGIONS, ModelSpec, Study, attack_display
 from keras_advseg.evaluation.results import load_results
 from keras_advseg.evaluation.statistics import ALPHA, mean_sd, paired_tests
 from keras_advseg.io import FileFormatError, write_text_atomic
 from keras_advseg.workflows import paper_values
-from keras_advseg.workflows.reproduce import fine_tunes, spec_config
+from keras_advseg.workflows.study import fine_tunes, spec_config
 
 
 def training_lines(study: Study) -> list[str]:
@@ -83,7 +83,7 @@ def findings(load, study: Study) -> list[tuple[str, bool | None, str]]:
     def series(result, attack, region, eps=0.05):
         return result.series(attack, eps, f"dice_{region}")
 
-    names = {a: ATTACK_NAMES[a] for a in ("fgsm", "ifgsm", "tifgsm")}
+    names = {a: attack_display(a) for a in ("fgsm", "ifgsm", "targeted-ifgsm")}
     _, tests_b = paired_tests(
         {
             (a, r): (series(baseline, "none", r, 0.0), series(baseline, a, r))
@@ -96,7 +96,7 @@ def findings(load, study: Study) -> list[tuple[str, bool | None, str]]:
     }
     significant = all(p <= ALPHA for p in tests_b.values())
     ifgsm_stronger = all(attack_mean("ifgsm", r) < attack_mean("fgsm", r) for r in regions)
-    targeted_lowers = all(attack_mean("tifgsm", r) < clean[r] for r in regions)
+    targeted_lowers = all(attack_mean("targeted-ifgsm", r) < clean[r] for r in regions)
     passed_b = (
         all(d >= 0.25 for d in drops.values())
         and ifgsm_stronger
@@ -279,7 +279,7 @@ def worst_case_lines(load, audits, study: Study, preset: str) -> list[str]:
         preset: Its name.
     """
     lines = [
-        f"Worst case per subject over {', '.join(ATTACK_NAMES[a] for a in study.ensemble)} "
+        f"Worst case per subject over {', '.join(attack_display(a) for a in study.ensemble)} "
         f"({study.worst_steps or study.steps} steps each; APGD stops a subject once its Dice "
         "is 0) and FGSM, at eps 0.05: the same attacks for every model (the undefended "
         "network's i-FGSM and PGD runs are not weighed, so that the worst cases compare like "
@@ -303,9 +303,7 @@ def worst_case_lines(load, audits, study: Study, preset: str) -> list[str]:
                 mean_sd(result.series("worst", 0.05, f"dice_{r}"))[0] for r in REGIONS
             ) / len(REGIONS)
         winners = list(result.found_by.get(("worst", 0.05), {}).values())
-        found = ", ".join(
-            f"{ATTACK_NAMES.get(a, a)} {winners.count(a)}" for a in sorted(set(winners))
-        )
+        found = ", ".join(f"{attack_display(a)} {winners.count(a)}" for a in sorted(set(winners)))
         verdict = "not audited (control)" if spec.control else audits(spec.name)
         lines.append(
             f"| {spec.name} | {cell('none', 0.0)} | {cell('fgsm', 0.05)} | "

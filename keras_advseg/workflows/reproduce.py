@@ -18,16 +18,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from keras_advseg.config import (
-    ADVERSARIAL_DEFENSES,
     STUDIES,
     EvalConfig,
     ModelSpec,
     Study,
-    TrainConfig,
 )
 from keras_advseg.errors import InputError
 from keras_advseg.io import FileFormatError, write_json_atomic
 from keras_advseg.training import read_state
+from keras_advseg.workflows.study import fine_tunes, is_baseline, seed_plan, spec_config
 
 
 def reproduce(
@@ -125,23 +124,6 @@ def reproduce(
 def seed_dir(out: Path, seed: int) -> Path:
     """The folder of one training seed's models, evaluations, audits and report."""
     return Path(out) / "seeds" / str(seed)
-
-
-def seed_plan(study: Study) -> list[str]:
-    """The steps of one training seed, in order."""
-    models = study.models3d + study.models2d
-    plan = [f"train {m.name}" for m in models]
-    for m in models:
-        plan.append(f"evaluate {m.name}")
-        if m.defense == "distillation":
-            plan.append(f"evaluate {m.name} at T={m.temperature:g}")
-    plan += [f"audit {m.name}" for m in study.models3d if not m.control]
-    return plan + ["compare", "report"]
-
-
-def is_baseline(spec: ModelSpec) -> bool:
-    """The undefended network of its family (not the equal-budget control)."""
-    return spec.defense == "none" and not spec.control
 
 
 def run_seed(
@@ -314,29 +296,6 @@ def audit_reference(study: Study, spec: ModelSpec, model_dirs: dict[str, Path]) 
     if study.models2d:
         return str(model_dirs[study.models2d[0].name] / "model.keras")
     return None
-
-
-def spec_config(study: Study, spec: ModelSpec, **overrides) -> TrainConfig:
-    """The training configuration of one model of the study."""
-    return TrainConfig.from_preset(
-        study.train_preset,
-        spec.model,
-        spec.defense,
-        **{"epochs": study.epochs, **dict(spec.options), **overrides},
-    )
-
-
-def fine_tunes(study: Study, spec: ModelSpec) -> bool:
-    """Whether ``spec`` starts from its family's trained no-defense model (``study.warm_start``).
-
-    Adversarial training (every kind), noise augmentation and the equal-budget control
-    do; distillation always trains its own teacher at T, as the paper does: a teacher
-    trained at T = 1 (the no-defense model) gave soft labels that made the student no
-    more robust than no defense.
-    """
-    return study.warm_start and (
-        spec.defense in ADVERSARIAL_DEFENSES or spec.defense == "noise" or spec.control
-    )
 
 
 def warm_start_options(study: Study, spec: ModelSpec, model_dirs: dict[str, Path]) -> dict:

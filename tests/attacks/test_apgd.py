@@ -7,14 +7,12 @@ import pytest
 import tensorflow as tf
 from support import linf, span
 
-from keras_advseg.attacks.apgd import (
-    APGD_LOSSES,
-    apgd,
-    apgd_loop,
-    checkpoints,
-    mean_region_dice,
-    segmentation_loss,
-)
+from keras_advseg.attacks.auto_pgd import apgd, apgd_loop, checkpoints
+from keras_advseg.attacks.core import mean_region_dice
+from keras_advseg.attacks.losses import attack_loss as segmentation_loss
+from keras_advseg.attacks.registry import ATTACK_LOSSES
+
+APGD_LOSSES = ATTACK_LOSSES.names()
 
 
 def test_checkpoints_follow_the_paper():
@@ -85,7 +83,7 @@ def test_apgd_stays_in_the_ball_lowers_dice_and_stops_early(fitted_unet, prepare
     attacked = mean_region_dice(y, fitted_unet(adv)).numpy()
     assert np.all(attacked <= clean) and attacked.mean() < clean.mean() - 0.05
     # a generous threshold: the samples stop as soon as they reach it, taking fewer gradients
-    from keras_advseg.attacks.apgd import _compiled
+    from keras_advseg.attacks.auto_pgd import _compiled
 
     step = _compiled(fitted_unet, "masked-ce", 1.0)
     counts = {}

@@ -7,8 +7,8 @@ import pytest
 from support import linf, span
 
 from keras_advseg.attacks import worst_case
-from keras_advseg.attacks.apgd import mean_region_dice
-from keras_advseg.attacks.ensemble import run_attack
+from keras_advseg.attacks.core import mean_region_dice
+from keras_advseg.attacks.registry import run_attack
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +93,17 @@ def test_worst_case_weighs_only_the_attacks_it_is_told_to(models, prepared_dir):
         return {r["subject"]: r for r in result.rows if r["attack"] == "worst"}, result
 
     alone, _ = worst_rows(attacks=("worst", "fgsm"))
-    weighed, result = worst_rows(attacks=("worst", "pgd", "fgsm"), worst_weighs=("fgsm",))
+    weighed, result = worst_rows(attacks=("worst", "pgd-dice", "fgsm"), worst_weighs=("fgsm",))
     for subject, row in weighed.items():  # exactly the worst case without PGD
-        assert row["found_by"] != "pgd"
+        assert row["found_by"] != "pgd-dice"
         assert [row[f"dice_{r}"] for r in ("wt", "tc", "et")] == [
             alone[subject][f"dice_{r}"] for r in ("wt", "tc", "et")
         ]
-    everything, result = worst_rows(attacks=("worst", "pgd", "fgsm"))
+    everything, result = worst_rows(attacks=("worst", "pgd-dice", "fgsm"))
     for subject, row in everything.items():  # by default it weighs PGD too
-        pgd_row = next(r for r in result.rows if r["attack"] == "pgd" and r["subject"] == subject)
+        pgd_row = next(
+            r for r in result.rows if r["attack"] == "pgd-dice" and r["subject"] == subject
+        )
         mean = sum(row[f"dice_{r}"] for r in ("wt", "tc", "et"))
         assert mean <= sum(pgd_row[f"dice_{r}"] for r in ("wt", "tc", "et")) + 1e-9
     with pytest.raises(InputError, match="worst_weighs"):

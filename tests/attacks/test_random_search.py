@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 from support import linf, span
 
-from keras_advseg.attacks.apgd import mean_region_dice
-from keras_advseg.attacks.random_search import random_search
+from keras_advseg.attacks.core import mean_region_dice
+from keras_advseg.attacks.gradient_free import random_search
 
 
 def test_random_search_stays_on_the_sphere_and_keeps_its_best(tiny, batch):

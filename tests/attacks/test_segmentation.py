@@ -8,11 +8,11 @@ import tensorflow as tf
 from support import linf, span
 
 from keras_advseg.attacks import cospgd, segpgd
+from keras_advseg.attacks.core import tracing_count
 from keras_advseg.attacks.segmentation import (
     cospgd_weights,
     segpgd_lambda,
     segpgd_weights,
-    tracing_count,
 )
 
 TOL = 1e-6

@@ -21,7 +21,7 @@ from keras_advseg.export import load_model  # noqa: E402
 
 model, prepared = load_model(sys.argv[1]), load_prepared(sys.argv[2])
 ids = prepared.ids("train")[:2] + prepared.ids("test")[:1]  # three subjects over two devices
-config = EvalConfig(attacks=("fgsm", "pgd", "apgd-js"), eps=(0.05,), steps=2)
+config = EvalConfig(attacks=("fgsm", "pgd-dice", "apgd-js"), eps=(0.05,), steps=2)
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 mirrored = evaluate_distributed(strategy, model, prepared, ids, config, progress=False)
 single = evaluate(model, prepared, ids, config, progress=False)

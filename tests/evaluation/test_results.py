@@ -99,7 +99,9 @@ def test_load_results_reads_back_what_was_written(evaluation, tmp_path):
     result = load_results(tmp_path)
     assert result.series("fgsm", 0.05, "dice_wt") == {"a": 0.4, "b": 0.2}
     assert (
-        result.subjects() == {"a", "b"} and result.has("fgsm", 0.0) and not result.has("pgd", 0.05)
+        result.subjects() == {"a", "b"}
+        and result.has("fgsm", 0.0)
+        and not result.has("pgd-dice", 0.05)
     )
     assert result.summary.attacks["fgsm"][0.05]["dice_tc"]["mean"] == pytest.approx(0.2)
 

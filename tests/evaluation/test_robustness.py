@@ -16,7 +16,7 @@ def test_iteration_curves_reuse_the_attack_they_end_with(models, prepared_dir):
     prepared = load_prepared(prepared_dir)
     model = load_model(models / "a.keras")
     ids = prepared.test_ids[:2]
-    config = dict(attacks=("ifgsm", "tifgsm"), eps=(0.05,), steps=3)
+    config = dict(attacks=("ifgsm", "targeted-ifgsm"), eps=(0.05,), steps=3)
     swept = run(model, prepared, ids, EvalConfig(iterations_sweep=True, **config), progress=False)
     plain = run(model, prepared, ids, EvalConfig(**config), progress=False)
     metrics = ("dice_wt", "dice_tc", "dice_et", "psnr", "ssim", "rmse")
@@ -104,13 +104,13 @@ def test_eps_curve_goes_up_to_dice_zero_and_keeps_the_breaking_input(fitted_unet
     from keras_advseg.evaluation import evaluate as run
 
     prepared = load_prepared(prepared_dir)
-    config = EvalConfig(attacks=("fgsm", "pgd"), eps=(0.03,), steps=2, eps_curve=True)
+    config = EvalConfig(attacks=("fgsm", "pgd-dice"), eps=(0.03,), steps=2, eps_curve=True)
     assert config.budgets_iterative == tuple(sorted({0.03, *EPS_CURVE}))
     result = run(fitted_unet, prepared, prepared.test_ids[:1], config, progress=False)
-    for attack in ("fgsm", "pgd"):
+    for attack in ("fgsm", "pgd-dice"):
         rows = sorted((r for r in result.rows if r["attack"] == attack), key=lambda r: r["eps"])
         assert [r["eps"] for r in rows] == list(config.budgets_iterative)
-    pgd_rows = sorted((r for r in result.rows if r["attack"] == "pgd"), key=lambda r: r["eps"])
+    pgd_rows = sorted((r for r in result.rows if r["attack"] == "pgd-dice"), key=lambda r: r["eps"])
     zero = [all(r[f"dice_{k}"] == 0 for k in ("wt", "tc", "et")) for r in pgd_rows]
     assert zero[-1] and not zero[0]  # from a partial segmentation to none at all
     first = zero.index(True)

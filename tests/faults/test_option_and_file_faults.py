@@ -38,7 +38,7 @@ def test_budgets_must_be_finite_fractions(models, prepared_dir, tmp_path, uri, e
 
 
 @pytest.mark.parametrize(
-    "option, value", [("--lr", "nan"), ("--adv-eps", "inf"), ("--temperature", "nan")]
+    "option, value", [("--lr", "nan"), ("--eps", "inf"), ("--temperature", "nan")]
 )
 def test_training_options_must_be_finite(prepared_dir, tmp_path, uri, option, value):
     fails_cleanly(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
-from support import fails_cleanly
+from support import assert_help_files_written, fails_cleanly
 
 from keras_advseg.cli import main
 
@@ -30,6 +30,7 @@ def test_audit_writes_its_verdict_everywhere(models, prepared_dir, tmp_path):
     markdown = (tmp_path / "audit" / "audit.md").read_text()
     assert f": {document['verdict']}" in markdown.splitlines()[0]
     assert markdown.count("| PASS |") + markdown.count("| WARN |") == 7
+    assert_help_files_written(("audit",), tmp_path / "audit")
     for item in items:
         assert f"{item['item']} {item['verdict']}" in result.output
 

@@ -6,7 +6,7 @@ import csv
 
 import numpy as np
 from click.testing import CliRunner
-from support import read_rows
+from support import assert_help_files_written, read_rows
 
 from keras_advseg.cli import main
 from keras_advseg.evaluation.results import load_results
@@ -39,6 +39,7 @@ def test_compare_tables_and_files(evaluated, tmp_path):
         "fig_eps_overlay.png",
     ):
         assert (tmp_path / name).is_file()
+    assert_help_files_written(("compare",), tmp_path)
     table = read_rows(tmp_path / "table_defenses.csv")
     assert {r["model"] for r in table} == {"a", "b"} and len(table) == 6
     baseline = load_results(root / "a")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
-from support import read_rows, run_evaluate
+from support import assert_help_files_written, read_rows, run_evaluate
 
 from keras_advseg.cli import main
 
@@ -22,7 +22,7 @@ def test_per_subject_rows_and_summary_schema(evaluated, prepared_dir):
     keys = {(r["subject"], r["attack"], float(r["eps"])) for r in rows}
     for subject in test_ids:
         assert (subject, "none", 0.0) in keys
-        for attack in ("fgsm", "ifgsm", "tifgsm", "pgd"):
+        for attack in ("fgsm", "ifgsm", "targeted-ifgsm", "pgd-dice"):
             assert (subject, attack, 0.05) in keys and (subject, attack, 0.1) in keys
         for eps in (0.0, 0.005, 0.01):
             assert (subject, "fgsm_sweep", eps) in keys
@@ -38,6 +38,8 @@ def test_per_subject_rows_and_summary_schema(evaluated, prepared_dir):
     entry = summary["attacks"]["fgsm"]["0.05"]
     assert set(entry) == {"dice_wt", "dice_tc", "dice_et", "psnr", "ssim", "rmse", "dice_drop"}
     assert set(entry["dice_wt"]) == {"mean", "sd", "n"}
+    # every file evaluate's help names (fig_eps_curve.png only with --eps-curve)
+    assert_help_files_written(("evaluate",), root / "a", ignore=("fig_eps_curve.png",))
     clean = summary["clean"]["dice_wt"]["mean"]
     if clean:
         assert entry["dice_drop"]["wt"] == pytest.approx((clean - entry["dice_wt"]["mean"]) / clean)
@@ -60,7 +62,7 @@ def test_mlflow_evaluation_run_metrics(evaluated):
     root, uri = evaluated
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("eval-tests").experiment_id])
-    run = next(r for r in runs if "pgd" in r.data.tags["attacks"])
+    run = next(r for r in runs if "pgd-dice" in r.data.tags["attacks"])
     summary = json.loads((root / "a" / "summary.json").read_text())
     assert run.data.metrics["dice_et_fgsm_eps0.05"] == pytest.approx(
         summary["attacks"]["fgsm"]["0.05"]["dice_et"]["mean"]

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from support import fails_cleanly
+from support import assert_help_files_written, fails_cleanly
 
 from keras_advseg.cli import main
 from keras_advseg.data import discover_subjects
@@ -72,10 +72,12 @@ def test_predict_writes_native_label_maps_that_score_like_the_model(fitted, phan
         assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 4}
         probabilities = nib.load(str(out / f"{subject.subject_id}_probabilities.nii.gz"))
         assert probabilities.shape == source.shape + (4,)
+    assert_help_files_written(("predict",), out)
     result = CliRunner().invoke(
         main, ["score", str(out), "--data", str(phantom_dir), "--out", str(tmp_path / "s")]
     )
     assert result.exit_code == 0, result.output
+    assert_help_files_written(("score",), tmp_path / "s")
     import csv
 
     with open(tmp_path / "s" / "scores.csv") as handle:

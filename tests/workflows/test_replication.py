@@ -30,11 +30,18 @@ from keras_advseg.workflows.replication import (
     replicated_findings,
     write_replicated_report,
 )
-from keras_advseg.workflows.reproduce import _check_same_study, _Progress, seed_plan
+from keras_advseg.workflows.reproduce import _check_same_study, _Progress
+from keras_advseg.workflows.study import seed_plan
 
 STUDY = STUDIES["smoke"]  # 3-D: none, distillation T20, adversarial 0.05, the control
 SUBJECTS = [f"s{i:02d}" for i in range(12)]
-ATTACKED = (("fgsm", 0.05), ("fgsm", 0.1), ("ifgsm", 0.05), ("tifgsm", 0.05), ("worst", 0.05))
+ATTACKED = (
+    ("fgsm", 0.05),
+    ("fgsm", 0.1),
+    ("ifgsm", 0.05),
+    ("targeted-ifgsm", 0.05),
+    ("worst", 0.05),
+)
 
 
 def write_evaluation(
@@ -252,7 +259,7 @@ def test_progress_records_seconds_and_reads_the_older_list(tmp_path):
 
 
 def test_the_control_trains_as_long_as_the_longest_defense():
-    from keras_advseg.workflows.reproduce import fine_tunes, spec_config
+    from keras_advseg.workflows.study import fine_tunes, spec_config
 
     quick = STUDIES["quick"]
     control = quick.control3d

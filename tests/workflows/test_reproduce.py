@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from mlflow.tracking import MlflowClient
+from support import assert_help_files_written
 
 from keras_advseg.config import STUDIES
 
@@ -29,6 +30,8 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     root = tmp_path / "study"
     study = root / "seeds" / "0"  # the default, one training seed
+    # compare2d/ is written only by presets with 2-D models (smoke has one)
+    assert_help_files_written(("reproduce",), root)
     report = (study / "report.md").read_text()
     assert report.startswith("# keras-advseg reproduction (smoke preset, training seed 0)")
     assert "## The paper's findings, checked" in report

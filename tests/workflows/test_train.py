@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
-from support import train_args
+from support import assert_help_files_written, train_args
 
 from keras_advseg.cli import main
 from keras_advseg.export import load_model
@@ -38,7 +38,7 @@ def trained_run(prepared_dir, tmp_path_factory):
             3,
             "--defense",
             "adversarial",
-            "--adv-eps",
+            "--eps",
             0.02,
         ),
     )
@@ -53,6 +53,7 @@ def test_outputs_and_model_round_trip(trained_run, prepared_dir):
     assert state["finished"] and state["epoch"] == 3 and 1 <= state["best_epoch"] <= 3
     model = load_model(out / "model.keras")
     assert model.output_shape[1:] == (16, 16, 16, 4)
+    assert_help_files_written(("train",), out)
 
 
 def test_mlflow_run_has_params_metrics_tags_and_artifacts(trained_run):

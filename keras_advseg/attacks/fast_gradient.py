@@ -6,7 +6,12 @@ from collections.abc import Iterator, Sequence
 
 import tensorflow as tf
 
-from keras_advseg.attacks.core import as_tensor, check_arguments, compiled, per_sample_scale
+from keras_advseg.attacks.core import (
+    check_arguments,
+    check_inputs,
+    compiled,
+    per_sample_scale,
+)
 
 
 def fgsm(
@@ -30,7 +35,8 @@ def fgsm(
         eps: Budget; a fraction of each sample's intensity range (max - min) when ``relative``
             (paper: 0.05), else in intensity units.
         relative: Scale ``eps`` by each sample's intensity range.
-        loss: ``"dice"`` (the paper's soft Dice), ``"ce"`` or a callable
+        loss: A name from :data:`~keras_advseg.attacks.registry.ATTACK_LOSSES` (``"dice"``,
+            the paper's soft Dice; ``"ce"``; ...) or a callable
             ``(y, logits) -> per-sample or scalar loss``.
         clip: Optional ``(lo, hi)`` range for the result.
         temperature: Softmax temperature of the attack's loss (attack distilled
@@ -41,13 +47,15 @@ def fgsm(
 
     Raises:
         ValueError: invalid arguments (see :func:`~keras_advseg.attacks.core.check_arguments`).
+        InputError: ``x`` or ``y`` of the wrong shape (see
+            :func:`~keras_advseg.attacks.core.check_inputs`).
     """
     check_arguments(eps=eps, clip=clip, loss=loss, temperature=temperature)
-    x = as_tensor(x)
+    x, y = check_inputs(x, y)
     if eps == 0:
         return x
     fns = compiled(model, loss=loss, temperature=temperature, clip=clip)
-    _, grad = fns.gradient(x, as_tensor(y))
+    _, grad = fns.gradient(x, y)
     return fgsm_step(x, grad, eps=eps, relative=relative, clip=clip)
 
 
@@ -97,7 +105,7 @@ def fgsm_sweep(
     """
     for eps in eps_values:
         check_arguments(eps=eps, clip=clip, loss=loss, temperature=temperature)
-    x, y = as_tensor(x), as_tensor(y)
+    x, y = check_inputs(x, y)
     fns = compiled(model, loss=loss, temperature=temperature, clip=clip)
     unit = per_sample_scale(x, 1.0, relative)
     direction = None
@@ -109,6 +117,11 @@ def fgsm_sweep(
                 direction = tf.sign(fns.gradient(x, y)[1])
             x_adv, logits = fns.perturbed_forward(x, direction, unit * eps)
         yield float(eps), x_adv, logits
+
+
+def run_fgsm(model, x, y, *, eps: float, temperature: float = 1.0, loss="dice", **_):
+    """The registry's runner of ``fgsm`` (see :func:`keras_advseg.attacks.run_attack`)."""
+    return fgsm(model, x, y, eps=eps, temperature=temperature, loss=loss)
 
 
 def _apply(x, direction, scale, clip):

@@ -7,7 +7,13 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from keras_advseg.attacks.core import as_tensor, check_arguments, compiled, per_sample_scale
+from keras_advseg.attacks.core import (
+    as_tensor,
+    check_arguments,
+    check_inputs,
+    compiled,
+    per_sample_scale,
+)
 
 
 def ifgsm(
@@ -26,7 +32,8 @@ def ifgsm(
     """Iterative FGSM, eq. 2: ``x_{k+1} = Proj_eps(x_k + alpha * sign(grad loss(x_k, y)))``.
 
     Args:
-        model, x, y, relative, loss, clip, temperature: as :func:`~keras_advseg.attacks.fgsm`.
+        model, x, y, relative, loss, clip, temperature: as
+            :func:`~keras_advseg.attacks.fast_gradient.fgsm`.
         eps: Budget of the L-inf ball around ``x`` (relative to the input's intensity range by default).
         steps: Iterations N (paper: 10).
         alpha: Step size in the same units as ``eps``; default ``eps / steps``
@@ -160,7 +167,7 @@ def ifgsm_trajectory(
     check_arguments(
         eps=eps, steps=steps, alpha=alpha, clip=clip, loss=loss, temperature=temperature
     )
-    x, y = as_tensor(x), as_tensor(y)
+    x, y = check_inputs(x, y, what="target" if targeted else "labels")
     fns = compiled(model, loss=loss, temperature=temperature, clip=clip)
     eps_t = per_sample_scale(x, eps, relative)
     alpha_t = per_sample_scale(x, eps / steps if alpha is None else alpha, relative)
@@ -174,10 +181,25 @@ def _iterative(model, x, y, *, eps, steps, alpha, relative, loss, clip, temperat
     check_arguments(
         eps=eps, steps=steps, alpha=alpha, clip=clip, loss=loss, temperature=temperature
     )
-    x = as_tensor(x)
+    x, y = check_inputs(x, y, what="target" if direction < 0 else "labels")
     if eps == 0:
         return x
     fns = compiled(model, loss=loss, temperature=temperature, clip=clip)
     eps_t = per_sample_scale(x, eps, relative)
     alpha_t = per_sample_scale(x, eps / steps if alpha is None else alpha, relative)
-    return fns.iterate(x, x, as_tensor(y), eps_t, alpha_t, steps, direction)
+    return fns.iterate(x, x, y, eps_t, alpha_t, steps, direction)
+
+
+def run_ifgsm(model, x, y, *, eps: float, steps: int, temperature: float = 1.0, loss="dice", **_):
+    """The registry's runner of ``ifgsm`` (see :func:`keras_advseg.attacks.run_attack`)."""
+    return ifgsm(model, x, y, eps=eps, steps=steps, temperature=temperature, loss=loss)
+
+
+def run_targeted_ifgsm(
+    model, x, y, *, eps: float, steps: int, temperature: float = 1.0, loss="dice", **_
+):
+    """The registry's runner of ``targeted-ifgsm``: towards the paper's target,
+    :func:`all_label_target` of the labels ``y``."""
+    return targeted_ifgsm(
+        model, x, all_label_target(y), eps=eps, steps=steps, temperature=temperature, loss=loss
+    )

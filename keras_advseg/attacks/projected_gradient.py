@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_advseg.attacks.core import as_tensor, check_arguments, compiled, per_sample_scale
+from keras_advseg.attacks.core import check_arguments, check_inputs, compiled, per_sample_scale
 
 
 def pgd(
@@ -35,7 +35,7 @@ def pgd(
         random_start: Start from a random point in the ball (else from ``x``).
         restarts: Number of restarts (>= 1).
         seed: Seed of the random starts.
-        Others: as :func:`~keras_advseg.attacks.ifgsm`.
+        Others: as :func:`~keras_advseg.attacks.iterative.ifgsm`.
 
     Returns:
         The adversarial batch.
@@ -48,7 +48,7 @@ def pgd(
     )
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1. Received: restarts={restarts}")
-    x, y = as_tensor(x), as_tensor(y)
+    x, y = check_inputs(x, y)
     if eps == 0:
         return x
     fns = compiled(model, loss=loss, temperature=temperature, clip=clip)
@@ -74,3 +74,30 @@ def pgd(
             best = tf.where(mask, x_adv, best)
             best_loss = tf.where(better, final_loss, best_loss)
     return best
+
+
+def run_pgd(
+    model,
+    x,
+    y,
+    *,
+    eps: float,
+    steps: int,
+    seed: int = 0,
+    restarts: int = 1,
+    temperature: float = 1.0,
+    loss="dice",
+    **_,
+):
+    """The registry's runner of ``pgd-dice`` (see :func:`keras_advseg.attacks.run_attack`)."""
+    return pgd(
+        model,
+        x,
+        y,
+        eps=eps,
+        steps=steps,
+        seed=seed,
+        restarts=restarts,
+        temperature=temperature,
+        loss=loss,
+    )

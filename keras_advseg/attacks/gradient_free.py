@@ -10,8 +10,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_advseg.attacks.apgd import mean_region_dice
-from keras_advseg.attacks.core import as_tensor, check_arguments, logits_function, per_sample_scale
+from keras_advseg.attacks.core import (
+    check_arguments,
+    check_inputs,
+    logits_function,
+    mean_region_dice,
+    per_sample_scale,
+)
 
 _HALVINGS = (0.001, 0.005, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8)
 """Fractions of the queries after which the block's volume halves (Square attack's schedule)."""
@@ -37,7 +42,8 @@ def random_search(
     halves on Square's schedule. One forward pass per query; no gradients.
 
     Args:
-        model, x, y, relative: as :func:`~keras_advseg.attacks.fgsm`.
+        model, x, y, relative: as :func:`~keras_advseg.attacks.fast_gradient.fgsm` (``model``
+            may also be any callable ``(x, training=False) -> logits``: a black box).
         eps: Budget of the L-inf ball.
         queries: Forward passes after the initial one.
         p_init: Initial fraction of the voxels a cube covers.
@@ -54,7 +60,7 @@ def random_search(
         raise ValueError(
             f"queries must be >= 0 and p_init in (0, 1]. Received: {queries}, {p_init}"
         )
-    x, y = as_tensor(x), as_tensor(y)
+    x, y = check_inputs(x, y)
     if eps == 0:
         return x
     rng = np.random.default_rng(seed)
@@ -92,3 +98,9 @@ def random_search(
         best_dice = np.where(better, dice, best_dice)
         best_ce = np.where(better, ce, best_ce)
     return x + tf.constant(eps_t * sign)
+
+
+def run_random_search(model, x, y, *, eps: float, steps: int, seed: int = 0, **_):
+    """The registry's runner of ``random-search``: ``10 * steps`` queries, so that it spends
+    about the forward passes of ``steps`` gradients, ten times over."""
+    return random_search(model, x, y, eps=eps, queries=10 * steps, seed=seed)

@@ -11,24 +11,20 @@ the one with the **lowest mean Dice** (WT, TC, ET) seen, not the highest loss.
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable
-
-import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_advseg.attacks.core import (
     as_tensor,
+    cached,
     check_arguments,
+    check_inputs,
     logits_function,
+    mean_region_dice,
     per_sample_scale,
 )
-from keras_advseg.losses import soft_dice_loss
-
-APGD_LOSSES = ("ce", "dice", "masked-ce", "balanced-masked-ce", "js")
-_REGION_INDICES = ((1, 2, 3), (1, 3), (3,))  # WT, TC, ET as one-hot indices
-_CACHE: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
+from keras_advseg.attacks.losses import attack_loss
+from keras_advseg.attacks.registry import ATTACK_LOSSES
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -43,76 +39,6 @@ def checkpoints(steps: int) -> list[int]:
         window = max(window - shrink, least)
         k += window
     return marks
-
-
-def segmentation_loss(name: str, temperature: float = 1.0) -> Callable:
-    """A per-sample attack loss ``(y, logits) -> (B,)`` for segmentation.
-
-    ``ce``: mean voxel cross-entropy; ``dice``: soft Dice loss (eq. 5-7);
-    ``masked-ce``: CE summed over voxels still classified correctly (the mask
-    recomputed each step), divided by all voxels; ``balanced-masked-ce``: masked
-    CE with each class weighted by ``1 / N_c`` (its voxels in the volume), aimed at
-    Dice rather than voxel accuracy; ``js``: Jensen-Shannon divergence between the
-    softmax and the one-hot label, averaged over voxels.
-
-    Raises:
-        ValueError: unknown loss.
-    """
-    if name not in APGD_LOSSES:
-        raise ValueError(f"loss must be one of {APGD_LOSSES}. Received: loss={name!r}")
-
-    def loss(y, logits):
-        logits = tf.cast(logits, tf.float32) / temperature
-        y = tf.cast(y, tf.float32)
-        batch = tf.shape(logits)[0]
-        if name == "dice":
-            return soft_dice_loss(y, logits * temperature, temperature=temperature)
-        log_probs = tf.nn.log_softmax(logits, axis=-1)
-        if name == "js":
-            p = tf.nn.softmax(logits, axis=-1)
-            m = 0.5 * (p + y)
-            kl_p = tf.reduce_sum(p * (tf.math.log(p + 1e-12) - tf.math.log(m + 1e-12)), -1)
-            kl_y = tf.reduce_sum(y * (tf.math.log(y + 1e-12) - tf.math.log(m + 1e-12)), -1)
-            return tf.reduce_mean(tf.reshape(0.5 * (kl_p + kl_y), [batch, -1]), 1)
-        voxel_ce = -tf.reduce_sum(y * log_probs, axis=-1)
-        if name == "ce":
-            return tf.reduce_mean(tf.reshape(voxel_ce, [batch, -1]), 1)
-        correct = tf.stop_gradient(
-            tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(y, -1)), tf.float32)
-        )
-        if name == "masked-ce":
-            return tf.reduce_mean(tf.reshape(correct * voxel_ce, [batch, -1]), 1)
-        per_class = tf.reshape(y, [batch, -1, tf.shape(y)[-1]])
-        counts = tf.reduce_sum(per_class, axis=1, keepdims=True)  # (B, 1, K)
-        weights = tf.reduce_sum(
-            per_class / tf.maximum(counts, 1.0), -1
-        )  # 1 / N_c of each voxel's class
-        masked = tf.reshape(correct * voxel_ce, [batch, -1]) * weights
-        return tf.reduce_sum(masked, 1)
-
-    return loss
-
-
-def mean_region_dice(y, logits):
-    """Per sample, the mean hard Dice of WT, TC and ET (an empty region in both counts 1).
-
-    Returns:
-        float32 ``(B,)``.
-    """
-    depth = tf.shape(logits)[-1]
-    predicted = tf.one_hot(tf.argmax(logits, -1), depth)
-    batch = tf.shape(logits)[0]
-    scores = []
-    for indices in _REGION_INDICES:
-        t = tf.reshape(
-            tf.reduce_sum(tf.gather(tf.cast(y, tf.float32), indices, axis=-1), -1), [batch, -1]
-        )
-        p = tf.reshape(tf.reduce_sum(tf.gather(predicted, indices, axis=-1), -1), [batch, -1])
-        total = tf.reduce_sum(t, 1) + tf.reduce_sum(p, 1)
-        scores.append(
-            tf.where(total > 0, 2 * tf.reduce_sum(t * p, 1) / tf.maximum(total, 1.0), 1.0)
-        )
-    return tf.add_n(scores) / len(scores)
 
 
 def apgd_loop(
@@ -151,16 +77,19 @@ def apgd_loop(
     eta = 2.0 * eps * tf.ones_like(eps)
     loss, grad, score = loss_grad_score(x_k)
     gradients = 1
-    x_max, f_max = x_k, loss
+    # the highest-loss point with its loss and gradient: a step-size restart resumes there
+    # with the gradient it already has, as the authors' implementation does
+    x_max, f_max, g_max = x_k, loss, grad
     x_best, best_score = x_k, score
     x_prev = x_k
     marks = checkpoints(steps)
     last_mark, improvements = 0, tf.zeros_like(loss)
     eta_at_mark, f_max_at_mark = eta, f_max
-    info = {"step_sizes": [], "halvings": []}
+    step_sizes, halved = [], []  # tensors, read once the loop is done
     stopped = (score <= stop_score) if stop_score is not None else tf.zeros_like(score, tf.bool)
     for k in range(steps - 1):
-        if bool(tf.reduce_all(stopped)):
+        # the one read of a device value per step, and only with early stopping
+        if stop_score is not None and bool(tf.reduce_all(stopped)):
             break
         z = tf.clip_by_value(x_k + eta * tf.sign(grad), lo, hi)
         if k == 0:
@@ -175,7 +104,9 @@ def apgd_loop(
         gradients += 1
         improvements += tf.cast(new_loss > loss, tf.float32)
         better = new_loss > f_max
-        x_max = tf.where(tf.reshape(better, shape), x_next, x_max)
+        better_mask = tf.reshape(better, shape)
+        x_max = tf.where(better_mask, x_next, x_max)
+        g_max = tf.where(better_mask, new_grad, g_max)
         f_max = tf.where(better, new_loss, f_max)
         lower = new_score < best_score
         x_best = tf.where(tf.reshape(lower, shape), x_next, x_best)
@@ -183,26 +114,27 @@ def apgd_loop(
         if stop_score is not None:
             stopped = stopped | (best_score <= stop_score)
         x_prev, x_k, loss, grad = x_k, x_next, new_loss, new_grad
-        info["step_sizes"].append(np.asarray(tf.reshape(eta, [-1])))
+        step_sizes.append(tf.reshape(eta, [-1]))
         if (k + 1) in marks[1:]:
             window = (k + 1) - last_mark
             few = improvements < rho * window
             stuck = tf.logical_and(_same(eta_at_mark, eta), tf.equal(f_max_at_mark, f_max))
             halve = tf.logical_or(few, stuck)
-            if bool(tf.reduce_any(halve)):
-                info["halvings"].append(k + 1)
+            any_halved = tf.reduce_any(halve)
+            halved.append((k + 1, any_halved))
             mask = tf.reshape(halve, shape)
             eta_at_mark, f_max_at_mark = eta, f_max
             eta = tf.where(mask, eta / 2.0, eta)
-            restart = tf.where(mask, x_max, x_k)
-            if bool(tf.reduce_any(halve)):
-                x_k = restart
-                x_prev = restart
-                loss_r, grad_r, _ = loss_grad_score(x_k)
-                gradients += 1
-                loss, grad = loss_r, grad_r
+            x_k = tf.where(mask, x_max, x_k)
+            x_prev = tf.where(any_halved, x_k, x_prev)  # a halving restarts every momentum
+            loss = tf.where(halve, f_max, loss)
+            grad = tf.where(mask, g_max, grad)
             last_mark, improvements = k + 1, tf.zeros_like(loss)
-    info["gradients"] = gradients
+    info = {
+        "gradients": gradients,
+        "step_sizes": [np.asarray(size) for size in step_sizes],
+        "halvings": [mark for mark, any_halved in halved if bool(any_halved)],
+    }
     return x_best, info
 
 
@@ -231,10 +163,11 @@ def apgd(
     """APGD with a segmentation loss; per sample, the iterate with the lowest mean Dice (WT, TC, ET).
 
     Args:
-        model, x, y, relative, temperature: as :func:`~keras_advseg.attacks.fgsm`.
+        model, x, y, relative, temperature: as :func:`~keras_advseg.attacks.fast_gradient.fgsm`.
         eps: Budget of the L-inf ball.
         steps: Iterations (gradient evaluations; the paper's default 100).
-        loss: One of :data:`APGD_LOSSES` (see :func:`segmentation_loss`).
+        loss: A name from :data:`~keras_advseg.attacks.registry.ATTACK_LOSSES` (see
+            :mod:`keras_advseg.attacks.losses`).
         seed: Start from a uniform random point in the ball drawn from ``seed``; None: ``x``.
         stop_dice: Early stopping: a sample whose mean Dice reaches this takes no more
             steps (None: never); the returned iterate is the same.
@@ -249,11 +182,11 @@ def apgd(
     Raises:
         ValueError: invalid arguments.
     """
-    check_arguments(eps=eps, steps=steps, temperature=temperature)
-    x, y = as_tensor(x), as_tensor(y)
+    check_arguments(eps=eps, steps=steps, temperature=temperature, loss=loss)
+    x, y = check_inputs(x, y)
     if eps == 0:
         return x
-    step = _compiled(model, loss, float(temperature))
+    step = _compiled(model, ATTACK_LOSSES.canonical(loss), float(temperature))
     eps_t = per_sample_scale(x, eps, relative)
     if start is not None:
         start = as_tensor(start)
@@ -269,11 +202,45 @@ def apgd(
     return x_best
 
 
+def run_apgd(
+    model,
+    x,
+    y,
+    *,
+    eps: float,
+    steps: int,
+    loss: str,
+    temperature: float = 1.0,
+    stop_dice: float | None = 0.0,
+    start=None,
+    info: dict | None = None,
+    **_,
+):
+    """The registry's runner of ``apgd-<loss>``: deterministic from ``x`` (no ``seed``), as in
+    the ensemble; ``info["gradients"]`` counts the gradients of all samples."""
+    record = {}
+    x_adv = apgd(
+        model,
+        x,
+        y,
+        eps=eps,
+        steps=steps,
+        loss=loss,
+        temperature=temperature,
+        stop_dice=stop_dice,
+        start=start,
+        info=record,
+    )
+    if info is not None:  # early stopping changes the count
+        info["gradients"] = record["gradients"] * int(x.shape[0])
+    return x_adv
+
+
 def _compiled(model, loss_name: str, temperature: float):
-    per_model = _CACHE.setdefault(model, {})
-    key = (loss_name, temperature)
-    if key not in per_model:
-        loss_fn = segmentation_loss(loss_name, temperature)
+    """APGD's compiled step of ``model``: per-sample loss, input gradient and mean Dice."""
+
+    def build():
+        loss_fn = attack_loss(loss_name, temperature)
         forward = logits_function(model)  # shared with the other attacks; no reference to model
 
         @tf.function
@@ -285,5 +252,6 @@ def _compiled(model, loss_name: str, temperature: float):
                 total = tf.reduce_sum(per_sample)
             return per_sample, tape.gradient(total, x), mean_region_dice(y, logits)
 
-        per_model[key] = step
-    return per_model[key]
+        return step
+
+    return cached(model, ("apgd", loss_name, temperature), build)

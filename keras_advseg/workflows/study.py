@@ -1,0 +1,51 @@
+"""What describes one study preset, apart from running it: each model's training
+configuration, whether it fine-tunes the undefended network, and the steps of a seed.
+
+The orchestrator (:mod:`~keras_advseg.workflows.reproduce`) and the reports
+(:mod:`~keras_advseg.workflows.report`, :mod:`~keras_advseg.workflows.replication`) both read
+it, so neither imports the other.
+"""
+
+from __future__ import annotations
+
+from keras_advseg.config import ADVERSARIAL_DEFENSES, ModelSpec, Study, TrainConfig
+
+
+def seed_plan(study: Study) -> list[str]:
+    """The steps of one training seed, in order."""
+    models = study.models3d + study.models2d
+    plan = [f"train {m.name}" for m in models]
+    for m in models:
+        plan.append(f"evaluate {m.name}")
+        if m.defense == "distillation":
+            plan.append(f"evaluate {m.name} at T={m.temperature:g}")
+    plan += [f"audit {m.name}" for m in study.models3d if not m.control]
+    return plan + ["compare", "report"]
+
+
+def is_baseline(spec: ModelSpec) -> bool:
+    """The undefended network of its family (not the equal-budget control)."""
+    return spec.defense == "none" and not spec.control
+
+
+def spec_config(study: Study, spec: ModelSpec, **overrides) -> TrainConfig:
+    """The training configuration of one model of the study."""
+    return TrainConfig.from_preset(
+        study.train_preset,
+        spec.model,
+        spec.defense,
+        **{"epochs": study.epochs, **dict(spec.options), **overrides},
+    )
+
+
+def fine_tunes(study: Study, spec: ModelSpec) -> bool:
+    """Whether ``spec`` starts from its family's trained no-defense model (``study.warm_start``).
+
+    Adversarial training (every kind), noise augmentation and the equal-budget control
+    do; distillation always trains its own teacher at T, as the paper does: a teacher
+    trained at T = 1 (the no-defense model) gave soft labels that made the student no
+    more robust than no defense.
+    """
+    return study.warm_start and (
+        spec.defense in ADVERSARIAL_DEFENSES or spec.defense == "noise" or spec.control
+    )
