@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-quick lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+
+# Everything but the tests marked slow (subprocesses, the notebook, multi-process runs, the
+# smoke study): for the edit-test loop. CI and README run `make test`, which runs them all.
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check keras_advseg tests benchmarks

@@ -1,6 +1,8 @@
 """keras-advseg: adversarial robustness of medical-image segmentation networks."""
 
 import importlib
+import importlib.abc
+import importlib.util
 import os
 import sys
 
@@ -16,9 +18,42 @@ if "tensorflow" not in sys.modules:
 # TensorFlow's C++ log prints lines that are not errors when it is imported and when it
 # builds a graph ("failed call to cuInit" on a CPU machine, "remapper failed", oneDNN
 # notices); they bury real messages. Quiet unless the user chose a level: their setting wins.
+# TensorFlow 2.21 writes some of them through absl before its log level applies, so the
+# import itself runs with standard error closed (as the CLI does); Python exceptions still
+# propagate. A level the user set means they want the log: then nothing is hidden.
 TF_LOG_LEVEL_SET_BY_USER = "TF_CPP_MIN_LOG_LEVEL" in os.environ
-if "tensorflow" not in sys.modules:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Runs the first ``import tensorflow`` with file descriptor 2 pointed at /dev/null."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+            sys.stderr.flush()
+            os.dup2(null, 2)
+            try:
+                load(module)
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                os.close(null)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if "tensorflow" not in sys.modules and not TF_LOG_LEVEL_SET_BY_USER:
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 __version__ = "0.1.0"
 

@@ -6,7 +6,6 @@ import json
 import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # isort: off
 import keras_advseg  # noqa: E402, F401  (chooses TensorFlow's CPU kernels before its import)

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize(
     "setting, first, expected",
@@ -32,3 +34,37 @@ def test_onednn_default_and_what_overrides_it(setting, first, expected):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("level, quiet", [(None, True), ("0", False)])
+def test_importing_the_package_keeps_tensorflow_quiet_unless_asked(level, quiet):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    if level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = level
+    code = (
+        "import keras_advseg.attacks.core, keras_advseg; print(keras_advseg.attacks.fgsm.__name__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "fgsm", done.stderr[-2000:]
+    assert (done.stderr.strip() == "") == quiet, done.stderr[-2000:]
+
+
+def test_subpackages_are_attributes_and_modules_do_not_shadow_functions():
+    code = (
+        "import keras_advseg, importlib, inspect; "
+        "m = importlib.import_module('keras_advseg.attacks.auto_pgd'); "
+        "print(inspect.ismodule(m), callable(keras_advseg.attacks.apgd), "
+        "inspect.ismodule(keras_advseg.evaluation), 'tensorflow' in __import__('sys').modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["True", "True", "True", "True"], done.stderr[-2000:]
+    # the bare package does not start TensorFlow
+    done = subprocess.run(
+        [sys.executable, "-c", "import keras_advseg, sys; print('tensorflow' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "False"

@@ -6,9 +6,8 @@ run in MLflow tracking.
 
 from keras_advseg.training.checkpoint import read_state, start_epoch
 from keras_advseg.training.distribute import make_strategy, worker_role
+from keras_advseg.errors import CheckpointExists, TrainingError
 from keras_advseg.training.fit import (
-    CheckpointExists,
-    TrainingError,
     TrainResult,
     build_network,
     build_trainer,

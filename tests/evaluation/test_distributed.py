@@ -14,6 +14,8 @@ from support import read_rows
 from keras_advseg.evaluation.distributed import merge
 from keras_advseg.evaluation.results import Evaluation
 
+pytestmark = pytest.mark.slow
+
 METRICS = ("dice_wt", "dice_tc", "dice_et", "psnr", "ssim", "rmse")
 
 

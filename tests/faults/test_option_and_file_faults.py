@@ -241,6 +241,7 @@ def test_a_genuine_bug_keeps_its_traceback(prepared_dir, tmp_path, monkeypatch):
     )  # not turned into exit 2
 
 
+@pytest.mark.slow
 def test_concurrent_processes_create_one_usable_store(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     script = textwrap.dedent(f"""
@@ -262,6 +263,7 @@ def test_concurrent_processes_create_one_usable_store(tmp_path):
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
+@pytest.mark.slow
 def test_pool_workers_die_with_their_parent(tmp_path):
     pids = tmp_path / "pids"
     pids.mkdir()

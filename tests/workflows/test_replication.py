@@ -276,6 +276,7 @@ def test_the_control_trains_as_long_as_the_longest_defense():
     assert spec_config(replace(quick), control).defense == "none"
 
 
+@pytest.mark.slow
 def test_adding_seeds_reuses_finished_ones_and_seeds_every_step(tmp_path, brats2021, monkeypatch):
     """The study's orchestration, with training, evaluation and the audit replaced by
     stand-ins that record their calls (the smoke study test runs the real steps)."""

@@ -6,10 +6,13 @@ import json
 import subprocess
 import sys
 
+import pytest
 from mlflow.tracking import MlflowClient
 from support import assert_help_files_written
 
 from keras_advseg.config import STUDIES
+
+pytestmark = pytest.mark.slow
 
 
 def test_smoke_study_end_to_end_and_resumable(tmp_path):

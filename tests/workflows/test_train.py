@@ -123,6 +123,7 @@ def weights(path):
     return [np.asarray(w) for w in load_model(path).get_weights()]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(prepared_dir, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     common = ["--epochs", 12, "--seed", 3, "--lr-schedule", "cosine"]  # the schedule resumes too
@@ -173,6 +174,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_training_against_a_real_mlflow_server(prepared_dir, tmp_path):
     port = free_port()
     server = subprocess.Popen(
