@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-
 
 # isort: off
 import keras_advseg  # noqa: E402, F401  (chooses TensorFlow's CPU kernels before its import)

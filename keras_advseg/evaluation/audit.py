@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from keras_advseg.attacks.auto_pgd import apgd
 from keras_advseg.attacks.core import logits_function, mean_region_dice
 from keras_advseg.attacks.ensemble import worst_case
 from keras_advseg.attacks.fast_gradient import fgsm
 from keras_advseg.attacks.gradient_free import random_search
 from keras_advseg.attacks.projected_gradient import pgd
-from keras_advseg.attacks.registry import run_attack
 from keras_advseg.config import AUDIT_ITEMS, AuditConfig
 
 MARGIN_TARGET = 2.0
@@ -135,10 +135,12 @@ def audit(
     )
 
     say(f"{config.restarts} random restarts")
+    # each restart from its own uniform random point in the ball (seed, seed + 1, ...);
+    # the registry's apgd-masked-ce starts deterministically at x, as in the ensemble
     restarts = dice.per_sample_min(
         [
-            lambda x, y, r=r: run_attack(
-                "apgd-masked-ce", model, x, y, eps=eps, steps=steps, seed=config.seed + r
+            lambda x, y, r=r: apgd(
+                model, x, y, eps=eps, steps=steps, loss="masked-ce", seed=config.seed + r
             )
             for r in range(config.restarts)
         ]

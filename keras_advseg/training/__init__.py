@@ -4,9 +4,9 @@ Nothing here imports MLflow or click; ``keras_advseg.workflows.train`` wraps a
 run in MLflow tracking.
 """
 
+from keras_advseg.errors import CheckpointExists, TrainingError
 from keras_advseg.training.checkpoint import read_state, start_epoch
 from keras_advseg.training.distribute import make_strategy, worker_role
-from keras_advseg.errors import CheckpointExists, TrainingError
 from keras_advseg.training.fit import (
     TrainResult,
     build_network,
