@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: demo test test-quick lint install clean
+.PHONY: demo test test-quick lint docs docs-serve install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,9 +27,16 @@ test: $(STAMP)
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
+# The documentation site (mkdocs-material; the API and CLI pages are generated from the code).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
 lint: $(STAMP)
-	$(BIN)/ruff check keras_advseg tests benchmarks
-	$(BIN)/ruff format --check keras_advseg tests benchmarks
+	$(BIN)/ruff check keras_advseg tests benchmarks docs/hooks
+	$(BIN)/ruff format --check keras_advseg tests benchmarks docs/hooks
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) mlflow.db mlruns .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) mlflow.db mlruns .pytest_cache site

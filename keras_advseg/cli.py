@@ -296,6 +296,7 @@ def train_command(data, out, preset, resume, run_name, tracking_uri, experiment,
         f"saved {result.model_path} (best mean validation Dice {result.best_score:.3f}); "
         f"MLflow run {result.run_id}"
     )
+    _echo_ui(tracking_uri, experiment)
 
 
 @main.command("evaluate")
@@ -446,6 +447,7 @@ def evaluate_command(
         raise click.ClickException(str(exc)) from None
     for line in summary_lines(summary, out):
         click.echo(line)
+    _echo_ui(tracking_uri, experiment)
 
 
 @main.command("audit")
@@ -711,6 +713,7 @@ def reproduce_command(data, preset, out, seeds, data_seed, workers, tracking_uri
     except (TrainingError, TrackingError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"report: {report}")
+    _echo_ui(tracking_uri, experiment or f"advseg-reproduce-{preset}")
 
 
 @main.command("predict")
@@ -875,6 +878,17 @@ def export(model_path: Path, out_dir: Path, temperature: float, with_preprocessi
         load_model(model_path), out_dir, temperature=temperature, preprocessing=preprocessing
     )
     click.echo(f"exported {model_path} to {out_dir} (signature 'serve')")
+
+
+def _echo_ui(tracking_uri: str, experiment: str) -> None:
+    """Prints how to open the experiment's runs in the MLflow UI (nothing if the store fails)."""
+    from keras_advseg.tracking import ui_lines
+
+    try:
+        for line in ui_lines(tracking_uri, experiment):
+            click.echo(line.replace("`", ""))
+    except Exception:  # the work is done and written; only the pointer to it is missing
+        pass
 
 
 if __name__ == "__main__":

@@ -109,6 +109,54 @@ EXPERIMENT_KIND = "custom_model_development"
 """MLflow 3's experiment kind for model training: the UI opens such experiments on the runs table."""
 
 
+UI_HOST, UI_PORT = "127.0.0.1", 5000
+
+
+def absolute_uri(uri: str) -> str:
+    """A ``sqlite:///`` URI with an absolute path (a report may be read from any folder);
+    other URIs unchanged."""
+    path = sqlite_path(uri)
+    return uri if path is None else f"sqlite:///{path.resolve()}"
+
+
+def ui_command(uri: str, host: str = UI_HOST, port: int = UI_PORT) -> str:
+    """The command that serves the MLflow UI on ``uri``'s store (a server is its own UI)."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri.rstrip('/')} in a browser"
+    return f"mlflow ui --backend-store-uri {absolute_uri(uri)} --host {host} --port {port}"
+
+
+def experiment_address(
+    uri: str, experiment: str, host: str = UI_HOST, port: int = UI_PORT
+) -> str | None:
+    """The address that opens ``experiment``'s runs table in the MLflow UI's model-training view.
+
+    MLflow 3 opens an experiment in its GenAI view (traces) unless the address says
+    ``workflowType=machine_learning``; the experiment's kind tag does not change that.
+
+    Returns:
+        ``http://127.0.0.1:5000/#/experiments/<id>/runs?workflowType=machine_learning``
+        (the tracking server's own address for an http(s) store), or None when the
+        experiment does not exist.
+    """
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://{host}:{port}"
+    return f"{base}/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
+
+
+def ui_lines(uri: str, experiment: str) -> list[str]:
+    """Two lines for a report or the CLI: how to start the UI and the address of the runs."""
+    address = experiment_address(uri, experiment)
+    lines = [f"MLflow experiment `{experiment}` in `{absolute_uri(uri)}`: `{ui_command(uri)}`"]
+    if address is not None:
+        lines.append(f"then open {address}")
+    return lines
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` tracking URI, or None for any other store."""
     if not uri.startswith("sqlite:///"):

@@ -62,13 +62,13 @@ def test_export_cli(tmp_path):
     )
 
 
-def test_the_readme_serving_snippet_runs_as_written(tmp_path, monkeypatch):
+def test_the_docs_serving_snippet_runs_as_written(tmp_path, monkeypatch):
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    page = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
     (snippet,) = [
-        b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "tf.saved_model.load" in b
+        b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "tf.saved_model.load" in b
     ]
     model = tiny3d()
     export_savedmodel(model, tmp_path / "served_model")

@@ -20,6 +20,7 @@ from keras_advseg.io import write_text_atomic
 from keras_advseg.workflows.report import (
     audit_verdict,
     findings,
+    mlflow_lines,
     study_loader,
     training_lines,
     worst_case_lines,
@@ -130,6 +131,7 @@ def write_replicated_report(
     prepared,
     tracking_uri: str = "<tracking store>",
     timings: dict[str, float | None] | None = None,
+    experiment: str | None = None,
 ) -> Path:
     """``OUT/report.md``: findings per seed and pooled, effects with their spread over seeds,
     the worst case and audits, and links to each seed's own ``report.md``.
@@ -254,8 +256,9 @@ def write_replicated_report(
         "(tables beside the paper's values, figures)"
         for s, d in seed_dirs.items()
     ]
-    lines.append(
-        "\nAll runs are in one MLflow experiment (run names end in `-seed<N>`): "
-        f"`mlflow ui --backend-store-uri {tracking_uri}`.\n"
-    )
+    lines += [
+        "\n## MLflow\n",
+        "Run names end in `-seed<N>`.",
+        *mlflow_lines(tracking_uri, experiment),
+    ]
     return write_text_atomic(out / "report.md", "\n".join(lines))

@@ -341,6 +341,7 @@ def write_report(
     prepared,
     tracking_uri: str = "<tracking store>",
     seed: int | None = None,
+    experiment: str | None = None,
 ) -> Path:
     """``report.md`` of one training seed: findings, our tables beside the paper's, figures."""
     at_seed = "" if seed is None else f", training seed {seed}"
@@ -411,11 +412,23 @@ def write_report(
     ):
         if (out / path).is_file():
             lines.append(f"![{caption}]({path})\n")
-    lines.append(
-        "\nAll runs are in one MLflow experiment: `mlflow ui --backend-store-uri "
-        f"{tracking_uri}`.\n"
-    )
+    lines += ["\n## MLflow\n", *mlflow_lines(tracking_uri, experiment)]
     return write_text_atomic(out / "report.md", "\n".join(lines))
+
+
+def mlflow_lines(tracking_uri: str, experiment: str | None) -> list[str]:
+    """Where a report's runs are and the address that opens them in the runs table."""
+    from keras_advseg.tracking import absolute_uri, ui_lines
+
+    if experiment is None or tracking_uri.startswith("<"):
+        return [f"All runs are in one MLflow experiment in `{tracking_uri}`.\n"]
+    try:
+        first, *rest = ui_lines(tracking_uri, experiment)
+    except Exception:  # the report must not fail on an unreachable store
+        return [
+            f"All runs are in the MLflow experiment `{experiment}` in `{absolute_uri(tracking_uri)}`.\n"
+        ]
+    return [f"All runs are in the {first}" + (f", {rest[0]}" if rest else "") + ".\n"]
 
 
 def _summary(result):

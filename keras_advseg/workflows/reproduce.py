@@ -116,7 +116,14 @@ def reproduce(
         )
     with progress.step("report"):
         report = write_replicated_report(
-            out, preset, study, seed_dirs, prepared, tracking_uri, progress.timings()
+            out,
+            preset,
+            study,
+            seed_dirs,
+            prepared,
+            tracking_uri,
+            progress.timings(),
+            experiment=experiment,
         )
     return report
 
@@ -251,7 +258,7 @@ def run_seed(
                 title=f"{family.upper()}-UNet",
             )
     with progress.step("report"):
-        write_report(out, preset, study, prepared, tracking_uri, seed=seed)
+        write_report(out, preset, study, prepared, tracking_uri, seed=seed, experiment=experiment)
 
 
 def _check_same_study(out: Path, preset: str, data, data_seed: int) -> None:

@@ -1,0 +1,72 @@
+"""The address the reports and the CLI print opens the experiment's runs in a real MLflow UI."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from keras_advseg.tracking import experiment_address, ui_command, ui_lines
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_printed_address_serves_the_experiments_runs(tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("advseg-ui-test")
+    with mlflow.start_run(run_name="unet3d-none"):
+        mlflow.log_metric("dice_wt_clean", 0.8)
+    mlflow.set_tracking_uri(None)
+
+    port = free_port()
+    address = experiment_address(uri, "advseg-ui-test", port=port)
+    experiment_id = mlflow.MlflowClient(uri).get_experiment_by_name("advseg-ui-test").experiment_id
+    assert address == (
+        f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    )
+    command = ui_command(uri, port=port)
+    assert command.startswith(f"mlflow ui --backend-store-uri sqlite:///{Path(tmp_path).resolve()}")
+    assert ui_lines(uri, "advseg-ui-test")[1].startswith("then open http://127.0.0.1:5000/#/")
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", *command.split()[1:]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        page = None
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(address.split("#")[0], timeout=2) as response:
+                    page = response.read().decode()
+                    break
+            except OSError:
+                time.sleep(0.5)
+        assert page is not None and "<title>MLflow" in page  # the UI answers at that address
+        # the experiment in the address is the one named, and its run is there
+        query = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/runs/search"
+        body = json.dumps({"experiment_ids": [experiment_id]}).encode()
+        request = urllib.request.Request(
+            query, data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            runs = json.loads(response.read())["runs"]
+        assert [r["info"]["run_name"] for r in runs] == ["unet3d-none"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
