@@ -1,4 +1,10 @@
-"""The paper's figures: example attack (Fig. 2/9), Dice/PSNR vs iterations (Fig. 3/4), Dice vs eps (Fig. 5-8)."""
+"""The paper's figures: example attack (Fig. 2/9), Dice/PSNR vs iterations (Fig. 3/4), Dice vs eps (Fig. 5-8).
+
+Drawn so that they tell the paper's point truthfully: the clean and attacked inputs share one
+intensity window (the perturbation is "visually minor" only if both are shown alike), every
+region's Dice shares one axis from 0 to 1, lines join only budgets measured next to each other,
+and every title and legend says which model, attack and budget it shows.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_advseg.config import REGION_NAMES, REGIONS
+from keras_advseg.config import REGION_NAMES, REGIONS, attack_display
 from keras_advseg.io import save_figure
+
+REGION_COLOURS = {"wt": "tab:blue", "tc": "tab:orange", "et": "tab:green"}
+ATTACK_STYLES = ("-", "--", ":", "-.")
 
 
 def _pyplot():
@@ -27,35 +36,67 @@ def _label_colours():
     )
 
 
-def example_figure(example: dict, path: Path, amplify: float = 10.0) -> Path:
-    """Axial slice through the tumour: clean and adversarial T1Gd input, the perturbation
-    (amplified), and the ground truth, clean and adversarial segmentations (Fig. 2/9)."""
+def model_label(name: str) -> str:
+    """A model's name as a legend reads it: ``unet3d-none`` -> ``unet3d, no defense`` (``none``
+    alone reads as "no attack")."""
+    family, _, defense = name.partition("-")
+    if family not in ("unet3d", "unet2d") or not defense:
+        return name
+    if defense == "none":
+        return f"{family}, no defense"
+    if defense == "none-control":
+        return f"{family}, no defense (equal-budget control)"
+    return f"{family}, defense {defense}"
+
+
+def example_figure(example: dict, path: Path, model: str | None = None) -> Path:
+    """Axial slice through the tumour: clean and attacked T1Gd in one intensity window with its
+    colour bar, the perturbation in its own symmetric scale inside the brain, and the ground
+    truth, clean and attacked segmentations (Fig. 2/9).
+
+    Args:
+        example: ``subject``, ``image`` and ``adversarial`` ``(X, Y, Z, C)``, ``labels`` and
+            the two predictions ``(X, Y, Z)``, ``attack`` and (optionally) ``eps``.
+        path: The PNG to write.
+        model: The model's name, for the title.
+    """
     plt = _pyplot()
     labels = example["labels"]
     z = int(np.argmax((labels > 0).sum(axis=(0, 1)))) if labels.any() else labels.shape[2] // 2
-    clean, adversarial = example["image"][:, :, z, 1], example["adversarial"][:, :, z, 1]
-    perturbation = (example["adversarial"] - example["image"])[:, :, z, 1]
-    fig, axes = plt.subplots(2, 3, figsize=(9, 6.4))
-    vmin, vmax = float(clean.min()), float(clean.max())
-    panels = [
-        (axes[0, 0], clean, "clean T1Gd", dict(cmap="gray", vmin=vmin, vmax=vmax)),
-        (
-            axes[0, 1],
-            adversarial,
-            f"{example['attack']} T1Gd",
-            dict(cmap="gray", vmin=vmin, vmax=vmax),
-        ),
-        (axes[0, 2], perturbation * amplify, f"perturbation x{amplify:g}", dict(cmap="RdBu_r")),
-    ]
-    for ax, data, title, kwargs in panels:
-        ax.imshow(data.T, origin="lower", **kwargs)
+    volume = example["image"][..., 1]
+    clean, adversarial = volume[:, :, z], example["adversarial"][:, :, z, 1]
+    # one window for both, over both whole T1Gd volumes: nothing is clipped in either panel,
+    # so what differs between them is the perturbation and nothing else
+    attacked_volume = example["adversarial"][..., 1]
+    vmin = float(min(volume.min(), attacked_volume.min()))
+    vmax = float(max(volume.max(), attacked_volume.max()))
+    brain = np.any(example["image"][:, :, z, :] != 0, axis=-1)
+    perturbation = np.where(brain, adversarial - clean, np.nan)
+    bound = float(np.nanmax(np.abs(perturbation))) if brain.any() else 0.0
+    bound = bound or 1e-6
+    attack = attack_display(example["attack"])
+    eps = example.get("eps")
+    budget = f" at eps {eps:g}" if eps is not None else ""
+    fig, axes = plt.subplots(2, 3, figsize=(10.5, 7), layout="constrained")
+    shown = None
+    for ax, data, title in (
+        (axes[0, 0], clean, "clean T1Gd"),
+        (axes[0, 1], adversarial, f"{attack}{budget}, T1Gd"),
+    ):
+        shown = ax.imshow(data.T, origin="lower", cmap="gray", vmin=vmin, vmax=vmax)
         ax.set_title(title, fontsize=9)
+    fig.colorbar(shown, ax=axes[0, :2].tolist(), shrink=0.8, label="T1Gd (standardised)")
+    difference = axes[0, 2].imshow(
+        perturbation.T, origin="lower", cmap="RdBu_r", vmin=-bound, vmax=bound
+    )
+    axes[0, 2].set_title("perturbation inside the brain (own scale)", fontsize=9)
+    fig.colorbar(difference, ax=axes[0, 2], shrink=0.8, label="attacked - clean")
     for ax, seg, title in (
         (axes[1, 0], labels, "ground truth"),
         (axes[1, 1], example["clean_prediction"], "prediction, clean"),
-        (axes[1, 2], example["adversarial_prediction"], f"prediction, {example['attack']}"),
+        (axes[1, 2], example["adversarial_prediction"], f"prediction, {attack}{budget}"),
     ):
-        ax.imshow(clean.T, cmap="gray", origin="lower")
+        ax.imshow(clean.T, cmap="gray", origin="lower", vmin=vmin, vmax=vmax)
         ax.imshow(
             seg[:, :, z].T,
             cmap=_label_colours(),
@@ -67,66 +108,116 @@ def example_figure(example: dict, path: Path, amplify: float = 10.0) -> Path:
         ax.set_title(title, fontsize=9)
     for ax in axes.ravel():
         ax.axis("off")
-    fig.suptitle(f"{example['subject']}: NCR red, ED green, ET yellow", fontsize=10)
-    fig.tight_layout()
+    who = f"{model_label(model)}, " if model else ""
+    fig.suptitle(
+        f"{who}{attack}{budget} (fraction of the intensity range), subject "
+        f"{example['subject']}, axial slice {z}\nlabels: necrotic core red, oedema green, "
+        "enhancing tumour yellow",
+        fontsize=10,
+    )
     return save_figure(fig, path)
 
 
-def iterations_figure(curves: dict, path: Path) -> Path:
-    """Mean Dice per region and mean PSNR after each i-FGSM / targeted i-FGSM iteration (Fig. 3/4)."""
+def iterations_figure(
+    curves: dict, path: Path, *, eps: float | None = None, model: str | None = None
+) -> Path:
+    """Mean Dice per region and mean input PSNR after each iteration of i-FGSM and targeted
+    i-FGSM (Fig. 3/4): colour is the region, line style the attack (the same in both panels).
+
+    Args:
+        curves: ``{attack: {"dice_wt": [...], "dice_tc": [...], "dice_et": [...], "psnr": [...]}}``.
+        path: The PNG to write.
+        eps: The attacks' budget, for the title.
+        model: The model's name, for the title.
+    """
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for attack, values in curves.items():
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
+    for attack, style in zip(curves, ATTACK_STYLES):
+        values = curves[attack]
         steps = np.arange(1, len(values["dice_wt"]) + 1)
-        for region, style in zip(REGIONS, ("-", "--", ":")):
+        name = attack_display(attack)
+        for region in REGIONS:
             axes[0].plot(
                 steps,
                 values[f"dice_{region}"],
                 style,
+                color=REGION_COLOURS[region],
                 marker="o",
                 ms=3,
-                label=f"{attack} {region.upper()}",
+                label=f"{name}, {region.upper()}",
             )
-        axes[1].plot(steps, values["psnr"], marker="o", ms=3, label=attack)
-    axes[0].set(xlabel="iterations", ylabel="mean Dice", title="Dice vs iterations")
-    axes[1].set(xlabel="iterations", ylabel="mean input PSNR (dB)", title="PSNR vs iterations")
+        axes[1].plot(steps, values["psnr"], style, color="black", marker="o", ms=3, label=name)
+    axes[0].set(xlabel="iterations", ylabel="mean Dice", title="Dice", ylim=(0, 1.02))
+    axes[1].set(xlabel="iterations", ylabel="mean input PSNR (dB)", title="input PSNR")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    budget = f" at eps {eps:g} (fraction of the intensity range)" if eps is not None else ""
+    who = f"{model_label(model)}: " if model else ""
+    fig.suptitle(f"{who}Dice and input PSNR after each iteration{budget}", fontsize=10)
     return save_figure(fig, path)
 
 
+def _joined(grid: list[float]) -> list[bool]:
+    """Whether each point is joined to the previous one: only where the gap is at most 1.5
+    times the smallest step measured, so no line crosses budgets that were not measured."""
+    steps = [b - a for a, b in zip(grid, grid[1:]) if b > a]
+    if not steps:
+        return [False] * len(grid)
+    smallest = min(steps)
+    return [False] + [b - a <= 1.5 * smallest for a, b in zip(grid, grid[1:])]
+
+
 def eps_figure(
-    models: dict[str, dict], path: Path, *, xlabel: str = "FGSM eps", log_x: bool = False
+    models: dict[str, dict],
+    path: Path,
+    *,
+    xlabel: str = "FGSM eps",
+    log_x: bool = False,
+    title: str | None = None,
 ) -> Path:
     """Dice vs eps per region, one curve per model (Fig. 5-8) or per attack (the eps curve).
 
+    The three regions share a y-axis from 0 to 1, so a small drop looks small; markers sit at
+    the measured budgets, and lines join only budgets measured next to each other (on a log
+    axis, doubling budgets are next to each other).
+
     Args:
-        models: ``{name: {eps: {"dice_wt": mean, "dice_tc": mean, "dice_et": mean}}}``.
+        models: ``{name: {eps: {"dice_wt": mean, "dice_tc": mean, "dice_et": mean}}}``; a
+            model name (``unet3d-none``) is shown as ``unet3d, no defense``.
+        path: The PNG to write.
         xlabel: What eps belongs to.
         log_x: A logarithmic eps axis (the eps curve doubles).
+        title: The figure's title.
     """
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for name, by_eps in models.items():
-        grid = sorted(by_eps, key=float)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), sharey=True)
+    for index, (name, by_eps) in enumerate(models.items()):
+        grid = sorted(float(e) for e in by_eps)
+        lookup = {float(e): v for e, v in by_eps.items()}
+        joined = _joined([np.log(g) if log_x and g > 0 else g for g in grid])
+        style = ATTACK_STYLES[index // 10 % len(ATTACK_STYLES)]
         for ax, region in zip(axes, REGIONS):
-            ax.plot(
-                [float(e) for e in grid],
-                [by_eps[e][f"dice_{region}"] for e in grid],
-                marker="o",
-                ms=3,
-                label=name,
-            )
+            values = [lookup[g][f"dice_{region}"] for g in grid]
+            colour = f"C{index % 10}"
+            ax.plot(grid, values, "o", ms=4, color=colour, label=model_label(name))
+            for k in range(1, len(grid)):
+                if joined[k]:
+                    ax.plot(grid[k - 1 : k + 1], values[k - 1 : k + 1], style, color=colour)
     for ax, region in zip(axes, REGIONS):
         ax.set(
             xlabel=f"{xlabel} (fraction of the intensity range)",
             xscale="log" if log_x else "linear",
-            ylabel="mean Dice",
             title=REGION_NAMES[region],
+            ylim=(0, 1.02),
         )
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7)
-    fig.tight_layout()
+    axes[0].set_ylabel("mean Dice")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=9)
+    fig.suptitle(title or f"Mean Dice vs {xlabel}", fontsize=11)
+    fig.tight_layout(rect=(0, 0.08 + 0.05 * ((len(labels) - 1) // 3), 1, 1))
     return save_figure(fig, path)

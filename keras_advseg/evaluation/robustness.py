@@ -133,7 +133,7 @@ def evaluate(
                     row = score("fgsm", eps, x_adv, predicted=predicted)
                     tried.setdefault(eps, []).append((_mean_dice(row), "fgsm", x_adv))
                     if eps > 0:  # the example figure shows the largest budget
-                        adversarial_examples["fgsm"] = x_adv
+                        adversarial_examples["fgsm"] = (x_adv, eps)
                 if eps in config.eps_sweep:
                     score("fgsm_sweep", eps, x_adv, predicted=predicted)
         for attack in sorted(config.attacks, key=lambda a: a == "worst"):  # the worst case last
@@ -189,18 +189,20 @@ def evaluate(
                     tried.setdefault(eps, []).append((_mean_dice(row), attack, x_adv))
                 if config.eps_curve and broken is None and _all_zero(row):
                     broken = (x_adv, found_by)
-                adversarial_examples[attack] = x_adv
+                adversarial_examples[attack] = (x_adv, eps)
         if index == 0:
             chosen = next(iter(adversarial_examples.items()), None)
             if chosen is not None:
+                attack, (x_adv, eps) = chosen
                 result.example = {
                     "subject": subject_id,
                     "image": image,
                     "labels": labels,
-                    "attack": chosen[0],
-                    "adversarial": np.asarray(chosen[1])[0],
+                    "attack": attack,
+                    "eps": eps,
+                    "adversarial": np.asarray(x_adv)[0],
                     "clean_prediction": predict_labels(forward, x)[0],
-                    "adversarial_prediction": predict_labels(forward, chosen[1])[0],
+                    "adversarial_prediction": predict_labels(forward, x_adv)[0],
                 }
     return result
 

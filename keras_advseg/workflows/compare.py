@@ -54,7 +54,11 @@ def run_compare(
         write_text_atomic(out / "table_defenses.csv", rows_to_csv(defense_rows))
     report = "\n".join(parts)
     write_text_atomic(out / "tables.md", report)
-    figures.eps_figure(st.sweep_curves([baseline] + models), out / "fig_eps_overlay.png")
+    figures.eps_figure(
+        st.sweep_curves([baseline] + models),
+        out / "fig_eps_overlay.png",
+        title=f"{title}: mean Dice vs FGSM eps, each model",
+    )
     write_json_atomic(
         out / "compare.json",
         {

@@ -123,7 +123,7 @@ def run_evaluation(
             "data_hash": prepared.data_hash,
         }
         written = write_outputs(result, summary, out, meta)
-        written += _figures(result, summary, out, tags.get("defense", "model"), config)
+        written += _figures(result, summary, out, model_name(model_ref, tags), config)
         flat, series = metric_names(summary)
         mlflow.log_metrics(flat)
         for name, points in series.items():
@@ -182,18 +182,40 @@ def write_outputs(evaluation: Evaluation, summary: Summary, out: Path, meta: dic
     return written
 
 
+def model_name(model_ref, tags: dict) -> str:
+    """A model's name for figures: its folder (``models/unet3d-none/model.keras``), else
+    ``<model>-<defense>`` from its training run's tags, else the file's stem."""
+    path = Path(str(model_ref))
+    if path.suffix == ".keras" and path.stem == "model" and path.parent.name:
+        return path.parent.name
+    if "model" in tags and "defense" in tags:
+        return f"{tags['model']}-{tags['defense']}"
+    return path.stem
+
+
 def _figures(
     result: Evaluation, summary: Summary, out: Path, label: str, config: EvalConfig
 ) -> list[Path]:
     written = []
     if result.example is not None:
-        written.append(figures.example_figure(result.example, out / "fig_example.png"))
+        written.append(figures.example_figure(result.example, out / "fig_example.png", model=label))
     if summary.iterations:
-        written.append(figures.iterations_figure(summary.iterations, out / "fig_iterations.png"))
+        written.append(
+            figures.iterations_figure(
+                summary.iterations,
+                out / "fig_iterations.png",
+                eps=config.budgets_iterative[0],
+                model=label,
+            )
+        )
     sweep = summary.attacks.get("fgsm_sweep")
     if sweep:
         curve = {eps: {m: entry[m]["mean"] for m in DICE_METRICS} for eps, entry in sweep.items()}
-        written.append(figures.eps_figure({label: curve}, out / "fig_eps.png"))
+        written.append(
+            figures.eps_figure(
+                {label: curve}, out / "fig_eps.png", title="Mean Dice vs FGSM eps (the sweep)"
+            )
+        )
     if config.eps_curve:
         curves = {
             attack_display(attack): {
@@ -203,7 +225,13 @@ def _figures(
             if attack != "fgsm_sweep"
         }
         written.append(
-            figures.eps_figure(curves, out / "fig_eps_curve.png", xlabel="eps", log_x=True)
+            figures.eps_figure(
+                curves,
+                out / "fig_eps_curve.png",
+                xlabel="eps",
+                log_x=True,
+                title=f"{figures.model_label(label)}: mean Dice vs eps, every attack",
+            )
         )
     return written
 

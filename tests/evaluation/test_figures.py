@@ -23,27 +23,41 @@ def test_example_figure(tmp_path):
         "image": image,
         "labels": labels,
         "attack": "fgsm",
+        "eps": 0.05,
         "adversarial": image + 0.1,
         "clean_prediction": labels,
         "adversarial_prediction": labels * 0,
     }
-    height, width, _ = png_shape(figures.example_figure(example, tmp_path / "fig_example.png"))
-    assert (height, width) == (640, 900)  # 9 x 6.4 inches at 100 dpi
+    path = figures.example_figure(example, tmp_path / "fig_example.png", model="unet3d-none")
+    height, width, _ = png_shape(path)
+    assert (height, width) == (700, 1050)  # 10.5 x 7 inches at 100 dpi
 
 
 def test_iteration_and_eps_figures(tmp_path):
     curve = {m: [0.8, 0.6, 0.5] for m in ("dice_wt", "dice_tc", "dice_et")} | {
         "psnr": [40.0, 38.0, 37.0]
     }
-    assert png_shape(figures.iterations_figure({"ifgsm": curve}, tmp_path / "it.png"))[:2] == (
-        400,
-        1000,
-    )
+    path = figures.iterations_figure({"ifgsm": curve}, tmp_path / "it.png", eps=0.05)
+    assert png_shape(path)[:2] == (440, 1100)
     models = {
         "none": {
             0.0: {"dice_wt": 0.8, "dice_tc": 0.7, "dice_et": 0.6},
             0.01: {"dice_wt": 0.5, "dice_tc": 0.4, "dice_et": 0.3},
         }
     }
-    assert png_shape(figures.eps_figure(models, tmp_path / "eps.png"))[:2] == (400, 1300)
+    assert png_shape(figures.eps_figure(models, tmp_path / "eps.png"))[:2] == (460, 1300)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eps.png", "it.png"]
+
+
+def test_legends_name_the_defense_and_lines_join_only_neighbouring_budgets():
+    assert figures.model_label("unet3d-none") == "unet3d, no defense"
+    assert figures.model_label("unet3d-none-control") == (
+        "unet3d, no defense (equal-budget control)"
+    )
+    assert (
+        figures.model_label("unet2d-adversarial-eps0.05") == "unet2d, defense adversarial-eps0.05"
+    )
+    # the paper's sweep 0..0.01 by 0.001, then the table's 0.05 and 0.1: no line to 0.05
+    grid = [i / 1000 for i in range(11)] + [0.05, 0.1]
+    joined = figures._joined(grid)
+    assert joined[:11] == [False] + [True] * 10 and joined[11:] == [False, False]
