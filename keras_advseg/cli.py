@@ -28,6 +28,7 @@ from keras_advseg.cli_args import (
     tracking_options,
     train_options,
 )
+from keras_advseg.io import plural
 
 __all__ = ["main", "parse_floats", "parse_seeds", "parse_shape"]
 
@@ -157,7 +158,7 @@ def data_synth(out: Path, n: int, voxel_mm: float, seed: int, workers: int, prev
     folders = synthesize_dataset(
         out, n, seed=seed, config=PhantomConfig(voxel_mm=voxel_mm), workers=workers
     )
-    click.echo(f"wrote {len(folders)} subjects to {out}")
+    click.echo(f"wrote {plural(len(folders), 'subject')} to {out}")
     if preview:
         click.echo(f"preview: {save_preview(out, out / 'preview.png')}")
 
@@ -227,7 +228,7 @@ def data_prepare(
     )
     prepared = prepare_dataset(root, out, config, workers=workers)
     click.echo(
-        f"prepared {len(prepared.ids('all'))} subjects into {out} "
+        f"prepared {plural(len(prepared.ids('all')), 'subject')} into {out} "
         f"(train {len(prepared.train_ids)}, test {len(prepared.test_ids)}, shape {prepared.shape})"
     )
 

@@ -160,3 +160,9 @@ def _remove(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 subject``, ``2 subjects`` (``many``: the plural when it is not ``word + "s"``): a
+    count and its noun, for messages and reports."""
+    return f"{n} {word if n == 1 else many or word + 's'}"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from keras_advseg.config import AuditConfig
 from keras_advseg.errors import InputError
-from keras_advseg.io import ensure_writable_folder, write_json_atomic, write_text_atomic
+from keras_advseg.io import ensure_writable_folder, plural, write_json_atomic, write_text_atomic
 
 
 def run_audit(
@@ -98,7 +98,7 @@ def audit_markdown(document: dict) -> str:
     """``audit.md``: the verdict, then one line per item with its numbers."""
     lines = [
         f"# Gradient-masking audit of `{document['model']}`: {document['verdict']}\n",
-        f"{len(document['subjects'])} subjects, eps {document['config']['eps']:g}, "
+        f"{plural(len(document['subjects']), 'subject')}, eps {document['config']['eps']:g}, "
         f"{document['config']['steps']} steps, tolerance {document['config']['tolerance']:g} "
         "(mean Dice over WT, TC and ET).\n",
         "| item | check | verdict | numbers |",

@@ -7,7 +7,7 @@ from pathlib import Path
 from keras_advseg.evaluation import figures
 from keras_advseg.evaluation import statistics as st
 from keras_advseg.evaluation.results import load_results
-from keras_advseg.io import rows_to_csv, write_json_atomic, write_text_atomic
+from keras_advseg.io import plural, rows_to_csv, write_json_atomic, write_text_atomic
 
 
 def run_compare(
@@ -37,7 +37,7 @@ def run_compare(
     )
     n = len(baseline.subjects())
     parts = [
-        f"# Robustness comparison ({n} subjects, paired by id)\n",
+        f"# Robustness comparison ({plural(n, 'subject')}, paired by id)\n",
         f"## Table 1: attacks on {baseline.name} at eps {attack_eps:g}\n",
         f"Wilcoxon signed-rank vs no attack, Bonferroni over {m_attacks} comparisons; "
         f"* marks corrected p <= {st.ALPHA}.\n",

@@ -23,6 +23,7 @@ from keras_advseg.inference import Preprocessing, preprocess, probabilities_to_l
 from keras_advseg.io import (
     atomic_path,
     ensure_writable_folder,
+    plural,
     rows_to_csv,
     write_json_atomic,
     write_text_atomic,
@@ -228,4 +229,4 @@ def summary_line(summary: dict) -> str:
         f"{r.upper()} Dice {summary[f'dice_{r}']['mean']:.3f} HD95 {summary[f'hd95_{r}']['mean']:.1f} mm"
         for r in REGIONS
     ]
-    return f"{summary['n_subjects']} subjects: " + "; ".join(parts)
+    return f"{plural(summary['n_subjects'], 'subject')}: " + "; ".join(parts)

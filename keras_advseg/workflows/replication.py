@@ -18,7 +18,9 @@ from keras_advseg.evaluation.results import average_results
 from keras_advseg.evaluation.statistics import mean_ci
 from keras_advseg.io import write_text_atomic
 from keras_advseg.workflows.report import (
+    FAMILIES,
     audit_verdict,
+    failed_trainings,
     findings,
     mlflow_lines,
     study_loader,
@@ -201,6 +203,13 @@ def write_replicated_report(
         lines.append(
             f"| {item['claim']} | {VERDICTS[passed]} | " + " | ".join(marks) + f" | {holding} |"
         )
+    labels = {item["claim"].split()[0] for item in checked}
+    clauses = [f"- {label}: {FAMILIES[label]}." for label in FAMILIES if label in labels]
+    if clauses:
+        lines += ["", "Per-defense findings, one row per defense:", "", *clauses]
+    failed = failed_trainings(pooled, study)
+    if failed:
+        lines += ["\nFailed trainings (clean Dice averaged over the seeds):\n", *failed]
     lines.append("\nPooled evidence:\n")
     for item in checked:
         passed, evidence = item["pooled"]

@@ -9,10 +9,10 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from keras_advseg.config import REGIONS, ModelSpec, Study, attack_display
+from keras_advseg.config import REGION_NAMES, REGIONS, ModelSpec, Study, attack_display
 from keras_advseg.evaluation.results import load_results
 from keras_advseg.evaluation.statistics import ALPHA, mean_sd, paired_tests
-from keras_advseg.io import FileFormatError, write_text_atomic
+from keras_advseg.io import FileFormatError, plural, write_text_atomic
 from keras_advseg.workflows import paper_values
 from keras_advseg.workflows.study import fine_tunes, spec_config
 
@@ -245,15 +245,52 @@ def beats_baseline(
             p = tests[(name, r)]
             beats = beats and mine > theirs and p <= ALPHA
             parts.append(f"{r.upper()} {mine:.3f} vs {theirs:.3f} (p = {p:.2g})")
-        results.append(
-            (
-                f"{label} {name} beats {other} {condition} in every region (p <= 0.05, "
-                f"Bonferroni over the {len(tests)} defense x region comparisons of this finding)",
-                beats,
-                "; ".join(parts),
-            )
-        )
+        results.append((f"{label} {name}", beats, "; ".join(parts)))
+    FAMILIES[label] = (
+        f"each defense beats {other} {condition} in every region: a higher mean and p <= 0.05 "
+        f"after Bonferroni over the family's {len(tests)} defense x region comparisons"
+    )
     return results
+
+
+FAMILIES: dict[str, str] = {}
+"""What each family of per-defense findings claims, said once in a report (filled as the
+findings are checked)."""
+
+
+def findings_table(checked, verdicts: dict) -> list[str]:
+    """The findings as one compact table, each family's claim said once below it."""
+    lines = ["| finding | verdict | evidence |", "|---|---|---|"]
+    lines += [
+        f"| {claim} | {verdicts[passed]} | {evidence} |" for claim, passed, evidence in checked
+    ]
+    labels = {claim.split()[0] for claim, _, _ in checked}
+    clauses = [f"- {label}: {FAMILIES[label]}." for label in FAMILIES if label in labels]
+    if clauses:
+        lines += ["", "Per-defense findings, one row per defense:", "", *clauses]
+    return lines
+
+
+def failed_trainings(load, study: Study, share: float = 0.5) -> list[str]:
+    """Models that learned nothing of a region: clean Dice 0 on more than ``share`` of the
+    test subjects. Their attacked and defended numbers in that region say nothing about a
+    defense."""
+    lines = []
+    for spec in study.models3d + study.models2d:
+        try:
+            result = load(spec.name)
+        except FileFormatError:
+            continue
+        for region in REGIONS:
+            clean = list(result.series("none", 0.0, f"dice_{region}").values())
+            zeros = sum(v == 0 for v in clean)
+            if clean and zeros > share * len(clean):
+                lines.append(
+                    f"- **{spec.name} failed to learn {REGION_NAMES[region].lower()}**: clean "
+                    f"Dice {region.upper()} is 0 on {zeros} of {plural(len(clean), 'test subject')}. "
+                    f"Its {region.upper()} results are a failed training, not a defense's effect."
+                )
+    return lines
 
 
 def audit_verdict(folder: Path) -> str:
@@ -280,7 +317,7 @@ def worst_case_lines(load, audits, study: Study, preset: str) -> list[str]:
     """
     lines = [
         f"Worst case per subject over {', '.join(attack_display(a) for a in study.ensemble)} "
-        f"({study.worst_steps or study.steps} steps each; APGD stops a subject once its Dice "
+        f"({plural(study.worst_steps or study.steps, 'step')} each; APGD stops a subject once its Dice "
         "is 0) and FGSM, at eps 0.05: the same attacks for every model (the undefended "
         "network's i-FGSM and PGD runs are not weighed, so that the worst cases compare like "
         "with like). Mean Dice WT / TC / ET.\n",
@@ -326,9 +363,10 @@ def worst_case_lines(load, audits, study: Study, preset: str) -> list[str]:
         )
     audit = study.audit
     lines.append(
-        f"\nAudit (test subjects: {audit.subjects or 'all'}; eps {audit.eps:g}; {audit.steps} "
-        f"step{'s' * (audit.steps != 1)} doubled twice; {audit.restarts} restarts; {audit.queries} random-search "
-        f"queries; tolerance {audit.tolerance:g}): `audits/<model>/audit.md`. The `{preset}` "
+        f"\nAudit (test subjects: {audit.subjects or 'all'}; eps {audit.eps:g}; "
+        f"{plural(audit.steps, 'step')} doubled twice; {plural(audit.restarts, 'restart')}; "
+        f"{plural(audit.queries, 'random-search query', 'random-search queries')}; "
+        f"tolerance {audit.tolerance:g}): `audits/<model>/audit.md`. The `{preset}` "
         "settings are smaller than `advseg audit`'s defaults so that the study stays short.\n"
     )
     return lines
@@ -347,6 +385,11 @@ def write_report(
     at_seed = "" if seed is None else f", training seed {seed}"
     lines = [
         f"# keras-advseg reproduction ({preset} preset{at_seed})\n",
+        "**One training seed.** This report shows what this seed's models did on these test "
+        "subjects. It cannot show that a finding holds: models trained at another seed, or "
+        "on another machine, come out differently, and a verdict here may flip there. The "
+        "study's own `report.md` (one folder up from `seeds/`) tests each finding pooled "
+        "over seeds; run `advseg reproduce --seeds 0-4` for that.\n",
         f"Data: `{prepared.root}` ({len(prepared.train_ids)} training, {len(prepared.test_ids)} "
         "test subjects, "
         f"{study.shape}^3). Models: "
@@ -356,9 +399,8 @@ def write_report(
     ]
     load = study_loader(out)
     checked = findings(load, study)
-    for claim, passed, evidence in checked:
-        verdict = {True: "**reproduced**", False: "**not reproduced**", None: "*measured*"}[passed]
-        lines.append(f"- {claim}: {verdict}. {evidence}")
+    verdicts = {True: "**reproduced**", False: "**not reproduced**", None: "*measured*"}
+    lines += findings_table(checked, verdicts)
     if any(passed is False for _, passed, _ in checked):
         lines.append(
             "\nWhat does not reproduce is reported as such. Likely reasons: the phantom is "
@@ -373,7 +415,16 @@ def write_report(
         lines.append("\nEvery checked finding reproduces on this data.\n")
     lines.append("## How each model was trained\n")
     lines += training_lines(study)
+    failed = failed_trainings(load, study)
+    if failed:
+        lines += ["\n### Failed trainings\n", *failed, ""]
     lines.append("## Ours: attacks and 3D-UNet defenses\n")
+    lines.append(
+        "Regions in the order WT / TC / ET here and in the paper's tables below. PSNR and "
+        "SSIM use each volume's own intensity range; RMSE is in the prepared inputs' units "
+        "(z-scores of the brain's intensities), while the paper's RMSE is on inputs scaled to "
+        "[0, 1]: the two RMSE columns cannot be compared, PSNR can.\n"
+    )
     lines.append((out / "compare3d" / "tables.md").read_text())
     lines.append("\n## Worst case and gradient-masking audit (3-D models)\n")
     lines += worst_case_lines(
@@ -383,9 +434,13 @@ def write_report(
         lines.append("\n## Ours: 2D-UNet\n")
         lines.append((out / "compare2d" / "tables.md").read_text())
     lines.append("\n## The paper's published values (BraTS 2017, 128^3)\n")
-    lines.append("Table 1 (3D-UNet, eps 0.05): mean Dice TC / ET / WT, input PSNR / SSIM / RMSE\n")
-    lines.append("| attack | TC | ET | WT | PSNR | SSIM | RMSE |\n|---|---|---|---|---|---|---|")
-    for attack, values in paper_values.TABLE1.items():
+    lines.append(
+        "Table 1 (3D-UNet, eps 0.05): mean Dice WT / TC / ET (the paper prints TC / ET / WT), "
+        "input PSNR / SSIM / RMSE (RMSE on inputs scaled to [0, 1])\n"
+    )
+    lines.append("| attack | WT | TC | ET | PSNR | SSIM | RMSE |\n|---|---|---|---|---|---|---|")
+    for attack, (tc, et, wt, *quality) in paper_values.TABLE1.items():
+        values = (wt, tc, et, *quality)
         lines.append(
             f"| {attack} | " + " | ".join("-" if v is None else f"{v:g}" for v in values) + " |"
         )

@@ -340,3 +340,40 @@ def test_adding_seeds_reuses_finished_ones_and_seeds_every_step(tmp_path, brats2
     with pytest.raises(InputError, match="--data-seed"):
         reproduce("smoke", out, seeds=(2,), data_seed=3, **options)
     assert not (out / "seeds" / "2").exists()
+
+
+def test_the_seed_report_says_what_one_seed_shows_and_flags_a_failed_training(tmp_path):
+    from keras_advseg.workflows.report import write_report
+
+    folder = tmp_path / "seeds" / "0"
+    write_seed(
+        folder,
+        0,
+        {
+            "unet3d-adversarial-eps0.05": 0.2,
+            "unet3d-distillation-T20": 0.0,
+            "unet3d-none-control": 0.05,
+        },
+    )
+    # distillation learned no tumour core: clean Dice 0 on 10 of the 12 subjects
+    clean = np.full(len(SUBJECTS), 0.85)
+    clean[:10] = 0.0
+    write_evaluation(folder / "evals" / "unet3d-distillation-T20", clean, clean * 0.5)
+    for name in ("compare3d", "compare2d"):
+        (folder / name).mkdir()
+        (folder / name / "tables.md").write_text("| table |\n")
+    prepared = SimpleNamespace(root=tmp_path / "prepared", train_ids=["a"] * 30, test_ids=SUBJECTS)
+    report = write_report(folder, "smoke", STUDY, prepared, "sqlite:///x.db", seed=0).read_text()
+    assert "**One training seed.**" in report.splitlines()[2]
+    assert (
+        "**unet3d-distillation-T20 failed to learn tumour core**: clean Dice TC is 0 on 10 of "
+        "12 test subjects" in report
+    )
+    assert "unet3d-adversarial-eps0.05 failed" not in report
+    # the defense findings' clause is said once, each defense is one table row
+    assert report.count("each defense beats no defense at FGSM eps 0.05 in every region") == 1
+    assert "| (d) unet3d-adversarial-eps0.05 | **reproduced** |" in report
+    # the paper's Table 1 in our region order, its RMSE's units said
+    assert "| attack | WT | TC | ET | PSNR | SSIM | RMSE |" in report
+    assert "| FGSM | 0.549 | 0.561 | 0.37 |" in report
+    assert "the two RMSE columns cannot be compared" in report

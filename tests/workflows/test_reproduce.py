@@ -39,7 +39,7 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     assert report.startswith("# keras-advseg reproduction (smoke preset, training seed 0)")
     assert "## The paper's findings, checked" in report
     for claim in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)"):
-        assert f"- {claim}" in report
+        assert f"| {claim}" in report  # one row each in the findings table
     smoke = STUDIES["smoke"]
     # every 3-D model: a worst-case row per test subject, and (but the control) an audit
     assert "## Worst case and gradient-masking audit (3-D models)" in report
