@@ -13,7 +13,7 @@ from keras_advseg.config import DICE_METRICS, REGIONS, TRAINING_TAGS, EvalConfig
 from keras_advseg.data.prepare import open_prepared
 from keras_advseg.errors import InputError
 from keras_advseg.evaluation import figures, metric_names, summarize
-from keras_advseg.evaluation.results import Evaluation, Summary
+from keras_advseg.evaluation.results import Evaluation, Summary, eps_key
 from keras_advseg.export import load_model
 from keras_advseg.io import FileFormatError, ensure_writable_folder, write_text_atomic
 from keras_advseg.training import read_state
@@ -131,7 +131,31 @@ def run_evaluation(
                 mlflow.log_metric(name, value, step=step)
         for path in written:
             mlflow.log_artifact(str(path))
+        if source and transfer_ref is None and config.attack_temperature == 1.0:
+            # the few numbers a reader compares first, on the model's own training run, so
+            # that the runs table shows them in the model's row (its evaluations nest below)
+            client = mlflow.MlflowClient()
+            for key, value in headline_metrics(summary, split).items():
+                client.log_metric(source, key, value)
     return {**meta, **summary.to_json()}
+
+
+HEADLINE_ATTACKS = ("fgsm", "worst")
+
+
+def headline_metrics(summary: Summary, split: str = "test") -> dict[str, float]:
+    """Mean Dice over WT, TC and ET clean, under FGSM and under the worst case at each budget:
+    ``eval_test.dice_mean_clean``, ``eval_test.dice_mean_worst_eps0.05``."""
+
+    def mean(entry) -> float | None:
+        values = [entry[m]["mean"] for m in DICE_METRICS]
+        return None if any(v is None for v in values) else sum(values) / len(values)
+
+    found = {"clean": mean(summary.clean)}
+    for attack in HEADLINE_ATTACKS:
+        for eps, entry in summary.attacks.get(attack, {}).items():
+            found[f"{attack}_eps{eps_key(eps)}"] = mean(entry)
+    return {f"eval_{split}.dice_mean_{k}": v for k, v in found.items() if v is not None}
 
 
 def evaluated_ids(prepared, split: str) -> list[str]:

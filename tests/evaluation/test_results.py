@@ -120,3 +120,30 @@ def test_malformed_tables_name_the_file(tmp_path, text):
         load_results(tmp_path)
     with pytest.raises(FileFormatError, match="not an evaluation folder"):
         load_results(tmp_path / "elsewhere")
+
+
+def test_headline_metrics_are_the_mean_dice_clean_under_fgsm_and_the_worst_case():
+    from keras_advseg.evaluation.results import Summary
+    from keras_advseg.workflows.evaluate import headline_metrics
+
+    def entry(wt, tc, et):
+        return {
+            f"dice_{r}": {"mean": v, "sd": 0.0, "n": 2}
+            for r, v in zip("wt tc et".split(), (wt, tc, et))
+        }
+
+    summary = Summary(
+        2,
+        entry(0.9, 0.6, 0.3),
+        {
+            "fgsm": {0.05: entry(0.6, 0.3, 0.0)},
+            "worst": {0.05: entry(0.3, 0.0, 0.0)},
+            "ifgsm": {0.05: entry(0.1, 0.1, 0.1)},
+        },
+        {},
+    )
+    assert headline_metrics(summary) == {
+        "eval_test.dice_mean_clean": pytest.approx(0.6),
+        "eval_test.dice_mean_fgsm_eps0.05": pytest.approx(0.3),
+        "eval_test.dice_mean_worst_eps0.05": pytest.approx(0.1),
+    }

@@ -78,6 +78,17 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     evaluations = [r for r in runs if r.data.tags.get("evaluation") == "true"]
     audits = [r for r in runs if "audit_of" in r.data.tags]
     assert len(audits) == len(smoke.models3d) - 1  # every 3-D model but the control
+    for run in training:  # the headline numbers are in each model's own row of the runs table
+        headline = {k for k in run.data.metrics if k.startswith("eval_test.dice_mean_")}
+        assert {"eval_test.dice_mean_clean", "eval_test.dice_mean_fgsm_eps0.05"} <= headline
+        assert ("eval_test.dice_mean_worst_eps0.05" in headline) == (
+            run.data.tags["model"] == "unet3d"
+        )
+    # the report ends with the address that opens these runs in the model-training view
+    assert (
+        f"/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+        in (root / "report.md").read_text()
+    )
     for run in training:  # the audit's verdict is on the 3-D models' training runs too
         audited = run.data.tags["model"] == "unet3d" and "control" not in run.info.run_name
         assert ("audit" in run.data.tags) == audited
