@@ -90,3 +90,36 @@ def test_the_command_line_tour_runs_as_written(tmp_path, monkeypatch):
     assert (tmp_path / "audits" / "none" / "audit.md").is_file()
     assert len(list((tmp_path / "segmentations").glob("*.nii.gz"))) == 8
     assert (tmp_path / "served_model" / "saved_model.pb").is_file()
+
+
+def documented_command_lines() -> list[tuple[str, list[str]]]:
+    """Every ``advseg ...`` line of README's and the docs' shell blocks, continuation lines
+    joined and comments dropped: ``(source, arguments after advseg)``."""
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in blocks("bash", path.read_text()):
+            for line in block.replace("\\\n", " ").splitlines():
+                words = shlex.split(line, comments=True)
+                if words and words[0].endswith("advseg"):
+                    found.append((f"{path.name}: {line.strip()}", words[1:]))
+    return found
+
+
+def test_every_documented_command_names_real_options_and_choices():
+    """A renamed option, command or choice fails here before it misleads a reader."""
+    import click
+
+    from keras_advseg.cli import main
+
+    lines = documented_command_lines()
+    assert len(lines) >= 30
+    for source, args in lines:
+        with main.make_context("advseg", list(args), resilient_parsing=False) as ctx:
+            name, command, rest = main.resolve_command(ctx, ctx.protected_args + ctx.args)
+            while isinstance(command, click.Group):
+                sub = command.make_context(name, rest, parent=ctx)
+                name, command, rest = command.resolve_command(sub, sub.protected_args + sub.args)
+            try:
+                command.make_context(name, rest, parent=ctx)
+            except click.UsageError as exc:
+                raise AssertionError(f"{source}: {exc.format_message()}") from None
