@@ -109,10 +109,17 @@ def run_predict(
 
     if labels not in LABEL_CONVENTIONS:
         raise InputError(f"labels must be one of {LABEL_CONVENTIONS}. Received: {labels!r}")
+    check_outputs_are_not_inputs(subjects, Path(out), probabilities)
     preprocessing = load_preprocessing(model_path)
     out = ensure_writable_folder(out)
     forward = traced_inference(load_model(model_path))
-    todo = [s for s in subjects if overwrite or not (out / f"{s.subject_id}.nii.gz").is_file()]
+    # a subject is done only when every output it needs exists: an interruption between
+    # the label map and the probabilities leaves it to do again
+    todo = [
+        s
+        for s in subjects
+        if overwrite or not all(p.is_file() for p in output_paths(s, out, probabilities))
+    ]
     written = []
     disable = None if progress is None else not progress
     for subject, x, box, native_shape in progress_map(
@@ -134,6 +141,35 @@ def run_predict(
                 source, native, out / f"{subject.subject_id}_probabilities.nii.gz", np.float32
             )
     return written
+
+
+def output_paths(subject: Subject, out: Path, probabilities: bool) -> list[Path]:
+    """What ``predict`` writes for ``subject``: its label map, and its probabilities if asked."""
+    paths = [out / f"{subject.subject_id}.nii.gz"]
+    if probabilities:
+        paths.append(out / f"{subject.subject_id}_probabilities.nii.gz")
+    return paths
+
+
+def check_outputs_are_not_inputs(subjects: list[Subject], out: Path, probabilities: bool) -> None:
+    """Refuses an output folder where an output would replace an input scan or label file
+    (``--out`` the folder of ``--t1 scan.nii.gz`` names the label map ``scan.nii.gz``).
+
+    Raises:
+        InputError: naming the file, before anything is read or written.
+    """
+    inputs = {}
+    for subject in subjects:
+        for path in (*subject.images, *([subject.seg] if subject.seg is not None else [])):
+            inputs[Path(path).resolve()] = subject.subject_id
+    for subject in subjects:
+        for path in output_paths(subject, out, probabilities=True):
+            owner = inputs.get(path.resolve())
+            if owner is not None:
+                raise InputError(
+                    f"{path}: is an input of subject {owner}; predict never overwrites its "
+                    "inputs: choose another --out"
+                )
 
 
 def _write_like(source, canonical: np.ndarray, path: Path, dtype) -> Path:

@@ -266,7 +266,8 @@ def _check_same_study(out: Path, preset: str, data, data_seed: int) -> None:
     continue a folder started with others (its models were trained on another split).
 
     Raises:
-        InputError: naming the option that differs.
+        InputError: naming the option that differs, or ``out`` is a non-empty folder that
+            no study started.
     """
     record = out / "study.json"
     current = {
@@ -292,6 +293,12 @@ def _check_same_study(out: Path, preset: str, data, data_seed: int) -> None:
                     f"received {current[key]}. Use another --out"
                 )
         return
+    if not (out / "progress.json").is_file() and any(out.iterdir()):
+        # never write into (and over) what the tool did not create: a study owns its folder
+        raise InputError(
+            f"{out}: a non-empty folder that is not a study of advseg reproduce (no study.json); "
+            "choose an empty or new --out"
+        )
     write_json_atomic(record, current)
 
 

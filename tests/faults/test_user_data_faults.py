@@ -1,0 +1,70 @@
+"""Faults that could lose a user's file: an output that is an input, a folder the tool does not
+own, an interrupted subject that would count as done."""
+
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import pytest
+from click.testing import CliRunner
+from support import fails_cleanly, snapshot
+
+from keras_advseg.cli import main
+from keras_advseg.data import discover_subjects
+
+
+@pytest.fixture(scope="module")
+def model_with_preprocessing(models, prepared_dir, tmp_path_factory):
+    from keras_advseg.data.prepare import load_prepared
+    from keras_advseg.export import load_model, save_model
+    from keras_advseg.inference import Preprocessing
+
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    preprocessing = Preprocessing.from_prepared(load_prepared(prepared_dir))
+    return save_model(load_model(models / "a.keras"), path, preprocessing)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_predict_never_writes_over_its_input(
+    model_with_preprocessing, phantom_dir, tmp_path, overwrite
+):
+    subject = discover_subjects(phantom_dir)[0]
+    scans = tmp_path / "scans"
+    shutil.copytree(subject.images[0].parent, scans)
+    t1, t1gd, t2, flair = (scans / p.name for p in subject.images)
+    before = snapshot(scans)
+    args = ["predict", model_with_preprocessing, "--t1", t1, "--t1gd", t1gd, "--t2", t2]
+    args += ["--flair", flair, "--out", scans] + (["--overwrite"] if overwrite else [])
+    line = fails_cleanly(args, contains=[t1.name, "is an input of subject", "--out"])
+    assert str(scans) in line
+    assert snapshot(scans) == before  # the scan is still the scan
+
+
+def test_a_subject_is_done_only_when_all_its_outputs_exist(
+    model_with_preprocessing, phantom_dir, tmp_path
+):
+    subject = discover_subjects(phantom_dir)[0]
+    out = tmp_path / "seg"
+    args = ["predict", str(model_with_preprocessing), str(subject.images[0].parent), "--out"]
+    args += [str(out), "--probabilities"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    probabilities = out / f"{subject.subject_id}_probabilities.nii.gz"
+    probabilities.unlink()  # as if the run had stopped between the two files
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0 and "wrote 1 label maps" in result.output
+    assert nib.load(str(probabilities)).shape[-1] == 4
+    # with both files present the subject is skipped
+    assert "(1 existed, skipped)" in CliRunner().invoke(main, args).output
+
+
+def test_reproduce_refuses_a_folder_it_does_not_own(tmp_path, uri):
+    folder = tmp_path / "my-results"
+    folder.mkdir()
+    (folder / "report.md").write_text("the user's own report\n")
+    before = snapshot(folder)
+    fails_cleanly(
+        ["reproduce", "--preset", "smoke", "--out", folder, "--tracking-uri", uri],
+        contains=[str(folder), "not a study of advseg reproduce", "--out"],
+    )
+    assert snapshot(folder) == before
