@@ -93,11 +93,16 @@ def export_savedmodel(
     ``serve`` takes a preprocessed float32 batch ``(B, X, Y, Z, 4)`` (or
     ``(B, X, Y, 4)`` for a 2-D model) named ``image`` and returns
     ``{"probabilities": softmax(logits / T), "labels": BraTS label map (uint8)}``.
-    With ``preprocessing``, ``image`` is the cropped and resized volume in raw
-    intensities and the graph standardises it first, exactly as training did
-    (per modality inside the brain, voxels where any modality is non-zero; 0
-    outside): with the stored training-split statistics, or with each volume's
-    own for ``normalization="volume"``.
+    With ``preprocessing``, ``serve`` takes two inputs: ``image``, the cropped and
+    resized volume in raw intensities, and ``brain_mask`` ``(B, X, Y, Z, 1)``, the brain
+    mask (voxels where any modality is non-zero) of the crop resized by nearest
+    neighbour, as training and ``advseg predict`` compute it
+    (:func:`keras_advseg.inference.crop_resize_and_mask` gives both). The graph
+    standardises the image inside that mask exactly as training did (0 outside): with
+    the stored training-split statistics, or with each volume's own for
+    ``normalization="volume"``. The mask is an input because it cannot be recomputed
+    from the resized image: linear interpolation makes voxels at the brain's edge
+    non-zero that the nearest-neighbour mask leaves out.
     Written to a temporary folder and renamed, so ``out_dir`` is never
     half-written.
 
@@ -116,25 +121,33 @@ def export_savedmodel(
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir}: already exists; choose a new folder")
-    spec = tf.TensorSpec((None,) + input_shape(model), tf.float32, name="image")
+    shape = (None,) + input_shape(model)
+    spec = tf.TensorSpec(shape, tf.float32, name="image")
 
-    def serve(image):
-        if preprocessing is not None:
-            image = standardize_in_graph(image, preprocessing)
+    def outputs(image):
         probabilities = logits_to_probabilities(model(image, training=False), temperature)
         return {"probabilities": probabilities, "labels": probabilities_to_labels(probabilities)}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(name="serve", fn=serve, input_signature=[spec])
+    if preprocessing is None:
+        archive.add_endpoint(name="serve", fn=outputs, input_signature=[spec])
+    else:
+        mask_spec = tf.TensorSpec(shape[:-1] + (1,), tf.bool, name="brain_mask")
+
+        def serve(image, brain_mask):
+            return outputs(standardize_in_graph(image, preprocessing, brain_mask))
+
+        archive.add_endpoint(name="serve", fn=serve, input_signature=[spec, mask_spec])
     with atomic_path(out_dir, directory=True) as tmp:
         archive.write_out(str(tmp), verbose=False)
     return out_dir
 
 
-def standardize_in_graph(image, preprocessing):
-    """:func:`keras_advseg.data.preprocess.standardize` as TensorFlow ops on a batch ``(B, ..., C)``."""
-    mask = tf.reduce_any(tf.not_equal(image, 0.0), axis=-1, keepdims=True)
+def standardize_in_graph(image, preprocessing, mask):
+    """:func:`keras_advseg.data.preprocess.standardize` as TensorFlow ops on a batch ``(B, ..., C)``
+    inside the brain ``mask`` ``(B, ..., 1)``."""
+    mask = tf.cast(mask, tf.bool)
     inside = tf.cast(mask, image.dtype)
     if preprocessing.mean is not None:
         mean = tf.constant(preprocessing.mean, image.dtype)

@@ -134,6 +134,28 @@ def preprocess(
     return standardize(resized, mask, mean, std), box
 
 
+def crop_resize_and_mask(image: np.ndarray, preprocessing: Preprocessing, name: str = "volume"):
+    """What a SavedModel exported ``--with-preprocessing`` takes: the raw volume N4-corrected
+    (when the model was trained with it), cropped and resized, and its brain mask resized by
+    nearest neighbour, as :func:`preprocess` computes them before it standardises.
+
+    Returns:
+        ``(image (*shape, 4) float32, brain_mask (*shape, 1) bool, box)``.
+
+    Raises:
+        DataError: empty brain mask.
+    """
+    resized, mask, box = crop_and_resize(
+        image,
+        preprocessing.shape,
+        n4=preprocessing.n4,
+        n4_shrink=preprocessing.n4_shrink,
+        margin=preprocessing.margin,
+        name=name,
+    )
+    return resized, mask[..., None], box
+
+
 def restore(probabilities: np.ndarray, box: tuple[slice, ...], native_shape) -> np.ndarray:
     """Maps model-space probabilities ``(*shape, K)`` back onto the native grid ``(*native_shape, K)``.
 

@@ -110,10 +110,11 @@ def test_export_with_preprocessing_takes_raw_intensities(tmp_path, normalization
     )
     assert result.exit_code == 0, result.output
     served = tf.saved_model.load(str(tmp_path / "served"))
-    got = served.serve(tf.constant(raw))["probabilities"].numpy()
+    mask = np.any(raw != 0, axis=-1, keepdims=True)
+    got = served.serve(tf.constant(raw), tf.constant(mask))["probabilities"].numpy()
     mean = None if not stats else np.asarray(preprocessing.mean, np.float32)
     std = None if not stats else np.asarray(preprocessing.std, np.float32)
-    standardised = np.stack([standardize(v, np.any(v != 0, axis=-1), mean, std) for v in raw])
+    standardised = np.stack([standardize(v, m[..., 0], mean, std) for v, m in zip(raw, mask)])
     expected = keras.ops.convert_to_numpy(keras.ops.softmax(model(standardised), axis=-1))
     np.testing.assert_allclose(got, expected, atol=1e-4)
     model.save(tmp_path / "plain.keras")
@@ -121,3 +122,33 @@ def test_export_with_preprocessing_takes_raw_intensities(tmp_path, normalization
         main, ["export", str(tmp_path / "plain.keras"), str(tmp_path / "x"), "--with-preprocessing"]
     )
     assert result.exit_code == 2 and "does not record the preprocessing" in result.output
+
+
+def test_the_exported_preprocessing_gives_what_predict_gives_on_real_scans(
+    phantom_dir, prepared_dir, tmp_path
+):
+    """On the phantom's scans, voxel by voxel: the SavedModel fed what
+    crop_resize_and_mask returns equals the model on predict's own preprocessing."""
+    from keras_advseg.data import discover_subjects
+    from keras_advseg.data.prepare import load_prepared
+    from keras_advseg.export import save_model
+    from keras_advseg.inference import Preprocessing, crop_resize_and_mask, preprocess
+
+    preprocessing = Preprocessing.from_prepared(load_prepared(prepared_dir))
+    model = tiny3d()
+    path = save_model(model, tmp_path / "m.keras", preprocessing)
+    result = CliRunner().invoke(
+        main, ["export", str(path), str(tmp_path / "served"), "--with-preprocessing"]
+    )
+    assert result.exit_code == 0, result.output
+    served = tf.saved_model.load(str(tmp_path / "served"))
+    edge = 0
+    for subject in discover_subjects(phantom_dir)[:3]:
+        image, _ = subject.load()
+        x, _ = preprocess(image, preprocessing)
+        raw, mask, _ = crop_resize_and_mask(image, preprocessing)
+        edge += int(np.sum(np.any(raw != 0, axis=-1) & ~mask[..., 0]))
+        got = served.serve(tf.constant(raw[None]), tf.constant(mask[None]))
+        expected = keras.ops.convert_to_numpy(keras.ops.softmax(model(x[None]), axis=-1))
+        np.testing.assert_allclose(got["probabilities"].numpy(), expected, atol=1e-5)
+    assert edge > 0  # the linearly resized image's non-zero voxels are not the mask
