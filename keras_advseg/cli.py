@@ -862,8 +862,9 @@ def score_command(pred_dir, data, out, labels):
 @click.option(
     "--with-preprocessing",
     is_flag=True,
-    help="The signature takes raw intensities (cropped and resized) and standardises them in the "
-    "graph with the statistics stored in the model.",
+    help="The signature takes raw intensities (cropped and resized) and the brain mask (resized "
+    "by nearest neighbour; keras_advseg.inference.crop_resize_and_mask) and standardises them "
+    "in the graph with the statistics stored in the model.",
 )
 @friendly_errors
 def export(model_path: Path, out_dir: Path, temperature: float, with_preprocessing: bool):
