@@ -360,7 +360,8 @@ def parse_floats(
                 raise ValueError
             count = (stop - start) / step
             if not math.isfinite(count) or count + 1 > limit:
-                raise InputError(f"{option}: the range {text!r} has more than {limit} values")
+                many = f"{count + 1:.0f}" if math.isfinite(count) else "too many"
+                raise InputError(f"{option}: the range {text!r} has {many} values; at most {limit}")
             count = int(round(count))
             values = tuple(round(start + i * step, 10) for i in range(count + 1))
         else:

@@ -343,3 +343,37 @@ def test_resume_neither_skips_nor_repeats_an_epochs_metrics(
     client = MlflowClient(tracking_uri=uri)
     for key in ("loss", "val_dice_wt"):
         assert [m.step for m in client.get_metric_history(result.run_id, key)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "args, contains",
+    [
+        (["--eps-sweep", "0:1:1e-320"], ["--eps-sweep", "too many values; at most 1000"]),
+        (["--seed", "-1"], ["--seed", "0<=x<=2147483647"]),
+        (["--seed", "99999999999999999999"], ["--seed"]),
+    ],
+)
+def test_seeds_and_ranges_are_checked_before_any_work(models, tmp_path, uri, args, contains):
+    fails_cleanly(
+        ["evaluate", models / "a.keras", "--data", tmp_path / "nothing", "--out", tmp_path / "e"]
+        + ["--tracking-uri", uri, *args],
+        contains=contains,
+    )
+    assert not (tmp_path / "e").exists()
+
+
+def test_reproduce_checks_its_seeds_before_preparing_anything(tmp_path, uri):
+    fails_cleanly(
+        [
+            "reproduce",
+            "--preset",
+            "smoke",
+            "--out",
+            tmp_path / "s",
+            "--seeds",
+            "99999999999999999999",
+        ]
+        + ["--tracking-uri", uri],
+        contains=["--seeds", "2147483647"],
+    )
+    assert not (tmp_path / "s").exists()

@@ -43,5 +43,5 @@ def test_audit_writes_its_verdict_everywhere(models, prepared_dir, tmp_path):
 def test_audit_refuses_bad_options(models, prepared_dir, tmp_path):
     base = ["audit", str(models / "a.keras"), "--data", str(prepared_dir), "--out", str(tmp_path)]
     fails_cleanly([*base, "--curve", "0.1,2"], contains=["--curve"])
-    fails_cleanly([*base, "--eps", "0"], contains=["audit budgets must be in (0, 1]"])
+    fails_cleanly([*base, "--eps", "0"], contains=["--eps", "0<x<=1"])
     fails_cleanly([*base, "--tolerance", "-1"], contains=["tolerance"])
