@@ -17,12 +17,17 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def worker_role() -> tuple[bool, str]:
+def worker_role(strategy: str = "multiworker") -> tuple[bool, str]:
     """``(is_chief, "type-index")`` from ``TF_CONFIG``; a single process is the chief.
 
     The chief is the ``chief`` task, or worker 0 when the cluster has no chief
-    (as ``MultiWorkerMirroredStrategy`` decides).
+    (as ``MultiWorkerMirroredStrategy`` decides). Only the ``multiworker`` strategy reads
+    ``TF_CONFIG``: under ``default`` and ``mirrored`` the process is alone, and a
+    ``TF_CONFIG`` left in the environment must not turn it into a worker that writes
+    nothing.
     """
+    if strategy != "multiworker":
+        return True, "chief-0"
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     kind = resolver.task_type or "chief"
     index = int(resolver.task_id or 0)

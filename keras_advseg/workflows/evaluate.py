@@ -67,7 +67,7 @@ def run_evaluation(
     from keras_advseg.training import make_strategy, worker_role
 
     distribution = make_strategy(strategy)  # before any other TensorFlow work
-    chief, role = worker_role()
+    chief, role = worker_role(strategy)
     if not chief:  # other workers evaluate their share and keep their files apart
         out = Path(out) / "workers" / role
     out = ensure_writable_folder(out)

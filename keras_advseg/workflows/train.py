@@ -81,7 +81,7 @@ def train(
     strategy = make_strategy(
         config.strategy
     )  # before any other TensorFlow work (multi-worker needs it)
-    chief, role = worker_role()
+    chief, role = worker_role(config.strategy)
     if not chief:  # other workers keep their files and runs apart from the chief's
         out = out / "workers" / role
         out.mkdir(parents=True, exist_ok=True)

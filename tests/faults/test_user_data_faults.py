@@ -68,3 +68,21 @@ def test_reproduce_refuses_a_folder_it_does_not_own(tmp_path, uri):
         contains=[str(folder), "not a study of advseg reproduce", "--out"],
     )
     assert snapshot(folder) == before
+
+
+def test_a_leftover_tf_config_does_not_silence_a_single_process(
+    models, prepared_dir, tmp_path, uri, monkeypatch
+):
+    import json
+
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}})
+    )
+    out = tmp_path / "e"
+    args = ["evaluate", str(models / "a.keras"), "--data", str(prepared_dir), "--out", str(out)]
+    args += ["--attack", "fgsm", "--strategy", "default", "--tracking-uri", uri]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "the chief writes the rows" not in result.output
+    assert (out / "per_subject.csv").is_file() and not (out / "workers").exists()

@@ -119,3 +119,5 @@ def test_worker_role_from_tf_config(monkeypatch):
         "TF_CONFIG", json.dumps({"cluster": with_chief, "task": {"type": "worker", "index": 0}})
     )
     assert worker_role() == (False, "worker-0")
+    # a leftover TF_CONFIG is ignored by the strategies that do not use it
+    assert worker_role("default") == worker_role("mirrored") == (True, "chief-0")
