@@ -190,6 +190,10 @@ def _write_like(source, canonical: np.ndarray, path: Path, dtype) -> Path:
     return path
 
 
+def _spacing(image) -> str:
+    return " x ".join(f"{z:g}" for z in image.header.get_zooms()[:3])
+
+
 def run_score(
     pred_dir: str | Path, data: str | Path, out: str | Path, *, labels: str | None = None
 ) -> dict:
@@ -228,8 +232,17 @@ def run_score(
             raise DataError(
                 f"{path}: shape {predicted.shape}, the reference's is {reference.shape}"
             )
+        # the same voxels in the same place: a prediction on another grid is refused, and
+        # distances are measured with the reference's spacing
+        grid = nib.as_closest_canonical(nib.load(str(subject.seg)))
+        if not np.allclose(prediction.affine, grid.affine, atol=1e-3):
+            raise DataError(
+                f"{path}: its affine (voxel spacing {_spacing(prediction)} mm) differs from the "
+                f"reference {subject.seg}'s ({_spacing(grid)} mm); score predictions on the "
+                "reference's own grid"
+            )
         predicted = _to_brats2017(predicted, labels, path)
-        spacing = prediction.header.get_zooms()[:3]
+        spacing = grid.header.get_zooms()[:3]
         rows.append({"subject": subject.subject_id, **native_scores(reference, predicted, spacing)})
     summary = {"n_subjects": len(rows)}
     for field in SCORE_FIELDS[1:]:

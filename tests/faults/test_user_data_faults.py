@@ -86,3 +86,28 @@ def test_a_leftover_tf_config_does_not_silence_a_single_process(
     assert result.exit_code == 0, result.output
     assert "the chief writes the rows" not in result.output
     assert (out / "per_subject.csv").is_file() and not (out / "workers").exists()
+
+
+def test_score_refuses_a_prediction_on_another_grid(phantom_dir, tmp_path):
+    import numpy as np
+
+    subjects = discover_subjects(phantom_dir)
+    preds = tmp_path / "pred"
+    preds.mkdir()
+    for subject in subjects:  # the reference itself as the prediction: a perfect score
+        shutil.copy(subject.seg, preds / f"{subject.subject_id}.nii.gz")
+    result = CliRunner().invoke(
+        main, ["score", str(preds), "--data", str(phantom_dir), "--out", str(tmp_path / "s")]
+    )
+    assert result.exit_code == 0 and "WT Dice 1.000" in result.output, result.output
+    # the same voxels on another grid (twice the spacing): refused, not scored
+    moved = preds / f"{subjects[0].subject_id}.nii.gz"
+    image = nib.load(str(moved))
+    affine = image.affine.copy()
+    affine[:3, :3] *= 2
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), affine, image.header), str(moved))
+    fails_cleanly(
+        ["score", preds, "--data", phantom_dir, "--out", tmp_path / "s2"],
+        contains=[moved.name, "differs from the reference", "mm"],
+    )
+    assert not (tmp_path / "s2" / "scores.csv").exists()
