@@ -89,6 +89,8 @@ def quiet_logs(verbose: bool, import_tensorflow: bool = True) -> None:
             os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # MLflow sets its loggers' level from this variable when it is imported, later
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     if not import_tensorflow:
         return

@@ -134,6 +134,42 @@ def preprocess(
     return standardize(resized, mask, mean, std), box
 
 
+def check_model_fits(model, model_ref, shape: tuple[int, ...], data) -> None:
+    """One check, used by every command before any work, that a model can segment volumes
+    of ``shape``: four modalities in, four classes out, a 3-D input (a 2-D UNet only wrapped
+    in ``SliceWise``) of that spatial size.
+
+    Args:
+        model: The loaded Keras model.
+        model_ref: What the user named it, for the message.
+        shape: The spatial shape of the volumes it will get.
+        data: Where those volumes come from (a folder, or the model's stored preprocessing).
+
+    Raises:
+        InputError: naming both and every mismatch.
+    """
+    from keras_advseg.models import SliceWise
+
+    inner = model.slice_model if isinstance(model, SliceWise) else model
+    spatial, channels = tuple(inner.input_shape[1:-1]), inner.input_shape[-1]
+    classes = inner.output_shape[-1]
+    problems = []
+    if channels != len(MODALITIES):
+        problems.append(f"takes {channels} channels, the data has {len(MODALITIES)} modalities")
+    if classes != 4:
+        problems.append(f"predicts {classes} classes, BraTS labels need 4")
+    expected_rank = 2 if isinstance(model, SliceWise) else 3
+    if len(spatial) != expected_rank:
+        problems.append(
+            f"takes {len(spatial)}-D inputs {spatial}; a volume model takes (X, Y, Z) (a 2-D "
+            "UNet must be wrapped in keras_advseg.models.SliceWise)"
+        )
+    elif any(s is not None and s != v for s, v in zip(spatial, shape)):
+        problems.append(f"expects volumes of {spatial}, the data's are {tuple(shape)}")
+    if problems:
+        raise InputError(f"{model_ref} does not fit {data}: it " + "; it ".join(problems))
+
+
 def crop_resize_and_mask(image: np.ndarray, preprocessing: Preprocessing, name: str = "volume"):
     """What a SavedModel exported ``--with-preprocessing`` takes: the raw volume N4-corrected
     (when the model was trained with it), cropped and resized, and its brain mask resized by

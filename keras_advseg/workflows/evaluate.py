@@ -283,27 +283,15 @@ def native_grids(prepared, ids):
 
 
 def check_model_fits_data(model, model_ref, prepared, data) -> None:
-    """Says, before the first attack, when the model and the prepared volumes disagree.
+    """Says, before the first attack, when the model and the prepared volumes disagree
+    (:func:`keras_advseg.inference.check_model_fits`).
 
     Raises:
-        InputError: naming both, when channels, classes or spatial sizes differ.
+        InputError: naming both.
     """
-    from keras_advseg.data.subject import MODALITIES
-    from keras_advseg.models import SliceWise
+    from keras_advseg.inference import check_model_fits
 
-    inner = model.slice_model if isinstance(model, SliceWise) else model
-    spatial, channels = tuple(inner.input_shape[1:-1]), inner.input_shape[-1]
-    classes = inner.output_shape[-1]
-    volume = tuple(prepared.shape[: len(spatial)])
-    problems = []
-    if channels != len(MODALITIES):
-        problems.append(f"takes {channels} channels, the data has {len(MODALITIES)} modalities")
-    if classes != 4:
-        problems.append(f"predicts {classes} classes, BraTS labels need 4")
-    if any(s is not None and s != v for s, v in zip(spatial, volume)):
-        problems.append(f"expects volumes of {spatial}, the data's are {prepared.shape}")
-    if problems:
-        raise InputError(f"{model_ref} does not fit {data}: it " + "; it ".join(problems))
+    check_model_fits(model, model_ref, tuple(prepared.shape), data)
 
 
 def model_input_size(model) -> int | None:

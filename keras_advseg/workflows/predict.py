@@ -19,7 +19,13 @@ from keras_advseg.data import DataError, Subject, discover_subjects
 from keras_advseg.data.parallel import progress_map
 from keras_advseg.data.subject import BRATS2023_LABELS, IDENTITY_LABELS
 from keras_advseg.errors import InputError
-from keras_advseg.inference import Preprocessing, preprocess, probabilities_to_label_map, to_native
+from keras_advseg.inference import (
+    Preprocessing,
+    check_model_fits,
+    preprocess,
+    probabilities_to_label_map,
+    to_native,
+)
 from keras_advseg.io import (
     atomic_path,
     ensure_writable_folder,
@@ -111,8 +117,15 @@ def run_predict(
         raise InputError(f"labels must be one of {LABEL_CONVENTIONS}. Received: {labels!r}")
     check_outputs_are_not_inputs(subjects, Path(out), probabilities)
     preprocessing = load_preprocessing(model_path)
+    model = load_model(model_path)
+    if not sliding_window:
+        check_model_fits(
+            model, model_path, preprocessing.shape, "the preprocessing stored in the model"
+        )
+    else:
+        check_model_fits(model, model_path, model_input_shape(model), "its own input size")
     out = ensure_writable_folder(out)
-    forward = traced_inference(load_model(model_path))
+    forward = traced_inference(model)
     # a subject is done only when every output it needs exists: an interruption between
     # the label map and the probabilities leaves it to do again
     todo = [
@@ -141,6 +154,15 @@ def run_predict(
                 source, native, out / f"{subject.subject_id}_probabilities.nii.gz", np.float32
             )
     return written
+
+
+def model_input_shape(model) -> tuple:
+    """The model's spatial input size (a slice-wise model's slices, any depth)."""
+    from keras_advseg.models import SliceWise
+
+    if isinstance(model, SliceWise):
+        return (*model.slice_model.input_shape[1:-1], None)
+    return tuple(model.input_shape[1:-1])
 
 
 def output_paths(subject: Subject, out: Path, probabilities: bool) -> list[Path]:

@@ -111,3 +111,34 @@ def test_score_refuses_a_prediction_on_another_grid(phantom_dir, tmp_path):
         contains=[moved.name, "differs from the reference", "mm"],
     )
     assert not (tmp_path / "s2" / "scores.csv").exists()
+
+
+def test_one_fit_check_refuses_unfit_models_before_any_work(
+    prepared_dir, phantom_dir, tmp_path, uri
+):
+    import keras
+
+    from keras_advseg.data.prepare import load_prepared
+    from keras_advseg.export import save_model
+    from keras_advseg.inference import Preprocessing
+    from keras_advseg.models import unet2d, unet3d
+
+    preprocessing = Preprocessing.from_prepared(load_prepared(prepared_dir))
+    three_classes = tmp_path / "three.keras"
+    save_model(
+        unet3d((16, 16, 16, 4), n_classes=3, base_filters=2, depth=3), three_classes, preprocessing
+    )
+    flat = tmp_path / "flat.keras"
+    save_model(unet2d((16, 16, 4), base_filters=2, depth=3), flat, preprocessing)
+    keras.backend.clear_session()
+    fails_cleanly(
+        ["predict", three_classes, phantom_dir, "--out", tmp_path / "p"],
+        contains=["three.keras", "predicts 3 classes, BraTS labels need 4"],
+    )
+    assert not (tmp_path / "p").exists()
+    for command in ("evaluate", "audit"):
+        fails_cleanly(
+            [command, flat, "--data", prepared_dir, "--out", tmp_path / command]
+            + ["--tracking-uri", uri],
+            contains=["flat.keras", "2-D inputs", "SliceWise"],
+        )
