@@ -798,8 +798,13 @@ def predict_command(
     from keras_advseg.tracking import resolve_model_path
     from keras_advseg.workflows.predict import run_predict, subjects_of
 
+    from keras_advseg.errors import TrackingError
+
     subjects = subjects_of(input_path, t1=t1, t1gd=t1gd, t2=t2, flair=flair)
-    model_path = resolve_model_path(model_ref, tracking_uri)
+    try:
+        model_path = resolve_model_path(model_ref, tracking_uri)
+    except TrackingError as exc:  # exit 1, as train and evaluate (docs: Reliability)
+        raise click.ClickException(str(exc)) from None
     written = run_predict(
         model_path,
         subjects,

@@ -142,3 +142,15 @@ def test_one_fit_check_refuses_unfit_models_before_any_work(
             + ["--tracking-uri", uri],
             contains=["flat.keras", "2-D inputs", "SliceWise"],
         )
+
+
+def test_predict_exits_1_for_an_unreachable_tracking_store_as_train_and_evaluate(
+    phantom_dir, tmp_path
+):
+    run_id = "0123456789abcdef0123456789abcdef"
+    fails_cleanly(
+        ["predict", run_id, phantom_dir, "--out", tmp_path / "p"]
+        + ["--tracking-uri", "http://127.0.0.1:9"],
+        exit_code=1,
+        contains=["127.0.0.1:9"],
+    )
