@@ -795,10 +795,9 @@ def predict_command(
     the four modality files. The model's training preprocessing (N4, crop,
     resize, the training split's statistics) is read from the model itself.
     """
+    from keras_advseg.errors import TrackingError
     from keras_advseg.tracking import resolve_model_path
     from keras_advseg.workflows.predict import run_predict, subjects_of
-
-    from keras_advseg.errors import TrackingError
 
     subjects = subjects_of(input_path, t1=t1, t1gd=t1gd, t2=t2, flair=flair)
     try:

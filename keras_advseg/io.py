@@ -114,12 +114,41 @@ def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
     return path
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula in a text cell (OWASP, CSV injection)."""
+
+
+def csv_text(value):
+    """A text cell that a spreadsheet shows as text: a leading ``'`` before a formula start
+    (OWASP's advice for CSV injection); numbers and other text unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def csv_original(text: str) -> str:
+    """The inverse of :func:`csv_text` for a cell read back."""
+    if text.startswith("'") and text[1:].startswith(FORMULA_STARTS):
+        return text[1:]
+    return text
+
+
 def rows_to_csv(rows: list[dict], fields=None) -> str:
-    """CSV text of ``rows`` with the columns ``fields`` (default: the first row's keys)."""
+    """CSV text of ``rows`` with the columns ``fields`` (default: the first row's keys); text
+    that a spreadsheet would run as a formula (a subject id ``=cmd|...``) is quoted with a
+    leading ``'`` (:func:`csv_text`)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(fields or rows[0]), extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: csv_text(v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
 
 

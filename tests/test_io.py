@@ -97,3 +97,25 @@ def test_read_json_names_the_file_and_what_it_is(tmp_path, content, message):
     assert read_json(write_json_atomic(path, {"epoch": 1})) == {"epoch": 1}
     with pytest.raises(FileFormatError, match="FileNotFoundError"):
         read_json(tmp_path / "missing.json")
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted_and_read_back():
+    from keras_advseg.evaluation.results import load_results
+    from keras_advseg.io import csv_original, csv_text, rows_to_csv
+
+    for text in ('=HYPERLINK("x")', "+1+1", "-cmd", "@SUM(A1)"):
+        assert csv_text(text) == "'" + text and csv_original(csv_text(text)) == text
+    assert csv_text("-0.25") == "-0.25" and csv_text("BraTS_001") == "BraTS_001"
+    assert csv_text(-0.25) == -0.25
+    rows = [
+        {"subject": "=cmd|' /C calc'!A0", "attack": "none", "eps": 0.0, "steps": 0, "dice_wt": 0.5}
+    ]
+    text = rows_to_csv(rows)
+    assert "\n'=cmd" in text or "\n\"'=cmd" in text
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "per_subject.csv").write_text(text)
+        result = load_results(folder)
+        assert result.subjects() == {"=cmd|' /C calc'!A0"}

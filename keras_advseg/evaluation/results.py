@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_advseg.config import ATTACKS, DICE_METRICS, QUALITY_METRICS, REGIONS
-from keras_advseg.io import FileFormatError, read_json, rows_to_csv
+from keras_advseg.io import FileFormatError, csv_original, read_json, rows_to_csv
 
 ROW_FIELDS = ("subject", "attack", "eps", "steps") + DICE_METRICS + QUALITY_METRICS
 NATIVE_METRICS = tuple(f"native_{m}_{r}" for m in ("dice", "hd95") for r in REGIONS)
@@ -227,6 +227,7 @@ def load_results(path: str | Path, name: str | None = None) -> EvalResults:
     try:
         with open(table, newline="") as handle:
             for row in csv.DictReader(handle):
+                row["subject"] = csv_original(row["subject"])
                 key = (current_attack_name(row["attack"]), round(_finite(row["eps"]), 6))
                 if row.get("found_by"):
                     winner = current_attack_name(row["found_by"])
