@@ -86,10 +86,16 @@ class Preprocessing:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"{source}: unreadable stored preprocessing ({exc})") from None
+        if len(result.shape) == 3 and max(result.shape) > MAX_SIZE:
+            raise InputError(
+                f"{source}: the stored preprocessing asks for volumes of {result.shape}; at most "
+                f"{MAX_SIZE} voxels a side (the paper's are 128)"
+            )
         valid = (
             len(result.shape) == 3
             and min(result.shape) >= 1
             and result.n4_shrink >= 1
+            and result.margin <= MAX_SIZE
             and result.margin >= 0
             and result.normalization in NORMALIZATIONS
         )
@@ -100,6 +106,11 @@ class Preprocessing:
         if not valid:
             raise InputError(f"{source}: invalid stored preprocessing {value}")
         return result
+
+
+MAX_SIZE = 512
+"""The largest model input side a stored preprocessing may ask for: a crafted file must not
+make the tool allocate hundreds of GiB (512^3 x 4 float32 volumes are 2 GiB)."""
 
 
 def preprocess(

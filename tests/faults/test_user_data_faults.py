@@ -154,3 +154,18 @@ def test_predict_exits_1_for_an_unreachable_tracking_store_as_train_and_evaluate
         exit_code=1,
         contains=["127.0.0.1:9"],
     )
+
+
+def test_a_model_file_cannot_ask_for_a_huge_volume(models, phantom_dir, tmp_path):
+    from keras_advseg.export import load_model, save_model
+    from keras_advseg.inference import Preprocessing
+
+    crafted = Preprocessing(
+        shape=(4096, 4096, 4096), n4=False, n4_shrink=4, margin=2, normalization="volume"
+    )
+    path = save_model(load_model(models / "a.keras"), tmp_path / "crafted.keras", crafted)
+    fails_cleanly(
+        ["predict", path, phantom_dir, "--out", tmp_path / "p"],
+        contains=["crafted.keras", "(4096, 4096, 4096)", "at most 512"],
+    )
+    assert not (tmp_path / "p").exists()
