@@ -899,5 +899,21 @@ def _echo_ui(tracking_uri: str, experiment: str) -> None:
         pass
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The console script: ``main`` with SIGTERM handled like Ctrl-C.
+
+    ``timeout``, Slurm and Kubernetes stop a job with SIGTERM. Raised as
+    ``KeyboardInterrupt``, it ends the MLflow run as KILLED, removes the temporaries of
+    the files being written, and leaves a checkpoint that ``--resume`` continues exactly.
+    """
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
     main()
+
+
+if __name__ == "__main__":
+    run()

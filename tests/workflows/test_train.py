@@ -351,3 +351,34 @@ def test_warm_start_from_a_model_and_distillation_from_a_temperature_1_teacher(
         main, train_args(prepared_dir, tmp_path / "bad", uri, "--init", "teacher")
     )
     assert result.exit_code == 2 and "needs defense='distillation'" in result.output
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_like_ctrl_c(prepared_dir, tmp_path):
+    """What timeout, Slurm and Kubernetes send: the run is KILLED, not left RUNNING, no
+    temporary file is left, and --resume continues it."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        ADVSEG + train_args(prepared_dir, out, uri, "--epochs", 40),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state_path = out / "checkpoint" / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (
+        state_path.is_file() and json.loads(state_path.read_text())["epoch"] >= 1
+    ):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0 and "Traceback" not in stderr, stderr[-2000:]
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert run.info.status == "KILLED"
+    assert not [p for p in out.rglob("*") if ".partial" in p.name]
+    state = json.loads(state_path.read_text())
+    assert not state["finished"] and state["epoch"] < 40
