@@ -82,26 +82,69 @@ def tracked_run(
     Yields:
         The active ``mlflow.ActiveRun``.
     """
+    from mlflow.exceptions import MlflowException
+
     import mlflow
 
     check_reachable(uri)
+    bound_http_waits()
     mlflow.set_tracking_uri(uri)
-    with store_lock(uri):  # two processes creating the same experiment at once would collide
-        found = mlflow.set_experiment(experiment)
-        if EXPERIMENT_KIND_TAG not in found.tags:
-            mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-    tags = {**environment_tags(), **(tags or {})}
-    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags)
+    try:
+        with store_lock(uri):  # two processes creating the same experiment at once would collide
+            found = mlflow.set_experiment(experiment)
+            if EXPERIMENT_KIND_TAG not in found.tags:
+                mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        tags = {**environment_tags(), **(tags or {})}
+        run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags)
+    except MlflowException as exc:
+        raise _failed(uri, exc) from None
     try:
         yield run
     except KeyboardInterrupt:
-        mlflow.end_run(status="KILLED")
+        _end_run("KILLED")
         raise
+    except MlflowException as exc:  # the store failed during the work
+        _end_run("FAILED")
+        raise _failed(uri, exc) from None
     except BaseException:
-        mlflow.end_run(status="FAILED")
+        _end_run("FAILED")
         raise
     else:
-        mlflow.end_run(status="FINISHED")
+        try:
+            mlflow.end_run(status="FINISHED")
+        except MlflowException as exc:
+            raise _failed(uri, exc) from None
+
+
+HTTP_WAITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+"""Bounds on how long one call to a failing tracking server may wait: 3 retries after 1,
+2 and 4 s (MLflow's defaults, 7 retries at factor 2 with 120 s timeouts, keep a command
+silent for many minutes). A value the user set wins."""
+
+
+def bound_http_waits() -> None:
+    """Sets :data:`HTTP_WAITS` for this process, except what the user set."""
+    for key, value in HTTP_WAITS.items():
+        os.environ.setdefault(key, value)
+
+
+def _end_run(status: str) -> None:
+    """Ends the active run with ``status``; a store that fails now cannot hide the cause."""
+    import mlflow
+
+    try:
+        mlflow.end_run(status=status)
+    except Exception:  # the original exception is the one to report
+        pass
+
+
+def _failed(uri: str, exc: BaseException) -> TrackingError:
+    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return TrackingError(f"MLflow tracking store {uri} failed: {reason}")
 
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"

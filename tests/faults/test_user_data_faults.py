@@ -169,3 +169,48 @@ def test_a_model_file_cannot_ask_for_a_huge_volume(models, phantom_dir, tmp_path
         contains=["crafted.keras", "(4096, 4096, 4096)", "at most 512"],
     )
     assert not (tmp_path / "p").exists()
+
+
+def test_a_tracking_server_that_starts_failing_gives_one_line_in_bounded_time(
+    models, prepared_dir, tmp_path, monkeypatch
+):
+    """The server answers the first check, then 503 to everything: the command ends with
+    exit 1 and a line naming the server, within MLflow's bounded retries."""
+    import http.server
+    import json
+    import threading
+    import time
+
+    class FailingServer(http.server.BaseHTTPRequestHandler):
+        def reply(self):
+            if "experiments/search" in self.path:
+                body = json.dumps({"experiments": []}).encode()
+                self.send_response(200)
+            else:
+                body = b"unavailable"
+                self.send_response(503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = reply
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FailingServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        monkeypatch.delenv(key, raising=False)
+    try:
+        start = time.monotonic()
+        fails_cleanly(
+            ["evaluate", models / "a.keras", "--data", prepared_dir, "--out", tmp_path / "e"]
+            + ["--attack", "fgsm", "--tracking-uri", uri],
+            exit_code=1,
+            contains=[uri, "failed"],
+        )
+        assert time.monotonic() - start < 120
+    finally:
+        server.shutdown()
