@@ -159,7 +159,7 @@ def write_replicated_report(
     lines = [
         f"# keras-advseg reproduction ({preset} preset, {n} training seed{'s' * (n > 1)}: "
         f"{', '.join(map(str, seeds))})\n",
-        f"Data: `{prepared.root}` ({len(prepared.train_ids)} training, "
+        f"Data: `{Path(prepared.root).resolve()}` ({len(prepared.train_ids)} training, "
         f"{len(prepared.test_ids)} test subjects, {study.shape}^3), the same for every seed. "
         "A training seed sets initialisation, augmentation order, dropout, the validation "
         "subset that picks the best epoch, and the attacks' random starts.\n",

@@ -390,7 +390,7 @@ def write_report(
         "on another machine, come out differently, and a verdict here may flip there. The "
         "study's own `report.md` (one folder up from `seeds/`) tests each finding pooled "
         "over seeds; run `advseg reproduce --seeds 0-4` for that.\n",
-        f"Data: `{prepared.root}` ({len(prepared.train_ids)} training, {len(prepared.test_ids)} "
+        f"Data: `{Path(prepared.root).resolve()}` ({len(prepared.train_ids)} training, {len(prepared.test_ids)} "
         "test subjects, "
         f"{study.shape}^3). Models: "
         + ", ".join(m.name for m in study.models3d + study.models2d)
