@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 # Everything but the tests marked slow (subprocesses, the notebook, multi-process runs, the
-# smoke study): for the edit-test loop. CI and README run `make test`, which runs them all.
+# smoke study, whole trainings): for the edit-test loop. CI and README run `make test`, which runs them all.
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 

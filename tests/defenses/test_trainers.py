@@ -48,6 +48,7 @@ def losses_over_training(trainer, x, y, steps=12):
     return history.history["loss"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make",
     [
@@ -66,6 +67,7 @@ def test_loss_decreases(batch, make):
     assert all(np.isfinite(losses))
 
 
+@pytest.mark.slow
 def test_adversarial_examples_within_eps_and_from_current_weights(batch):
     x, y = batch
     network = tiny_network()
@@ -138,6 +140,7 @@ def test_adversarial_validation(kwargs, message):
         AdversarialTrainer(tiny_network(), **kwargs)
 
 
+@pytest.mark.slow
 def test_joint_step_follows_equation_9_with_fgsm_from_current_weights(batch):
     x, y = batch
     network = tiny_network()
@@ -253,6 +256,7 @@ def _reference_step(trainer_cls, kwargs, x, y, lr=0.5):
     return [np.asarray(w) - lr * np.asarray(g) for w, g in zip(network.trainable_weights, grads)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "trainer_cls, kwargs",
     [

@@ -310,6 +310,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_resume_neither_skips_nor_repeats_an_epochs_metrics(
     prepared_dir, tmp_path, uri, monkeypatch
 ):

@@ -23,6 +23,8 @@ from keras_advseg.export import load_model
 
 ADVSEG = [sys.executable, "-m", "keras_advseg.cli"]
 
+pytestmark = pytest.mark.slow  # every test here runs whole trainings
+
 
 @pytest.fixture(scope="module")
 def trained_run(prepared_dir, tmp_path_factory):
@@ -123,7 +125,6 @@ def weights(path):
     return [np.asarray(w) for w in load_model(path).get_weights()]
 
 
-@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(prepared_dir, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     common = ["--epochs", 12, "--seed", 3, "--lr-schedule", "cosine"]  # the schedule resumes too
@@ -174,7 +175,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
 def test_training_against_a_real_mlflow_server(prepared_dir, tmp_path):
     port = free_port()
     server = subprocess.Popen(
@@ -353,7 +353,6 @@ def test_warm_start_from_a_model_and_distillation_from_a_temperature_1_teacher(
     assert result.exit_code == 2 and "needs defense='distillation'" in result.output
 
 
-@pytest.mark.slow
 def test_sigterm_ends_the_run_like_ctrl_c(prepared_dir, tmp_path):
     """What timeout, Slurm and Kubernetes send: the run is KILLED, not left RUNNING, no
     temporary file is left, and --resume continues it."""
