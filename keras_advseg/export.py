@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import keras
@@ -9,7 +10,7 @@ import tensorflow as tf
 
 from keras_advseg import losses, metrics, models  # noqa: F401  (registers serializable classes)
 from keras_advseg.errors import InputError
-from keras_advseg.io import atomic_path
+from keras_advseg.io import atomic_path, check_free_space, model_bytes
 from keras_advseg.metrics import logits_to_probabilities, probabilities_to_labels
 
 
@@ -48,6 +49,7 @@ def save_model(model: keras.Model, path: str | Path, preprocessing=None) -> Path
     import zipfile
 
     path = Path(path)
+    check_free_space(path.parent, model_bytes(model), f"the model {path.name}")
     with atomic_path(path) as tmp:
         model.save(tmp)
         if preprocessing is not None:
@@ -139,8 +141,13 @@ def export_savedmodel(
             return outputs(standardize_in_graph(image, preprocessing, brain_mask))
 
         archive.add_endpoint(name="serve", fn=serve, input_signature=[spec, mask_spec])
+    check_free_space(out_dir.parent, model_bytes(model, copies=2), "the SavedModel")
     with atomic_path(out_dir, directory=True) as tmp:
-        archive.write_out(str(tmp), verbose=False)
+        try:
+            archive.write_out(str(tmp), verbose=False)
+        except tf.errors.ResourceExhaustedError as exc:  # the disk filled while writing
+            message = f"no space left on device ({exc.message})"
+            raise OSError(errno.ENOSPC, message, str(out_dir)) from None
     return out_dir
 
 

@@ -195,3 +195,36 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     """``1 subject``, ``2 subjects`` (``many``: the plural when it is not ``word + "s"``): a
     count and its noun, for messages and reports."""
     return f"{n} {word if n == 1 else many or word + 's'}"
+
+
+def check_free_space(folder: str | Path, needed: int, what: str) -> None:
+    """Refuses a large write before it starts when ``folder``'s disk cannot hold it: a full disk
+    in the middle of an HDF5 or SavedModel write ends in pages of library errors (or a crash)
+    instead of one line, and can leave half a file behind.
+
+    Args:
+        folder: Where the file goes.
+        needed: Bytes about to be written (an estimate; 1 MiB of slack is added).
+        what: What is written, for the message.
+
+    Raises:
+        OSError: ``ENOSPC``, naming the folder, the free and the needed space.
+    """
+    import errno
+
+    folder = Path(folder)
+    probe = folder if folder.exists() else folder.parent
+    free = shutil.disk_usage(probe).free
+    needed = int(needed) + 2**20
+    if free < needed:
+        raise OSError(
+            errno.ENOSPC,
+            f"no space left on device for {what}: {free / 2**20:.1f} MiB free, about "
+            f"{needed / 2**20:.1f} MiB needed",
+            str(folder),
+        )
+
+
+def model_bytes(model, copies: int = 1) -> int:
+    """About how many bytes ``copies`` float32 copies of ``model``'s weights take on disk."""
+    return 4 * int(model.count_params()) * copies

@@ -15,7 +15,14 @@ import keras
 import numpy as np
 
 from keras_advseg.config import TrainConfig
-from keras_advseg.io import FileFormatError, atomic_path, read_json, write_json_atomic
+from keras_advseg.io import (
+    FileFormatError,
+    atomic_path,
+    check_free_space,
+    model_bytes,
+    read_json,
+    write_json_atomic,
+)
 
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "last.weights.h5"
@@ -101,6 +108,8 @@ class Checkpoint(keras.callbacks.Callback):
         if not np.isfinite(float(logs.get("loss", 0.0))) or logs.get("collapsed"):
             return  # keep the last good checkpoint (non-finite loss, catastrophic overfitting)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # weights, the optimiser's two moments, and a deployable copy: checked before writing
+        check_free_space(self.dir, model_bytes(self.model, copies=4), "the checkpoint")
         score = logs.get("val_dice_mean", -float(logs.get("loss", 0.0)))
         if score > self.best["score"]:
             self.best = {"score": float(score), "epoch": epoch + 1}

@@ -214,3 +214,40 @@ def test_a_tracking_server_that_starts_failing_gives_one_line_in_bounded_time(
         assert time.monotonic() - start < 120
     finally:
         server.shutdown()
+
+
+def _no_space(monkeypatch, free: int = 0):
+    import collections
+    import shutil as real
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(real, "disk_usage", lambda path: usage(10**9, 10**9 - free, free))
+
+
+def test_export_on_a_full_disk_is_one_line_naming_the_folder(models, tmp_path, monkeypatch):
+    _no_space(monkeypatch)
+    line = fails_cleanly(
+        ["export", models / "a.keras", tmp_path / "served"], contains=["no space left on device"]
+    )
+    assert str(tmp_path) in line and "MiB needed" in line
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+@pytest.mark.slow
+def test_training_on_a_full_disk_fails_the_run_in_one_line(
+    prepared_dir, tmp_path, uri, monkeypatch
+):
+    from mlflow.tracking import MlflowClient
+
+    _no_space(monkeypatch)
+    out = tmp_path / "run"
+    line = fails_cleanly(
+        ["train", "--data", prepared_dir, "--out", out, "--preset", "smoke", "--epochs", 1]
+        + ["--tracking-uri", uri, "--experiment", "full"],
+        contains=["no space left on device for the checkpoint", "checkpoint"],
+    )
+    assert str(out) in line
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("full").experiment_id])
+    assert run.info.status == "FAILED"
+    assert not [p for p in out.rglob("*") if ".partial" in p.name]
