@@ -278,7 +278,7 @@ def data_info(path: Path):
 @friendly_errors
 def train_command(data, out, preset, resume, run_name, tracking_uri, experiment, **options):
     """Train a segmentation network, with or without a defense, tracked in MLflow."""
-    from keras_advseg.errors import TrackingError, TrainingError
+    from keras_advseg.errors import ClusterError, TrackingError, TrainingError
     from keras_advseg.workflows.train import train
 
     model, defense = options.pop("model"), options.pop("defense")
@@ -293,7 +293,7 @@ def train_command(data, out, preset, resume, run_name, tracking_uri, experiment,
             run_name=run_name or f"{model}-{defense}",
             resume=resume,
         )
-    except (TrainingError, TrackingError) as exc:  # exit 1: the run failed, the input was fine
+    except (TrainingError, TrackingError, ClusterError) as exc:  # exit 1: the input was fine
         raise click.ClickException(str(exc)) from None
     click.echo(
         f"saved {result.model_path} (best mean validation Dice {result.best_score:.3f}); "
@@ -418,7 +418,7 @@ def evaluate_command(
     experiment,
 ):
     """Attack MODEL (a .keras file, an MLflow run id or runs:/ URI) and score it per subject."""
-    from keras_advseg.errors import TrackingError
+    from keras_advseg.errors import ClusterError, TrackingError
     from keras_advseg.workflows.evaluate import run_evaluation, summary_lines
 
     config = cfg.EvalConfig(
@@ -446,7 +446,7 @@ def evaluate_command(
             native=native,
             strategy=strategy,
         )
-    except TrackingError as exc:
+    except (TrackingError, ClusterError) as exc:  # exit 1: the input was fine
         raise click.ClickException(str(exc)) from None
     for line in summary_lines(summary, out):
         click.echo(line)

@@ -52,3 +52,7 @@ class CheckpointExists(TrainingError):
 
 class TrackingError(AdvsegError, RuntimeError):
     """The tracking store cannot be used."""
+
+
+class ClusterError(AdvsegError, RuntimeError):
+    """A multi-worker cluster cannot be joined (the chief does not answer)."""

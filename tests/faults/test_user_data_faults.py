@@ -251,3 +251,26 @@ def test_training_on_a_full_disk_fails_the_run_in_one_line(
     (run,) = client.search_runs([client.get_experiment_by_name("full").experiment_id])
     assert run.info.status == "FAILED"
     assert not [p for p in out.rglob("*") if ".partial" in p.name]
+
+
+def test_a_worker_whose_chief_never_answers_says_so_and_exits_1(
+    models, prepared_dir, tmp_path, uri, monkeypatch
+):
+    import json
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cluster = {"worker": [f"127.0.0.1:{port}", "127.0.0.1:1"]}
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}})
+    )
+    monkeypatch.setenv("ADVSEG_CHIEF_WAIT_S", "2")
+    fails_cleanly(
+        ["evaluate", models / "a.keras", "--data", prepared_dir, "--out", tmp_path / "e"]
+        + ["--attack", "fgsm", "--strategy", "multiworker", "--tracking-uri", uri],
+        exit_code=1,
+        contains=["worker-1", f"127.0.0.1:{port}", "did not answer in 2 s"],
+    )
+    assert not (tmp_path / "e").exists()
