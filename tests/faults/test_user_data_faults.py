@@ -274,3 +274,32 @@ def test_a_worker_whose_chief_never_answers_says_so_and_exits_1(
         contains=["worker-1", f"127.0.0.1:{port}", "did not answer in 2 s"],
     )
     assert not (tmp_path / "e").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB file system (tmpfs), where the suite runs as root and may mount."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a 1 MiB tmpfs needs root; the patched tests above cover the rest")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"this machine refuses a tmpfs mount ({mounted.stderr.decode().strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_export_onto_a_real_full_disk_is_one_line(models, small_disk):
+    line = fails_cleanly(
+        ["export", models / "a.keras", small_disk / "served"], contains=["no space left on device"]
+    )
+    assert str(small_disk) in line
+    assert list(small_disk.iterdir()) == []
