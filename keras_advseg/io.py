@@ -53,6 +53,11 @@ def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        if exc.filename is None:  # "[Errno 28] No space left on device" names no file: name it
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
     except BaseException:
         _remove(tmp)
         raise

@@ -119,3 +119,26 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_quoted_and_read_back():
         (Path(folder) / "per_subject.csv").write_text(text)
         result = load_results(folder)
         assert result.subjects() == {"=cmd|' /C calc'!A0"}
+
+
+def test_a_write_that_fills_the_disk_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import errno
+
+    from keras_advseg.cli import one_line
+    from keras_advseg.io import write_text_atomic
+
+    (tmp_path / "summary.json").write_text("the previous summary")
+
+    def full(self, data, *args, **kwargs):  # the disk fills in the middle of the write
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    from pathlib import Path
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError) as caught:
+        write_text_atomic(tmp_path / "summary.json", "{}")
+    monkeypatch.undo()
+    assert caught.value.errno == errno.ENOSPC
+    assert one_line(caught.value) == f"{tmp_path / 'summary.json'}: No space left on device"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+    assert (tmp_path / "summary.json").read_text() == "the previous summary"
