@@ -51,6 +51,11 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+def show_tensorflow_log() -> None:
+    """Lets the first TensorFlow import write to standard error again (``advseg --verbose``)."""
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietTensorFlowImport)]
+
+
 if "tensorflow" not in sys.modules and not TF_LOG_LEVEL_SET_BY_USER:
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     sys.meta_path.insert(0, _QuietTensorFlowImport())

@@ -87,6 +87,7 @@ def quiet_logs(verbose: bool, import_tensorflow: bool = True) -> None:
     if verbose:
         if not keras_advseg.TF_LOG_LEVEL_SET_BY_USER:
             os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+            keras_advseg.show_tensorflow_log()
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # MLflow sets its loggers' level from this variable when it is imported, later

@@ -68,3 +68,15 @@ def test_subpackages_are_attributes_and_modules_do_not_shadow_functions():
         timeout=60,
     )
     assert done.stdout.strip() == "False"
+
+
+def test_verbose_lets_tensorflow_write_again():
+    code = (
+        "import sys, keras_advseg; from keras_advseg.cli import quiet_logs; "
+        "hooked = lambda: any(type(f).__name__ == '_QuietTensorFlowImport' for f in sys.meta_path); "
+        "before = hooked(); quiet_logs(verbose=True, import_tensorflow=False); "
+        "import os; print(before, hooked(), os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stdout.split() == ["True", "False", "0"], done.stderr[-2000:]
