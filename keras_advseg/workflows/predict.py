@@ -110,7 +110,7 @@ def run_predict(
         InputError: the model records no preprocessing, or an unknown label convention.
         DataError: unreadable scans.
     """
-    from keras_advseg.export import load_model, load_preprocessing
+    from keras_advseg.export import input_shape, load_model, load_preprocessing
     from keras_advseg.metrics import traced_inference
 
     if labels not in LABEL_CONVENTIONS:
@@ -123,7 +123,7 @@ def run_predict(
             model, model_path, preprocessing.shape, "the preprocessing stored in the model"
         )
     else:
-        check_model_fits(model, model_path, model_input_shape(model), "its own input size")
+        check_model_fits(model, model_path, input_shape(model)[:-1], "its own input size")
     out = ensure_writable_folder(out)
     forward = traced_inference(model)
     # a subject is done only when every output it needs exists: an interruption between
@@ -154,15 +154,6 @@ def run_predict(
                 source, native, out / f"{subject.subject_id}_probabilities.nii.gz", np.float32
             )
     return written
-
-
-def model_input_shape(model) -> tuple:
-    """The model's spatial input size (a slice-wise model's slices, any depth)."""
-    from keras_advseg.models import SliceWise
-
-    if isinstance(model, SliceWise):
-        return (*model.slice_model.input_shape[1:-1], None)
-    return tuple(model.input_shape[1:-1])
 
 
 def output_paths(subject: Subject, out: Path, probabilities: bool) -> list[Path]:
