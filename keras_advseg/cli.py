@@ -28,6 +28,7 @@ from keras_advseg.cli_args import (
     tracking_options,
     train_options,
 )
+from keras_advseg.corruptions.registry import CORRUPTIONS
 from keras_advseg.io import plural
 
 __all__ = ["main", "parse_floats", "parse_seeds", "parse_shape"]
@@ -307,7 +308,9 @@ def train_command(data, out, preset, resume, run_name, tracking_uri, experiment,
 @model_and_data(
     "Output folder: per_subject.csv and summary.json; iterations.csv and fig_iterations.png "
     "with --iterations-sweep; fig_example.png; fig_eps.png with --eps-sweep; fig_eps_curve.png "
-    "with --eps-curve."
+    "with --eps-curve. With --corruptions instead: corruptions.csv, corruption_tests.csv, "
+    "corruption_summary.json, fig_corruption_severity.png, fig_corruption_grid.png "
+    "(corruptions_reference.csv with --reference) and the prepared scans in corrupted/."
 )
 @click.option(
     "--split",
@@ -395,6 +398,38 @@ def train_command(data, out, preset, resume, run_name, tracking_uri, experiment,
     help="mirrored: subjects spread over the local devices; multiworker: also over the machines "
     "in TF_CONFIG (run the same command on each; the chief merges and writes the rows).",
 )
+@click.option(
+    "--corruptions",
+    default=None,
+    help="Score MRI artifacts and operator errors instead of attacks: all, scanner, operator or "
+    "a list (" + ", ".join(CORRUPTIONS.names()) + "). Each raw test scan is corrupted in its "
+    "own space and goes through the model's stored preprocessing.",
+)
+@click.option(
+    "--severities",
+    default="1-5",
+    show_default=True,
+    help="Corruption severities: 1-5, 3 or 1,3,5 (the clean scans are always scored).",
+)
+@click.option(
+    "--reference",
+    "reference_ref",
+    default=None,
+    help="With --corruptions: a reference model (file, run id or runs:/ URI) scored on the same "
+    "scans, for the corruption error mCE.",
+)
+@click.option(
+    "--modalities",
+    default=None,
+    help="With --corruptions: the sequences they may touch, e.g. flair or t1,t1gd [all].",
+)
+@click.option(
+    "--corruption-cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --corruptions: folder of prepared corrupted scans, shared by every model "
+    "evaluated on them [OUT/corrupted].",
+)
 @tracking_options()
 @friendly_errors
 def evaluate_command(
@@ -415,12 +450,65 @@ def evaluate_command(
     run_name,
     native,
     strategy,
+    corruptions,
+    severities,
+    reference_ref,
+    modalities,
+    corruption_cache,
     tracking_uri,
     experiment,
 ):
-    """Attack MODEL (a .keras file, an MLflow run id or runs:/ URI) and score it per subject."""
+    """Attack MODEL (a .keras file, an MLflow run id or runs:/ URI) and score it per subject;
+    with --corruptions, score it under MRI artifacts and operator errors instead."""
     from keras_advseg.errors import ClusterError, TrackingError
     from keras_advseg.workflows.evaluate import run_evaluation, summary_lines
+
+    context = click.get_current_context()
+    attack_only = (
+        "attacks",
+        "eps",
+        "eps_sweep",
+        "eps_curve",
+        "iterations_sweep",
+        "attack_temperature",
+        "transfer_ref",
+        "restarts",
+        "steps",
+        "strategy",
+    )
+    corruption_only = ("severities", "reference_ref", "modalities", "corruption_cache")
+    given = [
+        name
+        for name in attack_only + corruption_only
+        if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    if corruptions is not None:
+        clash = [n for n in given if n in attack_only]
+        if clash:
+            raise click.UsageError(
+                f"--corruptions scores artifacts, not attacks; drop {_option_name(clash[0])} "
+                "(run evaluate twice for both)"
+            )
+        _evaluate_corruptions(
+            model_ref,
+            data,
+            out,
+            split,
+            corruptions,
+            severities,
+            reference_ref,
+            modalities,
+            corruption_cache,
+            seed,
+            run_name,
+            native,
+            tracking_uri,
+            experiment,
+        )
+        return
+    stray = [n for n in given if n in corruption_only]
+    if stray:
+        raise click.UsageError(f"{_option_name(stray[0])} needs --corruptions")
 
     config = cfg.EvalConfig(
         attacks=tuple(attacks),
@@ -448,6 +536,66 @@ def evaluate_command(
             strategy=strategy,
         )
     except (TrackingError, ClusterError) as exc:  # exit 1: the input was fine
+        raise click.ClickException(str(exc)) from None
+    for line in summary_lines(summary, out):
+        click.echo(line)
+    _echo_ui(tracking_uri, experiment)
+
+
+def _option_name(parameter: str) -> str:
+    names = {
+        "attacks": "--attack",
+        "transfer_ref": "--transfer-from",
+        "reference_ref": "--reference",
+    }
+    return names.get(parameter, "--" + parameter.replace("_", "-"))
+
+
+def _evaluate_corruptions(
+    model_ref,
+    data,
+    out,
+    split,
+    corruptions,
+    severities,
+    reference_ref,
+    modalities,
+    cache,
+    seed,
+    run_name,
+    native,
+    tracking_uri,
+    experiment,
+):
+    from keras_advseg.corruptions import parse_corruptions, parse_severities
+    from keras_advseg.corruptions.core import check_modalities
+    from keras_advseg.errors import InputError, TrackingError
+    from keras_advseg.workflows.corruptions import run_corruption_evaluation, summary_lines
+
+    try:
+        names = parse_corruptions(corruptions)
+        levels = parse_severities(severities)
+        sequences = check_modalities(modalities) if modalities else None
+    except InputError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        summary = run_corruption_evaluation(
+            model_ref,
+            data,
+            out,
+            corruptions=names,
+            severities=levels,
+            seed=seed,
+            split=split,
+            native=native,
+            reference_ref=reference_ref,
+            modalities=sequences,
+            cache=cache,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            run_name=run_name,
+        )
+    except TrackingError as exc:  # exit 1: the input was fine
         raise click.ClickException(str(exc)) from None
     for line in summary_lines(summary, out):
         click.echo(line)

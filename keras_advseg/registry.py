@@ -42,6 +42,8 @@ class Entry:
         gradients: Whether it needs the model's input gradients (False: a black box suffices).
         ensemble: Whether it may be a member of the worst-case ensemble.
         aliases: Deprecated spellings that still resolve to ``name`` for one release.
+        facts: A family's own facts (a corruption's ``kind`` and severity table), read as
+            attributes too: ``entry.kind``.
     """
 
     name: str
@@ -54,6 +56,13 @@ class Entry:
     gradients: bool = True
     ensemble: bool = False
     aliases: tuple[str, ...] = ()
+    facts: Mapping = field(default_factory=dict)
+
+    def __getattr__(self, name: str):
+        facts = self.__dict__.get("facts", {})
+        if name in facts:
+            return facts[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def load(self) -> Callable:
         """The implementing callable (imported now when given as ``"module:function"``)."""
@@ -61,6 +70,9 @@ class Entry:
             return self.target
         module, _, attribute = self.target.partition(":")
         return getattr(importlib.import_module(module), attribute)
+
+
+_ENTRY_FIELDS = frozenset(Entry.__dataclass_fields__) - {"name", "display", "target", "facts"}
 
 
 class Registry:
@@ -82,7 +94,8 @@ class Registry:
             name: The new member's name (lower case, words joined by ``-``).
             display: Its printed name.
             target: The implementing callable or ``"module:function"``; omit it to decorate.
-            **facts: The other fields of :class:`Entry`.
+            **facts: The other fields of :class:`Entry`; any other keyword is one of the
+                family's own facts (:attr:`Entry.facts`).
 
         Returns:
             The :class:`Entry` (a call), or the decorated function unchanged (a decorator).
@@ -95,7 +108,9 @@ class Registry:
             taken = [n for n in (name, *facts.get("aliases", ())) if n in self]
             if taken:
                 raise InputError(f"{self.family} {taken[0]!r} is already registered")
-            entry = Entry(name=name, display=display, target=fn, **facts)
+            known = {k: v for k, v in facts.items() if k in _ENTRY_FIELDS}
+            own = {k: v for k, v in facts.items() if k not in _ENTRY_FIELDS}
+            entry = Entry(name=name, display=display, target=fn, **known, facts=own)
             self._entries[name] = entry
             for alias in entry.aliases:
                 self._aliases[alias] = name
@@ -151,7 +166,7 @@ class Registry:
         return tuple(
             e.name
             for e in self._entries.values()
-            if all(getattr(e, k) == v for k, v in facts.items())
+            if all(getattr(e, k, None) == v for k, v in facts.items())
         )
 
     def display(self, name: str) -> str:

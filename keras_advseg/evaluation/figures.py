@@ -221,3 +221,139 @@ def eps_figure(
     fig.suptitle(title or f"Mean Dice vs {xlabel}", fontsize=11)
     fig.tight_layout(rect=(0, 0.08 + 0.05 * ((len(labels) - 1) // 3), 1, 1))
     return save_figure(fig, path)
+
+
+def corruption_severity_figure(
+    curves: dict, path: Path, model: str | None = None, clean: dict | None = None
+) -> Path:
+    """Mean Dice against severity, one panel per region, one line per corruption; severity 0 is
+    the clean scan, and every panel shares the 0-1 axis.
+
+    Args:
+        curves: ``{corruption: {severity: {region: mean Dice}}}``.
+        path: The PNG to write.
+        model: The model's name, for the title.
+        clean: ``{region: clean mean Dice}``, drawn at severity 0 of every line.
+    """
+    from keras_advseg.corruptions import CORRUPTIONS
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True, layout="constrained")
+    colours = plt.get_cmap("tab20").colors
+    for ax, region in zip(axes, REGIONS):
+        for index, (name, by_severity) in enumerate(curves.items()):
+            levels = sorted(by_severity)
+            values = [by_severity[s][region] for s in levels]
+            if clean is not None:
+                levels, values = [0, *levels], [clean[region], *values]
+            style = "-" if CORRUPTIONS.get(name).kind == "scanner" else "--"
+            ax.plot(
+                levels,
+                values,
+                style,
+                marker="o",
+                markersize=3,
+                color=colours[index % 20],
+                label=CORRUPTIONS.display(name),
+            )
+        ax.set_title(REGION_NAMES[region], fontsize=10)
+        ax.set_xlabel("severity (0: clean)")
+        ax.set_xticks(range(0, 6))
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean Dice over subjects")
+    axes[-1].legend(
+        fontsize=7,
+        loc="center left",
+        bbox_to_anchor=(1.02, 0.5),
+        title="solid: scanner, dashed: operator",
+        title_fontsize=7,
+    )
+    who = f"{model_label(model)}: " if model else ""
+    fig.suptitle(f"{who}Dice against severity of each MRI corruption", fontsize=11)
+    return save_figure(fig, path)
+
+
+def corruption_grid_figure(
+    example: dict, path: Path, corruptions, severities=(1, 3, 5), model: str | None = None
+) -> Path:
+    """One row per corruption: the clean scan and the corrupted one at each severity shown, one
+    axial slice of the sequence the corruption changed most, with the predicted outlines; the
+    last column is the ground truth. A row shares one intensity window.
+
+    Args:
+        example: :class:`~keras_advseg.evaluation.corrupted.CorruptionEvaluation`'s example.
+        path: The PNG to write.
+        corruptions: The rows, in order.
+        severities: The columns after the clean one (those evaluated).
+        model: The model's name, for the title.
+    """
+    from keras_advseg.corruptions import CORRUPTIONS
+    from keras_advseg.data.subject import MODALITIES
+    from keras_advseg.evaluation.corrupted import example_channel
+
+    plt = _pyplot()
+    from matplotlib import colors as mcolors
+
+    panels = example["panels"]
+    rows = [c for c in corruptions if any((c, s) in panels for s in severities)]
+    columns = [s for s in severities if any((c, s) in panels for c in rows)]
+    n_rows, n_cols = max(1, len(rows)), len(columns) + 2
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(1.9 * n_cols, 1.9 * n_rows + 0.9),
+        squeeze=False,
+        layout="constrained",
+    )
+    outline = mcolors.ListedColormap(["none", "red", "lime", "none", "yellow"])
+    clean_image, clean_prediction = panels[("none", 0)]
+    for i, name in enumerate(rows):
+        channel = example_channel(example, name)
+        shown = [clean_image[..., channel]] + [
+            panels[(name, s)][0][..., channel] for s in columns if (name, s) in panels
+        ]
+        vmin = float(min(a.min() for a in shown))
+        vmax = float(max(a.max() for a in shown)) or 1.0
+        cells = [("clean", clean_image, clean_prediction)] + [
+            (f"severity {s}", *panels[(name, s)])
+            if (name, s) in panels
+            else (f"severity {s}", None, None)
+            for s in columns
+        ]
+        cells.append(("ground truth", clean_image, example["labels"]))
+        for j, (title, image, labels) in enumerate(cells):
+            ax = axes[i, j]
+            ax.axis("off")
+            if image is None:
+                continue
+            ax.imshow(image[..., channel].T, origin="lower", cmap="gray", vmin=vmin, vmax=vmax)
+            ax.contour(labels.T > 0, levels=[0.5], colors="cyan", linewidths=0.6, origin="lower")
+            ax.imshow(
+                np.ma.masked_equal(labels.T, 0),
+                origin="lower",
+                cmap=outline,
+                vmin=0,
+                vmax=4,
+                alpha=0.35,
+                interpolation="nearest",
+            )
+            if i == 0:
+                ax.set_title(title, fontsize=8)
+        axes[i, 0].text(
+            -0.08,
+            0.5,
+            f"{CORRUPTIONS.display(name)}\n({MODALITIES[channel]})",
+            transform=axes[i, 0].transAxes,
+            ha="right",
+            va="center",
+            fontsize=8,
+        )
+    who = f"{model_label(model)}, " if model else ""
+    fig.suptitle(
+        f"{who}subject {example['subject']}, axial slice {example['z']} in model space: "
+        "predicted outline (cyan) and regions\nnecrotic core red, oedema green, enhancing "
+        "tumour yellow; each row in one intensity window",
+        fontsize=9,
+    )
+    return save_figure(fig, path)

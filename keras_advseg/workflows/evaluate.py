@@ -266,20 +266,32 @@ def native_grids(prepared, ids):
     Raises:
         InputError: the cache records no source dataset, or it lacks a subject.
     """
-    from keras_advseg.data import discover_subjects
     from keras_advseg.inference import NativeGrid
+
+    subjects = {s.subject_id: s for s in raw_subjects(prepared, ids, "native-space scores")}
+    return lambda subject_id: NativeGrid.of(subjects[subject_id], prepared.config.margin)
+
+
+def raw_subjects(prepared, ids, purpose: str) -> list:
+    """The raw :class:`~keras_advseg.data.Subject` of ``ids`` in the dataset the cache was
+    prepared from, in ``ids``' order.
+
+    Raises:
+        InputError: the cache records no source dataset, or it lacks a subject.
+    """
+    from keras_advseg.data import discover_subjects
 
     source = prepared.source
     if source is None or not Path(source).is_dir():
         raise InputError(
             f"{prepared.root}: the raw dataset it was prepared from ({source}) is not available; "
-            "native-space scores need the original scans"
+            f"{purpose} need the original scans"
         )
     subjects = {s.subject_id: s for s in discover_subjects(source)}
     missing = [i for i in ids if i not in subjects]
     if missing:
         raise InputError(f"{source}: lacks subjects {missing[:3]} of {prepared.root}")
-    return lambda subject_id: NativeGrid.of(subjects[subject_id], prepared.config.margin)
+    return [subjects[i] for i in ids]
 
 
 def check_model_fits_data(model, model_ref, prepared, data) -> None:
