@@ -166,7 +166,8 @@ TRAIN_OPTIONS = (
         default=_TRAIN.defense,
         show_default=True,
         help="Training defense: adversarial (FGSM, eq. 9), pgd, fast and trades (robust "
-        "training), distillation (eq. 4-7), noise (uniform noise).",
+        "training), distillation (eq. 4-7), noise (uniform noise), artifacts (random MRI "
+        "corruptions, see --artifacts).",
     ),
     click.option("--epochs", type=click.IntRange(min=1), help=f"Epochs {_preset('epochs')}."),
     click.option(
@@ -275,6 +276,17 @@ TRAIN_OPTIONS = (
         type=click.FloatRange(min=0),
         help="Noise augmentation: uniform noise radius relative to each input's intensity "
         f"range [{_TRAIN.noise_radius:g}].",
+    ),
+    click.option(
+        "--artifacts",
+        help="The MRI corruptions drawn from during training (--defense artifacts, or with "
+        "--artifact-rate any defense): all, scanner, operator or a list [all].",
+    ),
+    click.option(
+        "--artifact-rate",
+        type=click.FloatRange(0, 1),
+        help="Share of training volumes corrupted, each by a random corruption at a random "
+        "severity 1-5 [0.5 with --defense artifacts, else 0]; combines with adversarial training.",
     ),
     click.option(
         "--strategy",

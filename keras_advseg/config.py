@@ -30,7 +30,7 @@ DICE_METRICS = tuple(f"dice_{region}" for region in REGIONS)
 QUALITY_METRICS = ("psnr", "ssim", "rmse")
 
 MODELS = ("unet3d", "unet2d")
-DEFENSES = ("none", "adversarial", "distillation", "noise", "pgd", "fast", "trades")
+DEFENSES = ("none", "adversarial", "distillation", "noise", "pgd", "fast", "trades", "artifacts")
 ADVERSARIAL_DEFENSES = ("adversarial", "pgd", "fast", "trades")
 """Defenses that train on adversarial examples of budget ``adv_eps``."""
 ADVERSARIAL_MODES = ("joint", "alternating")
@@ -162,6 +162,8 @@ class TrainConfig:
     teacher_temperature: float | None = None
     init: str | None = None
     noise_radius: float = 0.01
+    artifacts: str = "all"
+    artifact_rate: float | None = None
     strategy: str = "default"
     deterministic: bool = True
     precision: str = "float32"
@@ -210,6 +212,13 @@ class TrainConfig:
         ):
             if name != "beta" or self.beta is not None:
                 check_range(name, getattr(self, name), low, high)
+        if self.artifact_rate is not None:
+            check_range("artifact_rate", self.artifact_rate, 0.0, 1.0)
+        from keras_advseg.corruptions import parse_corruptions
+
+        object.__setattr__(self, "artifacts", ",".join(parse_corruptions(self.artifacts)))
+        if self.defense == "artifacts" and self.corruption_rate == 0:
+            raise InputError("defense 'artifacts' needs artifact_rate > 0. Received: 0")
         if self.lr <= 0 or self.dropout >= 1 or self.val_fraction >= 1:
             raise InputError(
                 f"lr must be > 0, dropout and val_fraction < 1. Received: lr={self.lr}, "
@@ -227,6 +236,14 @@ class TrainConfig:
         if self.beta is not None:
             return self.beta
         return 0.0 if self.defense == "fast" else 0.5
+
+    @property
+    def corruption_rate(self) -> float:
+        """The share of training volumes corrupted: ``artifact_rate``, or 0.5 for the
+        ``artifacts`` defense and 0 (none) for the others."""
+        if self.artifact_rate is not None:
+            return self.artifact_rate
+        return 0.5 if self.defense == "artifacts" else 0.0
 
     @property
     def label_temperature(self) -> float:

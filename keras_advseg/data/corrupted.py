@@ -207,3 +207,59 @@ def _write(path: Path, scan: PreparedScan) -> None:
             box=np.array([[s.start, s.stop] for s in scan.box], np.int64),
             native_shape=np.array(scan.native_shape, np.int64),
         )
+
+
+@dataclass(frozen=True)
+class ArtifactAugmentation:
+    """Random corruptions at random severities for training (``advseg train --defense artifacts``).
+
+    Applied to a prepared volume (cropped and resized, before standardisation), not to the
+    native scan: preparing a native scan again for every training step (N4 takes seconds per
+    sequence) would make an epoch many times slower, while the artifacts are defined in physical
+    units and carry over to the prepared grid given its voxel size (``spacing``). What the
+    model meets at test time is the native route (:class:`CorruptedScans`).
+
+    Attributes:
+        corruptions: The names drawn from (uniformly).
+        rate: The probability that a training volume is corrupted.
+        spacing: The prepared grid's voxel size in mm (:func:`prepared_spacing`).
+    """
+
+    corruptions: tuple[str, ...]
+    rate: float
+    spacing: tuple[float, float, float]
+
+    def __call__(self, image: np.ndarray, seed: int) -> np.ndarray:
+        """``image`` (unstandardised) corrupted or not, from ``seed``."""
+        from keras_advseg.corruptions import corrupt
+
+        rng = np.random.default_rng(int(seed) & 0xFFFFFFFF)
+        if rng.uniform() >= self.rate:
+            return image
+        name = self.corruptions[int(rng.integers(len(self.corruptions)))]
+        severity = int(rng.integers(1, 6))
+        return corrupt(image, name, severity, spacing=self.spacing, seed=int(rng.integers(2**31)))
+
+
+def prepared_spacing(prepared, subjects: int = 3) -> tuple[float, float, float]:
+    """The voxel size (mm) of a prepared cache's grid: the native spacing times the crop's
+    extent over the prepared shape, the median over the first ``subjects`` raw training scans;
+    1 mm when the raw dataset is not at hand."""
+    from keras_advseg.data import discover_subjects
+    from keras_advseg.data.preprocess import brain_mask, crop_box
+
+    source = prepared.source
+    if source is None or not Path(source).is_dir():
+        return (1.0, 1.0, 1.0)
+    wanted = set(prepared.ids("train")[:subjects])
+    found = []
+    for subject in discover_subjects(source):
+        if subject.subject_id not in wanted:
+            continue
+        image, _ = subject.load()
+        box = crop_box(brain_mask(image), prepared.config.margin)
+        extent = np.array([s.stop - s.start for s in box], float)
+        found.append(np.array(spacing_of(subject)) * extent / np.array(prepared.shape, float))
+    if not found:
+        return (1.0, 1.0, 1.0)
+    return tuple(float(v) for v in np.median(found, axis=0))

@@ -106,6 +106,7 @@ def volume_dataset(
     seed: int = 0,
     ids: list[str] | None = None,
     soft_labels: str | None = None,
+    artifacts=None,
 ) -> tf.data.Dataset:
     """Batches of whole volumes: ``(B, X, Y, Z, 4)`` images and one-hot labels.
 
@@ -120,6 +121,8 @@ def volume_dataset(
         ids: Explicit subject ids.
         soft_labels: Folder of ``<id>.npy`` soft targets (distillation) used
             instead of the one-hot labels.
+        artifacts: An :class:`~keras_advseg.data.corrupted.ArtifactAugmentation`: corrupt
+            volumes before standardising them, drawn from ``seed``.
 
     Returns:
         A prefetched ``tf.data.Dataset`` of ``(image, one_hot)``.
@@ -135,6 +138,7 @@ def volume_dataset(
         seed=seed,
         ids=ids,
         soft_labels=soft_labels,
+        artifacts=artifacts,
     )
     _check_batch(batch_size)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -151,6 +155,7 @@ def slice_dataset(
     shuffle_buffer: int = 512,
     ids: list[str] | None = None,
     soft_labels: str | None = None,
+    artifacts=None,
 ) -> tf.data.Dataset:
     """Batches of axial slices ``(B, X, Y, 4)`` for the 2-D UNet (paper: batch 64).
 
@@ -166,6 +171,7 @@ def slice_dataset(
         shuffle_buffer: Slices in the shuffle buffer.
         ids: Explicit subject ids.
         soft_labels: Folder of ``<id>.npy`` soft targets used instead of one-hot labels.
+        artifacts: Corrupt volumes before slicing them (see :func:`volume_dataset`).
 
     Returns:
         A prefetched ``tf.data.Dataset`` of ``(image_slice, one_hot_slice)``.
@@ -179,6 +185,7 @@ def slice_dataset(
         seed=seed,
         ids=ids,
         soft_labels=soft_labels,
+        artifacts=artifacts,
     )
     _check_batch(batch_size)
     ds = ds.map(
@@ -199,7 +206,7 @@ def _order_defaults(split, ids, shuffle, augment_data) -> tuple[bool, bool]:
 
 
 def _volumes(
-    prepared, split, *, shuffle, augment_data, seed, ids, soft_labels=None
+    prepared, split, *, shuffle, augment_data, seed, ids, soft_labels=None, artifacts=None
 ) -> tf.data.Dataset:
     shuffle, augment_data = _order_defaults(split, ids, shuffle, augment_data)
     ids = list(ids) if ids is not None else prepared.ids(split)
@@ -207,20 +214,22 @@ def _volumes(
         raise InputError(f"no subjects in split {split!r} of {prepared.root}")
     shape = prepared.shape
 
-    def load(subject_id):
+    def load(subject_id, draw=0):
         subject_id = subject_id.decode()
-        image, labels = prepared.load(subject_id)
+        if artifacts is None:
+            image, labels = prepared.load(subject_id)
+        else:
+            image, labels = prepared.load(subject_id, transform=lambda v: artifacts(v, draw))
         if soft_labels is not None:
             return image, _read_soft_labels(Path(soft_labels) / f"{subject_id}.npy", shape)
         if labels is None:
             raise InputError(f"subject {subject_id} has no labels")
         return image, labels
 
-    def read(subject_id):
+    def read(subject_id, draw=None):
         target_type = tf.float32 if soft_labels is not None else tf.uint8
-        image, target = tf.numpy_function(
-            load, [subject_id], [tf.float32, target_type], stateful=False
-        )
+        inputs = [subject_id] if draw is None else [subject_id, draw]
+        image, target = tf.numpy_function(load, inputs, [tf.float32, target_type], stateful=False)
         image.set_shape(shape + (4,))
         if soft_labels is not None:
             target.set_shape(shape + (N_CLASSES,))
@@ -231,7 +240,13 @@ def _volumes(
     ds = tf.data.Dataset.from_tensor_slices(ids)
     if shuffle:
         ds = ds.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if artifacts is None:
+        ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:  # each volume's corruption drawn from its own seed, differently each epoch
+        draws = tf.data.Dataset.random(seed=seed + 7, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, draws)).map(
+            read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
     if augment_data:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(

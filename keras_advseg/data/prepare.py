@@ -146,8 +146,13 @@ class PreparedDataset:
             raise InputError(f"split must be one of {sorted(splits)}. Received: split={split!r}")
         return list(splits[split])
 
-    def load(self, subject_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+    def load(self, subject_id: str, transform=None) -> tuple[np.ndarray, np.ndarray | None]:
         """Loads one standardised volume.
+
+        Args:
+            subject_id: The subject.
+            transform: A function of the unstandardised ``(X, Y, Z, 4)`` volume applied before
+                standardising (the training corruptions); the brain mask stays the cache's.
 
         Returns:
             ``(image, labels)``: float32 ``(X, Y, Z, 4)`` standardised, 0
@@ -160,6 +165,8 @@ class PreparedDataset:
         image, mask, labels = read_volume(path)
         if image.shape[:3] != self.shape:
             raise DataError(f"{path}: shape {image.shape[:3]}, the cache's is {self.shape}")
+        if transform is not None:
+            image = np.asarray(transform(image), np.float32)
         if self.config.normalization == "global":
             return standardize(image, mask, self.mean, self.std), labels
         return standardize(image, mask, None, None), labels

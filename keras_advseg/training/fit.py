@@ -380,6 +380,13 @@ def _stream(config: TrainConfig, prepared, train_ids, soft_labels, start: int, r
             f"batch_size {config.batch_size} is smaller than the {replicas} replicas; "
             "each replica needs at least one sample per step"
         )
+    artifacts = None
+    if config.corruption_rate > 0:
+        from keras_advseg.data.corrupted import ArtifactAugmentation, prepared_spacing
+
+        artifacts = ArtifactAugmentation(
+            tuple(config.artifacts.split(",")), config.corruption_rate, prepared_spacing(prepared)
+        )
     if config.model == "unet3d":
         steps = math.ceil(len(train_ids) / config.batch_size)
 
@@ -392,6 +399,7 @@ def _stream(config: TrainConfig, prepared, train_ids, soft_labels, start: int, r
                 seed=seed,
                 augment_data=config.augment,
                 soft_labels=soft_labels,
+                artifacts=artifacts,
             )
     else:
         steps = math.ceil(len(train_ids) * prepared.shape[2] / config.batch_size)
@@ -405,6 +413,7 @@ def _stream(config: TrainConfig, prepared, train_ids, soft_labels, start: int, r
                 seed=seed,
                 augment_data=config.augment,
                 soft_labels=soft_labels,
+                artifacts=artifacts,
             )
 
     stream = None

@@ -39,7 +39,18 @@ def test_per_subject_rows_and_summary_schema(evaluated, prepared_dir):
     assert set(entry) == {"dice_wt", "dice_tc", "dice_et", "psnr", "ssim", "rmse", "dice_drop"}
     assert set(entry["dice_wt"]) == {"mean", "sd", "n"}
     # every file evaluate's help names (fig_eps_curve.png only with --eps-curve)
-    assert_help_files_written(("evaluate",), root / "a", ignore=("fig_eps_curve.png",))
+    corruption_files = {
+        "corruptions.csv",
+        "corruption_tests.csv",
+        "corruption_summary.json",
+        "fig_corruption_severity.png",
+        "fig_corruption_grid.png",
+        "corruptions_reference.csv",
+        "corrupted/",
+    }
+    assert_help_files_written(
+        ("evaluate",), root / "a", ignore=("fig_eps_curve.png", *corruption_files)
+    )
     clean = summary["clean"]["dice_wt"]["mean"]
     if clean:
         assert entry["dice_drop"]["wt"] == pytest.approx((clean - entry["dice_wt"]["mean"]) / clean)

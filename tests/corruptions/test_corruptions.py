@@ -1,0 +1,190 @@
+"""The corruptions against their definitions: identity at 0, growth with severity, determinism,
+k-space artifacts checked in k-space, operator errors checked voxel by voxel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import fft, ndimage
+
+from keras_advseg.corruptions import (
+    CORRUPTIONS,
+    corrupt,
+    parse_corruptions,
+    parse_severities,
+    severity_table,
+)
+from keras_advseg.corruptions.intensity import bias_field, bias_field_map, polynomial_terms
+from keras_advseg.corruptions.kspace import ghosting, motion, spike
+from keras_advseg.errors import InputError
+
+SHAPE = (24, 28, 20)
+
+
+def head(seed: int) -> np.ndarray:
+    """A smooth ellipsoidal 'brain' of four sequences, 0 outside."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices(SHAPE).astype(float)
+    centre = (np.array(SHAPE) - 1)[:, None, None, None] / 2
+    radii = np.array([10, 12, 8.5])[:, None, None, None]
+    inside = np.sqrt((((grid - centre) / radii) ** 2).sum(0)) < 1
+    texture = ndimage.gaussian_filter(rng.uniform(0, 1, SHAPE + (4,)), (2, 2, 2, 0))
+    return np.where(inside[..., None], 100 + 400 * texture, 0).astype(np.float32)
+
+
+def distance(a, b) -> float:
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+def test_every_corruption_keeps_shape_dtype_and_finiteness_and_grows_with_severity():
+    images = [head(seed) for seed in range(3)]
+    for entry in CORRUPTIONS:
+        mean_distances = []
+        for severity in range(6):
+            found = []
+            for seed, image in enumerate(images):
+                out = corrupt(image, entry.name, severity, spacing=(2, 2, 2), seed=seed)
+                assert out.shape == image.shape and out.dtype == np.float32, entry.name
+                assert np.isfinite(out).all(), entry.name
+                assert (out[image.max(axis=-1) == 0] == 0).all(), entry.name  # background kept
+                found.append(distance(out, image))
+            mean_distances.append(np.mean(found))
+        assert mean_distances[0] == 0, entry.name  # severity 0 is the identity
+        assert all(b > a for a, b in zip(mean_distances, mean_distances[1:])), (
+            entry.name,
+            mean_distances,
+        )
+
+
+def test_a_seed_fixes_the_output_and_another_seed_changes_a_random_corruption():
+    image = head(0)
+    for name in ("motion", "rician-noise", "bias-field", "misregistration"):
+        a = corrupt(image, name, 3, spacing=(2, 2, 2), seed=5)
+        np.testing.assert_array_equal(a, corrupt(image, name, 3, spacing=(2, 2, 2), seed=5))
+        assert not np.array_equal(a, corrupt(image, name, 3, spacing=(2, 2, 2), seed=6)), name
+
+
+def test_modalities_restrict_a_corruption_to_the_chosen_sequences():
+    image = head(1)
+    out = corrupt(image, "rician-noise", 4, spacing=(2, 2, 2), seed=0, modalities=["flair"])
+    np.testing.assert_array_equal(out[..., :3], image[..., :3])
+    assert not np.array_equal(out[..., 3], image[..., 3])
+    # each sequence has its own draw: FLAIR's noise does not depend on what else is corrupted
+    both = corrupt(image, "rician-noise", 4, spacing=(2, 2, 2), seed=0, modalities=["t1", "flair"])
+    np.testing.assert_array_equal(both[..., 3], out[..., 3])
+
+
+def test_ghosting_changes_only_every_nth_plane_of_k_space_and_keeps_the_centre():
+    volume = 50 + head(2)[..., 0].astype(np.float64)  # positive everywhere: nothing is clipped
+    out = ghosting(
+        volume, spacing=(1, 1, 1), rng=np.random.default_rng(0), ghosts=4, intensity=0.5, axes=(1,)
+    )
+    before, after = fft.fftn(volume), fft.fftn(out)
+    changed = np.abs(after - before).max(axis=(0, 2)) > 1e-6 * np.abs(before).max()
+    frequencies = np.rint(fft.fftfreq(SHAPE[1]) * SHAPE[1]).astype(int)
+    expected = (frequencies % 4 == 0) & (frequencies != 0)
+    np.testing.assert_array_equal(changed, expected)
+    # the attenuated planes are exactly (1 - intensity) of what they were
+    planes = np.flatnonzero(expected)
+    np.testing.assert_allclose(after[:, planes], 0.5 * before[:, planes], atol=1e-6)
+
+
+def test_a_spike_adds_one_k_space_peak_and_its_mirror():
+    volume = 1000 + head(3)[..., 1].astype(np.float64)  # the stripes never reach 0: no clipping
+    out = spike(volume, spacing=(1, 1, 1), rng=np.random.default_rng(4), intensity=0.6)
+    before, after = fft.fftn(volume), fft.fftn(out)
+    difference = after - before
+    peaks = np.argwhere(np.abs(difference) > 1e-6 * np.abs(before).max())
+    assert 1 <= len(peaks) <= 2
+    position = peaks[0]
+    mirror = (-position) % np.array(SHAPE)
+    assert {tuple(p) for p in peaks} <= {tuple(position), tuple(mirror)}
+    assert np.abs(difference).sum() == pytest.approx(0.6 * np.abs(before).max(), rel=1e-6)
+
+
+def test_motion_without_movement_is_the_identity():
+    volume = head(4)[..., 2].astype(np.float64)
+    out = motion(
+        volume,
+        spacing=(1, 1, 2),
+        rng=np.random.default_rng(0),
+        degrees=0,
+        translation_mm=0,
+        movements=6,
+    )
+    np.testing.assert_allclose(out, volume, atol=1e-9)
+    moved = motion(
+        volume,
+        spacing=(1, 1, 2),
+        rng=np.random.default_rng(0),
+        degrees=3,
+        translation_mm=6,
+        movements=6,
+    )
+    assert distance(moved, volume) > 1
+
+
+def test_a_bias_field_is_the_exponential_of_its_polynomial():
+    # order 1 written out: the terms are 1, z, y, x
+    assert polynomial_terms(1) == [(0, 0, 0), (0, 0, 1), (0, 1, 0), (1, 0, 0)]
+    a = [0.1, -0.4, 0.3, 0.2]
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in SHAPE], indexing="ij")
+    np.testing.assert_allclose(
+        bias_field_map(SHAPE, a, order=1), np.exp(a[0] + a[1] * z + a[2] * y + a[3] * x)
+    )
+    # the corruption: the volume times exp(a cubic polynomial), with |a| below the level
+    volume = 1 + head(5)[..., 0].astype(np.float64)
+    out = bias_field(volume, spacing=(1, 1, 1), rng=np.random.default_rng(2), coefficient=0.9)
+    log_ratio = np.log(out / volume).ravel()
+    basis = np.stack([(x**i * y**j * z**k).ravel() for i, j, k in polynomial_terms(3)], axis=1)
+    coefficients, *_ = np.linalg.lstsq(basis, log_ratio, rcond=None)
+    np.testing.assert_allclose(basis @ coefficients, log_ratio, atol=1e-8)
+    assert np.abs(coefficients).max() <= 0.9 + 1e-9
+
+
+def test_operator_errors_swap_drop_and_shift_whole_sequences_at_level_five():
+    image = head(6)
+    swapped = corrupt(image, "swapped-sequences", 5, seed=1)
+    changed = [c for c in range(4) if not np.array_equal(swapped[..., c], image[..., c])]
+    assert len(changed) == 2
+    a, b = changed
+    np.testing.assert_array_equal(swapped[..., a], image[..., b])
+    np.testing.assert_array_equal(swapped[..., b], image[..., a])
+    missing = corrupt(image, "missing-sequence", 5, seed=1)
+    gone = [c for c in range(4) if not missing[..., c].any()]
+    assert len(gone) == 1
+    kept = [c for c in range(4) if c not in gone]
+    np.testing.assert_array_equal(missing[..., kept], image[..., kept])
+    # level 2: the top 40 % of the axial slices of one sequence, nothing else
+    partial = corrupt(image, "missing-sequence", 2, seed=1)
+    top = SHAPE[2] - int(np.ceil(0.4 * SHAPE[2]))
+    np.testing.assert_array_equal(partial[:, :, :top], image[:, :, :top])
+    assert not partial[:, :, top:, gone[0]].any()
+    shifted = corrupt(image, "misregistration", 5, spacing=(2, 2, 2), seed=1)
+    assert sum(not np.array_equal(shifted[..., c], image[..., c]) for c in range(4)) == 1
+
+
+def test_names_severities_and_the_documented_table():
+    assert parse_corruptions("all") == CORRUPTIONS.names()
+    assert parse_corruptions("operator") == (
+        "missing-sequence",
+        "swapped-sequences",
+        "misregistration",
+    )
+    assert parse_corruptions("blur, motion,blur") == ("blur", "motion")
+    assert parse_severities("1-5") == (1, 2, 3, 4, 5)
+    assert parse_severities("5,1") == (1, 5)
+    for bad in ("0", "6", "1-9", "x", ""):
+        with pytest.raises(InputError, match="severities must be 1-5"):
+            parse_severities(bad)
+    with pytest.raises(InputError, match="corruption must be one of"):
+        parse_corruptions("motoin")
+    table = {row["name"]: row for row in severity_table()}
+    assert table["motion"]["degrees (degrees)"] == [1, 2, 3, 4, 5]
+    assert table["blur"]["sigma_mm (mm)"] == [0.8, 1.6, 2.4, 3.2, 4.0]
+    with pytest.raises(InputError, match="severity must be an integer 0-5"):
+        corrupt(head(0), "blur", 6)
+    with pytest.raises(InputError, match="spacing must be three positive sizes"):
+        corrupt(head(0), "blur", 1, spacing=(1, 0, 1))
+    with pytest.raises(InputError, match="modalities must name sequences"):
+        corrupt(head(0), "blur", 1, modalities=["pd"])
