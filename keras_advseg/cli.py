@@ -815,9 +815,9 @@ def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Study folder: phantom/ (without --data), prepared/, study.json, progress.json, "
-    "seeds/<seed>/ (models/, evals/, audits/, compare3d/, compare2d/, report.md), report.md "
-    "(findings per seed and pooled).",
+    help="Study folder: phantom/ (without --data), prepared/, corrupted/ (the corrupted scans), "
+    "study.json, progress.json, seeds/<seed>/ (models/, evals/, corruptions/, audits/, "
+    "compare3d/, compare2d/, report.md), report.md (findings per seed and pooled).",
 )
 @click.option(
     "--seeds",

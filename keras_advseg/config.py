@@ -503,6 +503,8 @@ class Study:
     ensemble: tuple[str, ...] = DEFAULT_ENSEMBLE  # every 3-D model's worst case at 0.05
     worst_steps: int | None = None  # iterations of each ensemble attack [steps]
     audit: AuditConfig = AuditConfig()  # the audit of every 3-D model
+    corruptions: tuple[str, ...] = ()  # MRI corruptions every 3-D model is scored under
+    corruption_severities: tuple[int, ...] = (1, 2, 3, 4, 5)
 
     @property
     def defenses3d(self) -> tuple[ModelSpec, ...]:
@@ -555,6 +557,8 @@ STUDIES = {
             queries=3,
             subjects=1,
         ),
+        corruptions=("missing-sequence",),
+        corruption_severities=(5,),
     ),
     "quick": Study(
         phantom_subjects=48,
@@ -581,6 +585,10 @@ STUDIES = {
             queries=10,
             subjects=1,
         ),
+        # one k-space artifact, the one N4 should undo, one operator error, at the middle
+        # level: what fits in 15 % of `make demo`'s time
+        corruptions=("motion", "bias-field", "missing-sequence"),
+        corruption_severities=(3,),
     ),
     "paper": Study(
         phantom_subjects=285,
@@ -599,5 +607,19 @@ STUDIES = {
         models2d=_defended("unet2d", (20, 100, 500, 5000), (0.01, 0.05, 0.1)),
         steps=10,
         eps_sweep=PAPER_EPS_GRID,
+        corruptions=(
+            "motion",
+            "ghosting",
+            "spike",
+            "bias-field",
+            "rician-noise",
+            "blur",
+            "contrast-compression",
+            "contrast-expansion",
+            "anisotropic",
+            "missing-sequence",
+            "swapped-sequences",
+            "misregistration",
+        ),
     ),
 }

@@ -66,7 +66,7 @@ CORRUPTIONS.register(
     kind="scanner",
     per_sequence=True,
     levels=_levels(coefficient=(0.3, 0.6, 0.9, 1.2, 1.5)),
-    units={"coefficient": "largest |coefficient|"},
+    units={"coefficient": "largest magnitude"},
 )
 CORRUPTIONS.register(
     "rician-noise",

@@ -337,3 +337,39 @@ def _finite_means(rows, prefix) -> dict:
             if values:
                 out[key][r] = float(np.mean(values))
     return out
+
+
+def read_rows(path) -> list[dict]:
+    """A ``corruptions.csv`` read back (untrusted input): severities as integers, Dice as floats.
+
+    Raises:
+        FileFormatError: a missing column, a non-number, a Dice outside [0, 1], a severity
+            outside 0-5.
+    """
+    import csv
+    import math
+
+    from keras_advseg.io import FileFormatError, csv_original
+
+    rows = []
+    try:
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                parsed = {
+                    "subject": csv_original(row["subject"]),
+                    "corruption": row["corruption"],
+                    "severity": int(row["severity"]),
+                }
+                for name in DICE_FIELDS:
+                    value = float(row[name])
+                    if not (math.isfinite(value) and 0 <= value <= 1):
+                        raise ValueError(f"{name} {value} outside [0, 1]")
+                    parsed[name] = value
+                if not 0 <= parsed["severity"] <= 5:
+                    raise ValueError(f"severity {parsed['severity']} outside 0-5")
+                rows.append(parsed)
+    except (OSError, KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError) as exc:
+        raise FileFormatError(
+            f"{path}: malformed corruption table ({type(exc).__name__}: {exc})"
+        ) from None
+    return rows

@@ -9,7 +9,14 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from keras_advseg.config import REGION_NAMES, REGIONS, ModelSpec, Study, attack_display
+from keras_advseg.config import (
+    ADVERSARIAL_DEFENSES,
+    REGION_NAMES,
+    REGIONS,
+    ModelSpec,
+    Study,
+    attack_display,
+)
 from keras_advseg.evaluation.results import load_results
 from keras_advseg.evaluation.statistics import ALPHA, mean_sd, paired_tests
 from keras_advseg.io import FileFormatError, plural, write_text_atomic
@@ -52,8 +59,41 @@ def training_lines(study: Study) -> list[str]:
 
 def study_loader(out: Path):
     """``load(name)``: the evaluation ``name`` of the study (or seed) folder ``out``, read
-    once however often the report's sections ask for it."""
-    return functools.cache(lambda name: load_results(Path(out) / "evals" / name))
+    once however often the report's sections ask for it. Where the model was also scored under
+    MRI corruptions (``corruptions/<name>/``), each subject's Dice averaged over every corrupted
+    scan is there too, as attack ``corrupted`` at eps 0, so that it is paired and pooled over
+    seeds like any attack."""
+
+    def load(name):
+        result = load_results(Path(out) / "evals" / name)
+        table = Path(out) / "corruptions" / name / "corruptions.csv"
+        if table.is_file():
+            result.values[(CORRUPTED, 0.0)] = corrupted_means(table)
+        return result
+
+    return functools.cache(load)
+
+
+CORRUPTED = "corrupted"
+"""The key of a model's mean Dice under the study's corruptions in its loaded results."""
+
+
+def corrupted_means(table: Path) -> dict[str, dict[str, float]]:
+    """``{subject: {"dice_wt": mean over every corrupted scan, ...}}`` of a ``corruptions.csv``.
+
+    Raises:
+        FileFormatError: a malformed table.
+    """
+    from keras_advseg.evaluation.corrupted import read_rows
+
+    by_subject: dict = {}
+    for row in read_rows(table):
+        if row["severity"] > 0:
+            by_subject.setdefault(row["subject"], []).append(row)
+    return {
+        subject: {f"dice_{r}": sum(row[f"dice_{r}"] for row in rows) / len(rows) for r in REGIONS}
+        for subject, rows in by_subject.items()
+    }
 
 
 def findings(load, study: Study) -> list[tuple[str, bool | None, str]]:
@@ -177,7 +217,96 @@ def findings(load, study: Study) -> list[tuple[str, bool | None, str]]:
             )
         )
     results += worst_case_findings(load, study, baseline)
+    results += artifact_findings(load, study, baseline)
     return results
+
+
+def artifact_findings(load, study: Study, baseline) -> list[tuple[str, bool | None, str]]:
+    """Finding (g): each adversarial defense keeps at least the undefended network's Dice under
+    MRI artifacts (each subject's Dice averaged over the study's corruptions and severities).
+
+    A pre-specified family: paired Wilcoxon tests of every adversarially trained 3-D model x
+    region against the undefended 3-D UNet, Bonferroni over the family; a defense keeps the Dice
+    when no region has a lower mean at a corrected p <= 0.05.
+    """
+    if not study.corruptions:
+        return []
+    names = [s.name for s in study.defenses3d if s.defense in ADVERSARIAL_DEFENSES]
+    if not names:
+        return []
+    evaluated = {name: load(name) for name in names}
+    if not baseline.has(CORRUPTED, 0.0) or not all(
+        r.has(CORRUPTED, 0.0) for r in evaluated.values()
+    ):
+        return [
+            (
+                "(g) each adversarial defense keeps the undefended network's Dice under artifacts",
+                None,
+                "not measured: a model has no corruption rows (re-run its corruptions step)",
+            )
+        ]
+    pairs = {
+        (name, r): (
+            evaluated[name].series(CORRUPTED, 0.0, f"dice_{r}"),
+            baseline.series(CORRUPTED, 0.0, f"dice_{r}"),
+        )
+        for name in names
+        for r in REGIONS
+    }
+    _, tests = paired_tests(pairs)
+    results = []
+    for name in names:
+        parts, keeps = [], True
+        for r in REGIONS:
+            mine, theirs = (mean_sd(s)[0] for s in pairs[(name, r)])
+            p = tests[(name, r)]
+            keeps = keeps and not (mine < theirs and p <= ALPHA)
+            parts.append(f"{r.upper()} {mine:.3f} vs {theirs:.3f} (p = {p:.2g})")
+        results.append((f"(g) {name}", keeps, "; ".join(parts)))
+    FAMILIES["(g)"] = (
+        "each adversarial defense keeps at least the undefended network's Dice under MRI "
+        f"artifacts ({', '.join(study.corruptions)} at severity "
+        f"{', '.join(map(str, study.corruption_severities))}, each subject's Dice averaged over "
+        "them): no region with a lower mean at p <= 0.05 after Bonferroni over the family's "
+        f"{len(tests)} defense x region comparisons"
+    )
+    return results
+
+
+def artifact_lines(out: Path, study: Study) -> list[str]:
+    """The 3-D models under MRI artifacts: clean Dice, ROOD-MRI's overall and degradation
+    scores, relative robustness and the worst corruption, per region (WT / TC / ET)."""
+    import json
+
+    rows = []
+    for spec in study.models3d:
+        path = out / "corruptions" / spec.name / "corruption_summary.json"
+        if not path.is_file():
+            continue
+        try:
+            scores = json.loads(path.read_text())["scores"]
+            cells = [
+                " / ".join(f"{scores[key][r]:.3f}" for r in REGIONS)
+                for key in ("clean", "overall", "degradation", "mrr")
+            ]
+            worst = " / ".join(str(scores["worst"][r]) for r in REGIONS)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise FileFormatError(f"{path}: not a corruption summary ({exc})") from None
+        rows.append(f"| {spec.name} | " + " | ".join(cells) + f" | {worst} |")
+    if not rows:
+        return []
+    return [
+        f"Each raw test scan corrupted ({', '.join(study.corruptions)}; severity "
+        f"{', '.join(map(str, study.corruption_severities))}; corruption seed 0, the same scans "
+        "for every model and training seed), then prepared as the model's training data was. "
+        "Overall and degradation are ROOD-MRI's (severity weights (2/3)^s); mRR is the mean "
+        "Dice under corruption over clean Dice. `evaluate --corruptions` writes the rows, tests "
+        "and figures (`corruptions/<model>/`).\n",
+        "| model | clean | overall | degradation | mRR | worst corruption |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def worst_case_findings(load, study: Study, baseline) -> list[tuple[str, bool | None, str]]:
@@ -430,6 +559,10 @@ def write_report(
     lines += worst_case_lines(
         load, lambda name: audit_verdict(out / "audits" / name), study, preset
     )
+    artifacts = artifact_lines(out, study)
+    if artifacts:
+        lines.append("\n## Under MRI artifacts and operator errors (3-D models)\n")
+        lines += artifacts
     if (out / "compare2d" / "tables.md").is_file():
         lines.append("\n## Ours: 2D-UNet\n")
         lines.append((out / "compare2d" / "tables.md").read_text())

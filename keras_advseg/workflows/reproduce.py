@@ -113,6 +113,7 @@ def reproduce(
             progress.prefixed(f"seed {seed}: "),
             tracking_uri=tracking_uri,
             experiment=experiment,
+            corruption_cache=out / "corrupted",
         )
     with progress.step("report"):
         report = write_replicated_report(
@@ -126,6 +127,10 @@ def reproduce(
             experiment=experiment,
         )
     return report
+
+
+CORRUPTION_SEED = 0
+"""The corruptions' seed in a study: every training seed's models meet the same corrupted scans."""
 
 
 def seed_dir(out: Path, seed: int) -> Path:
@@ -144,10 +149,14 @@ def run_seed(
     *,
     tracking_uri: str,
     experiment: str,
+    corruption_cache: Path | None = None,
 ) -> None:
-    """Trains, evaluates and audits every model at one training seed, then its ``report.md``."""
+    """Trains, evaluates (under attacks and corruptions) and audits every model at one
+    training seed, then its ``report.md``; ``corruption_cache`` holds the corrupted scans every
+    seed's models share."""
     from keras_advseg.workflows.audit import run_audit
     from keras_advseg.workflows.compare import run_compare
+    from keras_advseg.workflows.corruptions import run_corruption_evaluation
     from keras_advseg.workflows.evaluate import run_evaluation
     from keras_advseg.workflows.report import write_report
     from keras_advseg.workflows.train import train
@@ -226,6 +235,23 @@ def run_seed(
                         run_name=f"eval-{eval_dir.name}-seed{seed}",
                         progress=False,
                     )
+
+    for spec in study.models3d if study.corruptions else ():
+        with progress.step(f"corruptions {spec.name}") as skip:
+            if not skip:
+                run_corruption_evaluation(
+                    str(model_dirs[spec.name] / "model.keras"),
+                    prepared_dir,
+                    out / "corruptions" / spec.name,
+                    corruptions=study.corruptions,
+                    severities=study.corruption_severities,
+                    seed=CORRUPTION_SEED,
+                    cache=corruption_cache,
+                    tracking_uri=tracking_uri,
+                    experiment=experiment,
+                    run_name=f"corruptions-{spec.name}-seed{seed}",
+                    progress=False,
+                )
 
     for spec in study.models3d:
         if spec.control:  # an undefended network: nothing to audit for masking

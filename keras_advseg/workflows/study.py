@@ -19,6 +19,8 @@ def seed_plan(study: Study) -> list[str]:
         plan.append(f"evaluate {m.name}")
         if m.defense == "distillation":
             plan.append(f"evaluate {m.name} at T={m.temperature:g}")
+    if study.corruptions:
+        plan += [f"corruptions {m.name}" for m in study.models3d]
     plan += [f"audit {m.name}" for m in study.models3d if not m.control]
     return plan + ["compare", "report"]
 

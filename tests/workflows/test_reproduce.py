@@ -38,7 +38,7 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     report = (study / "report.md").read_text()
     assert report.startswith("# keras-advseg reproduction (smoke preset, training seed 0)")
     assert "## The paper's findings, checked" in report
-    for claim in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)"):
+    for claim in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)"):
         assert f"| {claim}" in report  # one row each in the findings table
     smoke = STUDIES["smoke"]
     # every 3-D model: a worst-case row per test subject, and (but the control) an audit
@@ -63,6 +63,14 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
         "Table 1 (3D-UNet, eps 0.05)" in report and "0.821" in report
     )  # the paper's values beside ours
     assert "## How each model was trained" in report
+    # every 3-D model scored under the preset's corruptions, on one shared set of scans
+    assert "## Under MRI artifacts and operator errors (3-D models)" in report
+    for spec in smoke.models3d:
+        assert f"| {spec.name} |" in report.split("## Under MRI artifacts")[1]
+        assert (study / "corruptions" / spec.name / "corruptions.csv").is_file()
+    assert len(list((root / "corrupted").glob("*.npz"))) == len(
+        json.loads((root / "prepared" / "prepared.json").read_text())["split"]["test"]
+    ) * (1 + len(smoke.corruptions) * len(smoke.corruption_severities))
     assert "- unet3d-adversarial-eps0.05: 2 epochs, fine-tuning unet3d-none (4 in all)." in report
     assert (study / "compare3d" / "fig_eps_overlay.png").is_file()
     assert (study / "evals" / "unet3d-none" / "fig_iterations.png").is_file()
@@ -94,9 +102,8 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
         assert ("audit" in run.data.tags) == audited
     assert len(training) == len(models) and all(r.info.status == "FINISHED" for r in runs)
     distilled = [s for s in models if s.defense == "distillation"]
-    assert len(evaluations) == len(models) + len(
-        distilled
-    )  # logit-level attacks on distilled models
+    # logit-level attacks on distilled models, and the corruptions of every 3-D model
+    assert len(evaluations) == len(models) + len(distilled) + len(smoke.models3d)
     # adversarial training and noise fine-tune the no-defense model of their family; distillation does not
     for run in training:
         params, name = run.data.params, run.info.run_name
