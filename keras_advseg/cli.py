@@ -70,7 +70,16 @@ def friendly_errors(fn):
     return wrapper
 
 
-TENSORFLOW_COMMANDS = ("train", "evaluate", "audit", "reproduce", "export", "predict", "score")
+TENSORFLOW_COMMANDS = (
+    "train",
+    "evaluate",
+    "certify",
+    "audit",
+    "reproduce",
+    "export",
+    "predict",
+    "score",
+)
 """Commands that use TensorFlow; the others (data, compare) start without it."""
 
 
@@ -591,6 +600,127 @@ def _evaluate_corruptions(
             reference_ref=reference_ref,
             modalities=sequences,
             cache=cache,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            run_name=run_name,
+        )
+    except TrackingError as exc:  # exit 1: the input was fine
+        raise click.ClickException(str(exc)) from None
+    for line in summary_lines(summary, out):
+        click.echo(line)
+    _echo_ui(tracking_uri, experiment)
+
+
+@main.command("certify")
+@model_and_data(
+    "Output folder: certified.csv (per subject and sigma), certify_summary.json, "
+    "fig_certified.png, fig_certificate.png."
+)
+@click.option(
+    "--sigma",
+    "sigmas",
+    default="0.12,0.25,0.5",
+    show_default=True,
+    help="Noise standard deviations, relative to each volume's intensity range (one value or a "
+    "list); each certifies l2 radius sigma * Phi^-1(tau).",
+)
+@click.option(
+    "--n",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Noisy samples counted per volume for the test (SegCertify: 100 to 1000).",
+)
+@click.option(
+    "--n0",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Noisy samples that choose each voxel's class.",
+)
+@click.option(
+    "--tau",
+    type=click.FloatRange(0.5, 1, max_open=True),
+    default=0.75,
+    show_default=True,
+    help="The class probability a voxel must provably exceed; a larger tau certifies a larger "
+    "radius and abstains more.",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.001,
+    show_default=True,
+    help="Family-wise error over all voxels of a volume.",
+)
+@click.option(
+    "--correction",
+    type=click.Choice(["holm", "bonferroni"]),
+    default="holm",
+    show_default=True,
+    help="Multiple-testing correction over the voxels (Holm certifies at least as many).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Noisy copies per forward pass.",
+)
+@click.option(
+    "--split", type=click.Choice(["test", "train", "all"]), default="test", help="Subjects."
+)
+@click.option(
+    "--subjects",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Certify the first N subjects of the split (0: all).",
+)
+@seed_option("Seed of the noise.", 0)
+@click.option("--run-name", help="MLflow run name [certify].")
+@tracking_options()
+@friendly_errors
+def certify_command(
+    model_ref,
+    data,
+    out,
+    sigmas,
+    n,
+    n0,
+    tau,
+    alpha,
+    correction,
+    batch_size,
+    split,
+    subjects,
+    seed,
+    run_name,
+    tracking_uri,
+    experiment,
+):
+    """Certify MODEL's segmentation by randomized smoothing: per voxel, a label that provably
+    cannot change within an l2 radius, or an abstention (SegCertify, for volumes)."""
+    from keras_advseg.errors import TrackingError
+    from keras_advseg.workflows.certify import run_certification, summary_lines
+
+    levels = parse_floats(sigmas, "--sigma")
+    if not levels or min(levels) <= 0:
+        raise click.UsageError(f"--sigma must be positive numbers. Received: {sigmas!r}")
+    try:
+        summary = run_certification(
+            model_ref,
+            data,
+            out,
+            sigmas=levels,
+            n=n,
+            n0=n0,
+            tau=tau,
+            alpha=alpha,
+            correction=correction,
+            batch_size=batch_size,
+            seed=seed,
+            split=split,
+            subjects=subjects,
             tracking_uri=tracking_uri,
             experiment=experiment,
             run_name=run_name,

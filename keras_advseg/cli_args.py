@@ -166,8 +166,8 @@ TRAIN_OPTIONS = (
         default=_TRAIN.defense,
         show_default=True,
         help="Training defense: adversarial (FGSM, eq. 9), pgd, fast and trades (robust "
-        "training), distillation (eq. 4-7), noise (uniform noise), artifacts (random MRI "
-        "corruptions, see --artifacts).",
+        "training), distillation (eq. 4-7), noise (uniform noise), gaussian (Gaussian noise, "
+        "for certification), artifacts (random MRI corruptions, see --artifacts).",
     ),
     click.option("--epochs", type=click.IntRange(min=1), help=f"Epochs {_preset('epochs')}."),
     click.option(
@@ -276,6 +276,13 @@ TRAIN_OPTIONS = (
         type=click.FloatRange(min=0),
         help="Noise augmentation: uniform noise radius relative to each input's intensity "
         f"range [{_TRAIN.noise_radius:g}].",
+    ),
+    click.option(
+        "--noise-sigma",
+        type=click.FloatRange(min=0, max=10),
+        help="Gaussian noise augmentation (--defense gaussian, Cohen et al. 2019): noise standard "
+        f"deviation relative to each input's intensity range [{_TRAIN.noise_sigma:g}]; train at "
+        "the sigma you will certify at.",
     ),
     click.option(
         "--artifacts",

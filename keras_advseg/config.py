@@ -30,7 +30,17 @@ DICE_METRICS = tuple(f"dice_{region}" for region in REGIONS)
 QUALITY_METRICS = ("psnr", "ssim", "rmse")
 
 MODELS = ("unet3d", "unet2d")
-DEFENSES = ("none", "adversarial", "distillation", "noise", "pgd", "fast", "trades", "artifacts")
+DEFENSES = (
+    "none",
+    "adversarial",
+    "distillation",
+    "noise",
+    "pgd",
+    "fast",
+    "trades",
+    "artifacts",
+    "gaussian",
+)
 ADVERSARIAL_DEFENSES = ("adversarial", "pgd", "fast", "trades")
 """Defenses that train on adversarial examples of budget ``adv_eps``."""
 ADVERSARIAL_MODES = ("joint", "alternating")
@@ -162,6 +172,7 @@ class TrainConfig:
     teacher_temperature: float | None = None
     init: str | None = None
     noise_radius: float = 0.01
+    noise_sigma: float = 0.25
     artifacts: str = "all"
     artifact_rate: float | None = None
     strategy: str = "default"
@@ -208,6 +219,7 @@ class TrainConfig:
             ("beta", 0.0, 1.0),
             ("trades_beta", 0.0, 1e3),
             ("noise_radius", 0.0, 1.0),
+            ("noise_sigma", 0.0, 10.0),
             ("temperature", 0.0, 1e6),
         ):
             if name != "beta" or self.beta is not None:

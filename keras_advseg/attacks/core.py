@@ -43,7 +43,7 @@ def tracing_count(model) -> int:
     """Traces so far of every compiled attack step of ``model`` (for retracing checks)."""
     total = 0
     for value in _CACHE.get(model, {}).values():
-        functions = value._functions() if isinstance(value, Compiled) else (value,)
+        functions = value._functions() if hasattr(value, "_functions") else (value,)
         total += sum(f.experimental_get_tracing_count() for f in functions)
     return total
 
@@ -200,6 +200,7 @@ class Compiled:
         self.gradient = tf.function(self._gradient)
         self.gradient_and_labels = tf.function(self._gradient_and_labels)
         self.step = tf.function(self._step)
+        self.l2_step = tf.function(self._l2_step)
         self.forward = tf.function(self._forward)
         self.perturbed_forward = tf.function(self._perturbed_forward)
 
@@ -208,6 +209,7 @@ class Compiled:
             self.gradient,
             self.gradient_and_labels,
             self.step,
+            self.l2_step,
             self.forward,
             self.perturbed_forward,
         )
@@ -251,13 +253,28 @@ class Compiled:
             x_next = tf.clip_by_value(x_next, self.clip[0], self.clip[1])
         return x_next
 
-    def iterate(self, x, x_start, y, eps, alpha, steps: int, direction: float):
-        """``steps`` signed-gradient steps from ``x_start`` on the eps-ball of ``x``."""
+    def _l2_step(self, x_k, x, grad, alpha, eps, direction):
+        """One step of length ``alpha`` along the gradient, projected onto the l2 ball of radius
+        ``eps`` around ``x`` (per sample) and clipped."""
+        axes = list(range(1, len(x.shape)))
+        norm = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=axes, keepdims=True))
+        x_next = x_k + direction * alpha * grad / tf.maximum(norm, 1e-12)
+        delta = x_next - x
+        length = tf.sqrt(tf.reduce_sum(tf.square(delta), axis=axes, keepdims=True))
+        x_next = x + delta * tf.minimum(1.0, eps / tf.maximum(length, 1e-12))
+        if self.clip is not None:
+            x_next = tf.clip_by_value(x_next, self.clip[0], self.clip[1])
+        return x_next
+
+    def iterate(self, x, x_start, y, eps, alpha, steps: int, direction: float, norm="linf"):
+        """``steps`` gradient steps from ``x_start`` on the eps-ball of ``x``: signed steps in
+        the l-infinity ball, normalised steps in the l2 ball (``norm="l2"``)."""
         direction = tf.constant(direction, tf.float32)
+        step = self.step if norm == "linf" else self.l2_step
         x_k = x_start
         for _ in range(steps):
             _, grad = self.gradient(x_k, y)
-            x_k = self.step(x_k, x, grad, alpha, eps, direction)
+            x_k = step(x_k, x, grad, alpha, eps, direction)
         return x_k
 
     def trajectory(self, x, y, eps, alpha, steps: int, direction: float, keep_inputs: bool):

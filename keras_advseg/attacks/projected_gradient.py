@@ -22,6 +22,7 @@ def pgd(
     loss="dice",
     clip=None,
     temperature: float = 1.0,
+    norm: str = "linf",
 ) -> tf.Tensor:
     """PGD: i-FGSM from a uniform random start in the eps-ball, best of ``restarts``.
 
@@ -30,8 +31,14 @@ def pgd(
     index), takes ``steps`` projected signed-gradient steps, and per sample
     the restart with the highest final loss is kept.
 
+    With ``norm="l2"`` the ball is ``||delta||_2 <= eps`` (``eps`` times the input's
+    intensity range when ``relative``: the unit of a randomized-smoothing certificate's radius,
+    :mod:`keras_advseg.certification`); the steps follow the normalised gradient and the
+    random start is a Gaussian direction scaled to a uniform fraction of the radius.
+
     Args:
         alpha: Step size; default ``2.5 * eps / steps`` (Madry et al.).
+        norm: ``"linf"`` (the paper's ball) or ``"l2"``.
         random_start: Start from a random point in the ball (else from ``x``).
         restarts: Number of restarts (>= 1).
         seed: Seed of the random starts.
@@ -48,6 +55,8 @@ def pgd(
     )
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1. Received: restarts={restarts}")
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"norm must be 'linf' or 'l2'. Received: norm={norm!r}")
     x, y = check_inputs(x, y)
     if eps == 0:
         return x
@@ -57,14 +66,22 @@ def pgd(
     best, best_loss = None, None
     for restart in range(restarts):
         start = x
-        if random_start:
+        if random_start and norm == "linf":
             noise = tf.random.stateless_uniform(
                 tf.shape(x), seed=[seed, restart], minval=-1.0, maxval=1.0
             )
             start = x + eps_t * noise
-            if clip is not None:
-                start = tf.clip_by_value(start, clip[0], clip[1])
-        x_adv = fns.iterate(x, start, y, eps_t, alpha_t, steps, 1.0)
+        elif random_start:
+            direction = tf.random.stateless_normal(tf.shape(x), seed=[seed, restart])
+            axes = list(range(1, len(x.shape)))
+            length = tf.sqrt(tf.reduce_sum(tf.square(direction), axis=axes, keepdims=True))
+            fraction = tf.random.stateless_uniform(
+                tf.shape(length), seed=[seed + 1, restart], minval=0.0, maxval=1.0
+            )
+            start = x + eps_t * fraction * direction / tf.maximum(length, 1e-12)
+        if random_start and clip is not None:
+            start = tf.clip_by_value(start, clip[0], clip[1])
+        x_adv = fns.iterate(x, start, y, eps_t, alpha_t, steps, 1.0, norm=norm)
         _, final_loss = fns.forward(x_adv, y)
         if best is None:
             best, best_loss = x_adv, final_loss
@@ -87,9 +104,11 @@ def run_pgd(
     restarts: int = 1,
     temperature: float = 1.0,
     loss="dice",
+    norm: str = "linf",
     **_,
 ):
-    """The registry's runner of ``pgd-dice`` (see :func:`keras_advseg.attacks.run_attack`)."""
+    """The registry's runner of ``pgd-dice`` and ``pgd-l2`` (see
+    :func:`keras_advseg.attacks.run_attack`)."""
     return pgd(
         model,
         x,
@@ -100,4 +119,5 @@ def run_pgd(
         restarts=restarts,
         temperature=temperature,
         loss=loss,
+        norm=norm,
     )

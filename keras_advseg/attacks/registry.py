@@ -90,6 +90,15 @@ ATTACKS.register(
     aliases=("pgd",),
 )
 ATTACKS.register(
+    "pgd-l2",
+    display="PGD (l2, soft Dice)",
+    target=f"{_M}projected_gradient:run_pgd",
+    description="PGD in the l2 ball of radius eps x the intensity range: the threat model of a "
+    "randomized-smoothing certificate",
+    losses=_ALL_LOSSES,
+    defaults={"norm": "l2"},
+)
+ATTACKS.register(
     "segpgd",
     display="SegPGD",
     target=f"{_M}segmentation:run_segpgd",

@@ -1,9 +1,11 @@
-"""Defenses: adversarial training (eq. 8-9: FGSM, PGD, fast, TRADES), distillation, noise."""
+"""Defenses: adversarial training (eq. 8-9: FGSM, PGD, fast, TRADES), distillation, uniform and
+Gaussian noise."""
 
 from keras_advseg.defenses.distillation import soft_labels
 from keras_advseg.defenses.trainers import (
     AdversarialTrainer,
     FastTrainer,
+    GaussianNoiseTrainer,
     NoiseTrainer,
     PGDTrainer,
     SegmentationTrainer,
@@ -13,6 +15,7 @@ from keras_advseg.defenses.trainers import (
 __all__ = [
     "AdversarialTrainer",
     "FastTrainer",
+    "GaussianNoiseTrainer",
     "PGDTrainer",
     "TradesTrainer",
     "NoiseTrainer",

@@ -357,3 +357,95 @@ def corruption_grid_figure(
         fontsize=9,
     )
     return save_figure(fig, path)
+
+
+def certified_figure(by_sigma: dict, path: Path, model: str | None = None) -> Path:
+    """Certified Dice (solid) and the smoothed model's Dice (dashed) against sigma, one colour per
+    region, with the certified radius on a second axis label.
+
+    Args:
+        by_sigma: ``{sigma (text): mean of each row field}`` (``certify_summary.json``'s).
+        path: The PNG to write.
+        model: The model's name, for the title.
+    """
+    plt = _pyplot()
+    sigmas = sorted(by_sigma, key=float)
+    x = [float(s) for s in sigmas]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    for region in REGIONS:
+        colour = REGION_COLOURS[region]
+        ax.plot(
+            x,
+            [by_sigma[s][f"certified_dice_{region}"] for s in sigmas],
+            "-o",
+            color=colour,
+            label=f"{REGION_NAMES[region]}, certified",
+        )
+        ax.plot(
+            x,
+            [by_sigma[s][f"smoothed_dice_{region}"] for s in sigmas],
+            "--",
+            color=colour,
+            alpha=0.6,
+            label=f"{REGION_NAMES[region]}, smoothed",
+        )
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(x, [f"{v:g}\nR={by_sigma[s]['radius']:.2g}" for v, s in zip(x, sigmas)])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("sigma (and certified l2 radius R), relative to the intensity range")
+    ax.set_ylabel("mean Dice over subjects")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    who = f"{model_label(model)}: " if model else ""
+    fig.suptitle(f"{who}certified Dice (abstaining voxels count as wrong)", fontsize=10)
+    return save_figure(fig, path)
+
+
+def certificate_slices(example: dict, path: Path, model: str | None = None) -> Path:
+    """One axial slice through the tumour: the ground truth, then the certified labels at each
+    sigma with the abstaining voxels in white.
+
+    Args:
+        example: ``subject``, ``image`` ``(X, Y, Z, C)``, ``labels`` and ``certificates``
+            ``{sigma: certified labels (X, Y, Z), ABSTAIN where not certified}``.
+        path: The PNG to write.
+        model: The model's name, for the title.
+    """
+    from matplotlib.colors import ListedColormap
+
+    from keras_advseg.certification.smoothing import ABSTAIN
+
+    plt = _pyplot()
+    labels = example["labels"]
+    z = int(np.argmax((labels > 0).sum(axis=(0, 1)))) if labels.any() else labels.shape[2] // 2
+    background = example["image"][:, :, z, 1]
+    panels = [("ground truth", labels[:, :, z])] + [
+        (f"certified, sigma {s:g}", c[:, :, z]) for s, c in example["certificates"].items()
+    ]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(2.6 * len(panels), 3.2), layout="constrained", squeeze=False
+    )
+    colours = ListedColormap(
+        [
+            (0, 0, 0, 0),
+            (1, 0.2, 0.2, 0.7),
+            (0.2, 1, 0.2, 0.5),
+            (0, 0, 0, 0),
+            (1, 1, 0, 0.7),
+            (1, 1, 1, 1),
+        ]
+    )
+    for ax, (title, seg) in zip(axes[0], panels):
+        shown = np.where(seg == ABSTAIN, 5, seg)
+        ax.imshow(background.T, origin="lower", cmap="gray")
+        ax.imshow(shown.T, origin="lower", cmap=colours, vmin=0, vmax=5, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    who = f"{model_label(model)}, " if model else ""
+    fig.suptitle(
+        f"{who}subject {example['subject']}, axial slice {z}: abstaining voxels white; "
+        "necrotic core red, oedema green, enhancing tumour yellow",
+        fontsize=8,
+    )
+    return save_figure(fig, path)

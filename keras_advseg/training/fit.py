@@ -27,6 +27,7 @@ from keras_advseg.data.prepare import PreparedDataset, split_subjects
 from keras_advseg.defenses import (
     AdversarialTrainer,
     FastTrainer,
+    GaussianNoiseTrainer,
     NoiseTrainer,
     PGDTrainer,
     SegmentationTrainer,
@@ -113,6 +114,10 @@ def build_trainer(config: TrainConfig, network: keras.Model) -> SegmentationTrai
             beta=config.clean_weight,
             mode=config.adv_mode,
             temperature=config.temperature,
+        )
+    if config.defense == "gaussian":
+        return GaussianNoiseTrainer(
+            network, sigma=config.noise_sigma, seed=config.seed, temperature=config.temperature
         )
     if config.defense == "noise":
         return NoiseTrainer(

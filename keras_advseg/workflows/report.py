@@ -286,7 +286,9 @@ def artifact_lines(out: Path, study: Study) -> list[str]:
         try:
             scores = json.loads(path.read_text())["scores"]
             cells = [
-                " / ".join(f"{scores[key][r]:.3f}" for r in REGIONS)
+                " / ".join(
+                    "n/a" if scores[key][r] is None else f"{scores[key][r]:.3f}" for r in REGIONS
+                )
                 for key in ("clean", "overall", "degradation", "mrr")
             ]
             worst = " / ".join(str(scores["worst"][r]) for r in REGIONS)
@@ -300,8 +302,8 @@ def artifact_lines(out: Path, study: Study) -> list[str]:
         f"{', '.join(map(str, study.corruption_severities))}; corruption seed 0, the same scans "
         "for every model and training seed), then prepared as the model's training data was. "
         "Overall and degradation are ROOD-MRI's (severity weights (2/3)^s); mRR is the mean "
-        "Dice under corruption over clean Dice. `evaluate --corruptions` writes the rows, tests "
-        "and figures (`corruptions/<model>/`).\n",
+        "Dice under corruption over clean Dice (n/a where the clean Dice is 0). `evaluate "
+        "--corruptions` writes the rows, tests and figures (`corruptions/<model>/`).\n",
         "| model | clean | overall | degradation | mRR | worst corruption |",
         "|---|---|---|---|---|---|",
         *rows,
