@@ -946,8 +946,8 @@ def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
     help="Study folder: phantom/ (without --data), prepared/, corrupted/ (the corrupted scans), "
-    "study.json, progress.json, seeds/<seed>/ (models/, evals/, corruptions/, audits/, "
-    "compare3d/, compare2d/, report.md), report.md (findings per seed and pooled).",
+    "study.json, progress.json, seeds/<seed>/ (models/, evals/, corruptions/, certify/, "
+    "audits/, compare3d/, compare2d/, report.md), report.md (findings per seed and pooled).",
 )
 @click.option(
     "--seeds",

@@ -482,7 +482,7 @@ class ModelSpec:
         if self.control:
             return f"{self.model}-none-control"
         suffix = "".join(
-            f"-{k.replace('adv_eps', 'eps').replace('temperature', 'T')}{v:g}"
+            f"-{k.replace('adv_eps', 'eps').replace('temperature', 'T').replace('noise_sigma', 'sigma')}{v:g}"
             for k, v in self.options
         )
         return f"{self.model}-{self.defense}{suffix}"
@@ -517,6 +517,9 @@ class Study:
     audit: AuditConfig = AuditConfig()  # the audit of every 3-D model
     corruptions: tuple[str, ...] = ()  # MRI corruptions every 3-D model is scored under
     corruption_severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    certify_sigmas: tuple[float, ...] = ()  # randomized-smoothing certificates of every 3-D model
+    certify_n: int = 100
+    certify_n0: int = 10
 
     @property
     def defenses3d(self) -> tuple[ModelSpec, ...]:
@@ -530,16 +533,19 @@ class Study:
 
 
 def _defended(
-    model: str, temperatures, epsilons, noise=True, robust=(), control=None
+    model: str, temperatures, epsilons, noise=True, robust=(), control=None, gaussian=None
 ) -> tuple[ModelSpec, ...]:
     """The baseline, then the defenses, then the equal-budget control (``control``: its
-    training options, e.g. ``(("epochs", 45),)``; None: no control)."""
+    training options, e.g. ``(("epochs", 45),)``; None: no control); ``gaussian``: the sigma
+    of a Gaussian-noise-trained model (None: none)."""
     specs = [ModelSpec(model, "none")]
     specs += [ModelSpec(model, "distillation", (("temperature", t),)) for t in temperatures]
     specs += [ModelSpec(model, "adversarial", (("adv_eps", e),)) for e in epsilons]
     if noise:
         specs.append(ModelSpec(model, "noise"))
     specs += [ModelSpec(model, defense, (("adv_eps", 0.05),)) for defense in robust]
+    if gaussian is not None:
+        specs.append(ModelSpec(model, "gaussian", (("noise_sigma", gaussian),)))
     if control is not None:
         specs.append(ModelSpec(model, "none", control, control=True))
     return tuple(specs)
@@ -571,6 +577,9 @@ STUDIES = {
         ),
         corruptions=("missing-sequence",),
         corruption_severities=(5,),
+        certify_sigmas=(0.25,),
+        certify_n=20,
+        certify_n0=5,
     ),
     "quick": Study(
         phantom_subjects=48,
@@ -580,7 +589,13 @@ STUDIES = {
         test_fraction=0.25,
         train_preset="quick",
         models3d=_defended(
-            "unet3d", (20,), (0.05,), noise=False, robust=("fast",), control=(("epochs", 8),)
+            "unet3d",
+            (20,),
+            (0.05,),
+            noise=False,
+            robust=("fast",),
+            control=(("epochs", 8),),
+            gaussian=0.25,
         ),
         models2d=(),  # the 2-D UNets are in `smoke` and `paper`
         steps=10,
@@ -601,6 +616,9 @@ STUDIES = {
         # level: what fits in 15 % of `make demo`'s time
         corruptions=("motion", "bias-field", "missing-sequence"),
         corruption_severities=(3,),
+        certify_sigmas=(0.25,),
+        certify_n=100,
+        certify_n0=10,
     ),
     "paper": Study(
         phantom_subjects=285,
@@ -615,6 +633,7 @@ STUDIES = {
             (0.01, 0.05, 0.1),
             robust=("pgd", "fast", "trades"),
             control=(("epochs", 400), ("lr", 5e-4)),
+            gaussian=0.25,
         ),
         models2d=_defended("unet2d", (20, 100, 500, 5000), (0.01, 0.05, 0.1)),
         steps=10,
@@ -633,5 +652,8 @@ STUDIES = {
             "swapped-sequences",
             "misregistration",
         ),
+        certify_sigmas=(0.12, 0.25, 0.5),
+        certify_n=1000,
+        certify_n0=10,
     ),
 }

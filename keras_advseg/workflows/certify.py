@@ -218,3 +218,37 @@ def summary_lines(summary: dict, out) -> list[str]:
         )
     lines.append(f"wrote {Path(out) / 'certified.csv'} and {Path(out) / 'certify_summary.json'}")
     return lines
+
+
+def read_certified(path) -> dict[float, dict[str, dict[str, float]]]:
+    """``certified.csv`` read back (untrusted input): ``{sigma: {subject: {"dice_wt": certified
+    Dice, ..., "abstain_rate_brain": ...}}}``.
+
+    Raises:
+        FileFormatError: a missing column, a non-number or a Dice outside [0, 1].
+    """
+    import csv
+    import math
+
+    from keras_advseg.io import FileFormatError, csv_original
+
+    found: dict = {}
+    try:
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                sigma = float(row["sigma"])
+                values = {}
+                for r in REGIONS:
+                    value = float(row[f"certified_dice_{r}"])
+                    if not (math.isfinite(value) and 0 <= value <= 1):
+                        raise ValueError(f"certified_dice_{r} {value} outside [0, 1]")
+                    values[f"dice_{r}"] = value
+                values["abstain_rate_brain"] = float(row["abstain_rate_brain"])
+                if not (math.isfinite(sigma) and sigma > 0):
+                    raise ValueError(f"sigma {sigma}")
+                found.setdefault(round(sigma, 6), {})[csv_original(row["subject"])] = values
+    except (OSError, KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError) as exc:
+        raise FileFormatError(
+            f"{path}: malformed certification table ({type(exc).__name__}: {exc})"
+        ) from None
+    return found

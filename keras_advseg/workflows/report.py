@@ -62,13 +62,20 @@ def study_loader(out: Path):
     once however often the report's sections ask for it. Where the model was also scored under
     MRI corruptions (``corruptions/<name>/``), each subject's Dice averaged over every corrupted
     scan is there too, as attack ``corrupted`` at eps 0, so that it is paired and pooled over
-    seeds like any attack."""
+    seeds like any attack; and where it was certified (``certify/<name>/``), each subject's
+    certified Dice as attack ``certified`` at eps sigma."""
 
     def load(name):
         result = load_results(Path(out) / "evals" / name)
         table = Path(out) / "corruptions" / name / "corruptions.csv"
         if table.is_file():
             result.values[(CORRUPTED, 0.0)] = corrupted_means(table)
+        certified = Path(out) / "certify" / name / "certified.csv"
+        if certified.is_file():
+            from keras_advseg.workflows.certify import read_certified
+
+            for sigma, by_subject in read_certified(certified).items():
+                result.values[(CERTIFIED, sigma)] = by_subject
         return result
 
     return functools.cache(load)
@@ -76,6 +83,9 @@ def study_loader(out: Path):
 
 CORRUPTED = "corrupted"
 """The key of a model's mean Dice under the study's corruptions in its loaded results."""
+
+CERTIFIED = "certified"
+"""The key of a model's certified Dice (at eps = sigma) in its loaded results."""
 
 
 def corrupted_means(table: Path) -> dict[str, dict[str, float]]:
@@ -218,6 +228,58 @@ def findings(load, study: Study) -> list[tuple[str, bool | None, str]]:
         )
     results += worst_case_findings(load, study, baseline)
     results += artifact_findings(load, study, baseline)
+    results += certified_findings(load, study, baseline)
+    return results
+
+
+def certified_findings(load, study: Study, baseline) -> list[tuple[str, bool | None, str]]:
+    """Finding (h): Gaussian-noise training certifies more Dice than no defense at its sigma.
+
+    A pre-specified family: paired Wilcoxon tests of every Gaussian-noise-trained 3-D model x
+    region against the undefended 3-D UNet on certified Dice at the sigma it was trained at
+    (abstentions count as wrong), Bonferroni over the family; it holds when the mean is higher
+    and the corrected p at most 0.05 in every region.
+    """
+    gaussian = [s for s in study.models3d if s.defense == "gaussian"]
+    if not gaussian or not study.certify_sigmas:
+        return []
+    results, pairs, sigmas = [], {}, {}
+    for spec in gaussian:
+        sigma = dict(spec.options).get("noise_sigma", 0.25)
+        sigma = min(study.certify_sigmas, key=lambda s: abs(s - sigma))
+        mine = load(spec.name)
+        sigmas[spec.name] = sigma
+        if not mine.has(CERTIFIED, sigma) or not baseline.has(CERTIFIED, sigma):
+            results.append(
+                (
+                    f"(h) {spec.name} certifies more Dice than no defense",
+                    None,
+                    "not measured: a model has no certificates (re-run its certify step)",
+                )
+            )
+            continue
+        for r in REGIONS:
+            pairs[(spec.name, r)] = (
+                mine.series(CERTIFIED, sigma, f"dice_{r}"),
+                baseline.series(CERTIFIED, sigma, f"dice_{r}"),
+            )
+    if not pairs:
+        return results
+    _, tests = paired_tests(pairs)
+    for name in dict.fromkeys(n for n, _ in pairs):
+        parts, beats = [], True
+        for r in REGIONS:
+            mine, theirs = (mean_sd(s)[0] for s in pairs[(name, r)])
+            p = tests[(name, r)]
+            beats = beats and mine > theirs and p <= ALPHA
+            parts.append(f"{r.upper()} {mine:.3f} vs {theirs:.3f} (p = {p:.2g})")
+        results.append((f"(h) {name} at sigma {sigmas[name]:g}", beats, "; ".join(parts)))
+    FAMILIES["(h)"] = (
+        "Gaussian-noise training certifies more Dice than no defense at the sigma it was "
+        f"trained at (randomized smoothing, n = {study.certify_n}, abstentions count as wrong): "
+        f"a higher mean and p <= 0.05 after Bonferroni over the family's {len(tests)} model x "
+        "region comparisons"
+    )
     return results
 
 
@@ -446,15 +508,25 @@ def worst_case_lines(load, audits, study: Study, preset: str) -> list[str]:
         study: The study.
         preset: Its name.
     """
+    certificate = (
+        f" Artifacts: mean Dice over the corrupted scans (`corruptions/<model>/`). Certified: "
+        f"certified Dice at sigma {study.certify_sigmas[len(study.certify_sigmas) // 2]:g} "
+        f"(randomized smoothing, n = {study.certify_n}; abstentions count as wrong; "
+        "`certify/<model>/`): a guarantee, where the attacks' columns are upper bounds."
+        if study.certify_sigmas
+        else ""
+    )
     lines = [
         f"Worst case per subject over {', '.join(attack_display(a) for a in study.ensemble)} "
         f"({plural(study.worst_steps or study.steps, 'step')} each; APGD stops a subject once its Dice "
         "is 0) and FGSM, at eps 0.05: the same attacks for every model (the undefended "
         "network's i-FGSM and PGD runs are not weighed, so that the worst cases compare like "
-        "with like). Mean Dice WT / TC / ET.\n",
-        "| model | clean | FGSM 0.05 | worst case 0.05 | found by | audit |",
-        "|---|---|---|---|---|---|",
+        f"with like). Mean Dice WT / TC / ET.{certificate}\n",
+        "| model | clean | FGSM 0.05 | worst case 0.05 | artifacts | certified | found by | "
+        "audit |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    sigma = study.certify_sigmas[len(study.certify_sigmas) // 2] if study.certify_sigmas else None
     kept = {}
     for spec in study.models3d:
         result = load(spec.name)
@@ -473,9 +545,11 @@ def worst_case_lines(load, audits, study: Study, preset: str) -> list[str]:
         winners = list(result.found_by.get(("worst", 0.05), {}).values())
         found = ", ".join(f"{attack_display(a)} {winners.count(a)}" for a in sorted(set(winners)))
         verdict = "not audited (control)" if spec.control else audits(spec.name)
+        certified = cell(CERTIFIED, round(sigma, 6)) if sigma is not None else "-"
         lines.append(
             f"| {spec.name} | {cell('none', 0.0)} | {cell('fgsm', 0.05)} | "
-            f"{cell('worst', 0.05)} | {found or '-'} | {verdict} |"
+            f"{cell('worst', 0.05)} | {cell(CORRUPTED, 0.0)} | {certified} | {found or '-'} | "
+            f"{verdict} |"
         )
     defenses = sorted((s.name for s in study.defenses3d if s.name in kept), key=lambda n: -kept[n])
     if defenses:

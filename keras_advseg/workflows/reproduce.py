@@ -155,6 +155,7 @@ def run_seed(
     training seed, then its ``report.md``; ``corruption_cache`` holds the corrupted scans every
     seed's models share."""
     from keras_advseg.workflows.audit import run_audit
+    from keras_advseg.workflows.certify import run_certification
     from keras_advseg.workflows.compare import run_compare
     from keras_advseg.workflows.corruptions import run_corruption_evaluation
     from keras_advseg.workflows.evaluate import run_evaluation
@@ -250,6 +251,23 @@ def run_seed(
                     tracking_uri=tracking_uri,
                     experiment=experiment,
                     run_name=f"corruptions-{spec.name}-seed{seed}",
+                    progress=False,
+                )
+
+    for spec in study.models3d if study.certify_sigmas else ():
+        with progress.step(f"certify {spec.name}") as skip:
+            if not skip:
+                run_certification(
+                    str(model_dirs[spec.name] / "model.keras"),
+                    prepared_dir,
+                    out / "certify" / spec.name,
+                    sigmas=study.certify_sigmas,
+                    n=study.certify_n,
+                    n0=study.certify_n0,
+                    seed=seed,
+                    tracking_uri=tracking_uri,
+                    experiment=experiment,
+                    run_name=f"certify-{spec.name}-seed{seed}",
                     progress=False,
                 )
 

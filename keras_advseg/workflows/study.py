@@ -21,6 +21,8 @@ def seed_plan(study: Study) -> list[str]:
             plan.append(f"evaluate {m.name} at T={m.temperature:g}")
     if study.corruptions:
         plan += [f"corruptions {m.name}" for m in study.models3d]
+    if study.certify_sigmas:
+        plan += [f"certify {m.name}" for m in study.models3d]
     plan += [f"audit {m.name}" for m in study.models3d if not m.control]
     return plan + ["compare", "report"]
 
@@ -43,11 +45,13 @@ def spec_config(study: Study, spec: ModelSpec, **overrides) -> TrainConfig:
 def fine_tunes(study: Study, spec: ModelSpec) -> bool:
     """Whether ``spec`` starts from its family's trained no-defense model (``study.warm_start``).
 
-    Adversarial training (every kind), noise augmentation and the equal-budget control
-    do; distillation always trains its own teacher at T, as the paper does: a teacher
+    Adversarial training (every kind), noise augmentation (uniform and Gaussian) and the
+    equal-budget control do; distillation always trains its own teacher at T, as the paper does: a teacher
     trained at T = 1 (the no-defense model) gave soft labels that made the student no
     more robust than no defense.
     """
     return study.warm_start and (
-        spec.defense in ADVERSARIAL_DEFENSES or spec.defense == "noise" or spec.control
+        spec.defense in ADVERSARIAL_DEFENSES
+        or spec.defense in ("noise", "gaussian")
+        or spec.control
     )

@@ -68,6 +68,9 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     for spec in smoke.models3d:
         assert f"| {spec.name} |" in report.split("## Under MRI artifacts")[1]
         assert (study / "corruptions" / spec.name / "corruptions.csv").is_file()
+    for spec in smoke.models3d:  # certified at the preset's sigma, a column of the table
+        assert (study / "certify" / spec.name / "certified.csv").is_file()
+    assert "| artifacts | certified |" in report
     assert len(list((root / "corrupted").glob("*.npz"))) == len(
         json.loads((root / "prepared" / "prepared.json").read_text())["split"]["test"]
     ) * (1 + len(smoke.corruptions) * len(smoke.corruption_severities))
@@ -102,8 +105,8 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
         assert ("audit" in run.data.tags) == audited
     assert len(training) == len(models) and all(r.info.status == "FINISHED" for r in runs)
     distilled = [s for s in models if s.defense == "distillation"]
-    # logit-level attacks on distilled models, and the corruptions of every 3-D model
-    assert len(evaluations) == len(models) + len(distilled) + len(smoke.models3d)
+    # logit-level attacks on distilled models, the corruptions and certificates of every 3-D model
+    assert len(evaluations) == len(models) + len(distilled) + 2 * len(smoke.models3d)
     # adversarial training and noise fine-tune the no-defense model of their family; distillation does not
     for run in training:
         params, name = run.data.params, run.info.run_name

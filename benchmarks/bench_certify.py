@@ -1,0 +1,73 @@
+"""What certifying one volume costs, against the forward passes it needs, measured in one run.
+
+For the paper's 3-D UNet (16 filters, depth 5) at each ``--sizes``, prints the median seconds
+of ``certify`` (n0 + n noisy samples, ``--batch`` copies per pass) and of the same number of
+batched forward passes alone (the noise drawn the same way, no counting, no test), and their
+ratio: the target is at most 1.1 (the counting on the device, the binomial test and Holm's
+correction cost under 10 %).
+
+    python benchmarks/bench_certify.py [--sizes 32 128] [--n 100] [--n0 10] [--batch 8]
+        [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from _timing import median_time  # noqa: E402
+
+
+def measure(size: int, args) -> tuple[float, float]:
+    """Median seconds of ``certify`` and of its forward passes alone, at ``size``^3."""
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_advseg.attacks.core import logits_function
+    from keras_advseg.certification import certify
+    from keras_advseg.models import unet3d
+
+    model = unet3d((size, size, size, 4), base_filters=16, depth=5)
+    x = np.random.default_rng(0).normal(size=(size, size, size, 4)).astype("float32")
+    logits = logits_function(model)
+    batches = math.ceil(args.n0 / args.batch) + math.ceil(args.n / args.batch)
+
+    @tf.function
+    def noisy_pass(x, seed):
+        shape = tf.concat([[args.batch], tf.shape(x)[1:]], 0)
+        return tf.argmax(logits(x + 0.25 * tf.random.stateless_normal(shape, seed)), -1)
+
+    tensor = tf.constant(x[None])
+
+    def passes():
+        for b in range(batches):
+            noisy_pass(tensor, tf.constant([0, b], tf.int64)).numpy()
+
+    t_passes = median_time(passes, args.repeats)
+    t_certify = median_time(
+        lambda: certify(model, x, sigma=0.25, n=args.n, n0=args.n0, batch_size=args.batch, seed=0),
+        args.repeats,
+    )
+    return t_certify, t_passes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--n0", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"n0 + n = {args.n0} + {args.n} samples, {args.batch} per forward pass")
+    print(f"{'size':>6} {'certify s':>10} {'passes s':>10} {'ratio':>7}")
+    for size in args.sizes:
+        t_certify, t_passes = measure(size, args)
+        print(f"{size:>5}^3 {t_certify:10.3f} {t_passes:10.3f} {t_certify / t_passes:7.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""`advseg certify` end to end, and Gaussian noise training."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from support import assert_help_files_written, fails_cleanly, read_rows
+
+from keras_advseg.certification import certified_dice, certify
+from keras_advseg.data.prepare import load_prepared
+
+
+def test_certify_writes_rows_that_equal_the_library_and_tracks_them(
+    fitted_unet, prepared_dir, tmp_path
+):
+    from click.testing import CliRunner
+
+    from keras_advseg.cli import main
+
+    path = tmp_path / "model.keras"
+    fitted_unet.save(path)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    out = tmp_path / "cert"
+    result = CliRunner().invoke(
+        main,
+        [
+            "certify",
+            str(path),
+            "--data",
+            str(prepared_dir),
+            "--out",
+            str(out),
+            "--sigma",
+            "0.05,0.25",
+            "--n",
+            "20",
+            "--n0",
+            "5",
+            "--subjects",
+            "1",
+            "--seed",
+            "4",
+            "--tracking-uri",
+            uri,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "sigma 0.05: certified Dice WT" in result.output and "covers l-inf" in result.output
+    assert_help_files_written(("certify",), out)
+    rows = read_rows(out / "certified.csv")
+    assert [float(r["sigma"]) for r in rows] == [0.05, 0.25]
+    prepared = load_prepared(prepared_dir)
+    subject = prepared.ids("test")[0]
+    image, labels = prepared.load(subject)
+    for k, row in enumerate(rows):
+        certificate = certify(
+            fitted_unet, image, sigma=float(row["sigma"]), n=20, n0=5, seed=4 * 1_000_003 + k
+        )
+        dice = certified_dice(labels, certificate.labels)
+        assert row["subject"] == subject
+        assert float(row["certified_dice_wt"]) == pytest.approx(dice["wt"])
+        assert float(row["radius"]) == pytest.approx(certificate.radius)
+    summary = json.loads((out / "certify_summary.json").read_text())
+    assert set(summary["sigmas"]) == {"0.05", "0.25"}
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("keras-advseg").experiment_id])[0]
+    assert run.data.metrics["certified_dice_wt_sigma0.25"] == pytest.approx(
+        float(rows[1]["certified_dice_wt"])
+    )
+    base = ["certify", path, "--data", prepared_dir, "--out", tmp_path / "x", "--tracking-uri", uri]
+    fails_cleanly([*base, "--sigma", "0"], contains=("--sigma must be positive",))
+    fails_cleanly([*base, "--tau", "1"], contains=("--tau",))
+
+
+def test_gaussian_noise_training_adds_noise_of_sigma_times_the_range_and_round_trips():
+    from keras_advseg.config import TrainConfig
+    from keras_advseg.defenses import GaussianNoiseTrainer
+    from keras_advseg.models import unet3d
+
+    network = unet3d((8, 8, 8, 4), base_filters=2, depth=2)
+    trainer = GaussianNoiseTrainer(network, sigma=0.2, seed=1)
+    x = np.zeros((2, 8, 8, 8, 4), "float32")
+    x[:, 0, 0, 0, 0] = 10.0  # an intensity range of 10
+    noise = np.asarray(trainer.noisy(keras.ops.convert_to_tensor(x))) - x
+    assert noise.std() == pytest.approx(0.2 * 10, rel=0.05)
+    assert trainer.get_config()["sigma"] == 0.2
+    assert TrainConfig(defense="gaussian", noise_sigma=0.5).noise_sigma == 0.5
+    from keras_advseg.training.fit import build_trainer
+
+    built = build_trainer(TrainConfig(defense="gaussian", noise_sigma=0.5), network)
+    assert isinstance(built, GaussianNoiseTrainer) and built.sigma == 0.5
