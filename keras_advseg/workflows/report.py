@@ -323,7 +323,8 @@ def artifact_findings(load, study: Study, baseline) -> list[tuple[str, bool | No
             mine, theirs = (mean_sd(s)[0] for s in pairs[(name, r)])
             p = tests[(name, r)]
             keeps = keeps and not (mine < theirs and p <= ALPHA)
-            parts.append(f"{r.upper()} {mine:.3f} vs {theirs:.3f} (p = {p:.2g})")
+            note = ", lower, not significant" if mine < theirs and p > ALPHA else ""
+            parts.append(f"{r.upper()} {mine:.3f} vs {theirs:.3f} (p = {p:.2g}{note})")
         results.append((f"(g) {name}", keeps, "; ".join(parts)))
     FAMILIES["(g)"] = (
         "each adversarial defense keeps at least the undefended network's Dice under MRI "
