@@ -99,6 +99,14 @@ ATTACKS.register(
     defaults={"norm": "l2"},
 )
 ATTACKS.register(
+    "vafa",
+    display="VAFA (DCT quantisation)",
+    target=f"{_M}frequency:run_vafa",
+    description="block-DCT quantisation tables learned to raise the loss (Hanif et al. 2023); "
+    "outside the l-inf ball, eps does not apply",
+    losses=_ALL_LOSSES,
+)
+ATTACKS.register(
     "segpgd",
     display="SegPGD",
     target=f"{_M}segmentation:run_segpgd",
