@@ -74,6 +74,7 @@ TENSORFLOW_COMMANDS = (
     "train",
     "evaluate",
     "certify",
+    "card",
     "audit",
     "reproduce",
     "export",
@@ -730,6 +731,106 @@ def certify_command(
     for line in summary_lines(summary, out):
         click.echo(line)
     _echo_ui(tracking_uri, experiment)
+
+
+@main.command("card")
+@click.argument("model_ref", metavar="MODEL")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The raw dataset (its test split; the artifacts need the raw scans).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Card folder: card.json, card.md, card.html, and each axis's own files in "
+    "adversarial/, artifacts/, certified/, audit/ (an axis already there at the same budget "
+    "is reused).",
+)
+@click.option(
+    "--budget",
+    type=click.Choice(["quick", "standard", "full"]),
+    default="quick",
+    show_default=True,
+    help="Attack steps and ensemble, corruptions and severities, sigmas and samples, subjects: "
+    "the card states its budget and what it can therefore claim.",
+)
+@click.option(
+    "--reference",
+    "reference_ref",
+    default=None,
+    help="An undefended model (file, run id or runs:/ URI): the audit's transfer check and the "
+    "artifacts' mCE.",
+)
+@click.option(
+    "--preprocessing",
+    "preprocessing_json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="For a model trained elsewhere: its preprocessing as JSON (shape, n4, n4_shrink, "
+    "margin, normalization, mean, std; see the docs); the card writes and uses a copy "
+    "OUT/model.keras that carries it.",
+)
+@seed_option("Seed of the attacks, corruptions and noise.", 0)
+@tracking_options()
+@friendly_errors
+def card_command(
+    model_ref,
+    data,
+    out,
+    budget,
+    reference_ref,
+    preprocessing_json,
+    seed,
+    tracking_uri,
+    experiment,
+):
+    """One robustness card for MODEL: clean, attacked, corrupted, certified and audited, in
+    card.json, card.md and a self-contained card.html."""
+    from keras_advseg.errors import TrackingError
+    from keras_advseg.workflows.card import run_card, summary_lines
+
+    try:
+        card = run_card(
+            model_ref,
+            data,
+            out,
+            budget=budget,
+            reference_ref=reference_ref,
+            preprocessing_json=preprocessing_json,
+            seed=seed,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            say=lambda line: click.echo(line, err=True),
+        )
+    except TrackingError as exc:  # exit 1: the input was fine
+        raise click.ClickException(str(exc)) from None
+    for line in summary_lines(card, out):
+        click.echo(line)
+    _echo_ui(tracking_uri, experiment)
+
+
+@main.command("leaderboard")
+@click.argument(
+    "card_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path)
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder: leaderboard.md, leaderboard.csv, fig_leaderboard.png.",
+)
+@friendly_errors
+def leaderboard_command(card_dirs, out):
+    """Rank the models of CARD_DIR... (folders written by advseg card) on every axis, with paired
+    tests against the first where the cards share subjects."""
+    from keras_advseg.workflows.leaderboard import run_leaderboard
+
+    result = run_leaderboard(list(card_dirs), out)
+    click.echo((Path(out) / "leaderboard.md").read_text().rstrip())
+    click.echo(f"wrote {', '.join(str(p) for p in result['written'])}")
 
 
 @main.command("audit")

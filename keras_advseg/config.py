@@ -578,7 +578,7 @@ STUDIES = {
         corruptions=("missing-sequence",),
         corruption_severities=(5,),
         certify_sigmas=(0.25,),
-        certify_n=20,
+        certify_n=60,
         certify_n0=5,
     ),
     "quick": Study(

@@ -205,6 +205,13 @@ def certify(
         raise InputError(f"x must be one volume (X, Y, Z, C). Received: shape {x.shape}")
     if seed is None:
         seed = int(np.random.default_rng().integers(2**31))
+    voxels = int(np.prod(x.shape[1:4]))
+    if tau ** int(n) > alpha / voxels:
+        needed = math.ceil(math.log(alpha / voxels) / math.log(tau))
+        raise InputError(
+            f"n={n} cannot certify any voxel: even {n} of {n} votes leave p = tau^n = "
+            f"{tau ** int(n):.2g} above alpha / voxels = {alpha / voxels:.2g}; use n >= {needed}"
+        )
     span = float(x.max() - x.min())
     sigma_abs = sigma * span
     sampler = _cached_sampler(model, batch_size)

@@ -74,18 +74,19 @@ def test_settings_are_checked_and_a_seed_fixes_the_certificate(fitted_unet, prep
     from keras_advseg.data.prepare import load_prepared
 
     image, _ = load_prepared(prepared_dir).load(load_prepared(prepared_dir).test_ids[0])
-    a = certify(fitted_unet, image, sigma=0.1, n=20, n0=5, seed=3, batch_size=7)
-    b = certify(fitted_unet, image, sigma=0.1, n=20, n0=5, seed=3, batch_size=7)
+    a = certify(fitted_unet, image, sigma=0.1, n=60, n0=5, seed=3, batch_size=7)
+    b = certify(fitted_unet, image, sigma=0.1, n=60, n0=5, seed=3, batch_size=7)
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(a.p_values, b.p_values)
-    holm = certify(fitted_unet, image, sigma=0.1, n=20, n0=5, seed=3, correction="holm")
-    bonf = certify(fitted_unet, image, sigma=0.1, n=20, n0=5, seed=3, correction="bonferroni")
+    holm = certify(fitted_unet, image, sigma=0.1, n=60, n0=5, seed=3, correction="holm")
+    bonf = certify(fitted_unet, image, sigma=0.1, n=60, n0=5, seed=3, correction="bonferroni")
     assert holm.certified.sum() >= bonf.certified.sum()
     for bad, match in (
         (dict(sigma=0), "sigma must be a positive number"),
         (dict(tau=1.0), "tau must be in"),
         (dict(alpha=0), "alpha must be in"),
         (dict(n=0), "n must be an integer"),
+        (dict(n=20), "n=20 cannot certify any voxel: .* use n >= 53"),
     ):
         with pytest.raises(InputError, match=match):
             certify(fitted_unet, image, **{"sigma": 0.1, **bad})

@@ -36,7 +36,7 @@ def test_certify_writes_rows_that_equal_the_library_and_tracks_them(
             "--sigma",
             "0.05,0.25",
             "--n",
-            "20",
+            "60",
             "--n0",
             "5",
             "--subjects",
@@ -57,7 +57,7 @@ def test_certify_writes_rows_that_equal_the_library_and_tracks_them(
     image, labels = prepared.load(subject)
     for k, row in enumerate(rows):
         certificate = certify(
-            fitted_unet, image, sigma=float(row["sigma"]), n=20, n0=5, seed=4 * 1_000_003 + k
+            fitted_unet, image, sigma=float(row["sigma"]), n=60, n0=5, seed=4 * 1_000_003 + k
         )
         dice = certified_dice(labels, certificate.labels)
         assert row["subject"] == subject

@@ -1,0 +1,756 @@
+"""One robustness card per model (``advseg card``): clean, attacked, corrupted, certified, audited.
+
+Each axis is one of the toolkit's own commands run into its folder under ``OUT`` (``clean and
+adversarial/``, ``artifacts/``, ``certified/``, ``audit/``), so every number on the card is the
+number that command writes; an axis already there with the same settings is reused. The card
+is ``card.json`` (schema :data:`CARD_SCHEMA`, version :data:`CARD_VERSION`), ``card.md`` and a
+self-contained ``card.html``, logged with the headline metrics to an MLflow run nested under
+the model's training run.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from keras_advseg.config import EPS_CURVE, REGIONS, AuditConfig, EvalConfig
+from keras_advseg.errors import FileFormatError, InputError
+from keras_advseg.io import ensure_writable_folder, write_text_atomic
+
+CARD_SCHEMA = "keras-advseg/robustness-card"
+CARD_VERSION = 1
+SECTIONS = ("clean", "adversarial", "artifacts", "certified", "audit")
+
+
+@dataclass(frozen=True)
+class CardBudget:
+    """What a card runs: its attacks' steps, severities, samples and subjects.
+
+    Attributes:
+        name: ``quick``, ``standard`` or ``full``.
+        subjects: Test subjects of the attacks, the certificate and the audit (0: all); the
+            artifacts and clean scores use every test subject.
+        eps: The paper's budgets for FGSM (the worst case runs at the first).
+        steps: Iterations of each worst-case attack and of VAFA.
+        ensemble: The worst case's attacks.
+        corruptions, severities: The artifact benchmark.
+        sigmas, n, n0: The certificates.
+        audit_steps: The audit's steps (doubled twice for its item 3).
+    """
+
+    name: str
+    subjects: int
+    eps: tuple[float, ...]
+    steps: int
+    ensemble: tuple[str, ...]
+    corruptions: tuple[str, ...]
+    severities: tuple[int, ...]
+    sigmas: tuple[float, ...]
+    n: int
+    n0: int
+    audit_steps: int
+
+    def key(self, axis: str) -> str:
+        """A hash of what ``axis`` depends on: an axis run with other settings is run again."""
+        return hashlib.sha256(json.dumps([axis, asdict(self)], sort_keys=True).encode()).hexdigest()
+
+
+BUDGETS = {
+    "quick": CardBudget(
+        "quick",
+        2,
+        (0.05, 0.1),
+        5,
+        ("segpgd", "pgd-dice"),
+        ("motion", "bias-field", "missing-sequence"),
+        (3,),
+        (0.25,),
+        50,
+        10,
+        5,
+    ),
+    "standard": CardBudget(
+        "standard",
+        0,
+        (0.05, 0.1),
+        10,
+        ("apgd-masked-ce", "segpgd", "pgd-dice"),
+        (
+            "motion",
+            "ghosting",
+            "spike",
+            "bias-field",
+            "rician-noise",
+            "blur",
+            "contrast-compression",
+            "contrast-expansion",
+            "anisotropic",
+            "missing-sequence",
+            "swapped-sequences",
+            "misregistration",
+        ),
+        (1, 3, 5),
+        (0.12, 0.25),
+        100,
+        10,
+        10,
+    ),
+    "full": CardBudget(
+        "full",
+        0,
+        (0.05, 0.1),
+        20,
+        (
+            "apgd-ce",
+            "apgd-dice",
+            "apgd-masked-ce",
+            "apgd-balanced-masked-ce",
+            "segpgd",
+            "cospgd",
+            "pgd-dice",
+        ),
+        (
+            "motion",
+            "ghosting",
+            "spike",
+            "bias-field",
+            "rician-noise",
+            "blur",
+            "contrast-compression",
+            "contrast-expansion",
+            "anisotropic",
+            "missing-sequence",
+            "swapped-sequences",
+            "misregistration",
+        ),
+        (1, 2, 3, 4, 5),
+        (0.12, 0.25, 0.5),
+        1000,
+        10,
+        20,
+    ),
+}
+
+
+def claims(budget: CardBudget) -> dict[str, str]:
+    """What a card of ``budget`` can and cannot claim, axis by axis (printed on the card)."""
+    return {
+        "adversarial": (
+            f"Upper bounds: the Dice under the strongest of {', '.join(budget.ensemble)} "
+            f"({budget.steps} steps each) and FGSM; a stronger attack may find lower. min_eps is "
+            "FGSM's, on a doubling grid: an upper bound on the smallest breaking budget."
+        ),
+        "vafa": "Outside the l-infinity threat model: a quantisation of block-DCT coefficients; "
+        "read its Dice with its PSNR/SSIM.",
+        "artifacts": (
+            f"Measured, not bounded: {', '.join(budget.corruptions)} at severity "
+            f"{', '.join(map(str, budget.severities))}, one draw per subject; other artifacts "
+            "and draws may differ."
+        ),
+        "certified": (
+            f"Guarantees for the smoothed model (not the network), at family-wise error 0.001 "
+            f"per volume, in l2 radius sigma * 0.674 (sigma {', '.join(map(str, budget.sigmas))}"
+            f", n = {budget.n}); the l-infinity budget they cover is tiny (see linf)."
+        ),
+        "audit": "A PASS means no gradient-masking symptom was found at this budget, not that "
+        "there is none.",
+        "subjects": (
+            "every test subject"
+            if budget.subjects == 0
+            else f"the first {budget.subjects} test subjects for the attacks, certificates and audit"
+        ),
+    }
+
+
+def run_card(
+    model_ref: str,
+    data,
+    out,
+    *,
+    budget: str = "quick",
+    reference_ref: str | None = None,
+    preprocessing_json=None,
+    seed: int = 0,
+    tracking_uri: str,
+    experiment: str,
+    say=print,
+) -> dict:
+    """Runs (or reuses) every axis and writes ``card.json``, ``card.md`` and ``card.html``.
+
+    Args:
+        model_ref: A ``.keras`` file, MLflow run id or ``runs:/`` URI.
+        data: The raw dataset (its test split; the artifacts need the raw scans).
+        out: The card's folder.
+        budget: A key of :data:`BUDGETS`.
+        reference_ref: An undefended model: the audit's transfer check and the artifacts' mCE.
+        preprocessing_json: For a model trained elsewhere: its preprocessing as JSON
+            (:class:`~keras_advseg.inference.Preprocessing`'s form); the card runs a copy of the
+            model that carries it.
+        seed: Seed of the attacks, corruptions and noise.
+        tracking_uri, experiment: MLflow.
+        say: Where progress lines go.
+
+    Returns:
+        The card (``card.json``'s content).
+
+    Raises:
+        InputError / DataError: bad references, data, budget or preprocessing.
+    """
+    import mlflow
+    from keras_advseg.tracking import check_reachable, resolve_model_path, tracked_run
+    from keras_advseg.workflows.evaluate import source_run_id, source_tags
+
+    if budget not in BUDGETS:
+        raise InputError(f"budget must be one of {sorted(BUDGETS)}. Received: {budget!r}")
+    plan = BUDGETS[budget]
+    out = ensure_writable_folder(out)
+    check_reachable(tracking_uri)
+    model_path = resolve_model_path(model_ref, tracking_uri)
+    model_path = _with_preprocessing(model_path, preprocessing_json, out)
+    model = str(model_path)
+    data = _prepared_for(model_path, data, out)
+    common = dict(tracking_uri=tracking_uri, experiment=experiment)
+    started = time.perf_counter()
+    axes = {}
+    axes["adversarial"] = _axis(
+        out / "adversarial",
+        plan,
+        "adversarial",
+        say,
+        lambda folder: _evaluate(model, data, folder, plan, seed, common),
+    )
+    axes["artifacts"] = _axis(
+        out / "artifacts",
+        plan,
+        "artifacts",
+        say,
+        lambda folder: _artifacts(model, data, folder, plan, seed, reference_ref, common),
+    )
+    axes["certified"] = _axis(
+        out / "certified",
+        plan,
+        "certified",
+        say,
+        lambda folder: _certify(model, data, folder, plan, seed, common),
+    )
+    axes["audit"] = _axis(
+        out / "audit",
+        plan,
+        "audit",
+        say,
+        lambda folder: _audit(model, data, folder, plan, seed, reference_ref, common),
+    )
+    card = build_card(out, plan, model_ref, reference_ref, seed)
+    card["seconds"] = round(time.perf_counter() - started, 1)
+    card["reused"] = sorted(a for a, reused in axes.items() if reused)
+    validate_card(card)
+    source = source_run_id(str(model_ref), Path(model_path))
+    tags = {"card": "true", "card_budget": budget}
+    if source:
+        tags.update({"mlflow.parentRunId": source, "source_run_id": source})
+        tags.update(source_tags(source, tracking_uri))
+    written = [
+        write_text_atomic(out / "card.json", json.dumps(card, indent=2)),
+        write_text_atomic(out / "card.md", card_markdown(card)),
+        write_text_atomic(out / "card.html", card_html(card, out)),
+    ]
+    with tracked_run(tracking_uri, experiment, run_name=f"card-{budget}", tags=tags):
+        mlflow.log_params({"model": str(model_ref), "budget": budget, "seed": seed})
+        mlflow.log_metrics(headline_metrics(card))
+        for path in written:
+            mlflow.log_artifact(str(path))
+    return card
+
+
+def _with_preprocessing(model_path: Path, preprocessing_json, out: Path) -> Path:
+    """The model to card: itself, or (``--preprocessing``) a copy that carries the given
+    preprocessing; a model with neither is refused."""
+    from keras_advseg.export import load_model, load_preprocessing, save_model
+    from keras_advseg.inference import Preprocessing
+
+    if preprocessing_json is None:
+        load_preprocessing(model_path)  # refuses, in one line, a model saved without it
+        return model_path
+    try:
+        value = json.loads(Path(preprocessing_json).read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{preprocessing_json}: not a readable JSON file ({exc})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{preprocessing_json}: expected a JSON object")
+    preprocessing = Preprocessing.from_json(value, preprocessing_json)
+    copy = out / "model.keras"
+    save_model(load_model(model_path), copy, preprocessing)
+    return copy
+
+
+def _prepared_for(model_path: Path, data, out: Path) -> Path:
+    """A raw dataset prepared as the model's stored preprocessing says (its size, N4, margin and
+    normalisation; the split and the global statistics are the dataset's own), into
+    ``OUT/prepared``; a prepared cache as it is."""
+    from keras_advseg.data.prepare import PrepareConfig, prepare_dataset
+    from keras_advseg.export import load_preprocessing
+
+    data = Path(data)
+    if (data / "prepared.json").is_file():
+        return data
+    stored = load_preprocessing(model_path)
+    config = PrepareConfig(
+        shape=stored.shape,
+        n4=stored.n4,
+        n4_shrink=stored.n4_shrink,
+        margin=stored.margin,
+        normalization=stored.normalization,
+    )
+    prepare_dataset(data, out / "prepared", config, progress=False)
+    return out / "prepared"
+
+
+def _axis(folder: Path, plan: CardBudget, axis: str, say, run) -> bool:
+    """Runs ``run(folder)`` unless the folder holds this axis at this budget; True when reused."""
+    stamp = folder / "card_axis.json"
+    try:
+        done = json.loads(stamp.read_text()).get("key") == plan.key(axis)
+    except (OSError, ValueError, AttributeError):
+        done = False
+    if done:
+        say(f"{axis}: reused {folder}")
+        return True
+    say(f"{axis}: running")
+    run(folder)
+    write_text_atomic(stamp, json.dumps({"axis": axis, "key": plan.key(axis)}))
+    return False
+
+
+def _evaluate(model, data, folder, plan: CardBudget, seed, common):
+    from keras_advseg.workflows.evaluate import run_evaluation
+
+    config = EvalConfig(
+        attacks=("fgsm", "vafa", "worst"),
+        eps=plan.eps,
+        iterative_eps=plan.eps[:1],
+        steps=plan.steps,
+        eps_sweep=EPS_CURVE,
+        seed=seed,
+        ensemble=plan.ensemble,
+        worst_steps=plan.steps,
+        worst_weighs=("fgsm",),
+    )
+    run_evaluation(
+        model,
+        data,
+        folder,
+        config,
+        native=True,
+        run_name="card-adversarial",
+        progress=False,
+        **common,
+    )
+
+
+def _artifacts(model, data, folder, plan, seed, reference_ref, common):
+    from keras_advseg.workflows.corruptions import run_corruption_evaluation
+
+    run_corruption_evaluation(
+        model,
+        data,
+        folder,
+        corruptions=plan.corruptions,
+        severities=plan.severities,
+        seed=seed,
+        reference_ref=reference_ref,
+        run_name="card-artifacts",
+        progress=False,
+        **common,
+    )
+
+
+def _certify(model, data, folder, plan, seed, common):
+    from keras_advseg.workflows.certify import run_certification
+
+    run_certification(
+        model,
+        data,
+        folder,
+        sigmas=plan.sigmas,
+        n=plan.n,
+        n0=plan.n0,
+        seed=seed,
+        subjects=plan.subjects,
+        run_name="card-certified",
+        progress=False,
+        **common,
+    )
+
+
+def _audit(model, data, folder, plan, seed, reference_ref, common):
+    from keras_advseg.workflows.audit import run_audit
+
+    config = AuditConfig(
+        steps=plan.audit_steps,
+        attacks=plan.ensemble,
+        curve_attacks=("pgd-dice",),
+        subjects=plan.subjects,
+        seed=seed,
+    )
+    run_audit(
+        model, data, folder, config, reference_ref=reference_ref, run_name="card-audit", **common
+    )
+
+
+def build_card(out: Path, plan: CardBudget, model_ref, reference_ref, seed) -> dict:
+    """``card.json``'s content from the axes' folders (their files are untrusted input).
+
+    Raises:
+        FileFormatError: an axis's file is missing or malformed.
+    """
+    from keras_advseg import __version__
+    from keras_advseg.evaluation.results import load_results
+
+    evaluation = load_results(out / "adversarial")
+    summary = evaluation.summary
+    if summary is None:
+        raise FileFormatError(f"{out / 'adversarial'}: no summary.json")
+
+    def regions(entry, prefix="dice"):
+        return {r: _number(entry[f"{prefix}_{r}"]["mean"]) for r in REGIONS}
+
+    clean = {
+        "n_subjects": summary.n_subjects,
+        "dice": regions(summary.clean),
+        "native_dice": regions(summary.clean, "native_dice"),
+        "native_hd95_mm": regions(summary.clean, "native_hd95"),
+    }
+    attacks = summary.attacks
+    adversarial = {
+        "fgsm": {f"{e:g}": regions(attacks["fgsm"][e]) for e in plan.eps},
+        "worst": {f"{e:g}": regions(attacks["worst"][e]) for e in plan.eps[:1]},
+        "vafa": {
+            "dice": regions(attacks["vafa"][plan.eps[0]]),
+            "psnr": _number(attacks["vafa"][plan.eps[0]]["psnr"]["mean"]),
+            "ssim": _number(attacks["vafa"][plan.eps[0]]["ssim"]["mean"]),
+        },
+        "min_eps": min_eps(evaluation),
+    }
+    artifacts_summary = _read_json(out / "artifacts" / "corruption_summary.json")
+    scores = artifacts_summary["scores"]
+    artifacts = {
+        "corruptions": artifacts_summary["corruptions"],
+        "severities": artifacts_summary["severities"],
+        **{
+            k: {r: _number(scores[k][r]) for r in REGIONS}
+            for k in ("clean", "overall", "degradation", "mrr", "mce")
+        },
+        "worst": {r: scores["worst"][r] for r in REGIONS},
+    }
+    certify_summary = _read_json(out / "certified" / "certify_summary.json")
+    certified = {
+        sigma: {
+            "certified_dice": {r: _number(m[f"certified_dice_{r}"]) for r in REGIONS},
+            "smoothed_dice": {r: _number(m[f"smoothed_dice_{r}"]) for r in REGIONS},
+            "abstain_rate_brain": _number(m["abstain_rate_brain"]),
+            "radius": _number(m["radius"]),
+            "linf": _number(m["linf"]),
+        }
+        for sigma, m in certify_summary["sigmas"].items()
+    }
+    audit_document = _read_json(out / "audit" / "audit.json")
+    audit = {
+        "verdict": audit_document["verdict"],
+        "items": [
+            {"number": i.get("item"), "claim": i.get("claim"), "verdict": i.get("verdict")}
+            for i in audit_document.get("items", [])
+        ],
+    }
+    return {
+        "schema": CARD_SCHEMA,
+        "version": CARD_VERSION,
+        "model": str(model_ref),
+        "reference": str(reference_ref) if reference_ref else None,
+        "data_hash": artifacts_summary.get("data_hash"),
+        "budget": asdict(plan),
+        "seed": seed,
+        "claims": claims(plan),
+        "keras_advseg": __version__,
+        "clean": clean,
+        "adversarial": adversarial,
+        "artifacts": artifacts,
+        "certified": certified,
+        "audit": audit,
+    }
+
+
+def min_eps(evaluation) -> dict:
+    """Each subject's smallest FGSM budget on the doubling grid (:data:`EPS_CURVE`) that takes
+    its mean Dice to half its clean mean Dice or below; None when none of the grid does."""
+    found = {}
+    clean = evaluation.values.get(("none", 0.0), {})
+    for subject, values in clean.items():
+        before = np.mean([values[f"dice_{r}"] for r in REGIONS])
+        found[subject] = None
+        for eps in EPS_CURVE:
+            row = evaluation.values.get(("fgsm_sweep", round(eps, 6)), {}).get(subject)
+            if row is not None and np.mean([row[f"dice_{r}"] for r in REGIONS]) <= before / 2:
+                found[subject] = eps
+                break
+    broken = sorted(v for v in found.values() if v is not None)
+    return {
+        "criterion": "mean Dice at most half the clean mean Dice, FGSM",
+        "grid": list(EPS_CURVE),
+        "per_subject": found,
+        "median": float(np.median(broken)) if broken else None,
+        "unbroken": sum(v is None for v in found.values()),
+    }
+
+
+def validate_card(card: dict) -> None:
+    """Checks a card against schema version 1: every section, its keys and number types.
+
+    Raises:
+        FileFormatError: naming the first field that is missing or of the wrong type.
+    """
+
+    def need(condition, where):
+        if not condition:
+            raise FileFormatError(f"card: {where} is missing or malformed")
+
+    need(card.get("schema") == CARD_SCHEMA and card.get("version") == CARD_VERSION, "schema")
+    for section in SECTIONS:
+        need(isinstance(card.get(section), dict), section)
+
+    def dice(value, where):
+        need(isinstance(value, dict) and set(value) == set(REGIONS), where)
+        for r, v in value.items():
+            need(
+                v is None or (isinstance(v, (int, float)) and -1e-9 <= v <= 1 + 1e-9),
+                f"{where}.{r}",
+            )
+
+    dice(card["clean"].get("dice"), "clean.dice")
+    for attack in ("fgsm", "worst"):
+        need(isinstance(card["adversarial"].get(attack), dict), f"adversarial.{attack}")
+        for eps, value in card["adversarial"][attack].items():
+            dice(value, f"adversarial.{attack}.{eps}")
+    dice(card["adversarial"].get("vafa", {}).get("dice"), "adversarial.vafa.dice")
+    need(isinstance(card["adversarial"].get("min_eps"), dict), "adversarial.min_eps")
+    for key in ("overall", "degradation", "mrr"):
+        need(isinstance(card["artifacts"].get(key), dict), f"artifacts.{key}")
+    need(len(card["certified"]) >= 1, "certified")
+    for sigma, value in card["certified"].items():
+        dice(value.get("certified_dice"), f"certified.{sigma}.certified_dice")
+    need(card["audit"].get("verdict") in ("PASS", "WARN"), "audit.verdict")
+
+
+def headline_metrics(card: dict) -> dict[str, float]:
+    """The card's numbers as MLflow metrics: ``card.clean_dice_wt``, ``card.worst_dice_wt_eps0.05``,
+    ``card.artifacts_overall_wt``, ``card.certified_dice_wt_sigma0.25``, ..."""
+    flat = {}
+
+    def put(prefix, values):
+        for r, v in values.items():
+            if v is not None:
+                flat[f"card.{prefix}_{r}"] = float(v)
+
+    put("clean_dice", card["clean"]["dice"])
+    for eps, values in card["adversarial"]["worst"].items():
+        put(f"worst_dice_eps{eps}", values)
+    put("vafa_dice", card["adversarial"]["vafa"]["dice"])
+    put("artifacts_overall", card["artifacts"]["overall"])
+    for sigma, value in card["certified"].items():
+        put(f"certified_dice_sigma{sigma}", value["certified_dice"])
+    if card["adversarial"]["min_eps"]["median"] is not None:
+        flat["card.min_eps_median"] = card["adversarial"]["min_eps"]["median"]
+    flat["card.audit_pass"] = 1.0 if card["audit"]["verdict"] == "PASS" else 0.0
+    return flat
+
+
+def _triple(values, fmt="{:.3f}") -> str:
+    return " / ".join("n/a" if values[r] is None else fmt.format(values[r]) for r in REGIONS)
+
+
+def card_rows(card: dict) -> list[tuple[str, str, str]]:
+    """``(axis, measure, WT / TC / ET or value)`` rows shared by the Markdown and HTML cards."""
+    adversarial, artifacts = card["adversarial"], card["artifacts"]
+    rows = [
+        ("clean", "Dice (model space)", _triple(card["clean"]["dice"])),
+        ("clean", "Dice (native space)", _triple(card["clean"]["native_dice"])),
+        ("clean", "HD95 mm (native space)", _triple(card["clean"]["native_hd95_mm"], "{:.1f}")),
+    ]
+    for eps, values in adversarial["fgsm"].items():
+        rows.append(("adversarial", f"Dice under FGSM, eps {eps}", _triple(values)))
+    for eps, values in adversarial["worst"].items():
+        rows.append(("adversarial", f"Dice under the worst case, eps {eps}", _triple(values)))
+    vafa = adversarial["vafa"]
+    rows.append(
+        (
+            "adversarial",
+            f"Dice under VAFA (PSNR {vafa['psnr']:.1f} dB, SSIM {vafa['ssim']:.3f})",
+            _triple(vafa["dice"]),
+        )
+    )
+    m = adversarial["min_eps"]
+    median = "none broken" if m["median"] is None else f"median {m['median']:g}"
+    rows.append(
+        (
+            "adversarial",
+            "smallest breaking FGSM eps (min_eps)",
+            f"{median}; {m['unbroken']} of {len(m['per_subject'])} not broken by 0.8",
+        )
+    )
+    rows += [
+        ("artifacts", "overall (ROOD-MRI)", _triple(artifacts["overall"])),
+        ("artifacts", "degradation", _triple(artifacts["degradation"])),
+        ("artifacts", "relative robustness mRR", _triple(artifacts["mrr"])),
+        ("artifacts", "worst corruption", " / ".join(artifacts["worst"][r] for r in REGIONS)),
+    ]
+    if any(v is not None for v in artifacts["mce"].values()):
+        rows.append(
+            ("artifacts", "corruption error mCE vs the reference", _triple(artifacts["mce"]))
+        )
+    for sigma, value in card["certified"].items():
+        rows.append(
+            (
+                "certified",
+                f"certified Dice, sigma {sigma} (l2 radius {value['radius']:.3g},"
+                f" l-inf {value['linf']:.2g})",
+                _triple(value["certified_dice"]),
+            )
+        )
+        rows.append(
+            (
+                "certified",
+                f"abstaining share of the brain, sigma {sigma}",
+                f"{value['abstain_rate_brain']:.1%}",
+            )
+        )
+    rows.append(
+        (
+            "audit",
+            "gradient-masking audit",
+            card["audit"]["verdict"]
+            + " ("
+            + ", ".join(f"{i['number']}: {i['verdict']}" for i in card["audit"]["items"])
+            + ")",
+        )
+    )
+    return rows
+
+
+def card_markdown(card: dict) -> str:
+    """``card.md``: the numbers, the budget, and what they can and cannot claim."""
+    budget = card["budget"]
+    lines = [
+        f"# Robustness card: `{card['model']}`\n",
+        f"Budget **{budget['name']}** (seed {card['seed']}; {card['claims']['subjects']}); "
+        f"keras-advseg {card['keras_advseg']}; schema {card['schema']} v{card['version']}. "
+        "Regions WT / TC / ET.\n",
+        "| axis | measure | WT / TC / ET |",
+        "|---|---|---|",
+        *[f"| {a} | {m} | {v} |" for a, m, v in card_rows(card)],
+        "",
+        "## What this card can and cannot claim\n",
+        *[f"- **{k}**: {v}" for k, v in card["claims"].items() if k != "subjects"],
+        "",
+        "Files: `adversarial/` (advseg evaluate), `artifacts/` (evaluate --corruptions), "
+        "`certified/` (advseg certify), `audit/` (advseg audit).\n",
+    ]
+    return "\n".join(lines)
+
+
+FIGURES = (
+    ("Dice under each MRI corruption", "artifacts/fig_corruption_severity.png"),
+    ("Certified Dice against sigma", "certified/fig_certified.png"),
+    ("Certified voxels", "certified/fig_certificate.png"),
+    ("Dice against FGSM eps", "adversarial/fig_eps.png"),
+)
+
+
+def card_html(card: dict, out: Path) -> str:
+    """``card.html``: one self-contained page (figures embedded as data URIs, no network)."""
+    rows = "\n".join(
+        f"<tr><td>{html.escape(a)}</td><td>{html.escape(m)}</td><td>{html.escape(v)}</td></tr>"
+        for a, m, v in card_rows(card)
+    )
+    claims_html = "\n".join(
+        f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>"
+        for k, v in card["claims"].items()
+        if k != "subjects"
+    )
+    figures = []
+    for caption, relative in FIGURES:
+        path = out / relative
+        if path.is_file():
+            data = base64.b64encode(path.read_bytes()).decode()
+            figures.append(
+                f'<figure><img alt="{html.escape(caption)}" '
+                f'src="data:image/png;base64,{data}"><figcaption>'
+                f"{html.escape(caption)}</figcaption></figure>"
+            )
+    budget = card["budget"]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Robustness card: {html.escape(card["model"])}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 60em; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; width: 100%; }}
+td, th {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }}
+th {{ background: #eee; }} img {{ max-width: 100%; }} figure {{ margin: 1.5em 0; }}
+</style></head><body>
+<h1>Robustness card</h1>
+<p><code>{html.escape(card["model"])}</code>: budget <b>{html.escape(budget["name"])}</b>
+(seed {card["seed"]}; {html.escape(card["claims"]["subjects"])}); keras-advseg
+{html.escape(card["keras_advseg"])}; schema {html.escape(card["schema"])} v{card["version"]}.
+Regions WT / TC / ET.</p>
+<table><tr><th>axis</th><th>measure</th><th>WT / TC / ET</th></tr>
+{rows}
+</table>
+<h2>What this card can and cannot claim</h2>
+<ul>{claims_html}</ul>
+<h2>Figures</h2>
+{"".join(figures)}
+</body></html>
+"""
+
+
+def read_card(path) -> dict:
+    """A ``card.json`` (or the folder holding it) read back and validated (untrusted input).
+
+    Raises:
+        FileFormatError: not a card of this schema.
+    """
+    path = Path(path)
+    path = path / "card.json" if path.is_dir() else path
+    card = _read_json(path)
+    validate_card(card)
+    card["path"] = str(path.parent)
+    return card
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise FileFormatError(f"{path}: missing or unreadable ({exc})") from None
+    if not isinstance(value, dict):
+        raise FileFormatError(f"{path}: not a JSON object")
+    return value
+
+
+def _number(value):
+    return None if value is None else float(value)
+
+
+def summary_lines(card: dict, out) -> list[str]:
+    """What ``advseg card`` prints."""
+    lines = [f"{a}: {m}: {v}" for a, m, v in card_rows(card)]
+    reused = f" (reused: {', '.join(card['reused'])})" if card["reused"] else ""
+    lines.append(
+        f"wrote {Path(out) / 'card.html'}, card.md and card.json in {card['seconds']:.0f} s{reused}"
+    )
+    return lines
