@@ -444,8 +444,8 @@ def certificate_slices(example: dict, path: Path, model: str | None = None) -> P
         ax.axis("off")
     who = f"{model_label(model)}, " if model else ""
     fig.suptitle(
-        f"{who}subject {example['subject']}, axial slice {z}: abstaining voxels white; "
-        "necrotic core red, oedema green, enhancing tumour yellow",
+        f"{who}subject {example['subject']}, axial slice {z}\nabstaining voxels white; "
+        "necrotic core red,\noedema green, enhancing tumour yellow",
         fontsize=8,
     )
     return save_figure(fig, path)

@@ -57,9 +57,17 @@ class CardBudget:
     n0: int
     audit_steps: int
 
-    def key(self, axis: str) -> str:
-        """A hash of what ``axis`` depends on: an axis run with other settings is run again."""
-        return hashlib.sha256(json.dumps([axis, asdict(self)], sort_keys=True).encode()).hexdigest()
+    def key(self, axis: str, **context) -> str:
+        """A hash of what ``axis`` depends on (its settings, and ``context``: the model's digest,
+        the seed, the reference): an axis run with anything else is run again."""
+        fields = {
+            "adversarial": ("eps", "steps", "ensemble"),
+            "artifacts": ("corruptions", "severities"),
+            "certified": ("sigmas", "n", "n0", "subjects"),
+            "audit": ("audit_steps", "ensemble", "subjects", "name"),
+        }[axis]
+        value = [axis, {f: getattr(self, f) for f in fields}, context]
+        return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 BUDGETS = {
@@ -72,7 +80,7 @@ BUDGETS = {
         ("motion", "bias-field", "missing-sequence"),
         (3,),
         (0.25,),
-        50,
+        100,
         10,
         5,
     ),
@@ -164,7 +172,8 @@ def claims(budget: CardBudget) -> dict[str, str]:
         "subjects": (
             "every test subject"
             if budget.subjects == 0
-            else f"the first {budget.subjects} test subjects for the attacks, certificates and audit"
+            else f"every test subject for the clean, attacked and corrupted scores; the first "
+            f"{budget.subjects} for the certificates and the audit"
         ),
     }
 
@@ -218,6 +227,8 @@ def run_card(
     data = _prepared_for(model_path, data, out)
     common = dict(tracking_uri=tracking_uri, experiment=experiment)
     started = time.perf_counter()
+    context = {"model": _digest(model_path), "seed": seed, "data": str(Path(data).resolve())}
+    with_reference = {**context, "reference": str(reference_ref)}
     axes = {}
     axes["adversarial"] = _axis(
         out / "adversarial",
@@ -225,6 +236,7 @@ def run_card(
         "adversarial",
         say,
         lambda folder: _evaluate(model, data, folder, plan, seed, common),
+        **context,
     )
     axes["artifacts"] = _axis(
         out / "artifacts",
@@ -232,6 +244,7 @@ def run_card(
         "artifacts",
         say,
         lambda folder: _artifacts(model, data, folder, plan, seed, reference_ref, common),
+        **with_reference,
     )
     axes["certified"] = _axis(
         out / "certified",
@@ -239,6 +252,7 @@ def run_card(
         "certified",
         say,
         lambda folder: _certify(model, data, folder, plan, seed, common),
+        **context,
     )
     axes["audit"] = _axis(
         out / "audit",
@@ -246,6 +260,7 @@ def run_card(
         "audit",
         say,
         lambda folder: _audit(model, data, folder, plan, seed, reference_ref, common),
+        **with_reference,
     )
     card = build_card(out, plan, model_ref, reference_ref, seed)
     card["seconds"] = round(time.perf_counter() - started, 1)
@@ -312,11 +327,22 @@ def _prepared_for(model_path: Path, data, out: Path) -> Path:
     return out / "prepared"
 
 
-def _axis(folder: Path, plan: CardBudget, axis: str, say, run) -> bool:
-    """Runs ``run(folder)`` unless the folder holds this axis at this budget; True when reused."""
+def _digest(path: Path) -> str:
+    """The SHA-256 of a model file (an axis of another model is never reused)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _axis(folder: Path, plan: CardBudget, axis: str, say, run, **context) -> bool:
+    """Runs ``run(folder)`` unless the folder holds this axis with these settings and ``context``
+    (its stamp ``card_axis.json``); True when reused."""
     stamp = folder / "card_axis.json"
+    key = plan.key(axis, **context)
     try:
-        done = json.loads(stamp.read_text()).get("key") == plan.key(axis)
+        done = json.loads(stamp.read_text()).get("key") == key
     except (OSError, ValueError, AttributeError):
         done = False
     if done:
@@ -324,7 +350,7 @@ def _axis(folder: Path, plan: CardBudget, axis: str, say, run) -> bool:
         return True
     say(f"{axis}: running")
     run(folder)
-    write_text_atomic(stamp, json.dumps({"axis": axis, "key": plan.key(axis)}))
+    write_text_atomic(stamp, json.dumps({"axis": axis, "key": key}))
     return False
 
 
