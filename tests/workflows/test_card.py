@@ -1,0 +1,169 @@
+"""`advseg card` and `advseg leaderboard` end to end, at a budget shrunk to the test's size."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from html.parser import HTMLParser
+
+import pytest
+from click.testing import CliRunner
+from support import assert_help_files_written, fails_cleanly
+
+from keras_advseg.cli import main
+from keras_advseg.data.prepare import load_prepared
+from keras_advseg.errors import FileFormatError
+from keras_advseg.export import save_model
+from keras_advseg.inference import Preprocessing
+from keras_advseg.workflows import card as card_module
+
+TINY = card_module.CardBudget(
+    "quick", 1, (0.05,), 1, ("pgd-dice",), ("missing-sequence",), (5,), (0.25,), 60, 5, 1
+)
+
+
+@pytest.fixture(scope="module")
+def carded(fitted_unet, prepared_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("card")
+    path = save_model(
+        fitted_unet, root / "model.keras", Preprocessing.from_prepared(load_prepared(prepared_dir))
+    )
+    uri = f"sqlite:///{root}/mlflow.db"
+    patch = pytest.MonkeyPatch()
+    patch.setitem(card_module.BUDGETS, "quick", TINY)
+    args = [
+        "card",
+        str(path),
+        "--data",
+        str(prepared_dir),
+        "--out",
+        str(root / "card"),
+        "--tracking-uri",
+        uri,
+    ]
+    first = CliRunner().invoke(main, args)
+    second = CliRunner().invoke(main, args)
+    patch.undo()
+    assert first.exit_code == 0, first.output
+    assert second.exit_code == 0, second.output
+    return root, path, uri, first, second
+
+
+def test_the_card_has_every_section_and_the_numbers_of_its_commands(carded, prepared_dir):
+    root, path, uri, first, _ = carded
+    out = root / "card"
+    assert_help_files_written(("card",), out, ignore=("model.keras",))  # with --preprocessing
+    card = card_module.read_card(out)
+    for section in card_module.SECTIONS:
+        assert section in card
+    assert card["budget"]["name"] == "quick" and card["claims"]["certified"].startswith(
+        "Guarantees"
+    )
+    evaluation = json.loads((out / "adversarial" / "summary.json").read_text())
+    assert card["clean"]["dice"]["wt"] == pytest.approx(evaluation["clean"]["dice_wt"]["mean"])
+    worst = evaluation["attacks"]["worst"]["0.05"]["dice_et"]["mean"]
+    assert card["adversarial"]["worst"]["0.05"]["et"] == pytest.approx(worst)
+    assert 20 < card["adversarial"]["vafa"]["psnr"] < 80
+    assert set(card["adversarial"]["min_eps"]["per_subject"]) == set(
+        load_prepared(prepared_dir).ids("test")
+    )
+    audit = json.loads((out / "audit" / "audit.json").read_text())
+    assert card["audit"]["verdict"] == audit["verdict"] and len(card["audit"]["items"]) == 7
+    # the certificate equals `advseg certify` run alone with the same settings and seed
+    alone = CliRunner().invoke(
+        main,
+        [
+            "certify",
+            str(path),
+            "--data",
+            str(prepared_dir),
+            "--out",
+            str(root / "alone"),
+            "--sigma",
+            "0.25",
+            "--n",
+            "60",
+            "--n0",
+            "5",
+            "--subjects",
+            "1",
+            "--seed",
+            "0",
+            "--tracking-uri",
+            uri,
+        ],
+    )
+    assert alone.exit_code == 0, alone.output
+    separate = json.loads((root / "alone" / "certify_summary.json").read_text())["sigmas"]["0.25"]
+    assert card["certified"]["0.25"]["certified_dice"]["wt"] == pytest.approx(
+        separate["certified_dice_wt"]
+    )
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("keras-advseg").experiment_id])
+    card_runs = [r for r in runs if r.data.tags.get("card") == "true"]
+    assert card_runs and "card.clean_dice_wt" in card_runs[0].data.metrics
+
+
+def test_the_html_page_is_self_contained_and_a_second_run_reuses_every_axis(carded):
+    root, _, _, first, second = carded
+    page = (root / "card" / "card.html").read_text()
+
+    class Images(HTMLParser):
+        sources: list = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.sources.append(dict(attrs)["src"])
+
+    parser = Images()
+    parser.feed(page)
+    assert len(parser.sources) >= 3
+    assert all(s.startswith("data:image/png;base64,") for s in parser.sources)
+    assert "http://" not in page and "https://" not in page
+    card = json.loads((root / "card" / "card.json").read_text())
+    assert card["reused"] == ["adversarial", "artifacts", "audit", "certified"]
+    assert "reused: adversarial, artifacts, audit, certified" in second.output
+
+
+def test_a_tampered_card_and_a_model_without_preprocessing_are_refused(carded, tmp_path, models):
+    root, _, _, _, _ = carded
+    card = json.loads((root / "card" / "card.json").read_text())
+    del card["certified"]
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    with pytest.raises(FileFormatError, match="card: certified is missing"):
+        card_module.read_card(tmp_path)
+    base = [
+        "card",
+        models / "a.keras",
+        "--data",
+        root,
+        "--out",
+        tmp_path / "x",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/m.db",
+    ]
+    fails_cleanly(base, contains=("does not record the preprocessing",))
+    (tmp_path / "bad.json").write_text("{not json")
+    fails_cleanly(
+        [*base, "--preprocessing", tmp_path / "bad.json"],
+        contains=("bad.json: not a readable JSON file",),
+    )
+
+
+def test_the_leaderboard_ranks_cards_and_tests_them_on_shared_subjects(carded, tmp_path):
+    root, _, _, _, _ = carded
+    other = tmp_path / "copy"
+    shutil.copytree(root / "card", other)
+    result = CliRunner().invoke(
+        main, ["leaderboard", str(root / "card"), str(other), "--out", str(tmp_path / "board")]
+    )
+    assert result.exit_code == 0, result.output
+    board = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "| card | quick |" in board and "| copy | quick |" in board
+    assert (tmp_path / "board" / "fig_leaderboard.png").stat().st_size > 5_000
+    fails_cleanly(
+        ["leaderboard", str(root / "card"), "--out", str(tmp_path / "b2")],
+        contains=("at least two card folders",),
+    )
