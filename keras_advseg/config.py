@@ -106,6 +106,7 @@ PRESETS: dict[str, dict] = {
         "unet3d/pgd": {"epochs": 400, "lr": 5e-4},
         "unet3d/fast": {"epochs": 400, "lr": 5e-4},
         "unet3d/trades": {"epochs": 400, "lr": 5e-4},
+        "unet3d/gaussian": {"epochs": 400, "lr": 5e-4},
         "unet2d": {"batch_size": 64, "lr": 1e-5, "epochs": 400},
         "adv_steps": 7,
     },
@@ -119,13 +120,14 @@ PRESETS: dict[str, dict] = {
         "unet3d": {"batch_size": 1, "lr": 2e-3, "epochs": 25},
         # Defenses train longer, as in the paper (which gives them 4x the epochs):
         # distillation's teacher and student 15 epochs each at T = 20; adversarial
-        # training fine-tunes the undefended network for 8 more (the study's `quick`
-        # fits 20 minutes on 2 cores with these).
+        # training and Gaussian noise training fine-tune the undefended network for 8 more
+        # (the study's `quick` fits 20 minutes on 2 cores with these).
         "unet3d/distillation": {"epochs": 15},
         "unet3d/adversarial": {"epochs": 8},
         "unet3d/pgd": {"epochs": 8},
         "unet3d/fast": {"epochs": 8},
         "unet3d/trades": {"epochs": 8},
+        "unet3d/gaussian": {"epochs": 8},
         "unet2d": {"batch_size": 32, "lr": 3e-3, "epochs": 10},
     },
     # Seconds: for tests and a first look.

@@ -272,7 +272,12 @@ def test_the_control_trains_as_long_as_the_longest_defense():
     )
     assert fine_tunes(quick, control)
     assert base + spec_config(quick, control).epochs == longest == 33
-    assert {s.defense for s in quick.defenses3d} == {"distillation", "adversarial", "fast"}
+    assert {s.defense for s in quick.defenses3d} == {
+        "distillation",
+        "adversarial",
+        "fast",
+        "gaussian",
+    }
     assert spec_config(replace(quick), control).defense == "none"
 
 
@@ -281,6 +286,8 @@ def test_adding_seeds_reuses_finished_ones_and_seeds_every_step(tmp_path, brats2
     """The study's orchestration, with training, evaluation and the audit replaced by
     stand-ins that record their calls (the smoke study test runs the real steps)."""
     import keras_advseg.workflows.audit as audit_module
+    import keras_advseg.workflows.certify as certify_module
+    import keras_advseg.workflows.corruptions as corruptions_module
     import keras_advseg.workflows.evaluate as evaluate_module
     import keras_advseg.workflows.train as train_module
     from keras_advseg.workflows.reproduce import reproduce
@@ -302,9 +309,19 @@ def test_adding_seeds_reuses_finished_ones_and_seeds_every_step(tmp_path, brats2
     def run_audit(model_ref, prepared, out, config, **kwargs):
         calls.append(("audit", Path(out), config.seed, kwargs["reference_ref"], kwargs["run_name"]))
 
+    def run_corruption_evaluation(model_ref, prepared, out, **kwargs):
+        calls.append(
+            ("corruptions", Path(out), int(kwargs["run_name"][-1]), None, kwargs["run_name"])
+        )
+
+    def run_certification(model_ref, prepared, out, **kwargs):
+        calls.append(("certify", Path(out), kwargs["seed"], None, kwargs["run_name"]))
+
     monkeypatch.setattr(train_module, "train", train)
     monkeypatch.setattr(evaluate_module, "run_evaluation", run_evaluation)
     monkeypatch.setattr(audit_module, "run_audit", run_audit)
+    monkeypatch.setattr(corruptions_module, "run_corruption_evaluation", run_corruption_evaluation)
+    monkeypatch.setattr(certify_module, "run_certification", run_certification)
     out = tmp_path / "study"
     options = dict(data=brats2021, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     reproduce("smoke", out, seeds=(0,), **options)
@@ -322,6 +339,9 @@ def test_adding_seeds_reuses_finished_ones_and_seeds_every_step(tmp_path, brats2
     )
     assert trained["unet3d-distillation-T20"][3] is None  # distillation trains from scratch
     assert all(c[1].is_relative_to(seed1) and c[4].endswith("-seed1") for c in calls)
+    # every 3-D model scored under the corruptions and certified, at seed 1 only
+    for step in ("corruptions", "certify"):
+        assert {c[1].name for c in calls if c[0] == step} == {s.name for s in STUDY.models3d}
     audited = {c[1].name: c[3] for c in calls if c[0] == "audit"}
     assert set(audited) == {s.name for s in STUDY.models3d if not s.control}
     assert audited["unet3d-adversarial-eps0.05"] == str(
