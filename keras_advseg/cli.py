@@ -434,6 +434,13 @@ def train_command(data, out, preset, resume, run_name, tracking_uri, experiment,
     help="With --corruptions: the sequences they may touch, e.g. flair or t1,t1gd [all].",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="With --corruptions: processes that prepare the corrupted scans (N4, k-space).",
+)
+@click.option(
     "--corruption-cache",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -464,6 +471,7 @@ def evaluate_command(
     severities,
     reference_ref,
     modalities,
+    workers,
     corruption_cache,
     tracking_uri,
     experiment,
@@ -486,7 +494,7 @@ def evaluate_command(
         "steps",
         "strategy",
     )
-    corruption_only = ("severities", "reference_ref", "modalities", "corruption_cache")
+    corruption_only = ("severities", "reference_ref", "modalities", "corruption_cache", "workers")
     given = [
         name
         for name in attack_only + corruption_only
@@ -514,6 +522,7 @@ def evaluate_command(
             native,
             tracking_uri,
             experiment,
+            workers,
         )
         return
     stray = [n for n in given if n in corruption_only]
@@ -576,6 +585,7 @@ def _evaluate_corruptions(
     native,
     tracking_uri,
     experiment,
+    workers=1,
 ):
     from keras_advseg.corruptions import parse_corruptions, parse_severities
     from keras_advseg.corruptions.core import check_modalities
@@ -604,6 +614,7 @@ def _evaluate_corruptions(
             tracking_uri=tracking_uri,
             experiment=experiment,
             run_name=run_name,
+            workers=workers,
         )
     except TrackingError as exc:  # exit 1: the input was fine
         raise click.ClickException(str(exc)) from None

@@ -115,6 +115,28 @@ class CorruptedScans:
             _write(path, scan)
         return scan
 
+    def prepare(self, jobs, workers: int = 1, progress: bool | None = None) -> None:
+        """Prepares ``(subject, corruption, severity)`` jobs into the cache, in ``workers``
+        processes (N4 and the k-space artifacts are the cost); those already cached are
+        skipped. Without a cache there is nothing to share, so nothing is done.
+
+        Raises:
+            DataError: an unreadable scan.
+        """
+        from keras_advseg.data.parallel import progress_map
+
+        if self.cache is None:
+            return
+        todo = [
+            job
+            for job in jobs
+            if _read(self.cache / f"{self.key(*job)}.npz", tuple(self.preprocessing.shape)) is None
+        ]
+        for _ in progress_map(
+            _PrepareScan(self), todo, workers=workers, desc="corrupt", disable=not progress
+        ):
+            pass
+
     def key(self, subject: Subject, corruption: str, severity: int) -> str:
         """What a prepared scan depends on, hashed: the raw files (path, size, modification
         time), the corruption, severity, seed and sequences, and the preprocessing's crop."""
@@ -139,6 +161,20 @@ class CorruptedScans:
             "margin": int(self.preprocessing.margin),
         }
         return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:24]
+
+
+class _PrepareScan:
+    """Picklable: one job of :meth:`CorruptedScans.prepare` (single-threaded SimpleITK, as the
+    dataset preparation's workers)."""
+
+    def __init__(self, scans: CorruptedScans):
+        self.scans = scans
+
+    def __call__(self, job) -> None:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+        self.scans.get(*job)
 
 
 def spacing_of(subject: Subject) -> tuple[float, float, float]:

@@ -48,6 +48,7 @@ def run_corruption_evaluation(
     experiment: str,
     run_name: str | None = None,
     progress: bool | None = None,
+    workers: int = 1,
 ) -> dict:
     """Scores a model (and a reference) under every corruption and severity; writes and tracks.
 
@@ -64,6 +65,7 @@ def run_corruption_evaluation(
         cache: Folder of prepared corrupted scans shared between runs [``out/corrupted``].
         tracking_uri, experiment, run_name: MLflow.
         progress: Show progress (None: on a terminal).
+        workers: Processes that prepare the corrupted scans.
 
     Returns:
         The summary written to ``corruption_summary.json``.
@@ -127,6 +129,16 @@ def run_corruption_evaluation(
                 "reference": str(reference_ref),
             }
         )
+        if workers > 1:
+            scans.prepare(
+                [
+                    (s, c, v)
+                    for s in subjects
+                    for c, v in [("none", 0)] + [(c, v) for c in corruptions for v in severities]
+                ],
+                workers=workers,
+                progress=progress,
+            )
         results = evaluate_corruptions(
             models, subjects, scans, corruptions, severities, native=native, progress=progress
         )

@@ -114,6 +114,7 @@ def reproduce(
             tracking_uri=tracking_uri,
             experiment=experiment,
             corruption_cache=out / "corrupted",
+            workers=workers,
         )
     with progress.step("report"):
         report = write_replicated_report(
@@ -150,10 +151,11 @@ def run_seed(
     tracking_uri: str,
     experiment: str,
     corruption_cache: Path | None = None,
+    workers: int = 1,
 ) -> None:
     """Trains, evaluates (under attacks and corruptions) and audits every model at one
     training seed, then its ``report.md``; ``corruption_cache`` holds the corrupted scans every
-    seed's models share."""
+    seed's models share (prepared in ``workers`` processes)."""
     from keras_advseg.workflows.audit import run_audit
     from keras_advseg.workflows.certify import run_certification
     from keras_advseg.workflows.compare import run_compare
@@ -248,6 +250,7 @@ def run_seed(
                     severities=study.corruption_severities,
                     seed=CORRUPTION_SEED,
                     cache=corruption_cache,
+                    workers=workers,
                     tracking_uri=tracking_uri,
                     experiment=experiment,
                     run_name=f"corruptions-{spec.name}-seed{seed}",
@@ -264,6 +267,7 @@ def run_seed(
                     sigmas=study.certify_sigmas,
                     n=study.certify_n,
                     n0=study.certify_n0,
+                    subjects=study.certify_subjects,
                     seed=seed,
                     tracking_uri=tracking_uri,
                     experiment=experiment,

@@ -155,6 +155,25 @@ def test_a_second_model_reuses_the_prepared_scans_and_a_tampered_one_is_prepared
     b = read_rows(tmp_path / "e" / "corruptions.csv")
     key = ("subject", "corruption", "severity", "dice_wt", "dice_tc", "dice_et")
     assert [tuple(r[k] for k in key) for r in a] == [tuple(r[k] for k in key) for r in b]
+    # prepared in two processes into a fresh cache: the same scans, the same rows
+    run_evaluate(
+        path,
+        corrupted[2].root,
+        tmp_path / "p",
+        f"sqlite:///{tmp_path}/m.db",
+        "--corruptions",
+        "missing-sequence,ghosting",
+        "--severities",
+        "5",
+        "--corruption-cache",
+        tmp_path / "fresh",
+        "--workers",
+        2,
+    )
+    c = read_rows(tmp_path / "p" / "corruptions.csv")
+    chosen = {(r["subject"], r["corruption"], r["severity"]): r["dice_wt"] for r in a}
+    assert all(chosen[(r["subject"], r["corruption"], r["severity"])] == r["dice_wt"] for r in c)
+    assert len(list((tmp_path / "fresh").glob("*.npz"))) == len(c)
 
 
 def test_refusals_are_one_line(corrupted, tmp_path):
