@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from keras_advseg.attacks.registry import ATTACKS as _ATTACK_REGISTRY
 from keras_advseg.attacks.registry import DEFAULT_ENSEMBLE, canonical_attacks
+from keras_advseg.corruptions.registry import CORRUPTIONS
 from keras_advseg.errors import InputError
 
 # ---------------------------------------------------------------------------------------------
@@ -643,20 +644,7 @@ STUDIES = {
         models2d=_defended("unet2d", (20, 100, 500, 5000), (0.01, 0.05, 0.1)),
         steps=10,
         eps_sweep=PAPER_EPS_GRID,
-        corruptions=(
-            "motion",
-            "ghosting",
-            "spike",
-            "bias-field",
-            "rician-noise",
-            "blur",
-            "contrast-compression",
-            "contrast-expansion",
-            "anisotropic",
-            "missing-sequence",
-            "swapped-sequences",
-            "misregistration",
-        ),
+        corruptions=CORRUPTIONS.names(),
         certify_sigmas=(0.12, 0.25, 0.5),
         certify_n=1000,
         certify_n0=10,

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_advseg.config import EPS_CURVE, REGIONS, AuditConfig, EvalConfig
+from keras_advseg.corruptions.registry import CORRUPTIONS
 from keras_advseg.errors import FileFormatError, InputError
 from keras_advseg.io import ensure_writable_folder, write_text_atomic
 
@@ -90,20 +91,7 @@ BUDGETS = {
         (0.05, 0.1),
         10,
         ("apgd-masked-ce", "segpgd", "pgd-dice"),
-        (
-            "motion",
-            "ghosting",
-            "spike",
-            "bias-field",
-            "rician-noise",
-            "blur",
-            "contrast-compression",
-            "contrast-expansion",
-            "anisotropic",
-            "missing-sequence",
-            "swapped-sequences",
-            "misregistration",
-        ),
+        CORRUPTIONS.names(),
         (1, 3, 5),
         (0.12, 0.25),
         100,
@@ -124,20 +112,7 @@ BUDGETS = {
             "cospgd",
             "pgd-dice",
         ),
-        (
-            "motion",
-            "ghosting",
-            "spike",
-            "bias-field",
-            "rician-noise",
-            "blur",
-            "contrast-compression",
-            "contrast-expansion",
-            "anisotropic",
-            "missing-sequence",
-            "swapped-sequences",
-            "misregistration",
-        ),
+        CORRUPTIONS.names(),
         (1, 2, 3, 4, 5),
         (0.12, 0.25, 0.5),
         1000,
