@@ -384,7 +384,7 @@ def certified_figure(by_sigma: dict, path: Path, model: str | None = None) -> Pa
         ax.plot(
             x,
             [by_sigma[s][f"smoothed_dice_{region}"] for s in sigmas],
-            "--",
+            "--x",
             color=colour,
             alpha=0.6,
             label=f"{REGION_NAMES[region]}, smoothed",
