@@ -131,7 +131,8 @@ def run_evaluation(
                 mlflow.log_metric(name, value, step=step)
         for path in written:
             mlflow.log_artifact(str(path))
-        if source and transfer_ref is None and config.attack_temperature == 1.0:
+        in_store = "mlflow.parentRunId" in tags
+        if source and in_store and transfer_ref is None and config.attack_temperature == 1.0:
             # the few numbers a reader compares first, on the model's own training run, so
             # that the runs table shows them in the model's row (its evaluations nest below)
             client = mlflow.MlflowClient()
@@ -188,9 +189,23 @@ def open_model_and_data(model_ref, data, out: Path, tracking_uri: str, *, other_
     source = source_run_id(model_ref, model_path)
     tags = {}
     if source:
-        tags = {"mlflow.parentRunId": source, "source_run_id": source}
-        tags.update(source_tags(source, tracking_uri))
+        copied = source_tags(source, tracking_uri)
+        # nest under the training run only where it is: a model trained against another
+        # tracking store keeps its run id as a tag, and MLflow refuses a parent it cannot find
+        tags = {"source_run_id": source, **copied}
+        if copied or _run_exists(source, tracking_uri):
+            tags["mlflow.parentRunId"] = source
     return model, other, prepared, source, tags
+
+
+def _run_exists(run_id: str, tracking_uri: str) -> bool:
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
+    except Exception:  # not in this store (or the store cannot say)
+        return False
+    return True
 
 
 def write_outputs(evaluation: Evaluation, summary: Summary, out: Path, meta: dict) -> list[Path]:
