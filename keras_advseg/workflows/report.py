@@ -265,19 +265,18 @@ def certified_findings(load, study: Study, baseline) -> list[tuple[str, bool | N
             )
     if not pairs:
         return results
-    _, tests = paired_tests(pairs)
+    compared = compare_regions(pairs)
     for name in dict.fromkeys(n for n, _ in pairs):
         parts, beats = [], True
         for r in REGIONS:
-            mine, theirs = (mean_sd(s)[0] for s in pairs[(name, r)])
-            p = tests[(name, r)]
+            mine, theirs, p = compared[(name, r)]
             beats = beats and mine > theirs and p <= ALPHA
             parts.append(f"{r.upper()} {mine:.3f} vs {theirs:.3f} (p = {p:.2g})")
         results.append((f"(h) {name} at sigma {sigmas[name]:g}", beats, "; ".join(parts)))
     FAMILIES["(h)"] = (
         "Gaussian-noise training certifies more Dice than no defense at the sigma it was "
         f"trained at (randomized smoothing, n = {study.certify_n}, abstentions count as wrong): "
-        f"a higher mean and p <= 0.05 after Bonferroni over the family's {len(tests)} model x "
+        f"a higher mean and p <= 0.05 after Bonferroni over the family's {len(compared)} model x "
         "region comparisons"
     )
     return results
@@ -315,13 +314,12 @@ def artifact_findings(load, study: Study, baseline) -> list[tuple[str, bool | No
         for name in names
         for r in REGIONS
     }
-    _, tests = paired_tests(pairs)
+    compared = compare_regions(pairs)
     results = []
     for name in names:
         parts, keeps = [], True
         for r in REGIONS:
-            mine, theirs = (mean_sd(s)[0] for s in pairs[(name, r)])
-            p = tests[(name, r)]
+            mine, theirs, p = compared[(name, r)]
             keeps = keeps and not (mine < theirs and p <= ALPHA)
             note = ", lower, not significant" if mine < theirs and p > ALPHA else ""
             parts.append(f"{r.upper()} {mine:.3f} vs {theirs:.3f} (p = {p:.2g}{note})")
@@ -331,7 +329,7 @@ def artifact_findings(load, study: Study, baseline) -> list[tuple[str, bool | No
         f"artifacts ({', '.join(study.corruptions)} at severity "
         f"{', '.join(map(str, study.corruption_severities))}, each subject's Dice averaged over "
         "them): no region with a lower mean at p <= 0.05 after Bonferroni over the family's "
-        f"{len(tests)} defense x region comparisons"
+        f"{len(compared)} defense x region comparisons"
     )
     return results
 
@@ -430,21 +428,28 @@ def beats_baseline(
         for name in names
         for r in REGIONS
     }
-    _, tests = paired_tests(pairs)
+    compared = compare_regions(pairs)
     results = []
     for name in names:
         parts, beats = [], True
         for r in REGIONS:
-            mine, theirs = (mean_sd(s)[0] for s in pairs[(name, r)])
-            p = tests[(name, r)]
+            mine, theirs, p = compared[(name, r)]
             beats = beats and mine > theirs and p <= ALPHA
             parts.append(f"{r.upper()} {mine:.3f} vs {theirs:.3f} (p = {p:.2g})")
         results.append((f"{label} {name}", beats, "; ".join(parts)))
     FAMILIES[label] = (
         f"each defense beats {other} {condition} in every region: a higher mean and p <= 0.05 "
-        f"after Bonferroni over the family's {len(tests)} defense x region comparisons"
+        f"after Bonferroni over the family's {len(compared)} defense x region comparisons"
     )
     return results
+
+
+def compare_regions(pairs: dict) -> dict:
+    """A finding's family of paired tests: ``{(model, region): (mine, theirs)}`` per-subject
+    series -> ``{(model, region): (my mean, their mean, Bonferroni-corrected p)}``, corrected
+    over every comparison of the family."""
+    _, tests = paired_tests(pairs)
+    return {key: (mean_sd(a)[0], mean_sd(b)[0], tests[key]) for key, (a, b) in pairs.items()}
 
 
 FAMILIES: dict[str, str] = {}
