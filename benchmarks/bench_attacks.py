@@ -16,6 +16,10 @@ gradient w.r.t. the input (G), then:
   against the N gradients an N-step attack needs: APGD's bookkeeping and its
   step-size restarts are inside t (a restart reuses the gradient it stored at its
   best point, so it costs no gradient); the gradients each attack reports are printed.
+* vafa, N steps:            t / (N * G)               target <= 1.25
+  VAFA's gradient is taken w.r.t. its quantisation tables through the block DCT, the
+  rounding and the inverse DCT, so the ratio is what those transforms add to a gradient
+  of the model (plus the exact quantisation and the final forward pass).
 
 With ``--study DIR`` (a finished ``advseg reproduce --preset quick`` folder), also the
 worst-case ensemble's gradient count on its test subjects at eps 0.05, with early
@@ -85,6 +89,10 @@ def bench(name, model, size, repeats, steps=10, batch=1):
         )
         segmentation[f"{attack}_ratio"] = round(seconds / (steps * grad), 3)
         segmentation[f"{attack}_gradients"] = info["gradients"] // batch
+    t_vafa = median_time(
+        lambda: run_attack("vafa", model, x, y, eps=0.05, steps=steps).numpy(), repeats
+    )
+    segmentation["vafa_ratio"] = round(t_vafa / (steps * grad), 3)
     return {
         "model": name,
         "size": size,

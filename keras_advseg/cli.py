@@ -907,6 +907,13 @@ def leaderboard_command(card_dirs, out):
     help="Mean-Dice difference that counts as a change or as stronger.",
 )
 @click.option(
+    "--relative-tolerance",
+    type=click.FloatRange(0, 1),
+    default=_AUDIT.relative_tolerance,
+    help="Items 3-7 also ignore differences up to this share of what the white-box worst case "
+    "takes off clean Dice.",
+)
+@click.option(
     "--temperature",
     type=click.FloatRange(0, 1e6, min_open=True),
     default=_AUDIT.temperature,
@@ -934,6 +941,7 @@ def audit_command(
     restarts,
     queries,
     tolerance,
+    relative_tolerance,
     temperature,
     seed,
     fail_on_warn,
@@ -958,6 +966,7 @@ def audit_command(
         restarts=restarts,
         queries=queries,
         tolerance=tolerance,
+        relative_tolerance=relative_tolerance,
         temperature=temperature,
         subjects=subjects,
         seed=seed,

@@ -58,6 +58,11 @@ def audit(
 ) -> list[AuditItem]:
     """Runs the checklist on ``model`` over ``samples``.
 
+    Items 3-7 compare with the white-box worst case at its strongest (the lowest mean Dice it
+    reaches at ``steps``, twice and four times as many steps), and a check counts as stronger
+    (or a change as a change) only beyond ``config.tolerance`` and beyond
+    ``config.relative_tolerance`` of what that attack takes off clean Dice.
+
     Args:
         model: Deployable model (volumes in, logits out).
         samples: ``(x, y)`` pairs, each a batch of one: input ``(1, ..., C)`` and one-hot labels.
@@ -89,7 +94,10 @@ def audit(
     by_fgsm = dice.of(lambda x, y: fgsm(model, x, y, eps=eps))
     say(f"worst case at {steps}, {2 * steps} and {4 * steps} steps")
     by_steps = {s: dice.of(worst(model, eps, s)) for s in (steps, 2 * steps, 4 * steps)}
-    white_box = by_steps[steps]
+    # the white-box result every other check is compared with: the strongest the worst case
+    # found at any of the step counts (a check that beats only an unconverged attack is no sign
+    # of masking)
+    white_box = min(by_steps.values())
     items = []
 
     stronger = white_box <= by_fgsm + tol
@@ -122,15 +130,25 @@ def audit(
         )
     )
 
-    changes = [abs(by_steps[2 * s] - by_steps[s]) for s in (steps, 2 * steps)]
+    # what counts as "stronger" or "changes": more than the tolerance and more than a share of
+    # what the white-box attack takes off clean Dice (1-4 subjects give noisy means; a masked
+    # evaluation misses much more than that)
+    margin = max(tol, config.relative_tolerance * max(clean - white_box, 0.0))
+    # converged: the last doubling of the steps changes Dice by at most that margin
+    last = abs(by_steps[4 * steps] - by_steps[2 * steps])
     items.append(
         AuditItem(
             3,
-            _verdict(max(changes) < tol),
+            _verdict(last <= margin),
             "worst case "
             + " -> ".join(f"{by_steps[s]:.3f} ({s} steps)" for s in sorted(by_steps))
-            + f"; largest change {max(changes):.3f}",
-            {"steps": sorted(by_steps), "dice": [by_steps[s] for s in sorted(by_steps)]},
+            + f"; last doubling {last:.3f}, margin {margin:.3f}",
+            {
+                "steps": sorted(by_steps),
+                "dice": [by_steps[s] for s in sorted(by_steps)],
+                "last_change": last,
+                "margin": margin,
+            },
         )
     )
 
@@ -150,10 +168,10 @@ def audit(
     items.append(
         AuditItem(
             4,
-            _verdict(single - best < tol),
+            _verdict(single - best <= margin or best >= white_box - margin),
             f"APGD masked CE: {single:.3f} from one random start, {best:.3f} best of "
-            f"{config.restarts}",
-            {"one": single, "best_of": best, "restarts": config.restarts},
+            f"{config.restarts}; white-box {white_box:.3f}",
+            {"one": single, "best_of": best, "restarts": config.restarts, "white_box": white_box},
         )
     )
 
@@ -165,7 +183,7 @@ def audit(
         items.append(
             AuditItem(
                 5,
-                _verdict(transfer >= white_box - tol),
+                _verdict(transfer >= white_box - margin),
                 f"transfer {transfer:.3f} vs white-box {white_box:.3f}",
                 {"transfer": transfer, "white_box": white_box},
             )
@@ -187,13 +205,21 @@ def audit(
             )
         )
     strongest = min(variants, key=variants.get)
+    # a variant that only catches up with what more steps or the ensemble found is no sign of
+    # masking: it must beat the best of PGD at T = 1 and the white-box worst case
+    baseline = min(plain, white_box)
     items.append(
         AuditItem(
             6,
-            _verdict(variants[strongest] >= plain - tol),
-            f"PGD on soft Dice at T=1 {plain:.3f}; "
+            _verdict(variants[strongest] >= baseline - margin),
+            f"PGD on soft Dice at T=1 {plain:.3f} (white-box {white_box:.3f}); "
             + ", ".join(f"with {k} {v:.3f}" for k, v in variants.items()),
-            {"dice_t1": plain, "variants": variants, "logit_scale_temperature": softened},
+            {
+                "dice_t1": plain,
+                "white_box": white_box,
+                "variants": variants,
+                "logit_scale_temperature": softened,
+            },
         )
     )
 
@@ -204,7 +230,7 @@ def audit(
     items.append(
         AuditItem(
             7,
-            _verdict(searched >= white_box - tol),
+            _verdict(searched >= white_box - margin),
             f"random search {searched:.3f} vs white-box {white_box:.3f}",
             {"random_search": searched, "white_box": white_box},
         )

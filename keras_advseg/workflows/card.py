@@ -44,6 +44,9 @@ class CardBudget:
         corruptions, severities: The artifact benchmark.
         sigmas, n, n0: The certificates.
         audit_steps: The audit's steps (doubled twice for its item 3).
+        audit_curve, audit_restarts, audit_queries: The audit's item 2 budgets, item 4 restarts
+            and item 7 queries.
+        audit_subjects: Subjects of the audit (None: ``subjects``).
     """
 
     name: str
@@ -57,15 +60,46 @@ class CardBudget:
     n: int
     n0: int
     audit_steps: int
+    audit_curve: tuple[float, ...] = (0.025, 0.1, 0.4)
+    audit_restarts: int = 2
+    audit_queries: int = 20
+    audit_subjects: int | None = None
+
+    @property
+    def audited(self) -> int:
+        """Subjects of the audit (0: all)."""
+        return self.subjects if self.audit_subjects is None else self.audit_subjects
+
+    def audit_config(self, seed: int, temperature: float = 1.0) -> AuditConfig:
+        """The audit this budget runs."""
+        return AuditConfig(
+            steps=self.audit_steps,
+            attacks=self.ensemble,
+            curve=self.audit_curve,
+            curve_attacks=("pgd-dice",),
+            restarts=self.audit_restarts,
+            queries=self.audit_queries,
+            subjects=self.audited,
+            temperature=temperature,
+            seed=seed,
+        )
 
     def key(self, axis: str, **context) -> str:
         """A hash of what ``axis`` depends on (its settings, and ``context``: the model's digest,
         the seed, the reference): an axis run with anything else is run again."""
         fields = {
-            "adversarial": ("eps", "steps", "ensemble"),
-            "artifacts": ("corruptions", "severities"),
-            "certified": ("sigmas", "n", "n0", "subjects"),
-            "audit": ("audit_steps", "ensemble", "subjects", "name"),
+            "adversarial": ("name", "eps", "steps", "ensemble"),
+            "artifacts": ("name", "corruptions", "severities"),
+            "certified": ("name", "sigmas", "n", "n0", "subjects"),
+            "audit": (
+                "name",
+                "audit_steps",
+                "audit_curve",
+                "audit_restarts",
+                "audit_queries",
+                "audited",
+                "ensemble",
+            ),
         }[axis]
         value = [axis, {f: getattr(self, f) for f in fields}, context]
         return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
@@ -118,6 +152,9 @@ BUDGETS = {
         1000,
         10,
         20,
+        audit_curve=AuditConfig().curve,
+        audit_restarts=AuditConfig().restarts,
+        audit_queries=AuditConfig().queries,
     ),
 }
 
@@ -144,13 +181,20 @@ def claims(budget: CardBudget) -> dict[str, str]:
         ),
         "audit": "A PASS means no gradient-masking symptom was found at this budget, not that "
         "there is none.",
-        "subjects": (
-            "every test subject"
-            if budget.subjects == 0
-            else f"every test subject for the clean, attacked and corrupted scores; the first "
-            f"{budget.subjects} for the certificates and the audit"
-        ),
+        "subjects": _subjects_claim(budget),
     }
+
+
+def _subjects_claim(budget: CardBudget) -> str:
+    def first(n):
+        return "every test subject" if n == 0 else f"the first {n}"
+
+    if budget.subjects == 0 and budget.audited == 0:
+        return "every test subject"
+    return (
+        f"every test subject for the clean, attacked and corrupted scores; "
+        f"{first(budget.subjects)} for the certificates and {first(budget.audited)} for the audit"
+    )
 
 
 def run_card(
@@ -187,9 +231,7 @@ def run_card(
     Raises:
         InputError / DataError: bad references, data, budget or preprocessing.
     """
-    import mlflow
-    from keras_advseg.tracking import check_reachable, resolve_model_path, tracked_run
-    from keras_advseg.workflows.evaluate import source_run_id, source_tags
+    from keras_advseg.tracking import check_reachable, resolve_model_path
 
     if budget not in BUDGETS:
         raise InputError(f"budget must be one of {sorted(BUDGETS)}. Received: {budget!r}")
@@ -202,61 +244,167 @@ def run_card(
     data = _prepared_for(model_path, data, out)
     common = dict(tracking_uri=tracking_uri, experiment=experiment)
     started = time.perf_counter()
-    context = {"model": _digest(model_path), "seed": seed, "data": str(Path(data).resolve())}
-    with_reference = {**context, "reference": str(reference_ref)}
-    axes = {}
-    axes["adversarial"] = _axis(
-        out / "adversarial",
-        plan,
-        "adversarial",
-        say,
-        lambda folder: _evaluate(model, data, folder, plan, seed, common),
+    # what every axis depends on besides its settings: the model's bytes, the seed, and the
+    # data (its raw source and split), not the folders, so that another --out can reuse it
+    context = {"model": _digest(model_path), "seed": seed, "data": _data_identity(data)}
+    with_reference = {
         **context,
-    )
-    axes["artifacts"] = _axis(
-        out / "artifacts",
-        plan,
-        "artifacts",
-        say,
-        lambda folder: _artifacts(model, data, folder, plan, seed, reference_ref, common),
-        **with_reference,
-    )
-    axes["certified"] = _axis(
-        out / "certified",
-        plan,
-        "certified",
-        say,
-        lambda folder: _certify(model, data, folder, plan, seed, common),
-        **context,
-    )
-    axes["audit"] = _axis(
-        out / "audit",
-        plan,
-        "audit",
-        say,
-        lambda folder: _audit(model, data, folder, plan, seed, reference_ref, common),
-        **with_reference,
-    )
+        "reference": _digest(Path(resolve_model_path(reference_ref, tracking_uri)))
+        if reference_ref
+        else None,
+    }
+    runners = {
+        "adversarial": (lambda f: _evaluate(model, data, f, plan, seed, common), context),
+        "artifacts": (
+            lambda f: _artifacts(model, data, f, plan, seed, reference_ref, common),
+            with_reference,
+        ),
+        "certified": (lambda f: _certify(model, data, f, plan, seed, common), context),
+        "audit": (
+            lambda f: _audit(model, data, f, plan, seed, reference_ref, common),
+            with_reference,
+        ),
+    }
+    keys, origin = {}, {}
+    for axis, (run, axis_context) in runners.items():
+        keys[axis] = plan.key(axis, **axis_context)
+        origin[axis] = _axis(out / AXIS_FOLDERS[axis], axis, keys[axis], run, tracking_uri, say)
     card = build_card(out, plan, model_ref, reference_ref, seed)
     card["seconds"] = round(time.perf_counter() - started, 1)
-    card["reused"] = sorted(a for a, reused in axes.items() if reused)
+    card["reused"] = sorted(a for a, o in origin.items() if o != "run")
     validate_card(card)
-    source = source_run_id(str(model_ref), Path(model_path))
-    tags = {"card": "true", "card_budget": budget}
-    if source:
-        tags.update({"mlflow.parentRunId": source, "source_run_id": source})
-        tags.update(source_tags(source, tracking_uri))
+    logged = {a: keys[a] for a, o in origin.items() if not o.startswith("mlflow:")}
+    publish_card(
+        card,
+        out,
+        model_ref=model_ref,
+        model_path=model_path,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        axes=logged,
+    )
+    return card
+
+
+def publish_card(
+    card: dict, out: Path, *, model_ref, model_path, tracking_uri, experiment, axes=None
+) -> list[Path]:
+    """Writes ``card.json``, ``card.md`` and ``card.html`` into ``out`` and logs them with the
+    headline metrics to an MLflow run nested under the model's training run (where the store
+    has it).
+
+    Args:
+        axes: ``{axis: key}`` of the axes whose files the run also logs (under ``axes/<axis>``)
+            and tags (``card.axis.<axis>``), for a card elsewhere to reuse.
+
+    Returns:
+        The written files.
+    """
+    import mlflow
+    from keras_advseg.tracking import tracked_run
+    from keras_advseg.workflows.evaluate import lineage
+
+    budget = card["budget"]["name"]
+    _, lineage_tags = lineage(model_ref, model_path, tracking_uri)
+    tags = {"card": "true", "card_budget": budget, **lineage_tags}
     written = [
         write_text_atomic(out / "card.json", json.dumps(card, indent=2)),
         write_text_atomic(out / "card.md", card_markdown(card)),
         write_text_atomic(out / "card.html", card_html(card, out)),
     ]
     with tracked_run(tracking_uri, experiment, run_name=f"card-{budget}", tags=tags):
-        mlflow.log_params({"model": str(model_ref), "budget": budget, "seed": seed})
+        mlflow.log_params({"model": str(model_ref), "budget": budget, "seed": card["seed"]})
         mlflow.log_metrics(headline_metrics(card))
         for path in written:
             mlflow.log_artifact(str(path))
+        for axis, key in (axes or {}).items():
+            # each axis's files, and a tag with its key: what a card elsewhere reuses
+            mlflow.log_artifacts(str(out / AXIS_FOLDERS[axis]), artifact_path=f"axes/{axis}")
+            mlflow.set_tag(f"card.axis.{axis}", key)
+    return written
+
+
+def study_budget(study, preset: str) -> CardBudget:
+    """What a card of an ``advseg reproduce`` study measured: the preset's worst case, artifacts,
+    certificates and audit (:class:`~keras_advseg.config.Study`)."""
+    audit = study.audit
+    return CardBudget(
+        f"study-{preset}",
+        study.certify_subjects,
+        tuple(e for e in study.table_eps if e > 0),
+        study.worst_steps or study.steps,
+        tuple(study.ensemble),
+        tuple(study.corruptions),
+        tuple(study.corruption_severities),
+        tuple(study.certify_sigmas),
+        study.certify_n,
+        study.certify_n0,
+        audit.steps,
+        audit_curve=tuple(audit.curve),
+        audit_restarts=audit.restarts,
+        audit_queries=audit.queries,
+        audit_subjects=audit.subjects,
+    )
+
+
+def write_study_card(
+    out,
+    folders: dict,
+    plan: CardBudget,
+    model_path,
+    *,
+    reference_ref,
+    seed,
+    tracking_uri,
+    experiment,
+) -> dict:
+    """A card from axes already measured elsewhere (a study's folders): each folder is copied into
+    the card's own (so that the card folder stands alone), then the card is built, written and
+    logged like ``advseg card``'s.
+
+    Args:
+        folders: ``{axis: folder}`` for every axis of :data:`AXIS_FOLDERS`.
+
+    Returns:
+        The card.
+    """
+    import shutil
+
+    started = time.perf_counter()
+    out = ensure_writable_folder(out)
+    for axis, folder in folders.items():
+        shutil.copytree(folder, out / AXIS_FOLDERS[axis], dirs_exist_ok=True)
+    card = build_card(out, plan, str(model_path), reference_ref, seed)
+    card["seconds"] = round(time.perf_counter() - started, 1)
+    card["reused"] = sorted(folders)
+    validate_card(card)
+    publish_card(
+        card,
+        out,
+        model_ref=str(model_path),
+        model_path=Path(model_path),
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+    )
     return card
+
+
+AXIS_FOLDERS = {
+    "adversarial": "adversarial",
+    "artifacts": "artifacts",
+    "certified": "certified",
+    "audit": "audit",
+}
+"""Each axis's folder in a card's ``OUT``."""
+
+
+def _data_identity(prepared_dir) -> str:
+    """The raw dataset a prepared cache came from and its split and preparation (its hash)."""
+    from keras_advseg.data.prepare import load_prepared
+
+    prepared = load_prepared(prepared_dir)
+    source = str(Path(prepared.source).resolve()) if prepared.source else ""
+    return f"{source}|{prepared.data_hash}"
 
 
 def _with_preprocessing(model_path: Path, preprocessing_json, out: Path) -> Path:
@@ -311,22 +459,66 @@ def _digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _axis(folder: Path, plan: CardBudget, axis: str, say, run, **context) -> bool:
-    """Runs ``run(folder)`` unless the folder holds this axis with these settings and ``context``
-    (its stamp ``card_axis.json``); True when reused."""
+def _axis(folder: Path, axis: str, key: str, run, tracking_uri: str, say) -> str:
+    """Makes ``folder`` hold ``axis`` computed with ``key``: reused when its stamp
+    (``card_axis.json``) has the key, else downloaded from the card run in the tracking store
+    that logged the axis with this key, else ``run(folder)``.
+
+    Returns:
+        ``"folder"``, ``"mlflow:<run id>"`` or ``"run"``: where the axis came from.
+    """
     stamp = folder / "card_axis.json"
-    key = plan.key(axis, **context)
     try:
         done = json.loads(stamp.read_text()).get("key") == key
     except (OSError, ValueError, AttributeError):
         done = False
     if done:
         say(f"{axis}: reused {folder}")
-        return True
-    say(f"{axis}: running")
-    run(folder)
+        return "folder"
+    run_id = _download_axis(folder, axis, key, tracking_uri)
+    if run_id is not None:
+        say(f"{axis}: reused from MLflow run {run_id}")
+        origin = f"mlflow:{run_id}"
+    else:
+        say(f"{axis}: running")
+        run(folder)
+        origin = "run"
     write_text_atomic(stamp, json.dumps({"axis": axis, "key": key}))
-    return False
+    return origin
+
+
+def _download_axis(folder: Path, axis: str, key: str, tracking_uri: str) -> str | None:
+    """Copies into ``folder`` the axis files of the newest finished card run tagged with ``key``
+    (its files are untrusted input: the card reads them as it reads its own); None when the
+    store has none."""
+    import shutil
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return None
+    runs = client.search_runs(
+        experiments,
+        filter_string=f"tags.`card.axis.{axis}` = '{key}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{axis}-", dir=folder.parent))
+    try:
+        downloaded = client.download_artifacts(run_id, f"axes/{axis}", str(staging))
+        shutil.copytree(downloaded, folder, dirs_exist_ok=True)
+    except Exception:  # the run's artifacts are gone or unreadable: compute the axis instead
+        return None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return run_id
 
 
 def _evaluate(model, data, folder, plan: CardBudget, seed, common):
@@ -390,18 +582,17 @@ def _certify(model, data, folder, plan, seed, common):
     )
 
 
-def _audit(model, data, folder, plan, seed, reference_ref, common):
+def _audit(model, data, folder, plan: CardBudget, seed, reference_ref, common):
     from keras_advseg.workflows.audit import run_audit
 
-    config = AuditConfig(
-        steps=plan.audit_steps,
-        attacks=plan.ensemble,
-        curve_attacks=("pgd-dice",),
-        subjects=plan.subjects,
-        seed=seed,
-    )
     run_audit(
-        model, data, folder, config, reference_ref=reference_ref, run_name="card-audit", **common
+        model,
+        data,
+        folder,
+        plan.audit_config(seed),
+        reference_ref=reference_ref,
+        run_name="card-audit",
+        **common,
     )
 
 
@@ -488,22 +679,29 @@ def build_card(out: Path, plan: CardBudget, model_ref, reference_ref, seed) -> d
 
 
 def min_eps(evaluation) -> dict:
-    """Each subject's smallest FGSM budget on the doubling grid (:data:`EPS_CURVE`) that takes
-    its mean Dice to half its clean mean Dice or below; None when none of the grid does."""
+    """Each subject's smallest FGSM budget that takes its mean Dice to half its clean mean Dice or
+    below, on the grid of budgets the evaluation ran FGSM at (``advseg card``: the doubling grid
+    :data:`EPS_CURVE`); None when none of the grid does."""
+    budgets = {}
+    for attack in ("fgsm", "fgsm_sweep"):
+        for (name, eps), rows in evaluation.values.items():
+            if name == attack and eps > 0:
+                budgets.setdefault(round(eps, 6), {}).update(rows)
+    grid = sorted(budgets)
     found = {}
     clean = evaluation.values.get(("none", 0.0), {})
     for subject, values in clean.items():
         before = np.mean([values[f"dice_{r}"] for r in REGIONS])
         found[subject] = None
-        for eps in EPS_CURVE:
-            row = evaluation.values.get(("fgsm_sweep", round(eps, 6)), {}).get(subject)
+        for eps in grid:
+            row = budgets[eps].get(subject)
             if row is not None and np.mean([row[f"dice_{r}"] for r in REGIONS]) <= before / 2:
                 found[subject] = eps
                 break
     broken = sorted(v for v in found.values() if v is not None)
     return {
         "criterion": "mean Dice at most half the clean mean Dice, FGSM",
-        "grid": list(EPS_CURVE),
+        "grid": grid,
         "per_subject": found,
         "median": float(np.median(broken)) if broken else None,
         "unbroken": sum(v is None for v in found.values()),
@@ -601,7 +799,8 @@ def card_rows(card: dict) -> list[tuple[str, str, str]]:
         (
             "adversarial",
             "smallest breaking FGSM eps (min_eps)",
-            f"{median}; {m['unbroken']} of {len(m['per_subject'])} not broken by 0.8",
+            f"{median}; {m['unbroken']} of {len(m['per_subject'])} not broken by "
+            f"{max(m['grid'], default=0):g}",
         )
     )
     rows += [

@@ -186,16 +186,26 @@ def open_model_and_data(model_ref, data, out: Path, tracking_uri: str, *, other_
     check_model_fits_data(model, model_path, prepared, data)
     if other is not None:
         check_model_fits_data(other, other_ref, prepared, data)
-    source = source_run_id(model_ref, model_path)
-    tags = {}
-    if source:
-        copied = source_tags(source, tracking_uri)
-        # nest under the training run only where it is: a model trained against another
-        # tracking store keeps its run id as a tag, and MLflow refuses a parent it cannot find
-        tags = {"source_run_id": source, **copied}
-        if copied or _run_exists(source, tracking_uri):
-            tags["mlflow.parentRunId"] = source
+    source, tags = lineage(model_ref, model_path, tracking_uri)
     return model, other, prepared, source, tags
+
+
+def lineage(model_ref, model_path, tracking_uri: str) -> tuple[str | None, dict]:
+    """The training run a model came from and the tags that nest a run under it.
+
+    Returns:
+        ``(source run id or None, tags)``: ``source_run_id`` and the training run's own tags,
+        and ``mlflow.parentRunId`` only when the run is in this tracking store (a model trained
+        against another store keeps its run id, and MLflow refuses a parent it cannot find).
+    """
+    source = source_run_id(str(model_ref), Path(model_path))
+    if not source:
+        return None, {}
+    copied = source_tags(source, tracking_uri)
+    tags = {"source_run_id": source, **copied}
+    if copied or _run_exists(source, tracking_uri):
+        tags["mlflow.parentRunId"] = source
+    return source, tags
 
 
 def _run_exists(run_id: str, tracking_uri: str) -> bool:

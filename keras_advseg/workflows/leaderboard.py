@@ -186,3 +186,87 @@ def _figure(values, names, path: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Robustness cards side by side (attack bars are upper bounds)", fontsize=10)
     return save_figure(fig, path)
+
+
+def report_lines(seed_dirs: dict, out: Path) -> list[str]:
+    """The section that opens a study's report: each carded model's mean over the seeds' cards
+    (``<seed>/cards/<model>/``) on every axis, its range over seeds, and its audit verdicts; with
+    one seed, that seed's leaderboard. No lines when no seed has cards.
+
+    Args:
+        seed_dirs: ``{training seed: its folder}``.
+        out: The folder the report is written in (links are relative to it).
+
+    Raises:
+        FileFormatError: a card is malformed.
+    """
+    from keras_advseg.workflows.card import read_card
+
+    per_seed = {
+        seed: sorted(p for p in (Path(d) / "cards").iterdir() if (p / "card.json").is_file())
+        for seed, d in seed_dirs.items()
+        if (Path(d) / "cards").is_dir()
+    }
+    if not any(per_seed.values()):
+        return []
+    values: dict = {}
+    verdicts: dict = {}
+    for dirs in per_seed.values():
+        for folder in dirs:
+            card = read_card(folder)
+            values.setdefault(folder.name, []).append(axis_values(card))
+            verdicts.setdefault(folder.name, []).append(card["audit"]["verdict"])
+    n = len(per_seed)
+    means = {
+        model: {
+            axis: (
+                float(np.mean(vs))
+                if len(vs := [v[axis] for v in seen if v[axis] is not None])
+                else None,
+                (min(vs), max(vs)) if len(vs) > 1 else None,
+            )
+            for axis, _ in AXES
+        }
+        for model, seen in values.items()
+    }
+    ranks = {
+        axis: sorted(
+            means, key=lambda m: -(means[m][axis][0] if means[m][axis][0] is not None else -1)
+        )
+        for axis, _ in AXES
+    }
+
+    def cell(model, axis):
+        mean, spread = means[model][axis]
+        if mean is None:
+            return "n/a"
+        text = f"{mean:.3f} (#{ranks[axis].index(model) + 1})"
+        return text + (f" [{spread[0]:.3f}, {spread[1]:.3f}]" if spread else "")
+
+    links = ", ".join(
+        f"[seed {s}]({(Path(seed_dirs[s]) / 'leaderboard' / 'leaderboard.md').relative_to(out)})"
+        for s in per_seed
+    )
+    first = Path(seed_dirs[next(iter(per_seed))]) / "leaderboard" / "fig_leaderboard.png"
+    cards = (Path(seed_dirs[next(iter(per_seed))]) / "cards").relative_to(out)
+    lines = [
+        "## Leaderboard: one robustness card per model\n",
+        "Mean Dice over WT, TC and ET on each axis (rank in brackets"
+        + (f"; mean over {n} seeds, their range in square brackets" if n > 1 else "")
+        + "): clean, the worst case at its first eps, VAFA, ROOD-MRI's overall score under the "
+        "study's artifacts, certified Dice at the middle sigma. The attack columns are upper "
+        "bounds, the certified column a guarantee, the audit says whether the attacks show a "
+        f"gradient-masking symptom. Each model's card: `{cards}/<model>/card.html`; paired "
+        f"tests: {links}.\n",
+        "| model | " + " | ".join(label for _, label in AXES) + " | audit |",
+        "|---|" + "---|" * len(AXES) + "---|",
+    ]
+    for model in means:
+        audit = verdicts[model]
+        verdict = audit[0] if n == 1 else f"PASS in {audit.count('PASS')} of {len(audit)}"
+        lines.append(
+            f"| {model} | " + " | ".join(cell(model, a) for a, _ in AXES) + f" | {verdict} |"
+        )
+    if first.is_file():
+        lines.append(f"\n![leaderboard]({first.relative_to(out)})\n")
+    return lines

@@ -182,6 +182,9 @@ def write_replicated_report(
             )
             + ".\n"
         )
+    from keras_advseg.workflows.leaderboard import report_lines
+
+    lines += report_lines(seed_dirs, out)
     lines += [
         "## The paper's findings, across seeds\n",
         "Each finding's test is a pre-specified family of paired Wilcoxon signed-rank tests, "

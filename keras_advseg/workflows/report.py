@@ -606,8 +606,11 @@ def write_report(
         f"{study.shape}^3). Models: "
         + ", ".join(m.name for m in study.models3d + study.models2d)
         + ".\n",
-        "## The paper's findings, checked\n",
     ]
+    from keras_advseg.workflows.leaderboard import report_lines
+
+    lines += report_lines({0 if seed is None else seed: out}, out)
+    lines.append("## The paper's findings, checked\n")
     load = study_loader(out)
     checked = findings(load, study)
     verdicts = {True: "**reproduced**", False: "**not reproduced**", None: "*measured*"}

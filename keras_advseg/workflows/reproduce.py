@@ -26,7 +26,14 @@ from keras_advseg.config import (
 from keras_advseg.errors import InputError
 from keras_advseg.io import FileFormatError, write_json_atomic
 from keras_advseg.training import read_state
-from keras_advseg.workflows.study import fine_tunes, is_baseline, seed_plan, spec_config
+from keras_advseg.workflows.study import (
+    carded,
+    fine_tunes,
+    has_cards,
+    is_baseline,
+    seed_plan,
+    spec_config,
+)
 
 
 def reproduce(
@@ -194,6 +201,10 @@ def run_seed(
         attacks = attacks if baseline else ("fgsm",)
         if spec.model == "unet3d":  # every 3-D model is judged by the worst case too
             attacks += ("worst",)
+        # a carded model's card also reads VAFA (outside the l-inf ball) and native-space Dice
+        card = has_cards(study) and spec in carded(study)
+        if card:
+            attacks += ("vafa",)
         config = EvalConfig(
             attacks=attacks,
             eps=tuple(e for e in study.table_eps if e > 0),
@@ -233,13 +244,14 @@ def run_seed(
                         prepared_dir,
                         eval_dir,
                         eval_config,
+                        native=card and eval_config is config,
                         tracking_uri=tracking_uri,
                         experiment=experiment,
                         run_name=f"eval-{eval_dir.name}-seed{seed}",
                         progress=False,
                     )
 
-    for spec in study.models3d if study.corruptions else ():
+    for spec in carded(study) if study.corruptions else ():
         with progress.step(f"corruptions {spec.name}") as skip:
             if not skip:
                 run_corruption_evaluation(
@@ -257,7 +269,7 @@ def run_seed(
                     progress=False,
                 )
 
-    for spec in study.models3d if study.certify_sigmas else ():
+    for spec in carded(study) if study.certify_sigmas else ():
         with progress.step(f"certify {spec.name}") as skip:
             if not skip:
                 run_certification(
@@ -275,9 +287,7 @@ def run_seed(
                     progress=False,
                 )
 
-    for spec in study.models3d:
-        if spec.control:  # an undefended network: nothing to audit for masking
-            continue
+    for spec in carded(study):
         with progress.step(f"audit {spec.name}") as skip:
             if not skip:
                 run_audit(
@@ -290,6 +300,18 @@ def run_seed(
                     experiment=experiment,
                     run_name=f"audit-{spec.name}-seed{seed}",
                 )
+
+    if has_cards(study):
+        write_study_cards(
+            study,
+            preset,
+            out,
+            model_dirs,
+            seed,
+            progress,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+        )
 
     with progress.step("compare") as skip:
         for family, specs in (("3d", study.models3d), ("2d", study.models2d)):
@@ -307,6 +329,49 @@ def run_seed(
             )
     with progress.step("report"):
         write_report(out, preset, study, prepared, tracking_uri, seed=seed, experiment=experiment)
+
+
+def write_study_cards(
+    study: Study,
+    preset: str,
+    out: Path,
+    model_dirs: dict[str, Path],
+    seed: int,
+    progress,
+    *,
+    tracking_uri: str,
+    experiment: str,
+) -> None:
+    """A robustness card of every carded 3-D model in ``OUT/cards/<model>/``, from the study's
+    own evaluations, corruptions, certificates and audits (nothing is run again), then the
+    leaderboard of those cards in ``OUT/leaderboard/``."""
+    from keras_advseg.workflows.card import study_budget, write_study_card
+    from keras_advseg.workflows.leaderboard import run_leaderboard
+
+    budget = study_budget(study, preset)
+    for spec in carded(study):
+        with progress.step(f"card {spec.name}") as skip:
+            if skip:
+                continue
+            write_study_card(
+                out / "cards" / spec.name,
+                {
+                    "adversarial": out / "evals" / spec.name,
+                    "artifacts": out / "corruptions" / spec.name,
+                    "certified": out / "certify" / spec.name,
+                    "audit": out / "audits" / spec.name,
+                },
+                budget,
+                model_dirs[spec.name] / "model.keras",
+                reference_ref=audit_reference(study, spec, model_dirs),
+                seed=seed,
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+            )
+    with progress.step("leaderboard") as skip:
+        if not skip:
+            cards = [out / "cards" / s.name for s in carded(study)]
+            run_leaderboard(cards, out / "leaderboard")
 
 
 def _check_same_study(out: Path, preset: str, data, data_seed: int) -> None:

@@ -20,11 +20,25 @@ def seed_plan(study: Study) -> list[str]:
         if m.defense == "distillation":
             plan.append(f"evaluate {m.name} at T={m.temperature:g}")
     if study.corruptions:
-        plan += [f"corruptions {m.name}" for m in study.models3d]
+        plan += [f"corruptions {m.name}" for m in carded(study)]
     if study.certify_sigmas:
-        plan += [f"certify {m.name}" for m in study.models3d]
-    plan += [f"audit {m.name}" for m in study.models3d if not m.control]
+        plan += [f"certify {m.name}" for m in carded(study)]
+    plan += [f"audit {m.name}" for m in carded(study)]
+    if has_cards(study):
+        plan += [f"card {m.name}" for m in carded(study)] + ["leaderboard"]
     return plan + ["compare", "report"]
+
+
+def carded(study: Study) -> tuple[ModelSpec, ...]:
+    """The 3-D models that are scored on every axis (corruptions, certificates, audit) and get
+    a robustness card: all but the equal-budget control, an undefended network that exists for
+    the paired comparison of training budgets."""
+    return tuple(m for m in study.models3d if not m.control)
+
+
+def has_cards(study: Study) -> bool:
+    """Whether the study measures every axis of a card (artifacts and certificates too)."""
+    return bool(study.corruptions and study.certify_sigmas and carded(study))
 
 
 def is_baseline(spec: ModelSpec) -> bool:

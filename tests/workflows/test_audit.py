@@ -10,7 +10,7 @@ from support import assert_help_files_written, fails_cleanly
 from keras_advseg.cli import main
 
 SMALL = ["--subjects", "1", "--steps", "1", "--attack", "pgd-dice", "--attack", "segpgd"]
-SMALL += ["--curve", "0.05,0.5", "--restarts", "2", "--queries", "3"]
+SMALL += ["--curve", "0.05,0.5", "--restarts", "2", "--queries", "3", "--relative-tolerance", "0.2"]
 
 
 def test_audit_writes_its_verdict_everywhere(models, prepared_dir, tmp_path):
@@ -27,6 +27,9 @@ def test_audit_writes_its_verdict_everywhere(models, prepared_dir, tmp_path):
     assert document["verdict"] == ("WARN" if any(i["verdict"] == "WARN" for i in items) else "PASS")
     assert items[4]["verdict"] in ("PASS", "WARN")  # the reference makes item 5 run
     assert items[1]["numbers"]["eps"] == [0.05, 0.5]
+    assert document["config"]["relative_tolerance"] == 0.2
+    clean, white_box = items[0]["numbers"]["clean"], items[0]["numbers"]["worst_case"]
+    assert items[2]["numbers"]["margin"] == max(0.01, 0.2 * max(clean - white_box, 0.0))
     markdown = (tmp_path / "audit" / "audit.md").read_text()
     assert f": {document['verdict']}" in markdown.splitlines()[0]
     assert markdown.count("| PASS |") + markdown.count("| WARN |") == 7

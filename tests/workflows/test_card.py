@@ -167,3 +167,46 @@ def test_the_leaderboard_ranks_cards_and_tests_them_on_shared_subjects(carded, t
         ["leaderboard", str(root / "card"), "--out", str(tmp_path / "b2")],
         contains=("at least two card folders",),
     )
+
+
+def test_another_out_reuses_every_axis_from_the_tracking_store(carded, prepared_dir, tmp_path):
+    """The axes logged by the first card's run are downloaded, not run again, for the same model
+    bytes, data and seed; the model here names a training run of another store, under which
+    MLflow could not nest, so the card's run is not nested and still succeeds."""
+    import mlflow
+
+    root, path, uri, _, _ = carded
+    elsewhere = tmp_path / "trained-elsewhere"
+    (elsewhere / "checkpoint").mkdir(parents=True)
+    shutil.copy(path, elsewhere / "model.keras")
+    unknown = "0123456789abcdef0123456789abcdef"
+    (elsewhere / "checkpoint" / "state.json").write_text(
+        json.dumps({"epoch": 1, "config": {}, "run_id": unknown})
+    )
+    patch = pytest.MonkeyPatch()
+    patch.setitem(card_module.BUDGETS, "quick", TINY)
+    try:
+        card = card_module.run_card(
+            str(elsewhere / "model.keras"),
+            prepared_dir,
+            tmp_path / "card",
+            tracking_uri=uri,
+            experiment="keras-advseg",
+            say=lambda line: None,
+        )
+    finally:
+        patch.undo()
+    assert card["reused"] == ["adversarial", "artifacts", "audit", "certified"]
+    first = card_module.read_card(root / "card")
+    for section in ("clean", "adversarial", "artifacts", "certified", "audit"):
+        assert card[section] == first[section]
+    assert (tmp_path / "card" / "adversarial" / "per_subject.csv").read_bytes() == (
+        root / "card" / "adversarial" / "per_subject.csv"
+    ).read_bytes()
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs(
+        [client.get_experiment_by_name("keras-advseg").experiment_id],
+        filter_string=f"tags.source_run_id = '{unknown}'",
+    )
+    assert len(runs) == 1 and "mlflow.parentRunId" not in runs[0].data.tags
+    assert runs[0].data.tags["card"] == "true"

@@ -286,9 +286,11 @@ def test_adding_seeds_reuses_finished_ones_and_seeds_every_step(tmp_path, brats2
     """The study's orchestration, with training, evaluation and the audit replaced by
     stand-ins that record their calls (the smoke study test runs the real steps)."""
     import keras_advseg.workflows.audit as audit_module
+    import keras_advseg.workflows.card as card_module
     import keras_advseg.workflows.certify as certify_module
     import keras_advseg.workflows.corruptions as corruptions_module
     import keras_advseg.workflows.evaluate as evaluate_module
+    import keras_advseg.workflows.leaderboard as leaderboard_module
     import keras_advseg.workflows.train as train_module
     from keras_advseg.workflows.reproduce import reproduce
 
@@ -317,6 +319,15 @@ def test_adding_seeds_reuses_finished_ones_and_seeds_every_step(tmp_path, brats2
     def run_certification(model_ref, prepared, out, **kwargs):
         calls.append(("certify", Path(out), kwargs["seed"], None, kwargs["run_name"]))
 
+    def write_study_card(out, folders, budget, model_path, **kwargs):
+        calls.append(("card", Path(out), kwargs["seed"], kwargs["reference_ref"], budget.name))
+        assert set(folders) == {"adversarial", "artifacts", "certified", "audit"}
+
+    def run_leaderboard(card_dirs, out):
+        calls.append(("leaderboard", Path(out), None, None, [Path(d).name for d in card_dirs]))
+
+    monkeypatch.setattr(card_module, "write_study_card", write_study_card)
+    monkeypatch.setattr(leaderboard_module, "run_leaderboard", run_leaderboard)
     monkeypatch.setattr(train_module, "train", train)
     monkeypatch.setattr(evaluate_module, "run_evaluation", run_evaluation)
     monkeypatch.setattr(audit_module, "run_audit", run_audit)
@@ -327,10 +338,12 @@ def test_adding_seeds_reuses_finished_ones_and_seeds_every_step(tmp_path, brats2
     reproduce("smoke", out, seeds=(0,), **options)
     first = list(calls)
     models = STUDY.models3d + STUDY.models2d
-    assert [c for c in first if c[0] == "train"] and all(c[2] == 0 for c in first)
+    assert [c for c in first if c[0] == "train"]
+    assert all(c[2] == 0 for c in first if c[0] != "leaderboard")
     calls.clear()
     report = reproduce("smoke", out, seeds=(0, 1), **options).read_text()
-    assert {c[2] for c in calls} == {1}  # seed 0 was not trained, evaluated or audited again
+    # seed 0 was not trained, evaluated, audited or carded again
+    assert {c[2] for c in calls if c[0] != "leaderboard"} == {1}
     trained = {c[1].name: c for c in calls if c[0] == "train"}
     assert set(trained) == {s.name for s in models}
     seed1 = out / "seeds" / "1"
@@ -338,10 +351,18 @@ def test_adding_seeds_reuses_finished_ones_and_seeds_every_step(tmp_path, brats2
         seed1 / "models" / "unet3d-none" / "model.keras"
     )
     assert trained["unet3d-distillation-T20"][3] is None  # distillation trains from scratch
-    assert all(c[1].is_relative_to(seed1) and c[4].endswith("-seed1") for c in calls)
-    # every 3-D model scored under the corruptions and certified, at seed 1 only
-    for step in ("corruptions", "certify"):
-        assert {c[1].name for c in calls if c[0] == step} == {s.name for s in STUDY.models3d}
+    assert all(
+        c[1].is_relative_to(seed1) and c[4].endswith("-seed1")
+        for c in calls
+        if c[0] not in ("card", "leaderboard")
+    )
+    # every 3-D model but the control scored under the corruptions, certified and carded, at
+    # seed 1 only, and one leaderboard of those cards
+    carded = {s.name for s in STUDY.models3d if not s.control}
+    for step in ("corruptions", "certify", "card"):
+        assert {c[1].name for c in calls if c[0] == step} == carded
+    assert {c[4] for c in calls if c[0] == "card"} == {"study-smoke"}
+    assert [set(c[4]) for c in calls if c[0] == "leaderboard"] == [carded]
     audited = {c[1].name: c[3] for c in calls if c[0] == "audit"}
     assert set(audited) == {s.name for s in STUDY.models3d if not s.control}
     assert audited["unet3d-adversarial-eps0.05"] == str(

@@ -65,12 +65,32 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     assert "## How each model was trained" in report
     # every 3-D model scored under the preset's corruptions, on one shared set of scans
     assert "## Under MRI artifacts and operator errors (3-D models)" in report
-    for spec in smoke.models3d:
+    carded = [spec for spec in smoke.models3d if not spec.control]
+    for spec in carded:
         assert f"| {spec.name} |" in report.split("## Under MRI artifacts")[1]
         assert (study / "corruptions" / spec.name / "corruptions.csv").is_file()
-    for spec in smoke.models3d:  # certified at the preset's sigma, a column of the table
+    for spec in carded:  # certified at the preset's sigma, a column of the table
         assert (study / "certify" / spec.name / "certified.csv").is_file()
+    assert not (study / "certify" / "unet3d-none-control").exists()
     assert "| artifacts | certified |" in report
+    # a robustness card of every 3-D model but the control, from the study's own files, and
+    # the report opens with their leaderboard
+    from keras_advseg.workflows.card import read_card
+
+    for spec in carded:
+        card = read_card(study / "cards" / spec.name)
+        assert card["budget"]["name"] == "study-smoke" and card["reused"]
+        evaluation = json.loads((study / "evals" / spec.name / "summary.json").read_text())
+        assert card["clean"]["dice"]["wt"] == evaluation["clean"]["dice_wt"]["mean"]
+        assert card["clean"]["native_hd95_mm"]["wt"] is not None
+        assert 0 <= card["adversarial"]["vafa"]["dice"]["et"] <= 1
+        audit = json.loads((study / "audits" / spec.name / "audit.json").read_text())
+        assert card["audit"]["verdict"] == audit["verdict"]
+    board = (study / "leaderboard" / "leaderboard.csv").read_text()
+    assert all(spec.name in board for spec in carded)
+    opening = report.split("## The paper's findings, checked")[0]
+    assert "## Leaderboard: one robustness card per model" in opening
+    assert all(f"| {spec.name} |" in opening for spec in carded)
     assert len(list((root / "corrupted").glob("*.npz"))) == len(
         json.loads((root / "prepared" / "prepared.json").read_text())["split"]["test"]
     ) * (1 + len(smoke.corruptions) * len(smoke.corruption_severities))
@@ -83,9 +103,11 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("advseg-reproduce-smoke")
     runs = client.search_runs([experiment.experiment_id])
-    training = [
-        r for r in runs if "evaluation" not in r.data.tags and "audit_of" not in r.data.tags
-    ]
+    training = [r for r in runs if not {"evaluation", "audit_of", "card"} & set(r.data.tags)]
+    cards = [r for r in runs if r.data.tags.get("card") == "true"]
+    assert len(cards) == len(carded) and all(
+        "card.clean_dice_wt" in r.data.metrics and r.data.tags["mlflow.parentRunId"] for r in cards
+    )
     evaluations = [r for r in runs if r.data.tags.get("evaluation") == "true"]
     audits = [r for r in runs if "audit_of" in r.data.tags]
     assert len(audits) == len(smoke.models3d) - 1  # every 3-D model but the control
@@ -105,8 +127,9 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
         assert ("audit" in run.data.tags) == audited
     assert len(training) == len(models) and all(r.info.status == "FINISHED" for r in runs)
     distilled = [s for s in models if s.defense == "distillation"]
-    # logit-level attacks on distilled models, the corruptions and certificates of every 3-D model
-    assert len(evaluations) == len(models) + len(distilled) + 2 * len(smoke.models3d)
+    # logit-level attacks on distilled models, the corruptions and certificates of every carded
+    # 3-D model
+    assert len(evaluations) == len(models) + len(distilled) + 2 * len(carded)
     # adversarial training and noise fine-tune the no-defense model of their family; distillation does not
     for run in training:
         params, name = run.data.params, run.info.run_name
