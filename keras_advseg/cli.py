@@ -1086,7 +1086,9 @@ def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
     "--workers",
     type=click.IntRange(min=1),
     default=1,
-    help="Processes for synthesis and preparation.",
+    help="Processes: synthesis, preparation and the corrupted scans use them, and independent "
+    "steps of a seed (another model's training, evaluations, certificates) run side by side "
+    "in them (TensorFlow keeps about one core busy per step).",
 )
 @tracking_options(None, note="advseg-reproduce-PRESET")
 @friendly_errors

@@ -324,6 +324,7 @@ class EvalConfig:
             only); None: ``eps``.
         ensemble: The attacks of ``worst`` (attacks registered with ``ensemble=True``).
         worst_steps: Iterations of each attack of ``worst`` (None: ``steps``).
+        vafa_steps: Iterations of VAFA (None: ``steps``).
         worst_weighs: The other evaluated attacks whose result the worst case also weighs,
             per subject and budget (None: every attack run at that budget). Models compared
             by their worst case must weigh the same attacks: the study gives every 3-D
@@ -349,6 +350,7 @@ class EvalConfig:
     ensemble: tuple[str, ...] = DEFAULT_ENSEMBLE
     worst_steps: int | None = None
     worst_weighs: tuple[str, ...] | None = None
+    vafa_steps: int | None = None
 
     def __post_init__(self):
         self.attacks = canonical_attacks(self.attacks)
@@ -369,9 +371,12 @@ class EvalConfig:
                 f"attack_temperature must be > 0 and restarts >= 1. Received: "
                 f"attack_temperature={self.attack_temperature}, restarts={self.restarts}"
             )
-        if self.steps < 1 or (self.worst_steps is not None and self.worst_steps < 1):
+        if self.steps < 1 or any(
+            s is not None and s < 1 for s in (self.worst_steps, self.vafa_steps)
+        ):
             raise InputError(
                 f"steps must be >= 1. Received: steps={self.steps}, worst_steps={self.worst_steps}"
+                f", vafa_steps={self.vafa_steps}"
             )
         if not self.ensemble:
             raise InputError("ensemble must name at least one attack. Received: ensemble=()")

@@ -52,6 +52,7 @@ def evaluate_distributed(
     *,
     transfer_model=None,
     native=None,
+    native_rows: str = "all",
     progress: bool | None = None,
 ) -> Evaluation:
     """:func:`~keras_advseg.evaluation.robustness.evaluate` over the strategy's devices and workers.
@@ -81,6 +82,7 @@ def evaluate_distributed(
                 config,
                 transfer_model=transfer_model,
                 native=native,
+                native_rows=native_rows,
                 progress=progress if len(devices) == 1 else False,
             )
 

@@ -134,7 +134,7 @@ def summarize(evaluation: Evaluation) -> Summary:
     for attack, by_eps in grouped.items():
         attacks[attack] = {}
         for eps, group in sorted(by_eps.items()):
-            entry = {m: _stats([g[m] for g in group if g[m] != ""]) for m in metrics}
+            entry = {m: _stats([g[m] for g in group if g.get(m, "") != ""]) for m in metrics}
             entry["dice_drop"] = {
                 r: (clean[f"dice_{r}"]["mean"] - entry[f"dice_{r}"]["mean"])
                 / clean[f"dice_{r}"]["mean"]

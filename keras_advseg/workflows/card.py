@@ -540,7 +540,7 @@ def _evaluate(model, data, folder, plan: CardBudget, seed, common):
         data,
         folder,
         config,
-        native=True,
+        native="clean",  # the card reads the clean row's native Dice and HD95
         run_name="card-adversarial",
         progress=False,
         **common,

@@ -45,13 +45,14 @@ def run_evaluation(
     tracking_uri: str,
     experiment: str,
     run_name: str | None = None,
-    native: bool = False,
+    native: bool | str = False,
     strategy: str = "default",
     progress=None,
 ) -> dict:
     """Evaluates a model and logs everything to an MLflow run linked to its training run.
 
-    With ``strategy`` ``mirrored`` the subjects are spread over the local devices, with
+    ``native``: also score in each scan's own space, every row (True) or the clean row only
+    (``"clean"``). With ``strategy`` ``mirrored`` the subjects are spread over the local devices, with
     ``multiworker`` also over the workers in ``TF_CONFIG``
     (:mod:`keras_advseg.evaluation.distributed`); only the chief writes and tracks.
 
@@ -111,6 +112,7 @@ def run_evaluation(
             config,
             transfer_model=transfer,
             native=grids,
+            native_rows="clean" if native == "clean" else "all",
             progress=progress,
         )
         summary = summarize(result)

@@ -160,39 +160,76 @@ def run_seed(
     corruption_cache: Path | None = None,
     workers: int = 1,
 ) -> None:
-    """Trains, evaluates (under attacks and corruptions) and audits every model at one
-    training seed, then its ``report.md``; ``corruption_cache`` holds the corrupted scans every
-    seed's models share (prepared in ``workers`` processes)."""
+    """Trains, evaluates (under attacks and corruptions), certifies, audits and cards every model
+    at one training seed, then its ``report.md``; ``corruption_cache`` holds the corrupted scans
+    every seed's models share. With ``workers`` > 1 independent steps run side by side in that
+    many processes (:mod:`~keras_advseg.workflows.scheduler`)."""
+    from keras_advseg.workflows.report import write_report
+    from keras_advseg.workflows.scheduler import run_steps
+
+    steps = seed_steps(
+        study,
+        preset,
+        prepared_dir,
+        out,
+        seed,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        corruption_cache=corruption_cache,
+        workers=workers,
+    )
+    run_steps(steps, progress, workers=workers)
+    with progress.step("report"):
+        write_report(out, preset, study, prepared, tracking_uri, seed=seed, experiment=experiment)
+
+
+def seed_steps(
+    study: Study,
+    preset: str,
+    prepared_dir: Path,
+    out: Path,
+    seed: int,
+    *,
+    tracking_uri: str,
+    experiment: str,
+    corruption_cache: Path | None = None,
+    workers: int = 1,
+) -> list:
+    """The steps of one training seed (but its report), in the order of
+    :func:`~keras_advseg.workflows.study.seed_plan`, each with the steps whose files it reads."""
     from keras_advseg.workflows.audit import run_audit
     from keras_advseg.workflows.certify import run_certification
-    from keras_advseg.workflows.compare import run_compare
     from keras_advseg.workflows.corruptions import run_corruption_evaluation
     from keras_advseg.workflows.evaluate import run_evaluation
-    from keras_advseg.workflows.report import write_report
-    from keras_advseg.workflows.train import train
+    from keras_advseg.workflows.scheduler import Step
 
+    common = dict(tracking_uri=tracking_uri, experiment=experiment)
     models = study.models3d + study.models2d
-    model_dirs = {}
+    model_dirs = {spec.name: out / "models" / spec.name for spec in models}
+    steps = []
     for spec in models:
-        model_dir = out / "models" / spec.name
-        model_dirs[spec.name] = model_dir
-        with progress.step(f"train {spec.name}") as skip:
-            if not skip:
-                state = read_state(model_dir)
-                resume = state is not None and not state.get("finished")
-                config = spec_config(
-                    study, spec, seed=seed, **warm_start_options(study, spec, model_dirs)
-                )
-                train(
-                    config,
-                    prepared_dir,
-                    model_dir,
-                    tracking_uri=tracking_uri,
-                    experiment=experiment,
-                    run_name=f"{spec.name}-seed{seed}",
-                    resume=resume,
-                    verbose=0,
-                )
+        after = ()
+        if fine_tunes(study, spec):
+            after = (f"train {spec.model}-none",)
+        steps.append(
+            Step(
+                f"train {spec.name}",
+                train_model,
+                dict(
+                    study=study,
+                    spec=spec,
+                    prepared_dir=prepared_dir,
+                    model_dir=model_dirs[spec.name],
+                    seed=seed,
+                    options=warm_start_options(study, spec, model_dirs),
+                    **common,
+                ),
+                after,
+            )
+        )
+
+    def model_of(spec):
+        return str(model_dirs[spec.name] / "model.keras")
 
     eval_dirs = {}
     for spec in models:
@@ -217,8 +254,10 @@ def run_seed(
             worst_steps=study.worst_steps,
             # every 3-D model's worst case over the same attacks: the ensemble and FGSM
             worst_weighs=("fgsm",),
+            vafa_steps=study.worst_steps,  # VAFA as long as each attack of the worst case
         )
-        jobs = [(f"evaluate {spec.name}", out / "evals" / spec.name, config)]
+        # the card reads the clean row's native Dice and HD95 only
+        jobs = [(f"evaluate {spec.name}", out / "evals" / spec.name, config, card and "clean")]
         if spec.defense == "distillation":
             logit = EvalConfig(
                 attacks=("fgsm",),
@@ -233,145 +272,204 @@ def run_seed(
                     f"evaluate {spec.name} at T={spec.temperature:g}",
                     out / "evals" / f"{spec.name}-logit",
                     logit,
+                    False,
                 )
             )
-        for label, eval_dir, eval_config in jobs:
+        for label, eval_dir, eval_config, native in jobs:
             eval_dirs[eval_dir.name] = eval_dir
-            with progress.step(label) as skip:
-                if not skip:
-                    run_evaluation(
-                        str(model_dirs[spec.name] / "model.keras"),
-                        prepared_dir,
-                        eval_dir,
-                        eval_config,
-                        native=card and eval_config is config,
-                        tracking_uri=tracking_uri,
-                        experiment=experiment,
+            steps.append(
+                Step(
+                    label,
+                    run_evaluation,
+                    dict(
+                        model_ref=model_of(spec),
+                        data=prepared_dir,
+                        out=eval_dir,
+                        config=eval_config,
+                        native=native,
                         run_name=f"eval-{eval_dir.name}-seed{seed}",
                         progress=False,
-                    )
+                        **common,
+                    ),
+                    (f"train {spec.name}",),
+                )
+            )
 
+    first = None
     for spec in carded(study) if study.corruptions else ():
-        with progress.step(f"corruptions {spec.name}") as skip:
-            if not skip:
-                run_corruption_evaluation(
-                    str(model_dirs[spec.name] / "model.keras"),
-                    prepared_dir,
-                    out / "corruptions" / spec.name,
+        # the first model's step prepares the shared corrupted scans (in `workers` processes);
+        # the others read them
+        steps.append(
+            Step(
+                f"corruptions {spec.name}",
+                run_corruption_evaluation,
+                dict(
+                    model_ref=model_of(spec),
+                    data=prepared_dir,
+                    out=out / "corruptions" / spec.name,
                     corruptions=study.corruptions,
                     severities=study.corruption_severities,
                     seed=CORRUPTION_SEED,
                     cache=corruption_cache,
-                    workers=workers,
-                    tracking_uri=tracking_uri,
-                    experiment=experiment,
+                    workers=workers if first is None else 1,
                     run_name=f"corruptions-{spec.name}-seed{seed}",
                     progress=False,
-                )
+                    **common,
+                ),
+                (f"train {spec.name}",) + ((first,) if first else ()),
+            )
+        )
+        first = first or f"corruptions {spec.name}"
 
     for spec in carded(study) if study.certify_sigmas else ():
-        with progress.step(f"certify {spec.name}") as skip:
-            if not skip:
-                run_certification(
-                    str(model_dirs[spec.name] / "model.keras"),
-                    prepared_dir,
-                    out / "certify" / spec.name,
+        steps.append(
+            Step(
+                f"certify {spec.name}",
+                run_certification,
+                dict(
+                    model_ref=model_of(spec),
+                    data=prepared_dir,
+                    out=out / "certify" / spec.name,
                     sigmas=study.certify_sigmas,
                     n=study.certify_n,
                     n0=study.certify_n0,
                     subjects=study.certify_subjects,
                     seed=seed,
-                    tracking_uri=tracking_uri,
-                    experiment=experiment,
                     run_name=f"certify-{spec.name}-seed{seed}",
                     progress=False,
-                )
-
-    for spec in carded(study):
-        with progress.step(f"audit {spec.name}") as skip:
-            if not skip:
-                run_audit(
-                    str(model_dirs[spec.name] / "model.keras"),
-                    prepared_dir,
-                    out / "audits" / spec.name,
-                    replace(study.audit, temperature=spec.temperature, seed=seed),
-                    reference_ref=audit_reference(study, spec, model_dirs),
-                    tracking_uri=tracking_uri,
-                    experiment=experiment,
-                    run_name=f"audit-{spec.name}-seed{seed}",
-                )
-
-    if has_cards(study):
-        write_study_cards(
-            study,
-            preset,
-            out,
-            model_dirs,
-            seed,
-            progress,
-            tracking_uri=tracking_uri,
-            experiment=experiment,
+                    **common,
+                ),
+                (f"train {spec.name}",),
+            )
         )
 
-    with progress.step("compare") as skip:
-        for family, specs in (("3d", study.models3d), ("2d", study.models2d)):
-            if not specs:
-                continue
-            baseline = eval_dirs[specs[0].name]
+    for spec in carded(study):
+        reference = audit_reference(study, spec, model_dirs)
+        reference_step = () if reference is None else (f"train {Path(reference).parent.name}",)
+        steps.append(
+            Step(
+                f"audit {spec.name}",
+                run_audit,
+                dict(
+                    model_ref=model_of(spec),
+                    data=prepared_dir,
+                    out=out / "audits" / spec.name,
+                    config=replace(study.audit, temperature=spec.temperature, seed=seed),
+                    reference_ref=reference,
+                    run_name=f"audit-{spec.name}-seed{seed}",
+                    **common,
+                ),
+                (f"train {spec.name}",) + reference_step,
+            )
+        )
+
+    if has_cards(study):
+        from keras_advseg.workflows.card import study_budget, write_study_card
+        from keras_advseg.workflows.leaderboard import run_leaderboard
+
+        budget = study_budget(study, preset)
+        for spec in carded(study):
+            steps.append(
+                Step(
+                    f"card {spec.name}",
+                    write_study_card,
+                    dict(
+                        out=out / "cards" / spec.name,
+                        folders={
+                            "adversarial": out / "evals" / spec.name,
+                            "artifacts": out / "corruptions" / spec.name,
+                            "certified": out / "certify" / spec.name,
+                            "audit": out / "audits" / spec.name,
+                        },
+                        plan=budget,
+                        model_path=model_dirs[spec.name] / "model.keras",
+                        reference_ref=audit_reference(study, spec, model_dirs),
+                        seed=seed,
+                        **common,
+                    ),
+                    tuple(
+                        f"{axis} {spec.name}"
+                        for axis in ("evaluate", "corruptions", "certify", "audit")
+                    ),
+                )
+            )
+        steps.append(
+            Step(
+                "leaderboard",
+                run_leaderboard,
+                dict(
+                    card_dirs=[out / "cards" / s.name for s in carded(study)],
+                    out=out / "leaderboard",
+                ),
+                tuple(f"card {s.name}" for s in carded(study)),
+            )
+        )
+
+    comparisons = []
+    for family, specs in (("3d", study.models3d), ("2d", study.models2d)):
+        if specs:
             others = [eval_dirs[s.name] for s in specs[1:]]
             others += [eval_dirs[f"{s.name}-logit"] for s in specs if s.defense == "distillation"]
-            run_compare(
-                others,
-                baseline,
-                out / f"compare{family}",
-                table_eps=study.table_eps,
-                title=f"{family.upper()}-UNet",
+            comparisons.append(
+                dict(
+                    others=others,
+                    baseline=eval_dirs[specs[0].name],
+                    out=out / f"compare{family}",
+                    table_eps=study.table_eps,
+                    title=f"{family.upper()}-UNet",
+                )
             )
-    with progress.step("report"):
-        write_report(out, preset, study, prepared, tracking_uri, seed=seed, experiment=experiment)
+    steps.append(
+        Step(
+            "compare",
+            compare_families,
+            dict(comparisons=comparisons),
+            tuple(s.name for s in steps if s.name.startswith("evaluate ")),
+        )
+    )
+    return steps
 
 
-def write_study_cards(
+def train_model(
     study: Study,
-    preset: str,
-    out: Path,
-    model_dirs: dict[str, Path],
+    spec: ModelSpec,
+    prepared_dir: Path,
+    model_dir: Path,
     seed: int,
-    progress,
+    options: dict,
     *,
     tracking_uri: str,
     experiment: str,
 ) -> None:
-    """A robustness card of every carded 3-D model in ``OUT/cards/<model>/``, from the study's
-    own evaluations, corruptions, certificates and audits (nothing is run again), then the
-    leaderboard of those cards in ``OUT/leaderboard/``."""
-    from keras_advseg.workflows.card import study_budget, write_study_card
-    from keras_advseg.workflows.leaderboard import run_leaderboard
+    """Trains one model of the study into ``model_dir``, resuming an interrupted training."""
+    from keras_advseg.workflows.train import train
 
-    budget = study_budget(study, preset)
-    for spec in carded(study):
-        with progress.step(f"card {spec.name}") as skip:
-            if skip:
-                continue
-            write_study_card(
-                out / "cards" / spec.name,
-                {
-                    "adversarial": out / "evals" / spec.name,
-                    "artifacts": out / "corruptions" / spec.name,
-                    "certified": out / "certify" / spec.name,
-                    "audit": out / "audits" / spec.name,
-                },
-                budget,
-                model_dirs[spec.name] / "model.keras",
-                reference_ref=audit_reference(study, spec, model_dirs),
-                seed=seed,
-                tracking_uri=tracking_uri,
-                experiment=experiment,
-            )
-    with progress.step("leaderboard") as skip:
-        if not skip:
-            cards = [out / "cards" / s.name for s in carded(study)]
-            run_leaderboard(cards, out / "leaderboard")
+    state = read_state(model_dir)
+    resume = state is not None and not state.get("finished")
+    train(
+        spec_config(study, spec, seed=seed, **options),
+        prepared_dir,
+        model_dir,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        run_name=f"{spec.name}-seed{seed}",
+        resume=resume,
+        verbose=0,
+    )
+
+
+def compare_families(comparisons: list[dict]) -> None:
+    """``advseg compare`` of each family (3-D, 2-D) of the study."""
+    from keras_advseg.workflows.compare import run_compare
+
+    for comparison in comparisons:
+        run_compare(
+            comparison["others"],
+            comparison["baseline"],
+            comparison["out"],
+            table_eps=comparison["table_eps"],
+            title=comparison["title"],
+        )
 
 
 def _check_same_study(out: Path, preset: str, data, data_seed: int) -> None:
@@ -450,37 +548,71 @@ class _Progress:
         """The same progress, for steps named ``prefix + name``."""
         return _Prefixed(self, prefix)
 
+    def _number(self, name: str) -> str:
+        return f"[{self.plan.index(name) + 1}/{len(self.plan)}] {name}"
+
+    def is_done(self, name: str) -> bool:
+        """Whether ``name`` finished before and is skipped (``prepare`` and reports never are)."""
+        rerun = name == "prepare" or name.endswith("report")
+        return name in self.done and not rerun
+
+    def skipped(self, name: str) -> None:
+        _say(f"{self._number(name)}: skipped (done before)")
+        write_json_atomic(self.record, self.done, indent=None)
+
+    def begin(self, name: str) -> float:
+        """Announces ``name`` and returns its start time."""
+        _say(f"{self._number(name)}: running")
+        return time.time()
+
+    def end(self, name: str, started: float) -> None:
+        """Records ``name`` as finished, with its seconds since ``started``."""
+        seconds = time.time() - started
+        self.done[name] = round(seconds, 1)
+        _say(f"    {name}: done in {seconds:.0f} s")
+        write_json_atomic(self.record, self.done, indent=None)
+
     def step(self, name: str):
+        """A context manager around one step run here; it yields whether to skip it."""
         progress = self
 
         class _Step:
             def __enter__(self):
-                self.start = time.time()
-                rerun = name == "prepare" or name.endswith("report")
-                self.skip = name in progress.done and not rerun
-                index = progress.plan.index(name) + 1
-                state = "skipped (done before)" if self.skip else "running"
-                _say(f"[{index}/{len(progress.plan)}] {name}: {state}")
+                self.skip = progress.is_done(name)
+                if self.skip:
+                    progress.skipped(name)
+                else:
+                    self.start = progress.begin(name)
                 return self.skip
 
             def __exit__(self, kind, value, traceback):
-                if kind is None:
-                    if not self.skip:
-                        seconds = time.time() - self.start
-                        progress.done[name] = round(seconds, 1)
-                        _say(f"    done in {seconds:.0f} s")
-                    write_json_atomic(progress.record, progress.done, indent=None)
+                if kind is None and not self.skip:
+                    progress.end(name, self.start)
                 return False
 
         return _Step()
 
 
 class _Prefixed:
+    """A :class:`_Progress` whose step names start with ``prefix``."""
+
     def __init__(self, progress: _Progress, prefix: str):
         self.progress, self.prefix = progress, prefix
 
     def step(self, name: str):
         return self.progress.step(self.prefix + name)
+
+    def is_done(self, name: str) -> bool:
+        return self.progress.is_done(self.prefix + name)
+
+    def skipped(self, name: str) -> None:
+        self.progress.skipped(self.prefix + name)
+
+    def begin(self, name: str) -> float:
+        return self.progress.begin(self.prefix + name)
+
+    def end(self, name: str, started: float) -> None:
+        self.progress.end(self.prefix + name, started)
 
 
 def _read_record(path: Path) -> dict[str, float | None]:

@@ -301,26 +301,26 @@ def test_adding_seeds_reuses_finished_ones_and_seeds_every_step(tmp_path, brats2
         Path(out).mkdir(parents=True)
         (Path(out) / "model.keras").write_bytes(b"stand-in")
 
-    def run_evaluation(model_ref, prepared, out, config, **kwargs):
+    def run_evaluation(model_ref, data, out, config, **kwargs):
         calls.append(("evaluate", Path(out), config.seed, None, kwargs["run_name"]))
         rng = np.random.default_rng([config.seed, len(Path(out).name)])
         clean = rng.uniform(0.8, 0.9, len(SUBJECTS))
         attacked = clean - rng.uniform(0.3, 0.5, len(SUBJECTS))
         write_evaluation(Path(out), clean, attacked, curve=config.iterations_sweep, jitter=rng)
 
-    def run_audit(model_ref, prepared, out, config, **kwargs):
+    def run_audit(model_ref, data, out, config, **kwargs):
         calls.append(("audit", Path(out), config.seed, kwargs["reference_ref"], kwargs["run_name"]))
 
-    def run_corruption_evaluation(model_ref, prepared, out, **kwargs):
+    def run_corruption_evaluation(model_ref, data, out, **kwargs):
         calls.append(
             ("corruptions", Path(out), int(kwargs["run_name"][-1]), None, kwargs["run_name"])
         )
 
-    def run_certification(model_ref, prepared, out, **kwargs):
+    def run_certification(model_ref, data, out, **kwargs):
         calls.append(("certify", Path(out), kwargs["seed"], None, kwargs["run_name"]))
 
-    def write_study_card(out, folders, budget, model_path, **kwargs):
-        calls.append(("card", Path(out), kwargs["seed"], kwargs["reference_ref"], budget.name))
+    def write_study_card(out, folders, plan, model_path, **kwargs):
+        calls.append(("card", Path(out), kwargs["seed"], kwargs["reference_ref"], plan.name))
         assert set(folders) == {"adversarial", "artifacts", "certified", "audit"}
 
     def run_leaderboard(card_dirs, out):

@@ -1,0 +1,104 @@
+"""Runs a study's steps in order, or several at once in worker processes as their inputs finish.
+
+TensorFlow keeps about one of two CPU cores busy while it trains or attacks a 32^3 UNet at batch
+1 (user time / wall time 1.1-1.2 on the development machine), so independent steps (another
+model's training, evaluation, certificates) run side by side in ``workers`` processes. Each
+worker is a fresh (spawned) interpreter; a step is a picklable function and its keyword
+arguments. A step's result is the files it writes, so running it in a worker changes nothing
+it computes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from keras_advseg.data.parallel import die_with_parent
+
+
+@dataclass
+class Step:
+    """One step of a plan.
+
+    Attributes:
+        name: Its name in the plan (and in ``progress.json``).
+        run: A picklable function (module level), called as ``run(**kwargs)``; None: nothing
+            to run (a step that only marks a point of the plan).
+        kwargs: Its arguments (picklable).
+        after: Names of the steps whose output it reads.
+    """
+
+    name: str
+    run: Callable | None
+    kwargs: dict = field(default_factory=dict)
+    after: tuple[str, ...] = ()
+
+
+def run_steps(steps: list[Step], progress, workers: int = 1) -> None:
+    """Runs every step not done before, each after the steps it reads.
+
+    Args:
+        steps: In plan order; a step may only name earlier steps in ``after``.
+        progress: The study's progress record (``is_done``, ``begin``, ``end``).
+        workers: 1 runs the steps here, one after the other, in plan order; more runs up to
+            that many at once in spawned processes, the earliest ready step of the plan first.
+
+    Raises:
+        ValueError: a step names a step that is not before it.
+        Exception: what a step raised (the steps still running are waited for first; none is
+            started after it).
+    """
+    seen: set[str] = set()
+    for step in steps:
+        unknown = [a for a in step.after if a not in seen]
+        if unknown:
+            raise ValueError(f"step {step.name!r} comes after {unknown}, not before it")
+        seen.add(step.name)
+    if workers <= 1:
+        for step in steps:
+            if progress.is_done(step.name):
+                progress.skipped(step.name)
+                continue
+            started = progress.begin(step.name)
+            if step.run is not None:
+                step.run(**step.kwargs)
+            progress.end(step.name, started)
+        return
+    finished: set[str] = set()
+    pending = list(steps)
+    running: dict = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent) as pool:
+        failure = None
+        while pending or running:
+            for step in list(pending):
+                if failure is not None or len(running) >= workers:
+                    break
+                if not all(a in finished for a in step.after):
+                    continue
+                pending.remove(step)
+                if progress.is_done(step.name):
+                    progress.skipped(step.name)
+                    finished.add(step.name)
+                    continue
+                started = progress.begin(step.name)
+                if step.run is None:
+                    progress.end(step.name, started)
+                    finished.add(step.name)
+                    continue
+                running[pool.submit(step.run, **step.kwargs)] = (step, started)
+            if not running:  # the earliest pending step was ready, unless a step failed
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                step, started = running.pop(future)
+                error = future.exception()
+                if error is not None:
+                    failure = failure or error
+                    continue
+                progress.end(step.name, started)
+                finished.add(step.name)
+        if failure is not None:
+            raise failure
