@@ -56,9 +56,15 @@ def show_tensorflow_log() -> None:
     sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietTensorFlowImport)]
 
 
-if "tensorflow" not in sys.modules and not TF_LOG_LEVEL_SET_BY_USER:
+def quiet_tensorflow_import() -> None:
+    """Runs the first ``import tensorflow`` of this process quietly (C++ log level 3)."""
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    sys.meta_path.insert(0, _QuietTensorFlowImport())
+    if not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+if "tensorflow" not in sys.modules and not TF_LOG_LEVEL_SET_BY_USER:
+    quiet_tensorflow_import()
 
 __version__ = "0.1.0"
 

@@ -134,6 +134,7 @@ def write_replicated_report(
     tracking_uri: str = "<tracking store>",
     timings: dict[str, float | None] | None = None,
     experiment: str | None = None,
+    elapsed: float | None = None,
 ) -> Path:
     """``OUT/report.md``: findings per seed and pooled, effects with their spread over seeds,
     the worst case and audits, and links to each seed's own ``report.md``.
@@ -146,6 +147,7 @@ def write_replicated_report(
         prepared: The prepared dataset the seeds share.
         tracking_uri: Where the runs are.
         timings: ``{step: seconds}`` of the study's steps (wall time).
+        elapsed: Wall-clock seconds of the whole study (its steps may overlap).
 
     Returns:
         The report's path.
@@ -173,13 +175,15 @@ def write_replicated_report(
     if timings:
         known = [v for v in timings.values() if v is not None]
         lines.append(
-            f"Wall time of the steps: {sum(known) / 60:.1f} min in all"
+            (f"Elapsed: {elapsed / 60:.1f} min. " if elapsed else "")
+            + f"Wall time of the steps: {sum(known) / 60:.1f} min in all"
             + (f", {sum(known) / 60 / n:.1f} min a seed" if n > 1 else "")
             + (
                 " (some steps were timed by an older version and are not counted)"
                 if len(known) < len(timings)
                 else ""
             )
+            + (" (steps run side by side with --workers overlap)" if elapsed else "")
             + ".\n"
         )
     from keras_advseg.workflows.leaderboard import report_lines

@@ -132,6 +132,7 @@ def reproduce(
             prepared,
             tracking_uri,
             progress.timings(),
+            elapsed=progress.elapsed(),
             experiment=experiment,
         )
     return report
@@ -295,72 +296,42 @@ def seed_steps(
                 )
             )
 
+    def scored(kind, run, spec, after=(), **options):
+        """The step ``"<kind> <model>"``: ``run`` on the model into ``OUT/<kind>s/<model>``."""
+        folder = {"audit": "audits"}.get(kind, kind)
+        arguments = dict(
+            model_ref=model_of(spec),
+            data=prepared_dir,
+            out=out / folder / spec.name,
+            run_name=f"{kind}-{spec.name}-seed{seed}",
+            **common,
+            **options,
+        )
+        return Step(f"{kind} {spec.name}", run, arguments, (f"train {spec.name}", *after))
+
     first = None
     for spec in carded(study) if study.corruptions else ():
         # the first model's step prepares the shared corrupted scans (in `workers` processes);
         # the others read them
+        options = dict(corruptions=study.corruptions, severities=study.corruption_severities)
+        options.update(seed=CORRUPTION_SEED, cache=corruption_cache, progress=False)
+        options["workers"] = workers if first is None else 1
         steps.append(
-            Step(
-                f"corruptions {spec.name}",
-                run_corruption_evaluation,
-                dict(
-                    model_ref=model_of(spec),
-                    data=prepared_dir,
-                    out=out / "corruptions" / spec.name,
-                    corruptions=study.corruptions,
-                    severities=study.corruption_severities,
-                    seed=CORRUPTION_SEED,
-                    cache=corruption_cache,
-                    workers=workers if first is None else 1,
-                    run_name=f"corruptions-{spec.name}-seed{seed}",
-                    progress=False,
-                    **common,
-                ),
-                (f"train {spec.name}",) + ((first,) if first else ()),
+            scored(
+                "corruptions", run_corruption_evaluation, spec, (first,) if first else (), **options
             )
         )
         first = first or f"corruptions {spec.name}"
-
     for spec in carded(study) if study.certify_sigmas else ():
-        steps.append(
-            Step(
-                f"certify {spec.name}",
-                run_certification,
-                dict(
-                    model_ref=model_of(spec),
-                    data=prepared_dir,
-                    out=out / "certify" / spec.name,
-                    sigmas=study.certify_sigmas,
-                    n=study.certify_n,
-                    n0=study.certify_n0,
-                    subjects=study.certify_subjects,
-                    seed=seed,
-                    run_name=f"certify-{spec.name}-seed{seed}",
-                    progress=False,
-                    **common,
-                ),
-                (f"train {spec.name}",),
-            )
-        )
-
+        options = dict(sigmas=study.certify_sigmas, n=study.certify_n, n0=study.certify_n0)
+        options.update(subjects=study.certify_subjects, seed=seed, progress=False)
+        steps.append(scored("certify", run_certification, spec, **options))
     for spec in carded(study):
         reference = audit_reference(study, spec, model_dirs)
-        reference_step = () if reference is None else (f"train {Path(reference).parent.name}",)
+        after = () if reference is None else (f"train {Path(reference).parent.name}",)
+        config = replace(study.audit, temperature=spec.temperature, seed=seed)
         steps.append(
-            Step(
-                f"audit {spec.name}",
-                run_audit,
-                dict(
-                    model_ref=model_of(spec),
-                    data=prepared_dir,
-                    out=out / "audits" / spec.name,
-                    config=replace(study.audit, temperature=spec.temperature, seed=seed),
-                    reference_ref=reference,
-                    run_name=f"audit-{spec.name}-seed{seed}",
-                    **common,
-                ),
-                (f"train {spec.name}",) + reference_step,
-            )
+            scored("audit", run_audit, spec, after, config=config, reference_ref=reference)
         )
 
     if has_cards(study):
@@ -532,6 +503,10 @@ def warm_start_options(study: Study, spec: ModelSpec, model_dirs: dict[str, Path
     )
 
 
+ELAPSED = "(elapsed)"
+"""The key of the study's wall-clock seconds in ``progress.json`` (not a step)."""
+
+
 class _Progress:
     """Numbered steps with timings; finished steps and their seconds are recorded in
     ``progress.json`` and skipped on a re-run (``prepare`` and reports always run)."""
@@ -539,6 +514,17 @@ class _Progress:
     def __init__(self, plan: list[str], record: Path):
         self.plan, self.record = plan, record
         self.done = _read_record(record) if record.is_file() else {}
+        self.earlier = self.done.get(ELAPSED) or 0.0
+        self.started = time.time()
+
+    def elapsed(self) -> float:
+        """Wall-clock seconds of every run of the study so far (steps run side by side count
+        once), this one up to now."""
+        return self.earlier + time.time() - self.started
+
+    def _save(self) -> None:
+        self.done[ELAPSED] = round(self.elapsed(), 1)
+        write_json_atomic(self.record, self.done, indent=None)
 
     def timings(self) -> dict[str, float | None]:
         """Seconds of each finished step of the plan (None: recorded by an older version)."""
@@ -558,7 +544,7 @@ class _Progress:
 
     def skipped(self, name: str) -> None:
         _say(f"{self._number(name)}: skipped (done before)")
-        write_json_atomic(self.record, self.done, indent=None)
+        self._save()
 
     def begin(self, name: str) -> float:
         """Announces ``name`` and returns its start time."""
@@ -570,7 +556,7 @@ class _Progress:
         seconds = time.time() - started
         self.done[name] = round(seconds, 1)
         _say(f"    {name}: done in {seconds:.0f} s")
-        write_json_atomic(self.record, self.done, indent=None)
+        self._save()
 
     def step(self, name: str):
         """A context manager around one step run here; it yields whether to skip it."""

@@ -18,6 +18,18 @@ from dataclasses import dataclass, field
 from keras_advseg.data.parallel import die_with_parent
 
 
+def _start_worker(quiet: bool) -> None:
+    """A worker's set-up: it dies with the study, and imports TensorFlow as quietly as the study
+    does (it inherits the log level the study set, which would otherwise read as the user's)."""
+    import sys
+
+    import keras_advseg
+
+    die_with_parent()
+    if quiet and "tensorflow" not in sys.modules:
+        keras_advseg.quiet_tensorflow_import()
+
+
 @dataclass
 class Step:
     """One step of a plan.
@@ -69,8 +81,13 @@ def run_steps(steps: list[Step], progress, workers: int = 1) -> None:
     finished: set[str] = set()
     pending = list(steps)
     running: dict = {}
+    import keras_advseg
+
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent) as pool:
+    quiet = not keras_advseg.TF_LOG_LEVEL_SET_BY_USER
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(quiet,)
+    ) as pool:
         failure = None
         while pending or running:
             for step in list(pending):

@@ -252,6 +252,11 @@ def test_progress_records_seconds_and_reads_the_older_list(tmp_path):
         "seed 3: train unet3d-none",
         "seed 3: report",
     ]
+    # the study's wall clock is kept beside the steps (not one of them) and adds up over runs
+    assert done["(elapsed)"] >= 0
+    record.write_text(json.dumps({**done, "(elapsed)": 100.0}))
+    again = _Progress(plan, record)
+    assert 100 <= again.elapsed() < 160 and "(elapsed)" not in again.timings()
     assert "seed 3: audit unet3d-none-control" not in plan  # the control is not audited
     record.write_text(json.dumps({"data": "soon"}))
     with pytest.raises(FileFormatError, match="progress"):
