@@ -165,7 +165,8 @@ def claims(budget: CardBudget) -> dict[str, str]:
         "adversarial": (
             f"Upper bounds: the Dice under the strongest of {', '.join(budget.ensemble)} "
             f"({budget.steps} steps each) and FGSM; a stronger attack may find lower. min_eps is "
-            "FGSM's, on a doubling grid: an upper bound on the smallest breaking budget."
+            "FGSM's smallest breaking budget on the grid it ran (min_eps.grid): an upper bound "
+            "on the smallest budget that breaks the model."
         ),
         "vafa": "Outside the l-infinity threat model: a quantisation of block-DCT coefficients; "
         "read its Dice with its PSNR/SSIM.",

@@ -60,7 +60,8 @@ def run_steps(steps: list[Step], progress, workers: int = 1) -> None:
     Raises:
         ValueError: a step names a step that is not before it.
         Exception: what a step raised (the steps still running are waited for first; none is
-            started after it).
+            started after it). An interrupt (KeyboardInterrupt, or SIGTERM where the command
+            turns it into one) terminates the running steps' processes and is re-raised.
     """
     seen: set[str] = set()
     for step in steps:
@@ -78,44 +79,59 @@ def run_steps(steps: list[Step], progress, workers: int = 1) -> None:
                 step.run(**step.kwargs)
             progress.end(step.name, started)
         return
-    finished: set[str] = set()
-    pending = list(steps)
-    running: dict = {}
     import keras_advseg
 
     context = multiprocessing.get_context("spawn")
     quiet = not keras_advseg.TF_LOG_LEVEL_SET_BY_USER
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         workers, mp_context=context, initializer=_start_worker, initargs=(quiet,)
-    ) as pool:
-        failure = None
-        while pending or running:
-            for step in list(pending):
-                if failure is not None or len(running) >= workers:
-                    break
-                if not all(a in finished for a in step.after):
-                    continue
-                pending.remove(step)
-                if progress.is_done(step.name):
-                    progress.skipped(step.name)
-                    finished.add(step.name)
-                    continue
-                started = progress.begin(step.name)
-                if step.run is None:
-                    progress.end(step.name, started)
-                    finished.add(step.name)
-                    continue
-                running[pool.submit(step.run, **step.kwargs)] = (step, started)
-            if not running:  # the earliest pending step was ready, unless a step failed
+    )
+    try:
+        _schedule(steps, progress, workers, pool)
+    except BaseException:
+        # interrupted (Ctrl-C, SIGTERM) or failed: stop the running steps now rather than wait
+        # for them (each handles SIGTERM as an interrupt: its MLflow run ends KILLED, its
+        # temporaries go); finished steps are recorded and a re-run continues from there
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _schedule(steps: list[Step], progress, workers: int, pool: ProcessPoolExecutor) -> None:
+    """Submits each step once the steps it reads have finished, ``workers`` at a time."""
+    finished: set[str] = set()
+    pending = list(steps)
+    running: dict = {}
+    failure = None
+    while pending or running:
+        for step in list(pending):
+            if failure is not None or len(running) >= workers:
                 break
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                step, started = running.pop(future)
-                error = future.exception()
-                if error is not None:
-                    failure = failure or error
-                    continue
+            if not all(a in finished for a in step.after):
+                continue
+            pending.remove(step)
+            if progress.is_done(step.name):
+                progress.skipped(step.name)
+                finished.add(step.name)
+                continue
+            started = progress.begin(step.name)
+            if step.run is None:
                 progress.end(step.name, started)
                 finished.add(step.name)
-        if failure is not None:
-            raise failure
+                continue
+            running[pool.submit(step.run, **step.kwargs)] = (step, started)
+        if not running:  # the earliest pending step was ready, unless a step failed
+            break
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            step, started = running.pop(future)
+            error = future.exception()
+            if error is not None:
+                failure = failure or error
+                continue
+            progress.end(step.name, started)
+            finished.add(step.name)
+    if failure is not None:
+        raise failure

@@ -78,3 +78,24 @@ def test_a_step_after_a_later_step_is_refused(tmp_path):
     steps = plan(tmp_path)
     with pytest.raises(ValueError, match="'a' comes after"):
         run_steps([Step("a", None, {}, ("c",)), *steps[1:]], Record(), workers=1)
+
+
+def test_an_interrupt_stops_the_running_steps_instead_of_waiting_for_them(tmp_path):
+    import subprocess
+    import time
+
+    class Interrupted(Record):
+        def begin(self, name):
+            if name == "b":  # Ctrl-C while "a" runs in a worker
+                raise KeyboardInterrupt
+            return super().begin(name)
+
+    steps = [
+        Step("a", subprocess.run, {"args": ["sleep", "120"]}),
+        Step("b", write_text_atomic, {"path": tmp_path / "b", "text": "b"}),
+    ]
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_steps(steps, Interrupted(), workers=2)
+    assert time.monotonic() - started < 60  # the 120 s step was not waited for
+    assert not (tmp_path / "b").exists()
