@@ -154,7 +154,9 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     done = json.loads((root / "progress.json").read_text())
-    assert second.stderr.count("skipped (done before)") == len(done) - 3
+    steps = [name for name in done if name != "(elapsed)"]  # the study's wall clock is no step
+    assert second.stderr.count("skipped (done before)") == len(steps) - 3
+    assert done["(elapsed)"] >= max(done[name] for name in steps)
     assert len(client.search_runs([experiment.experiment_id])) == len(runs)
     # another data seed would need another split: refused before any work
     third = subprocess.run(
