@@ -799,7 +799,11 @@ def card_command(
     experiment,
 ):
     """One robustness card for MODEL: clean, attacked, corrupted, certified and audited, in
-    card.json, card.md and a self-contained card.html."""
+    card.json, card.md and a self-contained card.html.
+
+    Each axis runs once per model file, data, seed, reference and budget: one already in OUT,
+    or logged by an earlier card run in the tracking store, is reused.
+    """
     from keras_advseg.errors import TrackingError
     from keras_advseg.workflows.card import run_card, summary_lines
 

@@ -2,7 +2,9 @@
 
 Each axis is one of the toolkit's own commands run into its folder under ``OUT`` (``clean and
 adversarial/``, ``artifacts/``, ``certified/``, ``audit/``), so every number on the card is the
-number that command writes; an axis already there with the same settings is reused. The card
+number that command writes; an axis already there with the same settings, or logged by a card
+run in the tracking store with them, is reused. ``advseg reproduce`` builds its cards from the
+study's own folders (:func:`write_study_card`). The card
 is ``card.json`` (schema :data:`CARD_SCHEMA`, version :data:`CARD_VERSION`), ``card.md`` and a
 self-contained ``card.html``, logged with the headline metrics to an MLflow run nested under
 the model's training run.
