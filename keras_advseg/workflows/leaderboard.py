@@ -44,6 +44,16 @@ def axis_values(card: dict) -> dict[str, float | None]:
     }
 
 
+def rank(values: dict[str, dict[str, float | None]]) -> dict[str, list[str]]:
+    """``{axis: models from the highest value to the lowest}`` (a missing value ranks last)."""
+    return {
+        axis: sorted(
+            values, key=lambda m: -(values[m][axis] if values[m][axis] is not None else -1)
+        )
+        for axis, _ in AXES
+    }
+
+
 def per_subject(card: dict, axis: str) -> dict[str, float]:
     """``{subject: mean Dice over the regions}`` of one axis, from the card's folder."""
     folder = Path(card["path"])
@@ -114,10 +124,7 @@ def run_leaderboard(card_dirs: list, out) -> dict:
             row[axis] = values[name][axis]
             row[f"{axis}_p"] = corrected.get((name, axis))
         rows.append(row)
-    ranks = {
-        axis: sorted(names, key=lambda n: -(values[n][axis] if values[n][axis] is not None else -1))
-        for axis, _ in AXES
-    }
+    ranks = rank(values)
     out = ensure_writable_folder(out)
     fields = ["model", "budget", "audit"] + [f for a, _ in AXES for f in (a, f"{a}_p")]
     written = [write_text_atomic(out / "leaderboard.csv", rows_to_csv(rows, fields))]
@@ -229,12 +236,7 @@ def report_lines(seed_dirs: dict, out: Path) -> list[str]:
         }
         for model, seen in values.items()
     }
-    ranks = {
-        axis: sorted(
-            means, key=lambda m: -(means[m][axis][0] if means[m][axis][0] is not None else -1)
-        )
-        for axis, _ in AXES
-    }
+    ranks = rank({m: {axis: means[m][axis][0] for axis, _ in AXES} for m in means})
 
     def cell(model, axis):
         mean, spread = means[model][axis]
