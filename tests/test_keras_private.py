@@ -51,3 +51,33 @@ def test_build_from_local_replica_defers_to_keras_outside_multiworker():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     keras_private.build_from_local_replica(model, "iterator", None, lambda **kw: calls.append(kw))
     assert calls == [{"iterator": "iterator", "data_batch": None}]
+
+
+def test_saving_reads_the_cached_skip_sets_and_saves_the_same_weights(tmp_path, monkeypatch):
+    from keras.src.layers.layer import Layer
+    from keras.src.saving import saving_lib
+
+    keras.backend.clear_session()  # Keras' global state, where the cache lives, starts empty
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    references = []
+    init = Layer.__init__
+
+    def counted(self, *args, **kwargs):
+        references.append(type(self))
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Layer, "__init__", counted)
+    fresh = {kind: saving_lib.get_attr_skipset(kind) for kind in keras_private.SKIPSET_TYPES}
+    references.clear()
+    model.save_weights(tmp_path / "before.weights.h5")
+    assert references  # this Keras builds a reference layer per saved object: no cache hit
+    assert keras_private.cache_saving_skipsets()
+    for kind, skipset in fresh.items():
+        assert saving_lib.get_attr_skipset(kind) == skipset  # the sets Keras computes
+    references.clear()
+    model.save_weights(tmp_path / "after.weights.h5")
+    assert references == []  # now read from the cache
+    copy = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    copy.load_weights(tmp_path / "after.weights.h5")
+    for a, b in zip(copy.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

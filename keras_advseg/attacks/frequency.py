@@ -46,10 +46,17 @@ def to_blocks(x, block: int = BLOCK):
 
 
 def from_blocks(blocks, shape):
-    """The inverse of :func:`to_blocks` for a volume of ``shape``."""
-    b, nx, ny, nz, c, s = (tf.shape(blocks)[i] for i in range(6))
-    volume = tf.transpose(blocks, [0, 1, 5, 2, 6, 3, 7, 4])
-    return tf.reshape(volume, shape)
+    """The inverse of :func:`to_blocks` for a volume of ``shape``.
+
+    The volume keeps the static shape the blocks imply: a network called on it inside a
+    ``tf.function`` then reuses the trace (and the gradient) of the volumes it was traced on,
+    where a fully unknown shape would trace it, and build its backward pass, once more.
+    """
+    volume = tf.reshape(tf.transpose(blocks, [0, 1, 5, 2, 6, 3, 7, 4]), shape)
+    b, nx, ny, nz, c, s = blocks.shape[:6]
+    if None not in (nx, ny, nz, c, s):
+        volume = tf.ensure_shape(volume, [b, nx * s, ny * s, nz * s, c])
+    return volume
 
 
 def dct3(blocks, d):

@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_advseg import keras_private
 from keras_advseg.config import TrainConfig
 from keras_advseg.io import (
     FileFormatError,
@@ -114,12 +115,14 @@ class Checkpoint(keras.callbacks.Callback):
         if score > self.best["score"]:
             self.best = {"score": float(score), "epoch": epoch + 1}
             save_model_atomic(self.deployed, self.out / "best.keras", self.preprocessing)
+        keras_private.cache_saving_skipsets()
         with atomic_path(self.dir / WEIGHTS_FILE) as tmp:
             self.model.save_weights(tmp)
         self._write_state(epoch + 1, finished=False)
 
     def restore(self, model: keras.Model) -> None:
         """Loads the checkpoint's weights and optimiser state into ``model``."""
+        keras_private.cache_saving_skipsets()
         model.load_weights(self.dir / WEIGHTS_FILE)
 
     def finish(self):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_advseg.attacks.core import tracing_count
+from keras_advseg.attacks.core import logits_function, tracing_count
 from keras_advseg.attacks.frequency import dct3, dct_matrix, from_blocks, to_blocks, vafa
 from keras_advseg.data.pipeline import one_hot_labels
 from keras_advseg.data.prepare import load_prepared
@@ -19,6 +19,10 @@ def test_the_block_dct_is_orthonormal_and_blocks_round_trip():
     np.testing.assert_allclose(d @ d.T, np.eye(8), atol=1e-6)
     x = tf.random.normal((1, 16, 8, 24, 2), seed=0)
     np.testing.assert_allclose(from_blocks(to_blocks(x), tf.shape(x)), x)
+    # inside a graph the volume keeps its static shape (a network called on it reuses its trace)
+    shapes = []
+    tf.function(lambda v: shapes.append(from_blocks(to_blocks(v), tf.shape(v)).shape))(x)
+    assert tuple(shapes[0]) == (1, 16, 8, 24, 2)
 
 
 def test_vafa_quantises_in_the_dct_domain_within_the_table_bounds_and_lowers_dice(
@@ -44,5 +48,12 @@ def test_vafa_quantises_in_the_dct_domain_within_the_table_bounds_and_lowers_dic
     traces = tracing_count(fitted_unet)
     vafa(fitted_unet, x, y, steps=3)
     assert tracing_count(fitted_unet) == traces  # compiled once per model and shape
+    # the network inside VAFA's step is the one traced for the attacks' volumes, not a second
+    # trace (and backward pass) for volumes of unknown shape
+    signatures = [
+        f.structured_input_signature[0][0]
+        for f in logits_function(fitted_unet)._list_all_concrete_functions()
+    ]
+    assert signatures and all(spec.shape.is_fully_defined() for spec in signatures)
     with pytest.raises(InputError, match="multiples of 8"):
         vafa(fitted_unet, np.zeros((1, 12, 16, 16, 4), "float32"), y[:, :12])
