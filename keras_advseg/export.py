@@ -8,8 +8,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_advseg import keras_private
-from keras_advseg import losses, metrics, models  # noqa: F401  (registers serializable classes)
+from keras_advseg import keras_private, losses, metrics, models  # noqa: F401  (registers serializable classes)
 from keras_advseg.errors import InputError
 from keras_advseg.io import atomic_path, check_free_space, model_bytes
 from keras_advseg.metrics import logits_to_probabilities, probabilities_to_labels
