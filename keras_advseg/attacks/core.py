@@ -10,6 +10,7 @@ convolutions (see ``benchmarks/bench_attacks.py``).
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable
 
@@ -21,6 +22,25 @@ from keras_advseg.attacks.registry import ATTACK_LOSSES
 from keras_advseg.config import REGION_CLASS_INDICES, REGIONS
 from keras_advseg.errors import InputError
 from keras_advseg.metrics import probabilities_to_labels
+
+
+class _OwnTracesAreNotRetraces(logging.Filter):
+    """Drops TensorFlow's "N out of the last M calls to <...> triggered tf.function retracing"
+    warning for this package's compiled functions.
+
+    TensorFlow counts traces per code object, not per function: the compiled steps of each
+    model and each loss/temperature setting (:class:`Compiled`, one instance per setting) share
+    their methods' code, so an audit, which attacks with several losses and temperatures, reads
+    to TensorFlow as one function retraced again and again, although each is traced once
+    (``tracing_count``, checked by the tests). The warning about anyone else's functions stays.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "keras_advseg." in message)
+
+
+logging.getLogger("tensorflow").addFilter(_OwnTracesAreNotRetraces())
 
 _CACHE: weakref.WeakKeyDictionary[keras.Model, dict] = weakref.WeakKeyDictionary()
 _LOGITS: weakref.WeakKeyDictionary[keras.Model, Callable] = weakref.WeakKeyDictionary()

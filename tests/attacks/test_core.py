@@ -101,3 +101,32 @@ def test_attacks_share_one_trace_of_the_model_and_do_not_keep_it_alive(batch):
     del model
     gc.collect()
     assert alive() is None
+
+
+def test_compiled_steps_of_several_settings_do_not_read_as_retracing(batch):
+    import logging
+
+    model = unet3d((16, 16, 16, 4), base_filters=2, depth=3)
+    x, y = batch
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        # seven settings: seven Compiled objects sharing one code object, each traced once
+        for temperature in range(1, 8):
+            compiled(model, temperature=float(temperature)).forward(x, y)
+        own = [r for r in records if "retracing" in r.getMessage()]
+
+        def double(v):
+            return v * 2
+
+        retraced = tf.function(double)
+        for n in range(7):  # a function of someone else's, really retraced: still warned of
+            retraced(tf.zeros((n + 1,)))
+        theirs = [r for r in records if "retracing" in r.getMessage()]
+    finally:
+        logger.removeHandler(handler)
+    assert own == []
+    assert theirs and all("double" in r.getMessage() for r in theirs)
