@@ -69,3 +69,23 @@ def test_empty_split_and_bad_batch(prepared_dir):
         volume_dataset(prepared, "unlabelled")
     with pytest.raises(ValueError, match="batch_size must be >= 1. Received: batch_size=0"):
         volume_dataset(prepared, "train", batch_size=0)
+
+
+def test_epochs_share_one_trace_of_the_augmentation_and_draw_what_it_draws(
+    prepared_dir, monkeypatch
+):
+    from keras_advseg.data import pipeline
+
+    prepared = load_prepared(prepared_dir)
+    epochs = {seed: list(volume_dataset(prepared, "train", seed=seed)) for seed in (0, 1, 2)}
+    assert pipeline._AUGMENT
+    assert all(f.experimental_get_tracing_count() == 1 for f in pipeline._AUGMENT.values())
+    # the same volumes as augment traced anew inside each dataset's map function
+    monkeypatch.setattr(pipeline, "_traced_augment", lambda *specs: augment)
+    for seed, epoch in epochs.items():
+        for (x, y), (x0, y0) in zip(
+            epoch, volume_dataset(prepared, "train", seed=seed), strict=True
+        ):
+            np.testing.assert_array_equal(x.numpy(), x0.numpy())
+            np.testing.assert_array_equal(y.numpy(), y0.numpy())
+    assert not np.array_equal(epochs[0][0][0].numpy(), epochs[1][0][0].numpy())
