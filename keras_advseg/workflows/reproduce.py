@@ -310,18 +310,20 @@ def seed_steps(
         return Step(f"{kind} {spec.name}", run, arguments, (f"train {spec.name}", *after))
 
     first = None
+    corruption_steps = []
     for spec in carded(study) if study.corruptions else ():
         # the first model's step prepares the shared corrupted scans (in `workers` processes);
         # the others read them
         options = dict(corruptions=study.corruptions, severities=study.corruption_severities)
         options.update(seed=CORRUPTION_SEED, cache=corruption_cache, progress=False)
         options["workers"] = workers if first is None else 1
-        steps.append(
+        corruption_steps.append(
             scored(
                 "corruptions", run_corruption_evaluation, spec, (first,) if first else (), **options
             )
         )
         first = first or f"corruptions {spec.name}"
+    steps += corruption_steps[:1]  # in seed_plan's order: the others after the audits
     for spec in carded(study) if study.certify_sigmas else ():
         options = dict(sigmas=study.certify_sigmas, n=study.certify_n, n0=study.certify_n0)
         options.update(subjects=study.certify_subjects, seed=seed, progress=False)
@@ -333,6 +335,7 @@ def seed_steps(
         steps.append(
             scored("audit", run_audit, spec, after, config=config, reference_ref=reference)
         )
+    steps += corruption_steps[1:]
 
     if has_cards(study):
         from keras_advseg.workflows.card import study_budget, write_study_card

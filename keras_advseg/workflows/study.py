@@ -19,11 +19,14 @@ def seed_plan(study: Study) -> list[str]:
         plan.append(f"evaluate {m.name}")
         if m.defense == "distillation":
             plan.append(f"evaluate {m.name} at T={m.temperature:g}")
-    if study.corruptions:
-        plan += [f"corruptions {m.name}" for m in carded(study)]
+    corrupted = [f"corruptions {m.name}" for m in carded(study)] if study.corruptions else []
+    plan += corrupted[:1]  # the first prepares the corrupted scans every model is scored on
     if study.certify_sigmas:
         plan += [f"certify {m.name}" for m in carded(study)]
     plan += [f"audit {m.name}" for m in carded(study)]
+    # the others only score a model on those scans, seconds each: late, so that with several
+    # workers they fill the time while the last long steps finish
+    plan += corrupted[1:]
     if has_cards(study):
         plan += [f"card {m.name}" for m in carded(study)] + ["leaderboard"]
     return plan + ["compare", "report"]

@@ -99,3 +99,31 @@ def test_an_interrupt_stops_the_running_steps_instead_of_waiting_for_them(tmp_pa
         run_steps(steps, Interrupted(), workers=2)
     assert time.monotonic() - started < 60  # the 120 s step was not waited for
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("preset", ["smoke", "quick", "paper"])
+def test_a_seed_s_steps_are_its_plan_with_the_short_corruption_steps_last(tmp_path, preset):
+    from keras_advseg.config import STUDIES
+    from keras_advseg.workflows.reproduce import seed_steps
+    from keras_advseg.workflows.study import seed_plan
+
+    study = STUDIES[preset]
+    steps = seed_steps(
+        study,
+        preset,
+        tmp_path / "prepared",
+        tmp_path / "seed",
+        0,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        experiment="plan",
+        corruption_cache=tmp_path / "corrupted",
+    )
+    names = [step.name for step in steps]
+    assert names + ["report"] == seed_plan(study)
+    corruptions = [i for i, name in enumerate(names) if name.startswith("corruptions ")]
+    audits = [i for i, name in enumerate(names) if name.startswith("audit ")]
+    certificates = [i for i, name in enumerate(names) if name.startswith("certify ")]
+    # the first corruption step prepares the scans, before the certificates and audits; the
+    # others, which only score a model on them, after every audit
+    assert corruptions[0] < min(certificates) and min(corruptions[1:]) > max(audits)
+    assert all(steps[i].after[-1] == names[corruptions[0]] for i in corruptions[1:])
