@@ -8,9 +8,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_advseg import keras_private, losses, metrics, models  # noqa: F401  (registers serializable classes)
+from keras_advseg import losses, metrics, models  # noqa: F401  (registers serializable classes)
 from keras_advseg.errors import InputError
 from keras_advseg.io import atomic_path, check_free_space, model_bytes
+from keras_advseg.keras_private import cache_saving_skipsets
 from keras_advseg.metrics import logits_to_probabilities, probabilities_to_labels
 
 
@@ -23,7 +24,7 @@ def load_model(path: str | Path) -> keras.Model:
     path = Path(path)
     if path.suffix != ".keras" or not path.is_file():
         raise InputError(f"{path}: expected an existing .keras model file")
-    keras_private.cache_saving_skipsets()
+    cache_saving_skipsets()
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises several types for broken archives
@@ -51,7 +52,7 @@ def save_model(model: keras.Model, path: str | Path, preprocessing=None) -> Path
 
     path = Path(path)
     check_free_space(path.parent, model_bytes(model), f"the model {path.name}")
-    keras_private.cache_saving_skipsets()
+    cache_saving_skipsets()
     with atomic_path(path) as tmp:
         model.save(tmp)
         if preprocessing is not None:

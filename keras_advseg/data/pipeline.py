@@ -273,7 +273,7 @@ def _traced_augment(*specs: tf.TensorSpec):
     """
     key = tuple((tuple(spec.shape), spec.dtype.name) for spec in specs)
     if key not in _AUGMENT:
-        _AUGMENT[key] = tf.function(augment, input_signature=specs, autograph=True)
+        _AUGMENT[key] = tf.function(augment, input_signature=specs)
     return _AUGMENT[key]
 
 
