@@ -153,8 +153,10 @@ def test_early_stopping_takes_fewer_gradients_for_the_same_dice(fitted_unet, tes
         )
         runs[stop] = (mean_region_dice(y, fitted_unet(best)).numpy(), info)
     (dice_all, all_info), (dice_stop, stop_info) = runs[None], runs[0.0]
-    np.testing.assert_array_equal(dice_stop, dice_all)  # Dice 0 cannot be lowered further
-    assert np.all(dice_stop == 0)
+    # a sample that reaches Dice 0 stops there (0 cannot be lowered further); one that never
+    # does runs every step as without stopping: the same Dice either way, for any weights
+    np.testing.assert_array_equal(dice_stop, dice_all)
+    assert np.any(dice_all == 0)  # at eps 0.2 at least one subject breaks, so a stop saves work
     # no stopping: every step (APGD adds one gradient per restart from its best point)
     assert all_info["per_attack"]["pgd-dice"] == all_info["per_attack"]["segpgd"] == 4 * len(x)
     assert all_info["per_attack"]["apgd-masked-ce"] >= 4 * len(x)
