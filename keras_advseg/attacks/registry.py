@@ -90,6 +90,14 @@ ATTACKS.register(
     aliases=("pgd",),
 )
 ATTACKS.register(
+    "pgd-softened",
+    display="PGD (soft Dice, softened logits)",
+    target=f"{_M}softened:run_pgd_softened",
+    description="PGD on soft Dice at the temperature that brings the median logit margin to 2: "
+    "sees through saturated logits (the audit's item 6)",
+    ensemble=True,
+)
+ATTACKS.register(
     "pgd-l2",
     display="PGD (l2, soft Dice)",
     target=f"{_M}projected_gradient:run_pgd",
@@ -159,8 +167,10 @@ DEFAULT_ENSEMBLE = (
     "segpgd",
     "cospgd",
     "pgd-dice",
+    "pgd-softened",
 )
-"""The worst-case ensemble: APGD with three segmentation losses, SegPGD, CosPGD, PGD on soft Dice."""
+"""The worst-case ensemble: APGD with three segmentation losses, SegPGD, CosPGD, PGD on soft Dice
+at temperature 1 and at softened logits (what the audit's item 6 would otherwise find)."""
 
 
 def canonical_attacks(names, *, what: str = "attacks", ensemble: bool = False) -> tuple[str, ...]:

@@ -1,10 +1,13 @@
 """What every corruption shares: :func:`corrupt` (by name and severity), the random draws, rigid motion.
 
-A corruption is a pure function of a native scan, deterministic from its seed. Each MR
-sequence is a separate acquisition, so a scanner corruption draws its parameters for each
-sequence on its own; the draws are unit-scaled numbers that the severity's parameters then
-scale, so that the same seed gives the same motion, field or spike direction at every
-severity, only larger.
+A corruption is a pure function of a native scan, deterministic from its seed and the
+subject it is drawn for. Each MR sequence is a separate acquisition, so a scanner corruption
+draws its parameters for each sequence on its own; each subject gets its own draw (its key
+enters the random stream); the draws are unit-scaled numbers that the severity's parameters
+then scale, so that the same seed and subject give the same motion, field or spike direction
+at every severity, only larger. As TorchIO's transforms (draw, then apply, with the drawn
+parameters recorded), every corruption records what it drew: :func:`corrupt` returns it
+with ``return_params=True``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ def corrupt(
     seed: int = 0,
     modalities=None,
     keep_background: bool = True,
-) -> np.ndarray:
+    subject: str | None = None,
+    return_params: bool = False,
+):
     """A native scan as the scanner or the operator could have delivered it.
 
     Args:
@@ -45,10 +50,21 @@ def corrupt(
             channel indices); None: all of them.
         keep_background: Put back the zeros outside the brain: BraTS scans are skull-stripped
             after acquisition, so an artifact of the acquisition leaves no signal outside the
-            brain mask of the delivered scan.
+            brain mask of the delivered scan. The mask is the clean scan's (the
+            skull-stripping's mask is computed on the co-registered sequences, which an
+            artifact of one sequence barely moves); ghosts and motion copies that fall outside
+            the brain are therefore removed, as skull-stripping would remove them.
+        subject: A stable key of the subject the scan belongs to (its identifier): mixed into
+            every draw, so that each subject gets its own motion path, field, spike or dropped
+            sequence, while the same subject gets the same unit draw at every severity. None:
+            draws from ``seed`` alone (every scan the same draw).
+        return_params: Also return the drawn parameters.
 
     Returns:
-        The corrupted float32 volume, same shape; finite.
+        The corrupted float32 volume, same shape; finite. With ``return_params``, the pair
+        ``(volume, params)``: ``params`` holds the level's parameters and what was drawn, per
+        sequence name for a per-sequence corruption (e.g. ``{"flair": {"position": [...]}}``),
+        else for the scan (e.g. ``{"sequence": "t1gd"}``); JSON-serialisable.
 
     Raises:
         InputError: unknown name, severity outside 0-5, a bad ``spacing``, an unknown sequence
@@ -66,29 +82,78 @@ def corrupt(
     channels = _channels(modalities, image.shape[-1])
     clean = image.astype(np.float32)
     if severity == 0:
-        return clean.copy()
+        return (clean.copy(), {}) if return_params else clean.copy()
     params = {key: values[int(severity) - 1] for key, values in entry.levels.items()}
     function = entry.load()
+    drawn: dict = {"level": {k: _plain(v) for k, v in params.items()}}
     if entry.per_sequence:
         out = clean.copy()
         for c in channels:
-            rng = draws(seed, entry.name, c)
+            rng = draws(seed, entry.name, c, subject)
+            record: dict = {}
             out[..., c] = function(
-                clean[..., c].astype(np.float64), spacing=spacing, rng=rng, **params
+                clean[..., c].astype(np.float64), spacing=spacing, rng=rng, record=record, **params
             )
+            drawn[_sequence_name(c, image.shape[-1])] = record
     else:
-        rng = draws(seed, entry.name, -1)
-        out = function(clean, spacing=spacing, rng=rng, channels=channels, **params)
+        rng = draws(seed, entry.name, -1, subject)
+        record = {}
+        out = function(clean, spacing=spacing, rng=rng, channels=channels, record=record, **params)
+        for key in ("sequence", "sequences"):
+            if key in record:  # channel indices as the sequences' names
+                value = record[key]
+                record[key] = (
+                    _sequence_name(value, image.shape[-1])
+                    if isinstance(value, int)
+                    else [_sequence_name(v, image.shape[-1]) for v in value]
+                )
+        drawn.update(record)
     out = np.nan_to_num(out.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     if keep_background:
         out = np.where(np.any(clean != 0, axis=-1, keepdims=True), out, 0).astype(np.float32)
-    return out
+    return (out, _plain(drawn)) if return_params else out
 
 
-def draws(seed: int, name: str, channel: int) -> np.random.Generator:
-    """The random stream of one corruption on one sequence (-1: the whole scan); independent of
-    which other sequences are corrupted."""
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode()), channel + 1])
+def draws(seed: int, name: str, channel: int, subject: str | None = None) -> np.random.Generator:
+    """The random stream of one corruption on one sequence (-1: the whole scan) of one subject;
+    independent of which other sequences are corrupted and of the severity.
+
+    Args:
+        seed: The corruptions' seed.
+        name: The corruption.
+        channel: The sequence's channel, -1 for a whole-scan corruption.
+        subject: A stable key of the subject (its identifier; None: no subject, the stream of
+            ``seed`` alone).
+    """
+    key = [int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode()), channel + 1]
+    if subject is not None:
+        key.append(zlib.crc32(str(subject).encode()))
+    return np.random.default_rng(key)
+
+
+def _sequence_name(channel: int, n_channels: int) -> str:
+    return MODALITIES[channel] if n_channels == len(MODALITIES) else f"channel {channel}"
+
+
+def _plain(value):
+    """``value`` with NumPy scalars and arrays as plain Python numbers and lists (JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return round(float(value), 6)
+    return value
+
+
+def note(record: dict | None, **drawn) -> None:
+    """Records what a corruption drew (TorchIO's draw, then apply), when ``record`` is a dict."""
+    if record is not None:
+        record.update(drawn)
 
 
 def rigid(volume: np.ndarray, spacing, degrees, translation_mm, order: int = 1) -> np.ndarray:

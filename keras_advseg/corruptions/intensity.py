@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from keras_advseg.corruptions.core import note
+
 
 def polynomial_terms(order: int) -> list[tuple[int, int, int]]:
     """The exponents ``(i, j, k)`` of the monomials ``x^i y^j z^k`` with ``i + j + k <= order``,
@@ -42,38 +44,68 @@ def bias_field_map(shape, coefficients, order: int = 3) -> np.ndarray:
 
 
 def bias_field(
-    volume: np.ndarray, *, spacing, rng: np.random.Generator, coefficient: float, order: int = 3
+    volume: np.ndarray,
+    *,
+    spacing,
+    rng: np.random.Generator,
+    coefficient: float,
+    order: int = 3,
+    record: dict | None = None,
 ) -> np.ndarray:
     """Coil inhomogeneity: the volume times the exponential of a 3rd-order polynomial whose
-    coefficients are uniform in ``[-coefficient, coefficient]`` (ROOD-MRI: 0.3 ... 1.5)."""
+    coefficients are uniform in ``[-coefficient, coefficient]`` (ROOD-MRI: 0.3 ... 1.5);
+    ``record`` receives the drawn ``coefficients`` (:func:`polynomial_terms`' order)."""
     unit = rng.uniform(-1, 1, len(polynomial_terms(order)))
+    note(record, coefficients=coefficient * unit)
     return volume * bias_field_map(volume.shape, coefficient * unit, order)
 
 
 def rician_noise(
-    volume: np.ndarray, *, spacing, rng: np.random.Generator, relative_std: float
+    volume: np.ndarray,
+    *,
+    spacing,
+    rng: np.random.Generator,
+    relative_std: float,
+    record: dict | None = None,
 ) -> np.ndarray:
     """The noise of a magnitude image: ``sqrt((x + n1)^2 + n2^2)``, ``n1, n2`` Gaussian with a
     standard deviation of ``relative_std`` times the volume's own (ROOD-MRI, MONAI relative:
     0.16 ... 0.8)."""
     std = relative_std * float(np.std(volume))
+    note(record, std=std)
     real = volume + std * rng.standard_normal(volume.shape)
     imaginary = std * rng.standard_normal(volume.shape)
     return np.sqrt(real**2 + imaginary**2)
 
 
-def blur(volume: np.ndarray, *, spacing, rng: np.random.Generator, sigma_mm: float) -> np.ndarray:
+def blur(
+    volume: np.ndarray,
+    *,
+    spacing,
+    rng: np.random.Generator,
+    sigma_mm: float,
+    record: dict | None = None,
+) -> np.ndarray:
     """Gaussian smoothing with a standard deviation of ``sigma_mm`` in every direction
     (ROOD-MRI: 0.8 ... 4 mm), whatever the voxel size."""
     sigma = [sigma_mm / s for s in spacing]
+    note(record, sigma_voxels=sigma)
     return ndimage.gaussian_filter(volume, sigma, mode="nearest")
 
 
-def contrast(volume: np.ndarray, *, spacing, rng: np.random.Generator, gamma: float) -> np.ndarray:
+def contrast(
+    volume: np.ndarray,
+    *,
+    spacing,
+    rng: np.random.Generator,
+    gamma: float,
+    record: dict | None = None,
+) -> np.ndarray:
     """A protocol's contrast: intensities mapped through ``((x - lo) / (hi - lo)) ^ gamma`` within
     their own range; gamma < 1 compresses the contrast (ROOD-MRI: 0.86 ... 0.3), gamma > 1
     expands it (1.4 ... 3)."""
     lo, hi = float(volume.min()), float(volume.max())
+    note(record, range=[lo, hi])
     if hi <= lo:
         return volume.copy()
     return ((volume - lo) / (hi - lo)) ** gamma * (hi - lo) + lo
@@ -86,6 +118,7 @@ def anisotropic(
     rng: np.random.Generator,
     factor: float,
     axes=(0, 1, 2),
+    record: dict | None = None,
 ) -> np.ndarray:
     """Thick slices: one axis (drawn from ``axes``) acquired ``factor`` times coarser, then
     interpolated back to the grid (ROOD-MRI: 2.8 ... 10).
@@ -96,6 +129,7 @@ def anisotropic(
     linear interpolation, as TorchIO's.
     """
     axis = int(rng.choice(axes))
+    note(record, axis=axis)
     size = volume.shape[axis]
     width = max(1, int(round(factor)))
     averaged = ndimage.uniform_filter1d(volume, width, axis=axis, mode="nearest")

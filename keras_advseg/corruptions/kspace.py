@@ -2,9 +2,13 @@
 
 Algorithms after TorchIO (``RandomMotion`` after Shaw et al. 2019, ``RandomGhosting``,
 ``RandomSpike``); ROOD-MRI's (Boone et al. 2023) five levels for motion and ghosting. An MR
-image is the magnitude of the inverse Fourier transform of what the scanner recorded; a
-simulated k-space change of a real image gives a real part back, and intensities below 0
-(which no magnitude image has) are set to 0, as ROOD-MRI does after these transforms.
+image is the magnitude of the inverse Fourier transform of what the scanner recorded, so each
+corrupted spectrum is returned as a magnitude image, as TorchIO returns it (``np.abs``). Ghosting
+and the spike change k-space symmetrically, so their image stays real and the magnitude only
+folds its (rare) negative ringing up; motion's spectrum, assembled from differently moved
+copies, is not symmetric, and its imaginary part (the phase of the moved copies) is part of the
+ghosts the scanner shows. A volume that had negative values (not a magnitude image: a z-scored
+one) keeps the real part instead, which keeps its sign.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft
 
-from keras_advseg.corruptions.core import rigid
+from keras_advseg.corruptions.core import note, rigid
 
 
 def motion(
@@ -24,6 +28,7 @@ def motion(
     translation_mm: float,
     movements: int,
     axis: int = 2,
+    record: dict | None = None,
 ) -> np.ndarray:
     """Rigid motion during the acquisition: k-space filled in segments, each from the head in
     another position.
@@ -44,6 +49,8 @@ def motion(
         degrees, translation_mm, movements: The level's largest rotation and translation and the
             number of movements (ROOD-MRI: 1-5 degrees, 2-10 mm, 2-10 movements).
         axis: The axis whose k-space lines are split (TorchIO's: the last).
+        record: Receives the drawn ``degrees`` and ``translation_mm`` of each movement and its
+            ``times`` (fractions of the acquisition).
 
     Returns:
         The corrupted volume.
@@ -54,6 +61,12 @@ def motion(
     n = int(movements)
     step = 1.0 / (n + 1)
     times = np.arange(1, n + 1) * step + jitter[:n] * step * 0.3
+    note(
+        record,
+        degrees=degrees * unit_angles[:n],
+        translation_mm=translation_mm * unit_shifts[:n],
+        times=times,
+    )
     moved = [volume] + [
         rigid(volume, spacing, degrees * unit_angles[j], translation_mm * unit_shifts[j])
         for j in range(n)
@@ -81,6 +94,7 @@ def ghosting(
     ghosts: int,
     intensity: float,
     axes=(0, 1),
+    record: dict | None = None,
 ) -> np.ndarray:
     """Ghosts along the phase-encoding axis: every ``ghosts``-th k-space plane attenuated.
 
@@ -93,6 +107,7 @@ def ghosting(
         volume: ``(X, Y, Z)`` intensities.
         spacing: Unused (the artifact is defined on the sampling grid).
         rng: Draws the axis.
+        record: Receives the drawn ``axis``.
         ghosts, intensity: The level's plane period and strength relative to the plane
             (ROOD-MRI's: 3, 5, ..., 11 ghosts with 0.5 ... 2.5). With a period of ``n`` the
             attenuated planes' signal spreads over ``n`` copies, so fewer ghosts are stronger
@@ -104,6 +119,7 @@ def ghosting(
         The corrupted volume.
     """
     axis = int(rng.choice(axes))
+    note(record, axis=axis)
     spectrum = fft.fftn(volume, workers=-1)
     frequencies = np.rint(fft.fftfreq(volume.shape[axis]) * volume.shape[axis]).astype(int)
     chosen = (frequencies % int(ghosts) == 0) & (frequencies != 0)
@@ -113,7 +129,14 @@ def ghosting(
     return _magnitude_image(spectrum * factor, volume, shifted=False)
 
 
-def spike(volume: np.ndarray, *, spacing, rng: np.random.Generator, intensity: float) -> np.ndarray:
+def spike(
+    volume: np.ndarray,
+    *,
+    spacing,
+    rng: np.random.Generator,
+    intensity: float,
+    record: dict | None = None,
+) -> np.ndarray:
     """A spike in k-space (herringbone or corduroy artifact): stripes across the image.
 
     One k-space point, uniform over the spectrum but not its centre (a spike there only changes
@@ -127,6 +150,7 @@ def spike(volume: np.ndarray, *, spacing, rng: np.random.Generator, intensity: f
         spacing: Unused.
         rng: Draws the position.
         intensity: The level's spike height relative to the spectrum's maximum.
+        record: Receives the drawn k-space ``position`` (FFT index order, frequency 0 first).
 
     Returns:
         The corrupted volume.
@@ -138,6 +162,7 @@ def spike(volume: np.ndarray, *, spacing, rng: np.random.Generator, intensity: f
         if position.any():
             break
     mirror = tuple((-position) % shape)
+    note(record, position=position)
     height = float(intensity) * float(np.abs(spectrum).max())
     spectrum[tuple(position)] += height / 2
     spectrum[mirror] += height / 2
@@ -147,5 +172,5 @@ def spike(volume: np.ndarray, *, spacing, rng: np.random.Generator, intensity: f
 def _magnitude_image(spectrum: np.ndarray, volume: np.ndarray, *, shifted: bool) -> np.ndarray:
     if shifted:
         spectrum = fft.ifftshift(spectrum)
-    image = fft.ifftn(spectrum, workers=-1).real
-    return np.maximum(image, 0.0) if volume.min() >= 0 else image
+    image = fft.ifftn(spectrum, workers=-1)
+    return np.abs(image) if volume.min() >= 0 else image.real

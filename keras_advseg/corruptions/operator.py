@@ -11,11 +11,17 @@ import math
 
 import numpy as np
 
-from keras_advseg.corruptions.core import rigid
+from keras_advseg.corruptions.core import note, rigid
 
 
 def missing_sequence(
-    image: np.ndarray, *, spacing, rng: np.random.Generator, channels, fraction: float
+    image: np.ndarray,
+    *,
+    spacing,
+    rng: np.random.Generator,
+    channels,
+    fraction: float,
+    record: dict | None = None,
 ) -> np.ndarray:
     """A sequence that did not arrive, or arrived incomplete: its top ``fraction`` of axial
     slices (axis 2) are zeros; at the highest level (fraction 1) the whole sequence is missing.
@@ -29,11 +35,18 @@ def missing_sequence(
     c = int(rng.choice(channels))
     start = image.shape[2] - int(math.ceil(fraction * image.shape[2]))
     out[:, :, start:, c] = 0
+    note(record, sequence=c, first_slice=start)
     return out
 
 
 def swapped_sequences(
-    image: np.ndarray, *, spacing, rng: np.random.Generator, channels, fraction: float
+    image: np.ndarray,
+    *,
+    spacing,
+    rng: np.random.Generator,
+    channels,
+    fraction: float,
+    record: dict | None = None,
 ) -> np.ndarray:
     """Two sequences filed under each other's names (e.g. T1 and T1Gd): their top ``fraction``
     of axial slices are exchanged. Levels 1-4 are slices sorted into the wrong series (two
@@ -49,6 +62,7 @@ def swapped_sequences(
     start = image.shape[2] - int(math.ceil(fraction * image.shape[2]))
     out[:, :, start:, a] = image[:, :, start:, b]
     out[:, :, start:, b] = image[:, :, start:, a]
+    note(record, sequences=[a, b], first_slice=start)
     return out
 
 
@@ -60,6 +74,7 @@ def misregistration(
     channels,
     degrees: float,
     translation_mm: float,
+    record: dict | None = None,
 ) -> np.ndarray:
     """One sequence not registered to the others: rotated by ``degrees`` about a random axis
     through the centre and shifted by ``translation_mm`` in a random direction (1-5 degrees and
@@ -69,6 +84,13 @@ def misregistration(
     direction = _unit(rng)
     # a rotation of `degrees` about `axis`, as the x-y-z angles of its matrix
     angles = _euler_angles(_axis_angle(axis, math.radians(degrees)))
+    note(
+        record,
+        sequence=c,
+        rotation_axis=axis,
+        rotation_degrees=degrees,
+        translation_mm=translation_mm * direction,
+    )
     out = image.copy()
     out[..., c] = rigid(
         image[..., c].astype(np.float64), spacing, np.degrees(angles), translation_mm * direction

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,9 @@ from keras_advseg.errors import DataError
 from keras_advseg.io import atomic_path
 
 _STAMP = "corrupted.json"
-_FORMAT = {"kind": "keras-advseg corrupted scans", "version": 1}
+_FORMAT = {"kind": "keras-advseg corrupted scans", "version": 2}
+"""Version 2: each subject its own draw (version 1 gave every subject the same), and the drawn
+parameters stored beside the scan."""
 
 
 @dataclass(frozen=True)
@@ -34,12 +36,15 @@ class PreparedScan:
         mask: ``(*shape)`` bool brain mask.
         box: The crop box in the native grid.
         native_shape: The native scan's shape.
+        params: What the corruption drew for this subject (``corrupt(..., return_params=True)``;
+            empty for the clean scan).
     """
 
     image: np.ndarray
     mask: np.ndarray
     box: tuple[slice, ...]
     native_shape: tuple[int, int, int]
+    params: dict = field(default_factory=dict)
 
 
 class CorruptedScans:
@@ -47,8 +52,9 @@ class CorruptedScans:
 
     Args:
         preprocessing: The model's :class:`~keras_advseg.inference.Preprocessing`.
-        seed: Seed of the corruptions' draws (each subject, corruption and severity gets its own
-            stream from it).
+        seed: Seed of the corruptions' draws. Each subject and corruption gets its own stream
+            from it and the subject's identifier, shared by the severities (a higher severity
+            moves the same way further).
         modalities: The sequences the corruptions may touch (None: all).
         cache: A folder to keep prepared scans in (created; it must be empty or one of ours),
             or None to keep nothing.
@@ -89,8 +95,8 @@ class CorruptedScans:
                 return found
         if image is None:
             image, _ = subject.load()
-        corrupted = (
-            image
+        corrupted, params = (
+            (image, {})
             if severity == 0
             else corrupt(
                 image,
@@ -99,6 +105,8 @@ class CorruptedScans:
                 spacing=spacing_of(subject),
                 seed=self.seed,
                 modalities=self.modalities,
+                subject=subject.subject_id,
+                return_params=True,
             )
         )
         resized, mask, box = crop_and_resize(
@@ -110,7 +118,7 @@ class CorruptedScans:
             name=f"{subject.images[0].parent}: subject {subject.subject_id} under {name} "
             f"severity {severity}",
         )
-        scan = PreparedScan(resized, mask, box, tuple(image.shape[:3]))
+        scan = PreparedScan(resized, mask, box, tuple(image.shape[:3]), params)
         if path is not None:
             _write(path, scan)
         return scan
@@ -213,14 +221,16 @@ def _read(path: Path, shape: tuple[int, ...]) -> PreparedScan | None:
         with np.load(path, allow_pickle=False) as archive:
             image, mask = archive["image"], archive["mask"]
             box, native = archive["box"], archive["native_shape"]
+            params = json.loads(str(archive["params"]))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None
+        return None  # json.JSONDecodeError is a ValueError
     valid = (
         image.shape == shape + (4,)
         and image.dtype == np.float32
         and mask.shape == shape
         and box.shape == (3, 2)
         and native.shape == (3,)
+        and isinstance(params, dict)
         and bool(np.all(np.isfinite(image)))
         and all(0 <= lo < hi <= n for (lo, hi), n in zip(box.tolist(), native.tolist()))
     )
@@ -231,6 +241,7 @@ def _read(path: Path, shape: tuple[int, ...]) -> PreparedScan | None:
         mask.astype(bool),
         tuple(slice(int(lo), int(hi)) for lo, hi in box.tolist()),
         tuple(int(n) for n in native.tolist()),
+        params,
     )
 
 
@@ -242,6 +253,7 @@ def _write(path: Path, scan: PreparedScan) -> None:
             mask=scan.mask.astype(np.uint8),
             box=np.array([[s.start, s.stop] for s in scan.box], np.int64),
             native_shape=np.array(scan.native_shape, np.int64),
+            params=np.array(json.dumps(scan.params, sort_keys=True)),
         )
 
 

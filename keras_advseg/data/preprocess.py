@@ -159,8 +159,14 @@ def crop_and_resize(
     if not mask.any():
         raise DataError(f"{name}: empty brain mask (every voxel of every modality is 0)")
     if n4:
+        # each sequence is corrected over the voxels it measured: a sequence that arrived
+        # incomplete (zeroed slices) would otherwise pull N4's field towards 0 there and change
+        # its surviving voxels; on a complete scan this is the brain mask
         image = np.stack(
-            [n4_correct(image[..., c], mask, shrink=n4_shrink) for c in range(image.shape[-1])],
+            [
+                n4_correct(image[..., c], mask & (image[..., c] != 0), shrink=n4_shrink)
+                for c in range(image.shape[-1])
+            ],
             axis=-1,
         )
     box = crop_box(mask, margin)

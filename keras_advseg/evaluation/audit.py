@@ -19,10 +19,8 @@ from keras_advseg.attacks.ensemble import worst_case
 from keras_advseg.attacks.fast_gradient import fgsm
 from keras_advseg.attacks.gradient_free import random_search
 from keras_advseg.attacks.projected_gradient import pgd
+from keras_advseg.attacks.softened import logit_scale_temperature
 from keras_advseg.config import AUDIT_ITEMS, AuditConfig
-
-MARGIN_TARGET = 2.0
-"""Item 6 softens the logits until the median top-1 minus top-2 margin is this (p about 0.88)."""
 
 
 @dataclass
@@ -241,20 +239,6 @@ def audit(
 def overall(items: Sequence[AuditItem]) -> str:
     """``"WARN"`` when any item warns, else ``"PASS"``."""
     return "WARN" if any(i.verdict == "WARN" for i in items) else "PASS"
-
-
-def logit_scale_temperature(model, samples) -> float:
-    """The temperature at which the median top-1 minus top-2 logit margin is :data:`MARGIN_TARGET`.
-
-    Never below 1: a saturated model (huge logits) gets a large temperature, which gives its
-    softmax, and so the attack's loss, gradients again.
-    """
-    margins = []
-    for x, _ in samples:
-        logits = np.asarray(logits_function(model)(x), dtype="float64")
-        top = np.sort(logits, axis=-1)
-        margins.append((top[..., -1] - top[..., -2]).ravel())
-    return float(max(1.0, np.median(np.concatenate(margins)) / MARGIN_TARGET))
 
 
 class _MeanDice:

@@ -16,6 +16,7 @@ Hendrycks & Dietterich 2019 for the corruption error):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,10 @@ ALPHA = 2 / 3
 DICE_FIELDS = tuple(f"dice_{r}" for r in REGIONS)
 NATIVE_FIELDS = tuple(f"native_{m}_{r}" for m in ("dice", "hd95") for r in REGIONS)
 ROW_FIELDS = ("subject", "corruption", "severity") + DICE_FIELDS
+PARAMS_FIELD = "params"
+"""The rows' last column: what the corruption drew for the subject, as JSON (the level's
+parameters under ``level``, then per sequence or for the scan: the sequence dropped or swapped,
+the spike's position, the motion path; ``{}`` for the clean scan)."""
 TEST_FIELDS = (
     "corruption",
     "severity",
@@ -54,7 +59,9 @@ class CorruptionEvaluation:
 
     def rows_csv(self) -> str:
         native = bool(self.rows) and NATIVE_FIELDS[0] in self.rows[0]
-        return rows_to_csv(self.rows, ROW_FIELDS + (NATIVE_FIELDS if native else ()))
+        return rows_to_csv(
+            self.rows, ROW_FIELDS + (NATIVE_FIELDS if native else ()) + (PARAMS_FIELD,)
+        )
 
 
 def evaluate_corruptions(
@@ -127,6 +134,7 @@ def evaluate_corruptions(
                         "corruption": corruption,
                         "severity": severity,
                         **{f"dice_{r}": float(dice[r]) for r in REGIONS},
+                        PARAMS_FIELD: json.dumps(scan.params, sort_keys=True),
                     }
                     if native:
                         grid = NativeGrid(scan.box, scan.native_shape, spacing, labels)

@@ -183,6 +183,7 @@ def evaluate(
                         steps=_steps(config, attack),
                         seed=config.seed,
                         restarts=config.restarts,
+                        **({"setting": config.vafa_setting} if attack == "vafa" else {}),
                         **kwargs,
                     )
                 row = score(attack, eps, x_adv, steps=_steps(config, attack), predicted=predicted)
@@ -235,7 +236,11 @@ def _score(
 
 def _steps(config: EvalConfig, attack: str) -> int:
     """The iterations ``attack`` runs for under ``config``."""
-    own = {"worst": config.worst_steps, "vafa": config.vafa_steps}.get(attack)
+    if attack == "vafa":
+        from keras_advseg.attacks.frequency import VAFA_SETTINGS
+
+        return VAFA_SETTINGS[config.vafa_setting].steps or config.vafa_steps or config.steps
+    own = {"worst": config.worst_steps}.get(attack)
     return own or config.steps
 
 

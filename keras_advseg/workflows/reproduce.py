@@ -256,6 +256,7 @@ def seed_steps(
             # every 3-D model's worst case over the same attacks: the ensemble and FGSM
             worst_weighs=("fgsm",),
             vafa_steps=study.worst_steps,  # VAFA as long as each attack of the worst case
+            vafa_setting=study.vafa_setting,
         )
         # the card reads the clean row's native Dice and HD95 only
         jobs = [(f"evaluate {spec.name}", out / "evals" / spec.name, config, card and "clean")]

@@ -16,6 +16,7 @@ from keras_advseg.corruptions import (
 )
 from keras_advseg.corruptions.intensity import bias_field, bias_field_map, polynomial_terms
 from keras_advseg.corruptions.kspace import ghosting, motion, spike
+from keras_advseg.data.subject import MODALITIES
 from keras_advseg.errors import InputError
 
 SHAPE = (24, 28, 20)
@@ -188,3 +189,79 @@ def test_names_severities_and_the_documented_table():
         corrupt(head(0), "blur", 1, spacing=(1, 0, 1))
     with pytest.raises(InputError, match="modalities must name sequences"):
         corrupt(head(0), "blur", 1, modalities=["pd"])
+
+
+def test_each_subject_gets_its_own_draw_and_every_row_records_it(phantom_dir, prepared_dir):
+    """Over the phantom's subjects the draws differ (one draw per subject), the same subject
+    moves the same way at every severity, and what is recorded is what was applied."""
+    from keras_advseg.data import discover_subjects
+    from keras_advseg.data.corrupted import CorruptedScans, spacing_of
+    from keras_advseg.data.prepare import load_prepared
+    from keras_advseg.inference import Preprocessing
+
+    subjects = discover_subjects(phantom_dir)
+    assert len(subjects) >= 6
+    scans = CorruptedScans(Preprocessing.from_prepared(load_prepared(prepared_dir)), seed=0)
+    dropped = {scans.get(s, "missing-sequence", 5).params["sequence"] for s in subjects}
+    assert len(dropped) > 1, dropped  # not FLAIR for everyone
+    pairs = {tuple(scans.get(s, "swapped-sequences", 5).params["sequences"]) for s in subjects}
+    assert len(pairs) > 1, pairs
+    moved = {scans.get(s, "misregistration", 3).params["sequence"] for s in subjects}
+    assert len(moved) > 1, moved
+
+    first, second = subjects[0], subjects[1]
+    image, _ = first.load()
+    spacing = spacing_of(first)
+    fields = {}
+    for subject in (first, second):
+        out, params = corrupt(
+            image, "bias-field", 3, spacing=spacing, subject=subject.subject_id, return_params=True
+        )
+        fields[subject.subject_id] = (out, params)
+        # the recorded coefficients are the field that was applied (an independent evaluation
+        # of the polynomial, inside the brain)
+        for c, name in enumerate(MODALITIES):
+            expected = image[..., c] * bias_field_map(image.shape[:3], params[name]["coefficients"])
+            inside = image[..., c] > 0
+            np.testing.assert_allclose(out[..., c][inside], expected[inside], rtol=1e-4)
+    a, b = (fields[s.subject_id][1]["flair"]["coefficients"] for s in (first, second))
+    assert not np.allclose(a, b)  # two subjects' bias fields differ
+    assert not np.array_equal(fields[first.subject_id][0], fields[second.subject_id][0])
+
+    # the same subject: the same unit draw at every severity, scaled by the level
+    _, low = corrupt(image, "motion", 1, spacing=spacing, subject="s", return_params=True)
+    _, high = corrupt(image, "motion", 5, spacing=spacing, subject="s", return_params=True)
+    assert low["level"] == {"degrees": 1, "translation_mm": 2, "movements": 2}
+    np.testing.assert_allclose(
+        np.array(high["t1"]["degrees"])[:2], 5 * np.array(low["t1"]["degrees"]), atol=1e-5
+    )
+    _, spikes = corrupt(image, "spike", 2, spacing=spacing, subject="s", return_params=True)
+    _, spikes5 = corrupt(image, "spike", 5, spacing=spacing, subject="s", return_params=True)
+    assert spikes["t2"]["position"] == spikes5["t2"]["position"]
+    # without a subject: the draw of the seed alone, as before
+    np.testing.assert_array_equal(
+        corrupt(image, "spike", 2, spacing=spacing, seed=3),
+        corrupt(image, "spike", 2, spacing=spacing, seed=3, subject=None),
+    )
+
+
+def test_recorded_parameters_are_the_applied_ones():
+    image = head(7)
+    out, params = corrupt(image, "missing-sequence", 3, subject="x", return_params=True)
+    c = MODALITIES.index(params["sequence"])
+    assert not out[:, :, params["first_slice"] :, c].any()
+    np.testing.assert_array_equal(
+        out[:, :, : params["first_slice"]], image[:, :, : params["first_slice"]]
+    )
+    out, params = corrupt(image, "swapped-sequences", 5, subject="x", return_params=True)
+    a, b = (MODALITIES.index(n) for n in params["sequences"])
+    np.testing.assert_array_equal(out[..., a], image[..., b])
+    volume = 1000 + head(3)[..., 1]
+    out, params = corrupt(
+        np.repeat(volume[..., None], 4, -1), "spike", 3, subject="x", return_params=True
+    )
+    difference = np.abs(fft.fftn(out[..., 0]) - fft.fftn(volume))
+    peak = np.unravel_index(np.argmax(difference), difference.shape)
+    mirror = tuple((-np.array(params["t1"]["position"])) % np.array(SHAPE))
+    assert peak in (tuple(params["t1"]["position"]), mirror)
+    assert corrupt(image, "motion", 0, return_params=True)[1] == {}

@@ -66,6 +66,13 @@ def test_rows_scores_tests_and_figures_are_written(corrupted):
         (n, s) for n in names for s in ("1", "5")
     }
     assert {"native_dice_wt", "native_hd95_et"} <= set(rows[0])
+    # every row records what its corruption drew for its subject (the clean rows nothing)
+    for row in rows:
+        drawn = json.loads(row["params"])
+        if row["corruption"] == "none":
+            assert drawn == {}
+        else:
+            assert drawn["level"] and set(drawn) - {"level"}, row
     summary = json.loads((out / "corruption_summary.json").read_text())
     scores = summary["scores"]
 
