@@ -1,4 +1,5 @@
-"""The gradient-masking audit: seven checks that a robustness number is not an artefact of the attack.
+"""The gradient-masking audit: seven checks that a robustness number is not an artefact of the attack,
+and an eighth that there is a robustness to measure (the model segments every region).
 
 After Carlini et al. 2019 ("On Evaluating Adversarial Robustness", section 5) and Croce,
 Singh & Hein 2024 (SEA). Each item compares mean Dice (WT, TC, ET averaged) over the
@@ -20,7 +21,13 @@ from keras_advseg.attacks.fast_gradient import fgsm
 from keras_advseg.attacks.gradient_free import random_search
 from keras_advseg.attacks.projected_gradient import pgd
 from keras_advseg.attacks.softened import logit_scale_temperature
-from keras_advseg.config import AUDIT_ITEMS, AuditConfig
+from keras_advseg.config import (
+    AUDIT_ITEMS,
+    MIN_CLEAN_DICE,
+    REGION_CLASS_INDICES,
+    REGIONS,
+    AuditConfig,
+)
 
 
 @dataclass
@@ -69,7 +76,7 @@ def audit(
         progress: Called with a short description before each stage.
 
     Returns:
-        The seven :class:`AuditItem` in order.
+        The eight :class:`AuditItem` in order (item 8: the model has clean Dice to lose).
 
     Raises:
         ValueError: no samples.
@@ -233,7 +240,41 @@ def audit(
             {"random_search": searched, "white_box": white_box},
         )
     )
+
+    regions = clean_region_dice(model, samples)
+    missed = [r for r, d in regions.items() if d < MIN_CLEAN_DICE]
+    items.append(
+        AuditItem(
+            8,
+            _verdict(not missed),
+            "clean Dice "
+            + ", ".join(f"{r.upper()} {d:.3f}" for r, d in regions.items())
+            + (
+                f"; below {MIN_CLEAN_DICE:g} in {', '.join(r.upper() for r in missed)}: the model "
+                "does not segment it, so no attack has anything to take there"
+                if missed
+                else ""
+            ),
+            {"dice": regions, "minimum": MIN_CLEAN_DICE, "missed": missed},
+        )
+    )
     return items
+
+
+def clean_region_dice(model, samples) -> dict[str, float]:
+    """Mean over ``samples`` of the model's hard Dice of each region on the clean input (an empty
+    region in both counts 1, as :func:`~keras_advseg.attacks.core.mean_region_dice`)."""
+    forward = logits_function(model)
+    totals = dict.fromkeys(REGIONS, 0.0)
+    for x, y in samples:
+        predicted = np.argmax(np.asarray(forward(x)), -1)
+        truth = np.argmax(np.asarray(y), -1)
+        for region in REGIONS:
+            classes = list(REGION_CLASS_INDICES[region])
+            p, t = np.isin(predicted, classes), np.isin(truth, classes)
+            total = p.sum() + t.sum()
+            totals[region] += 1.0 if total == 0 else 2.0 * (p & t).sum() / total
+    return {r: float(v / len(samples)) for r, v in totals.items()}
 
 
 def overall(items: Sequence[AuditItem]) -> str:

@@ -8,8 +8,10 @@ Hendrycks & Dietterich 2019 for the corruption error):
 * overall ``(D_0 + sum_s a^s D_s) / (1 + sum_s a^s)`` and degradation
   ``sum_s a^s (D_0 - D_s) / sum_s a^s``, with ``a = 2/3`` so that mild levels, the common
   ones, weigh most;
-* relative robustness ``RR = sum_s D_s / (n_s D_0)`` (1: no loss), averaged over corruptions
-  as mRR;
+* the resilience rate ``RR = sum_s D_s / (n_s D_0)`` (1: no loss), averaged over corruptions
+  as mRR: Robo3D's (Kong et al. 2023, "Robo3D: Towards Robust and Reliable 3D Perception
+  against Corruptions") with Dice in place of mIoU; Hendrycks & Dietterich's relative mCE is a
+  different quantity;
 * with a reference model, the corruption error ``CE = sum_s (1 - D_s) / sum_s (1 - D_s^ref)``
   (below 1: fewer errors than the reference), averaged as mCE.
 """

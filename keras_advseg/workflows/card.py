@@ -684,6 +684,10 @@ def build_card(
         "model": str(model_ref),
         "reference": str(reference_ref) if reference_ref else None,
         "data_hash": artifacts_summary.get("data_hash"),
+        "data": data_description(artifacts_summary),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "commit": _commit(),
+        "flags": card_flags(clean["dice"]),
         "budget": asdict(plan),
         "seed": seed,
         "claims": claims(plan),
@@ -726,6 +730,51 @@ def min_eps(evaluation) -> dict:
         "broken": sum(v is not None for v in found.values()),
         "unbroken": sum(v is None for v in found.values()),
     }
+
+
+def card_flags(clean_dice: dict) -> list[dict]:
+    """What a reader must know before any other number: a region whose clean Dice is below
+    :data:`~keras_advseg.config.MIN_CLEAN_DICE` is one the model does not segment, so its
+    attacked, corrupted and certified numbers measure no robustness (an untrained network
+    loses nothing and reads as robust). The leaderboard never ranks a flagged card as robust."""
+    from keras_advseg.config import MIN_CLEAN_DICE
+
+    missed = [
+        r for r in REGIONS if clean_dice.get(r) is not None and clean_dice[r] < MIN_CLEAN_DICE
+    ]
+    if not missed:
+        return []
+    return [
+        {
+            "code": "low-clean-dice",
+            "regions": missed,
+            "minimum": MIN_CLEAN_DICE,
+            "message": f"clean Dice below {MIN_CLEAN_DICE:g} in "
+            f"{', '.join(r.upper() for r in missed)}: the model does not segment "
+            f"{'it' if len(missed) == 1 else 'them'}, so its robustness numbers there measure "
+            "nothing (an attack or an artifact has no Dice to take)",
+        }
+    ]
+
+
+def data_description(artifacts_summary: dict) -> dict:
+    """The card's dataset: the raw source it was prepared from, and whether it is the built-in
+    phantom (a ``phantom.json`` beside the subjects)."""
+    source = artifacts_summary.get("data") or artifacts_summary.get("source")
+    kind = "unknown"
+    if isinstance(source, str) and source:
+        kind = (
+            "phantom (MNI152-based, synthetic)"
+            if (Path(source) / "phantom.json").is_file()
+            else "user data"
+        )
+    return {"source": source if isinstance(source, str) else None, "kind": kind}
+
+
+def _commit() -> str | None:
+    from keras_advseg.tracking import git_commit
+
+    return git_commit(Path(__file__).resolve().parent)
 
 
 def vafa_label(plan: CardBudget, shape) -> str:
@@ -854,6 +903,7 @@ def headline_metrics(card: dict) -> dict[str, float]:
     if card["adversarial"]["min_eps"]["median"] is not None:
         flat["card.min_eps_median"] = card["adversarial"]["min_eps"]["median"]
     flat["card.audit_pass"] = 1.0 if card["audit"]["verdict"] == "PASS" else 0.0
+    flat["card.flagged"] = 1.0 if card.get("flags") else 0.0
     return flat
 
 
@@ -864,7 +914,8 @@ def _triple(values, fmt="{:.3f}") -> str:
 def card_rows(card: dict) -> list[tuple[str, str, str]]:
     """``(axis, measure, WT / TC / ET or value)`` rows shared by the Markdown and HTML cards."""
     adversarial, artifacts = card["adversarial"], card["artifacts"]
-    rows = [
+    rows = [("WARNING", "not a robustness result", f["message"]) for f in card.get("flags", [])]
+    rows += [
         ("clean", "Dice (model space)", _triple(card["clean"]["dice"])),
         ("clean", "Dice (native space)", _triple(card["clean"]["native_dice"])),
         ("clean", "HD95 mm (native space)", _triple(card["clean"]["native_hd95_mm"], "{:.1f}")),
@@ -905,7 +956,7 @@ def card_rows(card: dict) -> list[tuple[str, str, str]]:
     rows += [
         ("artifacts", "overall (ROOD-MRI)", _triple(artifacts["overall"])),
         ("artifacts", "degradation", _triple(artifacts["degradation"])),
-        ("artifacts", "relative robustness mRR", _triple(artifacts["mrr"])),
+        ("artifacts", "resilience rate mRR (Robo3D)", _triple(artifacts["mrr"])),
         ("artifacts", "worst corruption", " / ".join(artifacts["worst"][r] for r in REGIONS)),
     ]
     if any(v is not None for v in artifacts["mce"].values()):
@@ -949,6 +1000,7 @@ def card_markdown(card: dict) -> str:
         f"Budget **{budget['name']}** (seed {card['seed']}; {card['claims']['subjects']}); "
         f"keras-advseg {card['keras_advseg']}; schema {card['schema']} v{card['version']}. "
         "Regions WT / TC / ET.\n",
+        provenance(card) + "\n",
         "| axis | measure | WT / TC / ET |",
         "|---|---|---|",
         *[f"| {a} | {m} | {v} |" for a, m, v in card_rows(card)],
@@ -968,6 +1020,17 @@ FIGURES = (
     ("Certified voxels", "certified/fig_certificate.png"),
     ("Dice against FGSM eps", "adversarial/fig_eps.png"),
 )
+
+
+def provenance(card: dict) -> str:
+    """Which data, code and date the card's numbers come from."""
+    data = card.get("data") or {}
+    return (
+        f"Data: {data.get('kind', 'unknown')}, `{data.get('source') or 'source not recorded'}` "
+        f"(hash {str(card.get('data_hash') or 'n/a')[:12]}); "
+        f"commit {str(card.get('commit') or 'not a git checkout')[:12]}; "
+        f"created {card.get('created', 'n/a')}."
+    )
 
 
 def card_html(card: dict, out: Path) -> str:
@@ -1006,6 +1069,7 @@ th {{ background: #eee; }} img {{ max-width: 100%; }} figure {{ margin: 1.5em 0;
 (seed {card["seed"]}; {html.escape(card["claims"]["subjects"])}); keras-advseg
 {html.escape(card["keras_advseg"])}; schema {html.escape(card["schema"])} v{card["version"]}.
 Regions WT / TC / ET.</p>
+<p>{html.escape(provenance(card).replace("`", ""))}</p>
 <table><tr><th>axis</th><th>measure</th><th>WT / TC / ET</th></tr>
 {rows}
 </table>

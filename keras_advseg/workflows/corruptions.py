@@ -153,6 +153,7 @@ def run_corruption_evaluation(
             "evaluation_run_id": run.info.run_id,
             "split": split,
             "data_hash": prepared.data_hash,
+            "data": str(prepared.source) if prepared.source else None,
             "n_subjects": len(ids),
             "corruptions": list(corruptions),
             "severities": list(severities),
@@ -228,7 +229,7 @@ def summary_lines(summary: dict, out) -> list[str]:
         f"clean Dice {per_region('clean')}",
         f"overall (ROOD-MRI, alpha 2/3) {per_region('overall')}",
         f"degradation {per_region('degradation')}",
-        f"relative robustness mRR {per_region('mrr')}",
+        f"resilience rate mRR (Robo3D) {per_region('mrr')}",
     ]
     if summary.get("reference"):
         lines.append(f"corruption error mCE vs {summary['reference']}: {per_region('mce')}")

@@ -147,3 +147,29 @@ def test_config_validation():
     with pytest.raises(ValueError, match=r"test_fraction must be in \[0, 1\)"):
         PrepareConfig(test_fraction=1.0)
     assert PrepareConfig(shape=64).shape == (64, 64, 64)
+
+
+def test_n4_of_a_partly_missing_sequence_keeps_the_contrast_of_its_surviving_slices(phantom_dir):
+    """N4 fits each sequence over the voxels it measured: the zeroed slices of a partly missing
+    sequence do not bend the field over the slices that arrived (up to N4's free global scale)."""
+    from keras_advseg.corruptions import corrupt
+    from keras_advseg.data import discover_subjects
+    from keras_advseg.data.preprocess import brain_mask, crop_and_resize
+
+    subject = discover_subjects(phantom_dir)[0]
+    image, _ = subject.load()
+    clean, _, _ = crop_and_resize(image, None, n4=True, n4_shrink=2, margin=0, name="clean")
+    for severity in (1, 3):
+        partial, drawn = corrupt(
+            image, "missing-sequence", severity, subject="x", return_params=True
+        )
+        out, _, box = crop_and_resize(partial, None, n4=True, n4_shrink=2, margin=0, name="partial")
+        c = ["t1", "t1gd", "t2", "flair"].index(drawn["sequence"])
+        surviving = brain_mask(image)[box].copy()
+        surviving[:, :, max(drawn["first_slice"] - box[2].start, 0) :] = False
+        ratio = out[..., c][surviving] / clean[..., c][surviving]
+        # the same contrast within 1 % (the field's shape is kept), whatever the global scale
+        assert np.median(np.abs(ratio / np.median(ratio) - 1)) < 0.01, severity
+        # the other sequences are prepared exactly as the clean scan's
+        others = [k for k in range(4) if k != c]
+        np.testing.assert_allclose(out[..., others], clean[..., others], rtol=1e-5, atol=1e-5)

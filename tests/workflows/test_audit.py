@@ -23,7 +23,10 @@ def test_audit_writes_its_verdict_everywhere(models, prepared_dir, tmp_path):
     document = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert result.exit_code == (1 if document["verdict"] == "WARN" else 0), result.output
     items = document["items"]
-    assert [i["item"] for i in items] == list(range(1, 8))
+    assert [i["item"] for i in items] == list(range(1, 9))
+    # untrained networks segment nothing: item 8 says so, and the audit cannot PASS
+    assert items[7]["verdict"] == "WARN" and document["verdict"] == "WARN"
+    assert items[7]["numbers"]["missed"]
     assert document["verdict"] == ("WARN" if any(i["verdict"] == "WARN" for i in items) else "PASS")
     assert items[4]["verdict"] in ("PASS", "WARN")  # the reference makes item 5 run
     assert items[1]["numbers"]["eps"] == [0.05, 0.5]
@@ -32,7 +35,7 @@ def test_audit_writes_its_verdict_everywhere(models, prepared_dir, tmp_path):
     assert items[2]["numbers"]["margin"] == max(0.01, 0.2 * max(clean - white_box, 0.0))
     markdown = (tmp_path / "audit" / "audit.md").read_text()
     assert f": {document['verdict']}" in markdown.splitlines()[0]
-    assert markdown.count("| PASS |") + markdown.count("| WARN |") == 7
+    assert markdown.count("| PASS |") + markdown.count("| WARN |") == 8
     assert_help_files_written(("audit",), tmp_path / "audit")
     for item in items:
         assert f"{item['item']} {item['verdict']}" in result.output

@@ -68,7 +68,14 @@ def test_the_card_has_every_section_and_the_numbers_of_its_commands(carded, prep
         load_prepared(prepared_dir).ids("test")
     )
     audit = json.loads((out / "audit" / "audit.json").read_text())
-    assert card["audit"]["verdict"] == audit["verdict"] and len(card["audit"]["items"]) == 7
+    assert card["audit"]["verdict"] == audit["verdict"] and len(card["audit"]["items"]) == 8
+    # the card names its data, code and date
+    assert card["data"]["kind"].startswith("phantom")
+    assert card["data"]["source"] == str(load_prepared(prepared_dir).source)
+    assert card["created"] and "Data: phantom" in (out / "card.md").read_text()
+    # its flags follow its own clean Dice; the VAFA row names its setting
+    assert card["flags"] == card_module.card_flags(card["clean"]["dice"])
+    assert card["adversarial"]["vafa"]["label"].startswith("VAFA light: 8^3 blocks")
     # the certificate equals `advseg certify` run alone with the same settings and seed
     alone = CliRunner().invoke(
         main,
@@ -210,3 +217,35 @@ def test_another_out_reuses_every_axis_from_the_tracking_store(carded, prepared_
     )
     assert len(runs) == 1 and "mlflow.parentRunId" not in runs[0].data.tags
     assert runs[0].data.tags["card"] == "true"
+
+
+def test_a_model_that_segments_nothing_is_flagged_first():
+    assert card_module.card_flags({"wt": 0.8, "tc": 0.5, "et": 0.3}) == []
+    (flag,) = card_module.card_flags({"wt": 0.014, "tc": 0.0, "et": 0.6})
+    assert flag["code"] == "low-clean-dice" and flag["regions"] == ["wt", "tc"]
+    assert "WT, TC" in flag["message"]
+
+
+def test_the_min_eps_median_counts_the_subjects_that_never_broke():
+    # 2 of 12 broke by 0.1: the median lies above the grid, not at the two that broke
+    assert card_module.censored_median([0.05, 0.1] + [None] * 10) is None
+    # 7 of 12 broke: the 6th smallest breaking budget is the Kaplan-Meier median
+    values = [0.0125, 0.025, 0.025, 0.05, 0.05, 0.1, 0.1] + [None] * 5
+    assert card_module.censored_median(values) == 0.1
+    assert card_module.censored_median([0.2, 0.05, 0.1]) == 0.1
+    assert card_module.censored_median([]) is None
+
+
+def test_the_worst_case_says_when_the_audit_found_lower():
+    items = [
+        {"item": 1, "numbers": {"worst_case": 0.371}},
+        {"item": 3, "numbers": {"margin": 0.03}},
+        {"item": 4, "numbers": {"best_of": 0.36}},
+        {"item": 6, "numbers": {"variants": {"CE": 0.35, "T=16.6": 0.184}}},
+        {"item": 7, "numbers": {"random_search": 0.5}},
+    ]
+    found = card_module.audit_found_lower(items)
+    assert found == {"item": 6, "dice": 0.184, "white_box": 0.371, "margin": 0.03}
+    items[3]["numbers"]["variants"]["T=16.6"] = 0.35  # within the margin: nothing to say
+    assert card_module.audit_found_lower(items) is None
+    assert card_module.audit_found_lower([{"item": 1}]) is None  # malformed: absent
