@@ -649,9 +649,18 @@ def build_card(
     }
     artifacts_summary = _read_json(out / "artifacts" / "corruption_summary.json")
     scores = artifacts_summary["scores"]
+    from keras_advseg.workflows.report import corrupted_means
+
+    by_subject = corrupted_means(out / "artifacts" / "corruptions.csv")
     artifacts = {
         "corruptions": artifacts_summary["corruptions"],
         "severities": artifacts_summary["severities"],
+        # what the leaderboard shows and tests: each subject's Dice averaged over its
+        # corrupted scans (the clean scan not counted), then over subjects
+        "corrupted_dice": {
+            r: float(np.mean([v[f"dice_{r}"] for v in by_subject.values()])) if by_subject else None
+            for r in REGIONS
+        },
         **{
             k: {r: _number(scores[k][r]) for r in REGIONS}
             for k in ("clean", "overall", "degradation", "mrr", "mce")
@@ -730,6 +739,15 @@ def min_eps(evaluation) -> dict:
         "broken": sum(v is not None for v in found.values()),
         "unbroken": sum(v is None for v in found.values()),
     }
+
+
+def all_rood_levels(artifacts: dict) -> bool:
+    """Whether a card's artifacts ran every severity 1-5, over which ROOD-MRI's overall and
+    degradation scores are defined (with fewer, the overall score is mostly the clean Dice)."""
+    try:
+        return {1, 2, 3, 4, 5} <= {int(v) for v in artifacts.get("severities") or ()}
+    except (TypeError, ValueError):
+        return False
 
 
 def card_flags(clean_dice: dict) -> list[dict]:
@@ -885,7 +903,8 @@ def validate_card(card: dict) -> None:
 
 def headline_metrics(card: dict) -> dict[str, float]:
     """The card's numbers as MLflow metrics: ``card.clean_dice_wt``, ``card.worst_dice_wt_eps0.05``,
-    ``card.artifacts_overall_wt``, ``card.certified_dice_wt_sigma0.25``, ..."""
+    ``card.artifacts_corrupted_dice_wt`` (``card.artifacts_rood_overall_wt`` where severities 1-5
+    ran), ``card.certified_dice_wt_sigma0.25``, ``card.flagged``, ..."""
     flat = {}
 
     def put(prefix, values):
@@ -897,7 +916,10 @@ def headline_metrics(card: dict) -> dict[str, float]:
     for eps, values in card["adversarial"]["worst"].items():
         put(f"worst_dice_eps{eps}", values)
     put("vafa_dice", card["adversarial"]["vafa"]["dice"])
-    put("artifacts_overall", card["artifacts"]["overall"])
+    if "corrupted_dice" in card["artifacts"]:
+        put("artifacts_corrupted_dice", card["artifacts"]["corrupted_dice"])
+    if all_rood_levels(card["artifacts"]):
+        put("artifacts_rood_overall", card["artifacts"]["overall"])
     for sigma, value in card["certified"].items():
         put(f"certified_dice_sigma{sigma}", value["certified_dice"])
     if card["adversarial"]["min_eps"]["median"] is not None:
@@ -953,9 +975,33 @@ def card_rows(card: dict) -> list[tuple[str, str, str]]:
             f"{median}; {broken} of {subjects} broken by {top:g}",
         )
     )
+    levels = ", ".join(str(v) for v in artifacts.get("severities", []))
+    if "corrupted_dice" in artifacts:
+        rows.append(
+            (
+                "artifacts",
+                f"mean Dice of the corrupted scans (severity {levels})",
+                _triple(artifacts["corrupted_dice"]),
+            )
+        )
+    if all_rood_levels(artifacts):
+        rows += [
+            (
+                "artifacts",
+                "ROOD-MRI overall (clean counted as level 0)",
+                _triple(artifacts["overall"]),
+            ),
+            ("artifacts", "ROOD-MRI degradation", _triple(artifacts["degradation"])),
+        ]
+    else:
+        rows.append(
+            (
+                "artifacts",
+                "ROOD-MRI overall and degradation",
+                f"not shown: defined over severities 1-5, this card ran {levels or 'none'}",
+            )
+        )
     rows += [
-        ("artifacts", "overall (ROOD-MRI)", _triple(artifacts["overall"])),
-        ("artifacts", "degradation", _triple(artifacts["degradation"])),
         ("artifacts", "resilience rate mRR (Robo3D)", _triple(artifacts["mrr"])),
         ("artifacts", "worst corruption", " / ".join(artifacts["worst"][r] for r in REGIONS)),
     ]

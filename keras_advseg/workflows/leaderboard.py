@@ -1,6 +1,11 @@
 """Cards side by side (``advseg leaderboard``): one table and one figure that rank models on each
 axis, with paired tests where the cards share subjects.
 
+Each column is one family of tests: every card against the first on that axis, paired
+two-sided Wilcoxon signed-rank tests of each subject's mean Dice over WT, TC and ET (zero
+differences dropped), Bonferroni over the column's comparisons. A cell whose test cannot reach
+p <= 0.05 with its ``n`` after that correction says so (``†``) instead of a blank.
+
 Reads only the cards' own files (untrusted input); starts no TensorFlow.
 """
 
@@ -19,14 +24,31 @@ AXES = (
     ("clean", "clean Dice"),
     ("worst", "Dice under the worst case"),
     ("vafa", "Dice under VAFA"),
-    ("artifacts", "Dice under artifacts"),
+    ("artifacts", "mean Dice of the corrupted scans"),
     ("certified", "certified Dice"),
 )
 
 
+ROOD_LEVELS = (1, 2, 3, 4, 5)
+"""The severities ROOD-MRI's overall and degradation scores are defined over."""
+
+UNREACHABLE = "†"
+"""A cell whose test cannot reach p <= 0.05 after its column's correction."""
+
+
 def axis_values(card: dict) -> dict[str, float | None]:
     """Each axis's mean over WT, TC and ET (the worst case at its first eps, the certificate at
-    its middle sigma)."""
+    its middle sigma, the artifacts as :func:`corrupted_dice`).
+
+    Args:
+        card: A card read by :func:`keras_advseg.workflows.card.read_card`.
+
+    Returns:
+        ``{axis: value or None}``.
+
+    Raises:
+        FileFormatError: the card's corruption rows are missing or malformed.
+    """
 
     def mean(values):
         values = [values[r] for r in REGIONS]
@@ -39,19 +61,90 @@ def axis_values(card: dict) -> dict[str, float | None]:
         "clean": mean(card["clean"]["dice"]),
         "worst": mean(worst),
         "vafa": mean(card["adversarial"]["vafa"]["dice"]),
-        "artifacts": mean(card["artifacts"]["overall"]),
+        "artifacts": mean(corrupted_dice(card)),
         "certified": mean(certified),
     }
 
 
-def rank(values: dict[str, dict[str, float | None]]) -> dict[str, list[str]]:
-    """``{axis: models from the highest value to the lowest}`` (a missing value ranks last)."""
+def corrupted_dice(card: dict) -> dict[str, float | None]:
+    """``{region: mean over subjects of each subject's Dice averaged over every corrupted
+    scan}`` from the card's ``artifacts/corruptions.csv``: the quantity the artifacts column's
+    test compares (its per-subject mean over the regions is :func:`per_subject`'s). Unlike
+    ROOD-MRI's overall score, it does not count the clean scan.
+
+    Args:
+        card: A card read by :func:`keras_advseg.workflows.card.read_card`.
+
+    Returns:
+        The means (None where no corrupted scan was scored).
+
+    Raises:
+        FileFormatError: the rows are missing or malformed.
+    """
+    by_subject = _corrupted_means(card)
+    return {
+        r: float(np.mean([v[f"dice_{r}"] for v in by_subject.values()])) if by_subject else None
+        for r in REGIONS
+    }
+
+
+def rood_scores(card: dict) -> dict[str, float | None] | None:
+    """ROOD-MRI's overall and degradation scores (mean over WT, TC and ET), as the card stores
+    them, where the card ran every severity 1-5; None otherwise: with fewer levels the overall
+    score is mostly the clean Dice (at severity 3 alone the clean scan weighs
+    ``1 / (1 + (2/3)^3)``, 77 %), not a score under artifacts.
+
+    Args:
+        card: A card.
+
+    Returns:
+        ``{"overall": ..., "degradation": ...}`` or None.
+    """
+    try:
+        levels = {int(s) for s in card["artifacts"].get("severities") or ()}
+    except (TypeError, ValueError):
+        return None
+    if not set(ROOD_LEVELS) <= levels:
+        return None
+    out = {}
+    for key in ("overall", "degradation"):
+        values = [card["artifacts"][key].get(r) for r in REGIONS]
+        out[key] = None if any(v is None for v in values) else float(np.mean(values))
+    return out
+
+
+def _levels(card: dict) -> str:
+    levels = card["artifacts"].get("severities") or ()
+    return ", ".join(str(s) for s in levels) or "none"
+
+
+def rank(values: dict[str, dict[str, float | None]], flagged=frozenset()) -> dict[str, list[str]]:
+    """``{axis: models from the highest value to the lowest}`` (a missing value ranks last).
+
+    Models in ``flagged`` (cards whose model does not segment a region:
+    :func:`~keras_advseg.workflows.card.card_flags`) rank after every other model on every
+    axis: their robustness numbers measure nothing, and an untrained network would otherwise
+    lead the columns that measure what an attack or an artifact takes.
+    """
     return {
         axis: sorted(
-            values, key=lambda m: -(values[m][axis] if values[m][axis] is not None else -1)
+            values,
+            key=lambda m: (
+                m in flagged,
+                -(values[m][axis] if values[m][axis] is not None else -1),
+            ),
         )
         for axis, _ in AXES
     }
+
+
+def flag_text(card: dict) -> str:
+    """The card's flags in a cell ("" when none)."""
+    return "; ".join(
+        f"{f.get('code')}: {', '.join(str(r).upper() for r in f.get('regions', []))}"
+        for f in card.get("flags") or []
+        if isinstance(f, dict)
+    )
 
 
 def per_subject(card: dict, axis: str) -> dict[str, float]:
@@ -64,15 +157,61 @@ def per_subject(card: dict, axis: str) -> dict[str, float]:
         chosen = [r for r in rows if r["attack"] == attack and abs(float(r["eps"]) - eps) < 1e-9]
         return {r["subject"]: _mean(r, "dice") for r in chosen}
     if axis == "artifacts":
-        rows = [r for r in _rows(folder / "artifacts" / "corruptions.csv") if r["severity"] != "0"]
-        by_subject: dict = {}
-        for r in rows:
-            by_subject.setdefault(r["subject"], []).append(_mean(r, "dice"))
-        return {s: float(np.mean(v)) for s, v in by_subject.items()}
+        return {
+            s: float(np.mean([v[f"dice_{r}"] for r in REGIONS]))
+            for s, v in _corrupted_means(card).items()
+        }
     rows = _rows(folder / "certified" / "certified.csv")
     sigmas = sorted({r["sigma"] for r in rows}, key=float)
     middle = sigmas[len(sigmas) // 2] if sigmas else None
     return {r["subject"]: _mean(r, "certified_dice") for r in rows if r["sigma"] == middle}
+
+
+def _corrupted_means(card: dict) -> dict:
+    from keras_advseg.workflows.report import corrupted_means
+
+    return corrupted_means(Path(card["path"]) / "artifacts" / "corruptions.csv")
+
+
+def column_tests(cards: list[dict], names: list[str]) -> dict:
+    """The leaderboard's tests: per axis, one family of every card against the first.
+
+    Args:
+        cards: The cards, the reference first.
+        names: Their names.
+
+    Returns:
+        ``{(name, axis): {"p": corrected p, "n": nonzero paired differences, "m": the
+        column's comparisons, "reachable": whether p <= 0.05 is attainable}}`` for the cards
+        that share at least two subjects with the first on that axis.
+    """
+    from keras_advseg.evaluation.statistics import (
+        nonzero,
+        paired_differences,
+        paired_tests,
+        reachable,
+    )
+
+    tests = {}
+    for axis, _ in AXES:
+        reference = per_subject(cards[0], axis)
+        pairs = {}
+        for name, card in zip(names[1:], cards[1:]):
+            mine = per_subject(card, axis)
+            if len(set(mine) & set(reference)) >= 2:
+                pairs[name] = (mine, reference)
+        if not pairs:
+            continue
+        _, corrected = paired_tests(pairs)
+        for name, (mine, theirs) in pairs.items():
+            n = nonzero(paired_differences(mine, theirs))
+            tests[(name, axis)] = {
+                "p": corrected[name],
+                "n": n,
+                "m": len(pairs),
+                "reachable": reachable(n, len(pairs)),
+            }
+    return tests
 
 
 def _rows(path: Path) -> list[dict]:
@@ -94,14 +233,23 @@ def _mean(row: dict, prefix: str) -> float:
 
 
 def run_leaderboard(card_dirs: list, out) -> dict:
-    """Ranks the cards on each axis; paired Wilcoxon tests of each card against the first on the
-    subjects both scored (Bonferroni over every test); writes ``leaderboard.md``,
-    ``leaderboard.csv`` and ``fig_leaderboard.png``.
+    """Ranks the cards on each axis; on each axis, paired Wilcoxon tests of every card against
+    the first on the subjects both scored, Bonferroni over that column's comparisons
+    (:func:`column_tests`); ROOD-MRI's overall and degradation scores beside them where a card
+    ran severities 1-5. Writes ``leaderboard.md``, ``leaderboard.csv`` and
+    ``fig_leaderboard.png``.
+
+    Args:
+        card_dirs: Card folders, the reference first.
+        out: The output folder.
+
+    Returns:
+        ``{"models", "rows", "ranks", "tests": the number of tests, "written": paths}``.
 
     Raises:
-        InputError: fewer than two cards. FileFormatError: a folder is not a card.
+        InputError: fewer than two cards.
+        FileFormatError: a folder is not a card.
     """
-    from keras_advseg.evaluation.statistics import paired_tests
     from keras_advseg.workflows.card import read_card
 
     if len(card_dirs) < 2:
@@ -109,30 +257,35 @@ def run_leaderboard(card_dirs: list, out) -> dict:
     cards = [read_card(d) for d in card_dirs]
     names = _names(card_dirs)
     values = {n: axis_values(c) for n, c in zip(names, cards)}
-    pairs = {}
-    for axis, _ in AXES:
-        reference = per_subject(cards[0], axis)
-        for name, card in zip(names[1:], cards[1:]):
-            mine = per_subject(card, axis)
-            if len(set(mine) & set(reference)) >= 2:
-                pairs[(name, axis)] = (mine, reference)
-    _, corrected = paired_tests(pairs) if pairs else ({}, {})
+    tests = column_tests(cards, names)
     rows = []
+    flagged = {n for n, c in zip(names, cards) if flag_text(c)}
     for name, card in zip(names, cards):
         row = {"model": name, "budget": card["budget"]["name"], "audit": card["audit"]["verdict"]}
+        row["flags"] = flag_text(card)
         for axis, _ in AXES:
             row[axis] = values[name][axis]
-            row[f"{axis}_p"] = corrected.get((name, axis))
+            test = tests.get((name, axis), {})
+            row[f"{axis}_p"] = test.get("p")
+            row[f"{axis}_n"] = test.get("n")
+            row[f"{axis}_m"] = test.get("m")
+            row[f"{axis}_reachable"] = test.get("reachable")
+        rood = rood_scores(card) or {}
+        row["rood_overall"] = rood.get("overall")
+        row["rood_degradation"] = rood.get("degradation")
+        row["severities"] = _levels(card)
         rows.append(row)
-    ranks = rank(values)
+    ranks = rank(values, flagged)
     out = ensure_writable_folder(out)
-    fields = ["model", "budget", "audit"] + [f for a, _ in AXES for f in (a, f"{a}_p")]
-    written = [write_text_atomic(out / "leaderboard.csv", rows_to_csv(rows, fields))]
-    written.append(
-        write_text_atomic(out / "leaderboard.md", _markdown(rows, ranks, names, len(pairs)))
+    fields = (
+        ["model", "budget", "audit", "flags"]
+        + [f for a, _ in AXES for f in (a, f"{a}_p", f"{a}_n", f"{a}_m", f"{a}_reachable")]
+        + ["severities", "rood_overall", "rood_degradation"]
     )
+    written = [write_text_atomic(out / "leaderboard.csv", rows_to_csv(rows, fields))]
+    written.append(write_text_atomic(out / "leaderboard.md", _markdown(rows, ranks, names)))
     written.append(_figure(values, names, out / "fig_leaderboard.png"))
-    return {"models": names, "rows": rows, "ranks": ranks, "tests": len(pairs), "written": written}
+    return {"models": names, "rows": rows, "ranks": ranks, "tests": len(tests), "written": written}
 
 
 def _names(card_dirs) -> list[str]:
@@ -142,32 +295,97 @@ def _names(card_dirs) -> list[str]:
     return names
 
 
-def _markdown(rows, ranks, names, tests) -> str:
-    from keras_advseg.evaluation.statistics import ALPHA
+def _markdown(rows, ranks, names) -> str:
+    from keras_advseg.evaluation.statistics import ALPHA, smallest_p
 
     def cell(row, axis):
         value, p = row[axis], row[f"{axis}_p"]
         if value is None:
             return "n/a"
+        if row["flags"]:
+            return f"{value:.3f} (not ranked)"
         rank = ranks[axis].index(row["model"]) + 1
-        star = "*" if p is not None and p <= ALPHA else ""
-        return f"{value:.3f}{star} (#{rank})"
+        if p is not None and p <= ALPHA:
+            mark = "*"
+        elif row["model"] != names[0] and not row[f"{axis}_reachable"]:
+            mark = UNREACHABLE
+        else:
+            mark = ""
+        return f"{value:.3f}{mark} (#{rank})"
 
+    rood = any(row["rood_overall"] is not None for row in rows)
+
+    def rood_cells(row):
+        if row["rood_overall"] is None:
+            return [f"n/a (levels {row['severities']})"] * 2
+        return [f"{row['rood_overall']:.3f}", f"{row['rood_degradation']:.3f}"]
+
+    unreachable = []
+    for axis, label in AXES:
+        cells = [r for r in rows[1:] if r[axis] is not None and not r[f"{axis}_reachable"]]
+        cells = [r for r in cells if not (r[f"{axis}_p"] is not None and r[f"{axis}_p"] <= ALPHA)]
+        if cells:
+            parts = []
+            for r in cells:
+                n, m = r[f"{axis}_n"], r[f"{axis}_m"]
+                if n is None:
+                    parts.append(f"{r['model']} (fewer than 2 subjects shared: not tested)")
+                elif n == 0:
+                    parts.append(f"{r['model']} (n = 0: no subject's two values differ)")
+                else:
+                    parts.append(
+                        f"{r['model']} (n = {n}: smallest p {smallest_p(n):.2g} x {m} = "
+                        f"{min(1.0, m * smallest_p(n)):.2g})"
+                    )
+            unreachable.append(f"- {label}: " + "; ".join(parts))
+    levels = sorted({row["severities"] for row in rows})
     lines = [
         "# Leaderboard\n",
-        "Mean Dice over WT, TC and ET on each axis (rank in brackets): the worst case at its "
-        "first eps, VAFA, ROOD-MRI's overall score under artifacts, certified Dice at the "
-        f"middle sigma. `*`: differs from {names[0]} (paired Wilcoxon on the subjects both cards "
-        f"scored, Bonferroni over the {tests} tests, p <= 0.05). Attack columns are upper "
-        "bounds; the certified column is a guarantee.\n",
-        "| model | budget | " + " | ".join(label for _, label in AXES) + " | audit |",
-        "|---|---|" + "---|" * len(AXES) + "---|",
+        "Mean Dice over WT, TC and ET on each axis (rank in brackets): clean, the worst case at "
+        "its first eps, VAFA, the mean Dice of the corrupted scans (each subject's Dice "
+        "averaged over every corrupted scan, the clean scan not counted), certified Dice at the "
+        "middle sigma. Attack columns are upper bounds; the certified column is a guarantee.\n",
+        f"Tests: each column is one family, every card against {names[0]}: paired two-sided "
+        "Wilcoxon signed-rank tests of each subject's mean Dice over the regions, on the "
+        "subjects both cards scored (zero differences dropped), Bonferroni over the column's "
+        f"comparisons. `*`: corrected p <= {ALPHA:g}. `{UNREACHABLE}`: the test cannot reach "
+        f"p <= {ALPHA:g} with its n: the exact test's smallest p, 2 / 2^n, times the column's "
+        "comparisons exceeds it; no mark: tested, not significant. p, n and the column's "
+        "size m are in `leaderboard.csv`.\n",
+    ]
+    if unreachable:
+        lines += ["Cells that cannot reach significance:\n", *unreachable, ""]
+    warned = [r for r in rows if r["flags"]]
+    if warned:
+        lines += [
+            "**Not ranked** (the model does not segment a region on clean scans: clean Dice "
+            "below the card's minimum, so an attack or an artifact has nothing to take there "
+            "and its robustness numbers measure nothing):\n",
+            *[f"- {r['model']}: {r['flags']}" for r in warned],
+            "",
+        ]
+    if rood:
+        lines.append(
+            "ROOD-MRI overall and degradation: ROOD-MRI's scores (severity weights (2/3)^s, "
+            "the clean Dice counted as level 0 in overall), shown only for cards that ran "
+            "every severity 1-5; not tested, not ranked.\n"
+        )
+    else:
+        lines.append(
+            "ROOD-MRI's overall and degradation scores are not shown: they are defined over "
+            f"severities 1-5 and these cards ran {'; '.join(levels)}, where the overall score "
+            "is mostly the clean Dice (the card has them).\n"
+        )
+    rood_labels = ["ROOD-MRI overall", "ROOD-MRI degradation"] if rood else []
+    labels = [label for _, label in AXES] + rood_labels
+    lines += [
+        "| model | budget | " + " | ".join(labels) + " | audit |",
+        "|---|---|" + "---|" * len(labels) + "---|",
     ]
     for row in rows:
+        cells = [cell(row, a) for a, _ in AXES] + (rood_cells(row) if rood else [])
         lines.append(
-            f"| {row['model']} | {row['budget']} | "
-            + " | ".join(cell(row, a) for a, _ in AXES)
-            + f" | {row['audit']} |"
+            f"| {row['model']} | {row['budget']} | " + " | ".join(cells) + f" | {row['audit']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -218,11 +436,14 @@ def report_lines(seed_dirs: dict, out: Path) -> list[str]:
         return []
     values: dict = {}
     verdicts: dict = {}
+    flagged: set = set()
     for dirs in per_seed.values():
         for folder in dirs:
             card = read_card(folder)
             values.setdefault(folder.name, []).append(axis_values(card))
             verdicts.setdefault(folder.name, []).append(card["audit"]["verdict"])
+            if flag_text(card):
+                flagged.add(folder.name)
     n = len(per_seed)
     means = {
         model: {
@@ -236,13 +457,14 @@ def report_lines(seed_dirs: dict, out: Path) -> list[str]:
         }
         for model, seen in values.items()
     }
-    ranks = rank({m: {axis: means[m][axis][0] for axis, _ in AXES} for m in means})
+    ranks = rank({m: {axis: means[m][axis][0] for axis, _ in AXES} for m in means}, flagged)
 
     def cell(model, axis):
         mean, spread = means[model][axis]
         if mean is None:
             return "n/a"
-        text = f"{mean:.3f} (#{ranks[axis].index(model) + 1})"
+        place = "not ranked" if model in flagged else f"#{ranks[axis].index(model) + 1}"
+        text = f"{mean:.3f} ({place})"
         return text + (f" [{spread[0]:.3f}, {spread[1]:.3f}]" if spread else "")
 
     links = ", ".join(
@@ -255,11 +477,15 @@ def report_lines(seed_dirs: dict, out: Path) -> list[str]:
         "## Leaderboard: one robustness card per model\n",
         "Mean Dice over WT, TC and ET on each axis (rank in brackets"
         + (f"; mean over {n} seeds, their range in square brackets" if n > 1 else "")
-        + "): clean, the worst case at its first eps, VAFA, ROOD-MRI's overall score under the "
-        "study's artifacts, certified Dice at the middle sigma. The attack columns are upper "
-        "bounds, the certified column a guarantee, the audit says whether the attacks show a "
-        f"gradient-masking symptom. Each model's card: `{cards}/<model>/card.html`; paired "
-        f"tests: {links}.\n",
+        + "): clean, the worst case at its first eps, VAFA, the mean Dice of the study's "
+        "corrupted scans (each subject's Dice averaged over them, as in the worst-case table "
+        "and finding (g); ROOD-MRI's overall score, which counts the clean scan, is in the "
+        "artifacts table where the study ran severities 1-5), certified Dice at the middle "
+        "sigma. The attack columns are upper bounds, the certified column a guarantee, the "
+        "audit says whether the attacks show a gradient-masking symptom. Each model's card: "
+        f"`{cards}/<model>/card.html`; paired tests (one family per column, every card against "
+        f"the first; a cell marked {UNREACHABLE} cannot reach significance with its subjects): "
+        f"{links}.\n",
         "| model | " + " | ".join(label for _, label in AXES) + " | audit |",
         "|---|" + "---|" * len(AXES) + "---|",
     ]
@@ -268,6 +494,12 @@ def report_lines(seed_dirs: dict, out: Path) -> list[str]:
         verdict = audit[0] if n == 1 else f"PASS in {audit.count('PASS')} of {len(audit)}"
         lines.append(
             f"| {model} | " + " | ".join(cell(model, a) for a, _ in AXES) + f" | {verdict} |"
+        )
+    if flagged:
+        lines.append(
+            "\nNot ranked: "
+            + ", ".join(sorted(flagged))
+            + " (a card flags the model as not segmenting a region on clean scans)."
         )
     if first.is_file():
         lines.append(f"\n![leaderboard]({first.relative_to(out)})\n")

@@ -45,14 +45,15 @@ ATTACKED = (
 
 
 def write_evaluation(
-    folder: Path, clean: np.ndarray, attacked: np.ndarray, curve=False, jitter=None
+    folder: Path, clean: np.ndarray, attacked: np.ndarray, curve=False, jitter=None, edit=None
 ) -> None:
     """An evaluation folder: clean Dice ``clean[subject]`` (every region), attacked Dice
     ``attacked[subject]`` under every attack (i-FGSM and the worst case a little lower).
 
     ``jitter`` (a NumPy generator) lowers each attacked value by up to 0.01 more, so that
     paired differences do not tie (SciPy's Wilcoxon falls back to a slow permutation test
-    on ties in small samples)."""
+    on ties in small samples). ``edit(rows) -> rows`` changes the rows before they are
+    written."""
     rows, iterations = [], []
 
     def noise():
@@ -84,6 +85,8 @@ def write_evaluation(
                         **{f"dice_{r}": value for r in REGIONS},
                     }
                 )
+    if edit is not None:
+        rows = edit(rows)
     evaluation = Evaluation(rows, iterations)
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / "per_subject.csv", evaluation.rows_csv())
@@ -423,3 +426,61 @@ def test_the_seed_report_says_what_one_seed_shows_and_flags_a_failed_training(tm
     assert "| attack | WT | TC | ET | PSNR | SSIM | RMSE |" in report
     assert "| FGSM | 0.549 | 0.561 | 0.37 |" in report
     assert "the two RMSE columns cannot be compared" in report
+
+
+def test_finding_b_and_table_1_test_one_family(tmp_path):
+    """Targeted i-FGSM raises WT for one subject (the 5th smallest change) and lowers it for the
+    other 11: the exact two-sided p is 2 x 10 / 2^12 = 0.00488, 0.0586 over Table 1's 12
+    comparisons (four attacks x three regions) and 0.0439 over the 9 of (b)'s three attacks.
+    (b) uses Table 1's family, so it agrees with Table 1's missing asterisk."""
+    from keras_advseg.evaluation.statistics import attack_table
+    from keras_advseg.workflows.report import findings, study_loader
+
+    folder = tmp_path / "seeds" / "0"
+    write_seed(
+        folder,
+        0,
+        {
+            "unet3d-adversarial-eps0.05": 0.2,
+            "unet3d-distillation-T20": 0.1,
+            "unet3d-none-control": 0.05,
+        },
+    )
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0.8, 0.9, len(SUBJECTS))
+    change = -0.01 * np.arange(1, 13)
+    change[4] = 0.05  # rank 5, raised
+    targeted_wt = dict(zip(SUBJECTS, clean + change))
+
+    def edit(rows):
+        for row in rows:
+            if row["attack"] == "targeted-ifgsm":
+                row["dice_wt"] = float(targeted_wt[row["subject"]])
+        pgd = [dict(r, attack="pgd-dice") for r in rows if r["attack"] == "ifgsm"]
+        return rows + pgd
+
+    write_evaluation(
+        folder / "evals" / "unet3d-none",
+        clean,
+        rng.uniform(0.3, 0.5, len(SUBJECTS)),
+        curve=True,
+        jitter=rng,
+        edit=edit,
+    )
+    load = study_loader(folder)
+    baseline = load("unet3d-none")
+    x = [baseline.series("none", 0.0, "dice_wt")[s] for s in SUBJECTS]
+    y = [targeted_wt[s] for s in SUBJECTS]
+    raw = stats.wilcoxon(x, y).pvalue
+    assert raw == pytest.approx(20 / 4096)
+    rows, m = attack_table(baseline, 0.05)
+    assert m == 12
+    targeted = next(r for r in rows if r["attack"] == "targeted i-FGSM")
+    assert targeted["p_wt_corrected"] == f"{12 * raw:.4g}" and "*" not in targeted["dice_wt"]
+    assert all("*" in r["dice_tc"] for r in rows[1:])  # every other cell is significant
+    (b,) = [f for f in findings(load, STUDY) if f[0].startswith("(b)")]
+    evidence = b[2]
+    assert "significant after Bonferroni over Table 1's 12" in evidence
+    assert "the p-values of its asterisks): False" in evidence
+    assert f"largest corrected p {12 * raw:.2g}, targeted i-FGSM WT" in evidence
+    assert b[1] is False

@@ -51,7 +51,7 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
             assert "| not audited (control) |" in report
         else:
             audit = json.loads((study / "audits" / spec.name / "audit.json").read_text())
-            assert audit["verdict"] in ("PASS", "WARN") and len(audit["items"]) == 7
+            assert audit["verdict"] in ("PASS", "WARN") and len(audit["items"]) == 8
         assert f"| {spec.name} |" in report.split("## Worst case")[1]
         worst = [
             line
