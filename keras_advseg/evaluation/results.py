@@ -3,6 +3,9 @@
 On disk an evaluation folder holds ``per_subject.csv`` (one row per subject x
 attack x eps), ``iterations.csv`` and ``summary.json``; JSON keys are strings,
 so :class:`Summary` converts eps keys to floats on reading and back on writing.
+Columns that only some rows have (the native scores with ``native_rows="clean"``, the
+clean row's lesion-wise scores) are empty elsewhere, and a column that an older
+evaluation lacks is simply absent when it is read back.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 
 from keras_advseg.config import ATTACKS, DICE_METRICS, QUALITY_METRICS, REGIONS
 from keras_advseg.io import FileFormatError, csv_original, read_json, rows_to_csv
+from keras_advseg.lesionwise import LESION_METRICS
 
 ROW_FIELDS = ("subject", "attack", "eps", "steps") + DICE_METRICS + QUALITY_METRICS
 NATIVE_METRICS = tuple(f"native_{m}_{r}" for m in ("dice", "hd95") for r in REGIONS)
@@ -46,11 +50,18 @@ class Evaluation:
     example: dict | None = None
 
     def rows_csv(self) -> str:
-        """``per_subject.csv`` text (with the native columns when the rows have them, and
-        ``found_by``, the attack that found each worst case, when there are worst-case rows)."""
+        """``per_subject.csv`` text (with the native columns when the rows have them, the
+        lesion-wise columns when the clean rows have them, and ``found_by``, the attack that
+        found each worst case, when there are worst-case rows)."""
         native = bool(self.rows) and NATIVE_METRICS[0] in self.rows[0]
+        lesions = any(LESION_METRICS[0] in row for row in self.rows)
         worst = any("found_by" in row for row in self.rows)
-        fields = ROW_FIELDS + (NATIVE_METRICS if native else ()) + (("found_by",) if worst else ())
+        fields = (
+            ROW_FIELDS
+            + (NATIVE_METRICS if native else ())
+            + (LESION_METRICS if lesions else ())
+            + (("found_by",) if worst else ())
+        )
         return rows_to_csv(self.rows, fields)
 
     def iterations_csv(self) -> str:
@@ -64,7 +75,8 @@ class Summary:
 
     Attributes:
         n_subjects: Subjects evaluated.
-        clean: ``{"dice_wt": {"mean", "sd", "n"}, ...}`` without attack.
+        clean: ``{"dice_wt": {"mean", "sd", "n"}, ...}`` without attack (with
+            ``lesion_dice_*`` and ``lesion_hd95_*`` when the clean rows have them).
         attacks: ``{attack: {eps (float): {metric: {"mean", "sd", "n"}, "dice_drop": {region: fraction}}}}``.
         iterations: ``{attack: {metric: [mean after iteration 1, 2, ...]}}``.
     """
@@ -126,6 +138,8 @@ def summarize(evaluation: Evaluation) -> Summary:
     clean = {f"dice_{r}": _stats([row[f"dice_{r}"] for row in clean_rows]) for r in REGIONS}
     if native:
         clean.update({m: _stats([row[m] for row in clean_rows]) for m in NATIVE_METRICS})
+    if any(LESION_METRICS[0] in row for row in clean_rows):
+        clean.update({m: _stats([row.get(m, "") for row in clean_rows]) for m in LESION_METRICS})
     grouped: dict = {}
     for row in rows:
         if row["attack"] != "none":

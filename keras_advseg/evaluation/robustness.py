@@ -2,7 +2,8 @@
 
 Per test subject: BraTS Dice (WT/TC/ET) clean and under each attack, and the
 PSNR/SSIM/RMSE of the perturbed input against the clean one; FGSM sweeps over
-eps from one gradient; i-FGSM curves over iterations from one trajectory.
+eps from one gradient; i-FGSM curves over iterations from one trajectory. The clean
+row also has the BraTS 2023 lesion-wise Dice and HD95 (:mod:`keras_advseg.lesionwise`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from keras_advseg.config import QUALITY_METRICS, REGIONS, EvalConfig
 from keras_advseg.data.pipeline import one_hot_labels
 from keras_advseg.errors import InputError
 from keras_advseg.evaluation.results import Evaluation
+from keras_advseg.lesionwise import LESION_METRICS, lesion_wise
 from keras_advseg.metrics import (
     brats_dice,
     image_quality,
@@ -37,6 +39,7 @@ def evaluate(
     transfer_model=None,
     native=None,
     native_rows: str = "all",
+    lesion_spacing=None,
     progress: bool | None = None,
 ) -> Evaluation:
     """Attacks ``model`` on every subject in ``ids`` and scores it.
@@ -53,6 +56,9 @@ def evaluate(
             space, the prediction mapped back): columns ``native_dice_*`` and ``native_hd95_*``.
         native_rows: ``"all"``, or ``"clean"``: only the clean row (each native score resamples
             a prediction and measures HD95, about a third of a second at 32^3).
+        lesion_spacing: Voxel size (mm) of the prepared grid for the clean row's lesion-wise
+            scores (columns ``lesion_dice_*``, ``lesion_hd95_*``, in model space); None:
+            :func:`lesion_spacing_of` ``prepared``, or 1 mm per voxel when that is unknown.
         progress: Show a progress bar (None: when on a terminal).
 
     Returns:
@@ -67,6 +73,8 @@ def evaluate(
 
     source = transfer_model or model
     forward = logits_function(model)  # the attacks' own trace of the model
+    if lesion_spacing is None:
+        lesion_spacing = lesion_spacing_of(prepared) or (1.0, 1.0, 1.0)
     result = Evaluation()
     kwargs = dict(temperature=config.attack_temperature)
     for index, subject_id in enumerate(
@@ -82,7 +90,11 @@ def evaluate(
         grid = native(subject_id) if native is not None else None
         clean_grid, grid = grid, (grid if native_rows == "all" else None)
         score = functools.partial(_score, result.rows, forward, subject_id, image, labels, grid)
-        _score(result.rows, forward, subject_id, image, labels, clean_grid, "none", 0.0, x)
+        clean = predict_labels(forward, x)[0]
+        row = _score(
+            result.rows, forward, subject_id, image, labels, clean_grid, "none", 0.0, x, 0, clean
+        )
+        row.update(_lesion_columns(labels, clean, lesion_spacing))  # the clean row only
         # The i-FGSM curves' last iterate is the i-FGSM (targeted i-FGSM) attack at eps[0]:
         # run the trajectories first and reuse it instead of attacking twice.
         finished = {}
@@ -252,6 +264,31 @@ def _mean_dice(row) -> float:
 def _all_zero(row) -> bool:
     """Whether a row's three regions all have Dice 0 (nothing left for a larger budget to do)."""
     return all(row[f"dice_{r}"] == 0 for r in REGIONS)
+
+
+def lesion_spacing_of(prepared) -> tuple[float, float, float] | None:
+    """The voxel size (mm) of a prepared cache's grid, for lesion-wise scores in model space.
+
+    :func:`keras_advseg.data.corrupted.prepared_spacing`: the raw scans' spacing times the
+    crop's extent over the prepared shape (median of the first training scans).
+
+    Returns:
+        The spacing, or None when the raw dataset the cache was prepared from is not at
+        hand (the scores then take 1 voxel for 1 mm).
+    """
+    from pathlib import Path
+
+    from keras_advseg.data.corrupted import prepared_spacing
+
+    if prepared.source is None or not Path(prepared.source).is_dir():
+        return None
+    return prepared_spacing(prepared)
+
+
+def _lesion_columns(labels, predicted, spacing) -> dict[str, float]:
+    """``lesion_dice_*`` and ``lesion_hd95_*`` of a predicted label map (BraTS 2023)."""
+    scores = lesion_wise(labels, predicted, spacing)
+    return {m: scores[m] for m in LESION_METRICS}
 
 
 def _dice_columns(labels, predicted) -> dict[str, float]:

@@ -634,6 +634,9 @@ def build_card(
         "native_dice": regions(summary.clean, "native_dice"),
         "native_hd95_mm": regions(summary.clean, "native_hd95"),
     }
+    if "lesion_dice_wt" in summary.clean:  # BraTS 2023's lesion-wise scores (model space)
+        clean["lesion_dice"] = regions(summary.clean, "lesion_dice")
+        clean["lesion_hd95_mm"] = regions(summary.clean, "lesion_hd95")
     attacks = summary.attacks
     adversarial = {
         "fgsm": {f"{e:g}": regions(attacks["fgsm"][e]) for e in plan.eps},
@@ -942,6 +945,19 @@ def card_rows(card: dict) -> list[tuple[str, str, str]]:
         ("clean", "Dice (native space)", _triple(card["clean"]["native_dice"])),
         ("clean", "HD95 mm (native space)", _triple(card["clean"]["native_hd95_mm"], "{:.1f}")),
     ]
+    if "lesion_dice" in card["clean"]:
+        rows += [
+            (
+                "clean",
+                "lesion-wise Dice (BraTS 2023, model space)",
+                _triple(card["clean"]["lesion_dice"]),
+            ),
+            (
+                "clean",
+                "lesion-wise HD95 mm (BraTS 2023, model space)",
+                _triple(card["clean"]["lesion_hd95_mm"], "{:.1f}"),
+            ),
+        ]
     for eps, values in adversarial["fgsm"].items():
         rows.append(("adversarial", f"Dice under FGSM, eps {eps}", _triple(values)))
     lower = adversarial.get("audit_lower")

@@ -123,6 +123,7 @@ def run_evaluation(
             "split": split,
             "config": {**config.__dict__},
             "data_hash": prepared.data_hash,
+            "lesion_wise": lesion_wise_settings(prepared),
         }
         written = write_outputs(result, summary, out, meta)
         written += _figures(result, summary, out, model_name(model_ref, tags), config)
@@ -141,6 +142,24 @@ def run_evaluation(
             for key, value in headline_metrics(summary, split).items():
                 client.log_metric(source, key, value)
     return {**meta, **summary.to_json()}
+
+
+def lesion_wise_settings(prepared) -> dict:
+    """How the clean row's lesion-wise scores were measured (``summary.json``'s
+    ``lesion_wise``): in model space, at the prepared grid's voxel size when the raw scans
+    are at hand (``spacing_known``), else at 1 mm per voxel; with BraTS-GLI's parameters."""
+    from keras_advseg.evaluation.robustness import lesion_spacing_of
+    from keras_advseg.lesionwise import DILATION, MIN_VOLUME_MM3, MISSED_HD95
+
+    spacing = lesion_spacing_of(prepared)
+    return {
+        "space": "model",
+        "spacing_mm": list(spacing or (1.0, 1.0, 1.0)),
+        "spacing_known": spacing is not None,
+        "dilation": DILATION,
+        "min_volume_mm3": MIN_VOLUME_MM3,
+        "missed_hd95_mm": MISSED_HD95,
+    }
 
 
 HEADLINE_ATTACKS = ("fgsm", "worst")
@@ -261,10 +280,15 @@ def _figures(
         )
     sweep = summary.attacks.get("fgsm_sweep")
     if sweep:
-        curve = {eps: {m: entry[m]["mean"] for m in DICE_METRICS} for eps, entry in sweep.items()}
+        # the sweep and FGSM at the evaluation's own budgets (e.g. the card's 0.05 and 0.1), so
+        # that the figure spans the budgets the numbers beside it were measured at
+        points = {**summary.attacks.get("fgsm", {}), **sweep}
+        curve = {eps: {m: entry[m]["mean"] for m in DICE_METRICS} for eps, entry in points.items()}
         written.append(
             figures.eps_figure(
-                {label: curve}, out / "fig_eps.png", title="Mean Dice vs FGSM eps (the sweep)"
+                {label: curve},
+                out / "fig_eps.png",
+                title="Mean Dice vs FGSM eps (the sweep and the evaluation's budgets)",
             )
         )
     if config.eps_curve:
@@ -369,6 +393,22 @@ def summary_lines(summary: dict, out: Path) -> list[str]:
         return ", ".join(f"{r.upper()} {entry[f'dice_{r}']['mean']:.3f}" for r in REGIONS)
 
     lines = [f"clean Dice {dice(summary['clean'])}"]
+    lesion = {
+        (m, r): summary["clean"].get(f"lesion_{m}_{r}", {}).get("mean")
+        for m in ("dice", "hd95")
+        for r in REGIONS
+    }
+    if None not in lesion.values():  # not in evaluations written before lesion-wise scores
+        settings = summary.get("lesion_wise", {})
+        voxel = " x ".join(f"{v:g}" for v in settings.get("spacing_mm", (1, 1, 1)))
+        scale = f"{voxel} mm voxels" if settings.get("spacing_known") else "1 voxel = 1 mm"
+        lines.append(
+            "clean lesion-wise Dice (BraTS 2023) "
+            + ", ".join(f"{r.upper()} {lesion['dice', r]:.3f}" for r in REGIONS)
+            + "; HD95 "
+            + ", ".join(f"{r.upper()} {lesion['hd95', r]:.1f}" for r in REGIONS)
+            + f" mm (model space, {scale})"
+        )
     for attack, by_eps in summary["attacks"].items():
         if attack != "fgsm_sweep":
             lines += [f"{attack} eps {value}: Dice {dice(e)}" for value, e in by_eps.items()]

@@ -4,7 +4,8 @@
 in its ``.keras`` file), runs it, maps the probabilities back onto each scan's
 own voxel grid and orientation, and writes ``OUT/<id>.nii.gz`` with the source
 affine and header. ``score`` compares such label maps with reference
-segmentations: Dice and HD95 (mm) of WT, TC and ET per subject.
+segmentations: Dice and HD95 (mm) of WT, TC and ET per subject, region-wise and
+BraTS 2023 lesion-wise (:mod:`keras_advseg.lesionwise`).
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ from keras_advseg.io import (
     write_json_atomic,
     write_text_atomic,
 )
+from keras_advseg.lesionwise import LESION_COUNTS, LESION_METRICS, lesion_wise
 
 LABEL_CONVENTIONS = ("brats2017", "brats2023")
-SCORE_FIELDS = ("subject",) + tuple(f"{m}_{r}" for m in ("dice", "hd95") for r in REGIONS)
+SCORE_FIELDS = (
+    ("subject",)
+    + tuple(f"{m}_{r}" for m in ("dice", "hd95") for r in REGIONS)
+    + LESION_METRICS
+    + LESION_COUNTS
+)
 
 
 def subjects_of(
@@ -212,6 +219,11 @@ def run_score(
 ) -> dict:
     """Dice and HD95 (mm) per subject in native space; writes ``scores.csv`` and ``summary.json``.
 
+    Region-wise scores (:func:`keras_advseg.metrics.native_scores`) and BraTS 2023
+    lesion-wise ones (:func:`keras_advseg.lesionwise.lesion_wise`: ``lesion_dice_*``,
+    ``lesion_hd95_*`` and the lesion counts ``lesion_tp_*``, ``lesion_fn_*``,
+    ``lesion_fp_*``), both at the reference's voxel spacing.
+
     Args:
         pred_dir: Folder of ``<id>.nii.gz`` label maps (``advseg predict``'s output).
         data: The dataset with reference segmentations (any supported layout).
@@ -219,7 +231,8 @@ def run_score(
         labels: Convention of the predictions (None: 2023 when they hold 3 and no 4).
 
     Returns:
-        The summary: mean and sd of each score, and the number of subjects.
+        The summary: mean and sd of each score (of each count too), and the number of
+        subjects.
 
     Raises:
         DataError: a prediction is missing, unreadable or on another grid.
@@ -256,7 +269,13 @@ def run_score(
             )
         predicted = _to_brats2017(predicted, labels, path)
         spacing = grid.header.get_zooms()[:3]
-        rows.append({"subject": subject.subject_id, **native_scores(reference, predicted, spacing)})
+        rows.append(
+            {
+                "subject": subject.subject_id,
+                **native_scores(reference, predicted, spacing),
+                **lesion_wise(reference, predicted, spacing),
+            }
+        )
     summary = {"n_subjects": len(rows)}
     for field in SCORE_FIELDS[1:]:
         values = np.array([row[field] for row in rows], float)
@@ -286,9 +305,14 @@ def _to_brats2017(predicted: np.ndarray, labels: str | None, path: Path) -> np.n
 
 
 def summary_line(summary: dict) -> str:
-    """One line of the mean scores, for the CLI."""
+    """One line of the mean scores, region-wise then lesion-wise, for the CLI."""
+
+    def mean(name: str, r: str) -> float:
+        return summary[f"{name}_{r}"]["mean"]
+
     parts = [
-        f"{r.upper()} Dice {summary[f'dice_{r}']['mean']:.3f} HD95 {summary[f'hd95_{r}']['mean']:.1f} mm"
+        f"{r.upper()} Dice {mean('dice', r):.3f} HD95 {mean('hd95', r):.1f} mm "
+        f"(lesion-wise {mean('lesion_dice', r):.3f}, {mean('lesion_hd95', r):.1f} mm)"
         for r in REGIONS
     ]
     return f"{plural(summary['n_subjects'], 'subject')}: " + "; ".join(parts)

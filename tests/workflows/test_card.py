@@ -61,6 +61,10 @@ def test_the_card_has_every_section_and_the_numbers_of_its_commands(carded, prep
     )
     evaluation = json.loads((out / "adversarial" / "summary.json").read_text())
     assert card["clean"]["dice"]["wt"] == pytest.approx(evaluation["clean"]["dice_wt"]["mean"])
+    for region in ("wt", "tc", "et"):  # BraTS 2023's lesion-wise scores of the clean row
+        lesion = evaluation["clean"][f"lesion_hd95_{region}"]["mean"]
+        assert card["clean"]["lesion_hd95_mm"][region] == pytest.approx(lesion)
+    assert "lesion-wise Dice (BraTS 2023" in (out / "card.md").read_text()
     worst = evaluation["attacks"]["worst"]["0.05"]["dice_et"]["mean"]
     assert card["adversarial"]["worst"]["0.05"]["et"] == pytest.approx(worst)
     assert 20 < card["adversarial"]["vafa"]["psnr"] < 80
