@@ -213,6 +213,25 @@ def _json_keys(value):
     return value
 
 
+def low_clean_dice_warning(clean: dict) -> list[str]:
+    """A warning line when a region's clean Dice is below
+    :data:`~keras_advseg.config.MIN_CLEAN_DICE` (the model does not segment it: what follows
+    measures no robustness there); no line otherwise.
+
+    Args:
+        clean: ``{region: clean mean Dice}``.
+    """
+    from keras_advseg.config import MIN_CLEAN_DICE
+
+    missed = [r for r in REGIONS if clean.get(r) is not None and clean[r] < MIN_CLEAN_DICE]
+    if not missed:
+        return []
+    return [
+        f"WARNING: clean Dice below {MIN_CLEAN_DICE:g} in {', '.join(r.upper() for r in missed)}: "
+        "the model does not segment it, so the scores below measure no robustness there"
+    ]
+
+
 def summary_lines(summary: dict, out) -> list[str]:
     """What ``advseg evaluate --corruptions`` prints: clean Dice, the ROOD-MRI scores per region,
     the worst corruption, and what was written."""
@@ -225,8 +244,9 @@ def summary_lines(summary: dict, out) -> list[str]:
             for r in REGIONS
         )
 
-    lines = [
-        f"clean Dice {per_region('clean')}",
+    lines = [f"clean Dice {per_region('clean')}"]
+    lines += low_clean_dice_warning(scores["clean"])
+    lines += [
         f"overall (ROOD-MRI, alpha 2/3) {per_region('overall')}",
         f"degradation {per_region('degradation')}",
         f"resilience rate mRR (Robo3D) {per_region('mrr')}",

@@ -392,7 +392,10 @@ def summary_lines(summary: dict, out: Path) -> list[str]:
     def dice(entry) -> str:
         return ", ".join(f"{r.upper()} {entry[f'dice_{r}']['mean']:.3f}" for r in REGIONS)
 
+    from keras_advseg.workflows.corruptions import low_clean_dice_warning
+
     lines = [f"clean Dice {dice(summary['clean'])}"]
+    lines += low_clean_dice_warning({r: summary["clean"][f"dice_{r}"]["mean"] for r in REGIONS})
     lesion = {
         (m, r): summary["clean"].get(f"lesion_{m}_{r}", {}).get("mean")
         for m in ("dice", "hd95")

@@ -228,6 +228,12 @@ def test_a_model_that_segments_nothing_is_flagged_first():
     (flag,) = card_module.card_flags({"wt": 0.014, "tc": 0.0, "et": 0.6})
     assert flag["code"] == "low-clean-dice" and flag["regions"] == ["wt", "tc"]
     assert "WT, TC" in flag["message"]
+    # evaluate and evaluate --corruptions print the same warning under their clean Dice
+    from keras_advseg.workflows.corruptions import low_clean_dice_warning
+
+    assert low_clean_dice_warning({"wt": 0.8, "tc": 0.5, "et": 0.3}) == []
+    (line,) = low_clean_dice_warning({"wt": 0.014, "tc": 0.5, "et": None})
+    assert line.startswith("WARNING: clean Dice below 0.2 in WT:")
 
 
 def test_the_min_eps_median_counts_the_subjects_that_never_broke():
