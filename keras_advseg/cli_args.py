@@ -281,8 +281,9 @@ TRAIN_OPTIONS = (
         "--noise-sigma",
         type=click.FloatRange(min=0, max=10),
         help="Gaussian noise augmentation (--defense gaussian, Cohen et al. 2019): noise standard "
-        f"deviation relative to each input's intensity range [{_TRAIN.noise_sigma:g}]; train at "
-        "the sigma you will certify at.",
+        "deviation in the model's input units (standardised intensities: tissue standard "
+        f"deviations, as advseg certify's --sigma) [{_TRAIN.noise_sigma:g}]; train at the sigma "
+        "you will certify at.",
     ),
     click.option(
         "--artifacts",

@@ -212,7 +212,7 @@ class TrainConfig:
     teacher_temperature: float | None = None
     init: str | None = None
     noise_radius: float = 0.01
-    noise_sigma: float = 0.25
+    noise_sigma: float = 0.5
     artifacts: str = "all"
     artifact_rate: float | None = None
     strategy: str = "default"
@@ -638,7 +638,7 @@ STUDIES = {
         ),
         corruptions=("missing-sequence",),
         corruption_severities=(5,),
-        certify_sigmas=(0.25,),
+        certify_sigmas=(0.5,),
         certify_n=60,
         certify_n0=5,
     ),
@@ -656,7 +656,7 @@ STUDIES = {
             noise=False,
             robust=("fast",),
             control=(("epochs", 8),),
-            gaussian=0.25,
+            gaussian=0.5,
         ),
         models2d=(),  # the 2-D UNets are in `smoke` and `paper`
         steps=10,
@@ -680,7 +680,7 @@ STUDIES = {
         corruptions=("motion", "bias-field", "missing-sequence"),
         corruption_severities=(3,),
         # 8 of the 12 test subjects: enough for a paired test to reach p < 0.05 / 3
-        certify_sigmas=(0.25,),
+        certify_sigmas=(0.5,),
         certify_n=100,
         certify_n0=10,
         certify_subjects=8,
@@ -698,14 +698,15 @@ STUDIES = {
             (0.01, 0.05, 0.1),
             robust=("pgd", "fast", "trades"),
             control=(("epochs", 400), ("lr", 5e-4)),
-            gaussian=0.25,
+            gaussian=0.5,
         ),
         models2d=_defended("unet2d", (20, 100, 500, 5000), (0.01, 0.05, 0.1)),
         steps=10,
         eps_sweep=PAPER_EPS_GRID,
         vafa_setting="paper",
         corruptions=CORRUPTIONS.names(),
-        certify_sigmas=(0.12, 0.25, 0.5),
+        # standardised units: a quarter, half and one tissue standard deviation
+        certify_sigmas=(0.25, 0.5, 1.0),
         certify_n=1000,
         certify_n0=10,
     ),

@@ -70,7 +70,7 @@ def test_study_model_names():
         "unet3d-distillation-T20",
         "unet3d-adversarial-eps0.05",
         "unet3d-fast-eps0.05",
-        "unet3d-gaussian-sigma0.25",
+        "unet3d-gaussian-sigma0.5",
         "unet3d-none-control",
     ]
     assert cfg.PAPER_EPS_GRID[-1] == 0.01 and len(cfg.PAPER_EPS_GRID) == 11

@@ -102,7 +102,8 @@ ATTACKS.register(
     display="PGD (l2, soft Dice)",
     target=f"{_M}projected_gradient:run_pgd",
     description="PGD in the l2 ball of radius eps x the intensity range: the threat model of a "
-    "randomized-smoothing certificate",
+    "randomized-smoothing certificate (whose radius R is in standardised units: pass "
+    "eps = R / (max - min) of the standardised input)",
     losses=_ALL_LOSSES,
     defaults={"norm": "l2"},
 )

@@ -7,8 +7,13 @@ ball the certificate covers.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorflow as tf
+
+from keras_advseg.config import REGION_CLASS_INDICES, REGIONS
+from keras_advseg.errors import InputError
 
 
 def smoothed_pgd_l2(
@@ -24,13 +29,17 @@ def smoothed_pgd_l2(
 ) -> np.ndarray:
     """l2 PGD against the smoothed model's labels: each step follows the gradient of the
     cross-entropy of ``target`` averaged over ``samples`` noisy copies, normalised, projected
-    onto the ball ``||delta||_2 <= eps`` (both ``eps`` and ``sigma`` relative to the input's
-    intensity range, as :func:`~keras_advseg.certification.certify`'s radius).
+    onto the ball ``||delta||_2 <= eps``. ``eps`` and ``sigma`` are in the model's input units,
+    as :func:`~keras_advseg.certification.certify`'s radius and sigma (never relative to the
+    input's range).
 
     Args:
         model: Logits model.
         x: One volume ``(X, Y, Z, C)``.
-        target: ``(X, Y, Z)`` class indices (0-3) to move away from (the smoothed labels).
+        target: ``(X, Y, Z)`` class indices (0-3) to move away from (the smoothed labels), or
+            ``{"wt", "tc", "et"} -> (X, Y, Z)`` sides (1 inside, 0 outside) to move away from:
+            then the loss is each region's binary cross-entropy of ``P(inside)`` (the sum of
+            its classes' softmax), averaged over the regions given.
         eps: l2 radius.
         sigma: The smoothing noise.
         steps: PGD steps (step length ``2.5 * eps / steps``).
@@ -39,15 +48,20 @@ def smoothed_pgd_l2(
 
     Returns:
         The adversarial volume ``(X, Y, Z, C)``.
+
+    Raises:
+        InputError: a negative ``eps``, a non-positive ``sigma``, or an unknown region.
     """
     from keras_advseg.attacks.core import logits_function
 
+    if not (math.isfinite(eps) and eps >= 0):
+        raise InputError(f"eps must be a number >= 0. Received: eps={eps!r}")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise InputError(f"sigma must be a positive number. Received: sigma={sigma!r}")
     logits = logits_function(model)
     x = tf.constant(np.asarray(x, np.float32)[None])
-    span = float(tf.reduce_max(x) - tf.reduce_min(x))
-    radius, noise_std = eps * span, sigma * span
-    step_length = 2.5 * radius / steps
-    onehot = tf.one_hot(np.asarray(target)[None], 4)
+    step_length = 2.5 * eps / steps
+    loss_of = _loss(target, samples)
 
     @tf.function
     def gradient(x_k, step):
@@ -56,10 +70,7 @@ def smoothed_pgd_l2(
         )
         with tf.GradientTape() as tape:
             tape.watch(x_k)
-            z = logits(x_k + noise_std * noise, training=False)
-            loss = tf.reduce_mean(
-                tf.nn.softmax_cross_entropy_with_logits(tf.repeat(onehot, samples, 0), z)
-            )
+            loss = loss_of(logits(x_k + sigma * noise, training=False))
         return tape.gradient(loss, x_k)
 
     x_k = x
@@ -67,5 +78,29 @@ def smoothed_pgd_l2(
         g = gradient(x_k, tf.constant(k, tf.int32))
         x_k = x_k + step_length * g / tf.maximum(tf.norm(g), 1e-12)
         delta = x_k - x
-        x_k = x + delta * tf.minimum(1.0, radius / tf.maximum(tf.norm(delta), 1e-12))
+        x_k = x + delta * tf.minimum(1.0, eps / tf.maximum(tf.norm(delta), 1e-12))
     return x_k.numpy()[0]
+
+
+def _loss(target, samples: int):
+    """The loss of a batch of noisy logits that the attack raises."""
+    if not isinstance(target, dict):
+        onehot = tf.repeat(tf.one_hot(np.asarray(target)[None], 4), samples, 0)
+        return lambda z: tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(onehot, z))
+    unknown = sorted(set(target) - set(REGIONS))
+    if unknown or not target:
+        raise InputError(f"target's regions must be among {REGIONS}. Received: {sorted(target)}")
+    sides = {r: tf.constant(np.asarray(v, np.float32)[None]) for r, v in target.items()}
+
+    def loss(z):
+        total = tf.math.reduce_logsumexp(z, axis=-1)
+        losses = []
+        for region, side in sides.items():
+            inside = list(REGION_CLASS_INDICES[region])
+            outside = [c for c in range(4) if c not in inside]
+            log_in = tf.math.reduce_logsumexp(tf.gather(z, inside, axis=-1), axis=-1) - total
+            log_out = tf.math.reduce_logsumexp(tf.gather(z, outside, axis=-1), axis=-1) - total
+            losses.append(-tf.reduce_mean(side * log_in + (1 - side) * log_out))
+        return tf.add_n(losses) / len(losses)
+
+    return loss

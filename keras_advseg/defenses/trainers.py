@@ -225,18 +225,19 @@ class GaussianNoiseTrainer(SegmentationTrainer):
     """Gaussian noise augmentation (Cohen et al. 2019): the training that makes randomized
     smoothing certify (:mod:`keras_advseg.certification`).
 
-    Every update is on ``x + N(0, (sigma * range(x))^2)``: the network learns to classify
-    the noisy copies the smoothed classifier votes with. Train at the ``sigma`` you will
-    certify at.
+    Every update is on ``x + N(0, sigma^2)``, ``sigma`` in the model's input units (standardised
+    intensities: tissue standard deviations), the units of the certificate's sigma: the network
+    learns to classify the noisy copies the smoothed classifier votes with. Train at the
+    ``sigma`` you will certify at.
 
     Args:
         network: A model returning logits.
-        sigma: Noise standard deviation relative to each sample's intensity range.
+        sigma: Noise standard deviation in the model's input units.
         seed: Seed of the noise.
         temperature: Softmax temperature of the loss.
     """
 
-    def __init__(self, network, sigma: float = 0.25, seed: int = 0, temperature=1.0, **kwargs):
+    def __init__(self, network, sigma: float = 0.5, seed: int = 0, temperature=1.0, **kwargs):
         super().__init__(network, temperature=temperature, **kwargs)
         if sigma < 0:
             raise ValueError(f"sigma must be >= 0. Received: sigma={sigma}")
@@ -244,9 +245,9 @@ class GaussianNoiseTrainer(SegmentationTrainer):
         self.noise_generator = keras.random.SeedGenerator(seed)
 
     def noisy(self, x):
-        """``x`` plus Gaussian noise of relative standard deviation ``sigma``."""
+        """``x`` plus Gaussian noise of standard deviation ``sigma`` (input units)."""
         noise = keras.random.normal(tf.shape(x), seed=self.noise_generator)
-        return x + per_sample_scale(x, self.sigma, relative=True) * noise
+        return x + self.sigma * noise
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -8,6 +8,7 @@ and every title and legend says which model, attack and budget it shows.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -227,7 +228,8 @@ def corruption_severity_figure(
     curves: dict, path: Path, model: str | None = None, clean: dict | None = None
 ) -> Path:
     """Mean Dice against severity, one panel per region, one line per corruption; severity 0 is
-    the clean scan, and every panel shares the 0-1 axis.
+    the clean scan, and every panel shares the 0-1 axis. Markers sit at the severities run;
+    lines join adjacent severities only (one severity run: markers at 0 and at it, no line).
 
     Args:
         curves: ``{corruption: {severity: {region: mean Dice}}}``.
@@ -247,15 +249,14 @@ def corruption_severity_figure(
             if clean is not None:
                 levels, values = [0, *levels], [clean[region], *values]
             style = "-" if CORRUPTIONS.get(name).kind == "scanner" else "--"
+            colour = colours[index % 20]
             ax.plot(
-                levels,
-                values,
-                style,
-                marker="o",
-                markersize=3,
-                color=colours[index % 20],
-                label=CORRUPTIONS.display(name),
+                levels, values, "o", markersize=3, color=colour, label=CORRUPTIONS.display(name)
             )
+            # lines join adjacent severities only: no line crosses a level that was not run
+            for k in range(1, len(levels)):
+                if levels[k] - levels[k - 1] == 1:
+                    ax.plot(levels[k - 1 : k + 1], values[k - 1 : k + 1], style, color=colour)
         ax.set_title(REGION_NAMES[region], fontsize=10)
         ax.set_xlabel("severity (0: clean)")
         ax.set_xticks(range(0, 6))
@@ -350,18 +351,22 @@ def corruption_grid_figure(
             fontsize=8,
         )
     who = f"{model_label(model)}, " if model else ""
-    fig.suptitle(
+    text = (
         f"{who}subject {example['subject']}, axial slice {example['z']} in model space: "
-        "predicted outline (cyan) and regions\nnecrotic core red, oedema green, enhancing "
-        "tumour yellow; each row in one intensity window",
-        fontsize=9,
+        "predicted outline (cyan) and regions necrotic core red, oedema green, enhancing "
+        "tumour yellow; each row in one intensity window"
     )
+    # wrapped to the figure's width (about 14 characters an inch at this size), so that a grid
+    # of few columns does not clip its title at both edges
+    width = max(int(fig.get_figwidth() * 14), 40)
+    fig.suptitle(textwrap.fill(text, width), fontsize=9)
     return save_figure(fig, path)
 
 
 def certified_figure(by_sigma: dict, path: Path, model: str | None = None) -> Path:
-    """Certified Dice (solid) and the smoothed model's Dice (dashed) against sigma, one colour per
-    region, with the certified radius on a second axis label.
+    """Certified Dice (solid: class-wise; dotted: the region's own certificate, where the
+    summary has it) and the smoothed model's Dice (dashed) against sigma, one colour per region,
+    with the certified radius on a second axis label (sigma and radius in standardised units).
 
     Args:
         by_sigma: ``{sigma (text): mean of each row field}`` (``certify_summary.json``'s).
@@ -381,6 +386,14 @@ def certified_figure(by_sigma: dict, path: Path, model: str | None = None) -> Pa
             color=colour,
             label=f"{REGION_NAMES[region]}, certified",
         )
+        if all(f"region_certified_dice_{region}" in by_sigma[s] for s in sigmas):
+            ax.plot(
+                x,
+                [by_sigma[s][f"region_certified_dice_{region}"] for s in sigmas],
+                ":s",
+                color=colour,
+                label=f"{REGION_NAMES[region]}, certified as a region",
+            )
         ax.plot(
             x,
             [by_sigma[s][f"smoothed_dice_{region}"] for s in sigmas],
@@ -393,7 +406,7 @@ def certified_figure(by_sigma: dict, path: Path, model: str | None = None) -> Pa
     ax.minorticks_off()
     ax.set_xticks(x, [f"{v:g}\nR={by_sigma[s]['radius']:.2g}" for v, s in zip(x, sigmas)])
     ax.set_ylim(0, 1)
-    ax.set_xlabel("sigma (and certified l2 radius R), relative to the intensity range")
+    ax.set_xlabel("sigma (and certified l2 radius R), in standardised units (tissue std)")
     ax.set_ylabel("mean Dice over subjects")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

@@ -108,8 +108,14 @@ class CardBudget:
                 "ensemble",
             ),
         }[axis]
-        value = [axis, {f: getattr(self, f) for f in fields}, context]
+        value = [axis, AXIS_VERSIONS[axis], {f: getattr(self, f) for f in fields}, context]
         return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+AXIS_VERSIONS = {"adversarial": 2, "artifacts": 2, "certified": 2, "audit": 2}
+"""Bumped when an axis's definition changes, so that a card never reuses an axis computed under
+the old one: 2 = per-subject corruption draws, sigma in standardised units with region
+certificates, the audit's eighth item, VAFA's named settings and lesion-wise scores."""
 
 
 BUDGETS = {
@@ -121,7 +127,7 @@ BUDGETS = {
         ("segpgd", "pgd-dice", "pgd-softened"),
         ("motion", "bias-field", "missing-sequence"),
         (3,),
-        (0.25,),
+        (0.5,),
         100,
         10,
         5,
@@ -134,7 +140,7 @@ BUDGETS = {
         ("apgd-masked-ce", "segpgd", "pgd-dice", "pgd-softened"),
         CORRUPTIONS.names(),
         (1, 3, 5),
-        (0.12, 0.25),
+        (0.25, 0.5),
         100,
         10,
         10,
@@ -157,7 +163,7 @@ BUDGETS = {
         ),
         CORRUPTIONS.names(),
         (1, 2, 3, 4, 5),
-        (0.12, 0.25, 0.5),
+        (0.25, 0.5, 1.0),
         1000,
         10,
         20,
@@ -187,8 +193,10 @@ def claims(budget: CardBudget) -> dict[str, str]:
         ),
         "certified": (
             f"Guarantees for the smoothed model (not the network), at family-wise error 0.001 "
-            f"per volume, in l2 radius sigma * 0.674 (sigma {', '.join(map(str, budget.sigmas))}"
-            f", n = {budget.n}); the l-infinity budget they cover is tiny (see linf)."
+            f"per volume, in l2 radius sigma * 0.674, sigma {', '.join(map(str, budget.sigmas))}"
+            f" in standardised units (tissue standard deviations of each sequence), n = "
+            f"{budget.n}; class-wise (SegCertify) and per region (WT, TC, ET each certified as "
+            "its own region, Holm over both); the l-infinity budget they cover is tiny (see linf)."
         ),
         "audit": "A PASS means no gradient-masking symptom was found at this budget, not that "
         "there is none.",
@@ -671,12 +679,27 @@ def build_card(
         "worst": {r: scores["worst"][r] for r in REGIONS},
     }
     certify_summary = _read_json(out / "certified" / "certify_summary.json")
+    settings = certify_summary.get("settings") or {}
+    if settings.get("sigma_unit") != "standardised":
+        raise FileFormatError(
+            f"{out / 'certified' / 'certify_summary.json'}: sigma in another unit (certified "
+            "before sigma was defined in standardised units); certify again"
+        )
     certified = {
         sigma: {
+            "sigma_unit": "standardised",
             "certified_dice": {r: _number(m[f"certified_dice_{r}"]) for r in REGIONS},
+            "region_certified_dice": {
+                r: _number(m.get(f"region_certified_dice_{r}")) for r in REGIONS
+            },
             "smoothed_dice": {r: _number(m[f"smoothed_dice_{r}"]) for r in REGIONS},
             "abstain_rate_brain": _number(m["abstain_rate_brain"]),
+            # the class-wise certificate's abstentions inside each reference region
+            "abstain_rate_region": {r: _number(m.get(f"abstain_rate_{r}")) for r in REGIONS},
             "radius": _number(m["radius"]),
+            "radius_raw": {
+                k: _number(m.get(f"radius_raw_{k}")) for k in ("t1", "t1gd", "t2", "flair")
+            },
             "linf": _number(m["linf"]),
         }
         for sigma, m in certify_summary["sigmas"].items()
@@ -925,6 +948,8 @@ def headline_metrics(card: dict) -> dict[str, float]:
         put("artifacts_rood_overall", card["artifacts"]["overall"])
     for sigma, value in card["certified"].items():
         put(f"certified_dice_sigma{sigma}", value["certified_dice"])
+        if "region_certified_dice" in value:
+            put(f"region_certified_dice_sigma{sigma}", value["region_certified_dice"])
     if card["adversarial"]["min_eps"]["median"] is not None:
         flat["card.min_eps_median"] = card["adversarial"]["min_eps"]["median"]
     flat["card.audit_pass"] = 1.0 if card["audit"]["verdict"] == "PASS" else 0.0
@@ -1029,11 +1054,34 @@ def card_rows(card: dict) -> list[tuple[str, str, str]]:
         rows.append(
             (
                 "certified",
-                f"certified Dice, sigma {sigma} (l2 radius {value['radius']:.3g},"
-                f" l-inf {value['linf']:.2g})",
+                f"certified Dice, class-wise, sigma {sigma} std (l2 radius "
+                f"{value['radius']:.3g} std, l-inf {value['linf']:.2g})",
                 _triple(value["certified_dice"]),
             )
         )
+        if any(v is not None for v in value.get("region_certified_dice", {}).values()):
+            rows.append(
+                (
+                    "certified",
+                    f"certified Dice, each region certified as its own, sigma {sigma}",
+                    _triple(value["region_certified_dice"]),
+                )
+            )
+        rows.append(
+            (
+                "certified",
+                f"the smoothed model's own Dice (not certified), sigma {sigma}",
+                _triple(value["smoothed_dice"]),
+            )
+        )
+        if any(v is not None for v in value.get("abstain_rate_region", {}).values()):
+            rows.append(
+                (
+                    "certified",
+                    f"abstaining share inside the reference region, sigma {sigma}",
+                    _triple(value["abstain_rate_region"], "{:.1%}"),
+                )
+            )
         rows.append(
             (
                 "certified",

@@ -11,15 +11,28 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_advseg.config import REGIONS
+from keras_advseg.config import REGION_LABELS, REGIONS
+from keras_advseg.data.subject import MODALITIES
 from keras_advseg.io import ensure_writable_folder, rows_to_csv, write_text_atomic
 
 ROW_FIELDS = (
-    ("subject", "sigma", "radius", "radius_abs", "linf")
+    ("subject", "sigma", "radius")
+    + tuple(f"radius_raw_{m}" for m in MODALITIES)
+    + ("linf",)
     + tuple(f"certified_dice_{r}" for r in REGIONS)
+    + tuple(f"region_certified_dice_{r}" for r in REGIONS)
     + tuple(f"smoothed_dice_{r}" for r in REGIONS)
     + ("abstain_rate", "abstain_rate_brain")
+    + tuple(f"abstain_rate_{r}" for r in REGIONS)
+    + tuple(f"region_abstain_rate_brain_{r}" for r in REGIONS)
 )
+"""The columns of ``certified.csv``: sigma and the radius in the model's input units
+(standardised), the radius in each sequence's raw intensity (blank when the data are
+standardised per volume), the l-infinity budget, the class-wise and the region certified Dice,
+the smoothed model's Dice, and the abstaining shares: of the volume, of the brain, of each
+reference region's voxels (``abstain_rate_wt``...: the class-wise certificate's abstentions
+inside the tumour, which with the smoothed Dice explain a low certified Dice; blank where the
+reference has no such voxel), and the region certificates' share of the brain."""
 
 
 def run_certification(
@@ -48,7 +61,8 @@ def run_certification(
         model_ref: A ``.keras`` file, MLflow run id or ``runs:/`` URI.
         data: Prepared cache or raw dataset.
         out: Output folder.
-        sigmas: Noise levels, relative to each volume's intensity range.
+        sigmas: Noise levels in the model's input units (standardised intensities: multiples
+            of each sequence's tissue standard deviation), the same for every volume.
         n, n0, tau, alpha, correction, batch_size: :func:`~keras_advseg.certification.certify`.
         seed: Seed of the noise (each subject and sigma its own stream).
         split: Subjects.
@@ -66,12 +80,11 @@ def run_certification(
 
     import mlflow
     from keras_advseg.certification.smoothing import (
-        certified_dice,
-        certify,
+        SIGMA_UNIT,
+        SmoothedModel,
         check_settings,
     )
     from keras_advseg.evaluation import figures
-    from keras_advseg.metrics import brats_dice
     from keras_advseg.tracking import check_reachable, tracked_run
     from keras_advseg.workflows.evaluate import evaluated_ids, model_name, open_model_and_data
 
@@ -84,6 +97,22 @@ def run_certification(
     )
     ids = evaluated_ids(prepared, split)
     ids = ids[:subjects] if subjects else ids
+    # the radius in raw intensity needs the training split's statistics (one std per sequence)
+    std = prepared.std if prepared.config.normalization == "global" else None
+    smoothed_models = [
+        SmoothedModel(
+            model,
+            sigma=sigma,
+            n=n,
+            n0=n0,
+            tau=tau,
+            alpha=alpha,
+            correction=correction,
+            batch_size=batch_size,
+            input_std=None if std is None else tuple(float(v) for v in std),
+        )
+        for sigma in sigmas
+    ]
     tags = {"evaluation": "true", "certification": "true", **lineage}
     rows, example = [], None
     with tracked_run(tracking_uri, experiment, run_name=run_name or "certify", tags=tags) as run:
@@ -94,6 +123,7 @@ def run_certification(
                 "data_hash": prepared.data_hash,
                 "n_subjects": len(ids),
                 "sigmas": ",".join(f"{s:g}" for s in sigmas),
+                "sigma_unit": "standardised",
                 "n": n,
                 "n0": n0,
                 "tau": tau,
@@ -113,34 +143,12 @@ def run_certification(
             for index, subject in enumerate(ids):
                 image, labels = prepared.load(subject)
                 brain = np.any(image != 0, axis=-1)
-                for k, sigma in enumerate(sigmas):
-                    certificate = certify(
-                        model,
-                        image,
-                        sigma=sigma,
-                        n=n,
-                        n0=n0,
-                        tau=tau,
-                        alpha=alpha,
-                        correction=correction,
-                        batch_size=batch_size,
-                        seed=seed * 1_000_003 + index * 1009 + k,
+                for k, smoothed_model in enumerate(smoothed_models):
+                    sigma = smoothed_model.sigma
+                    certificate = smoothed_model.certify(
+                        image, seed=seed * 1_000_003 + index * 1009 + k
                     )
-                    certified = certified_dice(labels, certificate.labels)
-                    smoothed = brats_dice(labels, certificate.smoothed)
-                    rows.append(
-                        {
-                            "subject": subject,
-                            "sigma": sigma,
-                            "radius": certificate.radius,
-                            "radius_abs": certificate.radius_abs,
-                            "linf": certificate.linf,
-                            **{f"certified_dice_{r}": certified[r] for r in REGIONS},
-                            **{f"smoothed_dice_{r}": float(smoothed[r]) for r in REGIONS},
-                            "abstain_rate": certificate.abstain_rate(),
-                            "abstain_rate_brain": certificate.abstain_rate(brain),
-                        }
-                    )
+                    rows.append(row(subject, labels, brain, certificate))
                     if index == 0:
                         example = example or {
                             "subject": subject,
@@ -164,7 +172,11 @@ def run_certification(
                 "alpha": alpha,
                 "correction": correction,
                 "seed": seed,
+                "sigma_unit": SIGMA_UNIT,
+                "modalities": list(MODALITIES),
+                "input_std": None if std is None else [float(v) for v in std],
             },
+            "smoothed_models": {f"{m.sigma:g}": m.settings() for m in smoothed_models},
             "sigmas": {f"{s:g}": _means([r for r in rows if r["sigma"] == s]) for s in sigmas},
         }
         written = [
@@ -185,19 +197,67 @@ def run_certification(
     return summary
 
 
+def row(subject: str, labels: np.ndarray, brain: np.ndarray, certificate) -> dict:
+    """One row of ``certified.csv``: a subject's certificate at one sigma, scored against its
+    reference ``labels`` (``brain``: the voxels inside the brain, for the abstaining shares)."""
+    from keras_advseg.certification.smoothing import certified_dice, region_certified_dice
+    from keras_advseg.metrics import brats_dice
+
+    certified = certified_dice(labels, certificate.labels)
+    regions = region_certified_dice(labels, certificate.regions)
+    smoothed = brats_dice(labels, certificate.smoothed)
+    raw = certificate.radius_raw or ("",) * len(MODALITIES)
+    return {
+        "subject": subject,
+        "sigma": certificate.sigma,
+        "radius": certificate.radius,
+        **{f"radius_raw_{m}": value for m, value in zip(MODALITIES, raw)},
+        "linf": certificate.linf,
+        **{f"certified_dice_{r}": certified[r] for r in REGIONS},
+        **{f"region_certified_dice_{r}": regions[r] for r in REGIONS},
+        **{f"smoothed_dice_{r}": float(smoothed[r]) for r in REGIONS},
+        "abstain_rate": certificate.abstain_rate(),
+        "abstain_rate_brain": certificate.abstain_rate(brain),
+        **{
+            f"abstain_rate_{r}": (
+                certificate.abstain_rate(inside)
+                if (inside := np.isin(labels, REGION_LABELS[r])).any()
+                else ""
+            )
+            for r in REGIONS
+        },
+        **{
+            f"region_abstain_rate_brain_{r}": certificate.region_abstain_rate(r, brain)
+            for r in REGIONS
+        },
+    }
+
+
 def _means(rows: list[dict]) -> dict:
+    """The mean of each numeric column over ``rows`` (a column left blank, as the raw radius
+    without the training split's statistics, stays None)."""
     keys = [k for k in ROW_FIELDS if k not in ("subject", "sigma")]
-    return {k: float(np.mean([r[k] for r in rows])) for k in keys} if rows else {}
+    if not rows:
+        return {}
+    means = {}
+    for k in keys:
+        values = [r[k] for r in rows if r[k] != ""]
+        means[k] = float(np.mean(values)) if values else None
+    return means
 
 
 def metric_names(by_sigma: dict) -> dict[str, float]:
-    """``certified_dice_wt_sigma0.25``, ``smoothed_dice_wt_sigma0.25``,
-    ``abstain_rate_sigma0.25``, ``certified_radius_sigma0.25``, ``certified_linf_sigma0.25``."""
+    """``certified_dice_wt_sigma0.25``, ``region_certified_dice_wt_sigma0.25``,
+    ``smoothed_dice_wt_sigma0.25``, ``abstain_rate_sigma0.25``,
+    ``region_abstain_rate_wt_sigma0.25``, ``certified_radius_sigma0.25``,
+    ``certified_linf_sigma0.25``; sigma and the radius in the model's input units."""
     flat = {}
     for sigma, means in by_sigma.items():
         for r in REGIONS:
             flat[f"certified_dice_{r}_sigma{sigma}"] = means[f"certified_dice_{r}"]
+            flat[f"region_certified_dice_{r}_sigma{sigma}"] = means[f"region_certified_dice_{r}"]
             flat[f"smoothed_dice_{r}_sigma{sigma}"] = means[f"smoothed_dice_{r}"]
+            flat[f"region_abstain_rate_{r}_sigma{sigma}"] = means[f"region_abstain_rate_brain_{r}"]
         flat[f"abstain_rate_sigma{sigma}"] = means["abstain_rate_brain"]
         flat[f"certified_radius_sigma{sigma}"] = means["radius"]
         flat[f"certified_linf_sigma{sigma}"] = means["linf"]
@@ -205,16 +265,24 @@ def metric_names(by_sigma: dict) -> dict[str, float]:
 
 
 def summary_lines(summary: dict, out) -> list[str]:
-    """What ``advseg certify`` prints: per sigma, the certified and smoothed Dice, the abstain
-    rate and the radius with the l-infinity budget it covers."""
+    """What ``advseg certify`` prints: per sigma, the class-wise and the region certified Dice,
+    the smoothed Dice, the abstain rate and the radius (in standardised units and in each
+    sequence's raw intensity) with the l-infinity budget it covers."""
     lines = []
     for sigma, m in summary["sigmas"].items():
         certified = ", ".join(f"{r.upper()} {m[f'certified_dice_{r}']:.3f}" for r in REGIONS)
+        regions = ", ".join(f"{r.upper()} {m[f'region_certified_dice_{r}']:.3f}" for r in REGIONS)
         smoothed = ", ".join(f"{r.upper()} {m[f'smoothed_dice_{r}']:.3f}" for r in REGIONS)
+        raw = [(k, m.get(f"radius_raw_{k}")) for k in MODALITIES]
+        raw_text = (
+            "; raw intensity " + ", ".join(f"{k} {v:.3g}" for k, v in raw)
+            if all(v is not None for _, v in raw)
+            else ""
+        )
         lines.append(
-            f"sigma {sigma}: certified Dice {certified} (smoothed {smoothed}); abstains on "
-            f"{m['abstain_rate_brain']:.1%} of the brain; l2 radius {m['radius']:.3g} of the "
-            f"intensity range (covers l-inf {m['linf']:.2g})"
+            f"sigma {sigma}: certified Dice {certified}, per region {regions} (smoothed "
+            f"{smoothed}); abstains on {m['abstain_rate_brain']:.1%} of the brain; l2 radius "
+            f"{m['radius']:.3g} standardised units{raw_text} (covers l-inf {m['linf']:.2g})"
         )
     lines.append(f"wrote {Path(out) / 'certified.csv'} and {Path(out) / 'certify_summary.json'}")
     return lines

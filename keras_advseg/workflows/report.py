@@ -292,7 +292,7 @@ def certified_findings(load, study: Study, baseline) -> list[tuple[str, bool | N
         return []
     results, pairs, sigmas = [], {}, {}
     for spec in gaussian:
-        sigma = dict(spec.options).get("noise_sigma", 0.25)
+        sigma = dict(spec.options).get("noise_sigma", 0.5)
         sigma = min(study.certify_sigmas, key=lambda s: abs(s - sigma))
         mine = load(spec.name)
         sigmas[spec.name] = sigma

@@ -1,5 +1,7 @@
 """Randomized smoothing against its definition: constant and unstable models, the binomial test,
-Holm against Bonferroni, determinism, and soundness against an attack on the smoothed model."""
+Holm against Bonferroni, determinism, noise fixed in the model's input units, the region
+certificates (against scipy and Holm by hand, never below the class-wise certificate at the same
+family), and soundness against an attack on the smoothed model."""
 
 from __future__ import annotations
 
@@ -10,9 +12,14 @@ from scipy import stats
 
 from keras_advseg.certification import (
     ABSTAIN,
+    SIGMA_UNIT,
+    SmoothedModel,
     binomial_p_values,
     certified_dice,
     certify,
+    lift,
+    region_certificates,
+    region_certified_dice,
     rejected,
     smoothed_pgd_l2,
 )
@@ -34,10 +41,26 @@ def test_a_constant_model_certifies_every_voxel_at_the_full_radius():
     model = logits_model(lambda x: keras.ops.zeros_like(x) + keras.ops.array([0.0, 0.0, 5.0, 0.0]))
     certificate = certify(model, volume(), sigma=0.25, n=100, n0=10, tau=0.75, seed=1)
     assert (certificate.labels == 2).all() and certificate.abstain_rate() == 0
+    # sigma and the radius are in the model's input units, whatever the volume's range
+    assert certificate.sigma == 0.25
     assert certificate.radius == pytest.approx(0.25 * stats.norm.ppf(0.75))
-    span = float(volume().max() - volume().min())
-    assert certificate.radius_abs == pytest.approx(certificate.radius * span, rel=1e-6)
+    assert certificate.radius_raw is None  # no standardisation given
     assert certificate.linf == pytest.approx(certificate.radius / np.sqrt(np.prod(SHAPE)))
+    # oedema: certainly in the whole tumour, certainly outside the core and the enhancing part
+    assert (certificate.regions["wt"] == 1).all()
+    assert (certificate.regions["tc"] == 0).all() and (certificate.regions["et"] == 0).all()
+    assert all(certificate.region_abstain_rate(r) == 0 for r in ("wt", "tc", "et"))
+    std = (100.0, 250.0, 40.0, 80.0)  # each sequence's raw-intensity standard deviation
+    stored = certify(model, volume(), sigma=0.25, n=100, seed=1, input_std=std)
+    assert stored.radius_raw == pytest.approx([stored.radius * s for s in std])
+    smoothed = SmoothedModel(model, sigma=0.25, input_std=std)
+    settings = smoothed.settings()
+    assert settings["sigma"] == 0.25 and settings["sigma_unit"] == SIGMA_UNIT
+    assert settings["radius_raw"] == pytest.approx([smoothed.radius * s for s in std])
+    with pytest.raises(InputError, match="input_std must be positive numbers"):
+        SmoothedModel(model, sigma=0.25, input_std=(1.0, 0.0, 1.0, 1.0))
+    with pytest.raises(InputError, match="region must be one of"):
+        certificate.region_abstain_rate("core")
 
 
 def test_a_model_that_flips_under_tiny_noise_abstains():
@@ -52,6 +75,47 @@ def test_a_model_that_flips_under_tiny_noise_abstains():
     certificate = certify(model, x, sigma=1e-3, n=100, n0=10, seed=0)
     assert certificate.abstain_rate() == 1.0
     assert (certificate.labels == ABSTAIN).all()
+    # background or necrotic core: the whole tumour and the core are coin tosses too, but the
+    # voxel is certainly not enhancing tumour (neither class is), which the classes cannot say
+    assert (certificate.regions["wt"] == ABSTAIN).all()
+    assert (certificate.regions["tc"] == ABSTAIN).all()
+    assert (certificate.regions["et"] == 0).all()
+
+
+def test_the_noise_is_fixed_in_input_units_the_same_at_x_and_at_x_plus_delta():
+    # class 1 iff the first channel plus its noise is positive: the counts follow from the noise
+    model = logits_model(
+        lambda x: keras.ops.concatenate(
+            [keras.ops.zeros_like(x[..., :1]), x[..., :1], keras.ops.zeros_like(x[..., :2]) - 1e4],
+            -1,
+        )
+    )
+    smoothed = SmoothedModel(model, sigma=0.5, n=100, n0=10, batch_size=8)
+    x = volume(3)
+    delta = np.zeros_like(x)
+    delta[np.unravel_index(np.argmax(x), x.shape)] = 0.9 * smoothed.radius  # inside the ball
+    moved = x + delta
+    assert np.linalg.norm(delta) < smoothed.radius
+    assert np.ptp(moved) > np.ptp(x) * 1.01  # the range moved: a range-relative sigma would too
+    for stage, samples in (("select", 10), ("estimate", 100)):
+        noise = smoothed.noise(SHAPE, seed=5, stage=stage)
+        assert noise.shape == (samples, *SHAPE)
+        assert noise.std() == pytest.approx(0.5, rel=0.05)  # sigma itself, not sigma x range
+        for point in (x, moved):
+            expected = ((point[..., 0] + noise[..., 0]) > 0).sum(axis=0)
+            counts = smoothed.counts(point, seed=5, stage=stage)
+            np.testing.assert_array_equal(counts[..., 1], expected)
+            np.testing.assert_array_equal(counts.sum(axis=-1), samples)
+    # the certificates of x and x + delta are made with that same noise
+    for point in (x, moved):
+        certificate = smoothed.certify(point, seed=5)
+        guess = ((point[..., 0] + smoothed.noise(SHAPE, 5, "select")[..., 0]) > 0).sum(0) > 5
+        ones = ((point[..., 0] + smoothed.noise(SHAPE, 5, "estimate")[..., 0]) > 0).sum(0)
+        hits = np.where(guess, ones, 100 - ones)
+        np.testing.assert_array_equal(certificate.p_values, binomial_p_values(hits, 100, 0.75))
+        assert certificate.sigma == 0.5 and certificate.radius == smoothed.radius
+    with pytest.raises(InputError, match="stage must be one of"):
+        smoothed.noise(SHAPE, seed=5, stage="guess")
 
 
 def test_the_binomial_test_is_scipys_and_holm_certifies_at_least_what_bonferroni_does():
@@ -101,7 +165,7 @@ def test_an_attack_on_the_smoothed_model_within_the_radius_leaves_certified_voxe
 
     prepared = load_prepared(prepared_dir)
     image, labels = prepared.load(prepared.test_ids[0])
-    sigma = 0.12
+    sigma = 1.0  # one tissue standard deviation
     certificate = certify(fitted_unet, image, sigma=sigma, n=100, n0=10, seed=0, batch_size=10)
     certified = certificate.certified
     assert certified.mean() > 0.5  # most voxels (the background) are certified
@@ -109,8 +173,8 @@ def test_an_attack_on_the_smoothed_model_within_the_radius_leaves_certified_voxe
     attacked = smoothed_pgd_l2(
         fitted_unet, image, index, eps=0.9 * certificate.radius, sigma=sigma, steps=10, samples=8
     )
-    span = image.max() - image.min()
-    assert np.linalg.norm(attacked - image) <= 0.9 * certificate.radius * span * (1 + 1e-5)
+    # the budget is in the model's input units, as the radius: no intensity range
+    assert np.linalg.norm(attacked - image) <= 0.9 * certificate.radius * (1 + 1e-5)
     after = certify(fitted_unet, attacked, sigma=sigma, n=100, n0=10, seed=1, batch_size=10)
     changed = (after.smoothed != certificate.labels) & certified
     assert changed.sum() / certified.sum() <= 0.01  # the certificate holds (up to its error)
@@ -122,3 +186,169 @@ def test_an_attack_on_the_smoothed_model_within_the_radius_leaves_certified_voxe
     assert (moved.smoothed != certificate.smoothed).sum() > 10 * max(changed.sum(), 1)
     dice = certified_dice(labels, certificate.labels)
     assert set(dice) == {"wt", "tc", "et"} and all(0 <= v <= 1 for v in dice.values())
+
+
+def test_an_attack_on_the_smoothed_regions_within_the_radius_leaves_certified_regions_alone(
+    fitted_unet, prepared_dir
+):
+    from keras_advseg.data.prepare import load_prepared
+
+    prepared = load_prepared(prepared_dir)
+    image, labels = prepared.load(prepared.test_ids[0])
+    sigma = 1.0
+    certificate = certify(fitted_unet, image, sigma=sigma, n=100, n0=10, seed=0, batch_size=10)
+    decided = {r: certificate.regions[r] != ABSTAIN for r in certificate.regions}
+    total = sum(int(d.sum()) for d in decided.values())
+    assert total > 0.5 * 3 * labels.size  # most voxel-region pairs (the background) certified
+    sides = {r: certificate.region_smoothed[r].astype("float32") for r in certificate.regions}
+
+    def flipped(volume, of):  # certified pairs whose smoothed side differs after the attack
+        return sum(
+            int((decided[r] & (volume.region_smoothed[r] != (of[r] == 1))).sum()) for r in of
+        )
+
+    attacked = smoothed_pgd_l2(
+        fitted_unet, image, sides, eps=0.9 * certificate.radius, sigma=sigma, steps=10, samples=8
+    )
+    assert np.linalg.norm(attacked - image) <= 0.9 * certificate.radius * (1 + 1e-5)
+    after = certify(fitted_unet, attacked, sigma=sigma, n=100, n0=10, seed=1, batch_size=10)
+    changed = flipped(after, certificate.regions)
+    assert changed / total <= 0.01  # the region certificates hold (up to their error)
+    far = smoothed_pgd_l2(
+        fitted_unet, image, sides, eps=10 * certificate.radius, sigma=sigma, steps=10, samples=8
+    )
+    moved = certify(fitted_unet, far, sigma=sigma, n=100, n0=10, seed=1, batch_size=10)
+    outside = sum(
+        int((moved.region_smoothed[r] != certificate.region_smoothed[r]).sum()) for r in sides
+    )
+    assert outside > 10 * max(changed, 1)  # the attack is real: far more smoothed sides move
+    # never less than the class-wise certificate in the same family (3 d tests), any reading of
+    # the same family's abstentions: every region the class-wise certificate decides, the
+    # region certificate decides the same way
+    same_family = rejected(np.stack([certificate.p_values] * 3), certificate.alpha)[0]
+    assert not (same_family & ~certificate.certified).any()  # stricter than d tests
+    lifted = lift(np.where(same_family, certificate.labels, ABSTAIN).astype(np.uint8))
+    worst_region = region_certified_dice(labels, certificate.regions, reading="worst")
+    worst_class = region_certified_dice(labels, lifted, reading="worst")
+    for r in certificate.regions:
+        assert (certificate.region_p_values[r] <= certificate.p_values * (1 + 1e-12)).all()
+        known = lifted[r] != ABSTAIN
+        np.testing.assert_array_equal(certificate.regions[r][known], lifted[r][known])
+        assert worst_region[r] >= worst_class[r]
+
+
+REGION_CLASSES = {"wt": {1, 2, 3}, "tc": {1, 3}, "et": {3}}  # class indices (3 is label 4)
+
+
+def holm_by_hand(p, alpha):
+    """Holm's step-down procedure, written out: reject the smallest p-values in turn while the
+    i-th (from 0) is at most alpha / (m - i)."""
+    flat = list(np.ravel(p))
+    order = sorted(range(len(flat)), key=lambda i: flat[i])
+    result = np.zeros(len(flat), bool)
+    for rank, i in enumerate(order):
+        if flat[i] > alpha / (len(flat) - rank):
+            break
+        result[i] = True
+    return result.reshape(np.shape(p))
+
+
+def simulated_counts(seed, voxels=(6, 6, 5), n=100, n0=10):
+    """Selection and estimation class counts of voxels whose class probabilities are drawn at
+    random: some sure of one class, some split between two tumour classes, some uncertain."""
+    rng = np.random.default_rng(seed)
+    m = int(np.prod(voxels))
+    concentration = rng.choice([0.05, 0.3, 2.0], size=m)
+    probabilities = np.stack([rng.dirichlet([a] * 4) for a in concentration])
+    split = rng.random(m) < 0.3  # half necrotic core, half enhancing: certainly tumour core
+    probabilities[split] = [0.02, 0.49, 0.0, 0.49]
+    select = np.stack([rng.multinomial(n0, p) for p in probabilities]).reshape(*voxels, 4)
+    counts = np.stack([rng.multinomial(n, p) for p in probabilities]).reshape(*voxels, 4)
+    return select, counts
+
+
+def test_region_certificates_are_scipys_binomial_tests_under_one_holm_correction():
+    select, counts = simulated_counts(0)
+    guess = np.argmax(select, axis=-1)
+    regions, smoothed, p_values = region_certificates(counts, guess, n=100, tau=0.75, alpha=0.01)
+    expected_p = {}
+    for r, classes in REGION_CLASSES.items():
+        expected_p[r] = np.zeros(guess.shape)
+        for v in np.ndindex(guess.shape):
+            inside = sum(int(counts[v][c]) for c in classes)
+            side = int(guess[v]) in classes
+            hits = inside if side else 100 - inside
+            expected_p[r][v] = stats.binomtest(hits, 100, 0.75, alternative="greater").pvalue
+        np.testing.assert_allclose(p_values[r], expected_p[r], rtol=1e-9)
+        np.testing.assert_array_equal(smoothed[r], 2 * counts[..., sorted(classes)].sum(-1) > 100)
+    passed = holm_by_hand(np.stack([expected_p[r] for r in REGION_CLASSES]), 0.01)
+    for i, (r, classes) in enumerate(REGION_CLASSES.items()):
+        side = np.isin(guess, sorted(classes)).astype(np.uint8)
+        np.testing.assert_array_equal(regions[r], np.where(passed[i], side, ABSTAIN))
+    assert 0 < passed.sum() < passed.size  # the correction certified some and not all
+
+
+def test_region_certificates_never_certify_less_than_the_class_wise_one_at_the_same_family():
+    """The class-wise certificate decides a region for every voxel it certifies (the label is in
+    it or not). Tested in the same family (each class test counted once per region, 3 d tests),
+    the region certificate decides all of those the same way, since the region's side follows the
+    guessed class and counts at least that class's votes; so its Dice is never lower when an
+    abstention counts as wrong on both sides. Against the class-wise certificate at its own
+    family of d tests, or when an abstention outside the truth costs nothing (SegCertify's
+    reading), it can be lower: the last part shows how."""
+    rng = np.random.default_rng(1)
+    for seed in range(5):
+        select, counts = simulated_counts(seed, voxels=(10, 10, 8))
+        guess = np.argmax(select, axis=-1)
+        hits = np.take_along_axis(counts, guess[..., None], axis=-1)[..., 0]
+        p_class = binomial_p_values(hits, 100, 0.75)
+        regions, _, p_region = region_certificates(counts, guess, n=100, tau=0.75, alpha=0.01)
+        same_family = holm_by_hand(np.stack([p_class] * 3), 0.01)[0]
+        labels = np.where(same_family, np.where(guess == 3, 4, guess), ABSTAIN).astype(np.uint8)
+        lifted = lift(labels)
+        truth = rng.choice(np.array([0, 1, 2, 4], np.uint8), size=guess.shape)
+        worst_region = region_certified_dice(truth, regions, reading="worst")
+        worst_class = region_certified_dice(truth, lifted, reading="worst")
+        for r in REGION_CLASSES:
+            assert (p_region[r] <= p_class).all()
+            decided = lifted[r] != ABSTAIN
+            np.testing.assert_array_equal(regions[r][decided], lifted[r][decided])
+            assert worst_region[r] >= worst_class[r]
+        # the split voxels: the classes abstain on them, the tumour core certifies them
+        assert ((regions["tc"] == 1) & (labels == ABSTAIN)).any()
+    # SegCertify's reading: a voxel outside the truth, split between core and oedema, is
+    # certified in the whole tumour (a real error of the smoothed model) where the classes abstain
+    counts = np.zeros((2, 1, 1, 4), int)
+    counts[0, 0, 0] = [0, 100, 0, 0]  # certainly necrotic core
+    counts[1, 0, 0] = [0, 50, 50, 0]  # certainly tumour, necrotic core or oedema
+    guess = np.array([1, 1]).reshape(2, 1, 1)
+    regions, _, _ = region_certificates(counts, guess, n=100, tau=0.75, alpha=0.01)
+    truth = np.array([1, 0], np.uint8).reshape(2, 1, 1)
+    classes = np.array([1, ABSTAIN], np.uint8).reshape(2, 1, 1)
+    assert regions["wt"].ravel().tolist() == [1, 1]
+    assert region_certified_dice(truth, regions)["wt"] == pytest.approx(2 / 3)
+    assert certified_dice(truth, classes)["wt"] == 1.0
+    assert region_certified_dice(truth, regions, reading="worst")["wt"] == pytest.approx(2 / 3)
+    assert region_certified_dice(truth, lift(classes), reading="worst")["wt"] == pytest.approx(
+        2 / 3
+    )
+
+
+def test_region_dice_counts_abstentions_as_segcertify_does_and_the_worst_reading_by_hand():
+    rng = np.random.default_rng(2)
+    truth = rng.choice(np.array([0, 1, 2, 4], np.uint8), size=(9, 8, 7))
+    certified = rng.choice(np.array([0, 1, 2, 4, ABSTAIN], np.uint8), size=truth.shape)
+    # the class-wise certificate lifted to regions scores what certified_dice scores
+    assert region_certified_dice(truth, lift(certified)) == pytest.approx(
+        certified_dice(truth, certified)
+    )
+    # the worst reading by hand: 1 inside the truth, 0 outside; an abstention is the other one
+    wt_truth = np.isin(truth, [1, 2, 4])
+    lifted = lift(certified)["wt"]
+    worst = np.where(lifted == ABSTAIN, ~wt_truth, lifted == 1)
+    expected = 2 * np.sum(worst & wt_truth) / (np.sum(worst) + np.sum(wt_truth))
+    assert region_certified_dice(truth, lift(certified), "worst")["wt"] == pytest.approx(expected)
+    with pytest.raises(InputError, match="reading must be one of"):
+        region_certified_dice(truth, lift(certified), reading="strict")
+    with pytest.raises(InputError, match=r"regions\['wt'\] must have the labels' shape"):
+        region_certified_dice(truth[:2], lift(certified))

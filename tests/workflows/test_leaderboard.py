@@ -177,7 +177,7 @@ def test_each_column_is_one_family_and_a_cell_says_when_it_cannot_reach_signific
             n,
             Path(n),
             {
-                (CERTIFIED, 0.25): {
+                (CERTIFIED, STUDIES["quick"].certify_sigmas[0]): {
                     s: {f"dice_{r}": v for r in REGIONS} for s, v in certified[n].items()
                 }
             },

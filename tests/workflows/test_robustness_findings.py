@@ -38,13 +38,13 @@ def result(name, key, means, seed=0):
 
 def test_finding_h_compares_certified_dice_of_the_gaussian_model_with_no_defense():
     gaussian = next(s for s in QUICK.models3d if s.defense == "gaussian")
-    assert gaussian.name == "unet3d-gaussian-sigma0.25"
-    baseline = result("unet3d-none", (CERTIFIED, 0.25), 0.3)
-    better = {gaussian.name: result(gaussian.name, (CERTIFIED, 0.25), 0.6, seed=1)}
+    assert gaussian.name == "unet3d-gaussian-sigma0.5"
+    baseline = result("unet3d-none", (CERTIFIED, 0.5), 0.3)
+    better = {gaussian.name: result(gaussian.name, (CERTIFIED, 0.5), 0.6, seed=1)}
     ((claim, passed, evidence),) = certified_findings(better.__getitem__, QUICK, baseline)
-    assert claim == "(h) unet3d-gaussian-sigma0.25 at sigma 0.25" and passed is True
+    assert claim == "(h) unet3d-gaussian-sigma0.5 at sigma 0.5" and passed is True
     assert evidence.startswith("WT 0.5") and "vs 0.2" in evidence
-    worse = {gaussian.name: result(gaussian.name, (CERTIFIED, 0.25), 0.1, seed=1)}
+    worse = {gaussian.name: result(gaussian.name, (CERTIFIED, 0.5), 0.1, seed=1)}
     ((_, passed, _),) = certified_findings(worse.__getitem__, QUICK, baseline)
     assert passed is False
     missing = {gaussian.name: result(gaussian.name, ("none", 0.0), 0.5)}
@@ -186,8 +186,8 @@ def test_finding_h_takes_its_direction_from_the_paired_shift_its_test_tests():
     walsh = [(d[i] + d[j]) / 2 for i in range(20) for j in range(i, 20)]
     assert d.mean() > 0 and np.median(walsh) < 0  # the two directions disagree
     assert 3 * stats.wilcoxon(d).pvalue <= 0.05  # and the test is significant
-    baseline = series_result("unet3d-none", (CERTIFIED, 0.25), theirs)
-    models = {gaussian.name: series_result(gaussian.name, (CERTIFIED, 0.25), mine)}
+    baseline = series_result("unet3d-none", (CERTIFIED, 0.5), theirs)
+    models = {gaussian.name: series_result(gaussian.name, (CERTIFIED, 0.5), mine)}
     ((_, passed, evidence),) = certified_findings(models.__getitem__, QUICK, baseline)
     assert passed is False
     assert f"shift {np.median(walsh):+.3f} [" in evidence
@@ -201,8 +201,8 @@ def test_finding_h_at_8_subjects_can_reach_significance_and_says_when_it_cannot(
         subjects = [f"s{i}" for i in range(n)]
         theirs = {r: {s: 0.3 for s in subjects} for r in ("wt", "tc", "et")}
         mine = {r: {s: 0.5 + 0.01 * i for i, s in enumerate(subjects)} for r in theirs}
-        baseline = series_result("unet3d-none", (CERTIFIED, 0.25), theirs)
-        models = {gaussian.name: series_result(gaussian.name, (CERTIFIED, 0.25), mine)}
+        baseline = series_result("unet3d-none", (CERTIFIED, 0.5), theirs)
+        models = {gaussian.name: series_result(gaussian.name, (CERTIFIED, 0.5), mine)}
         ((_, passed, evidence),) = certified_findings(models.__getitem__, QUICK, baseline)
         p = min(1, 3 * stats.wilcoxon([mine["wt"][s] - 0.3 for s in subjects]).pvalue)
         assert f"(p = {p:.2g})" in evidence
