@@ -392,6 +392,14 @@ def train_command(data, out, preset, resume, run_name, tracking_uri, experiment,
     show_default=True,
     help="Random restarts of pgd-dice: per subject the restart with the highest loss is kept.",
 )
+@click.option(
+    "--vafa-setting",
+    type=click.Choice(cfg.VAFA_SETTING_NAMES),
+    default=_EVAL.vafa_setting,
+    show_default=True,
+    help="VAFA's setting (--attack vafa): light (8^3 blocks, q_max 10, --steps steps, Dice) or "
+    "paper (Hanif et al.: 32^3 blocks, q_max 20, 20 steps, Dice minus SSIM).",
+)
 @seed_option("Seed of the attacks' random starts.", _EVAL.seed)
 @click.option("--run-name", help="MLflow run name [eval-ATTACKS].")
 @click.option(
@@ -463,6 +471,7 @@ def evaluate_command(
     attack_temperature,
     transfer_ref,
     restarts,
+    vafa_setting,
     seed,
     run_name,
     native,
@@ -491,6 +500,7 @@ def evaluate_command(
         "attack_temperature",
         "transfer_ref",
         "restarts",
+        "vafa_setting",
         "steps",
         "strategy",
     )
@@ -539,6 +549,7 @@ def evaluate_command(
         attack_temperature=attack_temperature,
         seed=seed,
         restarts=restarts,
+        vafa_setting=vafa_setting,
     )
     try:
         summary = run_evaluation(

@@ -119,8 +119,9 @@ def prepared_dir(phantom_dir, tmp_path_factory) -> Path:
 
 FIXTURE_SEED = int(os.environ.get("ADVSEG_FIXTURE_SEED", "1"))
 """The seed of the trained fixtures (``fitted_unet``). ``make test`` runs the tests marked
-``trained`` a second time with another seed and TensorFlow's other CPU kernels
-(``TF_ENABLE_ONEDNN_OPTS=0``), so that no test rests on one machine's weights."""
+``trained`` a second time with seed 2, so that no test rests on one machine's weights (another
+CPU trains other weights from the same seed); ``TF_ENABLE_ONEDNN_OPTS=0`` (TensorFlow's other
+CPU kernels) is the other way to get other weights, checked by hand (docs/contributing.md)."""
 
 
 @pytest.fixture(scope="session")

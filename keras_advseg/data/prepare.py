@@ -40,7 +40,9 @@ from keras_advseg.data.subject import MODALITIES, Subject
 from keras_advseg.errors import InputError
 from keras_advseg.io import atomic_path, write_text_atomic
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+"""2: N4 corrects each sequence over the voxels it measured (a cache prepared with N4 before is
+prepared again; on a scan with no zero inside the brain the volumes are the same)."""
 
 
 @dataclass(frozen=True)

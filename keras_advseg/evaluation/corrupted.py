@@ -202,7 +202,7 @@ def mean_dice(rows: list[dict], metric_prefix: str = "dice") -> dict:
 def corruption_scores(
     rows: list[dict], reference_rows: list[dict] | None = None, alpha: float = ALPHA
 ) -> dict:
-    """ROOD-MRI's overall and degradation scores, relative robustness and (with a reference
+    """ROOD-MRI's overall and degradation scores, the resilience rate (Robo3D) and (with a reference
     model's rows on the same scans) the corruption error, per corruption and region, and their
     means over corruptions.
 

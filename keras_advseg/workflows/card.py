@@ -29,7 +29,10 @@ from keras_advseg.errors import FileFormatError, InputError
 from keras_advseg.io import ensure_writable_folder, write_text_atomic
 
 CARD_SCHEMA = "keras-advseg/robustness-card"
-CARD_VERSION = 1
+CARD_VERSION = 2
+"""2: per-subject corruption draws, sigma in standardised units, region certificates, the
+censored min_eps median, the corrupted-scan mean, flags, data, commit and date. A version-1 card
+is refused in one line: its numbers mean something else."""
 SECTIONS = ("clean", "adversarial", "artifacts", "certified", "audit")
 
 
@@ -195,8 +198,9 @@ def claims(budget: CardBudget) -> dict[str, str]:
             f"Guarantees for the smoothed model (not the network), at family-wise error 0.001 "
             f"per volume, in l2 radius sigma * 0.674, sigma {', '.join(map(str, budget.sigmas))}"
             f" in standardised units (tissue standard deviations of each sequence), n = "
-            f"{budget.n}; class-wise (SegCertify) and per region (WT, TC, ET each certified as "
-            "its own region, Holm over both); the l-infinity budget they cover is tiny (see linf)."
+            f"{budget.n}; class-wise (SegCertify, Holm over the voxels) and per region (WT, TC, ET "
+            "each certified as its own region, Holm over voxels x regions), each family at "
+            "0.001; the l-infinity budget they cover is tiny (see linf)."
         ),
         "audit": "A PASS means no gradient-masking symptom was found at this budget, not that "
         "there is none.",
@@ -363,6 +367,7 @@ def study_budget(study, preset: str) -> CardBudget:
         audit_restarts=audit.restarts,
         audit_queries=audit.queries,
         audit_subjects=audit.subjects,
+        vafa=study.vafa_setting,
     )
 
 
@@ -680,7 +685,7 @@ def build_card(
     }
     certify_summary = _read_json(out / "certified" / "certify_summary.json")
     settings = certify_summary.get("settings") or {}
-    if settings.get("sigma_unit") != "standardised":
+    if not str(settings.get("sigma_unit") or "").startswith("standardised"):
         raise FileFormatError(
             f"{out / 'certified' / 'certify_summary.json'}: sigma in another unit (certified "
             "before sigma was defined in standardised units); certify again"
@@ -890,7 +895,7 @@ def censored_median(values: list) -> float | None:
 
 
 def validate_card(card: dict) -> None:
-    """Checks a card against schema version 1: every section, its keys and number types.
+    """Checks a card against schema version 2: every section, its keys and number types.
 
     Raises:
         FileFormatError: naming the first field that is missing or of the wrong type.
@@ -900,7 +905,13 @@ def validate_card(card: dict) -> None:
         if not condition:
             raise FileFormatError(f"card: {where} is missing or malformed")
 
-    need(card.get("schema") == CARD_SCHEMA and card.get("version") == CARD_VERSION, "schema")
+    need(card.get("schema") == CARD_SCHEMA, "schema")
+    if card.get("version") != CARD_VERSION:
+        raise FileFormatError(
+            f"card: version {card.get('version')!r}, written by another keras-advseg (this one "
+            f"reads version {CARD_VERSION}: sigma, the corruption draws and min_eps changed "
+            "meaning); run advseg card again"
+        )
     for section in SECTIONS:
         need(isinstance(card.get(section), dict), section)
 
@@ -990,9 +1001,9 @@ def card_rows(card: dict) -> list[tuple[str, str, str]]:
         label = f"Dice under the worst case, eps {eps} ({', '.join(card['budget']['ensemble'])})"
         if lower:
             label += (
-                f"; NOT the tightest bound: the audit's item {lower['item']} reached mean Dice "
-                f"{lower['dice']:.3f} on its subjects, where this worst case reached "
-                f"{lower['white_box']:.3f}"
+                f"; NOT the tightest bound: on the audit's subjects its item {lower['item']} "
+                f"reached mean Dice {lower['dice']:.3f}, the audit's worst case (this ensemble, "
+                f"the strongest over its step counts) {lower['white_box']:.3f}"
             )
         rows.append(("adversarial", label, _triple(values)))
     vafa = adversarial["vafa"]

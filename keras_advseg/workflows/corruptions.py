@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from keras_advseg.config import REGIONS
 from keras_advseg.errors import InputError
 from keras_advseg.io import ensure_writable_folder, write_text_atomic
@@ -161,6 +163,12 @@ def run_corruption_evaluation(
             "modalities": list(modalities) if modalities else None,
             "reference": str(reference_ref) if reference_ref else None,
             "scores": _json_keys(scores),
+            # each subject's Dice averaged over its corrupted scans, then over subjects (every
+            # subject has the same scans, so this is the mean of the corrupted conditions)
+            "corrupted_dice": {
+                r: float(np.mean([v[r] for (_, level), v in means.items() if level > 0]))
+                for r in REGIONS
+            },
             "significant": sum(t["significant"] for t in tests),
             "tests": len(tests),
         }
@@ -246,11 +254,24 @@ def summary_lines(summary: dict, out) -> list[str]:
 
     lines = [f"clean Dice {per_region('clean')}"]
     lines += low_clean_dice_warning(scores["clean"])
-    lines += [
-        f"overall (ROOD-MRI, alpha 2/3) {per_region('overall')}",
-        f"degradation {per_region('degradation')}",
-        f"resilience rate mRR (Robo3D) {per_region('mrr')}",
-    ]
+    if summary.get("corrupted_dice"):
+        corrupted = summary["corrupted_dice"]
+        lines.append(
+            "mean Dice of the corrupted scans "
+            + ", ".join(f"{r.upper()} {corrupted[r]:.3f}" for r in REGIONS)
+        )
+    if {1, 2, 3, 4, 5} <= {int(v) for v in summary.get("severities", ())}:
+        lines += [
+            f"overall (ROOD-MRI, alpha 2/3) {per_region('overall')}",
+            f"degradation (ROOD-MRI) {per_region('degradation')}",
+        ]
+    else:
+        lines.append(
+            "ROOD-MRI's overall and degradation are in corruption_summary.json: defined over "
+            "severities 1-5, they are mostly the clean Dice with "
+            + ", ".join(map(str, summary.get("severities", ())))
+        )
+    lines.append(f"resilience rate mRR (Robo3D) {per_region('mrr')}")
     if summary.get("reference"):
         lines.append(f"corruption error mCE vs {summary['reference']}: {per_region('mce')}")
     lines.append(

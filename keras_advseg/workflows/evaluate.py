@@ -100,6 +100,7 @@ def run_evaluation(
                 "eps_sweep": ",".join(map(str, config.eps_sweep)),
                 "iterations_sweep": config.iterations_sweep,
                 "attack_temperature": config.attack_temperature,
+                "vafa_setting": config.vafa_setting,
                 "transfer_from": str(transfer_ref),
                 "strategy": strategy,
             }
@@ -412,8 +413,11 @@ def summary_lines(summary: dict, out: Path) -> list[str]:
             + ", ".join(f"{r.upper()} {lesion['hd95', r]:.1f}" for r in REGIONS)
             + f" mm (model space, {scale})"
         )
+    setting = (summary.get("config") or {}).get("vafa_setting", "light")
     for attack, by_eps in summary["attacks"].items():
-        if attack != "fgsm_sweep":
+        if attack == "vafa":  # outside the l-inf ball: its setting, not eps, is its budget
+            lines += [f"vafa ({setting} setting): Dice {dice(e)}" for e in by_eps.values()]
+        elif attack != "fgsm_sweep":
             lines += [f"{attack} eps {value}: Dice {dice(e)}" for value, e in by_eps.items()]
     if "worker" in summary:
         lines.append(f"{summary['worker']}: evaluated its share; the chief writes the rows")

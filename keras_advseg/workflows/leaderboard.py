@@ -142,12 +142,20 @@ def rank(values: dict[str, dict[str, float | None]], flagged=frozenset()) -> dic
     }
 
 
+def vafa_setting(card: dict) -> str:
+    """The VAFA setting a card ran, as it names it (``VAFA light: 8^3 blocks, ...``)."""
+    vafa = card["adversarial"]["vafa"]
+    return str(vafa.get("label") or vafa.get("setting") or "VAFA (setting not recorded)")
+
+
 def flag_text(card: dict) -> str:
-    """The card's flags in a cell ("" when none)."""
+    """The card's flags in a cell ("" when none), computed again from its clean Dice (the stored
+    ``flags`` are not trusted: a hand-edited card cannot unflag itself)."""
+    from keras_advseg.workflows.card import card_flags
+
     return "; ".join(
-        f"{f.get('code')}: {', '.join(str(r).upper() for r in f.get('regions', []))}"
-        for f in card.get("flags") or []
-        if isinstance(f, dict)
+        f"{f['code']}: {', '.join(r.upper() for r in f['regions'])}"
+        for f in card_flags(card["clean"]["dice"])
     )
 
 
@@ -204,6 +212,8 @@ def column_tests(cards: list[dict], names: list[str]) -> dict:
         reference = per_subject(cards[0], axis)
         pairs = {}
         for name, card in zip(names[1:], cards[1:]):
+            if axis == "vafa" and vafa_setting(card) != vafa_setting(cards[0]):
+                continue  # another VAFA setting is another attack: not compared
             mine = per_subject(card, axis)
             if len(set(mine) & set(reference)) >= 2:
                 pairs[name] = (mine, reference)
@@ -270,6 +280,7 @@ def run_leaderboard(card_dirs: list, out) -> dict:
     for name, card in zip(names, cards):
         row = {"model": name, "budget": card["budget"]["name"], "audit": card["audit"]["verdict"]}
         row["flags"] = flag_text(card)
+        row["vafa_setting"] = vafa_setting(card)
         for axis, _ in AXES:
             row[axis] = values[name][axis]
             test = tests.get((name, axis), {})
@@ -285,7 +296,7 @@ def run_leaderboard(card_dirs: list, out) -> dict:
     ranks = rank(values, flagged)
     out = ensure_writable_folder(out)
     fields = (
-        ["model", "budget", "audit", "flags"]
+        ["model", "budget", "audit", "flags", "vafa_setting"]
         + [f for a, _ in AXES for f in (a, f"{a}_p", f"{a}_n", f"{a}_m", f"{a}_reachable")]
         + ["severities", "rood_overall", "rood_degradation"]
     )
@@ -387,6 +398,16 @@ def _markdown(rows, ranks, names) -> str:
             "is mostly the clean Dice (the card has them).\n"
         )
     rood_labels = ["ROOD-MRI overall", "ROOD-MRI degradation"] if rood else []
+    settings = {row["vafa_setting"] for row in rows}
+    if len(settings) == 1:
+        lines.append(f"VAFA's setting: {next(iter(settings))}.\n")
+    else:
+        lines.append(
+            "VAFA's settings differ between the cards (each is another attack; only cards of the "
+            "first card's setting are tested against it): "
+            + "; ".join(f"{r['model']}: {r['vafa_setting']}" for r in rows)
+            + ".\n"
+        )
     labels = [label for _, label in AXES] + rood_labels
     lines += [
         "| model | budget | " + " | ".join(labels) + " | audit |",

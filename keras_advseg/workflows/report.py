@@ -413,7 +413,7 @@ def artifact_lines(out: Path, study: Study) -> list[str]:
     """The 3-D models under MRI artifacts, per region (WT / TC / ET): clean Dice, the mean Dice
     of the corrupted scans (what finding (g) and the leaderboard compare), ROOD-MRI's overall
     and degradation scores where the study ran every severity 1-5 (``n/a`` otherwise: with
-    fewer levels the overall score is mostly the clean Dice), relative robustness and the worst
+    fewer levels the overall score is mostly the clean Dice), the resilience rate (mRR) and the worst
     corruption.
 
     Args:

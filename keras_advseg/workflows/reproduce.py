@@ -447,6 +447,13 @@ def compare_families(comparisons: list[dict]) -> None:
         )
 
 
+STUDY_DEFINITIONS = 2
+"""Bumped when a step's outputs change meaning, so that a study folder of an earlier version is
+not resumed with its finished steps reused: 2 = per-subject corruption draws, sigma in
+standardised units (certificates and Gaussian-noise training), the audit's eighth item, the
+cards' version 2."""
+
+
 def _check_same_study(out: Path, preset: str, data, data_seed: int) -> None:
     """Records the study's preset, data and data seed in ``OUT/study.json``, and refuses to
     continue a folder started with others (its models were trained on another split).
@@ -460,6 +467,7 @@ def _check_same_study(out: Path, preset: str, data, data_seed: int) -> None:
         "preset": preset,
         "data": str(Path(data).resolve()) if data is not None else None,
         "data_seed": data_seed,
+        "definitions": STUDY_DEFINITIONS,
     }
     if record.is_file():
         try:
@@ -468,6 +476,13 @@ def _check_same_study(out: Path, preset: str, data, data_seed: int) -> None:
                 raise ValueError("not an object")
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise FileFormatError(f"{record}: unreadable study record ({exc})") from None
+        if started.get("definitions") != STUDY_DEFINITIONS:
+            raise InputError(
+                f"{out} holds a study of another keras-advseg (definitions "
+                f"{started.get('definitions', 1)}, this one {STUDY_DEFINITIONS}: the corruption "
+                "draws, the certificates' sigma and the cards changed meaning, so its finished "
+                "steps cannot be reused). Use another --out"
+            )
         for key, option in (
             ("preset", "--preset"),
             ("data", "--data"),

@@ -171,12 +171,10 @@ def test_a_model_that_masks_its_gradients_by_construction_is_flagged(fitted_unet
     # the white-box attacks are blind: they keep far more Dice than the transferred one
     assert by_number[5].verdict == "WARN"
     assert by_number[5].numbers["transfer"] < white_box - by_number[3].numbers["margin"]
-    # item 2 warns exactly when the blind curve rises or stays above the floor (with blind
-    # gradients each point is a random start or walk: whether noise of 0.4 of the intensity
-    # range reaches the floor depends on the network)
-    curve = by_number[2].numbers["dice"]
-    rises = any(b > a + QUICK.tolerance for a, b in zip(curve, curve[1:]))
-    assert (by_number[2].verdict == "WARN") == (rises or curve[-1] > QUICK.floor)
+    if kind != "quantised-input":
+        # the same forward pass: the transferred attack is the unmasked network's own worst
+        # case, whatever the weights
+        assert by_number[5].numbers["transfer"] == pytest.approx(broken, abs=1e-6)
     if kind in ("zero-gradient", "quantised-input", "step-output"):
         # a zero gradient has sign 0: FGSM returns the clean input
         assert by_number[1].numbers["fgsm"] == pytest.approx(by_number[1].numbers["clean"])

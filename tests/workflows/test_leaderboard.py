@@ -207,8 +207,10 @@ def test_a_model_that_segments_nothing_is_never_ranked_as_robust(tmp_path):
     flat = {axis: {s: 0.95 for s in subjects} for axis in ("clean", "worst", "vafa")}
     flat["corrupted"] = {s: [0.95, 0.95] for s in subjects}
     card = write_card(tmp_path / "flat", flat)
-    card["flags"] = card_flags({"wt": 0.95, "tc": 0.95, "et": 0.05})
+    card["clean"]["dice"]["et"] = 0.05
+    card["flags"] = []  # a stored flag is not trusted either way: the clean Dice decides
     (tmp_path / "flat" / "card.json").write_text(json.dumps(card))
+    assert card_flags(card["clean"]["dice"])
     result = run_leaderboard([tmp_path / "trained", tmp_path / "flat"], tmp_path / "board")
     for axis, order in result["ranks"].items():
         assert order == ["trained", "flat"], axis
@@ -225,4 +227,41 @@ def test_a_model_that_segments_nothing_is_never_ranked_as_robust(tmp_path):
             }
         )["worst"][0]
         == "flat"
+    )
+
+
+def test_a_card_of_the_previous_version_is_refused_in_one_line(tmp_path):
+    from keras_advseg.io import FileFormatError
+
+    rng = np.random.default_rng(3)
+    subjects = [f"s{i}" for i in range(4)]
+    for name in ("a", "b"):
+        write_card(tmp_path / name, fabricated(rng, subjects))
+    card = json.loads((tmp_path / "b" / "card.json").read_text())
+    card["version"] = 1
+    (tmp_path / "b" / "card.json").write_text(json.dumps(card))
+    with pytest.raises(FileFormatError, match="version 1, written by another keras-advseg") as info:
+        run_leaderboard([tmp_path / "a", tmp_path / "b"], tmp_path / "board")
+    assert "\n" not in str(info.value)
+
+
+def test_vafa_of_another_setting_is_named_and_not_tested_against_the_first(tmp_path):
+    rng = np.random.default_rng(4)
+    subjects = [f"s{i}" for i in range(8)]
+    labels = {
+        "a": "VAFA light: 8^3 blocks",
+        "b": "VAFA paper: 32^3 blocks",
+        "c": "VAFA light: 8^3 blocks",
+    }
+    for name, label in labels.items():
+        card = write_card(tmp_path / name, fabricated(rng, subjects))
+        card["adversarial"]["vafa"]["label"] = label
+        (tmp_path / name / "card.json").write_text(json.dumps(card))
+    run_leaderboard([tmp_path / n for n in labels], tmp_path / "board")
+    rows = {r["model"]: r for r in read_board(tmp_path / "board")}
+    assert rows["b"]["vafa_p"] == "" and rows["c"]["vafa_p"] != ""  # only the same setting
+    assert rows["b"]["vafa_setting"] == "VAFA paper: 32^3 blocks"
+    assert (
+        "VAFA's settings differ between the cards"
+        in (tmp_path / "board" / "leaderboard.md").read_text()
     )

@@ -234,6 +234,12 @@ def test_seed_options_and_the_study_record(tmp_path):
         _check_same_study(tmp_path, "smoke", None, 1)
     with pytest.raises(InputError, match="--preset smoke"):
         _check_same_study(tmp_path, "quick", None, 0)
+    # a study of an earlier version (its steps mean something else) is not resumed
+    record = json.loads((tmp_path / "study.json").read_text())
+    del record["definitions"]
+    (tmp_path / "study.json").write_text(json.dumps(record))
+    with pytest.raises(InputError, match="another keras-advseg \\(definitions 1, this one 2"):
+        _check_same_study(tmp_path, "smoke", None, 0)
 
 
 def test_progress_records_seconds_and_reads_the_older_list(tmp_path):
