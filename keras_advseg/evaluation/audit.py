@@ -251,7 +251,8 @@ def audit(
             + ", ".join(f"{r.upper()} {d:.3f}" for r, d in regions.items())
             + (
                 f"; below {MIN_CLEAN_DICE:g} in {', '.join(r.upper() for r in missed)}: the model "
-                "does not segment it, so no attack has anything to take there"
+                f"does not segment {'it' if len(missed) == 1 else 'them'}, so no attack has "
+                "anything to take there"
                 if missed
                 else ""
             ),

@@ -263,11 +263,14 @@ def corruption_severity_figure(
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("mean Dice over subjects")
+    joined = any(
+        b - a == 1 for by in curves.values() for a, b in zip(sorted(by), sorted(by)[1:])
+    ) or (clean is not None and any(1 in by for by in curves.values()))
     axes[-1].legend(
         fontsize=7,
         loc="center left",
         bbox_to_anchor=(1.02, 0.5),
-        title="solid: scanner, dashed: operator",
+        title="lines: solid scanner, dashed operator" if joined else "one severity: no lines",
         title_fontsize=7,
     )
     who = f"{model_label(model)}: " if model else ""

@@ -435,10 +435,12 @@ def _figure(values, names, path: Path) -> Path:
         ax.bar(
             np.arange(len(AXES)) + (i - (len(names) - 1) / 2) * width, heights, width, label=name
         )
-    ax.set_xticks(range(len(AXES)), [label for _, label in AXES], fontsize=8)
+    import textwrap
+
+    ax.set_xticks(range(len(AXES)), [textwrap.fill(label, 16) for _, label in AXES], fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("mean Dice (WT, TC, ET)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars
     ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Robustness cards side by side (attack bars are upper bounds)", fontsize=10)
     return save_figure(fig, path)
