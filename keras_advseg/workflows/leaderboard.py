@@ -470,9 +470,11 @@ def report_lines(seed_dirs: dict, out: Path) -> list[str]:
     values: dict = {}
     verdicts: dict = {}
     flagged: set = set()
+    settings: set = set()
     for dirs in per_seed.values():
         for folder in dirs:
             card = read_card(folder)
+            settings.add(vafa_setting(card))
             values.setdefault(folder.name, []).append(axis_values(card))
             verdicts.setdefault(folder.name, []).append(card["audit"]["verdict"])
             if flag_text(card):
@@ -529,6 +531,7 @@ def report_lines(seed_dirs: dict, out: Path) -> list[str]:
         lines.append(
             f"| {model} | " + " | ".join(cell(model, a) for a, _ in AXES) + f" | {verdict} |"
         )
+    lines.append(f"\nVAFA's setting: {'; '.join(sorted(settings))}.")
     if flagged:
         lines.append(
             "\nNot ranked: "

@@ -93,6 +93,7 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     opening = report.split("## The paper's findings, checked")[0]
     assert "## Leaderboard: one robustness card per model" in opening
     assert all(f"| {spec.name} |" in opening for spec in carded)
+    assert "VAFA's setting: VAFA light: 8^3 blocks" in opening  # named where VAFA is shown
     assert len(list((root / "corrupted").glob("*.npz"))) == len(
         json.loads((root / "prepared" / "prepared.json").read_text())["split"]["test"]
     ) * (1 + len(smoke.corruptions) * len(smoke.corruption_severities))
