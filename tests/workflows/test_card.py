@@ -145,6 +145,18 @@ def test_a_tampered_card_and_a_model_without_preprocessing_are_refused(carded, t
     (tmp_path / "card.json").write_text(json.dumps(card))
     with pytest.raises(FileFormatError, match="card: certified is missing"):
         card_module.read_card(tmp_path)
+    # a certificate of the previous definition (sigma relative to each input's range) is
+    # refused in one line, never read as standardised units
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(root / "card", old)
+    summary = json.loads((old / "certified" / "certify_summary.json").read_text())
+    del summary["settings"]["sigma_unit"]
+    (old / "certified" / "certify_summary.json").write_text(json.dumps(summary))
+    with pytest.raises(FileFormatError, match="sigma in another unit") as info:
+        card_module.build_card(old, TINY, "m", None, 0)
+    assert "\n" not in str(info.value)
     base = [
         "card",
         models / "a.keras",
