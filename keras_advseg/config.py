@@ -98,6 +98,15 @@ cards)."""
 
 VAFA_SETTING_NAMES = tuple(VAFA_SETTINGS)
 
+
+def fitting_block(shape, block: int) -> int:
+    """The largest of ``block``, ``block / 2``, ... (at least 8) that divides every side of
+    ``shape``: a 16^3 volume cannot hold a 32^3 block (VAFA's block for a small input)."""
+    while block > 8 and any(int(s) % block for s in shape):
+        block //= 2
+    return block
+
+
 MIN_CLEAN_DICE = 0.2
 """A region whose mean clean Dice is below this is one the model does not segment: an attack or
 an artifact has nothing to take there, so a high resilience, a small drop or an audit PASS says

@@ -31,17 +31,9 @@ import tensorflow as tf
 
 from keras_advseg.attacks.core import cached, check_inputs, logits_function
 from keras_advseg.attacks.losses import attack_loss
-from keras_advseg.config import VAFA_SETTINGS
+from keras_advseg.config import VAFA_SETTINGS, fitting_block
 
 BLOCK = 8
-
-
-def fitting_block(shape, block: int) -> int:
-    """The largest of ``block``, ``block / 2``, ... (at least 8) that divides every side of
-    ``shape``: a 16^3 volume cannot hold a 32^3 block."""
-    while block > BLOCK and any(int(s) % block for s in shape):
-        block //= 2
-    return block
 
 
 def dct_matrix(n: int = BLOCK) -> np.ndarray:
@@ -226,7 +218,7 @@ def run_vafa(
 ):
     """The registry's runner of ``vafa`` (``eps`` does not apply: the budget is ``q_max``), in a
     named setting of :data:`VAFA_SETTINGS` (the block shrinks to fit a small volume:
-    :func:`fitting_block`)."""
+    :func:`~keras_advseg.config.fitting_block`)."""
     chosen = VAFA_SETTINGS[setting]
     return vafa(
         model,

@@ -209,3 +209,13 @@ def parse_severities(text: str) -> tuple[int, ...]:
     if not found or any(not 1 <= s <= 5 for s in found):
         raise InputError(f"severities must be 1-5, as 1-5, 3 or 1,3,5. Received: {text!r}")
     return tuple(sorted(set(found)))
+
+
+def every_severity(severities) -> bool:
+    """Whether ``severities`` (untrusted: anything not an integer counts as absent) include every
+    level 1-5, over which ROOD-MRI's overall and degradation scores are defined (with fewer, the
+    overall score is mostly the clean Dice)."""
+    try:
+        return {1, 2, 3, 4, 5} <= {int(v) for v in severities or ()}
+    except (TypeError, ValueError):
+        return False

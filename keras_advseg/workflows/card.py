@@ -775,10 +775,9 @@ def min_eps(evaluation) -> dict:
 def all_rood_levels(artifacts: dict) -> bool:
     """Whether a card's artifacts ran every severity 1-5, over which ROOD-MRI's overall and
     degradation scores are defined (with fewer, the overall score is mostly the clean Dice)."""
-    try:
-        return {1, 2, 3, 4, 5} <= {int(v) for v in artifacts.get("severities") or ()}
-    except (TypeError, ValueError):
-        return False
+    from keras_advseg.corruptions.registry import every_severity
+
+    return every_severity(artifacts.get("severities"))
 
 
 def card_flags(clean_dice: dict) -> list[dict]:
@@ -828,12 +827,10 @@ def _commit() -> str | None:
 
 def vafa_label(plan: CardBudget, shape) -> str:
     """VAFA's setting as the card names it, with the block that fitted the model's input."""
-    from keras_advseg.config import VAFA_SETTINGS
+    from keras_advseg.config import VAFA_SETTINGS, fitting_block
 
     setting = VAFA_SETTINGS[plan.vafa]
-    block = setting.block
-    while shape and block > 8 and any(int(s) % block for s in shape):
-        block //= 2  # as the attack's fitting_block (which imports TensorFlow)
+    block = fitting_block(shape, setting.block) if shape else setting.block
     return setting.label(plan.vafa, plan.steps, block)
 
 

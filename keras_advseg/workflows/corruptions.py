@@ -260,7 +260,9 @@ def summary_lines(summary: dict, out) -> list[str]:
             "mean Dice of the corrupted scans "
             + ", ".join(f"{r.upper()} {corrupted[r]:.3f}" for r in REGIONS)
         )
-    if {1, 2, 3, 4, 5} <= {int(v) for v in summary.get("severities", ())}:
+    from keras_advseg.corruptions.registry import every_severity
+
+    if every_severity(summary.get("severities")):
         lines += [
             f"overall (ROOD-MRI, alpha 2/3) {per_region('overall')}",
             f"degradation (ROOD-MRI) {per_region('degradation')}",

@@ -30,9 +30,6 @@ AXES = (
 )
 
 
-ROOD_LEVELS = (1, 2, 3, 4, 5)
-"""The severities ROOD-MRI's overall and degradation scores are defined over."""
-
 UNREACHABLE = "†"
 """A cell whose test cannot reach p <= 0.05 after its column's correction."""
 
@@ -104,11 +101,9 @@ def rood_scores(card: dict) -> dict[str, float | None] | None:
     Returns:
         ``{"overall": ..., "degradation": ...}`` or None.
     """
-    try:
-        levels = {int(s) for s in card["artifacts"].get("severities") or ()}
-    except (TypeError, ValueError):
-        return None
-    if not set(ROOD_LEVELS) <= levels:
+    from keras_advseg.workflows.card import all_rood_levels
+
+    if not all_rood_levels(card["artifacts"]):
         return None
     out = {}
     for key in ("overall", "degradation"):

@@ -428,9 +428,9 @@ def artifact_lines(out: Path, study: Study) -> list[str]:
     """
     import json
 
-    from keras_advseg.workflows.leaderboard import ROOD_LEVELS
+    from keras_advseg.corruptions.registry import every_severity
 
-    rood = set(ROOD_LEVELS) <= set(study.corruption_severities)
+    rood = every_severity(study.corruption_severities)
     levels = ", ".join(map(str, study.corruption_severities))
 
     def triple(values):
