@@ -1,10 +1,12 @@
 """keras-advseg: adversarial robustness of medical-image segmentation networks."""
 
-import importlib
 import importlib.abc
 import importlib.util
 import os
+import pkgutil
 import sys
+
+from keras_advseg._lazy import lazy_exports
 
 # TensorFlow turns its oneDNN CPU kernels on only for CPUs with AVX-512 VNNI, AMX and the
 # like; elsewhere a 3-D UNet's training step runs about 7x slower without them
@@ -68,33 +70,11 @@ if "tensorflow" not in sys.modules and not TF_LOG_LEVEL_SET_BY_USER:
 
 __version__ = "0.1.0"
 
-SUBPACKAGES = (
-    "attacks",
-    "data",
-    "defenses",
-    "evaluation",
-    "models",
-    "training",
-    "workflows",
-    "config",
-    "errors",
-    "registry",
-    "losses",
-    "metrics",
-    "io",
-    "inference",
-    "export",
-    "tracking",
+SUBMODULES = tuple(
+    sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 )
-"""Reachable as attributes (``keras_advseg.attacks``), imported on first use: importing the
-package itself does not start TensorFlow."""
+"""Every subpackage and module, read from the package's folder: each is reachable as an
+attribute (``keras_advseg.attacks``), imported on first use, so that importing the package
+itself does not start TensorFlow."""
 
-
-def __getattr__(name: str):
-    if name in SUBPACKAGES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(SUBPACKAGES))
+__getattr__, __dir__ = lazy_exports(__name__, modules=SUBMODULES)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import click
@@ -29,21 +30,40 @@ def deprecation(old: str, new: str) -> None:
     )
 
 
-class RegistryChoice(click.Choice):
+def renamed_notice(old: str, new: str) -> None:
+    """Writes the one-line notice of a renamed command to standard error: ``old`` still works
+    for one release."""
+    click.echo(f"`{old}` is now `{new}`; the old spelling goes in the next release", err=True)
+
+
+class LiveChoice(click.Choice):
+    """A choice among names the code defines, read each time they are needed (parsing, help):
+    a new entry shows up by itself, and the module that defines them is imported only then.
+
+    Args:
+        names: Returns the current names, e.g. ``lambda: tuple(BUDGETS)``.
+    """
+
+    def __init__(self, names: Callable[[], Iterable[str]]):
+        self.names = names
+        super().__init__(())
+
+    @property
+    def choices(self):
+        return tuple(self.names())
+
+    @choices.setter
+    def choices(self, _):  # click.Choice.__init__ assigns it; ``names`` is the source
+        pass
+
+
+class RegistryChoice(LiveChoice):
     """A choice among a registry's current names, read when the command runs: an entry
     registered after import is offered too; a deprecated alias is accepted with a notice."""
 
     def __init__(self, registry: Registry, **facts):
         self.registry, self.facts = registry, facts
-        super().__init__(registry.names(**facts))
-
-    @property
-    def choices(self):
-        return self.registry.names(**self.facts)
-
-    @choices.setter
-    def choices(self, _):  # click.Choice.__init__ assigns it; the registry is the source
-        pass
+        super().__init__(lambda: registry.names(**facts))
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and value in self.registry.aliases:
@@ -107,6 +127,11 @@ def tracking_options(experiment_default: str | None = cfg.DEFAULT_EXPERIMENT, no
         )(fn)
 
     return decorate
+
+
+def split_option(help_text: str, choices: tuple[str, ...] = ("test", "train", "all")):
+    """``--split``: which subjects of the prepared cache a command reads [test]."""
+    return click.option("--split", type=click.Choice(choices), default="test", help=help_text)
 
 
 def model_and_data(out_help: str):

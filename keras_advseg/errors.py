@@ -8,6 +8,7 @@ exits with status 2; any other exception is a genuine bug and keeps its tracebac
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 
@@ -56,3 +57,19 @@ class TrackingError(AdvsegError, RuntimeError):
 
 class ClusterError(AdvsegError, RuntimeError):
     """A multi-worker cluster cannot be joined (the chief does not answer)."""
+
+
+def check_range(name: str, value, low: float, high: float) -> None:
+    """Checks that ``value`` is a finite number in ``[low, high]``.
+
+    Raises:
+        InputError: naming ``name``, otherwise.
+    """
+    try:
+        ok = math.isfinite(value) and low <= value <= high
+    except TypeError:
+        ok = False
+    if not ok:
+        raise InputError(
+            f"{name} must be a finite number in [{low:g}, {high:g}]. Received: {name}={value!r}"
+        )

@@ -10,7 +10,8 @@ one of them. ``pyproject.toml`` pins Keras to the minor versions the suite ran o
 - :func:`loss_tracker`: ``Model._loss_tracker``, the ``loss`` entry of the logs.
 - :func:`seed_state_variables`: the state variables of ``keras.random.SeedGenerator``
   (dropout, noise), found by their variable name.
-- :func:`build_from_local_replica`: ``Model._symbolic_build``, used to work around
+- :class:`LocalReplicaBuild`: overrides the hook ``Model._maybe_symbolic_build`` with
+  :func:`build_from_local_replica` (``Model._symbolic_build``), to work around
   keras-team/keras#20585 under ``MultiWorkerMirroredStrategy``.
 - :func:`unscale_loss_for_distribution`: our copy of Keras' private helper of the
   same name (``keras.src.losses.loss``), written with ``tf.distribute`` only.
@@ -86,6 +87,20 @@ def build_from_local_replica(model: keras.Model, iterator, data_batch, default) 
     with strategy.scope():
         model._symbolic_build(data_batch=data_batch)
     return None
+
+
+class LocalReplicaBuild:
+    """Mixin for a :class:`keras.Model` subclass: Keras' first-batch build (the private hook
+    ``Model._maybe_symbolic_build``) through :func:`build_from_local_replica`, so that it works
+    under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585).
+
+    Example::
+
+        class Trainer(keras_private.LocalReplicaBuild, keras.Model): ...
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        return build_from_local_replica(self, iterator, data_batch, super()._maybe_symbolic_build)
 
 
 SKIPSET_TYPES = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")

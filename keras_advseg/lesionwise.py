@@ -37,8 +37,8 @@ import math
 
 import numpy as np
 
-from keras_advseg.config import REGION_LABELS, REGIONS
 from keras_advseg.errors import InputError
+from keras_advseg.vocabulary import REGION_LABELS, REGIONS
 
 MISSED_HD95 = 374.0
 """HD95 (mm) of a missed or a spurious lesion (the reference's constant)."""

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_advseg.config import REGION_CLASS_INDICES, REGION_LABELS
+from keras_advseg.vocabulary import REGION_CLASS_INDICES, REGION_LABELS
 
 
 def brats_dice(true_labels, pred_labels, *, empty: float = 1.0) -> dict[str, np.ndarray]:

@@ -16,6 +16,7 @@ import pytest
 from support import (
     NEW_SUFFIXES,
     OLD_SUFFIXES,
+    build_once,
     label_volume,
     modality_volume,
     save_nifti,
@@ -76,12 +77,13 @@ def msd(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory) -> Path:
-    """Six phantom subjects at 4 mm (about 50x58x48 voxels)."""
+    """Six phantom subjects at 4 mm (about 50x58x48 voxels), written once per test run."""
     from keras_advseg.data.phantom import PhantomConfig, synthesize_dataset
 
-    root = tmp_path_factory.mktemp("phantom")
-    synthesize_dataset(root, 6, seed=0, config=PhantomConfig(voxel_mm=4.0), progress=False)
-    return root
+    def build(root):
+        synthesize_dataset(root, 6, seed=0, config=PhantomConfig(voxel_mm=4.0), progress=False)
+
+    return build_once(tmp_path_factory, "phantom", build)
 
 
 @pytest.fixture(scope="session")
@@ -104,17 +106,18 @@ def models(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def prepared_dir(phantom_dir, tmp_path_factory) -> Path:
-    """The phantom prepared at 16^3 without N4 (fast)."""
+    """The phantom prepared at 16^3 without N4 (fast), once per test run."""
     from keras_advseg.data.prepare import PrepareConfig, prepare_dataset
 
-    out = tmp_path_factory.mktemp("prepared")
-    prepare_dataset(
-        phantom_dir,
-        out,
-        PrepareConfig(shape=(16, 16, 16), n4=False, test_fraction=0.34),
-        progress=False,
-    )
-    return out
+    def build(out):
+        prepare_dataset(
+            phantom_dir,
+            out,
+            PrepareConfig(shape=(16, 16, 16), n4=False, test_fraction=0.34),
+            progress=False,
+        )
+
+    return build_once(tmp_path_factory, "prepared", build)
 
 
 FIXTURE_SEED = int(os.environ.get("ADVSEG_FIXTURE_SEED", "1"))
@@ -125,36 +128,57 @@ CPU kernels) is the other way to get other weights, checked by hand (docs/contri
 
 
 @pytest.fixture(scope="session")
-def fitted_unet(prepared_dir):
+def fitted_unet(fitted_unet_path):
     """A small 3-D UNet trained for 150 steps on the 16^3 phantom (cross-entropy learns fastest).
 
-    Op determinism is on first (as training runs turn it on), so the network is the same in
-    whichever process and order the tests run; which network it is depends on
-    :data:`FIXTURE_SEED` and on the machine's kernels, and no test may depend on that.
+    Trained once per test run (:func:`fitted_unet_path`) and loaded by every worker: the saved
+    archive holds the weights exactly. Which network it is depends on :data:`FIXTURE_SEED` and
+    on the machine's kernels, and no test may depend on that. Op determinism is on in every
+    process that uses it, as in the one that trained it.
     """
-    import keras
     import tensorflow as tf
 
+    from keras_advseg.export import load_model
+
     tf.config.experimental.enable_op_determinism()
+    return load_model(fitted_unet_path)
 
-    from keras_advseg.data.pipeline import volume_dataset
-    from keras_advseg.data.prepare import load_prepared
-    from keras_advseg.models import unet3d
 
-    keras.utils.set_random_seed(FIXTURE_SEED)
-    prepared = load_prepared(prepared_dir)
-    model = unet3d((16, 16, 16, 4), base_filters=8, depth=3, dropout=0.0)
-    model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(
-        volume_dataset(prepared, "train", batch_size=2, seed=FIXTURE_SEED - 1).repeat(),
-        steps_per_epoch=150,
-        epochs=1,
-        verbose=0,
-    )
-    return model
+@pytest.fixture(scope="session")
+def fitted_unet_path(prepared_dir, tmp_path_factory) -> Path:
+    """The ``.keras`` file of :func:`fitted_unet`, trained once per test run and seed.
+
+    Op determinism is on first (as training runs turn it on), so the network is the same in
+    whichever process trains it.
+    """
+
+    def build(path):
+        import keras
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+        from keras_advseg.data.pipeline import volume_dataset
+        from keras_advseg.data.prepare import load_prepared
+        from keras_advseg.export import save_model
+        from keras_advseg.models import unet3d
+
+        keras.utils.set_random_seed(FIXTURE_SEED)
+        prepared = load_prepared(prepared_dir)
+        model = unet3d((16, 16, 16, 4), base_filters=8, depth=3, dropout=0.0)
+        model.compile(
+            optimizer=keras.optimizers.Adam(3e-3),
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        )
+        model.fit(
+            volume_dataset(prepared, "train", batch_size=2, seed=FIXTURE_SEED - 1).repeat(),
+            steps_per_epoch=150,
+            epochs=1,
+            verbose=0,
+        )
+        save_model(model, path)
+
+    return build_once(tmp_path_factory, f"fitted_unet-seed{FIXTURE_SEED}.keras", build)
 
 
 LONGEST_FIRST = ("workflows/test_reproduce.py", "test_notebook.py")

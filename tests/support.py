@@ -77,8 +77,8 @@ def one_hot(labels):
     return keras.ops.convert_to_numpy(keras.ops.one_hot(labels, 4))
 
 
-def run_evaluate(model, prepared_dir, out, uri, *extra):
-    """``advseg evaluate`` in-process; asserts success."""
+def run_evaluate(model, prepared_dir, out, uri, *extra, command="evaluate"):
+    """``advseg evaluate`` (or ``command``, e.g. ``corruptions``) in-process; asserts success."""
     from click.testing import CliRunner
 
     from keras_advseg.cli import main
@@ -86,7 +86,7 @@ def run_evaluate(model, prepared_dir, out, uri, *extra):
     result = CliRunner().invoke(
         main,
         [
-            "evaluate",
+            command,
             str(model),
             "--data",
             str(prepared_dir),
@@ -195,3 +195,44 @@ def assert_help_files_written(command: tuple[str, ...], folder: Path, *, ignore=
         assert any(
             fnmatch.fnmatch(p, pattern) or fnmatch.fnmatch(p, "*/" + pattern) for p in present
         ), f"advseg {' '.join(command)} --help names {pattern}, which it did not write in {folder}"
+
+
+def shared_root(tmp_path_factory) -> Path:
+    """One folder per test run, shared by every pytest-xdist worker of that run.
+
+    Each worker's base temporary folder is ``<run>/popen-gwN``; without xdist it is ``<run>``.
+    """
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if base.name.startswith("popen-gw") else base
+
+
+def build_once(tmp_path_factory, name: str, build) -> Path:
+    """Builds ``<shared root>/<name>`` once per test run, whichever worker asks first.
+
+    ``build(path)`` writes the folder or file at ``path`` (its final place: a prepared dataset
+    records where its source lies); the other workers wait on a lock (``fcntl.flock``) and read
+    what it wrote once a ``.<name>.done`` mark says it is complete. A build that raised leaves
+    nothing behind, so the next worker tries again and reports its own error.
+    """
+    import fcntl
+    import shutil
+
+    def remove(path: Path) -> None:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+    root = shared_root(tmp_path_factory)
+    target, done = root / name, root / f".{name}.done"
+    with open(root / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            remove(target)
+            try:
+                build(target)
+            except BaseException:
+                remove(target)
+                raise
+            done.touch()
+    return target

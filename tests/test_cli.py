@@ -1,16 +1,22 @@
-"""`advseg data ...` end to end, error handling and help texts."""
+"""`advseg data ...` end to end, error handling, help texts and the command line's reference;
+`advseg corruptions` and the spelling it replaces."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from support import assert_help_files_written
+from support import assert_help_files_written, read_rows
 
 from keras_advseg.cli import main
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def run(*args):
@@ -107,3 +113,87 @@ def test_commands_without_models_start_without_tensorflow(tmp_path):
         [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120
     )
     assert out.stdout.split() == ["False", "2"], out.stderr[-500:]
+
+
+def leaf_commands(group=main, path=()):
+    """``("data", "synth")``, ``("train",)``, ...: every command that runs something."""
+    for name, command in sorted(group.commands.items()):
+        if hasattr(command, "commands"):
+            yield from leaf_commands(command, (*path, name))
+        else:
+            yield (*path, name)
+
+
+def test_the_reference_says_advseg_and_the_table_lists_every_command():
+    spec = importlib.util.spec_from_file_location(
+        "cli_reference", DOCS / "hooks" / "cli_reference.py"
+    )
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    reference = hook.on_page_markdown(hook.MARKER, None, None, None)
+    assert "Usage: main" not in reference
+    assert "Usage: advseg corruptions [OPTIONS] MODEL" in reference
+    page = (DOCS / "cli.md").read_text()
+    table = {m.group(1) for m in re.finditer(r"^\| `advseg ([^`]+)`", page, re.M)}
+    for path in leaf_commands():
+        name = " ".join(path)
+        assert any(row == name or row.startswith(name + " ") for row in table), name
+        assert f"### advseg {name}\n" in reference
+
+
+def test_choices_come_from_the_code(monkeypatch):
+    from keras_advseg.vocabulary import CORRECTIONS
+    from keras_advseg.workflows import card
+
+    monkeypatch.setitem(card.BUDGETS, "tiny", card.BUDGETS["quick"])
+    assert "[" + "|".join(card.BUDGETS) + "]" in run("card", "--help").output
+    assert "[" + "|".join(CORRECTIONS) + "]" in run("certify", "--help").output
+    result = CliRunner().invoke(
+        main, ["card", "m.keras", "--data", ".", "--out", "o", "--budget", "huge"]
+    )
+    assert result.exit_code == 2 and "'huge' is not one of" in result.output
+
+
+NOTICE = (
+    "`advseg evaluate --corruptions` is now `advseg corruptions`; "
+    "the old spelling goes in the next release"
+)
+
+
+def test_corruptions_and_its_old_spelling_give_the_same_results(models, prepared_dir, tmp_path):
+    options = [
+        "--data",
+        prepared_dir,
+        "--corruptions",
+        "missing-sequence,blur",
+        "--severities",
+        "2",
+        "--seed",
+        3,
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/mlflow.db",
+    ]
+    new = run("corruptions", models / "a.keras", "--out", tmp_path / "new", *options)
+    old = run("evaluate", models / "a.keras", "--out", tmp_path / "old", *options)
+    assert new.exit_code == 0 and old.exit_code == 0, (new.output, old.output)
+    assert NOTICE not in new.output
+    assert old.stderr.count(NOTICE) == 1 and NOTICE not in old.stdout
+    rows = read_rows(tmp_path / "new" / "corruptions.csv")
+    assert {(r["corruption"], r["severity"]) for r in rows} == {
+        ("none", "0"),
+        ("missing-sequence", "2"),
+        ("blur", "2"),
+    }
+    assert rows == read_rows(tmp_path / "old" / "corruptions.csv")
+    read = (tmp_path / "new" / "corruption_tests.csv").read_text
+    assert read() == (tmp_path / "old" / "corruption_tests.csv").read_text()
+    summaries = [
+        json.loads((tmp_path / out / "corruption_summary.json").read_text())
+        for out in ("new", "old")
+    ]
+    assert summaries[0].pop("evaluation_run_id") != summaries[1].pop("evaluation_run_id")
+    assert summaries[0] == summaries[1]
+    assert new.stdout.replace(str(tmp_path / "new"), str(tmp_path / "old")) == old.stdout
+    assert_help_files_written(
+        ("corruptions",), tmp_path / "new", ignore=("corruptions_reference.csv",)
+    )

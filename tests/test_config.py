@@ -76,6 +76,31 @@ def test_study_model_names():
     assert cfg.PAPER_EPS_GRID[-1] == 0.01 and len(cfg.PAPER_EPS_GRID) == 11
 
 
+CONFIG_NAMES = (
+    "ADVERSARIAL_DEFENSES ADVERSARIAL_MODES ATTACKS AUDIT_ITEMS AuditConfig CORRUPTIONS "
+    "DEFAULT_ENSEMBLE DEFAULT_EXPERIMENT DEFAULT_TRACKING_URI DEFENSES DICE_METRICS EPS_CURVE "
+    "EvalConfig InputError LOSSES LR_SCHEDULES MIN_CLEAN_DICE MODELS ModelSpec NORMALIZATIONS "
+    "PAPER_EPS_GRID PRECISIONS PRESETS QUALITY_METRICS REGIONS REGION_CLASS_INDICES "
+    "REGION_LABELS REGION_NAMES STRATEGIES STUDIES Study TRAINING_TAGS TrainConfig "
+    "VAFA_SETTINGS VAFA_SETTING_NAMES VafaSetting attack_display canonical_attacks check_range "
+    "fitting_block"
+).split()
+"""Every public name of ``keras_advseg.config`` before its ideas moved to their own modules."""
+
+
+def test_config_still_holds_every_name_its_modules_define():
+    from keras_advseg import study_presets, train_config, vocabulary
+
+    assert [name for name in CONFIG_NAMES if not hasattr(cfg, name)] == []
+    assert set(CONFIG_NAMES) <= set(cfg.__all__) and set(cfg.__all__) <= set(dir(cfg))
+    # one object each, defined once
+    assert cfg.STUDIES is study_presets.STUDIES and cfg.Study is study_presets.Study
+    assert cfg.TrainConfig is train_config.TrainConfig and cfg.PRESETS is train_config.PRESETS
+    assert cfg.REGIONS is vocabulary.REGIONS and cfg.VAFA_SETTINGS is vocabulary.VAFA_SETTINGS
+    assert cfg.STUDIES["paper"].audit == cfg.AuditConfig()
+    assert cfg.fitting_block((16, 16, 16), 32) == 16 and cfg.fitting_block((24, 32, 32), 32) == 8
+
+
 def options(command: str) -> dict[str, click.Option]:
     return {p.name: p for p in main.commands[command].params if isinstance(p, click.Option)}
 

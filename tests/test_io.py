@@ -72,6 +72,37 @@ def test_text_json_copy_and_csv(tmp_path):
     assert text.splitlines() == ["a,b", "1,2"]
 
 
+def json_writes_beside_io() -> list[str]:
+    """Where the package writes JSON to a file without :func:`write_json_atomic`: a call to
+    ``json.dump``, or ``write_text``/``write_text_atomic`` of ``json.dumps(...)``."""
+    import ast
+    from pathlib import Path
+
+    import keras_advseg
+
+    root = Path(keras_advseg.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "io.py" and path.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = ast.unparse(node.func)
+            dumped = any(
+                isinstance(a, ast.Call) and ast.unparse(a.func) == "json.dumps" for a in node.args
+            )
+            if name == "json.dump" or (
+                name.endswith(("write_text", "write_text_atomic")) and dumped
+            ):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_every_json_file_is_written_through_write_json_atomic():
+    assert json_writes_beside_io() == []
+
+
 def test_save_figure_writes_a_png_and_closes_it(tmp_path):
     fig = plt.figure()
     path = save_figure(fig, tmp_path / "fig.png", dpi=20)

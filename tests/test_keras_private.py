@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -81,3 +84,91 @@ def test_saving_reads_the_cached_skip_sets_and_saves_the_same_weights(tmp_path, 
     copy.load_weights(tmp_path / "after.weights.h5")
     for a, b in zip(copy.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_local_replica_build_is_keras_own_first_batch_build(monkeypatch):
+    from keras_advseg.defenses.trainers import PGDTrainer, SegmentationTrainer
+
+    hook = keras_private.LocalReplicaBuild._maybe_symbolic_build
+    assert SegmentationTrainer._maybe_symbolic_build is hook
+    assert PGDTrainer._maybe_symbolic_build is hook
+    calls = []
+    delegate = keras_private.build_from_local_replica
+
+    def spy(model, iterator, data_batch, default):
+        calls.append((model, default.__func__))
+        return delegate(model, iterator, data_batch, default)
+
+    monkeypatch.setattr(keras_private, "build_from_local_replica", spy)
+
+    class Doubling(keras_private.LocalReplicaBuild, keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Doubling()
+    model.compile(loss="mse", optimizer="sgd")
+    model.fit(np.ones((4, 2)), np.full((4, 1), 2.0), epochs=1, verbose=0)
+    assert calls == [(model, keras.Model._maybe_symbolic_build)]
+    assert model.built and model.dense.kernel.shape == (2, 1)
+
+
+def private_keras_uses(source: str) -> list[str]:
+    """Overrides and reads of private Keras attributes and imports of ``keras.src`` in ``source``."""
+    compiled = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    compiled.compile(loss="mse", optimizer="sgd")  # instance attributes too (_loss_tracker)
+    bases = (
+        compiled,
+        keras.Model,
+        keras.layers.Layer,
+        keras.callbacks.Callback,
+        keras.optimizers.Optimizer,
+        keras.metrics.Metric,
+        keras.losses.Loss,
+    )
+
+    def private(name: str) -> bool:
+        return (
+            name.startswith("_")
+            and not name.endswith("__")
+            and any(hasattr(base, name) for base in bases)
+        )
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef) and private(node.name):
+            found.append(f"line {node.lineno}: overrides {node.name}")
+        elif isinstance(node, ast.Attribute) and private(node.attr):
+            found.append(f"line {node.lineno}: reads {node.attr}")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("keras.src"):
+            found.append(f"line {node.lineno}: imports {node.module}")
+        elif isinstance(node, ast.Import):
+            found += [
+                f"line {node.lineno}: imports {a.name}"
+                for a in node.names
+                if a.name.startswith("keras.src")
+            ]
+    return found
+
+
+def test_private_keras_is_used_only_in_keras_private():
+    package = Path(keras_private.__file__).parent
+    found = [
+        f"{path.relative_to(package.parent)} {use}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "keras_private.py"
+        for use in private_keras_uses(path.read_text())
+    ]
+    assert found == [], "\n".join(found)
+    old_trainer = (
+        "class T(keras.Model):\n"
+        "    def _maybe_symbolic_build(self, iterator=None, data_batch=None):\n"
+        "        return self._loss_tracker\n"
+    )
+    assert private_keras_uses(old_trainer) == [
+        "line 2: overrides _maybe_symbolic_build",
+        "line 3: reads _loss_tracker",
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,55 @@ def test_verbose_lets_tensorflow_write_again():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.stdout.split() == ["True", "False", "0"], done.stderr[-2000:]
+
+
+def submodule_names() -> list[str]:
+    """Every module and subpackage in the package's folder (not the private ones)."""
+    import keras_advseg
+
+    folder = Path(keras_advseg.__file__).parent
+    names = [p.stem for p in folder.glob("*.py")]
+    names += [p.parent.name for p in folder.glob("*/__init__.py")]
+    return sorted(n for n in names if not n.startswith("_"))
+
+
+def test_every_module_of_the_package_is_an_attribute():
+    import keras_advseg
+
+    assert keras_advseg.SUBMODULES == tuple(submodule_names())
+    for name in submodule_names():
+        assert getattr(keras_advseg, name).__name__ == f"keras_advseg.{name}"
+        assert name in dir(keras_advseg)
+    with pytest.raises(AttributeError, match="has no attribute 'attack'"):
+        keras_advseg.attack  # noqa: B018
+    # the registries' packages do not start TensorFlow
+    code = (
+        "import keras_advseg, sys; "
+        "print(keras_advseg.corruptions.CORRUPTIONS.names()[0], keras_advseg.certification.__name__,"
+        " 'tensorflow' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split()[1:] == ["keras_advseg.certification", "False"], done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "package", ["attacks", "certification", "corruptions", "data", "evaluation", "config"]
+)
+def test_every_lazy_export_is_the_object_its_module_defines(package):
+    import importlib
+
+    module = importlib.import_module(f"keras_advseg.{package}")
+    lookup = module.__getattr__
+    assert lookup.exports, f"keras_advseg.{package} exports nothing lazily"
+    for name, where in lookup.exports.items():
+        assert getattr(module, name) is getattr(importlib.import_module(where), name)
+        assert name in module.__all__ and name in dir(module)
+    with pytest.raises(AttributeError, match=f"'keras_advseg.{package}' has no attribute 'nope'"):
+        module.nope  # noqa: B018
+
+
+def test_a_name_cannot_be_exported_both_as_a_name_and_a_module():
+    from keras_advseg._lazy import lazy_exports
+
+    with pytest.raises(ValueError, match=r"both as a name and a module: \['io'\]"):
+        lazy_exports("keras_advseg", {"io": "errors"}, modules=("io",))

@@ -1,6 +1,7 @@
 """MkDocs hook: replaces ``<!-- cli-reference -->`` with every ``advseg`` command's help.
 
-The text is what ``advseg COMMAND --help`` prints, so the page cannot drift from the code.
+The text is what ``advseg COMMAND --help`` prints (``Usage: advseg COMMAND ...``), so the page
+cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
 
     sections = []
     for path, _ in _commands(main, []):
-        text = CliRunner().invoke(main, [*path, "--help"], terminal_width=100).output
+        text = (
+            CliRunner()
+            .invoke(main, [*path, "--help"], prog_name="advseg", terminal_width=100)
+            .output
+        )
         sections.append(f"### advseg {' '.join(path)}\n\n```text\n{text.rstrip()}\n```\n")
     return markdown.replace(MARKER, "\n".join(sections))

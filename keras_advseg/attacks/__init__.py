@@ -18,7 +18,7 @@ read without starting TensorFlow.
 
 from __future__ import annotations
 
-import importlib
+from keras_advseg._lazy import lazy_exports
 
 _EXPORTS = {
     "ATTACKS": "registry",
@@ -49,14 +49,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

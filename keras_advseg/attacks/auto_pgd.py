@@ -184,7 +184,9 @@ def apgd(
     """
     check_arguments(eps=eps, steps=steps, temperature=temperature, loss=loss)
     x, y = check_inputs(x, y)
-    if eps == 0:
+    if eps == 0:  # nothing to search: no gradient taken
+        if info is not None:
+            info.update({"gradients": 0, "step_sizes": [], "halvings": []})
         return x
     step = _compiled(model, ATTACK_LOSSES.canonical(loss), float(temperature))
     eps_t = per_sample_scale(x, eps, relative)

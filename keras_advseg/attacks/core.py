@@ -19,9 +19,9 @@ import tensorflow as tf
 
 from keras_advseg.attacks.losses import attack_loss
 from keras_advseg.attacks.registry import ATTACK_LOSSES
-from keras_advseg.config import REGION_CLASS_INDICES, REGIONS
 from keras_advseg.errors import InputError
 from keras_advseg.metrics import probabilities_to_labels
+from keras_advseg.vocabulary import REGION_CLASS_INDICES, REGIONS
 
 
 class _OwnTracesAreNotRetraces(logging.Filter):

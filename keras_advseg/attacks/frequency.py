@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from keras_advseg.attacks.core import cached, check_inputs, logits_function
 from keras_advseg.attacks.losses import attack_loss
-from keras_advseg.config import VAFA_SETTINGS, fitting_block
+from keras_advseg.vocabulary import VAFA_SETTINGS, fitting_block
 
 BLOCK = 8
 
@@ -218,7 +218,7 @@ def run_vafa(
 ):
     """The registry's runner of ``vafa`` (``eps`` does not apply: the budget is ``q_max``), in a
     named setting of :data:`VAFA_SETTINGS` (the block shrinks to fit a small volume:
-    :func:`~keras_advseg.config.fitting_block`)."""
+    :func:`~keras_advseg.vocabulary.fitting_block`)."""
     chosen = VAFA_SETTINGS[setting]
     return vafa(
         model,

@@ -17,6 +17,8 @@ This module imports no TensorFlow.
 
 from __future__ import annotations
 
+import inspect
+
 from keras_advseg.errors import InputError
 from keras_advseg.registry import Registry
 
@@ -210,8 +212,10 @@ def run_attack(name: str, model, x, y, *, info: dict | None = None, **options):
         x: Inputs ``(B, X, Y, Z, C)``.
         y: One-hot labels ``(B, X, Y, Z, K)``.
         info: A dict that receives ``gradients``: the input gradients the attack took,
-            summed over the batch's samples (0 for a gradient-free attack; APGD counts its
-            own, as early stopping and step-size restarts change it).
+            summed over the batch's samples and over ``restarts`` where the runner takes
+            them (0 for a gradient-free attack and at ``eps`` 0, where every attack returns
+            its input; APGD counts its own, as early stopping and step-size restarts change
+            it).
         **options: ``eps``, ``steps``, ``seed``, ``temperature``, ``restarts``,
             ``stop_dice``, ``start``; each runner takes what it uses. The entry's
             ``defaults`` fill in what is not given.
@@ -224,8 +228,12 @@ def run_attack(name: str, model, x, y, *, info: dict | None = None, **options):
         ValueError: invalid options (from the attack).
     """
     entry = ATTACKS.get(name)
+    runner = entry.load()
+    options = {**entry.defaults, **options}
     if info is not None:
         per_sample = options.get("steps", 1) if entry.iterative else 1
-        info["gradients"] = per_sample * int(x.shape[0]) if entry.gradients else 0
-    options = {**entry.defaults, **options}
-    return entry.load()(model, x, y, info=info, **options)
+        if "restarts" in inspect.signature(runner).parameters:
+            per_sample *= options.get("restarts", 1)
+        taken = entry.gradients and options.get("eps") != 0
+        info["gradients"] = per_sample * int(x.shape[0]) if taken else 0
+    return runner(model, x, y, info=info, **options)

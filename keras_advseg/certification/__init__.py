@@ -3,35 +3,35 @@
 :class:`SmoothedModel` (a network smoothed by Gaussian noise of a fixed sigma, in the model's
 input units) and :func:`certify` (randomized smoothing, SegCertify for volumes, with a
 certificate per BraTS region), :func:`certified_dice` and :func:`region_certified_dice`, and
-:func:`smoothed_pgd_l2` (an attack on the smoothed model, to check a certificate). Imported on
-first use: they start TensorFlow.
+:func:`smoothed_pgd_l2` (an attack on the smoothed model, to check a certificate);
+:func:`certify_subjects` certifies a set of subjects at each sigma of a :class:`CertifyConfig`
+(what ``advseg certify`` runs) into a :class:`Certification`. Imported on first use: all but
+:class:`CertifyConfig` start TensorFlow.
 """
 
 from __future__ import annotations
 
-import importlib
+from keras_advseg._lazy import lazy_exports
 
-_SMOOTHING = "keras_advseg.certification.smoothing"
 _EXPORTS = {
-    "ABSTAIN": _SMOOTHING,
-    "READINGS": _SMOOTHING,
-    "SIGMA_UNIT": _SMOOTHING,
-    "Certificate": _SMOOTHING,
-    "SmoothedModel": _SMOOTHING,
-    "binomial_p_values": _SMOOTHING,
-    "certified_dice": _SMOOTHING,
-    "certify": _SMOOTHING,
-    "lift": _SMOOTHING,
-    "region_certificates": _SMOOTHING,
-    "region_certified_dice": _SMOOTHING,
-    "rejected": _SMOOTHING,
-    "smoothed_pgd_l2": "keras_advseg.certification.attack",
+    "ABSTAIN": "scores",
+    "READINGS": "scores",
+    "SIGMA_UNIT": "smoothing",
+    "Certificate": "smoothing",
+    "Certification": "subjects",
+    "CertifyConfig": "settings",
+    "SmoothedModel": "smoothing",
+    "binomial_p_values": "smoothing",
+    "certified_dice": "scores",
+    "certify": "smoothing",
+    "certify_subjects": "subjects",
+    "lift": "scores",
+    "region_certificates": "smoothing",
+    "region_certified_dice": "scores",
+    "rejected": "smoothing",
+    "smoothed_pgd_l2": "attack",
 }
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -12,8 +12,10 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_advseg.config import REGION_CLASS_INDICES, REGIONS
+from keras_advseg.attacks.core import compiled, logits_function
+from keras_advseg.attacks.losses import ce_loss
 from keras_advseg.errors import InputError
+from keras_advseg.vocabulary import REGION_CLASS_INDICES, REGIONS
 
 
 def smoothed_pgd_l2(
@@ -28,9 +30,11 @@ def smoothed_pgd_l2(
     seed: int = 0,
 ) -> np.ndarray:
     """l2 PGD against the smoothed model's labels: each step follows the gradient of the
-    cross-entropy of ``target`` averaged over ``samples`` noisy copies, normalised, projected
-    onto the ball ``||delta||_2 <= eps``. ``eps`` and ``sigma`` are in the model's input units,
-    as :func:`~keras_advseg.certification.certify`'s radius and sigma (never relative to the
+    cross-entropy of ``target`` averaged over ``samples`` noisy copies (the attacks' ``ce``
+    loss), normalised and projected onto the ball ``||delta||_2 <= eps`` (the attacks' l2
+    step, as :meth:`~keras_advseg.attacks.core.Compiled.iterate` with ``norm="l2"``). ``eps``
+    and ``sigma`` are in the model's input units, as
+    :func:`~keras_advseg.certification.certify`'s radius and sigma (never relative to the
     input's range).
 
     Args:
@@ -52,15 +56,15 @@ def smoothed_pgd_l2(
     Raises:
         InputError: a negative ``eps``, a non-positive ``sigma``, or an unknown region.
     """
-    from keras_advseg.attacks.core import logits_function
-
     if not (math.isfinite(eps) and eps >= 0):
         raise InputError(f"eps must be a number >= 0. Received: eps={eps!r}")
     if not (math.isfinite(sigma) and sigma > 0):
         raise InputError(f"sigma must be a positive number. Received: sigma={sigma!r}")
     logits = logits_function(model)
+    l2_step = compiled(model, loss="ce").l2_step  # the attacks' step: normalise, project
     x = tf.constant(np.asarray(x, np.float32)[None])
-    step_length = 2.5 * eps / steps
+    step_length = tf.constant(2.5 * eps / steps, tf.float32)
+    radius, ascend = tf.constant(eps, tf.float32), tf.constant(1.0, tf.float32)
     loss_of = _loss(target, samples)
 
     @tf.function
@@ -76,9 +80,7 @@ def smoothed_pgd_l2(
     x_k = x
     for k in range(steps):
         g = gradient(x_k, tf.constant(k, tf.int32))
-        x_k = x_k + step_length * g / tf.maximum(tf.norm(g), 1e-12)
-        delta = x_k - x
-        x_k = x + delta * tf.minimum(1.0, eps / tf.maximum(tf.norm(delta), 1e-12))
+        x_k = l2_step(x_k, x, g, step_length, radius, ascend)
     return x_k.numpy()[0]
 
 
@@ -86,7 +88,8 @@ def _loss(target, samples: int):
     """The loss of a batch of noisy logits that the attack raises."""
     if not isinstance(target, dict):
         onehot = tf.repeat(tf.one_hot(np.asarray(target)[None], 4), samples, 0)
-        return lambda z: tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(onehot, z))
+        cross_entropy = ce_loss()  # the attacks' CE: each noisy copy's mean over its voxels
+        return lambda z: tf.reduce_mean(cross_entropy(onehot, z))
     unknown = sorted(set(target) - set(REGIONS))
     if unknown or not target:
         raise InputError(f"target's regions must be among {REGIONS}. Received: {sorted(target)}")

@@ -36,21 +36,13 @@ import numpy as np
 import tensorflow as tf
 from scipy import stats
 
-from keras_advseg.config import REGION_CLASS_INDICES, REGIONS
+from keras_advseg.certification.scores import ABSTAIN
+from keras_advseg.certification.settings import check_correction, check_settings
 from keras_advseg.errors import InputError
-
-ABSTAIN = 255
-"""The label of a voxel the certificate abstains on (BraTS labels are 0, 1, 2, 4)."""
-
-CORRECTIONS = ("holm", "bonferroni")
+from keras_advseg.vocabulary import CORRECTIONS, REGION_CLASS_INDICES, REGIONS
 
 SIGMA_UNIT = "standardised input units (multiples of each sequence's tissue standard deviation)"
 """What ``sigma`` and the radius are measured in (recorded with every certificate)."""
-
-READINGS = ("segcertify", "worst")
-"""How a certified Dice counts an abstaining voxel: ``"segcertify"``, a miss inside the
-reference and outside every predicted region (SegCertify's confusion matrix); ``"worst"``, wrong
-on whichever side the reference is (a miss inside it, a false alarm outside it)."""
 
 _STAGES = {"select": 0, "estimate": 1}
 
@@ -159,26 +151,6 @@ def rejected(p_values: np.ndarray, alpha: float, correction: str = "holm") -> np
     return result.reshape(np.shape(p_values))
 
 
-def check_settings(sigma, n, n0, tau, alpha, batch_size) -> None:
-    """Raises InputError naming the first setting out of range."""
-    checks = (
-        ("sigma", sigma, sigma > 0 and math.isfinite(sigma), "a positive number"),
-        ("n", n, int(n) == n and n >= 1, "an integer >= 1"),
-        ("n0", n0, int(n0) == n0 and n0 >= 1, "an integer >= 1"),
-        ("tau", tau, 0.5 <= tau < 1, "in [0.5, 1)"),
-        ("alpha", alpha, 0 < alpha < 1, "in (0, 1)"),
-        (
-            "batch_size",
-            batch_size,
-            int(batch_size) == batch_size and batch_size >= 1,
-            "an integer >= 1",
-        ),
-    )
-    for name, value, ok, expected in checks:
-        if not ok:
-            raise InputError(f"{name} must be {expected}. Received: {name}={value!r}")
-
-
 def _check_std(input_std) -> tuple[float, ...] | None:
     if input_std is None:
         return None
@@ -272,10 +244,7 @@ class SmoothedModel:
 
     def __post_init__(self):
         check_settings(self.sigma, self.n, self.n0, self.tau, self.alpha, self.batch_size)
-        if self.correction not in CORRECTIONS:
-            raise InputError(
-                f"correction must be one of {CORRECTIONS}. Received: correction={self.correction!r}"
-            )
+        check_correction(self.correction)
         for name in ("sigma", "tau", "alpha"):
             object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("n", "n0", "batch_size"):
@@ -513,73 +482,3 @@ def _cached_sampler(model, batch_size: int) -> _Sampler:
     from keras_advseg.attacks.core import cached
 
     return cached(model, ("smoothing", int(batch_size)), lambda: _Sampler(model, batch_size))
-
-
-def lift(certificate_labels: np.ndarray) -> dict[str, np.ndarray]:
-    """The class-wise certificate's decision on each region: 1 where its certified label is one
-    of the region's, 0 where it is another, :data:`ABSTAIN` where it abstains (the form of
-    :attr:`Certificate.regions`)."""
-    from keras_advseg.config import REGION_LABELS
-
-    labels = np.asarray(certificate_labels)
-    return {
-        r: np.where(labels == ABSTAIN, ABSTAIN, np.isin(labels, REGION_LABELS[r])).astype(np.uint8)
-        for r in REGIONS
-    }
-
-
-def region_certified_dice(
-    labels: np.ndarray, regions: dict[str, np.ndarray], reading: str = "segcertify"
-) -> dict[str, float]:
-    """Dice of each region's certificate (1 inside, 0 outside, :data:`ABSTAIN`) against the
-    reference BraTS labels.
-
-    Args:
-        labels: ``(X, Y, Z)`` reference BraTS labels.
-        regions: ``{"wt", "tc", "et"}`` -> certificate, as :attr:`Certificate.regions` or
-            :func:`lift`.
-        reading: How an abstention counts (:data:`READINGS`): ``"segcertify"`` a miss inside
-            the reference and never inside the predicted region; ``"worst"`` also a false alarm
-            outside the reference (the Dice any input within the radius keeps). Both reference
-            and prediction empty score 1.
-
-    Returns:
-        ``{"wt", "tc", "et"}`` -> Dice.
-
-    Raises:
-        InputError: an unknown reading or a shape that differs from ``labels``.
-    """
-    from keras_advseg.config import REGION_LABELS
-
-    if reading not in READINGS:
-        raise InputError(f"reading must be one of {READINGS}. Received: reading={reading!r}")
-    labels = np.asarray(labels)
-    dice = {}
-    for r in REGIONS:
-        decided = np.asarray(regions[r])
-        if decided.shape != labels.shape:
-            raise InputError(
-                f"regions[{r!r}] must have the labels' shape {labels.shape}. Received: "
-                f"shape {decided.shape}"
-            )
-        truth = np.isin(labels, REGION_LABELS[r])
-        abstain = decided == ABSTAIN
-        tp = np.sum(truth & (decided == 1))
-        fn = np.sum(truth & (decided != 1))
-        fp = np.sum(~truth & (decided == 1))
-        if reading == "worst":
-            fp += np.sum(~truth & abstain)
-        total = 2 * tp + fp + fn
-        dice[r] = float(2 * tp / total) if total else 1.0
-    return dice
-
-
-def certified_dice(labels: np.ndarray, certificate_labels: np.ndarray) -> dict[str, float]:
-    """Dice of WT, TC and ET of a class-wise certified label map, an abstaining voxel counting as
-    wrong (as SegCertify counts it): a voxel of the region that abstains is a miss, and no
-    abstaining voxel is ever in a predicted region."""
-    from keras_advseg.metrics import brats_dice
-
-    predicted = np.where(certificate_labels == ABSTAIN, 0, certificate_labels).astype(np.uint8)
-    dice = brats_dice(labels, predicted)
-    return {region: float(value) for region, value in dice.items()}

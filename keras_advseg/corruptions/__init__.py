@@ -9,8 +9,7 @@ it); the functions are imported on first use.
 
 from __future__ import annotations
 
-import importlib
-
+from keras_advseg._lazy import lazy_exports
 from keras_advseg.corruptions.registry import (
     CORRUPTIONS,
     parse_corruptions,
@@ -19,6 +18,7 @@ from keras_advseg.corruptions.registry import (
 )
 
 _CORE = ("SEVERITIES", "check_modalities", "corrupt", "draws", "rigid")
+"""Defined in :mod:`keras_advseg.corruptions.core` (it imports SciPy)."""
 
 __all__ = [
     "CORRUPTIONS",
@@ -33,7 +33,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _CORE:
-        return getattr(importlib.import_module("keras_advseg.corruptions.core"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_CORE, "core"))

@@ -17,8 +17,8 @@ import zlib
 import numpy as np
 from scipy import ndimage
 
-from keras_advseg.data.subject import MODALITIES
 from keras_advseg.errors import InputError
+from keras_advseg.vocabulary import MODALITIES
 
 SEVERITIES = (1, 2, 3, 4, 5)
 """The graded levels; 0 is the clean scan."""
@@ -40,7 +40,7 @@ def corrupt(
 
     Args:
         image: ``(X, Y, Z, C)`` volume in its source intensities, sequences in
-            :data:`~keras_advseg.data.MODALITIES` order.
+            :data:`~keras_advseg.vocabulary.MODALITIES` order.
         name: A registered corruption (:data:`~keras_advseg.corruptions.CORRUPTIONS`).
         severity: 0 (the clean scan, returned as a copy) to 5; the parameters of each level
             are in :func:`~keras_advseg.corruptions.severity_table`.

@@ -4,18 +4,15 @@
 ``volume_dataset`` are imported on first use: they start TensorFlow.
 """
 
-import importlib
-
+from keras_advseg._lazy import lazy_exports
 from keras_advseg.data.layouts import discover_subjects
 from keras_advseg.data.subject import BRATS_LABELS, MODALITIES, Subject
 from keras_advseg.errors import DataError
 
 _PIPELINE = ("one_hot_labels", "label_map", "volume_dataset", "slice_dataset")
+"""Defined in :mod:`keras_advseg.data.pipeline` (it imports TensorFlow)."""
 
 __all__ = ["BRATS_LABELS", "MODALITIES", "DataError", "Subject", "discover_subjects", *_PIPELINE]
 
 
-def __getattr__(name: str):
-    if name in _PIPELINE:
-        return getattr(importlib.import_module("keras_advseg.data.pipeline"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_PIPELINE, "pipeline"))

@@ -19,7 +19,7 @@ import numpy as np
 
 from keras_advseg.data.subject import Subject
 from keras_advseg.errors import DataError
-from keras_advseg.io import atomic_path
+from keras_advseg.io import atomic_path, write_json_atomic
 
 _STAMP = "corrupted.json"
 _FORMAT = {"kind": "keras-advseg corrupted scans", "version": 2}
@@ -208,8 +208,7 @@ def _own(folder: Path) -> None:
         )
     folder.mkdir(parents=True, exist_ok=True)
     if not stamp.is_file():
-        with atomic_path(stamp) as tmp:
-            Path(tmp).write_text(json.dumps(_FORMAT))
+        write_json_atomic(stamp, _FORMAT, indent=None)
 
 
 def _read(path: Path, shape: tuple[int, ...]) -> PreparedScan | None:

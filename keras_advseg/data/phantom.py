@@ -13,7 +13,6 @@ BraTS 2021 layout, so the real loader reads them.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from scipy import ndimage
 
 from keras_advseg.data.parallel import progress_map
 from keras_advseg.errors import InputError
-from keras_advseg.io import atomic_path, save_figure, write_text_atomic
+from keras_advseg.io import atomic_path, save_figure, write_json_atomic
 
 TISSUES = ("csf", "gm", "wm", "ncr", "ed", "et")
 """Tissue classes of :data:`CONTRAST`, in column order."""
@@ -197,9 +196,7 @@ def synthesize_dataset(
         raise InputError(f"n must be >= 1. Received: n={n}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(
-        out / "phantom.json", json.dumps({"seed": seed, "n": n, **asdict(config)}, indent=2)
-    )
+    write_json_atomic(out / "phantom.json", {"seed": seed, "n": n, **asdict(config)})
     todo = [i for i in range(n) if not _subject_dir(out, i).is_dir()]
     work = functools.partial(_write_subject, out=out, seed=seed, config=config)
     for _ in progress_map(work, todo, workers=workers, desc="synthesise", disable=_hide(progress)):

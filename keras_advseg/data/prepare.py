@@ -38,7 +38,7 @@ from keras_advseg.data.preprocess import (
 )
 from keras_advseg.data.subject import MODALITIES, Subject
 from keras_advseg.errors import InputError
-from keras_advseg.io import atomic_path, write_text_atomic
+from keras_advseg.io import atomic_path, write_json_atomic
 
 _FORMAT_VERSION = 2
 """2: N4 corrects each sequence over the voxels it measured (a cache prepared with N4 before is
@@ -205,7 +205,7 @@ def prepare_dataset(
     if volumes.exists() and _stamp_hash(stamp) != config.volume_hash():
         shutil.rmtree(volumes)  # our own cache, made with other settings
     volumes.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(stamp, json.dumps({"volume_hash": config.volume_hash()}))
+    write_json_atomic(stamp, {"volume_hash": config.volume_hash()}, indent=None)
     todo = [s for s in subjects if not (volumes / f"{s.subject_id}.npz").is_file()]
     job = _PrepareJob(volumes, config, single_threaded=workers > 1)
     for _ in progress_map(
@@ -244,7 +244,7 @@ def prepare_dataset(
         if mean is None
         else {"mean": mean.tolist(), "std": std.tolist(), "split": "train"},
     }
-    write_text_atomic(out / "prepared.json", json.dumps(manifest, indent=2))
+    write_json_atomic(out / "prepared.json", manifest)
     return load_prepared(out)
 
 

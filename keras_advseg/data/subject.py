@@ -16,12 +16,9 @@ import nibabel as nib
 import numpy as np
 
 from keras_advseg.data.errors import DataError
+from keras_advseg.vocabulary import BRATS_LABELS, MODALITIES
 
-MODALITIES = ("t1", "t1gd", "t2", "flair")
-"""Modality order of every image array the package produces."""
-
-BRATS_LABELS = (0, 1, 2, 4)
-"""Label values of the BraTS-2017 convention, in one-hot index order."""
+__all__ = ["BRATS2023_LABELS", "BRATS_LABELS", "IDENTITY_LABELS", "MODALITIES", "Subject"]
 
 IDENTITY_LABELS = ((0, 0), (1, 1), (2, 2), (4, 4))
 BRATS2023_LABELS = ((0, 0), (1, 1), (2, 2), (3, 4))

@@ -22,8 +22,11 @@ from keras_advseg.losses import SoftDiceLoss, soft_dice_loss
 
 
 @keras.saving.register_keras_serializable(package="keras_advseg")
-class SegmentationTrainer(keras.Model):
+class SegmentationTrainer(keras_private.LocalReplicaBuild, keras.Model):
     """Plain training (no defense) of ``network`` with the soft Dice loss at ``temperature``.
+
+    Its first-batch build works under ``MultiWorkerMirroredStrategy``
+    (:class:`~keras_advseg.keras_private.LocalReplicaBuild`).
 
     With soft targets (the teacher's ``softmax(z / T)``) and ``temperature=T``
     this is the distilled network's training (eq. 7); deploy its
@@ -79,12 +82,6 @@ class SegmentationTrainer(keras.Model):
             # (keras-team/keras#20585); shape (1,) reduces to the scalar mean.
             logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Keras' first-batch build, working under MultiWorkerMirroredStrategy (keras-team/keras#20585)."""
-        return keras_private.build_from_local_replica(
-            self, iterator, data_batch, super()._maybe_symbolic_build
-        )
 
     def get_config(self):
         return {

@@ -7,23 +7,19 @@ start TensorFlow.
 
 from __future__ import annotations
 
-import importlib
+from keras_advseg._lazy import lazy_exports
 
 _EXPORTS = {
     "EvalConfig": "keras_advseg.config",
-    "evaluate": "keras_advseg.evaluation.robustness",
-    "EvalResults": "keras_advseg.evaluation.results",
-    "Evaluation": "keras_advseg.evaluation.results",
-    "Summary": "keras_advseg.evaluation.results",
-    "load_results": "keras_advseg.evaluation.results",
-    "metric_names": "keras_advseg.evaluation.results",
-    "summarize": "keras_advseg.evaluation.results",
+    "evaluate": "robustness",
+    "EvalResults": "results",
+    "Evaluation": "results",
+    "Summary": "results",
+    "load_results": "results",
+    "metric_names": "results",
+    "summarize": "results",
 }
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from keras_advseg.config import AuditConfig
 from keras_advseg.errors import InputError
-from keras_advseg.io import ensure_writable_folder, plural, write_json_atomic, write_text_atomic
+from keras_advseg.io import plural
 
 
 def run_audit(
@@ -36,15 +36,13 @@ def run_audit(
     Raises:
         InputError / DataError: bad model reference or data. TrackingError: unreachable store.
     """
-    import mlflow
     from keras_advseg.data.pipeline import one_hot_labels
     from keras_advseg.evaluation.audit import audit, overall
-    from keras_advseg.tracking import check_reachable, tracked_run
     from keras_advseg.workflows.evaluate import open_model_and_data
+    from keras_advseg.workflows.frame import ready, scored_run
 
-    out = ensure_writable_folder(out)
-    check_reachable(tracking_uri)
-    model, reference, prepared, source, lineage = open_model_and_data(
+    out = ready(out, tracking_uri)
+    model, reference, prepared, source, parent = open_model_and_data(
         model_ref, data, out, tracking_uri, other_ref=reference_ref, split=split
     )
     ids = prepared.ids(split)
@@ -56,18 +54,21 @@ def run_audit(
             raise InputError(f"subject {subject_id} has no labels; the audit needs them")
         samples.append((image[None], one_hot_labels(labels[None]).numpy()))
 
-    tags = {"audit_of": str(model_ref), **lineage}
-    with tracked_run(tracking_uri, experiment, run_name=run_name or "audit", tags=tags) as run:
-        mlflow.log_params(
-            {
-                "model": str(model_ref),
-                "reference": str(reference_ref),
-                "split": split,
-                "subjects": len(ids),
-                "data_hash": prepared.data_hash,
-                **{k: _text(v) for k, v in config.__dict__.items()},
-            }
-        )
+    params = {
+        "model": str(model_ref),
+        "reference": str(reference_ref),
+        "split": split,
+        "subjects": len(ids),
+        "data_hash": prepared.data_hash,
+        **{k: _text(v) for k, v in config.__dict__.items()},
+    }
+    with scored_run(
+        tracking_uri,
+        experiment,
+        run_name=run_name or "audit",
+        tags={"audit_of": str(model_ref), **parent},
+        params=params,
+    ) as run:
         items = audit(model, samples, config, reference=reference, progress=progress)
         verdict = overall(items)
         document = {
@@ -79,16 +80,12 @@ def run_audit(
             },
             "verdict": verdict,
             "items": [item.to_json() for item in items],
-            "audit_run_id": run.info.run_id,
+            "audit_run_id": run.run_id,
             "source_run_id": source,
         }
-        written = [
-            write_json_atomic(out / "audit.json", document),
-            write_text_atomic(out / "audit.md", audit_markdown(document)),
-        ]
-        mlflow.set_tags({"audit": verdict, **{f"audit.item{i.number}": i.verdict for i in items}})
-        for path in written:
-            mlflow.log_artifact(str(path))
+        run.write_json(out / "audit.json", document)
+        run.write_text(out / "audit.md", audit_markdown(document))
+        run.set_tags({"audit": verdict, **{f"audit.item{i.number}": i.verdict for i in items}})
     if source:
         _tag_training_run(source, tracking_uri, verdict)
     return document

@@ -7,18 +7,12 @@ under the model's training run, as an attack evaluation's does.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from keras_advseg.config import REGIONS
 from keras_advseg.errors import InputError
-from keras_advseg.io import ensure_writable_folder, write_text_atomic
-
-QUICK_CORRUPTIONS = ("motion", "bias-field", "missing-sequence")
-"""What ``quick`` studies and ``advseg card --budget quick`` run: one k-space artifact, the one
-N4 should undo, and one operator error."""
 
 
 def model_preprocessing(model_path, prepared):
@@ -75,7 +69,6 @@ def run_corruption_evaluation(
     Raises:
         InputError / DataError: bad references, data or options. TrackingError: the store.
     """
-    import mlflow
     from keras_advseg.data.corrupted import CorruptedScans
     from keras_advseg.evaluation import figures
     from keras_advseg.evaluation.corrupted import (
@@ -86,17 +79,17 @@ def run_corruption_evaluation(
         metric_names,
         tests_csv,
     )
-    from keras_advseg.tracking import check_reachable, resolve_model_path, tracked_run
+    from keras_advseg.tracking import resolve_model_path
     from keras_advseg.workflows.evaluate import (
         evaluated_ids,
         model_name,
         open_model_and_data,
         raw_subjects,
     )
+    from keras_advseg.workflows.frame import ready, scored_run
 
-    out = ensure_writable_folder(out)
-    check_reachable(tracking_uri)
-    model, reference, prepared, source, lineage = open_model_and_data(
+    out = ready(out, tracking_uri)
+    model, reference, prepared, source, parent = open_model_and_data(
         model_ref, data, out, tracking_uri, other_ref=reference_ref, split=split
     )
     preprocessing = model_preprocessing(resolve_model_path(model_ref, tracking_uri), prepared)
@@ -114,23 +107,25 @@ def run_corruption_evaluation(
         modalities=modalities,
         cache=Path(cache) if cache is not None else out / "corrupted",
     )
-    tags = {"evaluation": "true", "corruptions": ",".join(corruptions), **lineage}
-    with tracked_run(
-        tracking_uri, experiment, run_name=run_name or "eval-corruptions", tags=tags
+    tags = {"evaluation": "true", "corruptions": ",".join(corruptions), **parent}
+    params = {
+        "model": str(model_ref),
+        "split": split,
+        "data_hash": prepared.data_hash,
+        "n_subjects": len(ids),
+        "corruptions": ",".join(corruptions),
+        "severities": ",".join(map(str, severities)),
+        "corruption_seed": seed,
+        "modalities": ",".join(modalities) if modalities else "all",
+        "reference": str(reference_ref),
+    }
+    with scored_run(
+        tracking_uri,
+        experiment,
+        run_name=run_name or "eval-corruptions",
+        tags=tags,
+        params=params,
     ) as run:
-        mlflow.log_params(
-            {
-                "model": str(model_ref),
-                "split": split,
-                "data_hash": prepared.data_hash,
-                "n_subjects": len(ids),
-                "corruptions": ",".join(corruptions),
-                "severities": ",".join(map(str, severities)),
-                "corruption_seed": seed,
-                "modalities": ",".join(modalities) if modalities else "all",
-                "reference": str(reference_ref),
-            }
-        )
         if workers > 1:
             scans.prepare(
                 [
@@ -152,7 +147,7 @@ def run_corruption_evaluation(
         summary = {
             "model": str(model_ref),
             "source_run_id": source,
-            "evaluation_run_id": run.info.run_id,
+            "evaluation_run_id": run.run_id,
             "split": split,
             "data_hash": prepared.data_hash,
             "data": str(prepared.source) if prepared.source else None,
@@ -174,27 +169,23 @@ def run_corruption_evaluation(
         }
         if reference_rows:
             summary["reference_scores"] = _json_keys(corruption_scores(reference_rows))
-        written = [write_text_atomic(out / "corruptions.csv", results["model"].rows_csv())]
+        run.write_text(out / "corruptions.csv", results["model"].rows_csv())
         if reference_rows:
-            written.append(
-                write_text_atomic(
-                    out / "corruptions_reference.csv", results["reference"].rows_csv()
-                )
-            )
-        written.append(write_text_atomic(out / "corruption_tests.csv", tests_csv(tests)))
+            run.write_text(out / "corruptions_reference.csv", results["reference"].rows_csv())
+        run.write_text(out / "corruption_tests.csv", tests_csv(tests))
         name = model_name(model_ref, tags)
         curves: dict = {}
         for (corruption, severity), by_region in means.items():
             if corruption != "none":
                 curves.setdefault(corruption, {})[severity] = by_region
-        written.append(
+        run.keep(
             figures.corruption_severity_figure(
                 curves, out / "fig_corruption_severity.png", model=name, clean=means[("none", 0)]
             )
         )
         example = results["model"].example
         if example is not None:
-            written.append(
+            run.keep(
                 figures.corruption_grid_figure(
                     example,
                     out / "fig_corruption_grid.png",
@@ -203,14 +194,8 @@ def run_corruption_evaluation(
                     model=name,
                 )
             )
-        written.append(
-            write_text_atomic(
-                out / "corruption_summary.json", json.dumps(summary, indent=2, default=float)
-            )
-        )
-        mlflow.log_metrics(metric_names(rows, scores))
-        for path in written:
-            mlflow.log_artifact(str(path))
+        run.write_json(out / "corruption_summary.json", summary, default=float)
+        run.log_metrics(metric_names(rows, scores))
     return summary
 
 

@@ -6,32 +6,16 @@ comparison tags, so the UI lines evaluations up beside their training runs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from keras_advseg.config import DICE_METRICS, REGIONS, TRAINING_TAGS, EvalConfig, attack_display
+from keras_advseg.config import DICE_METRICS, REGIONS, EvalConfig, attack_display
 from keras_advseg.data.prepare import open_prepared
 from keras_advseg.errors import InputError
 from keras_advseg.evaluation import figures, metric_names, summarize
 from keras_advseg.evaluation.results import Evaluation, Summary, eps_key
 from keras_advseg.export import load_model
-from keras_advseg.io import FileFormatError, ensure_writable_folder, write_text_atomic
-from keras_advseg.training import read_state
-
-
-def source_run_id(reference: str, path: Path) -> str | None:
-    """The training run a model came from: the run id in the reference, or its training folder's checkpoint."""
-    from keras_advseg.tracking import RUN_ID_PATTERN, is_run_id
-
-    match = RUN_ID_PATTERN.search(reference) if not Path(reference).is_file() else None
-    if match:
-        return match.group(0)
-    try:
-        state = read_state(path.parent)
-    except FileFormatError:
-        return None
-    run_id = state and state.get("run_id")
-    return run_id if isinstance(run_id, str) and is_run_id(run_id) else None
+from keras_advseg.io import write_json_atomic, write_text_atomic
+from keras_advseg.workflows.frame import lineage, ready, scored_run
 
 
 def run_evaluation(
@@ -64,20 +48,18 @@ def run_evaluation(
     """
     import mlflow
     from keras_advseg.evaluation.distributed import evaluate_distributed
-    from keras_advseg.tracking import check_reachable, tracked_run
     from keras_advseg.training import make_strategy, worker_role
 
     distribution = make_strategy(strategy)  # before any other TensorFlow work
     chief, role = worker_role(strategy)
     if not chief:  # other workers evaluate their share and keep their files apart
         out = Path(out) / "workers" / role
-    out = ensure_writable_folder(out)
-    check_reachable(tracking_uri)
-    model, transfer, prepared, source, lineage = open_model_and_data(
+    out = ready(out, tracking_uri)
+    model, transfer, prepared, source, parent = open_model_and_data(
         model_ref, data, out, tracking_uri, other_ref=transfer_ref, split=split
     )
     ids = evaluated_ids(prepared, split)
-    tags = {"evaluation": "true", "attacks": ",".join(config.attacks), **lineage}
+    tags = {"evaluation": "true", "attacks": ",".join(config.attacks), **parent}
     if transfer_ref:
         tags["transfer_from"] = str(transfer_ref)
     grids = native_grids(prepared, ids) if native else None
@@ -86,25 +68,22 @@ def run_evaluation(
             distribution, model, prepared, ids, config, transfer_model=transfer, native=grids
         )
         return {"model": str(model_ref), "worker": role, **summarize(result).to_json()}
-    with tracked_run(
-        tracking_uri, experiment, run_name=run_name or f"eval-{'-'.join(config.attacks)}", tags=tags
-    ) as run:
-        mlflow.log_params(
-            {
-                "model": str(model_ref),
-                "split": split,
-                "data_hash": prepared.data_hash,
-                "n_subjects": len(ids),
-                "eps": ",".join(map(str, config.eps)),
-                "steps": config.steps,
-                "eps_sweep": ",".join(map(str, config.eps_sweep)),
-                "iterations_sweep": config.iterations_sweep,
-                "attack_temperature": config.attack_temperature,
-                "vafa_setting": config.vafa_setting,
-                "transfer_from": str(transfer_ref),
-                "strategy": strategy,
-            }
-        )
+    params = {
+        "model": str(model_ref),
+        "split": split,
+        "data_hash": prepared.data_hash,
+        "n_subjects": len(ids),
+        "eps": ",".join(map(str, config.eps)),
+        "steps": config.steps,
+        "eps_sweep": ",".join(map(str, config.eps_sweep)),
+        "iterations_sweep": config.iterations_sweep,
+        "attack_temperature": config.attack_temperature,
+        "vafa_setting": config.vafa_setting,
+        "transfer_from": str(transfer_ref),
+        "strategy": strategy,
+    }
+    run_name = run_name or f"eval-{'-'.join(config.attacks)}"
+    with scored_run(tracking_uri, experiment, run_name=run_name, tags=tags, params=params) as run:
         result = evaluate_distributed(
             distribution,
             model,
@@ -120,21 +99,19 @@ def run_evaluation(
         meta = {
             "model": str(model_ref),
             "source_run_id": source,
-            "evaluation_run_id": run.info.run_id,
+            "evaluation_run_id": run.run_id,
             "split": split,
             "config": {**config.__dict__},
             "data_hash": prepared.data_hash,
             "lesion_wise": lesion_wise_settings(prepared),
         }
-        written = write_outputs(result, summary, out, meta)
-        written += _figures(result, summary, out, model_name(model_ref, tags), config)
+        for path in write_outputs(result, summary, out, meta):
+            run.keep(path)
+        for path in _figures(result, summary, out, model_name(model_ref, tags), config):
+            run.keep(path)
         flat, series = metric_names(summary)
-        mlflow.log_metrics(flat)
-        for name, points in series.items():
-            for step, value in points:
-                mlflow.log_metric(name, value, step=step)
-        for path in written:
-            mlflow.log_artifact(str(path))
+        run.log_metrics(flat)
+        run.log_series(series)
         in_store = "mlflow.parentRunId" in tags
         if source and in_store and transfer_ref is None and config.attack_temperature == 1.0:
             # the few numbers a reader compares first, on the model's own training run, so
@@ -212,34 +189,6 @@ def open_model_and_data(model_ref, data, out: Path, tracking_uri: str, *, other_
     return model, other, prepared, source, tags
 
 
-def lineage(model_ref, model_path, tracking_uri: str) -> tuple[str | None, dict]:
-    """The training run a model came from and the tags that nest a run under it.
-
-    Returns:
-        ``(source run id or None, tags)``: ``source_run_id`` and the training run's own tags,
-        and ``mlflow.parentRunId`` only when the run is in this tracking store (a model trained
-        against another store keeps its run id, and MLflow refuses a parent it cannot find).
-    """
-    source = source_run_id(str(model_ref), Path(model_path))
-    if not source:
-        return None, {}
-    copied = source_tags(source, tracking_uri)
-    tags = {"source_run_id": source, **copied}
-    if copied or _run_exists(source, tracking_uri):
-        tags["mlflow.parentRunId"] = source
-    return source, tags
-
-
-def _run_exists(run_id: str, tracking_uri: str) -> bool:
-    from mlflow.tracking import MlflowClient
-
-    try:
-        MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
-    except Exception:  # not in this store (or the store cannot say)
-        return False
-    return True
-
-
 def write_outputs(evaluation: Evaluation, summary: Summary, out: Path, meta: dict) -> list[Path]:
     """Writes ``per_subject.csv``, ``iterations.csv`` (if any) and ``summary.json`` atomically."""
     out.mkdir(parents=True, exist_ok=True)
@@ -247,9 +196,7 @@ def write_outputs(evaluation: Evaluation, summary: Summary, out: Path, meta: dic
     if evaluation.iterations:
         written.append(write_text_atomic(out / "iterations.csv", evaluation.iterations_csv()))
     document = {**meta, **summary.to_json()}
-    written.append(
-        write_text_atomic(out / "summary.json", json.dumps(document, indent=2, default=_jsonable))
-    )
+    written.append(write_json_atomic(out / "summary.json", document, default=_jsonable))
     return written
 
 
@@ -363,17 +310,6 @@ def model_input_size(model) -> int | None:
 
     shape = model.slice_model.input_shape if isinstance(model, SliceWise) else model.input_shape
     return shape[1]
-
-
-def source_tags(run_id: str, tracking_uri: str) -> dict:
-    """Copies the training run's comparison tags (defense, model, temperature, adv_eps) when it exists."""
-    from mlflow.tracking import MlflowClient
-
-    try:
-        tags = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags
-    except Exception:  # the training run may live in another store
-        return {}
-    return {k: tags[k] for k in TRAINING_TAGS if k in tags}
 
 
 def _jsonable(value):

@@ -186,7 +186,7 @@ def write_replicated_report(
             + (" (steps run side by side with --workers overlap)" if elapsed else "")
             + ".\n"
         )
-    from keras_advseg.workflows.leaderboard import report_lines
+    from keras_advseg.workflows.report import report_lines
 
     lines += report_lines(seed_dirs, out)
     lines += [

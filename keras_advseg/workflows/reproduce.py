@@ -5,35 +5,30 @@ and with each defense -> attack each (FGSM, i-FGSM, targeted i-FGSM, PGD,
 sweeps, logit-level attacks on distilled models) -> paired statistics ->
 ``report.md`` (:mod:`keras_advseg.workflows.report`). Every step leaves its
 output in ``OUT``; re-running skips finished steps. The presets are
-:data:`keras_advseg.config.STUDIES`.
+:data:`keras_advseg.study_presets.STUDIES`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
-from keras_advseg.config import (
-    STUDIES,
-    EvalConfig,
-    ModelSpec,
-    Study,
-)
+from keras_advseg.config import EvalConfig
 from keras_advseg.errors import InputError
-from keras_advseg.io import FileFormatError, write_json_atomic
+from keras_advseg.study_presets import STUDIES, ModelSpec, Study
 from keras_advseg.training import read_state
 from keras_advseg.workflows.study import (
+    audit_reference,
     carded,
     fine_tunes,
     has_cards,
     is_baseline,
+    planned_steps,
     seed_plan,
     spec_config,
 )
+from keras_advseg.workflows.study_record import Progress, check_same_study
 
 
 def reproduce(
@@ -73,7 +68,7 @@ def reproduce(
     study = STUDIES[preset]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_same_study(out, preset, data, data_seed)
+    check_same_study(out, preset, data, data_seed)
     experiment = experiment or f"advseg-reproduce-{preset}"
     # Under `mlflow run` the project's run id is in the environment; the study's runs are its own.
     os.environ.pop("MLFLOW_RUN_ID", None)
@@ -82,7 +77,7 @@ def reproduce(
     for seed in seeds:
         plan += [f"seed {seed}: {step}" for step in seed_plan(study)]
     plan.append("report")
-    progress = _Progress(plan, out / "progress.json")
+    progress = Progress(plan, out / "progress.json")
 
     with progress.step("data") as skip:
         if data is None:
@@ -196,213 +191,200 @@ def seed_steps(
     corruption_cache: Path | None = None,
     workers: int = 1,
 ) -> list:
-    """The steps of one training seed (but its report), in the order of
-    :func:`~keras_advseg.workflows.study.seed_plan`, each with the steps whose files it reads."""
-    from keras_advseg.workflows.audit import run_audit
-    from keras_advseg.workflows.certify import run_certification
-    from keras_advseg.workflows.corruptions import run_corruption_evaluation
-    from keras_advseg.workflows.evaluate import run_evaluation
+    """The steps of one training seed (but its report): each step of
+    :func:`~keras_advseg.workflows.study.planned_steps`, in its order, with the function it runs
+    and that function's arguments."""
     from keras_advseg.workflows.scheduler import Step
 
-    common = dict(tracking_uri=tracking_uri, experiment=experiment)
-    models = study.models3d + study.models2d
-    model_dirs = {spec.name: out / "models" / spec.name for spec in models}
+    seed_run = _SeedRun(study, preset, prepared_dir, out, seed, corruption_cache, workers)
+    seed_run.tracking = dict(tracking_uri=tracking_uri, experiment=experiment)
     steps = []
-    for spec in models:
-        after = ()
-        if fine_tunes(study, spec):
-            after = (f"train {spec.model}-none",)
-        steps.append(
-            Step(
-                f"train {spec.name}",
-                train_model,
-                dict(
-                    study=study,
-                    spec=spec,
-                    prepared_dir=prepared_dir,
-                    model_dir=model_dirs[spec.name],
-                    seed=seed,
-                    options=warm_start_options(study, spec, model_dirs),
-                    **common,
-                ),
-                after,
-            )
+    for planned in planned_steps(study):
+        run, arguments = getattr(seed_run, planned.kind.replace("-", "_"))(planned)
+        steps.append(Step(planned.name, run, arguments, planned.after))
+    return steps
+
+
+class _SeedRun:
+    """The function and arguments of each kind of step of one training seed
+    (:class:`~keras_advseg.workflows.study.PlannedStep`'s ``kind``), and where each writes:
+    ``OUT/models``, ``OUT/evals``, ``OUT/<axis>``, ``OUT/cards``."""
+
+    def __init__(self, study, preset, prepared_dir, out, seed, corruption_cache, workers):
+        self.study, self.preset, self.prepared_dir, self.out = study, preset, prepared_dir, out
+        self.seed, self.corruption_cache, self.workers = seed, corruption_cache, workers
+        models = study.models3d + study.models2d
+        self.model_dirs = {spec.name: out / "models" / spec.name for spec in models}
+        self.tracking: dict = {}  # the MLflow store and experiment of every tracked step
+
+    def model(self, spec: ModelSpec) -> str:
+        return str(self.model_dirs[spec.name] / "model.keras")
+
+    def evaluation(self, spec: ModelSpec, logit: bool = False) -> Path:
+        return self.out / "evals" / (f"{spec.name}-logit" if logit else spec.name)
+
+    def scored_dir(self, kind: str, spec: ModelSpec) -> Path:
+        return self.out / {"audit": "audits"}.get(kind, kind) / spec.name
+
+    def reference(self, spec: ModelSpec) -> str | None:
+        """The audit's transfer source (:func:`~keras_advseg.workflows.study.audit_reference`)."""
+        reference = audit_reference(self.study, spec)
+        return None if reference is None else self.model(reference)
+
+    def train(self, planned):
+        spec, init = planned.spec, {}
+        if fine_tunes(self.study, spec):  # from the no-defense model of its family
+            init = {"init": str(self.model_dirs[f"{spec.model}-none"] / "model.keras")}
+        return train_model, dict(
+            study=self.study,
+            spec=spec,
+            prepared_dir=self.prepared_dir,
+            model_dir=self.model_dirs[spec.name],
+            seed=self.seed,
+            options=init,
+            **self.tracking,
         )
 
-    def model_of(spec):
-        return str(model_dirs[spec.name] / "model.keras")
+    def evaluate(self, planned, logit: bool = False):
+        from keras_advseg.workflows.evaluate import run_evaluation
 
-    eval_dirs = {}
-    for spec in models:
-        baseline = is_baseline(spec)
-        attacks = (study.attacks2d or study.attacks) if spec.model == "unet2d" else study.attacks
-        attacks = attacks if baseline else ("fgsm",)
-        if spec.model == "unet3d":  # every 3-D model is judged by the worst case too
-            attacks += ("worst",)
+        study, spec = self.study, planned.spec
+        eps = tuple(e for e in study.table_eps if e > 0)
         # a carded model's card also reads VAFA (outside the l-inf ball) and native-space Dice
         card = has_cards(study) and spec in carded(study)
-        if card:
-            attacks += ("vafa",)
-        config = EvalConfig(
-            attacks=attacks,
-            eps=tuple(e for e in study.table_eps if e > 0),
-            iterative_eps=(0.05,),
-            steps=study.steps,
-            eps_sweep=study.eps_sweep,
-            iterations_sweep=baseline and spec.model == "unet3d",
-            seed=seed,
-            ensemble=study.ensemble,
-            worst_steps=study.worst_steps,
-            # every 3-D model's worst case over the same attacks: the ensemble and FGSM
-            worst_weighs=("fgsm",),
-            vafa_steps=study.worst_steps,  # VAFA as long as each attack of the worst case
-            vafa_setting=study.vafa_setting,
-        )
-        # the card reads the clean row's native Dice and HD95 only
-        jobs = [(f"evaluate {spec.name}", out / "evals" / spec.name, config, card and "clean")]
-        if spec.defense == "distillation":
-            logit = EvalConfig(
+        if logit:
+            config = EvalConfig(
                 attacks=("fgsm",),
-                eps=config.eps,
+                eps=eps,
                 steps=study.steps,
                 eps_sweep=(),
                 attack_temperature=spec.temperature,
-                seed=seed,
+                seed=self.seed,
             )
-            jobs.append(
-                (
-                    f"evaluate {spec.name} at T={spec.temperature:g}",
-                    out / "evals" / f"{spec.name}-logit",
-                    logit,
-                    False,
-                )
+        else:
+            baseline = is_baseline(spec)
+            attacks = study.attacks
+            if spec.model == "unet2d":
+                attacks = study.attacks2d or study.attacks
+            attacks = attacks if baseline else ("fgsm",)
+            if spec.model == "unet3d":  # every 3-D model is judged by the worst case too
+                attacks += ("worst",)
+            if card:
+                attacks += ("vafa",)
+            config = EvalConfig(
+                attacks=attacks,
+                eps=eps,
+                iterative_eps=(0.05,),
+                steps=study.steps,
+                eps_sweep=study.eps_sweep,
+                iterations_sweep=baseline and spec.model == "unet3d",
+                seed=self.seed,
+                ensemble=study.ensemble,
+                worst_steps=study.worst_steps,
+                # every 3-D model's worst case over the same attacks: the ensemble and FGSM
+                worst_weighs=("fgsm",),
+                vafa_steps=study.worst_steps,  # VAFA as long as each attack of the worst case
+                vafa_setting=study.vafa_setting,
             )
-        for label, eval_dir, eval_config, native in jobs:
-            eval_dirs[eval_dir.name] = eval_dir
-            steps.append(
-                Step(
-                    label,
-                    run_evaluation,
-                    dict(
-                        model_ref=model_of(spec),
-                        data=prepared_dir,
-                        out=eval_dir,
-                        config=eval_config,
-                        native=native,
-                        run_name=f"eval-{eval_dir.name}-seed{seed}",
-                        progress=False,
-                        **common,
-                    ),
-                    (f"train {spec.name}",),
-                )
-            )
+        folder = self.evaluation(spec, logit)
+        return run_evaluation, dict(
+            model_ref=self.model(spec),
+            data=self.prepared_dir,
+            out=folder,
+            config=config,
+            # the card reads the clean row's native Dice and HD95 only
+            native=not logit and card and "clean",
+            run_name=f"eval-{folder.name}-seed{self.seed}",
+            progress=False,
+            **self.tracking,
+        )
 
-    def scored(kind, run, spec, after=(), **options):
-        """The step ``"<kind> <model>"``: ``run`` on the model into ``OUT/<kind>s/<model>``."""
-        folder = {"audit": "audits"}.get(kind, kind)
-        arguments = dict(
-            model_ref=model_of(spec),
-            data=prepared_dir,
-            out=out / folder / spec.name,
-            run_name=f"{kind}-{spec.name}-seed{seed}",
-            **common,
+    def evaluate_logit(self, planned):
+        return self.evaluate(planned, logit=True)
+
+    def scored(self, planned, run, **options):
+        """``run`` on the model into ``OUT/<axis>/<model>``."""
+        spec = planned.spec
+        return run, dict(
+            model_ref=self.model(spec),
+            data=self.prepared_dir,
+            out=self.scored_dir(planned.kind, spec),
+            run_name=f"{planned.kind}-{spec.name}-seed{self.seed}",
+            **self.tracking,
             **options,
         )
-        return Step(f"{kind} {spec.name}", run, arguments, (f"train {spec.name}", *after))
 
-    first = None
-    corruption_steps = []
-    for spec in carded(study) if study.corruptions else ():
+    def corruptions(self, planned):
+        from keras_advseg.workflows.corruptions import run_corruption_evaluation
+
+        study = self.study
         # the first model's step prepares the shared corrupted scans (in `workers` processes);
-        # the others read them
+        # the others, after it, read them
+        first = not any(name.startswith("corruptions ") for name in planned.after)
         options = dict(corruptions=study.corruptions, severities=study.corruption_severities)
-        options.update(seed=CORRUPTION_SEED, cache=corruption_cache, progress=False)
-        options["workers"] = workers if first is None else 1
-        corruption_steps.append(
-            scored(
-                "corruptions", run_corruption_evaluation, spec, (first,) if first else (), **options
-            )
+        options.update(seed=CORRUPTION_SEED, cache=self.corruption_cache, progress=False)
+        return self.scored(
+            planned, run_corruption_evaluation, workers=self.workers if first else 1, **options
         )
-        first = first or f"corruptions {spec.name}"
-    steps += corruption_steps[:1]  # in seed_plan's order: the others after the audits
-    for spec in carded(study) if study.certify_sigmas else ():
-        options = dict(sigmas=study.certify_sigmas, n=study.certify_n, n0=study.certify_n0)
-        options.update(subjects=study.certify_subjects, seed=seed, progress=False)
-        steps.append(scored("certify", run_certification, spec, **options))
-    for spec in carded(study):
-        reference = audit_reference(study, spec, model_dirs)
-        after = () if reference is None else (f"train {Path(reference).parent.name}",)
-        config = replace(study.audit, temperature=spec.temperature, seed=seed)
-        steps.append(
-            scored("audit", run_audit, spec, after, config=config, reference_ref=reference)
-        )
-    steps += corruption_steps[1:]
 
-    if has_cards(study):
+    def certify(self, planned):
+        from keras_advseg.workflows.certify import run_certification
+
+        study = self.study
+        options = dict(sigmas=study.certify_sigmas, n=study.certify_n, n0=study.certify_n0)
+        options.update(subjects=study.certify_subjects, seed=self.seed, progress=False)
+        return self.scored(planned, run_certification, **options)
+
+    def audit(self, planned):
+        from keras_advseg.workflows.audit import run_audit
+
+        config = replace(self.study.audit, temperature=planned.spec.temperature, seed=self.seed)
+        reference = self.reference(planned.spec)
+        return self.scored(planned, run_audit, config=config, reference_ref=reference)
+
+    def card(self, planned):
         from keras_advseg.workflows.card import study_budget, write_study_card
+
+        spec = planned.spec
+        folders = {
+            "adversarial": self.evaluation(spec),
+            "artifacts": self.scored_dir("corruptions", spec),
+            "certified": self.scored_dir("certify", spec),
+            "audit": self.scored_dir("audit", spec),
+        }
+        return write_study_card, dict(
+            out=self.out / "cards" / spec.name,
+            folders=folders,
+            plan=study_budget(self.study, self.preset),
+            model_path=self.model_dirs[spec.name] / "model.keras",
+            reference_ref=self.reference(spec),
+            seed=self.seed,
+            **self.tracking,
+        )
+
+    def leaderboard(self, planned):
         from keras_advseg.workflows.leaderboard import run_leaderboard
 
-        budget = study_budget(study, preset)
-        for spec in carded(study):
-            steps.append(
-                Step(
-                    f"card {spec.name}",
-                    write_study_card,
-                    dict(
-                        out=out / "cards" / spec.name,
-                        folders={
-                            "adversarial": out / "evals" / spec.name,
-                            "artifacts": out / "corruptions" / spec.name,
-                            "certified": out / "certify" / spec.name,
-                            "audit": out / "audits" / spec.name,
-                        },
-                        plan=budget,
-                        model_path=model_dirs[spec.name] / "model.keras",
-                        reference_ref=audit_reference(study, spec, model_dirs),
-                        seed=seed,
-                        **common,
-                    ),
-                    tuple(
-                        f"{axis} {spec.name}"
-                        for axis in ("evaluate", "corruptions", "certify", "audit")
-                    ),
-                )
-            )
-        steps.append(
-            Step(
-                "leaderboard",
-                run_leaderboard,
-                dict(
-                    card_dirs=[out / "cards" / s.name for s in carded(study)],
-                    out=out / "leaderboard",
-                ),
-                tuple(f"card {s.name}" for s in carded(study)),
-            )
-        )
+        cards = [self.out / "cards" / s.name for s in carded(self.study)]
+        return run_leaderboard, dict(card_dirs=cards, out=self.out / "leaderboard")
 
-    comparisons = []
-    for family, specs in (("3d", study.models3d), ("2d", study.models2d)):
-        if specs:
-            others = [eval_dirs[s.name] for s in specs[1:]]
-            others += [eval_dirs[f"{s.name}-logit"] for s in specs if s.defense == "distillation"]
-            comparisons.append(
-                dict(
-                    others=others,
-                    baseline=eval_dirs[specs[0].name],
-                    out=out / f"compare{family}",
-                    table_eps=study.table_eps,
-                    title=f"{family.upper()}-UNet",
+    def compare(self, planned):
+        """``advseg compare`` of each family (3-D, 2-D) of the study."""
+        study, comparisons = self.study, []
+        for family, specs in (("3d", study.models3d), ("2d", study.models2d)):
+            if specs:
+                others = [self.evaluation(s) for s in specs[1:]]
+                others += [self.evaluation(s, True) for s in specs if s.defense == "distillation"]
+                comparisons.append(
+                    dict(
+                        others=others,
+                        baseline=self.evaluation(specs[0]),
+                        out=self.out / f"compare{family}",
+                        table_eps=study.table_eps,
+                        title=f"{family.upper()}-UNet",
+                    )
                 )
-            )
-    steps.append(
-        Step(
-            "compare",
-            compare_families,
-            dict(comparisons=comparisons),
-            tuple(s.name for s in steps if s.name.startswith("evaluate ")),
-        )
-    )
-    return steps
+        return compare_families, dict(comparisons=comparisons)
 
 
 def train_model(
@@ -445,203 +427,3 @@ def compare_families(comparisons: list[dict]) -> None:
             table_eps=comparison["table_eps"],
             title=comparison["title"],
         )
-
-
-STUDY_DEFINITIONS = 2
-"""Bumped when a step's outputs change meaning, so that a study folder of an earlier version is
-not resumed with its finished steps reused: 2 = per-subject corruption draws, sigma in
-standardised units (certificates and Gaussian-noise training), the audit's eighth item, the
-cards' version 2."""
-
-
-def _check_same_study(out: Path, preset: str, data, data_seed: int) -> None:
-    """Records the study's preset, data and data seed in ``OUT/study.json``, and refuses to
-    continue a folder started with others (its models were trained on another split).
-
-    Raises:
-        InputError: naming the option that differs, or ``out`` is a non-empty folder that
-            no study started.
-    """
-    record = out / "study.json"
-    current = {
-        "preset": preset,
-        "data": str(Path(data).resolve()) if data is not None else None,
-        "data_seed": data_seed,
-        "definitions": STUDY_DEFINITIONS,
-    }
-    if record.is_file():
-        try:
-            started = json.loads(record.read_text())
-            if not isinstance(started, dict):
-                raise ValueError("not an object")
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise FileFormatError(f"{record}: unreadable study record ({exc})") from None
-        if started.get("definitions") != STUDY_DEFINITIONS:
-            raise InputError(
-                f"{out} holds a study of another keras-advseg (definitions "
-                f"{started.get('definitions', 1)}, this one {STUDY_DEFINITIONS}: the corruption "
-                "draws, the certificates' sigma and the cards changed meaning, so its finished "
-                "steps cannot be reused). Use another --out"
-            )
-        for key, option in (
-            ("preset", "--preset"),
-            ("data", "--data"),
-            ("data_seed", "--data-seed"),
-        ):
-            if started.get(key) != current[key]:
-                raise InputError(
-                    f"{out} holds a study started with {option} {started.get(key)}; "
-                    f"received {current[key]}. Use another --out"
-                )
-        return
-    if not (out / "progress.json").is_file() and any(out.iterdir()):
-        # never write into (and over) what the tool did not create: a study owns its folder
-        raise InputError(
-            f"{out}: a non-empty folder that is not a study of advseg reproduce (no study.json); "
-            "choose an empty or new --out"
-        )
-    write_json_atomic(record, current)
-
-
-def audit_reference(study: Study, spec: ModelSpec, model_dirs: dict[str, Path]) -> str | None:
-    """The audit's transfer source: the undefended 3-D UNet for a defense, and for the
-    undefended 3-D UNet the undefended 2-D UNet (None without one)."""
-    if spec.defense != "none":
-        return str(model_dirs[study.models3d[0].name] / "model.keras")
-    if study.models2d:
-        return str(model_dirs[study.models2d[0].name] / "model.keras")
-    return None
-
-
-def warm_start_options(study: Study, spec: ModelSpec, model_dirs: dict[str, Path]) -> dict:
-    """``{"init": <the no-defense model>}`` when :func:`fine_tunes`, else ``{}``."""
-    return (
-        {"init": str(model_dirs[f"{spec.model}-none"] / "model.keras")}
-        if fine_tunes(study, spec)
-        else {}
-    )
-
-
-ELAPSED = "(elapsed)"
-"""The key of the study's wall-clock seconds in ``progress.json`` (not a step)."""
-
-
-class _Progress:
-    """Numbered steps with timings; finished steps and their seconds are recorded in
-    ``progress.json`` and skipped on a re-run (``prepare`` and reports always run)."""
-
-    def __init__(self, plan: list[str], record: Path):
-        self.plan, self.record = plan, record
-        self.done = _read_record(record) if record.is_file() else {}
-        self.earlier = self.done.get(ELAPSED) or 0.0
-        self.started = time.time()
-
-    def elapsed(self) -> float:
-        """Wall-clock seconds of every run of the study so far (steps run side by side count
-        once), this one up to now."""
-        return self.earlier + time.time() - self.started
-
-    def _save(self) -> None:
-        self.done[ELAPSED] = round(self.elapsed(), 1)
-        write_json_atomic(self.record, self.done, indent=None)
-
-    def timings(self) -> dict[str, float | None]:
-        """Seconds of each finished step of the plan (None: recorded by an older version)."""
-        return {name: self.done[name] for name in self.plan if name in self.done}
-
-    def prefixed(self, prefix: str) -> _Prefixed:
-        """The same progress, for steps named ``prefix + name``."""
-        return _Prefixed(self, prefix)
-
-    def _number(self, name: str) -> str:
-        return f"[{self.plan.index(name) + 1}/{len(self.plan)}] {name}"
-
-    def is_done(self, name: str) -> bool:
-        """Whether ``name`` finished before and is skipped (``prepare`` and reports never are)."""
-        rerun = name == "prepare" or name.endswith("report")
-        return name in self.done and not rerun
-
-    def skipped(self, name: str) -> None:
-        _say(f"{self._number(name)}: skipped (done before)")
-        self._save()
-
-    def begin(self, name: str) -> float:
-        """Announces ``name`` and returns its start time."""
-        _say(f"{self._number(name)}: running")
-        return time.time()
-
-    def end(self, name: str, started: float) -> None:
-        """Records ``name`` as finished, with its seconds since ``started``."""
-        seconds = time.time() - started
-        self.done[name] = round(seconds, 1)
-        _say(f"    {name}: done in {seconds:.0f} s")
-        self._save()
-
-    def step(self, name: str):
-        """A context manager around one step run here; it yields whether to skip it."""
-        progress = self
-
-        class _Step:
-            def __enter__(self):
-                self.skip = progress.is_done(name)
-                if self.skip:
-                    progress.skipped(name)
-                else:
-                    self.start = progress.begin(name)
-                return self.skip
-
-            def __exit__(self, kind, value, traceback):
-                if kind is None and not self.skip:
-                    progress.end(name, self.start)
-                return False
-
-        return _Step()
-
-
-class _Prefixed:
-    """A :class:`_Progress` whose step names start with ``prefix``."""
-
-    def __init__(self, progress: _Progress, prefix: str):
-        self.progress, self.prefix = progress, prefix
-
-    def step(self, name: str):
-        return self.progress.step(self.prefix + name)
-
-    def is_done(self, name: str) -> bool:
-        return self.progress.is_done(self.prefix + name)
-
-    def skipped(self, name: str) -> None:
-        self.progress.skipped(self.prefix + name)
-
-    def begin(self, name: str) -> float:
-        return self.progress.begin(self.prefix + name)
-
-    def end(self, name: str, started: float) -> None:
-        self.progress.end(self.prefix + name, started)
-
-
-def _read_record(path: Path) -> dict[str, float | None]:
-    """The finished steps recorded in ``progress.json`` (untrusted input): ``{step: seconds}``,
-    or a list of step names (older versions).
-
-    Raises:
-        FileFormatError: neither.
-    """
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FileFormatError(
-            f"{path}: unreadable study progress ({type(exc).__name__}: {exc})"
-        ) from None
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return dict.fromkeys(value)
-    if isinstance(value, dict) and all(
-        v is None or (isinstance(v, (int, float)) and v >= 0) for v in value.values()
-    ):
-        return value
-    raise FileFormatError(f"{path}: unreadable study progress (expected {{step name: seconds}})")
-
-
-def _say(line: str) -> None:
-    """Progress goes to standard error, so that standard output carries only results."""
-    print(line, file=sys.stderr, flush=True)

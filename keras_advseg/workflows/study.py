@@ -1,5 +1,6 @@
 """What describes one study preset, apart from running it: each model's training
-configuration, whether it fine-tunes the undefended network, and the steps of a seed.
+configuration, whether it fine-tunes the undefended network, and the plan of a seed (its
+steps, in order, each with the steps it reads).
 
 The orchestrator (:mod:`~keras_advseg.workflows.reproduce`) and the reports
 (:mod:`~keras_advseg.workflows.report`, :mod:`~keras_advseg.workflows.replication`) both read
@@ -8,28 +9,85 @@ it, so neither imports the other.
 
 from __future__ import annotations
 
-from keras_advseg.config import ADVERSARIAL_DEFENSES, ModelSpec, Study, TrainConfig
+from dataclasses import dataclass
+
+from keras_advseg.study_presets import ModelSpec, Study
+from keras_advseg.train_config import ADVERSARIAL_DEFENSES, TrainConfig
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One step of a training seed's plan.
+
+    Attributes:
+        name: Its name in the plan and in ``progress.json`` (``"train unet3d-none"``).
+        kind: What it does: ``train``, ``evaluate``, ``evaluate-logit`` (a distilled model
+            attacked at its temperature), ``corruptions``, ``certify``, ``audit``, ``card``,
+            ``leaderboard`` or ``compare``.
+        spec: The model it is about (None: ``leaderboard``, ``compare``).
+        after: The steps whose files it reads.
+    """
+
+    name: str
+    kind: str
+    spec: ModelSpec | None = None
+    after: tuple[str, ...] = ()
+
+
+def planned_steps(study: Study) -> list[PlannedStep]:
+    """The steps of one training seed but its report, in the order they run with one worker,
+    each with the steps it reads (:func:`~keras_advseg.workflows.reproduce.seed_steps` gives
+    each its function and arguments)."""
+    models = study.models3d + study.models2d
+    steps = []
+    for m in models:
+        after = (f"train {m.model}-none",) if fine_tunes(study, m) else ()
+        steps.append(PlannedStep(f"train {m.name}", "train", m, after))
+    for m in models:
+        trained = (f"train {m.name}",)
+        steps.append(PlannedStep(f"evaluate {m.name}", "evaluate", m, trained))
+        if m.defense == "distillation":
+            name = f"evaluate {m.name} at T={m.temperature:g}"
+            steps.append(PlannedStep(name, "evaluate-logit", m, trained))
+    # the first corruption step prepares the corrupted scans every model is scored on
+    corrupted = []
+    for m in carded(study) if study.corruptions else ():
+        after = (f"train {m.name}", *(s.name for s in corrupted[:1]))
+        corrupted.append(PlannedStep(f"corruptions {m.name}", "corruptions", m, after))
+    steps += corrupted[:1]
+    for m in carded(study) if study.certify_sigmas else ():
+        steps.append(PlannedStep(f"certify {m.name}", "certify", m, (f"train {m.name}",)))
+    for m in carded(study):
+        reference = audit_reference(study, m)
+        after = (f"train {m.name}", *([f"train {reference.name}"] if reference else []))
+        steps.append(PlannedStep(f"audit {m.name}", "audit", m, after))
+    # the others only score a model on those scans, seconds each: late, so that with several
+    # workers they fill the time while the last long steps finish
+    steps += corrupted[1:]
+    if has_cards(study):
+        axes = ("evaluate", "corruptions", "certify", "audit")
+        for m in carded(study):
+            after = tuple(f"{axis} {m.name}" for axis in axes)
+            steps.append(PlannedStep(f"card {m.name}", "card", m, after))
+        cards = tuple(f"card {m.name}" for m in carded(study))
+        steps.append(PlannedStep("leaderboard", "leaderboard", None, cards))
+    evaluations = tuple(s.name for s in steps if s.kind.startswith("evaluate"))
+    steps.append(PlannedStep("compare", "compare", None, evaluations))
+    return steps
 
 
 def seed_plan(study: Study) -> list[str]:
-    """The steps of one training seed, in order."""
-    models = study.models3d + study.models2d
-    plan = [f"train {m.name}" for m in models]
-    for m in models:
-        plan.append(f"evaluate {m.name}")
-        if m.defense == "distillation":
-            plan.append(f"evaluate {m.name} at T={m.temperature:g}")
-    corrupted = [f"corruptions {m.name}" for m in carded(study)] if study.corruptions else []
-    plan += corrupted[:1]  # the first prepares the corrupted scans every model is scored on
-    if study.certify_sigmas:
-        plan += [f"certify {m.name}" for m in carded(study)]
-    plan += [f"audit {m.name}" for m in carded(study)]
-    # the others only score a model on those scans, seconds each: late, so that with several
-    # workers they fill the time while the last long steps finish
-    plan += corrupted[1:]
-    if has_cards(study):
-        plan += [f"card {m.name}" for m in carded(study)] + ["leaderboard"]
-    return plan + ["compare", "report"]
+    """The names of the steps of one training seed, in order, its report last (the study's
+    progress counts them)."""
+    return [step.name for step in planned_steps(study)] + ["report"]
+
+
+def audit_reference(study: Study, spec: ModelSpec) -> ModelSpec | None:
+    """The audit's transfer source: the undefended 3-D UNet for a defense, and for the
+    undefended 3-D UNet the undefended 2-D UNet (None without one)."""
+    if spec.defense != "none":
+        return study.models3d[0]
+    return study.models2d[0] if study.models2d else None
 
 
 def carded(study: Study) -> tuple[ModelSpec, ...]:

@@ -5,6 +5,8 @@ family), and soundness against an attack on the smoothed model."""
 
 from __future__ import annotations
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -237,6 +239,46 @@ def test_an_attack_on_the_smoothed_regions_within_the_radius_leaves_certified_re
         assert worst_region[r] >= worst_class[r]
 
 
+def reference_smoothed_pgd_l2(model, x, target, *, eps, sigma, steps, samples, seed):
+    """The attack on the smoothed labels written out in plain TensorFlow: the fused softmax
+    cross-entropy of ``target`` averaged over the noisy copies, a step of ``2.5 eps / steps``
+    along the gradient divided by its l2 norm, the l2 projection onto the eps-ball."""
+    import tensorflow as tf
+
+    x0 = tf.constant(x[None])
+    onehot = tf.repeat(tf.one_hot(target[None], 4), samples, 0)
+    x_k = x0
+    for k in range(steps):
+        noise = tf.random.stateless_normal((samples, *x.shape), seed=tf.stack([seed, k]))
+        with tf.GradientTape() as tape:
+            tape.watch(x_k)
+            logits = model(x_k + sigma * noise, training=False)
+            loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(onehot, logits))
+        g = tape.gradient(loss, x_k)
+        x_k = x_k + (2.5 * eps / steps) * g / tf.maximum(tf.norm(g), 1e-12)
+        delta = x_k - x0
+        x_k = x0 + delta * tf.minimum(1.0, eps / tf.maximum(tf.norm(delta), 1e-12))
+    return x_k.numpy()[0]
+
+
+def test_the_smoothed_attack_is_the_attacks_l2_step_on_their_cross_entropy():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(SHAPE)
+    hidden = keras.layers.Conv3D(6, 3, padding="same", activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv3D(4, 3, padding="same")(hidden))
+    x = volume()
+    target = np.random.default_rng(1).integers(0, 4, size=SHAPE[:3])
+    settings = dict(eps=1.5, sigma=0.5, steps=5, samples=4, seed=3)
+    attacked = smoothed_pgd_l2(model, x, target, **settings)
+    expected = reference_smoothed_pgd_l2(model, x, target, **settings)
+    # the same numbers up to float32 rounding (the shared CE is a log-softmax, not the fused op)
+    np.testing.assert_allclose(attacked, expected, rtol=0, atol=1e-5)
+    assert np.linalg.norm(attacked - x) == pytest.approx(1.5, rel=1e-5)  # on the ball's surface
+    np.testing.assert_array_equal(smoothed_pgd_l2(model, x, target, **settings), attacked)
+    moved = smoothed_pgd_l2(model, x, target, **{**settings, "seed": 4})
+    assert not np.array_equal(moved, attacked)  # the seed draws the noise
+
+
 REGION_CLASSES = {"wt": {1, 2, 3}, "tc": {1, 3}, "et": {3}}  # class indices (3 is label 4)
 
 
@@ -352,3 +394,74 @@ def test_region_dice_counts_abstentions_as_segcertify_does_and_the_worst_reading
         region_certified_dice(truth, lift(certified), reading="strict")
     with pytest.raises(InputError, match=r"regions\['wt'\] must have the labels' shape"):
         region_certified_dice(truth[:2], lift(certified))
+
+
+def test_certify_config_checks_its_settings_and_holds_the_command_defaults():
+    import dataclasses
+
+    from keras_advseg.certification import CertifyConfig
+
+    config = CertifyConfig()
+    assert config.sigmas == (0.25, 0.5, 1.0) and config.correction == "holm"
+    assert (config.n, config.n0, config.tau, config.alpha, config.batch_size) == (
+        100,
+        10,
+        0.75,
+        0.001,
+        8,
+    )
+    assert config.chosen(["a", "b", "c"]) == ["a", "b", "c"]
+    assert CertifyConfig(subjects=2).chosen(["a", "b", "c"]) == ["a", "b"]
+    assert CertifyConfig(sigmas=[0.5]).sigmas == (0.5,)
+    refused = [
+        ({"sigmas": ()}, "sigmas must name at least one noise level"),
+        ({"sigmas": (0.5, -1.0)}, "sigma must be a positive number. Received: sigma=-1.0"),
+        ({"n": 0}, "n must be an integer >= 1. Received: n=0"),
+        ({"tau": 1.0}, "tau must be in [0.5, 1). Received: tau=1.0"),
+        ({"correction": "sidak"}, "correction must be one of ('holm', 'bonferroni')"),
+        ({"subjects": -1}, "subjects must be an integer >= 0. Received: subjects=-1"),
+    ]
+    for settings, message in refused:
+        with pytest.raises(InputError, match=re.escape(message)):
+            CertifyConfig(**settings)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.n = 5
+
+
+def test_certify_subjects_is_certify_per_subject_and_sigma_each_with_its_own_seed():
+    from keras_advseg.certification import CertifyConfig, certify_subjects
+    from keras_advseg.certification.subjects import ROW_FIELDS
+
+    model = logits_model(lambda x: 3.0 * x)  # the class is the largest channel: noise moves it
+    rng = np.random.default_rng(5)
+    volumes = [
+        (f"s{i}", volume(i), rng.choice([0, 1, 2, 4], size=SHAPE[:3]).astype("uint8"))
+        for i in range(2)
+    ]
+    config = CertifyConfig(sigmas=(0.25, 0.5), n=60, n0=5, seed=7)
+    calls = []
+    result = certify_subjects(model, iter(volumes), config, on_volume=lambda: calls.append(1))
+    assert len(calls) == 4 and len(result.rows) == 4
+    assert [(r["subject"], r["sigma"]) for r in result.rows] == [
+        ("s0", 0.25),
+        ("s0", 0.5),
+        ("s1", 0.25),
+        ("s1", 0.5),
+    ]
+    assert all(set(r) == set(ROW_FIELDS) for r in result.rows)
+    for i, (_, image, labels) in enumerate(volumes):
+        for k, sigma in enumerate(config.sigmas):
+            expected = certify(
+                model, image, sigma=sigma, n=60, n0=5, seed=7 * 1_000_003 + i * 1009 + k
+            )
+            got = result.rows[2 * i + k]
+            assert got["certified_dice_wt"] == certified_dice(labels, expected.labels)["wt"]
+            assert got["abstain_rate"] == expected.abstain_rate()
+    means = result.by_sigma()
+    assert list(means) == ["0.25", "0.5"]
+    assert means["0.5"]["abstain_rate"] == pytest.approx(
+        np.mean([r["abstain_rate"] for r in result.rows if r["sigma"] == 0.5])
+    )
+    assert means["0.25"]["radius_raw_t1"] is None  # no raw-intensity statistics given
+    assert result.example["subject"] == "s0" and set(result.example["certificates"]) == {0.25, 0.5}
+    assert result.settings()["input_std"] is None and result.settings()["seed"] == 7

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import json
+import re
 import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -15,7 +19,10 @@ from keras_advseg.data.prepare import load_prepared
 from keras_advseg.errors import FileFormatError
 from keras_advseg.export import save_model
 from keras_advseg.inference import Preprocessing
+from keras_advseg.io import write_json_atomic
 from keras_advseg.workflows import card as card_module
+from keras_advseg.workflows.card import table
+from keras_advseg.workflows.card.axes.common import evaluation_rows, region_means, triple
 
 TINY = card_module.CardBudget(
     "quick", 1, (0.05,), 1, ("pgd-dice",), ("missing-sequence",), (5,), (0.25,), 60, 5, 1
@@ -115,6 +122,19 @@ def test_the_card_has_every_section_and_the_numbers_of_its_commands(carded, prep
     runs = client.search_runs([client.get_experiment_by_name("keras-advseg").experiment_id])
     card_runs = [r for r in runs if r.data.tags.get("card") == "true"]
     assert card_runs and "card.clean_dice_wt" in card_runs[0].data.metrics
+    # every logged metric is one the table of axes names (the docs print those names)
+    patterns = [
+        re.escape(name)
+        .replace("<region>", "(wt|tc|et)")
+        .replace("<eps>", r"[0-9.]+")
+        .replace("<sigma>", r"[0-9.]+")
+        for axis in table.AXES
+        for name in axis.metrics
+    ] + [r"card\.flagged"]
+    logged = card_runs[0].data.metrics
+    assert {"card.worst_dice_eps0.05_wt", "card.certified_dice_sigma0.25_wt"} <= set(logged)
+    for name in logged:
+        assert any(re.fullmatch(p, name) for p in patterns), name
 
 
 def test_the_html_page_is_self_contained_and_a_second_run_reuses_every_axis(carded):
@@ -145,6 +165,9 @@ def test_a_tampered_card_and_a_model_without_preprocessing_are_refused(carded, t
     (tmp_path / "card.json").write_text(json.dumps(card))
     with pytest.raises(FileFormatError, match="card: certified is missing"):
         card_module.read_card(tmp_path)
+    (tmp_path / "card.json").write_text("{not json")
+    with pytest.raises(FileFormatError, match=f"{re.escape(str(tmp_path / 'card.json'))}: "):
+        card_module.read_card(tmp_path)
     # a certificate of the previous definition (sigma relative to each input's range) is
     # refused in one line, never read as standardised units
     import shutil
@@ -157,6 +180,16 @@ def test_a_tampered_card_and_a_model_without_preprocessing_are_refused(carded, t
     with pytest.raises(FileFormatError, match="sigma in another unit") as info:
         card_module.build_card(old, TINY, "m", None, 0)
     assert "\n" not in str(info.value)
+    # an axis's file without what the axis reads is refused naming its folder and the axis
+    shutil.copytree(root / "card", tmp_path / "malformed")
+    summary = json.loads((old / "artifacts" / "corruption_summary.json").read_text())
+    del summary["scores"]
+    (tmp_path / "malformed" / "artifacts" / "corruption_summary.json").write_text(
+        json.dumps(summary)
+    )
+    with pytest.raises(FileFormatError, match="malformed for the card's artifacts axis") as info:
+        card_module.build_card(tmp_path / "malformed", TINY, "m", None, 0)
+    assert str(tmp_path / "malformed" / "artifacts") in str(info.value)
     base = [
         "card",
         models / "a.keras",
@@ -271,3 +304,87 @@ def test_the_worst_case_says_when_the_audit_found_lower():
     items[3]["numbers"]["variants"]["T=16.6"] = 0.35  # within the margin: nothing to say
     assert card_module.audit_found_lower(items) is None
     assert card_module.audit_found_lower([{"item": 1}]) is None  # malformed: absent
+
+
+def toy_axis():
+    """An axis that exists only in this test: half the clean Dice, read from the evaluation
+    that the clean axis reads, with one leaderboard column."""
+
+    def read(sources):
+        return {"dice": {r: v / 2 for r, v in region_means(sources.summary().clean).items()}}
+
+    def halves(card):
+        return {s: v / 2 for s, v in evaluation_rows(card, "none", 0.0).items()}
+
+    return table.Axis(
+        "toy",
+        "toy axis",
+        "adversarial",
+        "toy",
+        None,
+        read,
+        rows=lambda card: [("half the clean Dice", triple(card["toy"]["dice"]))],
+        headline=lambda card: {"card.toy_dice_wt": card["toy"]["dice"]["wt"]},
+        metrics=("card.toy_dice_<region>",),
+        shows="half the clean Dice",
+        check=lambda section, checker: checker.dice(section.get("dice"), "toy.dice"),
+        columns=(table.Column("toy", "toy Dice", lambda card: card["toy"]["dice"], halves),),
+    )
+
+
+def test_an_axis_added_to_the_table_alone_is_on_the_card_leaderboard_report_and_docs(
+    carded, tmp_path, monkeypatch
+):
+    from keras_advseg.workflows.leaderboard import run_leaderboard
+    from keras_advseg.workflows.report import report_lines
+
+    root = carded[0]
+    monkeypatch.setattr(table, "AXES", (*table.AXES, toy_axis()))
+    seed = tmp_path / "seed"
+    for name in ("a", "b"):
+        out = seed / "cards" / name
+        shutil.copytree(root / "card", out)
+        card = card_module.build_card(out, TINY, name, None, 0)
+        card.update(seconds=0.0, reused=[])
+        write_json_atomic(out / "card.json", card)
+        (out / "card.md").write_text(card_module.card_markdown(card))
+    # the card: its JSON section, its row, its metric, its check
+    written = json.loads((seed / "cards" / "a" / "card.json").read_text())
+    assert list(written)[-3:] == ["toy", "seconds", "reused"]
+    card = card_module.read_card(seed / "cards" / "a")
+    assert card["toy"]["dice"]["wt"] == pytest.approx(card["clean"]["dice"]["wt"] / 2)
+    half = card["toy"]["dice"]
+    assert (
+        f"| toy | half the clean Dice | {triple(half)} |"
+        in (seed / "cards" / "a" / "card.md").read_text()
+    )
+    assert card_module.headline_metrics(card)["card.toy_dice_wt"] == half["wt"]
+    assert "toy" in card_module.table.sections()
+    broken = {**card, "toy": {"dice": {"wt": 2.0}}}
+    with pytest.raises(FileFormatError, match="card: toy.dice is missing"):
+        card_module.validate_card(broken)
+    # the leaderboard: its column in the CSV and the table, tested like the others
+    run_leaderboard([seed / "cards" / "a", seed / "cards" / "b"], seed / "leaderboard")
+    with open(seed / "leaderboard" / "leaderboard.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        header, rows = reader.fieldnames, list(reader)
+    toy = header.index("toy")
+    assert header[toy : toy + 5] == ["toy", "toy_p", "toy_n", "toy_m", "toy_reachable"]
+    value = float(rows[0]["toy"])
+    assert value == pytest.approx(sum(half.values()) / 3)
+    assert "| toy Dice | audit |" in (seed / "leaderboard" / "leaderboard.md").read_text()
+    # the study's report: its leaderboard section has the column
+    lines = report_lines({0: seed}, tmp_path)
+    heading = next(line for line in lines if line.startswith("| model |"))
+    assert heading.endswith("| toy Dice | audit |")
+    row = next(line for line in lines if line.startswith("| a |"))
+    assert f"| {value:.3f} (#1) |" in row
+    # the docs: the hook's table of axes
+    hook = Path(__file__).parents[2] / "docs" / "hooks" / "card_axes.py"
+    spec = importlib.util.spec_from_file_location("card_axes_hook", hook)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    page = module.on_page_markdown(f"before\n{module.MARKER}\nafter", None, None, None)
+    line = next(x for x in page.splitlines() if x.startswith("| toy axis |"))
+    assert "`toy`" in line and "toy Dice" in line and "`card.toy_dice_<region>`" in line
+    assert "| clean |" in page and module.MARKER not in page

@@ -1,4 +1,4 @@
-"""`advseg evaluate --corruptions` end to end on the phantom: rows, scores, tests, figures, MLflow,
+"""`advseg corruptions` end to end on the phantom: rows, scores, tests, figures, MLflow,
 the shared cache, the reference's mCE and the refusals."""
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def corrupted(fitted_unet, prepared_dir, models, tmp_path_factory):
         models / "a.keras",
         "--corruption-cache",
         root / "cache",
+        command="corruptions",
     )
     return root, path, prepared, uri, output
 
@@ -44,20 +45,7 @@ def corrupted(fitted_unet, prepared_dir, models, tmp_path_factory):
 def test_rows_scores_tests_and_figures_are_written(corrupted):
     root, _, prepared, uri, output = corrupted
     out = root / "eval"
-    assert_help_files_written(
-        ("evaluate",),
-        out,
-        ignore=(
-            "per_subject.csv",
-            "summary.json",
-            "iterations.csv",
-            "fig_iterations.png",
-            "fig_example.png",
-            "fig_eps.png",
-            "fig_eps_curve.png",
-            "corrupted/",
-        ),
-    )
+    assert_help_files_written(("corruptions",), out, ignore=("corrupted/",))
     rows = read_rows(out / "corruptions.csv")
     names = CORRUPTIONS.split(",")
     ids = prepared.ids("test")
@@ -166,6 +154,7 @@ def test_a_second_model_reuses_the_prepared_scans_and_a_tampered_one_is_prepared
         "1,5",
         "--corruption-cache",
         cache,
+        command="corruptions",
     )
     assert all(f.stat().st_mtime_ns == stamp for f, stamp in stamps.items())  # reused
     assert np.load(victim)["image"].ndim == 4  # replaced by a good one
@@ -187,6 +176,7 @@ def test_a_second_model_reuses_the_prepared_scans_and_a_tampered_one_is_prepared
         tmp_path / "fresh",
         "--workers",
         2,
+        command="corruptions",
     )
     c = read_rows(tmp_path / "p" / "corruptions.csv")
     chosen = {(r["subject"], r["corruption"], r["severity"]): r["dice_wt"] for r in a}
@@ -196,8 +186,7 @@ def test_a_second_model_reuses_the_prepared_scans_and_a_tampered_one_is_prepared
 
 def test_refusals_are_one_line(corrupted, tmp_path):
     root, path, prepared, _, _ = corrupted
-    base = [
-        "evaluate",
+    options = [
         path,
         "--data",
         prepared.root,
@@ -206,10 +195,15 @@ def test_refusals_are_one_line(corrupted, tmp_path):
         "--tracking-uri",
         f"sqlite:///{tmp_path}/m.db",
     ]
+    # the spelling of the last release: evaluate --corruptions, without attack options
     fails_cleanly(
-        [*base, "--corruptions", "motion", "--attack", "fgsm"],
+        ["evaluate", *options, "--corruptions", "motion", "--attack", "fgsm"],
         contains=("--corruptions scores artifacts, not attacks; drop --attack",),
     )
+    fails_cleanly(
+        ["evaluate", *options, "--reference", path], contains=("--reference needs --corruptions",)
+    )
+    base = ["corruptions", *options]
     fails_cleanly(
         [*base, "--corruptions", "motion", "--severities", "7"],
         contains=("severities must be 1-5",),
@@ -219,7 +213,6 @@ def test_refusals_are_one_line(corrupted, tmp_path):
         [*base, "--corruptions", "blur", "--modalities", "pd"],
         contains=("modalities must name sequences",),
     )
-    fails_cleanly([*base, "--reference", path], contains=("--reference needs --corruptions",))
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "notes.txt").write_text("mine")
     fails_cleanly(

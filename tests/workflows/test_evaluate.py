@@ -144,7 +144,7 @@ def test_bad_options(models, prepared_dir, tmp_path):
 
 
 def test_source_run_id_from_reference_or_checkpoint(tmp_path):
-    from keras_advseg.workflows.evaluate import source_run_id
+    from keras_advseg.workflows.frame import source_run_id
 
     run_id = "0123456789abcdef0123456789abcdef"
     assert source_run_id(f"runs:/{run_id}/model.keras", tmp_path / "model.keras") == run_id
@@ -162,3 +162,42 @@ def test_source_run_id_from_reference_or_checkpoint(tmp_path):
     assert source_run_id(str(model), model) is None
     (tmp_path / "checkpoint" / "state.json").write_text("{corrupt")
     assert source_run_id(str(model), model) is None
+
+
+def test_the_scored_run_frame_logs_kept_files_on_success_and_closes_failed_or_killed(tmp_path):
+    """The frame of evaluate, corruptions, certify, audit and the card: params on opening, the
+    kept files logged on success (FINISHED), nothing logged on an error (FAILED) or an interrupt
+    (KILLED), the run nested under a parent run of the same store."""
+    from keras_advseg.workflows.frame import lineage, ready, scored_run
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    out = ready(tmp_path / "out", uri)
+    with scored_run(uri, "frame", run_name="parent", tags={}) as parent:
+        pass
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"")
+    source, tags = lineage(f"runs:/{parent.run_id}/model.keras", model, uri)
+    assert source == parent.run_id and tags["mlflow.parentRunId"] == parent.run_id
+    with scored_run(
+        uri, "frame", run_name="ok", tags={"kind": "x", **tags}, params={"n": 3}
+    ) as run:
+        run.write_json(out / "summary.json", {"a": 1.5})
+        run.write_text(out / "rows.csv", "a\n1\n")
+        run.log_metrics({"dice": 0.5})
+    assert (out / "summary.json").read_text() == '{\n  "a": 1.5\n}'
+    client = MlflowClient(uri)
+    finished = client.get_run(run.run_id)
+    assert finished.info.status == "FINISHED" and finished.data.params == {"n": "3"}
+    assert finished.data.metrics == {"dice": 0.5} and finished.data.tags["kind"] == "x"
+    assert finished.data.tags["mlflow.parentRunId"] == parent.run_id
+    assert sorted(a.path for a in client.list_artifacts(run.run_id)) == [
+        "rows.csv",
+        "summary.json",
+    ]
+    for error, status in ((ValueError("bad"), "FAILED"), (KeyboardInterrupt(), "KILLED")):
+        with pytest.raises(type(error)):
+            with scored_run(uri, "frame", run_name=status, tags={}) as broken:
+                broken.write_text(out / f"{status}.txt", "half")
+                raise error
+        assert client.get_run(broken.run_id).info.status == status
+        assert client.list_artifacts(broken.run_id) == []  # nothing logged from a broken run

@@ -30,8 +30,8 @@ from keras_advseg.workflows.replication import (
     replicated_findings,
     write_replicated_report,
 )
-from keras_advseg.workflows.reproduce import _check_same_study, _Progress
 from keras_advseg.workflows.study import seed_plan
+from keras_advseg.workflows.study_record import Progress, check_same_study
 
 STUDY = STUDIES["smoke"]  # 3-D: none, distillation T20, adversarial 0.05, the control
 SUBJECTS = [f"s{i:02d}" for i in range(12)]
@@ -227,26 +227,26 @@ def test_seed_options_and_the_study_record(tmp_path):
     )
     assert result.exit_code == 2 and "--seeds: expected distinct integers" in result.output
     assert not (tmp_path / "s").exists()  # nothing written for a bad option
-    _check_same_study(tmp_path, "smoke", None, 0)
+    check_same_study(tmp_path, "smoke", None, 0)
     assert json.loads((tmp_path / "study.json").read_text())["data_seed"] == 0
-    _check_same_study(tmp_path, "smoke", None, 0)  # the same study continues
+    check_same_study(tmp_path, "smoke", None, 0)  # the same study continues
     with pytest.raises(InputError, match="started with --data-seed 0; received 1"):
-        _check_same_study(tmp_path, "smoke", None, 1)
+        check_same_study(tmp_path, "smoke", None, 1)
     with pytest.raises(InputError, match="--preset smoke"):
-        _check_same_study(tmp_path, "quick", None, 0)
+        check_same_study(tmp_path, "quick", None, 0)
     # a study of an earlier version (its steps mean something else) is not resumed
     record = json.loads((tmp_path / "study.json").read_text())
     del record["definitions"]
     (tmp_path / "study.json").write_text(json.dumps(record))
     with pytest.raises(InputError, match="another keras-advseg \\(definitions 1, this one 2"):
-        _check_same_study(tmp_path, "smoke", None, 0)
+        check_same_study(tmp_path, "smoke", None, 0)
 
 
 def test_progress_records_seconds_and_reads_the_older_list(tmp_path):
     record = tmp_path / "progress.json"
     record.write_text(json.dumps(["data", "prepare"]))  # an older version's record
     plan = ["data", "prepare"] + [f"seed 3: {s}" for s in seed_plan(STUDY)] + ["report"]
-    progress = _Progress(plan, record)
+    progress = Progress(plan, record)
     with progress.step("data") as skip:
         assert skip
     with progress.prefixed("seed 3: ").step("train unet3d-none") as skip:
@@ -264,12 +264,12 @@ def test_progress_records_seconds_and_reads_the_older_list(tmp_path):
     # the study's wall clock is kept beside the steps (not one of them) and adds up over runs
     assert done["(elapsed)"] >= 0
     record.write_text(json.dumps({**done, "(elapsed)": 100.0}))
-    again = _Progress(plan, record)
+    again = Progress(plan, record)
     assert 100 <= again.elapsed() < 160 and "(elapsed)" not in again.timings()
     assert "seed 3: audit unet3d-none-control" not in plan  # the control is not audited
     record.write_text(json.dumps({"data": "soon"}))
     with pytest.raises(FileFormatError, match="progress"):
-        _Progress(plan, record)
+        Progress(plan, record)
 
 
 def test_the_control_trains_as_long_as_the_longest_defense():

@@ -28,8 +28,8 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
         str(tmp_path / "study"),
         "--tracking-uri",
         uri,
-        "--workers",  # independent steps side by side (the other tests run them in order)
-        "2",
+        "--workers",  # one process: the suite's other worker runs beside it (tests/workflows/
+        "1",  # test_scheduler.py runs steps side by side)
     ]
     first = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -101,14 +101,86 @@ def test_an_interrupt_stops_the_running_steps_instead_of_waiting_for_them(tmp_pa
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("preset", ["smoke", "quick", "paper"])
-def test_a_seed_s_steps_are_its_plan_with_the_short_corruption_steps_last(tmp_path, preset):
+SMOKE_PLAN = [
+    ("train unet3d-none", ()),
+    ("train unet3d-distillation-T20", ()),  # distillation trains its own teacher
+    ("train unet3d-adversarial-eps0.05", ("train unet3d-none",)),  # fine-tunes the baseline
+    ("train unet3d-none-control", ("train unet3d-none",)),
+    ("train unet2d-none", ()),
+    ("train unet2d-adversarial-eps0.05", ("train unet2d-none",)),
+    ("evaluate unet3d-none", ("train unet3d-none",)),
+    ("evaluate unet3d-distillation-T20", ("train unet3d-distillation-T20",)),
+    ("evaluate unet3d-distillation-T20 at T=20", ("train unet3d-distillation-T20",)),
+    ("evaluate unet3d-adversarial-eps0.05", ("train unet3d-adversarial-eps0.05",)),
+    ("evaluate unet3d-none-control", ("train unet3d-none-control",)),
+    ("evaluate unet2d-none", ("train unet2d-none",)),
+    ("evaluate unet2d-adversarial-eps0.05", ("train unet2d-adversarial-eps0.05",)),
+    # the first corruption step prepares the scans, before the certificates and audits
+    ("corruptions unet3d-none", ("train unet3d-none",)),
+    ("certify unet3d-none", ("train unet3d-none",)),
+    ("certify unet3d-distillation-T20", ("train unet3d-distillation-T20",)),
+    ("certify unet3d-adversarial-eps0.05", ("train unet3d-adversarial-eps0.05",)),
+    # the audit's transfer source: the 2-D baseline for the 3-D baseline, else the 3-D baseline
+    ("audit unet3d-none", ("train unet3d-none", "train unet2d-none")),
+    ("audit unet3d-distillation-T20", ("train unet3d-distillation-T20", "train unet3d-none")),
+    ("audit unet3d-adversarial-eps0.05", ("train unet3d-adversarial-eps0.05", "train unet3d-none")),
+    # the others only score a model on the prepared scans: after every audit
+    (
+        "corruptions unet3d-distillation-T20",
+        ("train unet3d-distillation-T20", "corruptions unet3d-none"),
+    ),
+    (
+        "corruptions unet3d-adversarial-eps0.05",
+        ("train unet3d-adversarial-eps0.05", "corruptions unet3d-none"),
+    ),
+    *(
+        (
+            f"card {m}",
+            tuple(f"{axis} {m}" for axis in ("evaluate", "corruptions", "certify", "audit")),
+        )
+        for m in ("unet3d-none", "unet3d-distillation-T20", "unet3d-adversarial-eps0.05")
+    ),
+    (
+        "leaderboard",
+        ("card unet3d-none", "card unet3d-distillation-T20", "card unet3d-adversarial-eps0.05"),
+    ),
+    (
+        "compare",
+        (
+            "evaluate unet3d-none",
+            "evaluate unet3d-distillation-T20",
+            "evaluate unet3d-distillation-T20 at T=20",
+            "evaluate unet3d-adversarial-eps0.05",
+            "evaluate unet3d-none-control",
+            "evaluate unet2d-none",
+            "evaluate unet2d-adversarial-eps0.05",
+        ),
+    ),
+]
+
+
+def test_the_smoke_study_s_plan_orders_every_step_after_what_it_reads():
     from keras_advseg.config import STUDIES
-    from keras_advseg.workflows.reproduce import seed_steps
-    from keras_advseg.workflows.study import seed_plan
+    from keras_advseg.workflows.study import planned_steps, seed_plan
+
+    planned = planned_steps(STUDIES["smoke"])
+    assert [(step.name, step.after) for step in planned] == SMOKE_PLAN
+    assert seed_plan(STUDIES["smoke"]) == [name for name, _ in SMOKE_PLAN] + ["report"]
+    # the control is trained and evaluated but carries no card (nor its axes)
+    assert not any(
+        s.name.endswith("control") and s.kind not in ("train", "evaluate") for s in planned
+    )
+
+
+@pytest.mark.parametrize("preset", ["smoke", "quick", "paper"])
+def test_a_seed_s_steps_run_its_plan_with_one_function_per_kind(tmp_path, preset):
+    from keras_advseg.config import STUDIES
+    from keras_advseg.workflows import reproduce
+    from keras_advseg.workflows.study import planned_steps
 
     study = STUDIES[preset]
-    steps = seed_steps(
+    planned = planned_steps(study)
+    steps = reproduce.seed_steps(
         study,
         preset,
         tmp_path / "prepared",
@@ -117,13 +189,32 @@ def test_a_seed_s_steps_are_its_plan_with_the_short_corruption_steps_last(tmp_pa
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         experiment="plan",
         corruption_cache=tmp_path / "corrupted",
+        workers=3,
     )
-    names = [step.name for step in steps]
-    assert names + ["report"] == seed_plan(study)
-    corruptions = [i for i, name in enumerate(names) if name.startswith("corruptions ")]
-    audits = [i for i, name in enumerate(names) if name.startswith("audit ")]
-    certificates = [i for i, name in enumerate(names) if name.startswith("certify ")]
-    # the first corruption step prepares the scans, before the certificates and audits; the
-    # others, which only score a model on them, after every audit
-    assert corruptions[0] < min(certificates) and min(corruptions[1:]) > max(audits)
-    assert all(steps[i].after[-1] == names[corruptions[0]] for i in corruptions[1:])
+    assert [(s.name, s.after) for s in steps] == [(p.name, p.after) for p in planned]
+    runs = {
+        "train": "train_model",
+        "evaluate": "run_evaluation",
+        "evaluate-logit": "run_evaluation",
+        "corruptions": "run_corruption_evaluation",
+        "certify": "run_certification",
+        "audit": "run_audit",
+        "card": "write_study_card",
+        "leaderboard": "run_leaderboard",
+        "compare": "compare_families",
+    }
+    assert [s.run.__name__ for s in steps] == [runs[p.kind] for p in planned]
+    kwargs = {s.name: s.kwargs for s in steps}
+    # only the first corruption step prepares the scans, in the study's processes
+    corrupted = [s for s in steps if s.name.startswith("corruptions ")]
+    assert [s.kwargs["workers"] for s in corrupted] == [3] + [1] * (len(corrupted) - 1)
+    baseline = kwargs["evaluate unet3d-none"]
+    assert baseline["config"].attacks[-2:] == ("worst", "vafa")
+    assert baseline["out"] == tmp_path / "seed" / "evals" / "unet3d-none"
+    assert baseline["model_ref"] == str(
+        tmp_path / "seed" / "models" / "unet3d-none" / "model.keras"
+    )
+    audits = [s for s in steps if s.name.startswith("audit ")]
+    assert all(s.kwargs["out"].parent == tmp_path / "seed" / "audits" for s in audits)
+    tracked = [s for s in steps if s.name not in ("leaderboard", "compare")]  # files only
+    assert {s.kwargs["tracking_uri"] for s in tracked} == {f"sqlite:///{tmp_path / 'mlflow.db'}"}

@@ -1,0 +1,92 @@
+"""What a certification runs, checked once: randomized smoothing's settings and their defaults.
+
+Pure Python with no TensorFlow import, so the CLI reads the defaults here (as it reads
+:class:`~keras_advseg.config.EvalConfig`'s) without starting TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from keras_advseg.errors import InputError
+from keras_advseg.vocabulary import CORRECTIONS
+
+
+def check_settings(sigma, n, n0, tau, alpha, batch_size) -> None:
+    """Checks one smoothed model's settings (:class:`~keras_advseg.certification.SmoothedModel`).
+
+    Raises:
+        InputError: naming the first setting out of range.
+    """
+    checks = (
+        ("sigma", sigma, sigma > 0 and math.isfinite(sigma), "a positive number"),
+        ("n", n, int(n) == n and n >= 1, "an integer >= 1"),
+        ("n0", n0, int(n0) == n0 and n0 >= 1, "an integer >= 1"),
+        ("tau", tau, 0.5 <= tau < 1, "in [0.5, 1)"),
+        ("alpha", alpha, 0 < alpha < 1, "in (0, 1)"),
+        (
+            "batch_size",
+            batch_size,
+            int(batch_size) == batch_size and batch_size >= 1,
+            "an integer >= 1",
+        ),
+    )
+    for name, value, ok, expected in checks:
+        if not ok:
+            raise InputError(f"{name} must be {expected}. Received: {name}={value!r}")
+
+
+def check_correction(correction: str) -> None:
+    """Raises InputError unless ``correction`` is one of :data:`~keras_advseg.vocabulary.CORRECTIONS`."""
+    if correction not in CORRECTIONS:
+        raise InputError(
+            f"correction must be one of {CORRECTIONS}. Received: correction={correction!r}"
+        )
+
+
+@dataclass(frozen=True)
+class CertifyConfig:
+    """What ``advseg certify`` certifies: every subject at every sigma (the defaults are the CLI's).
+
+    Attributes:
+        sigmas: Noise standard deviations in the model's input units (standardised intensities:
+            multiples of each sequence's tissue standard deviation), the same for every volume.
+        n: Noisy samples counted per volume for the test (SegCertify: 100 to 1000).
+        n0: Noisy samples that choose each voxel's class.
+        tau: The class probability a voxel must provably exceed, in [0.5, 1).
+        alpha: Family-wise error of each certificate, in (0, 1).
+        correction: Multiple-testing correction over the voxels: ``holm`` or ``bonferroni``.
+        batch_size: Noisy copies per forward pass.
+        seed: Seed of the noise (each subject and sigma its own stream).
+        subjects: Certify the first N subjects (0: all).
+
+    Raises:
+        InputError: no sigma, or a setting out of range (named, with the value received).
+    """
+
+    sigmas: tuple[float, ...] = (0.25, 0.5, 1.0)
+    n: int = 100
+    n0: int = 10
+    tau: float = 0.75
+    alpha: float = 0.001
+    correction: str = "holm"
+    batch_size: int = 8
+    seed: int = 0
+    subjects: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "sigmas", tuple(self.sigmas))
+        if not self.sigmas:
+            raise InputError("sigmas must name at least one noise level. Received: sigmas=()")
+        for sigma in self.sigmas:
+            check_settings(sigma, self.n, self.n0, self.tau, self.alpha, self.batch_size)
+        check_correction(self.correction)
+        if not (int(self.subjects) == self.subjects and self.subjects >= 0):
+            raise InputError(
+                f"subjects must be an integer >= 0. Received: subjects={self.subjects!r}"
+            )
+
+    def chosen(self, ids: list[str]) -> list[str]:
+        """The subjects certified: the first :attr:`subjects` of ``ids`` (all with 0)."""
+        return ids[: self.subjects] if self.subjects else ids

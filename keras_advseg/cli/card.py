@@ -1,0 +1,123 @@
+"""``advseg card`` and ``advseg leaderboard``: one robustness card per model, and the models'
+cards ranked side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from keras_advseg.cli.output import echo_ui, exit_1_on, friendly_errors
+from keras_advseg.cli_args import LiveChoice, seed_option, tracking_options
+from keras_advseg.errors import TrackingError
+
+
+def card_budgets() -> tuple[str, ...]:
+    """The names of the card's budgets, read from the card when the command runs."""
+    from keras_advseg.workflows.card import BUDGETS
+
+    return tuple(BUDGETS)
+
+
+@click.command("card")
+@click.argument("model_ref", metavar="MODEL")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The raw dataset (its test split; the artifacts need the raw scans).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Card folder: card.json, card.md, card.html, and each axis's own files in "
+    "adversarial/, artifacts/, certified/, audit/ (an axis already there at the same budget "
+    "is reused).",
+)
+@click.option(
+    "--budget",
+    type=LiveChoice(card_budgets),
+    default="quick",
+    show_default=True,
+    help="Attack steps and ensemble, corruptions and severities, sigmas and samples, subjects: "
+    "the card states its budget and what it can therefore claim.",
+)
+@click.option(
+    "--reference",
+    "reference_ref",
+    default=None,
+    help="An undefended model (file, run id or runs:/ URI): the audit's transfer check and the "
+    "artifacts' mCE.",
+)
+@click.option(
+    "--preprocessing",
+    "preprocessing_json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="For a model trained elsewhere: its preprocessing as JSON (shape, n4, n4_shrink, "
+    "margin, normalization, mean, std; see the docs); the card writes and uses a copy "
+    "OUT/model.keras that carries it.",
+)
+@seed_option("Seed of the attacks, corruptions and noise.", 0)
+@tracking_options()
+@friendly_errors
+def card_command(
+    model_ref,
+    data,
+    out,
+    budget,
+    reference_ref,
+    preprocessing_json,
+    seed,
+    tracking_uri,
+    experiment,
+):
+    """One robustness card for MODEL: clean, attacked, corrupted, certified and audited, in
+    card.json, card.md and a self-contained card.html.
+
+    Each axis runs once per model file, data, seed, reference and budget: one already in OUT,
+    or logged by an earlier card run in the tracking store, is reused.
+    """
+    from keras_advseg.workflows.card import run_card, summary_lines
+
+    with exit_1_on(TrackingError):
+        card = run_card(
+            model_ref,
+            data,
+            out,
+            budget=budget,
+            reference_ref=reference_ref,
+            preprocessing_json=preprocessing_json,
+            seed=seed,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            say=lambda line: click.echo(line, err=True),
+        )
+    for line in summary_lines(card, out):
+        click.echo(line)
+    echo_ui(tracking_uri, experiment)
+
+
+@click.command("leaderboard")
+@click.argument(
+    "card_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path)
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder: leaderboard.md, leaderboard.csv, fig_leaderboard.png.",
+)
+@friendly_errors
+def leaderboard_command(card_dirs, out):
+    """Rank the models of CARD_DIR... (folders written by advseg card) on every axis, with paired
+    tests against the first where the cards share subjects."""
+    from keras_advseg.workflows.leaderboard import run_leaderboard
+
+    result = run_leaderboard(list(card_dirs), out)
+    click.echo((Path(out) / "leaderboard.md").read_text().rstrip())
+    click.echo(f"wrote {', '.join(str(p) for p in result['written'])}")
+
+
+COMMANDS = (card_command, leaderboard_command)

@@ -1,0 +1,178 @@
+"""The artifacts axis: Dice under simulated MRI artifacts and operator errors (``advseg
+evaluate --corruptions``): the mean Dice of the corrupted scans, ROOD-MRI's scores where every
+severity 1-5 ran, the resilience rate, the worst corruption and the corruption error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from keras_advseg.config import REGIONS
+from keras_advseg.workflows.card.axes.common import number, prefixed, triple
+
+SUMMARY = "corruption_summary.json"
+ROWS = "corruptions.csv"
+
+
+def read(sources) -> dict:
+    """The ``artifacts`` section from the folder's summary and rows."""
+    summary = sources.document("artifacts", SUMMARY)
+    scores = summary["scores"]
+    by_subject = corrupted_means(sources.folder("artifacts") / ROWS)
+    return {
+        "corruptions": summary["corruptions"],
+        "severities": summary["severities"],
+        # what the leaderboard shows and tests: each subject's Dice averaged over its
+        # corrupted scans (the clean scan not counted), then over subjects
+        "corrupted_dice": {
+            r: float(np.mean([v[f"dice_{r}"] for v in by_subject.values()])) if by_subject else None
+            for r in REGIONS
+        },
+        **{
+            k: {r: number(scores[k][r]) for r in REGIONS}
+            for k in ("clean", "overall", "degradation", "mrr", "mce")
+        },
+        "worst": {r: scores["worst"][r] for r in REGIONS},
+    }
+
+
+def check(section: dict, checker) -> None:
+    for key in ("overall", "degradation", "mrr"):
+        checker.need(isinstance(section.get(key), dict), f"artifacts.{key}")
+
+
+def claim(plan) -> str:
+    return (
+        f"Measured, not bounded: {', '.join(plan.corruptions)} at severity "
+        f"{', '.join(map(str, plan.severities))}, one draw per subject; other artifacts "
+        "and draws may differ."
+    )
+
+
+def rows(card: dict) -> list[tuple[str, str]]:
+    artifacts = card["artifacts"]
+    levels = ", ".join(str(v) for v in artifacts.get("severities", []))
+    rows = []
+    if "corrupted_dice" in artifacts:
+        rows.append(
+            (
+                f"mean Dice of the corrupted scans (severity {levels})",
+                triple(artifacts["corrupted_dice"]),
+            )
+        )
+    if all_rood_levels(artifacts):
+        rows += [
+            ("ROOD-MRI overall (clean counted as level 0)", triple(artifacts["overall"])),
+            ("ROOD-MRI degradation", triple(artifacts["degradation"])),
+        ]
+    else:
+        rows.append(
+            (
+                "ROOD-MRI overall and degradation",
+                f"not shown: defined over severities 1-5, this card ran {levels or 'none'}",
+            )
+        )
+    rows += [
+        ("resilience rate mRR (Robo3D)", triple(artifacts["mrr"])),
+        ("worst corruption", " / ".join(artifacts["worst"][r] for r in REGIONS)),
+    ]
+    if any(v is not None for v in artifacts["mce"].values()):
+        rows.append(("corruption error mCE vs the reference", triple(artifacts["mce"])))
+    return rows
+
+
+def headline(card: dict) -> dict[str, float]:
+    artifacts = card["artifacts"]
+    flat = {}
+    if "corrupted_dice" in artifacts:
+        flat.update(prefixed("artifacts_corrupted_dice", artifacts["corrupted_dice"]))
+    if all_rood_levels(artifacts):
+        flat.update(prefixed("artifacts_rood_overall", artifacts["overall"]))
+    return flat
+
+
+def all_rood_levels(artifacts: dict) -> bool:
+    """Whether a card's artifacts ran every severity 1-5, over which ROOD-MRI's overall and
+    degradation scores are defined (with fewer, the overall score is mostly the clean Dice)."""
+    from keras_advseg.corruptions.registry import every_severity
+
+    return every_severity(artifacts.get("severities"))
+
+
+def corrupted_means(table: Path) -> dict[str, dict[str, float]]:
+    """``{subject: {"dice_wt": mean over every corrupted scan, ...}}`` of a ``corruptions.csv``.
+
+    Raises:
+        FileFormatError: a malformed table.
+    """
+    from keras_advseg.evaluation.corrupted import read_rows
+
+    by_subject: dict = {}
+    for row in read_rows(table):
+        if row["severity"] > 0:
+            by_subject.setdefault(row["subject"], []).append(row)
+    return {
+        subject: {f"dice_{r}": sum(row[f"dice_{r}"] for row in rows) / len(rows) for r in REGIONS}
+        for subject, rows in by_subject.items()
+    }
+
+
+def corrupted_dice(card: dict) -> dict[str, float | None]:
+    """``{region: mean over subjects of each subject's Dice averaged over every corrupted
+    scan}`` from the card's ``artifacts/corruptions.csv``: the quantity the artifacts column's
+    test compares (its per-subject mean over the regions is :func:`per_subject`'s). Unlike
+    ROOD-MRI's overall score, it does not count the clean scan.
+
+    Args:
+        card: A card read by :func:`keras_advseg.workflows.card.read_card`.
+
+    Returns:
+        The means (None where no corrupted scan was scored).
+
+    Raises:
+        FileFormatError: the rows are missing or malformed.
+    """
+    by_subject = _card_means(card)
+    return {
+        r: float(np.mean([v[f"dice_{r}"] for v in by_subject.values()])) if by_subject else None
+        for r in REGIONS
+    }
+
+
+def per_subject(card: dict) -> dict[str, float]:
+    """``{subject: its Dice averaged over every corrupted scan, then over the regions}``."""
+    return {
+        s: float(np.mean([v[f"dice_{r}"] for r in REGIONS])) for s, v in _card_means(card).items()
+    }
+
+
+def rood_scores(card: dict) -> dict[str, float | None] | None:
+    """ROOD-MRI's overall and degradation scores (mean over WT, TC and ET), as the card stores
+    them, where the card ran every severity 1-5; None otherwise: with fewer levels the overall
+    score is mostly the clean Dice (at severity 3 alone the clean scan weighs
+    ``1 / (1 + (2/3)^3)``, 77 %), not a score under artifacts.
+
+    Args:
+        card: A card.
+
+    Returns:
+        ``{"overall": ..., "degradation": ...}`` or None.
+    """
+    if not all_rood_levels(card["artifacts"]):
+        return None
+    out = {}
+    for key in ("overall", "degradation"):
+        values = [card["artifacts"][key].get(r) for r in REGIONS]
+        out[key] = None if any(v is None for v in values) else float(np.mean(values))
+    return out
+
+
+def levels(card: dict) -> str:
+    """The severities a card ran, as a cell (``1, 2, 3`` or ``none``)."""
+    ran = card["artifacts"].get("severities") or ()
+    return ", ".join(str(s) for s in ran) or "none"
+
+
+def _card_means(card: dict) -> dict:
+    return corrupted_means(Path(card["path"]) / "artifacts" / ROWS)

@@ -1,0 +1,91 @@
+"""What the axes share: region triples, numbers read as untrusted input, per-subject rows."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from keras_advseg.config import REGIONS
+from keras_advseg.errors import FileFormatError
+
+
+def number(value) -> float | None:
+    """``value`` as a float (None stays None)."""
+    return None if value is None else float(value)
+
+
+def region_means(entry: dict, prefix: str = "dice") -> dict[str, float | None]:
+    """``{region: entry["<prefix>_<region>"]["mean"]}`` of a summary entry."""
+    return {r: number(entry[f"{prefix}_{r}"]["mean"]) for r in REGIONS}
+
+
+def triple(values: dict, fmt: str = "{:.3f}") -> str:
+    """``WT / TC / ET`` as a card prints them (``n/a`` for a missing value)."""
+    return " / ".join("n/a" if values[r] is None else fmt.format(values[r]) for r in REGIONS)
+
+
+def prefixed(prefix: str, values: dict) -> dict[str, float]:
+    """``{"card.<prefix>_<region>": value}`` (MLflow metrics) for the regions that have one."""
+    return {f"card.{prefix}_{r}": float(v) for r, v in values.items() if v is not None}
+
+
+def mean_of_regions(values: dict) -> float | None:
+    """The mean over WT, TC and ET (None when one is missing): a leaderboard cell."""
+    values = [values[r] for r in REGIONS]
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def read_rows(path: Path) -> list[dict]:
+    """A CSV table of a card's folder as dictionaries (untrusted input).
+
+    Raises:
+        FileFormatError: missing or unreadable, naming the file.
+    """
+    try:
+        with open(path, newline="") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, csv.Error, UnicodeDecodeError) as exc:
+        raise FileFormatError(f"{path}: missing or unreadable ({exc})") from None
+
+
+def subject_mean(row: dict, prefix: str) -> float:
+    """The mean over the regions of ``<prefix>_<region>`` in one per-subject row.
+
+    Raises:
+        FileFormatError: a missing or non-finite value, naming the subject.
+    """
+    try:
+        values = [float(row[f"{prefix}_{r}"]) for r in REGIONS]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FileFormatError(f"malformed row {row.get('subject')!r} ({exc})") from None
+    if not all(np.isfinite(values)):
+        raise FileFormatError(f"malformed row {row.get('subject')!r}: not finite")
+    return float(np.mean(values))
+
+
+def evaluation_rows(card: dict, attack: str, eps: float) -> dict[str, float]:
+    """``{subject: mean Dice over the regions}`` of one attack and eps of the card's
+    ``adversarial/per_subject.csv``."""
+    rows = read_rows(Path(card["path"]) / "adversarial" / "per_subject.csv")
+    chosen = [r for r in rows if r["attack"] == attack and abs(float(r["eps"]) - eps) < 1e-9]
+    return {r["subject"]: subject_mean(r, "dice") for r in chosen}
+
+
+class Checker:
+    """What an axis's check uses: ``need(condition, where)`` and ``dice(value, where)``, each
+    raising :class:`~keras_advseg.errors.FileFormatError` that names the field."""
+
+    def need(self, condition, where: str) -> None:
+        if not condition:
+            raise FileFormatError(f"card: {where} is missing or malformed")
+
+    def dice(self, value, where: str) -> None:
+        """A ``{region: Dice in [0, 1] or None}`` mapping."""
+        self.need(isinstance(value, dict) and set(value) == set(REGIONS), where)
+        for r, v in value.items():
+            self.need(
+                v is None or (isinstance(v, (int, float)) and -1e-9 <= v <= 1 + 1e-9),
+                f"{where}.{r}",
+            )

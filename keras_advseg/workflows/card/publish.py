@@ -1,0 +1,50 @@
+"""A card written (``card.json``, ``card.md``, ``card.html``) and logged with its headline
+metrics to an MLflow run nested under the model's training run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from keras_advseg.io import write_json_atomic, write_text_atomic
+from keras_advseg.workflows.card.render import card_html, card_markdown, headline_metrics
+
+
+def publish_card(
+    card: dict, out: Path, *, model_ref, model_path, tracking_uri, experiment, axes=None
+) -> list[Path]:
+    """Writes ``card.json``, ``card.md`` and ``card.html`` into ``out`` and logs them with the
+    headline metrics to an MLflow run nested under the model's training run (where the store
+    has it).
+
+    Args:
+        axes: ``{command: key}`` of the commands whose folders the run also logs (under
+            ``axes/<command>``) and tags (``card.axis.<command>``), for a card elsewhere to
+            reuse.
+
+    Returns:
+        The written files.
+    """
+    from keras_advseg.workflows.frame import lineage, scored_run
+
+    budget = card["budget"]["name"]
+    _, parent = lineage(model_ref, model_path, tracking_uri)
+    written = [
+        write_json_atomic(out / "card.json", card),
+        write_text_atomic(out / "card.md", card_markdown(card)),
+        write_text_atomic(out / "card.html", card_html(card, out)),
+    ]
+    with scored_run(
+        tracking_uri,
+        experiment,
+        run_name=f"card-{budget}",
+        tags={"card": "true", "card_budget": budget, **parent},
+        params={"model": str(model_ref), "budget": budget, "seed": card["seed"]},
+    ) as run:
+        run.log_metrics(headline_metrics(card))
+        for path in written:
+            run.keep(path)
+        for axis, key in (axes or {}).items():
+            # each command's files, and a tag with its key: what a card elsewhere reuses
+            run.log_folder(out / axis, f"axes/{axis}")
+            run.set_tags({f"card.axis.{axis}": key})
+    return written
