@@ -21,8 +21,9 @@ demo: $(STAMP)
 
 # The tests that judge a network trained in the suite run a second time with another fixture
 # seed (tests/conftest.py, FIXTURE_SEED): no expectation may rest on one machine's weights.
+# --durations=20 prints the slowest tests: docs/benchmarks.md records the suite's time.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=20 tests
 	ADVSEG_FIXTURE_SEED=2 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m trained tests
 
 # Everything but the tests marked slow (subprocesses, the notebook, multi-process runs, the

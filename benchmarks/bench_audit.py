@@ -2,7 +2,7 @@
 
 On a finished ``advseg reproduce --preset quick`` folder: the undefended 3-D UNet of training
 seed ``--seed`` as trained, and the same network with its logits multiplied by 1000 (the same
-predictions, a saturated softmax), each audited with ``advseg card --budget quick``'s audit on
+predictions, a saturated softmax), each audited with ``advseg card --plan quick``'s audit on
 the first ``--subjects`` test subjects. Prints each item's verdict and evidence, the overall
 verdict and the seconds (one audit, on this machine).
 
@@ -35,7 +35,7 @@ def main():
     from keras_advseg.data.prepare import load_prepared
     from keras_advseg.evaluation.audit import audit, overall
     from keras_advseg.export import load_model
-    from keras_advseg.workflows.card import BUDGETS
+    from keras_advseg.workflows.card import CARD_PLANS
     from keras_advseg.workflows.reproduce import seed_dir
 
     study = Path(args.study)
@@ -47,7 +47,7 @@ def main():
     for subject in prepared.ids("test")[: args.subjects]:
         image, labels = prepared.load(subject)
         samples.append((image[None], one_hot_labels(labels[None]).numpy()))
-    config = replace(BUDGETS["quick"].audit_config(seed=0), subjects=args.subjects)
+    config = replace(CARD_PLANS["quick"].audit_config(seed=0), subjects=args.subjects)
     for name, network in (("as trained", model), ("logits x 1000", saturated)):
         started = time.perf_counter()
         items = audit(network, samples, config)

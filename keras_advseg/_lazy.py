@@ -5,6 +5,9 @@ MLflow) exports them through :func:`lazy_exports`, so that importing the package
 registries or the CLI's help stays fast. Example::
 
     __getattr__, __dir__ = lazy_exports(__name__, {"fgsm": "fast_gradient"})
+
+or, a module per line, ``lazy_exports(__name__, by_module({"fast_gradient": ("fgsm",
+"fgsm_sweep")}))``.
 """
 
 from __future__ import annotations
@@ -55,3 +58,16 @@ def lazy_exports(
     __getattr__.exports = {name: where(name) for name in exports}
     __getattr__.modules = modules
     return __getattr__, __dir__
+
+
+def by_module(names: Mapping[str, Iterable[str]]) -> dict[str, str]:
+    """The ``exports`` of :func:`lazy_exports` written a module per line, as imports read.
+
+    Args:
+        names: ``{where: names}``: each module and the names exported from it, e.g.
+            ``{"registry": ("ATTACKS", "run_attack")}``.
+
+    Returns:
+        ``{name: where}``: ``{"ATTACKS": "registry", "run_attack": "registry"}``.
+    """
+    return {name: where for where, exported in names.items() for name in exported}

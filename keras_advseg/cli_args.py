@@ -41,7 +41,7 @@ class LiveChoice(click.Choice):
     a new entry shows up by itself, and the module that defines them is imported only then.
 
     Args:
-        names: Returns the current names, e.g. ``lambda: tuple(BUDGETS)``.
+        names: Returns the current names, e.g. ``lambda: tuple(CARD_PLANS)``.
     """
 
     def __init__(self, names: Callable[[], Iterable[str]]):
@@ -73,9 +73,83 @@ class RegistryChoice(LiveChoice):
         return super().convert(value, param, ctx)
 
 
-def renamed_option(old: str, new: str, dest: str, **kwargs):
+class RegistryList(RegistryChoice):
+    """Several of a registry's names in one option, comma-separated (``fgsm,pgd-dice``): each
+    checked as :class:`RegistryChoice` checks one; the help lists the current names."""
+
+    name = "list"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (tuple, list)):
+            items = list(value)
+        else:
+            items = [item.strip() for item in str(value).split(",") if item.strip()]
+        if not items:
+            self.fail(f"name at least one {self.registry.family}. Received: {value!r}", param, ctx)
+        return tuple(RegistryChoice.convert(self, item, param, ctx) for item in items)
+
+    def get_metavar(self, param, ctx=None):
+        return "[" + "|".join(self.choices) + "],..."
+
+
+def names_option(name: str, registry: Registry, default, help_text: str, *, old: str, **facts):
+    """``name`` (e.g. ``--attacks``): a comma-separated list of ``registry``'s names
+    (:class:`RegistryList`), with the repeated option ``old`` of the last release (``--attack
+    fgsm --attack pgd``) hidden and still accepted for one release, with a notice.
+
+    Args:
+        default: The names used when neither is given.
+        facts: Which of the registry's names qualify (as :meth:`Registry.names`).
+    """
+    dest = name.removeprefix("--").replace("-", "_")
+
+    def decorate(fn):
+        fn = renamed_option(
+            old,
+            name,
+            dest,
+            notice=renamed_notice,
+            multiple=True,
+            type=RegistryChoice(registry, **facts),
+        )(fn)
+        return click.option(
+            name,
+            dest,
+            type=RegistryList(registry, **facts),
+            default=",".join(default),
+            show_default=True,
+            help=help_text,
+        )(fn)
+
+    return decorate
+
+
+class RenamedChoice(click.Choice):
+    """A choice whose values of the last release (``renamed``: ``{old: new}``) are still accepted
+    for one release, with the one-line notice (:func:`renamed_notice`); the help and the error
+    messages list only the current values.
+
+    Args:
+        choices: The current values.
+        renamed: ``{old value: its current name}``.
+        option: The option's name, for the notice (``--defense``).
+    """
+
+    def __init__(self, choices, renamed: dict[str, str], option: str):
+        super().__init__(choices)
+        self.renamed, self.option = dict(renamed), option
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value in self.renamed:
+            renamed_notice(f"{self.option} {value}", f"{self.option} {self.renamed[value]}")
+            value = self.renamed[value]
+        return super().convert(value, param, ctx)
+
+
+def renamed_option(old: str, new: str, dest: str, *, notice=deprecation, **kwargs):
     """A hidden option ``old`` kept for one release: its value replaces ``dest``'s (the option
-    now called ``new``) with a deprecation notice."""
+    now called ``new``) with a one-line notice (``notice(old, new)``: :func:`deprecation`, or
+    :func:`renamed_notice`)."""
     hidden = f"deprecated_{dest}"
 
     def decorate(fn):
@@ -86,8 +160,8 @@ def renamed_option(old: str, new: str, dest: str, **kwargs):
         @functools.wraps(fn)
         def wrapper(*args, **values):
             old_value = values.pop(hidden)
-            if old_value is not None:
-                deprecation(old, new)
+            if old_value not in (None, ()):  # () : a repeatable option not given
+                notice(old, new)
                 values[dest] = old_value
             return fn(*args, **values)
 
@@ -134,19 +208,73 @@ def split_option(help_text: str, choices: tuple[str, ...] = ("test", "train", "a
     return click.option("--split", type=click.Choice(choices), default="test", help=help_text)
 
 
+FRACTION = click.FloatRange(0, 1, max_open=True)
+"""The type of an option that is a share: a number in [0, 1)."""
+
+
+def fraction_option(name: str, help_text: str, **kwargs):
+    """An option that is a share in [0, 1) (``kwargs``: as :func:`click.option`)."""
+    return click.option(name, type=FRACTION, help=help_text, **kwargs)
+
+
+def preset_option(presets, help_text: str):
+    """``--preset``: one of ``presets``' names, quick by default."""
+    return click.option(
+        "--preset",
+        type=click.Choice(list(presets)),
+        default="quick",
+        show_default=True,
+        help=help_text,
+    )
+
+
+def out_option(help_text: str):
+    """``--out``: the folder a command writes (``help_text`` names what it writes there)."""
+    return click.option(
+        "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help=help_text
+    )
+
+
+def data_option(help_text: str, *, required: bool = True, **kwargs):
+    """``--data``: a dataset folder or a prepared cache (``kwargs``: as :func:`click.option`)."""
+    return click.option(
+        "--data", type=click.Path(path_type=Path), required=required, help=help_text, **kwargs
+    )
+
+
+def count_option(name: str, default, help_text: str, *, minimum: int = 1, **kwargs):
+    """An integer option counting something (steps, restarts, samples, subjects), at least
+    ``minimum`` (``kwargs``: as :func:`click.option`, e.g. ``show_default=True``)."""
+    return click.option(
+        name, type=click.IntRange(min=minimum), default=default, help=help_text, **kwargs
+    )
+
+
+def subjects_option(verb: str, default: int):
+    """``--subjects N``: the command works on the first N subjects of ``--split`` (0: all)."""
+    return count_option(
+        "--subjects", default, f"{verb} the first N subjects of the split (0: all).", minimum=0
+    )
+
+
+def reference_option(help_text: str):
+    """``--reference``: an undefended model (file, run id or runs:/ URI) to compare against."""
+    return click.option("--reference", "reference_ref", default=None, help=help_text)
+
+
+def run_name_option(default_name: str):
+    """``--run-name``: the MLflow run's name, ``default_name`` when omitted."""
+    return click.option("--run-name", help=f"MLflow run name [{default_name}].")
+
+
 def model_and_data(out_help: str):
     """``MODEL``, ``--data`` and ``--out``: shared by the commands that attack a model."""
 
     def decorate(fn):
-        fn = click.option(
-            "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help=out_help
-        )(fn)
-        fn = click.option(
-            "--data",
-            type=click.Path(path_type=Path),
-            required=True,
-            help="Prepared cache, or a raw dataset (prepared into OUT/prepared at the model's "
-            "input size).",
+        fn = out_option(out_help)(fn)
+        fn = data_option(
+            "Prepared cache, or a raw dataset (prepared into OUT/prepared at the model's "
+            "input size)."
         )(fn)
         return click.argument("model_ref", metavar="MODEL")(fn)
 
@@ -177,34 +305,50 @@ def _preset(name: str) -> str:
     return f"[preset: {preset_values(name)}]"
 
 
+def _field(option: str) -> str:
+    return option.split("/")[0].removeprefix("--").replace("-", "_")
+
+
+def _preset_option(name: str, type_, text: str):
+    """A training option whose default comes from the preset: its help ends with each preset's
+    value (``Epochs [preset: paper 100, ...].``)."""
+    return click.option(name, type=type_, help=f"{text} {_preset(_field(name))}.")
+
+
+def _stated_default_option(name: str, type_, text: str, dest: str | None = None):
+    """A training option left to :class:`~keras_advseg.config.TrainConfig`'s default when
+    omitted; its help ends with that default (``Spatial dropout rate [0.1].``)."""
+    names = (name,) if dest is None else (name, dest)
+    default = getattr(_TRAIN, dest or _field(name))
+    return click.option(*names, type=type_, help=f"{text} [{default:g}].")
+
+
+def _shown_default_option(name: str, help_text: str, type_=None):
+    """A training option defaulting to :class:`~keras_advseg.config.TrainConfig`'s value, shown."""
+    kwargs = {} if type_ is None else {"type": type_}
+    return click.option(
+        name, default=getattr(_TRAIN, _field(name)), show_default=True, help=help_text, **kwargs
+    )
+
+
 TRAIN_OPTIONS = (
-    click.option(
+    _shown_default_option(
         "--model",
-        type=click.Choice(cfg.MODELS),
-        default=_TRAIN.model,
-        show_default=True,
-        help="The paper's 3-D UNet, or its 2-D UNet trained on axial slices.",
+        "The paper's 3-D UNet, or its 2-D UNet trained on axial slices.",
+        click.Choice(cfg.MODELS),
     ),
-    click.option(
+    _shown_default_option(
         "--defense",
-        type=click.Choice(cfg.DEFENSES),
-        default=_TRAIN.defense,
-        show_default=True,
-        help="Training defense: adversarial (FGSM, eq. 9), pgd, fast and trades (robust "
+        "Training defense: adversarial (FGSM, eq. 9), pgd, fast and trades (robust "
         "training), distillation (eq. 4-7), noise (uniform noise), gaussian (Gaussian noise, "
-        "for certification), artifacts (random MRI corruptions, see --artifacts).",
+        "for certification), corruptions (random MRI corruptions, see --corruptions).",
+        RenamedChoice(cfg.DEFENSES, cfg.RENAMED_DEFENSES, "--defense"),
     ),
-    click.option("--epochs", type=click.IntRange(min=1), help=f"Epochs {_preset('epochs')}."),
-    click.option(
-        "--batch-size",
-        type=click.IntRange(min=1),
-        help=f"Volumes (3-D) or slices (2-D) per batch {_preset('batch_size')}.",
+    _preset_option("--epochs", click.IntRange(min=1), "Epochs"),
+    _preset_option(
+        "--batch-size", click.IntRange(min=1), "Volumes (3-D) or slices (2-D) per batch"
     ),
-    click.option(
-        "--lr",
-        type=click.FloatRange(min=0, min_open=True),
-        help=f"Adam learning rate {_preset('lr')}.",
-    ),
+    _preset_option("--lr", click.FloatRange(min=0, min_open=True), "Adam learning rate"),
     click.option(
         "--lr-schedule",
         type=click.Choice(cfg.LR_SCHEDULES),
@@ -212,44 +356,32 @@ TRAIN_OPTIONS = (
         "quick cosine, smoke constant].",
     ),
     seed_option("Seed of initialisation, data order, augmentation, dropout.", _TRAIN.seed),
-    click.option(
-        "--shape",
-        type=click.IntRange(min=8, max=512),
-        help=f"Cube size raw data is prepared to, in voxels {_preset('shape')}.",
+    _preset_option(
+        "--shape", click.IntRange(min=8, max=512), "Cube size raw data is prepared to, in voxels"
     ),
-    click.option(
-        "--base-filters",
-        type=click.IntRange(min=1),
-        help=f"Filters at the first UNet level {_preset('base_filters')}.",
-    ),
-    click.option("--depth", type=click.IntRange(min=2), help=f"UNet levels {_preset('depth')}."),
-    click.option(
-        "--dropout",
-        type=click.FloatRange(0, 1, max_open=True),
-        help=f"Spatial dropout rate [{_TRAIN.dropout:g}].",
-    ),
+    _preset_option("--base-filters", click.IntRange(min=1), "Filters at the first UNet level"),
+    _preset_option("--depth", click.IntRange(min=2), "UNet levels"),
+    _stated_default_option("--dropout", FRACTION, "Spatial dropout rate"),
     click.option(
         "--loss",
         type=click.Choice(cfg.LOSSES),
         help="dice: the paper's soft Dice; dice_ce: soft Dice + cross-entropy (converges "
         "faster) [preset: paper dice, quick dice_ce, smoke dice_ce].",
     ),
-    click.option(
-        "--val-fraction",
-        type=click.FloatRange(0, 1, max_open=True),
-        help=f"Share of training subjects used to pick the best epoch [{_TRAIN.val_fraction:g}].",
+    _stated_default_option(
+        "--val-fraction", FRACTION, "Share of training subjects used to pick the best epoch"
     ),
     click.option(
         "--augment/--no-augment",
         default=None,
         help="The paper's augmentation (rotations, flips, transposes) [on].",
     ),
-    click.option(
+    _stated_default_option(
         "--eps",
-        "adv_eps",
-        type=click.FloatRange(min=0),
-        help="Adversarial, PGD, fast and TRADES training: the attack's budget, relative to each "
-        f"input's intensity range (max - min) [{_TRAIN.adv_eps:g}].",
+        click.FloatRange(min=0),
+        "Adversarial, PGD, fast and TRADES training: the attack's budget, relative to each "
+        "input's intensity range (max - min)",
+        dest="adv_eps",
     ),
     click.option(
         "--beta",
@@ -262,10 +394,8 @@ TRAIN_OPTIONS = (
         help=f"PGD and TRADES training: attack steps K per batch [{_TRAIN.adv_steps}; paper "
         f"preset: {cfg.PRESETS['paper']['adv_steps']}].",
     ),
-    click.option(
-        "--trades-beta",
-        type=click.FloatRange(min=0),
-        help=f"TRADES: weight of the KL term [{_TRAIN.trades_beta:g}].",
+    _stated_default_option(
+        "--trades-beta", click.FloatRange(min=0), "TRADES: weight of the KL term"
     ),
     click.option(
         "--adv-mode",
@@ -273,11 +403,11 @@ TRAIN_OPTIONS = (
         help="Adversarial training: one update on the weighted loss, or the paper's two "
         f"updates [{_TRAIN.adv_mode}].",
     ),
-    click.option(
+    _stated_default_option(
         "--temperature",
-        type=click.FloatRange(min=0, min_open=True),
-        help="The model's softmax temperature T: the T its training loss uses; distillation's "
-        f"teacher and student (eq. 4) [{_TRAIN.temperature:g}].",
+        click.FloatRange(min=0, min_open=True),
+        "The model's softmax temperature T: the T its training loss uses; distillation's "
+        "teacher and student (eq. 4)",
     ),
     click.option(
         "--teacher",
@@ -296,11 +426,10 @@ TRAIN_OPTIONS = (
         "runs:/ URI), e.g. to fine-tune the no-defense model with a defense; 'teacher' starts a "
         "distillation student from its teacher, logits rescaled to --temperature.",
     ),
-    click.option(
+    _stated_default_option(
         "--noise-radius",
-        type=click.FloatRange(min=0),
-        help="Noise augmentation: uniform noise radius relative to each input's intensity "
-        f"range [{_TRAIN.noise_radius:g}].",
+        click.FloatRange(min=0),
+        "Noise augmentation: uniform noise radius relative to each input's intensity range",
     ),
     click.option(
         "--noise-sigma",
@@ -311,37 +440,29 @@ TRAIN_OPTIONS = (
         "you will certify at.",
     ),
     click.option(
-        "--artifacts",
-        help="The MRI corruptions drawn from during training (--defense artifacts, or with "
-        "--artifact-rate any defense): all, scanner, operator or a list [all].",
+        "--corruptions",
+        help="The MRI corruptions drawn from during training (--defense corruptions, or with "
+        "--corruption-rate any defense): all, scanner, operator or a list [all].",
     ),
     click.option(
-        "--artifact-rate",
+        "--corruption-rate",
         type=click.FloatRange(0, 1),
         help="Share of training volumes corrupted, each by a random corruption at a random "
-        "severity 1-5 [0.5 with --defense artifacts, else 0]; combines with adversarial training.",
+        "severity 1-5 [0.5 with --defense corruptions, else 0]; combines with adversarial "
+        "training.",
     ),
-    click.option(
+    _shown_default_option(
         "--strategy",
-        type=click.Choice(cfg.STRATEGIES),
-        default=_TRAIN.strategy,
-        show_default=True,
-        help="tf.distribute: one device, MirroredStrategy (local GPUs), "
+        "tf.distribute: one device, MirroredStrategy (local GPUs), "
         "MultiWorkerMirroredStrategy (TF_CONFIG).",
+        click.Choice(cfg.STRATEGIES),
     ),
-    click.option(
-        "--deterministic/--nondeterministic",
-        default=_TRAIN.deterministic,
-        show_default=True,
-        help="TensorFlow op determinism.",
-    ),
-    click.option(
+    _shown_default_option("--deterministic/--nondeterministic", "TensorFlow op determinism."),
+    _shown_default_option(
         "--precision",
-        type=click.Choice(cfg.PRECISIONS),
-        default=_TRAIN.precision,
-        show_default=True,
-        help="Keras dtype policy: mixed_bfloat16 cuts a 128^3 step's memory on CPU, "
+        "Keras dtype policy: mixed_bfloat16 cuts a 128^3 step's memory on CPU, "
         "mixed_float16 suits GPUs; losses and logits stay float32.",
+        click.Choice(cfg.PRECISIONS),
     ),
 )
 """Every :class:`~keras_advseg.config.TrainConfig` field the CLI sets, named as the field
@@ -349,33 +470,71 @@ TRAIN_OPTIONS = (
 
 
 def train_options(fn):
-    """Applies :data:`TRAIN_OPTIONS` (and the hidden ``--adv-eps`` of the last release)."""
+    """Applies :data:`TRAIN_OPTIONS` (and the hidden spellings of the last release:
+    ``--adv-eps``, ``--artifacts``, ``--artifact-rate``)."""
     for option in reversed(TRAIN_OPTIONS):
         fn = option(fn)
+    fn = renamed_option("--artifacts", "--corruptions", "corruptions", notice=renamed_notice)(fn)
+    fn = renamed_option(
+        "--artifact-rate",
+        "--corruption-rate",
+        "corruption_rate",
+        notice=renamed_notice,
+        type=click.FloatRange(0, 1),
+    )(fn)
     return renamed_option("--adv-eps", "--eps", "adv_eps", type=click.FloatRange(min=0))(fn)
+
+
+def parse_ints(
+    text: str, option: str, *, low: int, high: int, limit: int = 100, example: str
+) -> tuple[int, ...]:
+    """An integer list option: ``"1,3"``, a range ``"1-3"`` or both (``"1-3,7"``) -> distinct
+    integers in ``[low, high]``, in the order given.
+
+    Args:
+        text: The option's value.
+        option: The option's name, for the message.
+        low, high: The range every value must lie in.
+        limit: The most values the list may hold.
+        example: What the message shows as a valid value (``0,1,2,3,4 or 0-4``).
+
+    Raises:
+        InputError: not such a list, a repeated value, or more than ``limit`` values.
+    """
+    expected = f"{option}: expected distinct integers in [{low}, {high}] like {example}"
+    values: list[int] = []
+    try:
+        for part in str(text).split(","):
+            start, _, stop = part.strip().partition("-")
+            first, last = int(start), int(stop) if stop else int(start)
+            if first < low or last < first or last > high or last - first >= limit:
+                raise ValueError
+            values += range(first, last + 1)
+    except ValueError:
+        raise InputError(f"{expected}. Received: {text!r}") from None
+    if len(set(values)) != len(values) or len(values) > limit:
+        raise InputError(f"{expected} (at most {limit}). Received: {text!r}")
+    return tuple(values)
 
 
 def parse_seeds(text: str, option: str = "--seeds", limit: int = 100) -> tuple[int, ...]:
     """``"0,1,2"`` or ``"0-2"`` (or both, ``"0-2,7"``) -> (0, 1, 2[, 7]): distinct seeds in
-    ``[0, 2^31 - 1]``.
+    ``[0, 2^31 - 1]`` (:func:`parse_ints`).
 
     Raises:
         InputError: not such a list, a repeated seed, or more than ``limit`` seeds.
     """
-    expected = f"{option}: expected distinct integers in [0, {MAX_SEED}] like 0,1,2,3,4 or 0-4"
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            low, _, high = part.strip().partition("-")
-            first, last = int(low), int(high) if high else int(low)
-            if first < 0 or last < first or last > MAX_SEED or last - first >= limit:
-                raise ValueError
-            seeds += range(first, last + 1)
-    except ValueError:
-        raise InputError(f"{expected}. Received: {text!r}") from None
-    if len(set(seeds)) != len(seeds) or len(seeds) > limit:
-        raise InputError(f"{expected} (at most {limit}). Received: {text!r}")
-    return tuple(seeds)
+    return parse_ints(text, option, low=0, high=MAX_SEED, limit=limit, example="0,1,2,3,4 or 0-4")
+
+
+def parse_severities(text: str, option: str = "--severities") -> tuple[int, ...]:
+    """``"1-5"``, ``"3"`` or ``"1,3,5"`` -> the corruption severities, in increasing order
+    (:func:`parse_ints` over 1-5; 0, the clean scan, is always scored).
+
+    Raises:
+        InputError: not such a list, or a repeated severity.
+    """
+    return tuple(sorted(parse_ints(text, option, low=1, high=5, example="1,3,5 or 1-5")))
 
 
 def parse_floats(
@@ -423,11 +582,14 @@ def parse_floats(
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
-    """``"64"`` -> (64, 64, 64); ``"64,64,48"`` -> (64, 64, 48).
+    """``"64"`` -> (64, 64, 64); ``"64,64,48"`` -> (64, 64, 48) (``64x64x48``, the last
+    release's spelling, with a notice).
 
     Raises:
         InputError: not one or three positive integers.
     """
+    if "x" in text:
+        renamed_notice(f"--shape {text}", f"--shape {text.replace('x', ',')}")
     try:
         sizes = [int(part) for part in text.replace("x", ",").split(",")]
     except ValueError:

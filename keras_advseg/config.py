@@ -31,6 +31,7 @@ from keras_advseg.train_config import (
     MODELS,
     PRECISIONS,
     PRESETS,
+    RENAMED_DEFENSES,
     STRATEGIES,
     TRAINING_TAGS,
     TrainConfig,
@@ -83,6 +84,7 @@ __all__ = [
     "REGION_CLASS_INDICES",
     "REGION_LABELS",
     "REGION_NAMES",
+    "RENAMED_DEFENSES",
     "STRATEGIES",
     "TRAINING_TAGS",
     "TrainConfig",
@@ -122,7 +124,7 @@ EPS_CURVE = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8)
 
 MIN_CLEAN_DICE = 0.2
 """A region whose mean clean Dice is below this is one the model does not segment: an attack or
-an artifact has nothing to take there, so a high resilience, a small drop or an audit PASS says
+a corruption has nothing to take there, so a high resilience, a small drop or an audit PASS says
 nothing about robustness. The card, the leaderboard and the audit (item 8) flag such a model and
 never rank it as robust. (The README's smoke model, validated at Dice 0.014, is the example; a
 model of the quick study reaches 0.6-0.8.)"""

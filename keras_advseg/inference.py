@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_advseg.config import NORMALIZATIONS
-from keras_advseg.data.preprocess import crop_and_resize, resize, standardize
+from keras_advseg.data.preprocess import crop_and_resize_as, resize, standardize
 from keras_advseg.data.subject import MODALITIES
 from keras_advseg.errors import InputError
 
@@ -132,14 +132,7 @@ def preprocess(
     Raises:
         DataError: empty brain mask or a constant modality.
     """
-    resized, mask, box = crop_and_resize(
-        image,
-        preprocessing.shape if resize else None,
-        n4=preprocessing.n4,
-        n4_shrink=preprocessing.n4_shrink,
-        margin=preprocessing.margin,
-        name=name,
-    )
+    resized, mask, box = crop_and_resize_as(image, preprocessing, name=name, resize=resize)
     mean = None if preprocessing.mean is None else np.asarray(preprocessing.mean, np.float32)
     std = None if preprocessing.std is None else np.asarray(preprocessing.std, np.float32)
     return standardize(resized, mask, mean, std), box
@@ -192,14 +185,7 @@ def crop_resize_and_mask(image: np.ndarray, preprocessing: Preprocessing, name: 
     Raises:
         DataError: empty brain mask.
     """
-    resized, mask, box = crop_and_resize(
-        image,
-        preprocessing.shape,
-        n4=preprocessing.n4,
-        n4_shrink=preprocessing.n4_shrink,
-        margin=preprocessing.margin,
-        name=name,
-    )
+    resized, mask, box = crop_and_resize_as(image, preprocessing, name=name)
     return resized, mask[..., None], box
 
 

@@ -19,9 +19,14 @@ DEFENSES = (
     "pgd",
     "fast",
     "trades",
-    "artifacts",
+    "corruptions",
     "gaussian",
 )
+RENAMED_DEFENSES = {"artifacts": "corruptions"}
+"""Defenses of the last release under their current names (accepted for one release)."""
+RENAMED_FIELDS = {"artifacts": "corruptions", "artifact_rate": "corruption_rate"}
+""":class:`TrainConfig` fields of the last release under their current names (a stored
+configuration, e.g. a checkpoint's, is read with them renamed)."""
 ADVERSARIAL_DEFENSES = ("adversarial", "pgd", "fast", "trades")
 """Defenses that train on adversarial examples of budget ``adv_eps``."""
 ADVERSARIAL_MODES = ("joint", "alternating")
@@ -115,8 +120,8 @@ class TrainConfig:
     init: str | None = None
     noise_radius: float = 0.01
     noise_sigma: float = 0.5
-    artifacts: str = "all"
-    artifact_rate: float | None = None
+    corruptions: str = "all"
+    corruption_rate: float | None = None
     strategy: str = "default"
     deterministic: bool = True
     precision: str = "float32"
@@ -166,13 +171,13 @@ class TrainConfig:
         ):
             if name != "beta" or self.beta is not None:
                 check_range(name, getattr(self, name), low, high)
-        if self.artifact_rate is not None:
-            check_range("artifact_rate", self.artifact_rate, 0.0, 1.0)
+        if self.corruption_rate is not None:
+            check_range("corruption_rate", self.corruption_rate, 0.0, 1.0)
         from keras_advseg.corruptions import parse_corruptions
 
-        object.__setattr__(self, "artifacts", ",".join(parse_corruptions(self.artifacts)))
-        if self.defense == "artifacts" and self.corruption_rate == 0:
-            raise InputError("defense 'artifacts' needs artifact_rate > 0. Received: 0")
+        object.__setattr__(self, "corruptions", ",".join(parse_corruptions(self.corruptions)))
+        if self.defense == "corruptions" and self.corrupted_share == 0:
+            raise InputError("defense 'corruptions' needs corruption_rate > 0. Received: 0")
         if self.lr <= 0 or self.dropout >= 1 or self.val_fraction >= 1:
             raise InputError(
                 f"lr must be > 0, dropout and val_fraction < 1. Received: lr={self.lr}, "
@@ -192,12 +197,27 @@ class TrainConfig:
         return 0.0 if self.defense == "fast" else 0.5
 
     @property
-    def corruption_rate(self) -> float:
-        """The share of training volumes corrupted: ``artifact_rate``, or 0.5 for the
-        ``artifacts`` defense and 0 (none) for the others."""
-        if self.artifact_rate is not None:
-            return self.artifact_rate
-        return 0.5 if self.defense == "artifacts" else 0.0
+    def corrupted_share(self) -> float:
+        """The share of training volumes corrupted: ``corruption_rate``, or 0.5 for the
+        ``corruptions`` defense and 0 (none) for the others."""
+        if self.corruption_rate is not None:
+            return self.corruption_rate
+        return 0.5 if self.defense == "corruptions" else 0.0
+
+    @classmethod
+    def from_stored(cls, values: dict) -> TrainConfig:
+        """A configuration stored by this release or the last (a checkpoint's): the last
+        release's field and defense names (:data:`RENAMED_FIELDS`, :data:`RENAMED_DEFENSES`)
+        read under their current ones.
+
+        Raises:
+            TypeError: an unknown field.
+            ValueError: a value outside its allowed choices or range.
+        """
+        values = {RENAMED_FIELDS.get(k, k): v for k, v in values.items()}
+        if values.get("defense") in RENAMED_DEFENSES:
+            values["defense"] = RENAMED_DEFENSES[values["defense"]]
+        return cls(**values)
 
     @property
     def label_temperature(self) -> float:

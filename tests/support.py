@@ -77,30 +77,94 @@ def one_hot(labels):
     return keras.ops.convert_to_numpy(keras.ops.one_hot(labels, 4))
 
 
+def scoring_args(model, data, out, uri, *extra, command="evaluate"):
+    """``advseg evaluate MODEL --data DATA --out OUT --tracking-uri URI EXTRA...`` arguments (or
+    another command that scores a model: ``corruptions``, ``certify``, ``audit``)."""
+    return [
+        command,
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--tracking-uri",
+        uri,
+        *map(str, extra),
+    ]
+
+
 def run_evaluate(model, prepared_dir, out, uri, *extra, command="evaluate"):
     """``advseg evaluate`` (or ``command``, e.g. ``corruptions``) in-process; asserts success."""
     from click.testing import CliRunner
 
     from keras_advseg.cli import main
 
-    result = CliRunner().invoke(
-        main,
-        [
-            command,
-            str(model),
-            "--data",
-            str(prepared_dir),
-            "--out",
-            str(out),
-            "--tracking-uri",
-            uri,
-            "--experiment",
-            "eval-tests",
-            *map(str, extra),
-        ],
+    args = scoring_args(
+        model, prepared_dir, out, uri, "--experiment", "eval-tests", *extra, command=command
     )
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     return result
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` TCP ports free on 127.0.0.1 right now."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def run_workers(args, count: int = 2, timeout: int = 600) -> list[str]:
+    """``advseg ARGS`` as ``count`` local processes of one ``MultiWorkerMirroredStrategy``
+    cluster (``TF_CONFIG`` on free ports), side by side; asserts that each succeeded.
+
+    Returns:
+        Each worker's output (standard output and error), in worker order.
+    """
+    import json
+    import os
+    import subprocess
+
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(count)]}
+    processes = []
+    for index in range(count):
+        task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        processes.append(
+            subprocess.Popen(
+                [*ADVSEG, *map(str, args)],
+                env=dict(os.environ, TF_CONFIG=json.dumps(task)),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = [p.communicate(timeout=timeout)[0] for p in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    return outputs
+
+
+def run_ok(args, *, timeout: int, **kwargs):
+    """Runs ``args`` as a subprocess with its text output captured (``kwargs``: as
+    :func:`subprocess.run`: ``cwd``, ``env``); asserts that it succeeded, showing the end of its
+    standard error otherwise.
+
+    Returns:
+        The :class:`subprocess.CompletedProcess`.
+    """
+    import subprocess
+
+    done = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 def read_rows(path):
@@ -163,13 +227,13 @@ HELP_FILE = re.compile(
     r"(?<![\w/.<>-])((?:[\w<>]+/)*[\w<>-]+\.(?:csv|json|md|png|keras|nii\.gz|pb)|(?:[\w<>]+/)+)(?!\w)"
 )
 """A file (``per_subject.csv``, ``<id>.nii.gz``) or folder (``checkpoint/``) named in a help
-text; ``OUT/`` stands for the output folder and upper-case names (``MODEL.keras``) for
-arguments."""
+text; ``OUT/`` stands for the output folder, upper-case names (``MODEL.keras``) for arguments
+and names under ``docs/`` (``docs/evaluation.md``) for pages of the documentation."""
 
 
 def help_files(*command: str) -> set[str]:
     """The files and folders that ``advseg COMMAND --help`` says the command writes, as glob
-    patterns (``<id>`` becomes ``*``)."""
+    patterns (``<id>`` becomes ``*``); a documentation page the help points to is not one."""
     from click.testing import CliRunner
 
     from keras_advseg.cli import main
@@ -178,6 +242,7 @@ def help_files(*command: str) -> set[str]:
     text = " ".join(text.split())  # undo click's wrapping
     names = {m.group(1).removeprefix("OUT/") for m in HELP_FILE.finditer(text)}
     names = {n for n in names if n and not n.split(".")[0].split("/")[0].isupper()}
+    names = {n for n in names if not n.startswith("docs/")}  # a page to read, not an output
     return {re.sub(r"<[^>]+>", "*", n) for n in names}
 
 

@@ -93,7 +93,8 @@ def test_every_command_has_help_for_every_option():
             if param.param_type_name == "option" and param.name != "help":
                 assert param.help, f"{' '.join(path)} {param.opts} has no help"
                 # a hidden option is a deprecated spelling, kept for one release
-                assert (param.opts[0] in result.output) != param.hidden
+                shown = re.search(re.escape(param.opts[0]) + r"(?![\w-])", result.output)
+                assert bool(shown) != param.hidden, (path, param.opts)
 
 
 def test_console_script_runs_as_subprocess():
@@ -145,13 +146,91 @@ def test_choices_come_from_the_code(monkeypatch):
     from keras_advseg.vocabulary import CORRECTIONS
     from keras_advseg.workflows import card
 
-    monkeypatch.setitem(card.BUDGETS, "tiny", card.BUDGETS["quick"])
-    assert "[" + "|".join(card.BUDGETS) + "]" in run("card", "--help").output
+    monkeypatch.setitem(card.CARD_PLANS, "tiny", card.CARD_PLANS["quick"])
+    assert "[" + "|".join(card.CARD_PLANS) + "]" in run("card", "--help").output
     assert "[" + "|".join(CORRECTIONS) + "]" in run("certify", "--help").output
-    result = CliRunner().invoke(
-        main, ["card", "m.keras", "--data", ".", "--out", "o", "--budget", "huge"]
+    for option in ("--plan", "--budget"):  # --budget: the last release's spelling
+        result = CliRunner().invoke(
+            main, ["card", "m.keras", "--data", ".", "--out", "o", option, "huge"]
+        )
+        assert result.exit_code == 2 and "'huge' is not one of" in result.output
+
+
+def renamed(old: str, new: str) -> str:
+    """The one-line notice of a spelling of the last release."""
+    return f"`{old}` is now `{new}`; the old spelling goes in the next release"
+
+
+def test_the_old_spellings_of_renamed_options_and_values_work_with_a_notice(monkeypatch, tmp_path):
+    """``train --defense artifacts --artifacts ... --artifact-rate ...`` and ``card --budget``
+    run what their new spellings run, each with one notice on standard error."""
+    from types import SimpleNamespace
+
+    from keras_advseg.workflows import card as card_workflow
+    from keras_advseg.workflows import train as train_workflow
+
+    seen = []
+
+    def train(config, data, out, **_):
+        seen.append(config)
+        return SimpleNamespace(model_path=out / "model.keras", best_score=0.5, run_id="r")
+
+    monkeypatch.setattr(train_workflow, "train", train)
+    common = ["train", "--data", tmp_path, "--out", tmp_path / "o", "--preset", "smoke"]
+    common += ["--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
+    new = run(*common, "--defense", "corruptions", "--corruptions", "operator")
+    old = run(*common, "--defense", "artifacts", "--artifacts", "operator")
+    assert new.exit_code == 0 and old.exit_code == 0, (new.output, old.output)
+    rate = run(*common, "--corruption-rate", "0.3")
+    old_rate = run(*common, "--artifact-rate", "0.3")
+    assert seen[0] == seen[1] and seen[2] == seen[3]
+    assert seen[0].defense == "corruptions" and seen[0].corrupted_share == 0.5
+    assert seen[2].defense == "none" and seen[2].corruption_rate == 0.3
+    assert "is now" not in new.stderr + rate.stderr
+    assert old.stderr.count(renamed("--defense artifacts", "--defense corruptions")) == 1
+    assert old.stderr.count(renamed("--artifacts", "--corruptions")) == 1
+    assert old_rate.stderr.count(renamed("--artifact-rate", "--corruption-rate")) == 1
+    plans = []
+    monkeypatch.setattr(card_workflow, "run_card", lambda *a, plan, **k: plans.append(plan) or {})
+    monkeypatch.setattr(card_workflow, "summary_lines", lambda card, out: [])
+    for option in ("--plan", "--budget"):
+        result = run("card", "m.keras", "--data", ".", "--out", tmp_path / "c", option, "full")
+        assert result.exit_code == 0, result.output
+        assert (renamed("--budget", "--plan") in result.stderr) == (option == "--budget")
+    assert plans == ["full", "full"]
+    # list options: comma-separated in one option; the repeated --attack still accepted
+    from keras_advseg.workflows import evaluate as evaluate_workflow
+
+    configs = []
+    monkeypatch.setattr(
+        evaluate_workflow, "run_evaluation", lambda *a, config, **k: configs.append(config)
     )
-    assert result.exit_code == 2 and "'huge' is not one of" in result.output
+    monkeypatch.setattr(evaluate_workflow, "summary_lines", lambda summary, out: [])
+    common = ["evaluate", "m.keras", "--data", ".", "--out", tmp_path / "e"]
+    new = run(*common, "--attacks", "fgsm,pgd-dice")
+    old = run(*common, "--attack", "fgsm", "--attack", "pgd-dice")
+    assert new.exit_code == 0 and old.exit_code == 0, (new.output, old.output)
+    assert configs[0] == configs[1] and configs[0].attacks == ("fgsm", "pgd-dice")
+    assert "is now" not in new.stderr
+    assert old.stderr.count(renamed("--attack", "--attacks")) == 1
+
+
+def test_list_options_are_comma_separated_with_ranges_of_integers(capsys):
+    from keras_advseg.cli_args import parse_floats, parse_seeds, parse_severities, parse_shape
+    from keras_advseg.errors import InputError
+
+    assert parse_seeds("0-2,7") == (0, 1, 2, 7)
+    assert parse_severities("5,1-2") == (1, 2, 5)
+    assert parse_floats("0.05,0.1", "--eps") == (0.05, 0.1)
+    for bad in ("0-5", "6", "2,2", "a"):
+        with pytest.raises(
+            InputError, match=r"--severities: expected distinct integers in \[1, 5\]"
+        ):
+            parse_severities(bad)
+    assert parse_shape("64,64,48") == (64, 64, 48)
+    assert "is now" not in capsys.readouterr().err
+    assert parse_shape("64x64x48") == (64, 64, 48)  # the last release's spelling
+    assert renamed("--shape 64x64x48", "--shape 64,64,48") in capsys.readouterr().err
 
 
 NOTICE = (

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from support import run_ok
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -32,19 +32,30 @@ def test_readme_is_short_and_names_what_demo_writes():
         assert path in README
 
 
+def test_the_home_page_lists_every_page_and_contributing_is_contributing_md():
+    import yaml
+
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"]
+    pages = [page for entry in nav for page in entry.values()]
+    home = (ROOT / "docs" / "index.md").read_text()
+    listed = set(re.findall(r"^\| \[[^]]+\]\(([^)#]+)\)", home, re.M))
+    assert listed == set(pages) - {"index.md"}
+    # the docs' Contributing page is CONTRIBUTING.md itself, so the two cannot drift apart
+    contributing = (ROOT / "docs" / "contributing.md").read_text()
+    assert contributing.startswith('--8<-- "CONTRIBUTING.md"\n')
+    assert "\n# " not in contributing and "\n## Layout" not in contributing
+
+
 @pytest.mark.slow
 def test_the_documentation_builds_strictly_offline(tmp_path):
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "NO_PROXY": "*", "no_proxy": "*"}
     env["HTTPS_PROXY"] = env["HTTP_PROXY"] = "http://127.0.0.1:9"  # nothing may be fetched
-    done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+    run_ok(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", tmp_path / "site"],
         cwd=ROOT,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     cli_page = (tmp_path / "site" / "cli" / "index.html").read_text()
     # the CLI reference is generated from the commands: a renamed option shows up at once
     assert "advseg evaluate" in cli_page and "--table1-eps" in cli_page

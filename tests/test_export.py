@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from support import assert_help_files_written, tiny3d
 
 from keras_advseg.cli import main
-from keras_advseg.export import export_savedmodel, load_model
+from keras_advseg.export import export_savedmodel, load_model, save_model
 from keras_advseg.models import SliceWise, unet2d
 
 
@@ -84,10 +84,21 @@ def test_the_docs_serving_snippet_runs_as_written(tmp_path, monkeypatch):
     )
 
 
+def exported_with_preprocessing(preprocessing, tmp_path):
+    """A tiny model saved with ``preprocessing``, exported by ``advseg export
+    --with-preprocessing`` into ``tmp_path/served``: ``(model, the loaded SavedModel)``."""
+    model = tiny3d()
+    path = save_model(model, tmp_path / "m.keras", preprocessing)
+    result = CliRunner().invoke(
+        main, ["export", str(path), str(tmp_path / "served"), "--with-preprocessing"]
+    )
+    assert result.exit_code == 0, result.output
+    return model, tf.saved_model.load(str(tmp_path / "served"))
+
+
 @pytest.mark.parametrize("normalization", ["global", "volume"])
 def test_export_with_preprocessing_takes_raw_intensities(tmp_path, normalization):
     from keras_advseg.data.preprocess import standardize
-    from keras_advseg.export import save_model
     from keras_advseg.inference import Preprocessing
 
     rng = np.random.default_rng(0)
@@ -103,13 +114,7 @@ def test_export_with_preprocessing_takes_raw_intensities(tmp_path, normalization
         mean=(400.0, 500.0, 450.0, 475.0) if stats else None,
         std=(200.0, 250.0, 225.0, 240.0) if stats else None,
     )
-    model = tiny3d()
-    path = save_model(model, tmp_path / "m.keras", preprocessing)
-    result = CliRunner().invoke(
-        main, ["export", str(path), str(tmp_path / "served"), "--with-preprocessing"]
-    )
-    assert result.exit_code == 0, result.output
-    served = tf.saved_model.load(str(tmp_path / "served"))
+    model, served = exported_with_preprocessing(preprocessing, tmp_path)
     mask = np.any(raw != 0, axis=-1, keepdims=True)
     got = served.serve(tf.constant(raw), tf.constant(mask))["probabilities"].numpy()
     mean = None if not stats else np.asarray(preprocessing.mean, np.float32)
@@ -131,17 +136,10 @@ def test_the_exported_preprocessing_gives_what_predict_gives_on_real_scans(
     crop_resize_and_mask returns equals the model on predict's own preprocessing."""
     from keras_advseg.data import discover_subjects
     from keras_advseg.data.prepare import load_prepared
-    from keras_advseg.export import save_model
     from keras_advseg.inference import Preprocessing, crop_resize_and_mask, preprocess
 
     preprocessing = Preprocessing.from_prepared(load_prepared(prepared_dir))
-    model = tiny3d()
-    path = save_model(model, tmp_path / "m.keras", preprocessing)
-    result = CliRunner().invoke(
-        main, ["export", str(path), str(tmp_path / "served"), "--with-preprocessing"]
-    )
-    assert result.exit_code == 0, result.output
-    served = tf.saved_model.load(str(tmp_path / "served"))
+    model, served = exported_with_preprocessing(preprocessing, tmp_path)
     edge = 0
     for subject in discover_subjects(phantom_dir)[:3]:
         image, _ = subject.load()

@@ -296,7 +296,9 @@ def test_evaluate_puts_lesion_wise_scores_on_the_clean_row_only(models, prepared
     from keras_advseg.metrics import predict_labels
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    result = run_evaluate(models / "a.keras", prepared_dir, tmp_path / "e", uri, "--attack", "fgsm")
+    result = run_evaluate(
+        models / "a.keras", prepared_dir, tmp_path / "e", uri, "--attacks", "fgsm"
+    )
     prepared = load_prepared(prepared_dir)
     model = load_model(models / "a.keras")
     # the phantom's raw scans are at hand: the prepared grid's voxel size (4 mm scans

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from support import run_ok
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def test_mlflow_run_synth_entry_point(tmp_path):
     # earlier in-process MLflow calls may leave MLFLOW_* variables (experiment id, run id) behind
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_TRACKING_URI=uri, PATH=f"{bin_dir}:{os.environ['PATH']}")
-    result = subprocess.run(
+    run_ok(
         [
             str(bin_dir / "mlflow"),
             "run",
@@ -41,11 +41,8 @@ def test_mlflow_run_synth_entry_point(tmp_path):
         ],
         cwd=ROOT,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "phantom" / "BraTS2021_00000" / "BraTS2021_00000_seg.nii.gz").is_file()
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("project-test")

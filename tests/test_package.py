@@ -113,7 +113,8 @@ def test_every_module_of_the_package_is_an_attribute():
 
 
 @pytest.mark.parametrize(
-    "package", ["attacks", "certification", "corruptions", "data", "evaluation", "config"]
+    "package",
+    ["attacks", "certification", "corruptions", "data", "defenses", "evaluation", "config"],
 )
 def test_every_lazy_export_is_the_object_its_module_defines(package):
     import importlib

@@ -71,7 +71,7 @@ def toy_attack():
 
 
 def test_a_registered_attack_is_offered_everywhere(toy_attack, tmp_path):
-    # the CLI's --attack choices (evaluate and audit), read when the command runs
+    # the CLI's --attacks choices (evaluate and audit), read when the command runs
     result = CliRunner().invoke(main, ["evaluate", "--help"], terminal_width=200)
     assert "toy" in result.output
     result = CliRunner().invoke(main, ["audit", "--help"], terminal_width=200)
@@ -106,7 +106,7 @@ def test_deprecated_spellings_still_work_with_a_notice():
     # on the command line: the value is converted and a one-line notice goes to stderr
     choice = main.commands["evaluate"].params
     attack = next(p for p in choice if p.name == "attacks")
-    assert attack.type.convert("tifgsm", attack, None) == "targeted-ifgsm"
+    assert attack.type.convert("tifgsm,fgsm", attack, None) == ("targeted-ifgsm", "fgsm")
     assert "tifgsm" not in attack.type.choices  # hidden from --help
 
 

@@ -18,34 +18,28 @@ read without starting TensorFlow.
 
 from __future__ import annotations
 
-from keras_advseg._lazy import lazy_exports
+from keras_advseg._lazy import by_module, lazy_exports
 
-_EXPORTS = {
-    "ATTACKS": "registry",
-    "ATTACK_LOSSES": "registry",
-    "DEFAULT_ENSEMBLE": "registry",
-    "run_attack": "registry",
-    "fgsm": "fast_gradient",
-    "fgsm_step": "fast_gradient",
-    "fgsm_sweep": "fast_gradient",
-    "ifgsm": "iterative",
-    "targeted_ifgsm": "iterative",
-    "ifgsm_trajectory": "iterative",
-    "all_label_target": "iterative",
-    "Trajectory": "iterative",
-    "pgd": "projected_gradient",
-    "apgd": "auto_pgd",
-    "apgd_loop": "auto_pgd",
-    "segpgd": "segmentation",
-    "cospgd": "segmentation",
-    "random_search": "gradient_free",
-    "worst_case": "ensemble",
-    "min_eps": "ensemble",
-    "attack_loss": "losses",
-    "check_inputs": "core",
-    "logits_function": "core",
-    "mean_region_dice": "core",
-}
+_EXPORTS = by_module(
+    {
+        "registry": ("ATTACKS", "ATTACK_LOSSES", "DEFAULT_ENSEMBLE", "run_attack"),
+        "fast_gradient": ("fgsm", "fgsm_step", "fgsm_sweep"),
+        "iterative": (
+            "ifgsm",
+            "targeted_ifgsm",
+            "ifgsm_trajectory",
+            "all_label_target",
+            "Trajectory",
+        ),
+        "projected_gradient": ("pgd",),
+        "auto_pgd": ("apgd", "apgd_loop"),
+        "segmentation": ("segpgd", "cospgd"),
+        "gradient_free": ("random_search",),
+        "ensemble": ("worst_case", "min_eps"),
+        "losses": ("attack_loss",),
+        "core": ("check_inputs", "logits_function", "mean_region_dice"),
+    }
+)
 
 __all__ = sorted(_EXPORTS)
 

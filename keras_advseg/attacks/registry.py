@@ -23,7 +23,7 @@ from keras_advseg.errors import InputError
 from keras_advseg.registry import Registry
 
 ATTACKS = Registry("attack")
-"""Every attack of ``advseg evaluate --attack``, the ensemble and the audit, by name."""
+"""Every attack of ``advseg evaluate --attacks``, the ensemble and the audit, by name."""
 
 ATTACK_LOSSES = Registry("attack loss")
 """The per-sample losses an attack's ``loss=`` accepts (``fgsm``, ``ifgsm``, ``pgd``, ``apgd``)."""

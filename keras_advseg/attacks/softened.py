@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from keras_advseg.attacks.core import logits_function
-from keras_advseg.attacks.projected_gradient import pgd
+from keras_advseg.attacks.projected_gradient import run_pgd
 
 MARGIN_TARGET = 2.0
 """The softened logits' median top-1 minus top-2 margin (a softmax probability of about 0.88)."""
@@ -44,17 +44,9 @@ def logit_scale_temperature(model, samples) -> float:
 def run_pgd_softened(
     model, x, y, *, eps: float, steps: int, seed: int = 0, restarts: int = 1, temperature=1.0, **_
 ):
-    """The registry's runner of ``pgd-softened``: PGD on soft Dice at the larger of
+    """The registry's runner of ``pgd-softened``: ``pgd-dice``'s runner at the larger of
     ``temperature`` and the batch's :func:`logit_scale_temperature`."""
     softened = max(float(temperature), logit_scale_temperature(model, [(x, y)]))
-    return pgd(
-        model,
-        x,
-        y,
-        eps=eps,
-        steps=steps,
-        seed=seed,
-        restarts=restarts,
-        temperature=softened,
-        loss="dice",
+    return run_pgd(
+        model, x, y, eps=eps, steps=steps, seed=seed, restarts=restarts, temperature=softened
     )

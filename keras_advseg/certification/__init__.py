@@ -11,26 +11,25 @@ certificate per BraTS region), :func:`certified_dice` and :func:`region_certifie
 
 from __future__ import annotations
 
-from keras_advseg._lazy import lazy_exports
+from keras_advseg._lazy import by_module, lazy_exports
 
-_EXPORTS = {
-    "ABSTAIN": "scores",
-    "READINGS": "scores",
-    "SIGMA_UNIT": "smoothing",
-    "Certificate": "smoothing",
-    "Certification": "subjects",
-    "CertifyConfig": "settings",
-    "SmoothedModel": "smoothing",
-    "binomial_p_values": "smoothing",
-    "certified_dice": "scores",
-    "certify": "smoothing",
-    "certify_subjects": "subjects",
-    "lift": "scores",
-    "region_certificates": "smoothing",
-    "region_certified_dice": "scores",
-    "rejected": "smoothing",
-    "smoothed_pgd_l2": "attack",
-}
+_EXPORTS = by_module(
+    {
+        "scores": ("ABSTAIN", "READINGS", "certified_dice", "lift", "region_certified_dice"),
+        "smoothing": (
+            "SIGMA_UNIT",
+            "Certificate",
+            "SmoothedModel",
+            "binomial_p_values",
+            "certify",
+            "region_certificates",
+            "rejected",
+        ),
+        "subjects": ("Certification", "certify_subjects"),
+        "settings": ("CertifyConfig",),
+        "attack": ("smoothed_pgd_l2",),
+    }
+)
 
 __all__ = sorted(_EXPORTS)
 

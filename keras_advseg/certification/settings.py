@@ -45,6 +45,10 @@ def check_correction(correction: str) -> None:
         )
 
 
+SMOOTHING_FIELDS = ("n", "n0", "tau", "alpha", "correction", "batch_size")
+"""The fields a :class:`CertifyConfig` shares with each of its smoothed models (same defaults)."""
+
+
 @dataclass(frozen=True)
 class CertifyConfig:
     """What ``advseg certify`` certifies: every subject at every sigma (the defaults are the CLI's).
@@ -86,6 +90,12 @@ class CertifyConfig:
             raise InputError(
                 f"subjects must be an integer >= 0. Received: subjects={self.subjects!r}"
             )
+
+    def smoothing(self) -> dict:
+        """The settings of each sigma's :class:`~keras_advseg.certification.SmoothedModel`:
+        ``{"n": 100, "n0": 10, "tau": 0.75, "alpha": 0.001, "correction": "holm",
+        "batch_size": 8}``."""
+        return {name: getattr(self, name) for name in SMOOTHING_FIELDS}
 
     def chosen(self, ids: list[str]) -> list[str]:
         """The subjects certified: the first :attr:`subjects` of ``ids`` (all with 0)."""

@@ -37,7 +37,7 @@ import tensorflow as tf
 from scipy import stats
 
 from keras_advseg.certification.scores import ABSTAIN
-from keras_advseg.certification.settings import check_correction, check_settings
+from keras_advseg.certification.settings import CertifyConfig, check_correction, check_settings
 from keras_advseg.errors import InputError
 from keras_advseg.vocabulary import CORRECTIONS, REGION_CLASS_INDICES, REGIONS
 
@@ -234,12 +234,12 @@ class SmoothedModel:
 
     model: Any = field(repr=False, compare=False)
     sigma: float
-    n: int = 100
-    n0: int = 10
-    tau: float = 0.75
-    alpha: float = 0.001
-    correction: str = "holm"
-    batch_size: int = 8
+    n: int = CertifyConfig.n  # the defaults of advseg certify, written once
+    n0: int = CertifyConfig.n0
+    tau: float = CertifyConfig.tau
+    alpha: float = CertifyConfig.alpha
+    correction: str = CertifyConfig.correction
+    batch_size: int = CertifyConfig.batch_size
     input_std: tuple[float, ...] | None = None
 
     def __post_init__(self):

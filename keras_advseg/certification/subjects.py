@@ -84,17 +84,7 @@ def smoothed_models(model, config: CertifyConfig, input_std=None) -> list[Smooth
     raw-intensity standard deviation, to state the radius in raw intensity)."""
     std = None if input_std is None else tuple(float(v) for v in input_std)
     return [
-        SmoothedModel(
-            model,
-            sigma=sigma,
-            n=config.n,
-            n0=config.n0,
-            tau=config.tau,
-            alpha=config.alpha,
-            correction=config.correction,
-            batch_size=config.batch_size,
-            input_std=std,
-        )
+        SmoothedModel(model, sigma=sigma, input_std=std, **config.smoothing())
         for sigma in config.sigmas
     ]
 

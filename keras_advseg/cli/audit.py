@@ -9,11 +9,15 @@ import click
 from keras_advseg import config as cfg
 from keras_advseg.cli.output import exit_1_on, friendly_errors
 from keras_advseg.cli_args import (
-    RegistryChoice,
+    count_option,
     model_and_data,
+    names_option,
     parse_floats,
+    reference_option,
+    run_name_option,
     seed_option,
     split_option,
+    subjects_option,
     tracking_options,
 )
 from keras_advseg.errors import TrackingError
@@ -23,57 +27,42 @@ _AUDIT = cfg.AuditConfig()  # the defaults the options show
 
 @click.command("audit")
 @model_and_data("Output folder: audit.md and audit.json.")
-@click.option(
-    "--reference",
-    "reference_ref",
-    default=None,
-    help="An undefended model (file, run id or runs:/ URI) for the transfer check (item 5); "
-    "without it item 5 is skipped.",
+@reference_option(
+    "An undefended model (file, run id or runs:/ URI) for the transfer check (item 5); "
+    "without it item 5 is skipped."
 )
 @split_option("Subjects to audit.", choices=("test", "train"))
-@click.option(
-    "--subjects",
-    type=click.IntRange(min=0),
-    default=_AUDIT.subjects,
-    help="Audit the first N subjects of the split (0: all).",
-)
+@subjects_option("Audit", _AUDIT.subjects)
 @click.option(
     "--eps",
     type=click.FloatRange(0, 1, min_open=True),
     default=_AUDIT.eps,
     help="Budget of the white-box worst case, relative to each input's intensity range.",
 )
-@click.option(
-    "--steps",
-    type=click.IntRange(min=1),
-    default=_AUDIT.steps,
-    help="Iterations of each attack; item 3 doubles them twice.",
-)
-@click.option(
-    "--attack",
-    "attacks",
-    multiple=True,
-    type=RegistryChoice(cfg.ATTACKS, ensemble=True),
-    default=_AUDIT.attacks,
-    help="Members of the worst-case ensemble (repeatable) [the default ensemble].",
+@count_option("--steps", _AUDIT.steps, "Iterations of each attack; item 3 doubles them twice.")
+@names_option(
+    "--attacks",
+    cfg.ATTACKS,
+    _AUDIT.attacks,
+    "Members of the worst-case ensemble, comma-separated.",
+    old="--attack",
+    ensemble=True,
 )
 @click.option(
     "--curve",
     default=",".join(f"{e:g}" for e in _AUDIT.curve),
     help="Budgets of item 2 (Dice must fall with eps); the last is the large budget.",
 )
-@click.option(
+@count_option(
     "--restarts",
-    type=click.IntRange(min=1),
-    default=_AUDIT.restarts,
-    help="Random restarts of item 4's APGD (masked CE): a sound worst case changes little "
-    "over them.",
+    _AUDIT.restarts,
+    "Random restarts of item 4's APGD (masked CE): a sound worst case changes little over them.",
 )
-@click.option(
+@count_option(
     "--queries",
-    type=click.IntRange(min=0),
-    default=_AUDIT.queries,
-    help="Forward passes of the gradient-free random search (item 7).",
+    _AUDIT.queries,
+    "Forward passes of the gradient-free random search (item 7).",
+    minimum=0,
 )
 @click.option(
     "--tolerance",
@@ -99,7 +88,7 @@ _AUDIT = cfg.AuditConfig()  # the defaults the options show
 @click.option(
     "--fail-on-warn", is_flag=True, help="Exit with status 1 when any item warns (for CI)."
 )
-@click.option("--run-name", help="MLflow run name [audit].")
+@run_name_option("audit")
 @tracking_options()
 @friendly_errors
 def audit_command(
@@ -108,21 +97,13 @@ def audit_command(
     out,
     reference_ref,
     split,
-    subjects,
-    eps,
-    steps,
     attacks,
     curve,
-    restarts,
-    queries,
-    tolerance,
-    relative_tolerance,
-    temperature,
-    seed,
     fail_on_warn,
     run_name,
     tracking_uri,
     experiment,
+    **settings,
 ):
     """Check MODEL's robustness for gradient masking: eight PASS/WARN items.
 
@@ -133,18 +114,9 @@ def audit_command(
     """
     from keras_advseg.workflows.audit import run_audit
 
+    # the other options are named as AuditConfig's fields
     config = cfg.AuditConfig(
-        eps=eps,
-        steps=steps,
-        attacks=tuple(attacks),
-        curve=parse_floats(curve, "--curve"),
-        restarts=restarts,
-        queries=queries,
-        tolerance=tolerance,
-        relative_tolerance=relative_tolerance,
-        temperature=temperature,
-        subjects=subjects,
-        seed=seed,
+        attacks=tuple(attacks), curve=parse_floats(curve, "--curve"), **settings
     )
     with exit_1_on(TrackingError):
         document = run_audit(

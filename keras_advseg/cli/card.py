@@ -7,48 +7,47 @@ from pathlib import Path
 
 import click
 
-from keras_advseg.cli.output import echo_ui, exit_1_on, friendly_errors
-from keras_advseg.cli_args import LiveChoice, seed_option, tracking_options
+from keras_advseg.cli.output import echo_summary, exit_1_on, friendly_errors
+from keras_advseg.cli_args import (
+    LiveChoice,
+    data_option,
+    out_option,
+    reference_option,
+    renamed_notice,
+    renamed_option,
+    seed_option,
+    tracking_options,
+)
 from keras_advseg.errors import TrackingError
 
 
-def card_budgets() -> tuple[str, ...]:
-    """The names of the card's budgets, read from the card when the command runs."""
-    from keras_advseg.workflows.card import BUDGETS
+def card_plans() -> tuple[str, ...]:
+    """The names of the card's plans, read from the card when the command runs."""
+    from keras_advseg.workflows.card import CARD_PLANS
 
-    return tuple(BUDGETS)
+    return tuple(CARD_PLANS)
 
 
 @click.command("card")
 @click.argument("model_ref", metavar="MODEL")
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="The raw dataset (its test split; the artifacts need the raw scans).",
+@data_option("The raw dataset (its test split; the corruptions need the raw scans).")
+@out_option(
+    "Card folder: card.json, card.md, card.html, and each axis's own files in "
+    "adversarial/, corruptions/, certified/, audit/ (an axis already there with the same plan "
+    "is reused)."
 )
 @click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Card folder: card.json, card.md, card.html, and each axis's own files in "
-    "adversarial/, artifacts/, certified/, audit/ (an axis already there at the same budget "
-    "is reused).",
-)
-@click.option(
-    "--budget",
-    type=LiveChoice(card_budgets),
+    "--plan",
+    type=LiveChoice(card_plans),
     default="quick",
     show_default=True,
-    help="Attack steps and ensemble, corruptions and severities, sigmas and samples, subjects: "
-    "the card states its budget and what it can therefore claim.",
+    help="What the card runs: attack steps and ensemble, corruptions and severities, sigmas and "
+    "samples, subjects; the card states its plan and what it can therefore claim.",
 )
-@click.option(
-    "--reference",
-    "reference_ref",
-    default=None,
-    help="An undefended model (file, run id or runs:/ URI): the audit's transfer check and the "
-    "artifacts' mCE.",
+@renamed_option("--budget", "--plan", "plan", notice=renamed_notice, type=LiveChoice(card_plans))
+@reference_option(
+    "An undefended model (file, run id or runs:/ URI): the audit's transfer check and the "
+    "corruptions' mCE."
 )
 @click.option(
     "--preprocessing",
@@ -66,7 +65,7 @@ def card_command(
     model_ref,
     data,
     out,
-    budget,
+    plan,
     reference_ref,
     preprocessing_json,
     seed,
@@ -76,7 +75,7 @@ def card_command(
     """One robustness card for MODEL: clean, attacked, corrupted, certified and audited, in
     card.json, card.md and a self-contained card.html.
 
-    Each axis runs once per model file, data, seed, reference and budget: one already in OUT,
+    Each axis runs once per model file, data, seed, reference and plan: one already in OUT,
     or logged by an earlier card run in the tracking store, is reused.
     """
     from keras_advseg.workflows.card import run_card, summary_lines
@@ -86,7 +85,7 @@ def card_command(
             model_ref,
             data,
             out,
-            budget=budget,
+            plan=plan,
             reference_ref=reference_ref,
             preprocessing_json=preprocessing_json,
             seed=seed,
@@ -94,21 +93,14 @@ def card_command(
             experiment=experiment,
             say=lambda line: click.echo(line, err=True),
         )
-    for line in summary_lines(card, out):
-        click.echo(line)
-    echo_ui(tracking_uri, experiment)
+    echo_summary(summary_lines(card, out), tracking_uri, experiment)
 
 
 @click.command("leaderboard")
 @click.argument(
     "card_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path)
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Output folder: leaderboard.md, leaderboard.csv, fig_leaderboard.png.",
-)
+@out_option("Output folder: leaderboard.md, leaderboard.csv, fig_leaderboard.png.")
 @friendly_errors
 def leaderboard_command(card_dirs, out):
     """Rank the models of CARD_DIR... (folders written by advseg card) on every axis, with paired

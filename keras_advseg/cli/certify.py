@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import click
 
-from keras_advseg.cli.output import echo_ui, exit_1_on, friendly_errors
+from keras_advseg.cli.output import echo_summary, exit_1_on, friendly_errors
 from keras_advseg.cli_args import (
+    count_option,
     model_and_data,
     parse_floats,
+    run_name_option,
     seed_option,
     split_option,
+    subjects_option,
     tracking_options,
 )
 from keras_advseg.errors import TrackingError
@@ -30,20 +33,13 @@ from keras_advseg.vocabulary import CORRECTIONS
     "multiples of each sequence's tissue standard deviation, the same noise for every volume "
     "(one value or a list); each certifies l2 radius sigma * Phi^-1(tau) in the same units.",
 )
-@click.option(
+@count_option(
     "--n",
-    type=click.IntRange(min=1),
-    default=100,
+    100,
+    "Noisy samples counted per volume for the test (SegCertify: 100 to 1000).",
     show_default=True,
-    help="Noisy samples counted per volume for the test (SegCertify: 100 to 1000).",
 )
-@click.option(
-    "--n0",
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="Noisy samples that choose each voxel's class.",
-)
+@count_option("--n0", 10, "Noisy samples that choose each voxel's class.", show_default=True)
 @click.option(
     "--tau",
     type=click.FloatRange(0.5, 1, max_open=True),
@@ -67,42 +63,14 @@ from keras_advseg.vocabulary import CORRECTIONS
     show_default=True,
     help="Multiple-testing correction over the voxels (Holm certifies at least as many).",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help="Noisy copies per forward pass.",
-)
+@count_option("--batch-size", 8, "Noisy copies per forward pass.", show_default=True)
 @split_option("Subjects.")
-@click.option(
-    "--subjects",
-    type=click.IntRange(min=0),
-    default=0,
-    help="Certify the first N subjects of the split (0: all).",
-)
+@subjects_option("Certify", 0)
 @seed_option("Seed of the noise.", 0)
-@click.option("--run-name", help="MLflow run name [certify].")
+@run_name_option("certify")
 @tracking_options()
 @friendly_errors
-def certify_command(
-    model_ref,
-    data,
-    out,
-    sigmas,
-    n,
-    n0,
-    tau,
-    alpha,
-    correction,
-    batch_size,
-    split,
-    subjects,
-    seed,
-    run_name,
-    tracking_uri,
-    experiment,
-):
+def certify_command(model_ref, data, out, sigmas, tracking_uri, experiment, **options):
     """Certify MODEL's segmentation by randomized smoothing: per voxel, a label that provably
     cannot change within an l2 radius, or an abstention (SegCertify, for volumes); and per
     BraTS region (WT, TC, ET), whether the voxel is provably inside or outside it."""
@@ -112,27 +80,17 @@ def certify_command(
     if not levels or min(levels) <= 0:
         raise click.UsageError(f"--sigma must be positive numbers. Received: {sigmas!r}")
     with exit_1_on(TrackingError):
+        # the other options are named as run_certification's arguments and CertifyConfig's fields
         summary = run_certification(
             model_ref,
             data,
             out,
             sigmas=levels,
-            n=n,
-            n0=n0,
-            tau=tau,
-            alpha=alpha,
-            correction=correction,
-            batch_size=batch_size,
-            seed=seed,
-            split=split,
-            subjects=subjects,
             tracking_uri=tracking_uri,
             experiment=experiment,
-            run_name=run_name,
+            **options,
         )
-    for line in summary_lines(summary, out):
-        click.echo(line)
-    echo_ui(tracking_uri, experiment)
+    echo_summary(summary_lines(summary, out), tracking_uri, experiment)
 
 
 COMMANDS = (certify_command,)

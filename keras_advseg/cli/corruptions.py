@@ -1,5 +1,5 @@
-"""``advseg corruptions``: the corruption benchmark, a model scored under MRI artifacts and
-operator errors."""
+"""``advseg corruptions``: the corruption benchmark, a model scored under corruptions that
+simulate MRI artifacts and operator errors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ from pathlib import Path
 import click
 
 from keras_advseg import config as cfg
-from keras_advseg.cli.output import echo_ui, exit_1_on, friendly_errors
-from keras_advseg.cli_args import model_and_data, seed_option, split_option, tracking_options
+from keras_advseg.cli.output import echo_summary, exit_1_on, friendly_errors
+from keras_advseg.cli_args import (
+    model_and_data,
+    parse_severities,
+    run_name_option,
+    seed_option,
+    split_option,
+    tracking_options,
+)
 from keras_advseg.corruptions.registry import CORRUPTIONS
 from keras_advseg.errors import InputError, TrackingError
 
@@ -101,7 +108,7 @@ def corruption_options(*, hidden: bool = False):
 @split_option("Subjects to score.")
 @corruption_options()
 @seed_option("Seed of the corruptions' random draws.", cfg.EvalConfig().seed)
-@click.option("--run-name", help="MLflow run name [eval-corruptions].")
+@run_name_option("eval-corruptions")
 @click.option(
     "--native",
     is_flag=True,
@@ -114,23 +121,18 @@ def corruptions_command(
     model_ref,
     data,
     out,
-    split,
     corruptions,
     severities,
-    reference_ref,
     modalities,
-    workers,
     corruption_cache,
-    seed,
-    run_name,
-    native,
     tracking_uri,
     experiment,
+    **options,
 ):
-    """Score MODEL (a .keras file, an MLflow run id or runs:/ URI) under MRI artifacts and
-    operator errors: each raw test scan is corrupted in its own space and goes through the
-    model's stored preprocessing."""
-    from keras_advseg.corruptions import parse_corruptions, parse_severities
+    """Score MODEL (a .keras file, an MLflow run id or runs:/ URI) under corruptions that
+    simulate MRI artifacts and operator errors: each raw test scan is corrupted in its own
+    space and goes through the model's stored preprocessing."""
+    from keras_advseg.corruptions import parse_corruptions
     from keras_advseg.corruptions.core import check_modalities
     from keras_advseg.workflows.corruptions import run_corruption_evaluation, summary_lines
 
@@ -147,20 +149,13 @@ def corruptions_command(
             out,
             corruptions=names,
             severities=levels,
-            seed=seed,
-            split=split,
-            native=native,
-            reference_ref=reference_ref,
             modalities=sequences,
             cache=corruption_cache,
             tracking_uri=tracking_uri,
             experiment=experiment,
-            run_name=run_name,
-            workers=workers,
+            **options,  # split, reference_ref, workers, seed, run_name, native: named as there
         )
-    for line in summary_lines(summary, out):
-        click.echo(line)
-    echo_ui(tracking_uri, experiment)
+    echo_summary(summary_lines(summary, out), tracking_uri, experiment)
 
 
 COMMANDS = (corruptions_command,)

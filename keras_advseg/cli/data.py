@@ -9,7 +9,7 @@ import click
 
 from keras_advseg import config as cfg
 from keras_advseg.cli.output import friendly_errors
-from keras_advseg.cli_args import parse_shape, seed_option
+from keras_advseg.cli_args import fraction_option, out_option, parse_shape, seed_option
 from keras_advseg.io import plural
 
 
@@ -52,12 +52,7 @@ def data_synth(out: Path, n: int, voxel_mm: float, seed: int, workers: int, prev
 
 @data.command("prepare")
 @click.argument("root", type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Cache folder for the prepared volumes.",
-)
+@out_option("Cache folder for the prepared volumes.")
 @click.option(
     "--shape",
     type=str,
@@ -76,12 +71,7 @@ def data_synth(out: Path, n: int, voxel_mm: float, seed: int, workers: int, prev
     help="global: per-modality mean/std over the training split (paper); volume: per-volume "
     "z-score.",
 )
-@click.option(
-    "--test-fraction",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=0.2,
-    help="Share of labelled subjects held out for testing.",
-)
+@fraction_option("--test-fraction", "Share of labelled subjects held out for testing.", default=0.2)
 @seed_option("Seed of the train/test split.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Parallel processes.")
 @friendly_errors

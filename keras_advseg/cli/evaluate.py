@@ -10,12 +10,14 @@ import click
 
 from keras_advseg import config as cfg
 from keras_advseg.cli.corruptions import OLD_SPELLING, corruption_options, corruptions_command
-from keras_advseg.cli.output import echo_ui, exit_1_on, friendly_errors
+from keras_advseg.cli.output import echo_summary, exit_1_on, friendly_errors
 from keras_advseg.cli_args import (
-    RegistryChoice,
+    count_option,
     model_and_data,
+    names_option,
     parse_floats,
     renamed_notice,
+    run_name_option,
     seed_option,
     split_option,
     tracking_options,
@@ -26,6 +28,7 @@ _EVAL = cfg.EvalConfig()  # the defaults the options show
 
 ATTACK_OPTIONS = (
     "attacks",
+    "deprecated_attacks",
     "eps",
     "eps_sweep",
     "eps_curve",
@@ -47,16 +50,14 @@ ATTACK_OPTIONS = (
     "with --eps-curve."
 )
 @split_option("Subjects to evaluate.")
-@click.option(
-    "--attack",
-    "attacks",
-    multiple=True,
-    type=RegistryChoice(cfg.ATTACKS),
-    default=_EVAL.attacks,
-    show_default=True,
-    help="Attack (repeatable): targeted-ifgsm is the paper's targeted i-FGSM (every voxel "
+@names_option(
+    "--attacks",
+    cfg.ATTACKS,
+    _EVAL.attacks,
+    "Attacks, comma-separated: targeted-ifgsm is the paper's targeted i-FGSM (every voxel "
     "towards label 1), pgd-dice PGD on soft Dice, worst the per-subject worst case over the "
     "ensemble and FGSM.",
+    old="--attack",
 )
 @click.option(
     "--eps",
@@ -65,12 +66,11 @@ ATTACK_OPTIONS = (
     help="Attack budgets, relative to each input's intensity range (max - min): one value or a "
     "list (0,0.05,0.1).",
 )
-@click.option(
+@count_option(
     "--steps",
-    type=click.IntRange(min=1),
-    default=_EVAL.steps,
+    _EVAL.steps,
+    "Iterations of every iterative attack (i-FGSM, targeted i-FGSM, PGD, APGD, ...).",
     show_default=True,
-    help="Iterations of every iterative attack (i-FGSM, targeted i-FGSM, PGD, APGD, ...).",
 )
 @click.option(
     "--eps-sweep",
@@ -104,23 +104,22 @@ ATTACK_OPTIONS = (
     help="Craft the attacks on this other model (file, run id or runs:/ URI) and apply them "
     "(transfer).",
 )
-@click.option(
+@count_option(
     "--restarts",
-    type=click.IntRange(min=1),
-    default=_EVAL.restarts,
+    _EVAL.restarts,
+    "Random restarts of pgd-dice: per subject the restart with the highest loss is kept.",
     show_default=True,
-    help="Random restarts of pgd-dice: per subject the restart with the highest loss is kept.",
 )
 @click.option(
     "--vafa-setting",
     type=click.Choice(cfg.VAFA_SETTING_NAMES),
     default=_EVAL.vafa_setting,
     show_default=True,
-    help="VAFA's setting (--attack vafa): light (8^3 blocks, q_max 10, --steps steps, Dice) or "
+    help="VAFA's setting (--attacks vafa): light (8^3 blocks, q_max 10, --steps steps, Dice) or "
     "paper (Hanif et al.: 32^3 blocks, q_max 20, 20 steps, Dice minus SSIM).",
 )
 @seed_option("Seed of the attacks' random starts.", _EVAL.seed)
-@click.option("--run-name", help="MLflow run name [eval-ATTACKS].")
+@run_name_option("eval-ATTACKS")
 @click.option(
     "--native",
     is_flag=True,
@@ -163,24 +162,24 @@ def evaluate_command(
 ):
     """Attack MODEL (a .keras file, an MLflow run id or runs:/ URI) and score it per subject.
 
-    MRI artifacts and operator errors are scored by advseg corruptions.
+    Corruptions (simulated MRI artifacts and operator errors) are scored by advseg corruptions.
     """
     from keras_advseg.workflows.evaluate import run_evaluation, summary_lines
 
+    # what the attack evaluation and the old spelling's corruption benchmark both take
+    shared = dict(
+        model_ref=model_ref,
+        data=data,
+        out=out,
+        split=split,
+        run_name=run_name,
+        native=native,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+    )
     given = {name: value for name, value in old_spelling.items() if value is not None}
     if given:
-        _run_old_corruptions_spelling(
-            given,
-            model_ref=model_ref,
-            data=data,
-            out=out,
-            split=split,
-            seed=seed,
-            run_name=run_name,
-            native=native,
-            tracking_uri=tracking_uri,
-            experiment=experiment,
-        )
+        _run_old_corruptions_spelling(given, seed=seed, **shared)
         return
     config = cfg.EvalConfig(
         attacks=tuple(attacks),
@@ -196,21 +195,9 @@ def evaluate_command(
     )
     with exit_1_on(TrackingError, ClusterError):
         summary = run_evaluation(
-            model_ref,
-            data,
-            out,
-            config,
-            split=split,
-            transfer_ref=transfer_ref,
-            tracking_uri=tracking_uri,
-            experiment=experiment,
-            run_name=run_name,
-            native=native,
-            strategy=strategy,
+            config=config, transfer_ref=transfer_ref, strategy=strategy, **shared
         )
-    for line in summary_lines(summary, out):
-        click.echo(line)
-    echo_ui(tracking_uri, experiment)
+    echo_summary(summary_lines(summary, out), tracking_uri, experiment)
 
 
 def _run_old_corruptions_spelling(given: dict, **shared) -> None:
@@ -231,8 +218,8 @@ def _run_old_corruptions_spelling(given: dict, **shared) -> None:
     clash = [name for name in ATTACK_OPTIONS if context.get_parameter_source(name) == source]
     if clash:
         raise click.UsageError(
-            f"--corruptions scores artifacts, not attacks; drop {spelled(clash[0])} "
-            "(advseg corruptions scores artifacts, advseg evaluate attacks)"
+            f"--corruptions scores corruptions, not attacks; drop {spelled(clash[0])} "
+            "(advseg corruptions scores corruptions, advseg evaluate attacks)"
         )
     renamed_notice(OLD_SPELLING, "advseg corruptions")
     context.invoke(corruptions_command, **shared, **given)

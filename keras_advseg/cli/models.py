@@ -7,7 +7,14 @@ from pathlib import Path
 import click
 
 from keras_advseg.cli.output import exit_1_on, friendly_errors
-from keras_advseg.cli_args import LiveChoice, renamed_option, tracking_options
+from keras_advseg.cli_args import (
+    LiveChoice,
+    data_option,
+    fraction_option,
+    out_option,
+    renamed_option,
+    tracking_options,
+)
 from keras_advseg.errors import TrackingError
 
 
@@ -22,12 +29,9 @@ def label_conventions() -> tuple[str, ...]:
 @click.command("predict")
 @click.argument("model_ref", metavar="MODEL")
 @click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Output folder: <id>.nii.gz label maps in each scan's own grid, affine and header "
-    "(and <id>_probabilities.nii.gz with --probabilities).",
+@out_option(
+    "Output folder: <id>.nii.gz label maps in each scan's own grid, affine and header "
+    "(and <id>_probabilities.nii.gz with --probabilities)."
 )
 @click.option(
     "--t1", type=click.Path(dir_okay=False, path_type=Path), help="T1 file (instead of INPUT)."
@@ -64,12 +68,7 @@ def label_conventions() -> tuple[str, ...]:
     help="Segment each cropped scan at its own resolution with overlapping, Gaussian-weighted "
     "tiles of the model's input size [resize it to the input size, as in training].",
 )
-@click.option(
-    "--overlap",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=0.5,
-    help="Sliding-window tile overlap.",
-)
+@fraction_option("--overlap", "Sliding-window tile overlap.", default=0.5)
 @tracking_options()
 @friendly_errors
 def predict_command(
@@ -121,18 +120,8 @@ def predict_command(
 
 @click.command("score")
 @click.argument("pred_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="The dataset with the reference segmentations (any supported layout).",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Output folder: scores.csv and summary.json.",
-)
+@data_option("The dataset with the reference segmentations (any supported layout).")
+@out_option("Output folder: scores.csv and summary.json.")
 @click.option(
     "--labels",
     type=LiveChoice(label_conventions),

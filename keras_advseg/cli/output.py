@@ -61,3 +61,10 @@ def echo_ui(tracking_uri: str, experiment: str) -> None:
             click.echo(line.replace("`", ""))
     except Exception:  # the work is done and written; only the pointer to it is missing
         pass
+
+
+def echo_summary(lines, tracking_uri: str, experiment: str) -> None:
+    """Prints a scored workflow's summary lines, then how to open its runs in the MLflow UI."""
+    for line in lines:
+        click.echo(line)
+    echo_ui(tracking_uri, experiment)

@@ -10,8 +10,11 @@ import click
 from keras_advseg import config as cfg
 from keras_advseg.cli.output import echo_ui, exit_1_on, friendly_errors
 from keras_advseg.cli_args import (
+    data_option,
+    out_option,
     parse_floats,
     parse_seeds,
+    preset_option,
     renamed_option,
     seed_option,
     tracking_options,
@@ -28,12 +31,9 @@ from keras_advseg.errors import TrackingError, TrainingError
     help="Evaluation folder of the undefended model: Table 1's attacks and the reference of the "
     "defense table.",
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Output folder: tables.md, table1_attacks.csv, table_defenses.csv (with EVAL_DIRS), "
-    "compare.json and fig_eps_overlay.png.",
+@out_option(
+    "Output folder: tables.md, table1_attacks.csv, table_defenses.csv (with EVAL_DIRS), "
+    "compare.json and fig_eps_overlay.png."
 )
 @click.option(
     "--eps",
@@ -73,28 +73,20 @@ def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
 
 
 @click.command("reproduce")
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path),
+@data_option(
+    "Dataset in any supported layout; default: the MNI152 phantom, synthesised into OUT/phantom.",
+    required=False,
     default=None,
-    help="Dataset in any supported layout; default: the MNI152 phantom, synthesised into "
-    "OUT/phantom.",
 )
-@click.option(
-    "--preset",
-    type=click.Choice(list(cfg.STUDIES)),
-    default="quick",
-    show_default=True,
-    help="smoke: about 5 minutes (16^3, 2 epochs); quick: `make demo`, 32^3 on a CPU; "
+@preset_option(
+    cfg.STUDIES,
+    "smoke: about 5 minutes (16^3, 2 epochs); quick: `make demo`, 32^3 on a CPU; "
     "paper: 128^3 and the paper's epochs, temperatures and budgets (a GPU job).",
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Study folder: phantom/ (without --data), prepared/, corrupted/ (the corrupted scans), "
+@out_option(
+    "Study folder: phantom/ (without --data), prepared/, corrupted/ (the corrupted scans), "
     "study.json, progress.json, seeds/<seed>/ (models/, evals/, corruptions/, certify/, "
-    "audits/, compare3d/, compare2d/, report.md), report.md (findings per seed and pooled).",
+    "audits/, compare3d/, compare2d/, report.md), report.md (findings per seed and pooled)."
 )
 @click.option(
     "--seeds",

@@ -2,45 +2,40 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from keras_advseg import config as cfg
 from keras_advseg.cli.output import echo_ui, exit_1_on, friendly_errors
-from keras_advseg.cli_args import tracking_options, train_options
+from keras_advseg.cli_args import (
+    data_option,
+    out_option,
+    preset_option,
+    run_name_option,
+    tracking_options,
+    train_options,
+)
 from keras_advseg.errors import ClusterError, TrackingError, TrainingError
 
 
 @click.command("train")
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="A raw dataset folder (any supported layout; prepared into OUT/prepared) or a prepared "
-    "cache.",
+@data_option(
+    "A raw dataset folder (any supported layout; prepared into OUT/prepared) or a prepared cache."
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Output folder: model.keras (the best epoch by validation Dice), last.keras (the last "
+@out_option(
+    "Output folder: model.keras (the best epoch by validation Dice), last.keras (the last "
     "epoch), best.keras (the best epoch so far, updated while training runs; model.keras is "
-    "its copy at the end), checkpoint/ (to resume).",
+    "its copy at the end), checkpoint/ (to resume)."
 )
-@click.option(
-    "--preset",
-    type=click.Choice(list(cfg.PRESETS)),
-    default="quick",
-    show_default=True,
-    help="quick: 32^3, minutes on a CPU; smoke: 16^3, seconds; paper: 128^3 and the paper's "
+@preset_option(
+    cfg.PRESETS,
+    "quick: 32^3, minutes on a CPU; smoke: 16^3, seconds; paper: 128^3 and the paper's "
     "batch/lr/epochs (a GPU job). Options below override the preset.",
 )
 @train_options
 @click.option(
     "--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint."
 )
-@click.option("--run-name", help="MLflow run name [MODEL-DEFENSE].")
+@run_name_option("MODEL-DEFENSE")
 @tracking_options()
 @friendly_errors
 def train_command(data, out, preset, resume, run_name, tracking_uri, experiment, **options):

@@ -2,8 +2,8 @@
 
 Pure NumPy/SciPy functions of a native scan (:func:`corrupt`), registered by name in
 :data:`CORRUPTIONS` with five severities each in physical units (:func:`severity_table`).
-``advseg evaluate --corruptions`` scores a model under them and ``advseg train --defense
-artifacts`` trains with them. The registry is importable without SciPy (the CLI's help reads
+``advseg corruptions`` scores a model under them and ``advseg train --defense corruptions``
+trains with them. The registry is importable without SciPy (the CLI's help reads
 it); the functions are imported on first use.
 """
 

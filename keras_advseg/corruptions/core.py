@@ -4,10 +4,11 @@ A corruption is a pure function of a native scan, deterministic from its seed an
 subject it is drawn for. Each MR sequence is a separate acquisition, so a scanner corruption
 draws its parameters for each sequence on its own; each subject gets its own draw (its key
 enters the random stream); the draws are unit-scaled numbers that the severity's parameters
-then scale, so that the same seed and subject give the same motion, field or spike direction
-at every severity, only larger. As TorchIO's transforms (draw, then apply, with the drawn
-parameters recorded), every corruption records what it drew: :func:`corrupt` returns it
-with ``return_params=True``.
+then scale, so that the same seed and subject give the same field, spike position or dropped
+sequence at every severity, only stronger (motion shares its first movements' directions; its
+number of movements and their times change with the level). As TorchIO's transforms (draw,
+then apply, with the drawn parameters recorded), every corruption records what it drew:
+:func:`corrupt` returns it with ``return_params=True``.
 """
 
 from __future__ import annotations

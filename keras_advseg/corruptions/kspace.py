@@ -44,8 +44,9 @@ def motion(
     Args:
         volume: ``(X, Y, Z)`` intensities of one sequence.
         spacing: Voxel size (mm).
-        rng: The random stream; draws are unit-scaled, so that a larger level moves the same way
-            further, and the first ``movements`` of ten are used.
+        rng: The random stream; draws are unit-scaled and the first ``movements`` of ten are
+            used, so a higher level shares the lower one's first directions, larger, but moves
+            more often and at other times.
         degrees, translation_mm, movements: The level's largest rotation and translation and the
             number of movements (ROOD-MRI: 1-5 degrees, 2-10 mm, 2-10 movements).
         axis: The axis whose k-space lines are split (TorchIO's: the last).

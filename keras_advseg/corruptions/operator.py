@@ -33,7 +33,7 @@ def missing_sequence(
     """
     out = image.copy()
     c = int(rng.choice(channels))
-    start = image.shape[2] - int(math.ceil(fraction * image.shape[2]))
+    start = _first_slice(image, fraction)
     out[:, :, start:, c] = 0
     note(record, sequence=c, first_slice=start)
     return out
@@ -59,7 +59,7 @@ def swapped_sequences(
         raise InputError("swapped-sequences needs at least two sequences in modalities")
     a, b = (int(c) for c in rng.choice(channels, 2, replace=False))
     out = image.copy()
-    start = image.shape[2] - int(math.ceil(fraction * image.shape[2]))
+    start = _first_slice(image, fraction)
     out[:, :, start:, a] = image[:, :, start:, b]
     out[:, :, start:, b] = image[:, :, start:, a]
     note(record, sequences=[a, b], first_slice=start)
@@ -114,3 +114,8 @@ def _euler_angles(matrix: np.ndarray) -> np.ndarray:
     ax = math.atan2(matrix[2, 1], matrix[2, 2])
     az = math.atan2(matrix[1, 0], matrix[0, 0])
     return np.array([ax, ay, az])
+
+
+def _first_slice(image: np.ndarray, fraction: float) -> int:
+    """The first of the top ``fraction`` of ``image``'s axial slices (axis 2)."""
+    return image.shape[2] - int(math.ceil(fraction * image.shape[2]))

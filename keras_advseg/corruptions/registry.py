@@ -14,7 +14,7 @@ from __future__ import annotations
 from keras_advseg.registry import Registry
 
 CORRUPTIONS = Registry("corruption")
-"""Every corruption of ``advseg evaluate --corruptions`` and ``train --defense artifacts``."""
+"""Every corruption of ``advseg corruptions`` and ``train --defense corruptions``."""
 
 _M = "keras_advseg.corruptions."
 
@@ -25,6 +25,13 @@ def _levels(**values) -> dict[str, tuple]:
             raise ValueError(f"{key}: five levels expected")
     return {k: tuple(v) for k, v in values.items()}
 
+
+_TOP_SLICES = {
+    "levels": _levels(fraction=(0.2, 0.4, 0.6, 0.8, 1.0)),
+    "units": {"fraction": "of axial slices"},
+}
+"""The levels of the operator errors that reach the top axial slices: a fifth more each, all of
+them at level 5."""
 
 CORRUPTIONS.register(
     "motion",
@@ -125,8 +132,7 @@ CORRUPTIONS.register(
     description="one sequence incomplete (top axial slices zero); level 5: absent (all zero)",
     kind="operator",
     per_sequence=False,
-    levels=_levels(fraction=(0.2, 0.4, 0.6, 0.8, 1.0)),
-    units={"fraction": "of axial slices"},
+    **_TOP_SLICES,
 )
 CORRUPTIONS.register(
     "swapped-sequences",
@@ -135,8 +141,7 @@ CORRUPTIONS.register(
     description="two sequences exchanged (top axial slices); level 5: the whole swap",
     kind="operator",
     per_sequence=False,
-    levels=_levels(fraction=(0.2, 0.4, 0.6, 0.8, 1.0)),
-    units={"fraction": "of axial slices"},
+    **_TOP_SLICES,
 )
 CORRUPTIONS.register(
     "misregistration",

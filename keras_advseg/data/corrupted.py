@@ -53,8 +53,8 @@ class CorruptedScans:
     Args:
         preprocessing: The model's :class:`~keras_advseg.inference.Preprocessing`.
         seed: Seed of the corruptions' draws. Each subject and corruption gets its own stream
-            from it and the subject's identifier, shared by the severities (a higher severity
-            moves the same way further).
+            from it and the subject's identifier, shared by the severities (unit-scaled draws
+            that each level scales; motion also moves more often at higher levels).
         modalities: The sequences the corruptions may touch (None: all).
         cache: A folder to keep prepared scans in (created; it must be empty or one of ours),
             or None to keep nothing.
@@ -84,7 +84,7 @@ class CorruptedScans:
             DataError: unreadable scan, or an empty brain mask after the corruption.
         """
         from keras_advseg.corruptions import corrupt
-        from keras_advseg.data.preprocess import crop_and_resize
+        from keras_advseg.data.preprocess import crop_and_resize_as
 
         name = "none" if severity == 0 else corruption
         path = None
@@ -109,12 +109,9 @@ class CorruptedScans:
                 return_params=True,
             )
         )
-        resized, mask, box = crop_and_resize(
+        resized, mask, box = crop_and_resize_as(
             corrupted,
-            self.preprocessing.shape,
-            n4=self.preprocessing.n4,
-            n4_shrink=self.preprocessing.n4_shrink,
-            margin=self.preprocessing.margin,
+            self.preprocessing,
             name=f"{subject.images[0].parent}: subject {subject.subject_id} under {name} "
             f"severity {severity}",
         )
@@ -257,12 +254,13 @@ def _write(path: Path, scan: PreparedScan) -> None:
 
 
 @dataclass(frozen=True)
-class ArtifactAugmentation:
-    """Random corruptions at random severities for training (``advseg train --defense artifacts``).
+class CorruptionAugmentation:
+    """Random corruptions at random severities for training (``advseg train --defense
+    corruptions``).
 
     Applied to a prepared volume (cropped and resized, before standardisation), not to the
     native scan: preparing a native scan again for every training step (N4 takes seconds per
-    sequence) would make an epoch many times slower, while the artifacts are defined in physical
+    sequence) would make an epoch many times slower, while the corruptions are defined in physical
     units and carry over to the prepared grid given its voxel size (``spacing``). What the
     model meets at test time is the native route (:class:`CorruptedScans`).
 

@@ -106,7 +106,7 @@ def volume_dataset(
     seed: int = 0,
     ids: list[str] | None = None,
     soft_labels: str | None = None,
-    artifacts=None,
+    corruptions=None,
 ) -> tf.data.Dataset:
     """Batches of whole volumes: ``(B, X, Y, Z, 4)`` images and one-hot labels.
 
@@ -121,7 +121,7 @@ def volume_dataset(
         ids: Explicit subject ids.
         soft_labels: Folder of ``<id>.npy`` soft targets (distillation) used
             instead of the one-hot labels.
-        artifacts: An :class:`~keras_advseg.data.corrupted.ArtifactAugmentation`: corrupt
+        corruptions: An :class:`~keras_advseg.data.corrupted.CorruptionAugmentation`: corrupt
             volumes before standardising them, drawn from ``seed``.
 
     Returns:
@@ -138,7 +138,7 @@ def volume_dataset(
         seed=seed,
         ids=ids,
         soft_labels=soft_labels,
-        artifacts=artifacts,
+        corruptions=corruptions,
     )
     _check_batch(batch_size)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -155,7 +155,7 @@ def slice_dataset(
     shuffle_buffer: int = 512,
     ids: list[str] | None = None,
     soft_labels: str | None = None,
-    artifacts=None,
+    corruptions=None,
 ) -> tf.data.Dataset:
     """Batches of axial slices ``(B, X, Y, 4)`` for the 2-D UNet (paper: batch 64).
 
@@ -171,7 +171,7 @@ def slice_dataset(
         shuffle_buffer: Slices in the shuffle buffer.
         ids: Explicit subject ids.
         soft_labels: Folder of ``<id>.npy`` soft targets used instead of one-hot labels.
-        artifacts: Corrupt volumes before slicing them (see :func:`volume_dataset`).
+        corruptions: Corrupt volumes before slicing them (see :func:`volume_dataset`).
 
     Returns:
         A prefetched ``tf.data.Dataset`` of ``(image_slice, one_hot_slice)``.
@@ -185,7 +185,7 @@ def slice_dataset(
         seed=seed,
         ids=ids,
         soft_labels=soft_labels,
-        artifacts=artifacts,
+        corruptions=corruptions,
     )
     _check_batch(batch_size)
     ds = ds.map(
@@ -206,7 +206,7 @@ def _order_defaults(split, ids, shuffle, augment_data) -> tuple[bool, bool]:
 
 
 def _volumes(
-    prepared, split, *, shuffle, augment_data, seed, ids, soft_labels=None, artifacts=None
+    prepared, split, *, shuffle, augment_data, seed, ids, soft_labels=None, corruptions=None
 ) -> tf.data.Dataset:
     shuffle, augment_data = _order_defaults(split, ids, shuffle, augment_data)
     ids = list(ids) if ids is not None else prepared.ids(split)
@@ -216,10 +216,10 @@ def _volumes(
 
     def load(subject_id, draw=0):
         subject_id = subject_id.decode()
-        if artifacts is None:
+        if corruptions is None:
             image, labels = prepared.load(subject_id)
         else:
-            image, labels = prepared.load(subject_id, transform=lambda v: artifacts(v, draw))
+            image, labels = prepared.load(subject_id, transform=lambda v: corruptions(v, draw))
         if soft_labels is not None:
             return image, _read_soft_labels(Path(soft_labels) / f"{subject_id}.npy", shape)
         if labels is None:
@@ -240,7 +240,7 @@ def _volumes(
     ds = tf.data.Dataset.from_tensor_slices(ids)
     if shuffle:
         ds = ds.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
-    if artifacts is None:
+    if corruptions is None:
         ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:  # each volume's corruption drawn from its own seed, differently each epoch
         draws = tf.data.Dataset.random(seed=seed + 7, rerandomize_each_iteration=True)

@@ -30,7 +30,7 @@ from keras_advseg.data.errors import DataError
 from keras_advseg.data.layouts import discover_subjects
 from keras_advseg.data.parallel import progress_map
 from keras_advseg.data.preprocess import (
-    crop_and_resize,
+    crop_and_resize_as,
     masked_moments,
     moments_to_mean_std,
     resize,
@@ -422,12 +422,9 @@ class _PrepareJob:
 
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
         image, labels = subject.load()
-        resized, mask, box = crop_and_resize(
+        resized, mask, box = crop_and_resize_as(
             image,
-            self.config.shape,
-            n4=self.config.n4,
-            n4_shrink=self.config.n4_shrink,
-            margin=self.config.margin,
+            self.config,
             name=f"{subject.images[0].parent}: subject {subject.subject_id}",
         )
         arrays = {"image": resized, "mask": mask.astype(np.uint8)}

@@ -176,6 +176,29 @@ def crop_and_resize(
     return resized, resize(mask[box].astype(np.uint8), shape, order=0).astype(bool), box
 
 
+def crop_and_resize_as(image: np.ndarray, settings, *, name: str, resize: bool = True):
+    """:func:`crop_and_resize` at the ``shape``, ``n4``, ``n4_shrink`` and ``margin`` of
+    ``settings``: a :class:`~keras_advseg.data.prepare.PrepareConfig`, or the
+    :class:`~keras_advseg.inference.Preprocessing` a model stores.
+
+    Args:
+        image, name: As :func:`crop_and_resize`.
+        settings: The preprocessing.
+        resize: Resize to ``settings.shape`` (False: keep the cropped volume's own shape).
+
+    Returns:
+        ``(image, mask, box)``, as :func:`crop_and_resize`.
+    """
+    return crop_and_resize(
+        image,
+        settings.shape if resize else None,
+        n4=settings.n4,
+        n4_shrink=settings.n4_shrink,
+        margin=settings.margin,
+        name=name,
+    )
+
+
 def standardize(
     image: np.ndarray, mask: np.ndarray, mean: np.ndarray | None, std: np.ndarray | None
 ) -> np.ndarray:

@@ -53,13 +53,28 @@ class SegmentationTrainer(keras_private.LocalReplicaBuild, keras.Model):
             optimizer=optimizer, loss=loss or SoftDiceLoss(temperature=self.temperature), **kwargs
         )
 
+    def _forward_loss(self, x, y, sample_weight=None):
+        """The training-mode forward pass on ``x`` and its compiled loss: ``(y_pred, loss)``."""
+        y_pred = self(x, training=True)
+        loss = self.compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+        )
+        return y_pred, loss
+
+    def input_gradient(self, x, y):
+        """``grad_x L(x, y)`` of the soft Dice loss at the current weights (inference mode,
+        outside the weight tape): the direction the adversarial defenses step in."""
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(
+                soft_dice_loss(y, self(x, training=False), temperature=self.temperature)
+            )
+        return tf.stop_gradient(tape.gradient(loss, x))
+
     def _update(self, x, y, sample_weight=None):
         """One optimiser step on ``(x, y)``; returns the predictions and the loss."""
         with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
-            loss = self.compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-            )
+            y_pred, loss = self._forward_loss(x, y, sample_weight)
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
@@ -137,13 +152,7 @@ class AdversarialTrainer(SegmentationTrainer):
 
     def adversarial_examples(self, x, y):
         """``x + eps * range(x) * sign(grad_x L(x, y))`` at the current weights (eq. 9)."""
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(
-                soft_dice_loss(y, self(x, training=False), temperature=self.temperature)
-            )
-        grad = tf.stop_gradient(tape.gradient(loss, x))
-        return tf.stop_gradient(fgsm_step(x, grad, eps=self.eps))
+        return tf.stop_gradient(fgsm_step(x, self.input_gradient(x, y), eps=self.eps))
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -158,18 +167,12 @@ class AdversarialTrainer(SegmentationTrainer):
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y_pred = self(x, training=True)
-            clean = self.compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-            )
+            y_pred, clean = self._forward_loss(x, y, sample_weight)
             scaled_clean = self.optimizer.scale_loss(clean)
         grad_x, *clean_grads = tape.gradient(scaled_clean, [x] + variables)
         x_adv = tf.stop_gradient(fgsm_step(x, grad_x, eps=self.eps))
         with tf.GradientTape() as tape:
-            y_adv = self(x_adv, training=True)
-            adversarial = self.compute_loss(
-                x=x_adv, y=y, y_pred=y_adv, sample_weight=sample_weight, training=True
-            )
+            _, adversarial = self._forward_loss(x_adv, y, sample_weight)
             scaled_adversarial = self.optimizer.scale_loss(adversarial)
         adversarial_grads = tape.gradient(scaled_adversarial, variables)
         grads = [_weighted(self.beta, c, a) for c, a in zip(clean_grads, adversarial_grads)]
@@ -181,8 +184,29 @@ class AdversarialTrainer(SegmentationTrainer):
         return {**super().get_config(), "eps": self.eps, "beta": self.beta, "mode": self.mode}
 
 
+class _NoiseAugmentation(SegmentationTrainer):
+    """A trainer whose inputs get seeded noise of a non-negative size, the argument ``size_name``
+    (``radius`` or ``sigma``), stored and configured under that name."""
+
+    def __init__(self, network, size_name: str, size: float, seed: int, temperature, **kwargs):
+        super().__init__(network, temperature=temperature, **kwargs)
+        if size < 0:
+            raise ValueError(f"{size_name} must be >= 0. Received: {size_name}={size}")
+        self._size_name = size_name
+        setattr(self, size_name, float(size))
+        self.seed = int(seed)
+        self.noise_generator = keras.random.SeedGenerator(seed)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            self._size_name: getattr(self, self._size_name),
+            "seed": self.seed,
+        }
+
+
 @keras.saving.register_keras_serializable(package="keras_advseg")
-class NoiseTrainer(SegmentationTrainer):
+class NoiseTrainer(_NoiseAugmentation):
     """Noise augmentation, the paper's comparison: uniform noise in the L-inf ball.
 
     Per batch, "first trained with the perturbed images and then with the
@@ -196,11 +220,7 @@ class NoiseTrainer(SegmentationTrainer):
     """
 
     def __init__(self, network, radius: float = 0.01, seed: int = 0, temperature=1.0, **kwargs):
-        super().__init__(network, temperature=temperature, **kwargs)
-        if radius < 0:
-            raise ValueError(f"radius must be >= 0. Received: radius={radius}")
-        self.radius, self.seed = float(radius), int(seed)
-        self.noise_generator = keras.random.SeedGenerator(seed)
+        super().__init__(network, "radius", radius, seed, temperature, **kwargs)
 
     def noisy(self, x):
         """``x`` plus uniform noise of relative radius ``radius``."""
@@ -213,12 +233,9 @@ class NoiseTrainer(SegmentationTrainer):
         y_pred, loss = self._update(x, y, sample_weight)
         return self._report(loss, x, y, y_pred, sample_weight)
 
-    def get_config(self):
-        return {**super().get_config(), "radius": self.radius, "seed": self.seed}
-
 
 @keras.saving.register_keras_serializable(package="keras_advseg")
-class GaussianNoiseTrainer(SegmentationTrainer):
+class GaussianNoiseTrainer(_NoiseAugmentation):
     """Gaussian noise augmentation (Cohen et al. 2019): the training that makes randomized
     smoothing certify (:mod:`keras_advseg.certification`).
 
@@ -235,11 +252,7 @@ class GaussianNoiseTrainer(SegmentationTrainer):
     """
 
     def __init__(self, network, sigma: float = 0.5, seed: int = 0, temperature=1.0, **kwargs):
-        super().__init__(network, temperature=temperature, **kwargs)
-        if sigma < 0:
-            raise ValueError(f"sigma must be >= 0. Received: sigma={sigma}")
-        self.sigma, self.seed = float(sigma), int(seed)
-        self.noise_generator = keras.random.SeedGenerator(seed)
+        super().__init__(network, "sigma", sigma, seed, temperature, **kwargs)
 
     def noisy(self, x):
         """``x`` plus Gaussian noise of standard deviation ``sigma`` (input units)."""
@@ -251,9 +264,6 @@ class GaussianNoiseTrainer(SegmentationTrainer):
         noisy = self.noisy(x)
         y_pred, loss = self._update(noisy, y, sample_weight)
         return self._report(loss, noisy, y, y_pred, sample_weight)
-
-    def get_config(self):
-        return {**super().get_config(), "sigma": self.sigma, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="keras_advseg")
@@ -315,15 +325,6 @@ class PGDTrainer(SegmentationTrainer):
 
         return tf.map_fn(one, x)
 
-    def input_gradient(self, x_k, y):
-        """``grad_x L(x_k, y)`` of the soft Dice loss at the current weights."""
-        with tf.GradientTape() as tape:
-            tape.watch(x_k)
-            loss = tf.reduce_sum(
-                soft_dice_loss(y, self(x_k, training=False), temperature=self.temperature)
-            )
-        return tf.stop_gradient(tape.gradient(loss, x_k))
-
     def adversarial_examples(self, x, y, start=None):
         """K projected signed-gradient steps on the soft Dice loss from ``start`` (default: a
         random start)."""
@@ -348,15 +349,9 @@ class PGDTrainer(SegmentationTrainer):
         """One update on ``beta * L(x) + (1 - beta) * L(x_adv)`` (the clean pass skipped at 0)."""
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
-            y_adv = self(x_adv, training=True)
-            adversarial = self.compute_loss(
-                x=x_adv, y=y, y_pred=y_adv, sample_weight=sample_weight, training=True
-            )
+            y_adv, adversarial = self._forward_loss(x_adv, y, sample_weight)
             if beta > 0:
-                y_pred = self(x, training=True)
-                clean = self.compute_loss(
-                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-                )
+                y_pred, clean = self._forward_loss(x, y, sample_weight)
                 loss = beta * clean + (1.0 - beta) * adversarial
             else:
                 y_pred, loss = y_adv, adversarial
@@ -443,10 +438,7 @@ class TradesTrainer(PGDTrainer):
         x_adv = self.adversarial_examples(x, y)
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
-            natural = self.compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-            )
+            y_pred, natural = self._forward_loss(x, y, sample_weight)
             p_clean = tf.nn.softmax(y_pred / self.temperature)
             robust = tf.reduce_mean(voxel_kl(p_clean, self(x_adv, training=True), self.temperature))
             # compute_loss divides by the replicas (the global batch's mean); so must this term

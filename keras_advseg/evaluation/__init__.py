@@ -7,18 +7,22 @@ start TensorFlow.
 
 from __future__ import annotations
 
-from keras_advseg._lazy import lazy_exports
+from keras_advseg._lazy import by_module, lazy_exports
 
-_EXPORTS = {
-    "EvalConfig": "keras_advseg.config",
-    "evaluate": "robustness",
-    "EvalResults": "results",
-    "Evaluation": "results",
-    "Summary": "results",
-    "load_results": "results",
-    "metric_names": "results",
-    "summarize": "results",
-}
+_EXPORTS = by_module(
+    {
+        "keras_advseg.config": ("EvalConfig",),
+        "robustness": ("evaluate",),
+        "results": (
+            "EvalResults",
+            "Evaluation",
+            "Summary",
+            "load_results",
+            "metric_names",
+            "summarize",
+        ),
+    }
+)
 
 __all__ = sorted(_EXPORTS)
 

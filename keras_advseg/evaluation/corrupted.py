@@ -1,4 +1,5 @@
-"""Segmentation under MRI artifacts and operator errors: per-subject Dice, ROOD-MRI's scores, tests.
+"""Segmentation under corruptions (simulated MRI artifacts and operator errors): per-subject
+Dice, ROOD-MRI's scores, tests.
 
 Every model is scored on the same corrupted scans (:class:`~keras_advseg.data.corrupted.
 CorruptedScans`): the native scan corrupted, then the model's own preprocessing. The scores

@@ -59,7 +59,7 @@ def state_config(state: dict, path: str | Path) -> TrainConfig:
         FileFormatError: the stored configuration is not a valid one.
     """
     try:
-        return TrainConfig(**state["config"])
+        return TrainConfig.from_stored(state["config"])
     except (TypeError, ValueError) as exc:
         raise FileFormatError(
             f"{checkpoint_dir(path) / STATE_FILE}: invalid stored configuration ({exc})"

@@ -385,41 +385,30 @@ def _stream(config: TrainConfig, prepared, train_ids, soft_labels, start: int, r
             f"batch_size {config.batch_size} is smaller than the {replicas} replicas; "
             "each replica needs at least one sample per step"
         )
-    artifacts = None
-    if config.corruption_rate > 0:
-        from keras_advseg.data.corrupted import ArtifactAugmentation, prepared_spacing
+    corruptions = None
+    if config.corrupted_share > 0:
+        from keras_advseg.data.corrupted import CorruptionAugmentation, prepared_spacing
 
-        artifacts = ArtifactAugmentation(
-            tuple(config.artifacts.split(",")), config.corruption_rate, prepared_spacing(prepared)
+        corruptions = CorruptionAugmentation(
+            tuple(config.corruptions.split(",")), config.corrupted_share, prepared_spacing(prepared)
         )
     if config.model == "unet3d":
-        steps = math.ceil(len(train_ids) / config.batch_size)
+        dataset, samples = volume_dataset, len(train_ids)
+    else:  # the 2-D UNet trains on every axial slice
+        dataset, samples = slice_dataset, len(train_ids) * prepared.shape[2]
+    steps = math.ceil(samples / config.batch_size)
 
-        def make(seed):
-            return volume_dataset(
-                prepared,
-                ids=train_ids,
-                batch_size=config.batch_size,
-                shuffle=True,
-                seed=seed,
-                augment_data=config.augment,
-                soft_labels=soft_labels,
-                artifacts=artifacts,
-            )
-    else:
-        steps = math.ceil(len(train_ids) * prepared.shape[2] / config.batch_size)
-
-        def make(seed):
-            return slice_dataset(
-                prepared,
-                ids=train_ids,
-                batch_size=config.batch_size,
-                shuffle=True,
-                seed=seed,
-                augment_data=config.augment,
-                soft_labels=soft_labels,
-                artifacts=artifacts,
-            )
+    def make(seed):
+        return dataset(
+            prepared,
+            ids=train_ids,
+            batch_size=config.batch_size,
+            shuffle=True,
+            seed=seed,
+            augment_data=config.augment,
+            soft_labels=soft_labels,
+            corruptions=corruptions,
+        )
 
     stream = None
     for epoch in range(start, config.epochs):

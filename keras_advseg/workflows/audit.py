@@ -107,7 +107,8 @@ def audit_markdown(document: dict) -> str:
         )
     lines.append(
         "\nA WARN means the robustness measured by the white-box attacks may be gradient "
-        'masking: see README, "Auditing for gradient masking".\n'
+        "masking: see the documentation's page Evaluation and audit (docs/evaluation.md), "
+        'section "Auditing for gradient masking".\n'
     )
     return "\n".join(lines)
 

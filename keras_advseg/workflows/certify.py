@@ -52,7 +52,7 @@ def run_certification(
     from keras_advseg.certification.subjects import ROW_FIELDS, certify_subjects, metric_names
     from keras_advseg.evaluation import figures
     from keras_advseg.workflows.evaluate import evaluated_ids, model_name, open_model_and_data
-    from keras_advseg.workflows.frame import ready, scored_run
+    from keras_advseg.workflows.frame import ready, scored_run, summary_head
 
     if config is not None and settings:
         raise TypeError(f"pass config or its fields, not both. Received: {sorted(settings)}")
@@ -98,10 +98,7 @@ def run_certification(
                 on_volume=bar.update,
             )
         summary = {
-            "model": str(model_ref),
-            "source_run_id": source,
-            "evaluation_run_id": run.run_id,
-            "split": split,
+            **summary_head(model_ref, source, run, split),
             "data_hash": prepared.data_hash,
             "n_subjects": len(ids),
             "settings": result.settings(),

@@ -86,7 +86,7 @@ def run_corruption_evaluation(
         open_model_and_data,
         raw_subjects,
     )
-    from keras_advseg.workflows.frame import ready, scored_run
+    from keras_advseg.workflows.frame import ready, scored_run, summary_head
 
     out = ready(out, tracking_uri)
     model, reference, prepared, source, parent = open_model_and_data(
@@ -145,10 +145,7 @@ def run_corruption_evaluation(
         tests = corruption_tests(rows)
         means = mean_dice(rows)
         summary = {
-            "model": str(model_ref),
-            "source_run_id": source,
-            "evaluation_run_id": run.run_id,
-            "split": split,
+            **summary_head(model_ref, source, run, split),
             "data_hash": prepared.data_hash,
             "data": str(prepared.source) if prepared.source else None,
             "n_subjects": len(ids),

@@ -15,7 +15,7 @@ from keras_advseg.evaluation import figures, metric_names, summarize
 from keras_advseg.evaluation.results import Evaluation, Summary, eps_key
 from keras_advseg.export import load_model
 from keras_advseg.io import write_json_atomic, write_text_atomic
-from keras_advseg.workflows.frame import lineage, ready, scored_run
+from keras_advseg.workflows.frame import lineage, ready, scored_run, summary_head
 
 
 def run_evaluation(
@@ -97,10 +97,7 @@ def run_evaluation(
         )
         summary = summarize(result)
         meta = {
-            "model": str(model_ref),
-            "source_run_id": source,
-            "evaluation_run_id": run.run_id,
-            "split": split,
+            **summary_head(model_ref, source, run, split),
             "config": {**config.__dict__},
             "data_hash": prepared.data_hash,
             "lesion_wise": lesion_wise_settings(prepared),

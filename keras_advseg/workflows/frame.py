@@ -35,7 +35,15 @@ from keras_advseg.io import (
     write_text_atomic,
 )
 
-__all__ = ["Lineage", "ScoredRun", "lineage", "ready", "scored_run", "source_run_id"]
+__all__ = [
+    "Lineage",
+    "ScoredRun",
+    "lineage",
+    "ready",
+    "scored_run",
+    "source_run_id",
+    "summary_head",
+]
 
 
 def ready(out, tracking_uri: str) -> Path:
@@ -151,6 +159,17 @@ def scored_run(
         yield scored
         for path in scored.written:
             mlflow.log_artifact(str(path))
+
+
+def summary_head(model_ref, source: str | None, run: ScoredRun, split: str) -> dict:
+    """The keys an evaluation's summary starts with, in this order: the model, the training run
+    it came from (or None), this run and the split scored."""
+    return {
+        "model": str(model_ref),
+        "source_run_id": source,
+        "evaluation_run_id": run.run_id,
+        "split": split,
+    }
 
 
 class Lineage(NamedTuple):

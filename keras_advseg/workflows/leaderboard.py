@@ -19,9 +19,9 @@ import numpy as np
 from keras_advseg.errors import InputError
 from keras_advseg.io import ensure_writable_folder, rows_to_csv, write_text_atomic
 from keras_advseg.workflows.card import table
-from keras_advseg.workflows.card.axes.artifacts import corrupted_dice, levels, rood_scores
 from keras_advseg.workflows.card.axes.clean import card_flags
 from keras_advseg.workflows.card.axes.common import mean_of_regions
+from keras_advseg.workflows.card.axes.corruptions import corrupted_dice, levels, rood_scores
 from keras_advseg.workflows.card.axes.vafa import vafa_setting
 
 __all__ = [
@@ -43,7 +43,7 @@ UNREACHABLE = "†"
 
 def axis_values(card: dict) -> dict[str, float | None]:
     """Each column's mean over WT, TC and ET (the worst case at its first eps, the certificate
-    at its middle sigma, the artifacts as :func:`corrupted_dice`).
+    at its middle sigma, the corruptions as :func:`corrupted_dice`).
 
     Args:
         card: A card read by :func:`keras_advseg.workflows.card.read_card`.
@@ -63,7 +63,7 @@ def rank(values: dict[str, dict[str, float | None]], flagged=frozenset()) -> dic
     Models in ``flagged`` (cards whose model does not segment a region:
     :func:`~keras_advseg.workflows.card.card_flags`) rank after every other model on every
     column: their robustness numbers measure nothing, and an untrained network would otherwise
-    lead the columns that measure what an attack or an artifact takes.
+    lead the columns that measure what an attack or a corruption takes.
     """
     return {
         column.name: sorted(
@@ -173,7 +173,7 @@ def run_leaderboard(card_dirs: list, out) -> dict:
     ranks = rank(values, flagged)
     out = ensure_writable_folder(out)
     fields = (
-        ["model", "budget", "audit", "flags", "vafa_setting"]
+        ["model", "plan", "audit", "flags", "vafa_setting"]
         + [f for c in table.columns() for f in _column_fields(c.name)]
         + ["severities", "rood_overall", "rood_degradation"]
     )
@@ -189,7 +189,7 @@ def _column_fields(name: str) -> tuple[str, ...]:
 
 def _row(name: str, card: dict, values: dict, tests: dict) -> dict:
     """One card's row of ``leaderboard.csv``."""
-    row = {"model": name, "budget": card["budget"]["name"], "audit": card["audit"]["verdict"]}
+    row = {"model": name, "plan": card["plan"]["name"], "audit": card["audit"]["verdict"]}
     row["flags"] = flag_text(card)
     row["vafa_setting"] = vafa_setting(card)
     for column in table.columns():
@@ -231,7 +231,7 @@ def _markdown(rows, ranks, names) -> str:
     if warned:
         lines += [
             "**Not ranked** (the model does not segment a region on clean scans: clean Dice "
-            "below the card's minimum, so an attack or an artifact has nothing to take there "
+            "below the card's minimum, so an attack or a corruption has nothing to take there "
             "and its robustness numbers measure nothing):\n",
             *[f"- {r['model']}: {r['flags']}" for r in warned],
             "",
@@ -340,13 +340,13 @@ def _table(rows, ranks, names, rood: bool) -> list[str]:
         ["ROOD-MRI overall", "ROOD-MRI degradation"] if rood else []
     )
     lines = [
-        "| model | budget | " + " | ".join(labels) + " | audit |",
+        "| model | plan | " + " | ".join(labels) + " | audit |",
         "|---|---|" + "---|" * len(labels) + "---|",
     ]
     for row in rows:
         cells = [cell(row, c.name) for c in columns] + (rood_cells(row) if rood else [])
         lines.append(
-            f"| {row['model']} | {row['budget']} | " + " | ".join(cells) + f" | {row['audit']} |"
+            f"| {row['model']} | {row['plan']} | " + " | ".join(cells) + f" | {row['audit']} |"
         )
     return lines
 

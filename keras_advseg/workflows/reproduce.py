@@ -343,19 +343,19 @@ class _SeedRun:
         return self.scored(planned, run_audit, config=config, reference_ref=reference)
 
     def card(self, planned):
-        from keras_advseg.workflows.card import study_budget, write_study_card
+        from keras_advseg.workflows.card import study_plan, write_study_card
 
         spec = planned.spec
         folders = {
             "adversarial": self.evaluation(spec),
-            "artifacts": self.scored_dir("corruptions", spec),
+            "corruptions": self.scored_dir("corruptions", spec),
             "certified": self.scored_dir("certify", spec),
             "audit": self.scored_dir("audit", spec),
         }
         return write_study_card, dict(
             out=self.out / "cards" / spec.name,
             folders=folders,
-            plan=study_budget(self.study, self.preset),
+            plan=study_plan(self.study, self.preset),
             model_path=self.model_dirs[spec.name] / "model.keras",
             reference_ref=self.reference(spec),
             seed=self.seed,

@@ -98,7 +98,7 @@ def carded(study: Study) -> tuple[ModelSpec, ...]:
 
 
 def has_cards(study: Study) -> bool:
-    """Whether the study measures every axis of a card (artifacts and certificates too)."""
+    """Whether the study measures every axis of a card (corruptions and certificates too)."""
     return bool(study.corruptions and study.certify_sigmas and carded(study))
 
 

@@ -7,7 +7,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from support import assert_help_files_written, fails_cleanly, read_rows
+from support import assert_help_files_written, fails_cleanly, read_rows, scoring_args
 
 from keras_advseg.certification import SIGMA_UNIT, certified_dice, certify, region_certified_dice
 from keras_advseg.data.prepare import load_prepared
@@ -26,13 +26,11 @@ def test_certify_writes_rows_that_equal_the_library_and_tracks_them(
     out = tmp_path / "cert"
     result = CliRunner().invoke(
         main,
-        [
-            "certify",
-            str(path),
-            "--data",
-            str(prepared_dir),
-            "--out",
-            str(out),
+        scoring_args(
+            path,
+            prepared_dir,
+            out,
+            uri,
             "--sigma",
             "0.05,0.25",
             "--n",
@@ -43,9 +41,8 @@ def test_certify_writes_rows_that_equal_the_library_and_tracks_them(
             "1",
             "--seed",
             "4",
-            "--tracking-uri",
-            uri,
-        ],
+            command="certify",
+        ),
     )
     assert result.exit_code == 0, result.output
     assert "sigma 0.05: certified Dice WT" in result.output and "covers l-inf" in result.output

@@ -105,24 +105,20 @@ def test_a_spike_adds_one_k_space_peak_and_its_mirror():
 
 def test_motion_without_movement_is_the_identity():
     volume = head(4)[..., 2].astype(np.float64)
-    out = motion(
-        volume,
-        spacing=(1, 1, 2),
-        rng=np.random.default_rng(0),
-        degrees=0,
-        translation_mm=0,
-        movements=6,
-    )
-    np.testing.assert_allclose(out, volume, atol=1e-9)
-    moved = motion(
-        volume,
-        spacing=(1, 1, 2),
-        rng=np.random.default_rng(0),
-        degrees=3,
-        translation_mm=6,
-        movements=6,
-    )
-    assert distance(moved, volume) > 1
+
+    def moved(degrees, translation_mm):
+        rng = np.random.default_rng(0)
+        return motion(
+            volume,
+            spacing=(1, 1, 2),
+            rng=rng,
+            degrees=degrees,
+            translation_mm=translation_mm,
+            movements=6,
+        )
+
+    np.testing.assert_allclose(moved(0, 0), volume, atol=1e-9)
+    assert distance(moved(3, 6), volume) > 1
 
 
 def test_a_bias_field_is_the_exponential_of_its_polynomial():

@@ -12,11 +12,11 @@ from keras_advseg.attacks.core import mean_region_dice
 from keras_advseg.attacks.ensemble import worst_case
 from keras_advseg.config import AUDIT_ITEMS, AuditConfig
 from keras_advseg.evaluation.audit import audit, logit_scale_temperature, overall
-from keras_advseg.workflows.card import BUDGETS
+from keras_advseg.workflows.card import CARD_PLANS
 
-# what `advseg card --budget quick` audits: two attacks of 5 steps (doubled twice), three curve
+# what `advseg card --plan quick` audits: two attacks of 5 steps (doubled twice), three curve
 # budgets, two restarts, 20 queries; the test's network has one test subject
-QUICK = BUDGETS["quick"].audit_config(seed=0)
+QUICK = CARD_PLANS["quick"].audit_config(seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def mean_dice(model, samples, x=None):
     return float(mean_region_dice(y, model(x0 if x is None else x)).numpy()[0])
 
 
-def test_an_ordinary_model_passes_at_the_quick_budget(fitted_unet, samples):
+def test_an_ordinary_model_passes_at_the_quick_plan(fitted_unet, samples):
     items = audit(fitted_unet, samples, QUICK)
     assert [i.number for i in items] == sorted(AUDIT_ITEMS)
     verdicts = {i.number: i.verdict for i in items}

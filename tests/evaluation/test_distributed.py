@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from support import read_rows
+from support import read_rows, run_workers
 
 from keras_advseg.evaluation.distributed import merge
 from keras_advseg.evaluation.results import Evaluation
@@ -61,34 +60,12 @@ def test_merge_orders_rows_by_subject():
 
 
 def test_multiworker_evaluation_on_two_processes(models, prepared_dir, tmp_path):
-    from training.test_distribute import free_ports
-
     from keras_advseg.cli import main
 
     common = ["evaluate", str(models / "a.keras"), "--data", str(prepared_dir)]
-    common += ["--attack", "fgsm", "--attack", "pgd", "--steps", "2", "--split", "all"]
-    ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    processes = []
-    for index in range(2):
-        env = dict(
-            os.environ,
-            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-        )
-        args = common + ["--out", str(tmp_path / "multi"), "--strategy", "multiworker"]
-        args += ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "keras_advseg.cli", *args],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = [p.communicate(timeout=600)[0] for p in processes]
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
+    common += ["--attacks", "fgsm,pgd", "--steps", "2", "--split", "all"]
+    args = common + ["--out", str(tmp_path / "multi"), "--strategy", "multiworker"]
+    outputs = run_workers(args + ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
     assert "worker-1: evaluated its share" in outputs[1]
     assert not (tmp_path / "multi" / "workers" / "worker-1" / "per_subject.csv").exists()
 

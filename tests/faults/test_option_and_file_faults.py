@@ -12,7 +12,7 @@ import keras
 import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
-from support import fails_cleanly, snapshot
+from support import fails_cleanly, scoring_args, snapshot, train_args
 
 from keras_advseg.cli import main
 
@@ -20,18 +20,7 @@ from keras_advseg.cli import main
 @pytest.mark.parametrize("eps", ["1e6", "nan", "inf", "-0.1", "0.05,x"])
 def test_budgets_must_be_finite_fractions(models, prepared_dir, tmp_path, uri, eps):
     fails_cleanly(
-        [
-            "evaluate",
-            models / "a.keras",
-            "--data",
-            prepared_dir,
-            "--out",
-            tmp_path / "e",
-            "--eps",
-            eps,
-            "--tracking-uri",
-            uri,
-        ],
+        scoring_args(models / "a.keras", prepared_dir, tmp_path / "e", uri, "--eps", eps),
         contains=["--eps: expected numbers in [0, 1]"],
     )
     assert not (tmp_path / "e").exists()
@@ -42,37 +31,16 @@ def test_budgets_must_be_finite_fractions(models, prepared_dir, tmp_path, uri, e
 )
 def test_training_options_must_be_finite(prepared_dir, tmp_path, uri, option, value):
     fails_cleanly(
-        [
-            "train",
-            "--data",
-            prepared_dir,
-            "--out",
-            tmp_path / "t",
-            "--preset",
-            "smoke",
-            option,
-            value,
-            "--tracking-uri",
-            uri,
-        ],
+        train_args(prepared_dir, tmp_path / "t", uri, option, value),
         contains=["must be a finite number"],
     )
 
 
 def test_a_huge_sweep_is_refused(models, prepared_dir, tmp_path, uri):
     fails_cleanly(
-        [
-            "evaluate",
-            models / "a.keras",
-            "--data",
-            prepared_dir,
-            "--out",
-            tmp_path / "e",
-            "--eps-sweep",
-            "0:1:1e-9",
-            "--tracking-uri",
-            uri,
-        ],
+        scoring_args(
+            models / "a.keras", prepared_dir, tmp_path / "e", uri, "--eps-sweep", "0:1:1e-9"
+        ),
         contains=["--eps-sweep", "at most 1000"],
     )
 
@@ -93,18 +61,7 @@ def test_unwritable_output_is_found_before_any_attack(
     monkeypatch.setattr(tempfile, "TemporaryFile", denied)
     monkeypatch.setattr(workflow, "evaluate_distributed", never)
     out = tmp_path / "e"
-    line = fails_cleanly(
-        [
-            "evaluate",
-            models / "a.keras",
-            "--data",
-            prepared_dir,
-            "--out",
-            out,
-            "--tracking-uri",
-            uri,
-        ]
-    )
+    line = fails_cleanly(scoring_args(models / "a.keras", prepared_dir, out, uri))
     assert line == f"Error: {out}: Permission denied"
 
 
@@ -112,17 +69,7 @@ def test_output_under_a_file(models, prepared_dir, tmp_path, uri):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     fails_cleanly(
-        [
-            "evaluate",
-            models / "a.keras",
-            "--data",
-            prepared_dir,
-            "--out",
-            blocker / "e",
-            "--tracking-uri",
-            uri,
-        ],
-        contains=[blocker],
+        scoring_args(models / "a.keras", prepared_dir, blocker / "e", uri), contains=[blocker]
     )
     assert blocker.read_text() == "x"
 
@@ -146,17 +93,7 @@ def test_read_only_store_is_caught_before_work(prepared_dir, tmp_path, monkeypat
         lambda path, mode: False if str(path) == str(store) else real_access(path, mode),
     )
     fails_cleanly(
-        [
-            "train",
-            "--data",
-            prepared_dir,
-            "--out",
-            tmp_path / "t",
-            "--preset",
-            "smoke",
-            "--tracking-uri",
-            f"sqlite:///{store}",
-        ],
+        train_args(prepared_dir, tmp_path / "t", f"sqlite:///{store}"),
         exit_code=1,
         contains=[store, "not a writable file"],
     )
@@ -170,23 +107,12 @@ def test_model_and_data_that_disagree(prepared_dir, tmp_path, uri):
     bigger = tmp_path / "big.keras"
     unet3d((32, 32, 32, 4), base_filters=2, depth=3).save(bigger)
     fails_cleanly(
-        [
-            "evaluate",
-            bigger,
-            "--data",
-            prepared_dir,
-            "--out",
-            tmp_path / "e",
-            "--tracking-uri",
-            uri,
-        ],
+        scoring_args(bigger, prepared_dir, tmp_path / "e", uri),
         contains=[bigger, prepared_dir, "expects volumes of (32, 32, 32)"],
     )
     three = tmp_path / "three.keras"
     unet3d((16, 16, 16, 3), base_filters=2, depth=3, n_classes=2).save(three)
-    line = fails_cleanly(
-        ["evaluate", three, "--data", prepared_dir, "--out", tmp_path / "e", "--tracking-uri", uri]
-    )
+    line = fails_cleanly(scoring_args(three, prepared_dir, tmp_path / "e", uri))
     assert "takes 3 channels" in line and "predicts 2 classes" in line
 
 
@@ -212,16 +138,7 @@ def test_corrupt_files_read_back(prepared_dir, models, tmp_path, uri):
         contains=[evaluation / "per_subject.csv", "malformed"],
     )
     fails_cleanly(
-        [
-            "evaluate",
-            tmp_path / "nothing.keras",
-            "--data",
-            prepared_dir,
-            "--out",
-            tmp_path / "e",
-            "--tracking-uri",
-            uri,
-        ],
+        scoring_args(tmp_path / "nothing.keras", prepared_dir, tmp_path / "e", uri),
         contains=["nothing.keras"],
     )
 

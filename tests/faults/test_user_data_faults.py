@@ -81,7 +81,7 @@ def test_a_leftover_tf_config_does_not_silence_a_single_process(
     )
     out = tmp_path / "e"
     args = ["evaluate", str(models / "a.keras"), "--data", str(prepared_dir), "--out", str(out)]
-    args += ["--attack", "fgsm", "--strategy", "default", "--tracking-uri", uri]
+    args += ["--attacks", "fgsm", "--strategy", "default", "--tracking-uri", uri]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "the chief writes the rows" not in result.output
@@ -207,7 +207,7 @@ def test_a_tracking_server_that_starts_failing_gives_one_line_in_bounded_time(
         start = time.monotonic()
         fails_cleanly(
             ["evaluate", models / "a.keras", "--data", prepared_dir, "--out", tmp_path / "e"]
-            + ["--attack", "fgsm", "--tracking-uri", uri],
+            + ["--attacks", "fgsm", "--tracking-uri", uri],
             exit_code=1,
             contains=[uri, "failed"],
         )
@@ -269,7 +269,7 @@ def test_a_worker_whose_chief_never_answers_says_so_and_exits_1(
     monkeypatch.setenv("ADVSEG_CHIEF_WAIT_S", "2")
     fails_cleanly(
         ["evaluate", models / "a.keras", "--data", prepared_dir, "--out", tmp_path / "e"]
-        + ["--attack", "fgsm", "--strategy", "multiworker", "--tracking-uri", uri],
+        + ["--attacks", "fgsm", "--strategy", "multiworker", "--tracking-uri", uri],
         exit_code=1,
         contains=["worker-1", f"127.0.0.1:{port}", "did not answer in 2 s"],
     )

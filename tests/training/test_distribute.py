@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from support import run_workers
 
 pytestmark = pytest.mark.slow
 
@@ -46,54 +45,24 @@ def test_mirrored_step_equals_single_device_with_same_global_batch():
             assert row["max_difference"] < 1e-6, name
 
 
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_multiworker_training_on_two_local_processes(prepared_dir, tmp_path):
-    ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    processes = []
-    for index in range(2):
-        env = dict(
-            os.environ,
-            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-        )
-        processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "keras_advseg.cli",
-                    "train",
-                    "--data",
-                    str(prepared_dir),
-                    "--out",
-                    str(tmp_path / "out"),
-                    "--preset",
-                    "smoke",
-                    "--epochs",
-                    "1",
-                    "--strategy",
-                    "multiworker",
-                    "--tracking-uri",
-                    f"sqlite:///{tmp_path}/mlflow.db",
-                ],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = [p.communicate(timeout=600)[0] for p in processes]
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
+    run_workers(
+        [
+            "train",
+            "--data",
+            prepared_dir,
+            "--out",
+            tmp_path / "out",
+            "--preset",
+            "smoke",
+            "--epochs",
+            "1",
+            "--strategy",
+            "multiworker",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/mlflow.db",
+        ]
+    )
     assert (tmp_path / "out" / "model.keras").is_file()  # the chief's
     assert (tmp_path / "out" / "workers" / "worker-1" / "model.keras").is_file()  # kept apart
     state = json.loads((tmp_path / "out" / "checkpoint" / "state.json").read_text())

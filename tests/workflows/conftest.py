@@ -15,14 +15,8 @@ def evaluated(models, prepared_dir, tmp_path_factory):
         prepared_dir,
         root / "a",
         uri,
-        "--attack",
-        "fgsm",
-        "--attack",
-        "ifgsm",
-        "--attack",
-        "targeted-ifgsm",
-        "--attack",
-        "pgd-dice",
+        "--attacks",
+        "fgsm,ifgsm,targeted-ifgsm,pgd-dice",
         "--eps",
         "0.05,0.1",
         "--steps",
@@ -32,6 +26,6 @@ def evaluated(models, prepared_dir, tmp_path_factory):
         "--iterations-sweep",
     )
     run_evaluate(
-        models / "b.keras", prepared_dir, root / "b", uri, "--attack", "fgsm", "--eps", "0.05,0.1"
+        models / "b.keras", prepared_dir, root / "b", uri, "--attacks", "fgsm", "--eps", "0.05,0.1"
     )
     return root, uri

@@ -9,7 +9,7 @@ from support import assert_help_files_written, fails_cleanly
 
 from keras_advseg.cli import main
 
-SMALL = ["--subjects", "1", "--steps", "1", "--attack", "pgd-dice", "--attack", "segpgd"]
+SMALL = ["--subjects", "1", "--steps", "1", "--attacks", "pgd-dice,segpgd"]
 SMALL += ["--curve", "0.05,0.5", "--restarts", "2", "--queries", "3", "--relative-tolerance", "0.2"]
 
 

@@ -1,4 +1,4 @@
-"""`advseg card` and `advseg leaderboard` end to end, at a budget shrunk to the test's size."""
+"""`advseg card` and `advseg leaderboard` end to end, at a plan shrunk to the test's size."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from support import assert_help_files_written, fails_cleanly
+from support import assert_help_files_written, fails_cleanly, scoring_args
 
 from keras_advseg.cli import main
 from keras_advseg.data.prepare import load_prepared
@@ -24,7 +24,7 @@ from keras_advseg.workflows import card as card_module
 from keras_advseg.workflows.card import table
 from keras_advseg.workflows.card.axes.common import evaluation_rows, region_means, triple
 
-TINY = card_module.CardBudget(
+TINY = card_module.CardPlan(
     "quick", 1, (0.05,), 1, ("pgd-dice",), ("missing-sequence",), (5,), (0.25,), 60, 5, 1
 )
 
@@ -37,7 +37,7 @@ def carded(fitted_unet, prepared_dir, tmp_path_factory):
     )
     uri = f"sqlite:///{root}/mlflow.db"
     patch = pytest.MonkeyPatch()
-    patch.setitem(card_module.BUDGETS, "quick", TINY)
+    patch.setitem(card_module.CARD_PLANS, "quick", TINY)
     args = [
         "card",
         str(path),
@@ -63,9 +63,7 @@ def test_the_card_has_every_section_and_the_numbers_of_its_commands(carded, prep
     card = card_module.read_card(out)
     for section in card_module.SECTIONS:
         assert section in card
-    assert card["budget"]["name"] == "quick" and card["claims"]["certified"].startswith(
-        "Guarantees"
-    )
+    assert card["plan"]["name"] == "quick" and card["claims"]["certified"].startswith("Guarantees")
     evaluation = json.loads((out / "adversarial" / "summary.json").read_text())
     assert card["clean"]["dice"]["wt"] == pytest.approx(evaluation["clean"]["dice_wt"]["mean"])
     for region in ("wt", "tc", "et"):  # BraTS 2023's lesion-wise scores of the clean row
@@ -90,26 +88,23 @@ def test_the_card_has_every_section_and_the_numbers_of_its_commands(carded, prep
     # the certificate equals `advseg certify` run alone with the same settings and seed
     alone = CliRunner().invoke(
         main,
-        [
-            "certify",
-            str(path),
-            "--data",
-            str(prepared_dir),
-            "--out",
-            str(root / "alone"),
+        scoring_args(
+            path,
+            prepared_dir,
+            root / "alone",
+            uri,
             "--sigma",
-            "0.25",
+            ",".join(f"{s:g}" for s in TINY.sigmas),
             "--n",
-            "60",
+            TINY.n,
             "--n0",
-            "5",
+            TINY.n0,
             "--subjects",
-            "1",
+            TINY.subjects,
             "--seed",
             "0",
-            "--tracking-uri",
-            uri,
-        ],
+            command="certify",
+        ),
     )
     assert alone.exit_code == 0, alone.output
     separate = json.loads((root / "alone" / "certify_summary.json").read_text())["sigmas"]["0.25"]
@@ -154,8 +149,8 @@ def test_the_html_page_is_self_contained_and_a_second_run_reuses_every_axis(card
     assert all(s.startswith("data:image/png;base64,") for s in parser.sources)
     assert "http://" not in page and "https://" not in page
     card = json.loads((root / "card" / "card.json").read_text())
-    assert card["reused"] == ["adversarial", "artifacts", "audit", "certified"]
-    assert "reused: adversarial, artifacts, audit, certified" in second.output
+    assert card["reused"] == ["adversarial", "audit", "certified", "corruptions"]
+    assert "reused: adversarial, audit, certified, corruptions" in second.output
 
 
 def test_a_tampered_card_and_a_model_without_preprocessing_are_refused(carded, tmp_path, models):
@@ -182,14 +177,14 @@ def test_a_tampered_card_and_a_model_without_preprocessing_are_refused(carded, t
     assert "\n" not in str(info.value)
     # an axis's file without what the axis reads is refused naming its folder and the axis
     shutil.copytree(root / "card", tmp_path / "malformed")
-    summary = json.loads((old / "artifacts" / "corruption_summary.json").read_text())
+    summary = json.loads((old / "corruptions" / "corruption_summary.json").read_text())
     del summary["scores"]
-    (tmp_path / "malformed" / "artifacts" / "corruption_summary.json").write_text(
+    (tmp_path / "malformed" / "corruptions" / "corruption_summary.json").write_text(
         json.dumps(summary)
     )
-    with pytest.raises(FileFormatError, match="malformed for the card's artifacts axis") as info:
+    with pytest.raises(FileFormatError, match="malformed for the card's corruptions axis") as info:
         card_module.build_card(tmp_path / "malformed", TINY, "m", None, 0)
-    assert str(tmp_path / "malformed" / "artifacts") in str(info.value)
+    assert str(tmp_path / "malformed" / "corruptions") in str(info.value)
     base = [
         "card",
         models / "a.keras",
@@ -240,7 +235,7 @@ def test_another_out_reuses_every_axis_from_the_tracking_store(carded, prepared_
         json.dumps({"epoch": 1, "config": {}, "run_id": unknown})
     )
     patch = pytest.MonkeyPatch()
-    patch.setitem(card_module.BUDGETS, "quick", TINY)
+    patch.setitem(card_module.CARD_PLANS, "quick", TINY)
     try:
         card = card_module.run_card(
             str(elsewhere / "model.keras"),
@@ -252,9 +247,9 @@ def test_another_out_reuses_every_axis_from_the_tracking_store(carded, prepared_
         )
     finally:
         patch.undo()
-    assert card["reused"] == ["adversarial", "artifacts", "audit", "certified"]
+    assert card["reused"] == ["adversarial", "audit", "certified", "corruptions"]
     first = card_module.read_card(root / "card")
-    for section in ("clean", "adversarial", "artifacts", "certified", "audit"):
+    for section in ("clean", "adversarial", "corruptions", "certified", "audit"):
         assert card[section] == first[section]
     assert (tmp_path / "card" / "adversarial" / "per_subject.csv").read_bytes() == (
         root / "card" / "adversarial" / "per_subject.csv"
@@ -284,7 +279,7 @@ def test_a_model_that_segments_nothing_is_flagged_first():
 def test_the_min_eps_median_counts_the_subjects_that_never_broke():
     # 2 of 12 broke by 0.1: the median lies above the grid, not at the two that broke
     assert card_module.censored_median([0.05, 0.1] + [None] * 10) is None
-    # 7 of 12 broke: the 6th smallest breaking budget is the Kaplan-Meier median
+    # 7 of 12 broke: the 6th smallest breaking eps is the Kaplan-Meier median
     values = [0.0125, 0.025, 0.025, 0.05, 0.05, 0.1, 0.1] + [None] * 5
     assert card_module.censored_median(values) == 0.1
     assert card_module.censored_median([0.2, 0.05, 0.1]) == 0.1

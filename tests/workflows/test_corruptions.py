@@ -84,7 +84,7 @@ def test_rows_scores_tests_and_figures_are_written(corrupted):
     assert all(float(t["p_bonferroni"]) >= float(t["p"]) for t in tests)
     for figure in ("fig_corruption_severity.png", "fig_corruption_grid.png"):
         assert (out / figure).stat().st_size > 10_000
-    # the headline under artifacts is the mean Dice of the corrupted scans (each subject's Dice
+    # the headline under corruptions is the mean Dice of the corrupted scans (each subject's Dice
     # averaged over its corrupted scans, then over subjects); ROOD-MRI's scores, defined over
     # severities 1-5, are not printed for severities 1 and 5
     per_subject = {}
@@ -197,8 +197,8 @@ def test_refusals_are_one_line(corrupted, tmp_path):
     ]
     # the spelling of the last release: evaluate --corruptions, without attack options
     fails_cleanly(
-        ["evaluate", *options, "--corruptions", "motion", "--attack", "fgsm"],
-        contains=("--corruptions scores artifacts, not attacks; drop --attack",),
+        ["evaluate", *options, "--corruptions", "motion", "--attacks", "fgsm"],
+        contains=("--corruptions scores corruptions, not attacks; drop --attacks",),
     )
     fails_cleanly(
         ["evaluate", *options, "--reference", path], contains=("--reference needs --corruptions",)
@@ -206,7 +206,7 @@ def test_refusals_are_one_line(corrupted, tmp_path):
     base = ["corruptions", *options]
     fails_cleanly(
         [*base, "--corruptions", "motion", "--severities", "7"],
-        contains=("severities must be 1-5",),
+        contains=("--severities: expected distinct integers in [1, 5]",),
     )
     fails_cleanly([*base, "--corruptions", "motoin"], contains=("corruption must be one of",))
     fails_cleanly(

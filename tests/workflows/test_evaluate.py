@@ -93,7 +93,7 @@ def test_transfer_attack_and_2d_model(models, prepared_dir, tmp_path):
         prepared_dir,
         tmp_path / "c",
         uri,
-        "--attack",
+        "--attacks",
         "fgsm",
         "--transfer-from",
         models / "a.keras",
@@ -101,7 +101,7 @@ def test_transfer_attack_and_2d_model(models, prepared_dir, tmp_path):
     rows = read_rows(tmp_path / "c" / "per_subject.csv")
     assert {r["attack"] for r in rows} == {"none", "fgsm"}
     # the perturbation is the source model's: same input quality as attacking the source itself
-    run_evaluate(models / "a.keras", prepared_dir, tmp_path / "a", uri, "--attack", "fgsm")
+    run_evaluate(models / "a.keras", prepared_dir, tmp_path / "a", uri, "--attacks", "fgsm")
     source = read_rows(tmp_path / "a" / "per_subject.csv")
     psnr = lambda table: sorted(float(r["psnr"]) for r in table if r["attack"] == "fgsm")
     np.testing.assert_allclose(psnr(rows), psnr(source), rtol=1e-6)

@@ -24,7 +24,7 @@ def write_card(folder: Path, dice: dict, severities=(3,), certified=None, overal
     the regions offset by 0, -0.01, -0.02); ``certified[subject]``: certified Dice."""
     folder.mkdir(parents=True)
     (folder / "adversarial").mkdir()
-    (folder / "artifacts").mkdir()
+    (folder / "corruptions").mkdir()
     (folder / "certified").mkdir()
     region = "dice_wt,dice_tc,dice_et"
     lines = [f"subject,attack,eps,{region}"]
@@ -44,7 +44,7 @@ def write_card(folder: Path, dice: dict, severities=(3,), certified=None, overal
             [(c, k) for c in ("motion", "blur") for k in severities], values
         ):
             lines.append(f"{s},{corruption},{severity},{v},{v - 0.01},{v - 0.02}")
-    (folder / "artifacts" / "corruptions.csv").write_text("\n".join(lines) + "\n")
+    (folder / "corruptions" / "corruptions.csv").write_text("\n".join(lines) + "\n")
     certified = certified if certified is not None else dice["clean"]
     lines = ["subject,sigma,certified_dice_wt,certified_dice_tc,certified_dice_et"]
     lines += [f"{s},0.25,{v},{v},{v}" for s, v in certified.items()]
@@ -56,7 +56,7 @@ def write_card(folder: Path, dice: dict, severities=(3,), certified=None, overal
     card = {
         "schema": CARD_SCHEMA,
         "version": CARD_VERSION,
-        "budget": {"name": "quick", "eps": [0.05]},
+        "plan": {"name": "quick", "eps": [0.05]},
         "clean": {"dice": means(dice["clean"])},
         "adversarial": {
             "fgsm": {},
@@ -64,7 +64,7 @@ def write_card(folder: Path, dice: dict, severities=(3,), certified=None, overal
             "vafa": {"dice": means(dice["vafa"])},
             "min_eps": {},
         },
-        "artifacts": {
+        "corruptions": {
             "corruptions": ["motion", "blur"],
             "severities": list(severities),
             "overall": {r: overall for r in REGIONS},
@@ -91,7 +91,7 @@ def read_board(out: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def test_the_artifacts_column_is_the_mean_dice_of_the_corrupted_scans_it_tests(tmp_path):
+def test_the_corruptions_column_is_the_mean_dice_of_the_corrupted_scans_it_tests(tmp_path):
     rng = np.random.default_rng(0)
     subjects = [f"s{i}" for i in range(12)]
     dice = {name: fabricated(rng, subjects) for name in ("a", "b")}
@@ -106,12 +106,12 @@ def test_the_artifacts_column_is_the_mean_dice_of_the_corrupted_scans_it_tests(t
             for s, scans in dice[name]["corrupted"].items()
         }
         row = next(r for r in rows if r["model"] == name)
-        assert float(row["artifacts"]) == pytest.approx(np.mean(list(per_subject[name].values())))
+        assert float(row["corruptions"]) == pytest.approx(np.mean(list(per_subject[name].values())))
     p = stats.wilcoxon(
         [per_subject["b"][s] for s in subjects], [per_subject["a"][s] for s in subjects]
     ).pvalue
-    assert float(rows[1]["artifacts_p"]) == pytest.approx(p)  # one comparison in the column
-    assert rows[1]["artifacts_m"] == "1" and rows[1]["artifacts_n"] == "12"
+    assert float(rows[1]["corruptions_p"]) == pytest.approx(p)  # one comparison in the column
+    assert rows[1]["corruptions_m"] == "1" and rows[1]["corruptions_n"] == "12"
     board = (tmp_path / "board" / "leaderboard.md").read_text()
     assert "mean Dice of the corrupted scans" in board and "ROOD-MRI overall |" not in board
     assert "ROOD-MRI's overall and degradation scores are not shown" in board
@@ -167,7 +167,7 @@ def test_each_column_is_one_family_and_a_cell_says_when_it_cannot_reach_signific
     assert rows["e"]["certified_n"] == "5" and rows["e"]["certified_reachable"] == "False"
     board = (tmp_path / "board" / "leaderboard.md").read_text()
     lines = {line.split(" |")[0][2:]: line for line in board.splitlines() if line.startswith("| ")}
-    certified_cell = 2 + 4  # model, budget, then clean, worst, VAFA, artifacts, certified
+    certified_cell = 2 + 4  # model, plan, then clean, worst, VAFA, corruptions, certified
     assert "*" in lines["gaussian"].split(" | ")[certified_cell]
     assert "†" in lines["e"].split(" | ")[certified_cell]
     assert "e (n = 5: smallest p 0.062 x 4 = 0.25)" in board
@@ -243,6 +243,40 @@ def test_a_card_of_the_previous_version_is_refused_in_one_line(tmp_path):
     with pytest.raises(FileFormatError, match="version 1, written by another keras-advseg") as info:
         run_leaderboard([tmp_path / "a", tmp_path / "b"], tmp_path / "board")
     assert "\n" not in str(info.value)
+
+
+def test_a_card_of_version_2_is_read_under_the_new_names(tmp_path):
+    """Version 2 named the plan ``budget`` and the corruptions ``artifacts`` (key, claim and
+    folder); its numbers mean what version 3's do, so it is read with its keys renamed and
+    ranks exactly as the same card written today."""
+    import shutil
+
+    from keras_advseg.workflows.card import read_card
+
+    rng = np.random.default_rng(5)
+    subjects = [f"s{i}" for i in range(6)]
+    for name in ("a", "b"):
+        write_card(tmp_path / "now" / name, fabricated(rng, subjects))
+    shutil.copytree(tmp_path / "now", tmp_path / "then")
+    old = tmp_path / "then" / "b"
+    card = json.loads((old / "card.json").read_text())
+    card["version"] = 2
+    card["budget"] = card.pop("plan")
+    card["artifacts"] = card.pop("corruptions")
+    card["claims"] = {"artifacts": "Measured, not bounded"}
+    card["reused"] = ["adversarial", "artifacts", "audit", "certified"]
+    (old / "card.json").write_text(json.dumps(card))
+    (old / "corruptions").rename(old / "artifacts")
+    read = read_card(old)
+    assert read["version"] == CARD_VERSION == 3 and read["upgraded_from"] == 2
+    assert read["plan"] == {"name": "quick", "eps": [0.05]} and "budget" not in read
+    assert read["corruptions"]["severities"] == [3] and "artifacts" not in read
+    assert read["claims"] == {"corruptions": "Measured, not bounded"}
+    assert read["reused"] == ["adversarial", "audit", "certified", "corruptions"]
+    for when in ("now", "then"):
+        run_leaderboard([tmp_path / when / "a", tmp_path / when / "b"], tmp_path / when / "board")
+    assert read_board(tmp_path / "then" / "board") == read_board(tmp_path / "now" / "board")
+    assert float(read_board(tmp_path / "then" / "board")[1]["corruptions"]) > 0
 
 
 def test_vafa_of_another_setting_is_named_and_not_tested_against_the_first(tmp_path):

@@ -335,7 +335,7 @@ def test_adding_seeds_reuses_finished_ones_and_seeds_every_step(tmp_path, brats2
 
     def write_study_card(out, folders, plan, model_path, **kwargs):
         calls.append(("card", Path(out), kwargs["seed"], kwargs["reference_ref"], plan.name))
-        assert set(folders) == {"adversarial", "artifacts", "certified", "audit"}
+        assert set(folders) == {"adversarial", "corruptions", "certified", "audit"}
 
     def run_leaderboard(card_dirs, out):
         calls.append(("leaderboard", Path(out), None, None, [Path(d).name for d in card_dirs]))

@@ -66,22 +66,22 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path):
     )  # the paper's values beside ours
     assert "## How each model was trained" in report
     # every 3-D model scored under the preset's corruptions, on one shared set of scans
-    assert "## Under MRI artifacts and operator errors (3-D models)" in report
+    assert "## Under corruptions: MRI artifacts and operator errors (3-D models)" in report
     carded = [spec for spec in smoke.models3d if not spec.control]
     for spec in carded:
-        assert f"| {spec.name} |" in report.split("## Under MRI artifacts")[1]
+        assert f"| {spec.name} |" in report.split("## Under corruptions")[1]
         assert (study / "corruptions" / spec.name / "corruptions.csv").is_file()
     for spec in carded:  # certified at the preset's sigma, a column of the table
         assert (study / "certify" / spec.name / "certified.csv").is_file()
     assert not (study / "certify" / "unet3d-none-control").exists()
-    assert "| artifacts | certified |" in report
+    assert "| corruptions | certified |" in report
     # a robustness card of every 3-D model but the control, from the study's own files, and
     # the report opens with their leaderboard
     from keras_advseg.workflows.card import read_card
 
     for spec in carded:
         card = read_card(study / "cards" / spec.name)
-        assert card["budget"]["name"] == "study-smoke" and card["reused"]
+        assert card["plan"]["name"] == "study-smoke" and card["reused"]
         evaluation = json.loads((study / "evals" / spec.name / "summary.json").read_text())
         assert card["clean"]["dice"]["wt"] == evaluation["clean"]["dice_wt"]["mean"]
         assert card["clean"]["native_hd95_mm"]["wt"] is not None

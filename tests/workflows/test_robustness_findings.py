@@ -13,8 +13,8 @@ from keras_advseg.evaluation.results import EvalResults
 from keras_advseg.workflows.report import (
     CERTIFIED,
     CORRUPTED,
-    artifact_findings,
     certified_findings,
+    corruption_findings,
     study_loader,
 )
 
@@ -52,16 +52,16 @@ def test_finding_h_compares_certified_dice_of_the_gaussian_model_with_no_defense
     assert passed is None and "not measured" in evidence
 
 
-def test_finding_g_holds_unless_a_defense_loses_dice_under_artifacts():
+def test_finding_g_holds_unless_a_defense_loses_dice_under_corruptions():
     baseline = result("unet3d-none", (CORRUPTED, 0.0), 0.5)
     names = [s.name for s in QUICK.defenses3d if s.defense in ("adversarial", "fast")]
     assert names == ["unet3d-adversarial-eps0.05", "unet3d-fast-eps0.05"]
     same = {n: result(n, (CORRUPTED, 0.0), 0.5, seed=2) for n in names}
-    checked = artifact_findings(same.__getitem__, QUICK, baseline)
+    checked = corruption_findings(same.__getitem__, QUICK, baseline)
     assert [c[0] for c in checked] == [f"(g) {n}" for n in names]
     assert all(passed for _, passed, _ in checked)
     losing = dict(same, **{names[0]: result(names[0], (CORRUPTED, 0.0), 0.2, seed=3)})
-    verdicts = {c: p for c, p, _ in artifact_findings(losing.__getitem__, QUICK, baseline)}
+    verdicts = {c: p for c, p, _ in corruption_findings(losing.__getitem__, QUICK, baseline)}
     assert verdicts == {f"(g) {names[0]}": False, f"(g) {names[1]}": True}
 
 
@@ -131,7 +131,7 @@ def test_finding_g_is_a_non_inferiority_test_that_a_true_drop_of_005_rarely_pass
                 lower = lower or (np.mean(x) < np.mean(y) and p <= 0.05)
             old_reading += not lower
             draws += 1
-        for _, verdict, _ in artifact_findings(models.__getitem__, QUICK, baseline):
+        for _, verdict, _ in corruption_findings(models.__getitem__, QUICK, baseline):
             passed += verdict
     assert old_reading / draws > 0.5  # the simulation is one the old reading gets wrong
     assert passed / draws <= 0.05
@@ -151,7 +151,7 @@ def test_finding_g_reports_each_shift_with_its_interval_and_the_one_sided_p():
         )
         for n, shift in shifts.items()
     }
-    checked = artifact_findings(models.__getitem__, QUICK, baseline)
+    checked = corruption_findings(models.__getitem__, QUICK, baseline)
     assert [passed for _, passed, _ in checked] == [True, False]
     claim, _, evidence = checked[0]
     mine = models[names[0]].series(CORRUPTED, 0.0, "dice_wt")

@@ -226,6 +226,25 @@ def test_training_against_a_real_mlflow_server(prepared_dir, tmp_path):
         server.wait(timeout=30)
 
 
+def train_student(prepared_dir, out, uri, teacher, *extra):
+    """``advseg train --defense distillation --teacher TEACHER --epochs 1 EXTRA...`` in-process."""
+    return CliRunner().invoke(
+        main,
+        train_args(
+            prepared_dir,
+            out,
+            uri,
+            "--defense",
+            "distillation",
+            "--teacher",
+            teacher,
+            "--epochs",
+            1,
+            *extra,
+        ),
+    )
+
+
 def test_distillation_with_a_teacher_from_an_mlflow_run(trained_run, prepared_dir, tmp_path):
     _, uri, _ = trained_run
     client = MlflowClient(tracking_uri=uri)
@@ -233,40 +252,14 @@ def test_distillation_with_a_teacher_from_an_mlflow_run(trained_run, prepared_di
         [client.get_experiment_by_name("tests").experiment_id],
         filter_string="tags.defense = 'adversarial'",
     )[0]
-    result = CliRunner().invoke(
-        main,
-        train_args(
-            prepared_dir,
-            tmp_path / "student",
-            uri,
-            "--defense",
-            "distillation",
-            "--teacher",
-            teacher_run.info.run_id,
-            "--temperature",
-            20,
-            "--epochs",
-            1,
-        ),
+    result = train_student(
+        prepared_dir, tmp_path / "student", uri, teacher_run.info.run_id, "--temperature", 20
     )
     assert result.exit_code == 0, result.output
     soft = sorted((tmp_path / "student" / "soft_labels").glob("*.npy"))
     assert soft and np.allclose(np.load(soft[0]).sum(axis=-1), 1.0, atol=1e-5)
     assert not (tmp_path / "student" / "teacher.keras").exists()  # the given teacher was used
-    result = CliRunner().invoke(
-        main,
-        train_args(
-            prepared_dir,
-            tmp_path / "s2",
-            uri,
-            "--defense",
-            "distillation",
-            "--teacher",
-            "0" * 32,
-            "--epochs",
-            1,
-        ),
-    )
+    result = train_student(prepared_dir, tmp_path / "s2", uri, "0" * 32)
     assert result.exit_code == 2 and "cannot fetch the model" in result.output
 
 
@@ -328,25 +321,17 @@ def test_warm_start_from_a_model_and_distillation_from_a_temperature_1_teacher(
         TrainConfig(init="teacher")
 
     # End to end: the student's soft labels are the T=1 teacher's own softmax, and it starts from the teacher.
-    result = CliRunner().invoke(
-        main,
-        train_args(
-            prepared_dir,
-            tmp_path / "student",
-            uri,
-            "--defense",
-            "distillation",
-            "--teacher",
-            out / "model.keras",
-            "--teacher-temperature",
-            1,
-            "--temperature",
-            20,
-            "--init",
-            "teacher",
-            "--epochs",
-            1,
-        ),
+    result = train_student(
+        prepared_dir,
+        tmp_path / "student",
+        uri,
+        out / "model.keras",
+        "--teacher-temperature",
+        1,
+        "--temperature",
+        20,
+        "--init",
+        "teacher",
     )
     assert result.exit_code == 0, result.output
     first = sorted((tmp_path / "student" / "soft_labels").glob("*.npy"))[0]

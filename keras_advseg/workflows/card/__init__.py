@@ -1,7 +1,7 @@
 """One robustness card per model (``advseg card``): clean, attacked, corrupted, certified, audited.
 
 Each axis of the card is one entry of :data:`~keras_advseg.workflows.card.table.AXES`, which
-names the command whose folder it reads (``adversarial/``, ``artifacts/``, ``certified/``,
+names the command whose folder it reads (``adversarial/``, ``corruptions/``, ``certified/``,
 ``audit/`` under ``OUT``), so every number on the card is the number that command writes; a
 command's folder already there with the same settings, or logged by a card run in the tracking
 store with them, is reused. ``advseg reproduce`` builds its cards from the study's own folders
@@ -19,13 +19,13 @@ pages and metrics), :mod:`.publish` (writing and logging), :mod:`.run` (``advseg
 from __future__ import annotations
 
 from keras_advseg.workflows.card import table
-from keras_advseg.workflows.card.axes.artifacts import all_rood_levels
 from keras_advseg.workflows.card.axes.audit import audit_found_lower
 from keras_advseg.workflows.card.axes.clean import card_flags
-from keras_advseg.workflows.card.axes.min_eps import censored_median, min_eps
+from keras_advseg.workflows.card.axes.corruptions import all_rood_levels
+from keras_advseg.workflows.card.axes.min_eps import censored_median, min_eps_summary
 from keras_advseg.workflows.card.axes.vafa import input_grid, vafa_label
 from keras_advseg.workflows.card.build import build_card, data_description
-from keras_advseg.workflows.card.plans import BUDGETS, CardBudget, claims
+from keras_advseg.workflows.card.plans import CARD_PLANS, CardPlan, claims
 from keras_advseg.workflows.card.publish import publish_card
 from keras_advseg.workflows.card.render import (
     FIGURES,
@@ -38,7 +38,7 @@ from keras_advseg.workflows.card.render import (
 )
 from keras_advseg.workflows.card.run import run_card
 from keras_advseg.workflows.card.schema import CARD_SCHEMA, CARD_VERSION, read_card, validate_card
-from keras_advseg.workflows.card.study import study_budget, write_study_card
+from keras_advseg.workflows.card.study import study_plan, write_study_card
 
 SECTIONS = table.sections()
 """The card's sections, in order (from the table of axes)."""
@@ -52,12 +52,12 @@ AXIS_VERSIONS = {run.name: run.version for run in table.RUNS}
 __all__ = [
     "AXIS_FOLDERS",
     "AXIS_VERSIONS",
-    "BUDGETS",
+    "CARD_PLANS",
     "CARD_SCHEMA",
     "CARD_VERSION",
     "FIGURES",
     "SECTIONS",
-    "CardBudget",
+    "CardPlan",
     "all_rood_levels",
     "audit_found_lower",
     "build_card",
@@ -70,12 +70,12 @@ __all__ = [
     "data_description",
     "headline_metrics",
     "input_grid",
-    "min_eps",
+    "min_eps_summary",
     "provenance",
     "publish_card",
     "read_card",
     "run_card",
-    "study_budget",
+    "study_plan",
     "summary_lines",
     "table",
     "validate_card",

@@ -9,9 +9,9 @@ from pathlib import Path
 from keras_advseg.errors import AdvsegError, FileFormatError
 from keras_advseg.io import read_json
 from keras_advseg.workflows.card import table
-from keras_advseg.workflows.card.axes import artifacts, audit
+from keras_advseg.workflows.card.axes import audit, corruptions
 from keras_advseg.workflows.card.axes.clean import card_flags
-from keras_advseg.workflows.card.plans import CardBudget, claims
+from keras_advseg.workflows.card.plans import CardPlan, claims
 from keras_advseg.workflows.card.schema import CARD_SCHEMA, CARD_VERSION
 
 
@@ -24,7 +24,7 @@ class Sources:
         model_path: The carded model's file (for its input grid), or None.
     """
 
-    def __init__(self, out: Path, plan: CardBudget, model_path=None):
+    def __init__(self, out: Path, plan: CardPlan, model_path=None):
         self.out, self.plan, self.model_path = Path(out), plan, model_path
         self._read: dict = {}
 
@@ -66,9 +66,7 @@ class Sources:
         return self._read[(run, name)]
 
 
-def build_card(
-    out: Path, plan: CardBudget, model_ref, reference_ref, seed, model_path=None
-) -> dict:
+def build_card(out: Path, plan: CardPlan, model_ref, reference_ref, seed, model_path=None) -> dict:
     """``card.json``'s content from the axes' folders (their files are untrusted input);
     ``model_path``: the carded model's file (for its input grid).
 
@@ -81,18 +79,18 @@ def build_card(
     sections = read_sections(sources)
     # the worst case's row says when the audit found lower: the audit's word on that axis
     sections["adversarial"]["audit_lower"] = audit.lower_bound(sources)
-    artifacts_summary = sources.document("artifacts", artifacts.SUMMARY)
+    corruptions_summary = sources.document("corruptions", corruptions.SUMMARY)
     return {
         "schema": CARD_SCHEMA,
         "version": CARD_VERSION,
         "model": str(model_ref),
         "reference": str(reference_ref) if reference_ref else None,
-        "data_hash": artifacts_summary.get("data_hash"),
-        "data": data_description(artifacts_summary),
+        "data_hash": corruptions_summary.get("data_hash"),
+        "data": data_description(corruptions_summary),
         "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "commit": _commit(),
         "flags": card_flags(sections["clean"]["dice"]),
-        "budget": asdict(plan),
+        "plan": asdict(plan),
         "seed": seed,
         "claims": claims(plan),
         "keras_advseg": __version__,
@@ -125,10 +123,10 @@ def read_sections(sources: Sources) -> dict[str, dict]:
     return sections
 
 
-def data_description(artifacts_summary: dict) -> dict:
+def data_description(corruptions_summary: dict) -> dict:
     """The card's dataset: the raw source it was prepared from, and whether it is the built-in
     phantom (a ``phantom.json`` beside the subjects)."""
-    source = artifacts_summary.get("data") or artifacts_summary.get("source")
+    source = corruptions_summary.get("data") or corruptions_summary.get("source")
     kind = "unknown"
     if isinstance(source, str) and source:
         kind = (

@@ -1,5 +1,5 @@
 """The commands a card runs, each into its own folder, at the card's plan: ``advseg
-evaluate`` (clean, attacked, VAFA and min_eps), ``evaluate --corruptions``, ``certify`` and
+evaluate`` (clean, attacked, VAFA and min_eps), ``corruptions``, ``certify`` and
 ``audit``. Every number on the card is one of these commands' own."""
 
 from __future__ import annotations
@@ -23,33 +23,25 @@ def evaluate(model, data, folder, plan, seed, reference_ref, common) -> None:
         worst_weighs=("fgsm",),
         vafa_setting=plan.vafa,
     )
-    run_evaluation(
-        model,
-        data,
-        folder,
-        config,
-        native="clean",  # the card reads the clean row's native Dice and HD95
-        run_name="card-adversarial",
-        progress=False,
-        **common,
-    )
+    # the card reads the clean row's native Dice and HD95
+    _quietly(run_evaluation, "adversarial", model, data, folder, common, config, native="clean")
 
 
 def corruptions(model, data, folder, plan, seed, reference_ref, common) -> None:
     """The plan's corruptions at its severities (mCE against ``reference_ref``)."""
     from keras_advseg.workflows.corruptions import run_corruption_evaluation
 
-    run_corruption_evaluation(
+    _quietly(
+        run_corruption_evaluation,
+        "corruptions",
         model,
         data,
         folder,
+        common,
         corruptions=plan.corruptions,
         severities=plan.severities,
         seed=seed,
         reference_ref=reference_ref,
-        run_name="card-artifacts",
-        progress=False,
-        **common,
     )
 
 
@@ -61,27 +53,20 @@ def certify(model, data, folder, plan, seed, reference_ref, common) -> None:
     config = CertifyConfig(
         sigmas=plan.sigmas, n=plan.n, n0=plan.n0, seed=seed, subjects=plan.subjects
     )
-    run_certification(
-        model,
-        data,
-        folder,
-        config,
-        run_name="card-certified",
-        progress=False,
-        **common,
-    )
+    _quietly(run_certification, "certified", model, data, folder, common, config)
 
 
 def audit(model, data, folder, plan, seed, reference_ref, common) -> None:
     """The plan's gradient-masking audit (transfer from ``reference_ref``)."""
     from keras_advseg.workflows.audit import run_audit
 
-    run_audit(
-        model,
-        data,
-        folder,
-        plan.audit_config(seed),
-        reference_ref=reference_ref,
-        run_name="card-audit",
-        **common,
+    config = plan.audit_config(seed)
+    _quietly(run_audit, "audit", model, data, folder, common, config, reference_ref=reference_ref)
+
+
+def _quietly(workflow, axis, model, data, folder, common, *config, **options) -> None:
+    """Runs ``workflow(model, data, folder, *config, **options)`` as the MLflow run
+    ``card-<axis>``, without progress bars (``common``: the tracking store and experiment)."""
+    workflow(
+        model, data, folder, *config, run_name=f"card-{axis}", progress=False, **options, **common
     )

@@ -1,4 +1,4 @@
-"""What a card runs (:class:`CardBudget`, :data:`BUDGETS`) and what its numbers can claim."""
+"""What a card runs (:class:`CardPlan`, :data:`CARD_PLANS`) and what its numbers can claim."""
 
 from __future__ import annotations
 
@@ -12,17 +12,17 @@ from keras_advseg.workflows.card import table
 
 
 @dataclass(frozen=True)
-class CardBudget:
+class CardPlan:
     """What a card runs: its attacks' steps, severities, samples and subjects.
 
     Attributes:
         name: ``quick``, ``standard`` or ``full``.
         subjects: Test subjects of the attacks, the certificate and the audit (0: all); the
-            artifacts and clean scores use every test subject.
+            corruptions and clean scores use every test subject.
         eps: The paper's budgets for FGSM (the worst case runs at the first).
         steps: Iterations of each worst-case attack and of VAFA.
         ensemble: The worst case's attacks.
-        corruptions, severities: The artifact benchmark.
+        corruptions, severities: The corruption benchmark.
         sigmas, n, n0: The certificates.
         audit_steps: The audit's steps (doubled twice for its item 3).
         audit_curve, audit_restarts, audit_queries: The audit's item 2 budgets, item 4 restarts
@@ -56,7 +56,7 @@ class CardBudget:
         return self.subjects if self.audit_subjects is None else self.audit_subjects
 
     def audit_config(self, seed: int, temperature: float = 1.0) -> AuditConfig:
-        """The audit this budget runs."""
+        """The audit this plan runs."""
         return AuditConfig(
             steps=self.audit_steps,
             attacks=self.ensemble,
@@ -79,8 +79,8 @@ class CardBudget:
         return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-BUDGETS = {
-    "quick": CardBudget(
+CARD_PLANS = {
+    "quick": CardPlan(
         "quick",
         2,
         (0.05, 0.1),
@@ -93,7 +93,7 @@ BUDGETS = {
         10,
         5,
     ),
-    "standard": CardBudget(
+    "standard": CardPlan(
         "standard",
         0,
         (0.05, 0.1),
@@ -107,7 +107,7 @@ BUDGETS = {
         10,
         vafa="paper",
     ),
-    "full": CardBudget(
+    "full": CardPlan(
         "full",
         0,
         (0.05, 0.1),
@@ -136,20 +136,20 @@ BUDGETS = {
 }
 
 
-def claims(budget: CardBudget) -> dict[str, str]:
-    """What a card of ``budget`` can and cannot claim, axis by axis (printed on the card), and
+def claims(plan: CardPlan) -> dict[str, str]:
+    """What a card of ``plan`` can and cannot claim, axis by axis (printed on the card), and
     which subjects each axis scored (``subjects``)."""
-    said = {axis.name: axis.claim(budget) for axis in table.AXES if axis.claim is not None}
-    return {**said, "subjects": _subjects_claim(budget)}
+    said = {axis.name: axis.claim(plan) for axis in table.AXES if axis.claim is not None}
+    return {**said, "subjects": _subjects_claim(plan)}
 
 
-def _subjects_claim(budget: CardBudget) -> str:
+def _subjects_claim(plan: CardPlan) -> str:
     def first(n):
         return "every test subject" if n == 0 else f"the first {n}"
 
-    if budget.subjects == 0 and budget.audited == 0:
+    if plan.subjects == 0 and plan.audited == 0:
         return "every test subject"
     return (
         f"every test subject for the clean, attacked and corrupted scores; "
-        f"{first(budget.subjects)} for the certificates and {first(budget.audited)} for the audit"
+        f"{first(plan.subjects)} for the certificates and {first(plan.audited)} for the audit"
     )

@@ -26,7 +26,7 @@ def publish_card(
     """
     from keras_advseg.workflows.frame import lineage, scored_run
 
-    budget = card["budget"]["name"]
+    plan = card["plan"]["name"]
     _, parent = lineage(model_ref, model_path, tracking_uri)
     written = [
         write_json_atomic(out / "card.json", card),
@@ -36,9 +36,9 @@ def publish_card(
     with scored_run(
         tracking_uri,
         experiment,
-        run_name=f"card-{budget}",
-        tags={"card": "true", "card_budget": budget, **parent},
-        params={"model": str(model_ref), "budget": budget, "seed": card["seed"]},
+        run_name=f"card-{plan}",
+        tags={"card": "true", "card_plan": plan, **parent},
+        params={"model": str(model_ref), "plan": plan, "seed": card["seed"]},
     ) as run:
         run.log_metrics(headline_metrics(card))
         for path in written:

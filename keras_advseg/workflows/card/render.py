@@ -10,7 +10,7 @@ from pathlib import Path
 from keras_advseg.workflows.card import table
 
 FIGURES = (
-    ("Dice under each MRI corruption", "artifacts/fig_corruption_severity.png"),
+    ("Dice under each MRI corruption", "corruptions/fig_corruption_severity.png"),
     ("Certified Dice against sigma", "certified/fig_certified.png"),
     ("Certified voxels", "certified/fig_certificate.png"),
     ("Dice against FGSM eps", "adversarial/fig_eps.png"),
@@ -29,7 +29,7 @@ def card_rows(card: dict) -> list[tuple[str, str, str]]:
 
 def headline_metrics(card: dict) -> dict[str, float]:
     """The card's numbers as MLflow metrics: ``card.clean_dice_wt``, ``card.worst_dice_eps0.05_wt``,
-    ``card.artifacts_corrupted_dice_wt`` (``card.artifacts_rood_overall_wt`` where severities 1-5
+    ``card.corruptions_corrupted_dice_wt`` (``card.corruptions_rood_overall_wt`` where severities 1-5
     ran), ``card.certified_dice_sigma0.25_wt``, ``card.flagged``, ... (each axis's
     ``metrics``)."""
     flat = {}
@@ -51,12 +51,12 @@ def provenance(card: dict) -> str:
 
 
 def card_markdown(card: dict) -> str:
-    """``card.md``: the numbers, the budget, and what they can and cannot claim."""
-    budget = card["budget"]
+    """``card.md``: the numbers, the plan, and what they can and cannot claim."""
+    plan = card["plan"]
     files = ", ".join(f"`{run.name}/` ({run.short})" for run in table.RUNS)
     lines = [
         f"# Robustness card: `{card['model']}`\n",
-        f"Budget **{budget['name']}** (seed {card['seed']}; {card['claims']['subjects']}); "
+        f"Plan **{plan['name']}** (seed {card['seed']}; {card['claims']['subjects']}); "
         f"keras-advseg {card['keras_advseg']}; schema {card['schema']} v{card['version']}. "
         "Regions WT / TC / ET.\n",
         provenance(card) + "\n",
@@ -84,7 +84,7 @@ def card_html(card: dict, out: Path) -> str:
         if k != "subjects"
     )
     figures = "".join(_figure(Path(out) / relative, caption) for caption, relative in FIGURES)
-    budget = card["budget"]
+    plan = card["plan"]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Robustness card: {html.escape(card["model"])}</title>
@@ -95,7 +95,7 @@ td, th {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }}
 th {{ background: #eee; }} img {{ max-width: 100%; }} figure {{ margin: 1.5em 0; }}
 </style></head><body>
 <h1>Robustness card</h1>
-<p><code>{html.escape(card["model"])}</code>: budget <b>{html.escape(budget["name"])}</b>
+<p><code>{html.escape(card["model"])}</code>: plan <b>{html.escape(plan["name"])}</b>
 (seed {card["seed"]}; {html.escape(card["claims"]["subjects"])}); keras-advseg
 {html.escape(card["keras_advseg"])}; schema {html.escape(card["schema"])} v{card["version"]}.
 Regions WT / TC / ET.</p>

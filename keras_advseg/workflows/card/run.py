@@ -10,7 +10,7 @@ from pathlib import Path
 from keras_advseg.errors import InputError
 from keras_advseg.workflows.card import table
 from keras_advseg.workflows.card.build import build_card
-from keras_advseg.workflows.card.plans import BUDGETS
+from keras_advseg.workflows.card.plans import CARD_PLANS
 from keras_advseg.workflows.card.publish import publish_card
 from keras_advseg.workflows.card.reuse import data_identity, digest, obtain_axis
 from keras_advseg.workflows.card.schema import validate_card
@@ -21,7 +21,7 @@ def run_card(
     data,
     out,
     *,
-    budget: str = "quick",
+    plan: str = "quick",
     reference_ref: str | None = None,
     preprocessing_json=None,
     seed: int = 0,
@@ -33,10 +33,10 @@ def run_card(
 
     Args:
         model_ref: A ``.keras`` file, MLflow run id or ``runs:/`` URI.
-        data: The raw dataset (its test split; the artifacts need the raw scans).
+        data: The raw dataset (its test split; the corruptions need the raw scans).
         out: The card's folder.
-        budget: A key of :data:`~keras_advseg.workflows.card.plans.BUDGETS`.
-        reference_ref: An undefended model: the audit's transfer check and the artifacts' mCE.
+        plan: A key of :data:`~keras_advseg.workflows.card.plans.CARD_PLANS`.
+        reference_ref: An undefended model: the audit's transfer check and the corruptions' mCE.
         preprocessing_json: For a model trained elsewhere: its preprocessing as JSON
             (:class:`~keras_advseg.inference.Preprocessing`'s form); the card runs a copy of the
             model that carries it.
@@ -48,14 +48,14 @@ def run_card(
         The card (``card.json``'s content).
 
     Raises:
-        InputError / DataError: bad references, data, budget or preprocessing.
+        InputError / DataError: bad references, data, plan or preprocessing.
     """
     from keras_advseg.tracking import resolve_model_path
     from keras_advseg.workflows.frame import ready
 
-    if budget not in BUDGETS:
-        raise InputError(f"budget must be one of {sorted(BUDGETS)}. Received: {budget!r}")
-    plan = BUDGETS[budget]
+    if plan not in CARD_PLANS:
+        raise InputError(f"plan must be one of {sorted(CARD_PLANS)}. Received: {plan!r}")
+    chosen = CARD_PLANS[plan]
     out = ready(out, tracking_uri)
     model_path = resolve_model_path(model_ref, tracking_uri)
     model_path = _with_preprocessing(model_path, preprocessing_json, out)
@@ -71,17 +71,17 @@ def run_card(
     )
     keys, origin = {}, {}
     for command in table.RUNS:
-        keys[command.name] = plan.key(
+        keys[command.name] = chosen.key(
             command.name, **context, **({"reference": reference} if command.reference else {})
         )
 
         def run(folder, command=command):
-            command.run(model, data, folder, plan, seed, reference_ref, common)
+            command.run(model, data, folder, chosen, seed, reference_ref, common)
 
         origin[command.name] = obtain_axis(
             out / command.name, command.name, keys[command.name], run, tracking_uri, say
         )
-    card = build_card(out, plan, model_ref, reference_ref, seed, model_path)
+    card = build_card(out, chosen, model_ref, reference_ref, seed, model_path)
     card["seconds"] = round(time.perf_counter() - started, 1)
     card["reused"] = sorted(a for a, o in origin.items() if o != "run")
     validate_card(card)

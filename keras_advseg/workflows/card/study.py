@@ -9,16 +9,16 @@ from pathlib import Path
 from keras_advseg.io import ensure_writable_folder
 from keras_advseg.workflows.card import table
 from keras_advseg.workflows.card.build import build_card
-from keras_advseg.workflows.card.plans import CardBudget
+from keras_advseg.workflows.card.plans import CardPlan
 from keras_advseg.workflows.card.publish import publish_card
 from keras_advseg.workflows.card.schema import validate_card
 
 
-def study_budget(study, preset: str) -> CardBudget:
-    """What a card of an ``advseg reproduce`` study measured: the preset's worst case, artifacts,
+def study_plan(study, preset: str) -> CardPlan:
+    """What a card of an ``advseg reproduce`` study measured: the preset's worst case, corruptions,
     certificates and audit (:class:`~keras_advseg.config.Study`)."""
     audit = study.audit
-    return CardBudget(
+    return CardPlan(
         f"study-{preset}",
         study.certify_subjects,
         tuple(e for e in study.table_eps if e > 0),
@@ -41,7 +41,7 @@ def study_budget(study, preset: str) -> CardBudget:
 def write_study_card(
     out,
     folders: dict,
-    plan: CardBudget,
+    plan: CardPlan,
     model_path,
     *,
     reference_ref,

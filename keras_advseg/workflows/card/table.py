@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from keras_advseg.workflows.card import commands
 from keras_advseg.workflows.card.axes import (
     adversarial,
-    artifacts,
     audit,
     certified,
     clean,
+    corruptions,
     min_eps,
     vafa,
 )
@@ -110,10 +110,31 @@ class Axis:
     columns: tuple[Column, ...] = ()
 
 
+def axis_of(module, name, label, run, section, key, metrics, shows, columns=()) -> Axis:
+    """The :class:`Axis` whose ``read``, ``rows``, ``headline``, ``check`` and (where it has
+    one) ``claim`` are the functions of its module in ``card/axes/``; the other arguments are
+    its other fields."""
+    return Axis(
+        name,
+        label,
+        run,
+        section,
+        key,
+        module.read,
+        module.rows,
+        module.headline,
+        metrics,
+        shows,
+        check=module.check,
+        claim=getattr(module, "claim", None),
+        columns=columns,
+    )
+
+
 RUNS = (
     AxisRun(
         "adversarial",
-        "advseg evaluate --attack fgsm --attack vafa --attack worst",
+        "advseg evaluate --attacks fgsm,vafa,worst",
         "advseg evaluate",
         ("name", "eps", "steps", "ensemble", "vafa"),
         2,
@@ -121,9 +142,9 @@ RUNS = (
         commands.evaluate,
     ),
     AxisRun(
-        "artifacts",
-        "advseg evaluate --corruptions",
-        "evaluate --corruptions",
+        "corruptions",
+        "advseg corruptions",
+        "advseg corruptions",
         ("name", "corruptions", "severities"),
         2,
         True,
@@ -161,35 +182,28 @@ units with region certificates, the audit's eighth item, VAFA's named settings a
 scores."""
 
 AXES = (
-    Axis(
+    axis_of(
+        clean,
         "clean",
         "clean",
         "adversarial",
         "clean",
         None,
-        clean.read,
-        clean.rows,
-        clean.headline,
         ("card.clean_dice_<region>",),
         "Dice WT/TC/ET in model space, Dice and HD95 (mm) in each scan's own space, "
         "lesion-wise Dice and HD95 (BraTS 2023)",
-        check=clean.check,
         columns=(Column("clean", "clean Dice", clean.value, clean.per_subject),),
     ),
-    Axis(
+    axis_of(
+        adversarial,
         "adversarial",
         "attacked: FGSM and the worst case",
         "adversarial",
         "adversarial",
         None,
-        adversarial.read,
-        adversarial.rows,
-        adversarial.headline,
         ("card.worst_dice_eps<eps>_<region>",),
         "Dice under FGSM at each eps of the plan and under the per-subject worst case of its "
         "ensemble at the first (an upper bound)",
-        check=adversarial.check,
-        claim=adversarial.claim,
         columns=(
             Column(
                 "worst",
@@ -199,77 +213,62 @@ AXES = (
             ),
         ),
     ),
-    Axis(
+    axis_of(
+        vafa,
         "vafa",
         "VAFA",
         "adversarial",
         "adversarial",
         "vafa",
-        vafa.read,
-        vafa.rows,
-        vafa.headline,
         ("card.vafa_dice_<region>",),
         "Dice under VAFA at its named setting, with its PSNR and SSIM",
-        check=vafa.check,
-        claim=vafa.claim,
         columns=(
             Column("vafa", "Dice under VAFA", vafa.value, vafa.per_subject, vafa.same_setting),
         ),
     ),
-    Axis(
+    axis_of(
+        min_eps,
         "min_eps",
         "min_eps",
         "adversarial",
         "adversarial",
         "min_eps",
-        min_eps.read,
-        min_eps.rows,
-        min_eps.headline,
         ("card.min_eps_median",),
         "each subject's smallest FGSM eps that halves its mean Dice, and their median "
         "(unbroken subjects censored at the grid's top)",
-        check=min_eps.check,
     ),
-    Axis(
-        "artifacts",
-        "MRI artifacts",
-        "artifacts",
-        "artifacts",
+    axis_of(
+        corruptions,
+        "corruptions",
+        "corruptions (simulated MRI artifacts and operator errors)",
+        "corruptions",
+        "corruptions",
         None,
-        artifacts.read,
-        artifacts.rows,
-        artifacts.headline,
-        ("card.artifacts_corrupted_dice_<region>", "card.artifacts_rood_overall_<region>"),
+        ("card.corruptions_corrupted_dice_<region>", "card.corruptions_rood_overall_<region>"),
         "the mean Dice of the corrupted scans, ROOD-MRI's overall and degradation scores "
         "(where every severity 1-5 ran), mRR, the worst corruption, mCE against `--reference`",
-        check=artifacts.check,
-        claim=artifacts.claim,
         columns=(
             Column(
-                "artifacts",
+                "corruptions",
                 "mean Dice of the corrupted scans",
-                artifacts.corrupted_dice,
-                artifacts.per_subject,
+                corruptions.corrupted_dice,
+                corruptions.per_subject,
             ),
         ),
     ),
-    Axis(
+    axis_of(
+        certified,
         "certified",
         "certified",
         "certified",
         "certified",
         None,
-        certified.read,
-        certified.rows,
-        certified.headline,
         (
             "card.certified_dice_sigma<sigma>_<region>",
             "card.region_certified_dice_sigma<sigma>_<region>",
         ),
         "certified Dice (class-wise and per region), the smoothed model's Dice, abstaining "
         "shares, the l2 radius and the l-infinity budget it covers, per sigma",
-        check=certified.check,
-        claim=certified.claim,
         columns=(
             Column("certified", "certified Dice", certified.value, certified.per_subject),
             Column(
@@ -280,19 +279,15 @@ AXES = (
             ),
         ),
     ),
-    Axis(
+    axis_of(
+        audit,
         "audit",
         "gradient-masking audit",
         "audit",
         "audit",
         None,
-        audit.read,
-        audit.rows,
-        audit.headline,
         ("card.audit_pass",),
         "the gradient-masking verdict and its eight items",
-        check=audit.check,
-        claim=audit.claim,
     ),
 )
 """The card's axes, in the order of its sections and rows."""

@@ -7,7 +7,7 @@ differences, the location the signed-rank test tests, never a difference of mean
 
 Modules: :mod:`.loading` (a study's results as the report reads them), :mod:`.findings`
 ((a)-(e) and the findings' table), :mod:`.families` (the per-defense families (d), (f), (g),
-(h)), :mod:`.tables` (training, failed trainings, the worst case and audits, artifacts),
+(h)), :mod:`.tables` (training, failed trainings, the worst case and audits, corruptions),
 :mod:`.leaderboard_section` (the cards' leaderboard that opens a report), :mod:`.seed`
 (one training seed's ``report.md``).
 """
@@ -17,10 +17,10 @@ from __future__ import annotations
 from keras_advseg.workflows.report.families import (
     FAMILIES,
     NONINFERIORITY_MARGIN,
-    artifact_findings,
     beats_baseline,
     certified_findings,
     compare_regions,
+    corruption_findings,
     unreachable_note,
     worst_case_findings,
 )
@@ -34,8 +34,8 @@ from keras_advseg.workflows.report.loading import (
 )
 from keras_advseg.workflows.report.seed import mlflow_lines, write_report
 from keras_advseg.workflows.report.tables import (
-    artifact_lines,
     audit_verdict,
+    corruption_lines,
     failed_trainings,
     training_lines,
     worst_case_lines,
@@ -46,13 +46,13 @@ __all__ = [
     "CORRUPTED",
     "FAMILIES",
     "NONINFERIORITY_MARGIN",
-    "artifact_findings",
-    "artifact_lines",
     "audit_verdict",
     "beats_baseline",
     "certified_findings",
     "compare_regions",
     "corrupted_means",
+    "corruption_findings",
+    "corruption_lines",
     "failed_trainings",
     "findings",
     "findings_table",

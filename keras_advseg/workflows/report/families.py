@@ -14,7 +14,7 @@ from keras_advseg.workflows.report.loading import CERTIFIED, CORRUPTED
 
 NONINFERIORITY_MARGIN = 0.02
 """Finding (g)'s margin, in Dice: a defense "keeps" the undefended network's Dice under
-artifacts when its loss is shown to be smaller than this. Fixed before looking at (g)'s
+the corruptions when its loss is shown to be smaller than this. Fixed before looking at (g)'s
 results, from how much clean Dice moves when nothing but the training run changes: an
 earlier version of the quick study, same seed, gave clean WT 0.803 on one machine and 0.818
 on another, eight more epochs without a defense (the equal-budget control) moved clean Dice by +0.015 to
@@ -66,24 +66,14 @@ def certified_findings(load, study: Study, baseline) -> list[tuple[str, bool | N
                 )
             )
             continue
-        for r in REGIONS:
-            pairs[(spec.name, r)] = (
-                mine.series(CERTIFIED, sigma, f"dice_{r}"),
-                baseline.series(CERTIFIED, sigma, f"dice_{r}"),
-            )
+        pairs.update(region_pairs({spec.name: mine}, baseline, CERTIFIED, sigma))
     if not pairs:
         return results
     compared = compare_regions(pairs)
-    for name in dict.fromkeys(n for n, _ in pairs):
-        parts, beats = [], True
-        for r in REGIONS:
-            c = compared[(name, r)]
-            beats = beats and c.shift > 0 and c.significant
-            parts.append(
-                f"{r.upper()} {c.mine:.3f} vs {c.theirs:.3f}, shift {c.interval()} "
-                f"(p = {c.p:.2g}){unreachable_note(c)}"
-            )
-        results.append((f"(h) {name} at sigma {sigmas[name]:g}", beats, "; ".join(parts)))
+    for name, beats, evidence in judged(
+        compared, dict.fromkeys(n for n, _ in pairs), _beats, shift=True
+    ):
+        results.append((f"(h) {name} at sigma {sigmas[name]:g}", beats, evidence))
     m = len(compared)
     FAMILIES["(h)"] = (
         "Gaussian-noise training certifies more Dice than no defense at the sigma it was "
@@ -97,10 +87,11 @@ def certified_findings(load, study: Study, baseline) -> list[tuple[str, bool | N
     return results
 
 
-def artifact_findings(load, study: Study, baseline) -> list[tuple[str, bool | None, str]]:
-    """Finding (g): each adversarial defense keeps the undefended network's Dice under MRI
-    artifacts (each subject's Dice averaged over the study's corruptions and severities), to
-    within :data:`NONINFERIORITY_MARGIN`: a non-inferiority claim.
+def corruption_findings(load, study: Study, baseline) -> list[tuple[str, bool | None, str]]:
+    """Finding (g): each adversarial defense keeps the undefended network's Dice under the
+    corruptions (simulated MRI artifacts and operator errors; each subject's Dice averaged over
+    the study's corruptions and severities), to within :data:`NONINFERIORITY_MARGIN`: a
+    non-inferiority claim.
 
     A pre-specified family: for every adversarially trained 3-D model x region, the one-sided
     paired Wilcoxon signed-rank test of ``d + margin > 0`` (``d`` = defense - undefended per
@@ -128,35 +119,24 @@ def artifact_findings(load, study: Study, baseline) -> list[tuple[str, bool | No
     ):
         return [
             (
-                "(g) each adversarial defense keeps the undefended network's Dice under artifacts",
+                "(g) each adversarial defense keeps the undefended network's Dice under "
+                "corruptions",
                 None,
                 "not measured: a model has no corruption rows (re-run its corruptions step)",
             )
         ]
-    pairs = {
-        (name, r): (
-            evaluated[name].series(CORRUPTED, 0.0, f"dice_{r}"),
-            baseline.series(CORRUPTED, 0.0, f"dice_{r}"),
-        )
-        for name in names
-        for r in REGIONS
-    }
+    pairs = region_pairs(evaluated, baseline, CORRUPTED, 0.0)
     margin = NONINFERIORITY_MARGIN
     compared = noninferiority_family(pairs, margin)
-    results = []
-    for name in names:
-        parts, keeps = [], True
-        for r in REGIONS:
-            c = compared[(name, r)]
-            keeps = keeps and c.significant
-            parts.append(
-                f"{r.upper()} {c.mine:.3f} vs {c.theirs:.3f}, shift {c.interval()} "
-                f"(non-inferiority p = {c.p:.2g}){unreachable_note(c)}"
-            )
-        results.append((f"(g) {name}", keeps, "; ".join(parts)))
+    results = [
+        (f"(g) {name}", keeps, evidence)
+        for name, keeps, evidence in judged(
+            compared, names, lambda c: c.significant, shift=True, test="non-inferiority p"
+        )
+    ]
     m = len(compared)
     FAMILIES["(g)"] = (
-        "each adversarial defense keeps the undefended network's Dice under MRI artifacts "
+        "each adversarial defense keeps the undefended network's Dice under the corruptions "
         f"({', '.join(study.corruptions)} at severity "
         f"{', '.join(map(str, study.corruption_severities))}, each subject's Dice averaged over "
         f"them) to within a margin of {margin:g} Dice, fixed in advance (about the seed-to-seed "
@@ -231,31 +211,73 @@ def beats_baseline(
     Returns:
         ``[(claim, passed, evidence)]``, one per defense.
     """
-    pairs = {
-        (name, r): (
-            evaluated[name].series(attack, 0.05, f"dice_{r}"),
-            baseline.series(attack, 0.05, f"dice_{r}"),
-        )
-        for name in names
-        for r in REGIONS
-    }
+    pairs = region_pairs({name: evaluated[name] for name in names}, baseline, attack, 0.05)
     compared = compare_regions(pairs)
-    results = []
-    for name in names:
-        parts, beats = [], True
-        for r in REGIONS:
-            c = compared[(name, r)]
-            beats = beats and c.shift > 0 and c.significant
-            parts.append(
-                f"{r.upper()} {c.mine:.3f} vs {c.theirs:.3f} (p = {c.p:.2g}){unreachable_note(c)}"
-            )
-        results.append((f"{label} {name}", beats, "; ".join(parts)))
+    results = [
+        (f"{label} {name}", beats, evidence)
+        for name, beats, evidence in judged(compared, names, _beats)
+    ]
     FAMILIES[label] = (
         f"each defense beats {other} {condition} in every region: a positive Hodges-Lehmann "
         "shift of the paired differences and p <= 0.05 after Bonferroni over the family's "
         f"{len(compared)} defense x region comparisons"
     )
     return results
+
+
+def region_pairs(evaluated: dict, baseline, condition: str, level: float) -> dict:
+    """A finding's per-subject pairs: each model's Dice and the baseline's, per region.
+
+    Args:
+        evaluated: ``{name: EvalResults}`` of the models, in the finding's order.
+        baseline: The reference's results.
+        condition, level: The rows compared: an attack and its eps, the corrupted rows at 0,
+            or the certificates at a sigma.
+
+    Returns:
+        ``{(name, region): (mine, theirs)}``.
+    """
+    return {
+        (name, r): (
+            results.series(condition, level, f"dice_{r}"),
+            baseline.series(condition, level, f"dice_{r}"),
+        )
+        for name, results in evaluated.items()
+        for r in REGIONS
+    }
+
+
+def judged(compared: dict, names, passes, *, shift: bool = False, test: str = "p"):
+    """Each model of a finding's family judged over the regions, with the evidence printed.
+
+    Args:
+        compared: ``{(model, region): Comparison}`` of the family.
+        names: The models, in the finding's order.
+        passes: ``passes(comparison)``: whether one region passes.
+        shift: Print each region's Hodges-Lehmann shift with its interval.
+        test: How the evidence names each region's corrected p.
+
+    Yields:
+        ``(name, passed in every region, evidence)``: the evidence gives each region's means,
+        (shift,) p and :func:`unreachable_note`, separated by ``; ``.
+    """
+    for name in names:
+        parts, passed = [], True
+        for r in REGIONS:
+            c = compared[(name, r)]
+            passed = passed and passes(c)
+            interval = f", shift {c.interval()}" if shift else ""
+            parts.append(
+                f"{r.upper()} {c.mine:.3f} vs {c.theirs:.3f}{interval} "
+                f"({test} = {c.p:.2g}){unreachable_note(c)}"
+            )
+        yield name, passed, "; ".join(parts)
+
+
+def _beats(comparison) -> bool:
+    """A region where a model beats its reference: a positive shift, significant after the
+    family's correction."""
+    return comparison.shift > 0 and comparison.significant
 
 
 def compare_regions(pairs: dict) -> dict:

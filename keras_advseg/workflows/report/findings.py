@@ -13,9 +13,9 @@ from keras_advseg.evaluation.statistics import (
 from keras_advseg.io import FileFormatError
 from keras_advseg.workflows.report.families import (
     FAMILIES,
-    artifact_findings,
     beats_baseline,
     certified_findings,
+    corruption_findings,
     worst_case_findings,
 )
 
@@ -62,7 +62,7 @@ def findings(load, study: Study) -> list[tuple[str, bool | None, str]]:
         )
     results += gradient_masking_shares(load, study, base)
     results += worst_case_findings(load, study, baseline)
-    results += artifact_findings(load, study, baseline)
+    results += corruption_findings(load, study, baseline)
     results += certified_findings(load, study, baseline)
     return results
 

@@ -118,7 +118,7 @@ def _opening(seed_dirs: dict, per_seed: dict, out: Path, n: int) -> list[str]:
         + "): clean, the worst case at its first eps, VAFA, the mean Dice of the study's "
         "corrupted scans (each subject's Dice averaged over them, as in the worst-case table "
         "and finding (g); ROOD-MRI's overall score, which counts the clean scan, is in the "
-        "artifacts table where the study ran severities 1-5), certified Dice at the middle "
+        "corruptions table where the study ran severities 1-5), certified Dice at the middle "
         "sigma, class-wise and per region. The attack columns are upper bounds, the certified "
         "columns guarantees, the "
         "audit says whether the attacks show a gradient-masking symptom. Each model's card: "

@@ -7,7 +7,7 @@ import functools
 from pathlib import Path
 
 from keras_advseg.evaluation.results import load_results
-from keras_advseg.workflows.card.axes.artifacts import corrupted_means
+from keras_advseg.workflows.card.axes.corruptions import corrupted_means
 
 __all__ = ["CERTIFIED", "CORRUPTED", "corrupted_means", "study_loader"]
 

@@ -12,8 +12,8 @@ from keras_advseg.workflows.report.findings import findings, findings_table
 from keras_advseg.workflows.report.leaderboard_section import report_lines
 from keras_advseg.workflows.report.loading import study_loader
 from keras_advseg.workflows.report.tables import (
-    artifact_lines,
     audit_verdict,
+    corruption_lines,
     failed_trainings,
     training_lines,
     worst_case_lines,
@@ -69,10 +69,10 @@ def write_report(
     lines += worst_case_lines(
         load, lambda name: audit_verdict(out / "audits" / name), study, preset
     )
-    artifacts = artifact_lines(out, study)
-    if artifacts:
-        lines.append("\n## Under MRI artifacts and operator errors (3-D models)\n")
-        lines += artifacts
+    corrupted = corruption_lines(out, study)
+    if corrupted:
+        lines.append("\n## Under corruptions: MRI artifacts and operator errors (3-D models)\n")
+        lines += corrupted
     if (out / "compare2d" / "tables.md").is_file():
         lines.append("\n## Ours: 2D-UNet\n")
         lines.append((out / "compare2d" / "tables.md").read_text())

@@ -1,5 +1,5 @@
 """The report's tables of the study's models: how each was trained, which failed to learn a
-region, the worst case with its audit, and the 3-D models under MRI artifacts."""
+region, the worst case with its audit, and the 3-D models under corruptions."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def worst_case_lines(load, audits, study: Study, preset: str) -> list[str]:
         preset: Its name.
     """
     certificate = (
-        f" Artifacts: mean Dice over the corrupted scans (`corruptions/<model>/`). Certified: "
+        f" Corruptions: mean Dice over the corrupted scans (`corruptions/<model>/`). Certified: "
         f"certified Dice at sigma {study.certify_sigmas[len(study.certify_sigmas) // 2]:g} "
         f"(randomized smoothing, n = {study.certify_n}; abstentions count as wrong; "
         "`certify/<model>/`): a guarantee, where the attacks' columns are upper bounds."
@@ -103,7 +103,7 @@ def worst_case_lines(load, audits, study: Study, preset: str) -> list[str]:
         "is 0) and FGSM, at eps 0.05: the same attacks for every model (the undefended "
         "network's i-FGSM and PGD runs are not weighed, so that the worst cases compare like "
         f"with like). Mean Dice WT / TC / ET.{certificate}\n",
-        "| model | clean | FGSM 0.05 | worst case 0.05 | artifacts | certified | found by | "
+        "| model | clean | FGSM 0.05 | worst case 0.05 | corruptions | certified | found by | "
         "audit |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -158,12 +158,12 @@ def worst_case_lines(load, audits, study: Study, preset: str) -> list[str]:
     return lines
 
 
-def artifact_lines(out: Path, study: Study) -> list[str]:
-    """The 3-D models under MRI artifacts, per region (WT / TC / ET): clean Dice, the mean Dice
-    of the corrupted scans (what finding (g) and the leaderboard compare), ROOD-MRI's overall
-    and degradation scores where the study ran every severity 1-5 (``n/a`` otherwise: with
-    fewer levels the overall score is mostly the clean Dice), the resilience rate (mRR) and the worst
-    corruption.
+def corruption_lines(out: Path, study: Study) -> list[str]:
+    """The 3-D models under corruptions (simulated MRI artifacts and operator errors), per
+    region (WT / TC / ET): clean Dice, the mean Dice of the corrupted scans (what finding (g)
+    and the leaderboard compare), ROOD-MRI's overall and degradation scores where the study ran
+    every severity 1-5 (``n/a`` otherwise: with fewer levels the overall score is mostly the
+    clean Dice), the resilience rate (mRR) and the worst corruption.
 
     Args:
         out: The seed's folder.

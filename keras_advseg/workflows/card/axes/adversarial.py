@@ -41,7 +41,7 @@ def rows(card: dict) -> list[tuple[str, str]]:
     rows = [(f"Dice under FGSM, eps {eps}", triple(v)) for eps, v in adversarial["fgsm"].items()]
     lower = adversarial.get("audit_lower")
     for eps, values in adversarial["worst"].items():
-        label = f"Dice under the worst case, eps {eps} ({', '.join(card['budget']['ensemble'])})"
+        label = f"Dice under the worst case, eps {eps} ({', '.join(card['plan']['ensemble'])})"
         if lower:
             label += (
                 f"; NOT the tightest bound: on the audit's subjects its item {lower['item']} "
@@ -65,4 +65,4 @@ def value(card: dict) -> dict:
 
 
 def per_subject(card: dict) -> dict[str, float]:
-    return evaluation_rows(card, "worst", float(card["budget"]["eps"][0]))
+    return evaluation_rows(card, "worst", float(card["plan"]["eps"][0]))

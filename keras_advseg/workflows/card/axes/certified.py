@@ -4,11 +4,10 @@ l2 radius with the l-infinity budget it covers. Guarantees for the smoothed mode
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from keras_advseg.config import REGIONS
 from keras_advseg.errors import FileFormatError
 from keras_advseg.workflows.card.axes.common import (
+    card_folder,
     number,
     prefixed,
     read_rows,
@@ -142,7 +141,7 @@ def region_per_subject(card: dict) -> dict[str, float]:
 
 
 def _middle_rows(card: dict, prefix: str) -> dict[str, float]:
-    rows = read_rows(Path(card["path"]) / "certified" / "certified.csv")
+    rows = read_rows(card_folder(card, "certified") / "certified.csv")
     sigmas = sorted({r["sigma"] for r in rows}, key=float)
     middle = sigmas[len(sigmas) // 2] if sigmas else None
     if rows and f"{prefix}_wt" not in rows[0]:

@@ -82,6 +82,6 @@ def card_flags(clean_dice: dict) -> list[dict]:
             "message": f"clean Dice below {MIN_CLEAN_DICE:g} in "
             f"{', '.join(r.upper() for r in missed)}: the model does not segment "
             f"{'it' if len(missed) == 1 else 'them'}, so its robustness numbers there measure "
-            "nothing (an attack or an artifact has no Dice to take)",
+            "nothing (an attack or a corruption has no Dice to take)",
         }
     ]

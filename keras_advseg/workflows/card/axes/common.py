@@ -37,6 +37,12 @@ def mean_of_regions(values: dict) -> float | None:
     return None if any(v is None for v in values) else float(np.mean(values))
 
 
+def card_folder(card: dict, run: str) -> Path:
+    """The folder of the command ``run`` in a card read back: ``<card>/<run>``, or the older
+    name a version-2 card's ``folders`` records (its corruptions under ``artifacts/``)."""
+    return Path(card["path"]) / card.get("folders", {}).get(run, run)
+
+
 def read_rows(path: Path) -> list[dict]:
     """A CSV table of a card's folder as dictionaries (untrusted input).
 
@@ -68,7 +74,7 @@ def subject_mean(row: dict, prefix: str) -> float:
 def evaluation_rows(card: dict, attack: str, eps: float) -> dict[str, float]:
     """``{subject: mean Dice over the regions}`` of one attack and eps of the card's
     ``adversarial/per_subject.csv``."""
-    rows = read_rows(Path(card["path"]) / "adversarial" / "per_subject.csv")
+    rows = read_rows(card_folder(card, "adversarial") / "per_subject.csv")
     chosen = [r for r in rows if r["attack"] == attack and abs(float(r["eps"]) - eps) < 1e-9]
     return {r["subject"]: subject_mean(r, "dice") for r in chosen}
 

@@ -1,6 +1,7 @@
-"""The min_eps axis: each subject's smallest FGSM budget that halves its mean Dice, on the
-grid of budgets the evaluation ran FGSM at, and their median with the unbroken subjects
-censored at the grid's top."""
+"""The min_eps axis: each subject's smallest FGSM eps that halves its mean Dice, on the
+grid of eps the evaluation ran FGSM at, and their median with the unbroken subjects
+censored at the grid's top (:func:`min_eps_summary`). It reads the evaluation's rows; the
+bisection of one attack per sample is :func:`keras_advseg.attacks.ensemble.min_eps`."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from keras_advseg.config import REGIONS
 
 
 def read(sources) -> dict:
-    """``adversarial.min_eps`` (:func:`min_eps`)."""
-    return min_eps(sources.evaluation())
+    """``adversarial.min_eps`` (:func:`min_eps_summary`)."""
+    return min_eps_summary(sources.evaluation())
 
 
 def check(section: dict, checker) -> None:
@@ -39,23 +40,34 @@ def headline(card: dict) -> dict[str, float]:
     return {} if median is None else {"card.min_eps_median": median}
 
 
-def min_eps(evaluation) -> dict:
-    """Each subject's smallest FGSM budget that takes its mean Dice to half its clean mean Dice or
-    below, on the grid of budgets the evaluation ran FGSM at (``advseg card``: the doubling grid
-    :data:`~keras_advseg.config.EPS_CURVE`); None when none of the grid does."""
-    budgets = {}
+def min_eps_summary(evaluation) -> dict:
+    """The card's min_eps: each subject's smallest FGSM eps that takes its mean Dice to half its
+    clean mean Dice or below, on the grid of eps the evaluation ran FGSM at (``advseg card``:
+    the doubling grid :data:`~keras_advseg.config.EPS_CURVE`; None when none of the grid
+    does), with their censored median (:func:`censored_median`). Read from the evaluation's
+    rows, it runs no attack (:func:`keras_advseg.attacks.ensemble.min_eps` bisects one).
+
+    Args:
+        evaluation: ``advseg evaluate``'s results
+            (:class:`~keras_advseg.evaluation.results.EvalResults`).
+
+    Returns:
+        ``{"criterion", "grid", "per_subject", "median", "median_above", "broken",
+        "unbroken"}``: the card's ``adversarial.min_eps``.
+    """
+    by_eps = {}
     for attack in ("fgsm", "fgsm_sweep"):
         for (name, eps), rows in evaluation.values.items():
             if name == attack and eps > 0:
-                budgets.setdefault(round(eps, 6), {}).update(rows)
-    grid = sorted(budgets)
+                by_eps.setdefault(round(eps, 6), {}).update(rows)
+    grid = sorted(by_eps)
     found = {}
     clean = evaluation.values.get(("none", 0.0), {})
     for subject, values in clean.items():
         before = np.mean([values[f"dice_{r}"] for r in REGIONS])
         found[subject] = None
         for eps in grid:
-            row = budgets[eps].get(subject)
+            row = by_eps[eps].get(subject)
             if row is not None and np.mean([row[f"dice_{r}"] for r in REGIONS]) <= before / 2:
                 found[subject] = eps
                 break
@@ -72,13 +84,13 @@ def min_eps(evaluation) -> dict:
 
 
 def censored_median(values: list) -> float | None:
-    """The median breaking budget over every subject, the unbroken ones (None) censored at the
-    largest budget tried: Kaplan-Meier's median, the smallest budget by which at least half of
+    """The median breaking eps over every subject, the unbroken ones (None) censored at the
+    largest eps tried: Kaplan-Meier's median, the smallest eps by which at least half of
     the subjects broke (with one censoring time, after every break, Kaplan-Meier's curve is the
     empirical one). None when fewer than half broke: the median is then above the grid.
 
     Args:
-        values: Each subject's smallest breaking budget, None for a subject that did not break.
+        values: Each subject's smallest breaking eps, None for a subject that did not break.
     """
     if not values:
         return None

@@ -56,7 +56,7 @@ def value(card: dict) -> dict:
 
 
 def per_subject(card: dict) -> dict[str, float]:
-    return evaluation_rows(card, "vafa", float(card["budget"]["eps"][0]))
+    return evaluation_rows(card, "vafa", float(card["plan"]["eps"][0]))
 
 
 def same_setting(card: dict, reference: dict) -> bool:

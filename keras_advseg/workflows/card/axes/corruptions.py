@@ -1,5 +1,5 @@
-"""The artifacts axis: Dice under simulated MRI artifacts and operator errors (``advseg
-evaluate --corruptions``): the mean Dice of the corrupted scans, ROOD-MRI's scores where every
+"""The corruptions axis: Dice under simulated MRI artifacts and operator errors (``advseg
+corruptions``): the mean Dice of the corrupted scans, ROOD-MRI's scores where every
 severity 1-5 ran, the resilience rate, the worst corruption and the corruption error."""
 
 from __future__ import annotations
@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 
 from keras_advseg.config import REGIONS
-from keras_advseg.workflows.card.axes.common import number, prefixed, triple
+from keras_advseg.workflows.card.axes.common import card_folder, number, prefixed, triple
 
 SUMMARY = "corruption_summary.json"
 ROWS = "corruptions.csv"
 
 
 def read(sources) -> dict:
-    """The ``artifacts`` section from the folder's summary and rows."""
-    summary = sources.document("artifacts", SUMMARY)
+    """The ``corruptions`` section from the folder's summary and rows."""
+    summary = sources.document("corruptions", SUMMARY)
     scores = summary["scores"]
-    by_subject = corrupted_means(sources.folder("artifacts") / ROWS)
+    by_subject = corrupted_means(sources.folder("corruptions") / ROWS)
     return {
         "corruptions": summary["corruptions"],
         "severities": summary["severities"],
@@ -39,32 +39,32 @@ def read(sources) -> dict:
 
 def check(section: dict, checker) -> None:
     for key in ("overall", "degradation", "mrr"):
-        checker.need(isinstance(section.get(key), dict), f"artifacts.{key}")
+        checker.need(isinstance(section.get(key), dict), f"corruptions.{key}")
 
 
 def claim(plan) -> str:
     return (
         f"Measured, not bounded: {', '.join(plan.corruptions)} at severity "
-        f"{', '.join(map(str, plan.severities))}, one draw per subject; other artifacts "
+        f"{', '.join(map(str, plan.severities))}, one draw per subject; other corruptions "
         "and draws may differ."
     )
 
 
 def rows(card: dict) -> list[tuple[str, str]]:
-    artifacts = card["artifacts"]
-    levels = ", ".join(str(v) for v in artifacts.get("severities", []))
+    section = card["corruptions"]
+    levels = ", ".join(str(v) for v in section.get("severities", []))
     rows = []
-    if "corrupted_dice" in artifacts:
+    if "corrupted_dice" in section:
         rows.append(
             (
                 f"mean Dice of the corrupted scans (severity {levels})",
-                triple(artifacts["corrupted_dice"]),
+                triple(section["corrupted_dice"]),
             )
         )
-    if all_rood_levels(artifacts):
+    if all_rood_levels(section):
         rows += [
-            ("ROOD-MRI overall (clean counted as level 0)", triple(artifacts["overall"])),
-            ("ROOD-MRI degradation", triple(artifacts["degradation"])),
+            ("ROOD-MRI overall (clean counted as level 0)", triple(section["overall"])),
+            ("ROOD-MRI degradation", triple(section["degradation"])),
         ]
     else:
         rows.append(
@@ -74,30 +74,31 @@ def rows(card: dict) -> list[tuple[str, str]]:
             )
         )
     rows += [
-        ("resilience rate mRR (Robo3D)", triple(artifacts["mrr"])),
-        ("worst corruption", " / ".join(artifacts["worst"][r] for r in REGIONS)),
+        ("resilience rate mRR (Robo3D)", triple(section["mrr"])),
+        ("worst corruption", " / ".join(section["worst"][r] for r in REGIONS)),
     ]
-    if any(v is not None for v in artifacts["mce"].values()):
-        rows.append(("corruption error mCE vs the reference", triple(artifacts["mce"])))
+    if any(v is not None for v in section["mce"].values()):
+        rows.append(("corruption error mCE vs the reference", triple(section["mce"])))
     return rows
 
 
 def headline(card: dict) -> dict[str, float]:
-    artifacts = card["artifacts"]
+    section = card["corruptions"]
     flat = {}
-    if "corrupted_dice" in artifacts:
-        flat.update(prefixed("artifacts_corrupted_dice", artifacts["corrupted_dice"]))
-    if all_rood_levels(artifacts):
-        flat.update(prefixed("artifacts_rood_overall", artifacts["overall"]))
+    if "corrupted_dice" in section:
+        flat.update(prefixed("corruptions_corrupted_dice", section["corrupted_dice"]))
+    if all_rood_levels(section):
+        flat.update(prefixed("corruptions_rood_overall", section["overall"]))
     return flat
 
 
-def all_rood_levels(artifacts: dict) -> bool:
-    """Whether a card's artifacts ran every severity 1-5, over which ROOD-MRI's overall and
-    degradation scores are defined (with fewer, the overall score is mostly the clean Dice)."""
+def all_rood_levels(section: dict) -> bool:
+    """Whether a card's corruptions section ran every severity 1-5, over which ROOD-MRI's
+    overall and degradation scores are defined (with fewer, the overall score is mostly the
+    clean Dice)."""
     from keras_advseg.corruptions.registry import every_severity
 
-    return every_severity(artifacts.get("severities"))
+    return every_severity(section.get("severities"))
 
 
 def corrupted_means(table: Path) -> dict[str, dict[str, float]]:
@@ -120,7 +121,7 @@ def corrupted_means(table: Path) -> dict[str, dict[str, float]]:
 
 def corrupted_dice(card: dict) -> dict[str, float | None]:
     """``{region: mean over subjects of each subject's Dice averaged over every corrupted
-    scan}`` from the card's ``artifacts/corruptions.csv``: the quantity the artifacts column's
+    scan}`` from the card's ``corruptions/corruptions.csv``: the quantity the corruptions column's
     test compares (its per-subject mean over the regions is :func:`per_subject`'s). Unlike
     ROOD-MRI's overall score, it does not count the clean scan.
 
@@ -151,7 +152,7 @@ def rood_scores(card: dict) -> dict[str, float | None] | None:
     """ROOD-MRI's overall and degradation scores (mean over WT, TC and ET), as the card stores
     them, where the card ran every severity 1-5; None otherwise: with fewer levels the overall
     score is mostly the clean Dice (at severity 3 alone the clean scan weighs
-    ``1 / (1 + (2/3)^3)``, 77 %), not a score under artifacts.
+    ``1 / (1 + (2/3)^3)``, 77 %), not a score under the corruptions.
 
     Args:
         card: A card.
@@ -159,20 +160,20 @@ def rood_scores(card: dict) -> dict[str, float | None] | None:
     Returns:
         ``{"overall": ..., "degradation": ...}`` or None.
     """
-    if not all_rood_levels(card["artifacts"]):
+    if not all_rood_levels(card["corruptions"]):
         return None
     out = {}
     for key in ("overall", "degradation"):
-        values = [card["artifacts"][key].get(r) for r in REGIONS]
+        values = [card["corruptions"][key].get(r) for r in REGIONS]
         out[key] = None if any(v is None for v in values) else float(np.mean(values))
     return out
 
 
 def levels(card: dict) -> str:
     """The severities a card ran, as a cell (``1, 2, 3`` or ``none``)."""
-    ran = card["artifacts"].get("severities") or ()
+    ran = card["corruptions"].get("severities") or ()
     return ", ".join(str(s) for s in ran) or "none"
 
 
 def _card_means(card: dict) -> dict:
-    return corrupted_means(Path(card["path"]) / "artifacts" / ROWS)
+    return corrupted_means(card_folder(card, "corruptions") / ROWS)
