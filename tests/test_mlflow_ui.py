@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -11,16 +10,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support import free_ports
 
 from keras_advseg.tracking import experiment_address, ui_command, ui_lines
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_printed_address_serves_the_experiments_runs(tmp_path):
@@ -33,7 +27,7 @@ def test_the_printed_address_serves_the_experiments_runs(tmp_path):
         mlflow.log_metric("dice_wt_clean", 0.8)
     mlflow.set_tracking_uri(None)
 
-    port = free_port()
+    (port,) = free_ports(1)
     address = experiment_address(uri, "advseg-ui-test", port=port)
     experiment_id = mlflow.MlflowClient(uri).get_experiment_by_name("advseg-ui-test").experiment_id
     assert address == (

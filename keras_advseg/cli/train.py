@@ -6,13 +6,13 @@ import click
 
 from keras_advseg import config as cfg
 from keras_advseg.cli.output import echo_ui, exit_1_on, friendly_errors
+from keras_advseg.cli.train_options import train_options
 from keras_advseg.cli_args import (
     data_option,
     out_option,
     preset_option,
     run_name_option,
     tracking_options,
-    train_options,
 )
 from keras_advseg.errors import ClusterError, TrackingError, TrainingError
 

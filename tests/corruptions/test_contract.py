@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 import pytest
-from scipy import ndimage
+from support import smooth_head
 
 import keras_advseg.corruptions.core as corruption_core
 from keras_advseg.corruptions import CORRUPTIONS, SEVERITIES, corrupt, parse_corruptions
@@ -35,13 +35,7 @@ CHOSEN = ("t1gd", "flair")
 
 def head(seed: int = 0) -> np.ndarray:
     """A smooth ellipsoidal 'brain' of four sequences in scanner-like intensities, 0 outside."""
-    rng = np.random.default_rng(seed)
-    grid = np.indices(SHAPE).astype(float)
-    centre = (np.array(SHAPE) - 1)[:, None, None, None] / 2
-    radii = (np.array(SHAPE) / 2 - 1)[:, None, None, None]
-    inside = np.sqrt((((grid - centre) / radii) ** 2).sum(0)) < 1
-    texture = ndimage.gaussian_filter(rng.uniform(0, 1, SHAPE + (4,)), (2, 2, 2, 0))
-    return np.where(inside[..., None], 100 + 400 * texture, 0).astype(np.float32)
+    return smooth_head(SHAPE, np.array(SHAPE) / 2 - 1, seed)
 
 
 IMAGE = head()

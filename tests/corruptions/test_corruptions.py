@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import fft, ndimage
+from scipy import fft
+from support import smooth_head
 
 from keras_advseg.corruptions import (
     CORRUPTIONS,
@@ -24,13 +25,7 @@ SHAPE = (24, 28, 20)
 
 def head(seed: int) -> np.ndarray:
     """A smooth ellipsoidal 'brain' of four sequences, 0 outside."""
-    rng = np.random.default_rng(seed)
-    grid = np.indices(SHAPE).astype(float)
-    centre = (np.array(SHAPE) - 1)[:, None, None, None] / 2
-    radii = np.array([10, 12, 8.5])[:, None, None, None]
-    inside = np.sqrt((((grid - centre) / radii) ** 2).sum(0)) < 1
-    texture = ndimage.gaussian_filter(rng.uniform(0, 1, SHAPE + (4,)), (2, 2, 2, 0))
-    return np.where(inside[..., None], 100 + 400 * texture, 0).astype(np.float32)
+    return smooth_head(SHAPE, (10, 12, 8.5), seed)
 
 
 def distance(a, b) -> float:

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from support import span
 
 from keras_advseg.attacks import fgsm
 from keras_advseg.data.pipeline import one_hot_labels, volume_dataset
@@ -22,12 +23,6 @@ from keras_advseg.defenses.trainers import voxel_kl
 from keras_advseg.losses import SoftDiceLoss, soft_dice_loss
 from keras_advseg.models import unet3d
 from keras_advseg.training import write_soft_labels
-
-
-def span(x):
-    """Each sample's intensity range, the unit of relative budgets."""
-    flat = np.asarray(x).reshape(len(x), -1)
-    return flat.max(axis=1) - flat.min(axis=1)
 
 
 def tiny_network(seed=0):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
-from support import assert_help_files_written, train_args
+from support import assert_help_files_written, free_ports, train_args
 
 from keras_advseg.cli import main
 from keras_advseg.export import load_model
@@ -177,14 +176,8 @@ def test_resume_after_kill_matches_uninterrupted_run(prepared_dir, tmp_path):
     }  # the cut run was resumed, not duplicated
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_training_against_a_real_mlflow_server(prepared_dir, tmp_path):
-    port = free_port()
+    (port,) = free_ports(1)
     server = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "mlflow"),
