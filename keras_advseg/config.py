@@ -138,6 +138,13 @@ DEFAULT_EXPERIMENT = "keras-advseg"
 # ---------------------------------------------------------------------------------------------
 
 
+MAX_ATTACK_STEPS = 10_000
+"""The most iterations an attack of an evaluation may take: more is a typo, not a stronger
+attack (hours per volume)."""
+MAX_SWEEP_STEPS = 1_000
+"""The most i-FGSM steps ``iterations_sweep`` records one by one."""
+
+
 @dataclass
 class EvalConfig:
     """What to evaluate.
@@ -214,6 +221,22 @@ class EvalConfig:
             raise InputError(
                 f"steps must be >= 1. Received: steps={self.steps}, worst_steps={self.worst_steps}"
                 f", vafa_steps={self.vafa_steps}"
+            )
+        longest = max(s for s in (self.steps, self.worst_steps, self.vafa_steps) if s is not None)
+        if longest > MAX_ATTACK_STEPS:
+            raise InputError(
+                f"steps must be at most {MAX_ATTACK_STEPS} (the paper's attacks take 10; APGD's "
+                f"longest 1000). Received: {longest}"
+            )
+        if self.iterations_sweep and self.steps > MAX_SWEEP_STEPS:
+            raise InputError(
+                f"iterations_sweep records every one of the {self.steps} i-FGSM steps (Dice and "
+                f"input quality of each subject at each step): at most {MAX_SWEEP_STEPS} steps"
+            )
+        if self.eps_curve and not self.attacks:
+            raise InputError(
+                "eps_curve runs every attack at each budget of the curve; with no attack "
+                "(--attacks none) it has nothing to run: name the attacks"
             )
         if not self.ensemble:
             raise InputError("ensemble must name at least one attack. Received: ensemble=()")

@@ -64,48 +64,69 @@ class Preprocessing:
 
     @classmethod
     def from_json(cls, value: dict, source: str | Path) -> Preprocessing:
-        """Reads the stored form back (untrusted input).
+        """Reads the stored form back (untrusted input: a model's, or a user's ``--preprocessing``
+        JSON), every field checked for its type and range: ``"n4": "false"`` is refused, not
+        read as true.
 
         Raises:
-            InputError: naming ``source``, when a field is missing or out of range.
+            InputError: naming ``source`` and the field, when a field is missing, of another
+                type or out of range.
         """
-        try:
-            if value.get("version") != PREPROCESSING_VERSION or value["modalities"] != list(
-                MODALITIES
-            ):
-                raise ValueError("unknown version or modality order")
-            stats = value["normalization"] == "global"
-            result = cls(
-                shape=tuple(int(s) for s in value["shape"]),
-                n4=bool(value["n4"]),
-                n4_shrink=int(value["n4_shrink"]),
-                margin=int(value["margin"]),
-                normalization=str(value["normalization"]),
-                mean=tuple(float(v) for v in value["mean"]) if stats else None,
-                std=tuple(float(v) for v in value["std"]) if stats else None,
+        if not isinstance(value, dict):
+            raise InputError(f"{source}: the preprocessing must be a JSON object")
+
+        def field(name, check, expected):
+            if name not in value:
+                raise InputError(f"{source}: the preprocessing has no field {name!r}")
+            if not check(value[name]):
+                raise InputError(
+                    f"{source}: preprocessing field {name!r} must be {expected}. "
+                    f"Received: {value[name]!r}"
+                )
+            return value[name]
+
+        def integer(v, low, high):
+            return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+        def numbers(v, positive):
+            return (
+                isinstance(v, list)
+                and len(v) == len(MODALITIES)
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+                and all(math.isfinite(x) and (x > 0 or not positive) for x in v)
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InputError(f"{source}: unreadable stored preprocessing ({exc})") from None
-        if len(result.shape) == 3 and max(result.shape) > MAX_SIZE:
-            raise InputError(
-                f"{source}: the stored preprocessing asks for volumes of {result.shape}; at most "
-                f"{MAX_SIZE} voxels a side (the paper's are 128)"
-            )
-        valid = (
-            len(result.shape) == 3
-            and min(result.shape) >= 1
-            and result.n4_shrink >= 1
-            and result.margin <= MAX_SIZE
-            and result.margin >= 0
-            and result.normalization in NORMALIZATIONS
+
+        field("version", lambda v: v == PREPROCESSING_VERSION, PREPROCESSING_VERSION)
+        field("modalities", lambda v: v == list(MODALITIES), list(MODALITIES))
+        shape = field(
+            "shape",
+            lambda v: (
+                isinstance(v, list) and len(v) == 3 and all(integer(s, 1, MAX_SIZE) for s in v)
+            ),
+            f"three integers from 1 to {MAX_SIZE} (at most {MAX_SIZE} voxels a side; the "
+            "paper's are 128)",
         )
-        if result.mean is not None:
-            numbers = result.mean + result.std
-            valid = valid and len(result.mean) == len(result.std) == len(MODALITIES)
-            valid = valid and all(math.isfinite(v) for v in numbers) and min(result.std) > 0
-        if not valid:
-            raise InputError(f"{source}: invalid stored preprocessing {value}")
-        return result
+        n4 = field("n4", lambda v: isinstance(v, bool), "true or false")
+        n4_shrink = field("n4_shrink", lambda v: integer(v, 1, 64), "an integer from 1 to 64")
+        margin = field(
+            "margin", lambda v: integer(v, 0, MAX_SIZE), f"an integer from 0 to {MAX_SIZE}"
+        )
+        normalization = field(
+            "normalization", lambda v: v in NORMALIZATIONS, f"one of {list(NORMALIZATIONS)}"
+        )
+        stats = normalization == "global"
+        if stats:
+            mean = field("mean", lambda v: numbers(v, False), "four finite numbers")
+            std = field("std", lambda v: numbers(v, True), "four positive finite numbers")
+        return cls(
+            shape=tuple(shape),
+            n4=n4,
+            n4_shrink=n4_shrink,
+            margin=margin,
+            normalization=normalization,
+            mean=tuple(float(v) for v in mean) if stats else None,
+            std=tuple(float(v) for v in std) if stats else None,
+        )
 
 
 MAX_SIZE = 512

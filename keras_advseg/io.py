@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from keras_advseg.errors import FileFormatError
+from keras_advseg.errors import FileFormatError, InputError
 
 
 @contextlib.contextmanager
@@ -63,15 +63,59 @@ def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
         raise
 
 
-def ensure_writable_folder(path: str | Path) -> Path:
+SCANNED_INPUTS = ("data", "dataset", "raw dataset")
+"""The inputs (by name) read by discovering what their folder holds: no output may go inside."""
+
+
+def refuse_inputs_in_output(out: str | Path, inputs: dict | None, option: str = "--out") -> None:
+    """Refuses an output folder that holds one of a command's inputs, or lies inside a dataset
+    folder (:data:`SCANNED_INPUTS`): an input is never an output.
+
+    A model or data inside ``out`` could be rewritten by what the command writes there (a
+    card's ``OUT/model.keras``); an output inside a dataset folder is read back by the dataset's
+    own discovery as a subject with missing sequences.
+
+    Args:
+        out: The output folder (it need not exist yet).
+        inputs: ``{what: path}``, e.g. ``{"model": ..., "data": ...}``; None values are skipped.
+        option: The output's option name, for the message.
+
+    Raises:
+        InputError: naming the option, the folder and the input, before anything is written.
+    """
+    target = Path(out).expanduser().resolve()
+    for what, path in (inputs or {}).items():
+        if path is None or not Path(path).expanduser().exists():
+            continue  # a run id or runs:/ URI, or nothing yet
+        source = Path(path).expanduser().resolve()
+        if source == target or target in source.parents:
+            raise InputError(
+                f"{option} {out}: holds the {what} {path}; an input is never an output: "
+                "choose another folder"
+            )
+        if what in SCANNED_INPUTS and source.is_dir() and source in target.parents:
+            raise InputError(
+                f"{option} {out}: lies inside the {what} folder {path}, whose discovery would "
+                "read it as a subject: choose a folder outside it"
+            )
+
+
+def ensure_writable_folder(path: str | Path, inputs: dict | None = None) -> Path:
     """Creates ``path`` if needed and checks, before any expensive work, that files can be written there.
+
+    Args:
+        path: The output folder.
+        inputs: The command's inputs, ``{what: path}``: refused inside ``path``, and ``path``
+            refused inside an input folder (:func:`refuse_inputs_in_output`).
 
     Returns:
         ``path``.
 
     Raises:
         OSError: naming the folder (not a folder, permission denied, read-only, disk full).
+        InputError: ``path`` holds an input or lies in an input folder.
     """
+    refuse_inputs_in_output(path, inputs)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(20, "exists and is not a folder", str(path))

@@ -67,6 +67,8 @@ def check_reachable(uri: str) -> None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        # every later call of this process to the store waits a bounded time when it fails
+        bound_http_waits()
 
 
 @contextlib.contextmanager

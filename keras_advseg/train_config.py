@@ -29,6 +29,33 @@ RENAMED_FIELDS = {"artifacts": "corruptions", "artifact_rate": "corruption_rate"
 configuration, e.g. a checkpoint's, is read with them renamed)."""
 ADVERSARIAL_DEFENSES = ("adversarial", "pgd", "fast", "trades")
 """Defenses that train on adversarial examples of budget ``adv_eps``."""
+DEFENSE_OPTIONS = {
+    "adv_eps": ADVERSARIAL_DEFENSES,
+    "beta": ("adversarial", "pgd", "fast"),
+    "adv_steps": ("pgd", "trades"),
+    "trades_beta": ("trades",),
+    "adv_mode": ("adversarial",),
+    "teacher": ("distillation",),
+    "teacher_temperature": ("distillation",),
+    "noise_radius": ("noise",),
+    "noise_sigma": ("gaussian",),
+}
+"""The :class:`TrainConfig` fields that only some defenses read: given with another defense,
+they would change nothing (:func:`unused_options`)."""
+
+
+def unused_options(defense: str, given) -> list[str]:
+    """The fields in ``given`` (set by the user) that ``defense`` would ignore.
+
+    ``corruptions`` (which corruptions) is read by the corruptions defense, or by any defense
+    that is given a ``corruption_rate``.
+    """
+    unused = [f for f in given if f in DEFENSE_OPTIONS and defense not in DEFENSE_OPTIONS[f]]
+    if "corruptions" in given and defense != "corruptions" and "corruption_rate" not in given:
+        unused.append("corruptions")
+    return unused
+
+
 ADVERSARIAL_MODES = ("joint", "alternating")
 STRATEGIES = ("default", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -79,7 +106,7 @@ PRESETS: dict[str, dict] = {
     "smoke": {
         "shape": 16,
         "base_filters": 4,
-        "depth": 3,
+        "depth": 2,
         "loss": "dice_ce",
         "unet3d": {"batch_size": 2, "lr": 3e-3, "epochs": 2},
         "unet2d": {"batch_size": 16, "lr": 3e-3, "epochs": 2},

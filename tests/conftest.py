@@ -95,10 +95,10 @@ def models(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("models")
     keras.utils.set_random_seed(0)
-    unet3d((16, 16, 16, 4), base_filters=4, depth=3).save(root / "a.keras")
+    unet3d((16, 16, 16, 4), base_filters=4, depth=2).save(root / "a.keras")
     keras.utils.set_random_seed(1)
-    unet3d((16, 16, 16, 4), base_filters=4, depth=3).save(root / "b.keras")
-    net2d = SliceWise(unet2d((16, 16, 4), base_filters=4, depth=3))
+    unet3d((16, 16, 16, 4), base_filters=4, depth=2).save(root / "b.keras")
+    net2d = SliceWise(unet2d((16, 16, 4), base_filters=4, depth=2))
     net2d(np.zeros((1, 16, 16, 16, 4), "float32"))
     net2d.save(root / "c2d.keras")
     return root
@@ -120,11 +120,39 @@ def prepared_dir(phantom_dir, tmp_path_factory) -> Path:
     return build_once(tmp_path_factory, "prepared", build)
 
 
-FIXTURE_SEED = int(os.environ.get("ADVSEG_FIXTURE_SEED", "1"))
-"""The seed of the trained fixtures (``fitted_unet``). ``make test`` runs the tests marked
-``trained`` a second time with seed 2, so that no test rests on one machine's weights (another
-CPU trains other weights from the same seed); ``TF_ENABLE_ONEDNN_OPTS=0`` (TensorFlow's other
-CPU kernels) is the other way to get other weights, checked by hand (docs/contributing.md)."""
+def _fixture_seeds() -> tuple[int, ...]:
+    value = os.environ.get("ADVSEG_FIXTURE_SEEDS") or os.environ.get("ADVSEG_FIXTURE_SEED", "1,2")
+    return tuple(int(seed) for seed in value.split(","))
+
+
+FIXTURE_SEEDS = _fixture_seeds()
+"""The seeds of the trained fixtures (``fitted_unet``): every test that judges the trained
+network runs once per seed in the same test run (``[seed1]``, ``[seed2]``), so that no test
+rests on one machine's weights (another CPU trains other weights from the same seed).
+``ADVSEG_FIXTURE_SEEDS=3`` (or ``3,4``) picks others; ``TF_ENABLE_ONEDNN_OPTS=0`` (TensorFlow's
+other CPU kernels) is the other way to get other weights, checked by hand
+(docs/contributing.md)."""
+
+
+@pytest.fixture(scope="session")
+def fixture_seed(request) -> int:
+    """The seed of the trained fixtures this test runs under (parametrized by
+    :func:`pytest_generate_tests` over :data:`FIXTURE_SEEDS`)."""
+    return request.param
+
+
+def pytest_generate_tests(metafunc):
+    if "fixture_seed" in metafunc.fixturenames:
+        # a test that only checks how the outputs of the trained network agree with each other
+        # (a card with its commands' files, a command's rows with the library) needs one network
+        one = metafunc.definition.get_closest_marker("one_fixture_seed") is not None
+        metafunc.parametrize(
+            "fixture_seed",
+            FIXTURE_SEEDS[:1] if one else FIXTURE_SEEDS,
+            indirect=True,
+            scope="session",
+            ids=lambda s: f"seed{s}",
+        )
 
 
 @pytest.fixture(scope="session")
@@ -132,7 +160,7 @@ def fitted_unet(fitted_unet_path):
     """A small 3-D UNet trained for 150 steps on the 16^3 phantom (cross-entropy learns fastest).
 
     Trained once per test run (:func:`fitted_unet_path`) and loaded by every worker: the saved
-    archive holds the weights exactly. Which network it is depends on :data:`FIXTURE_SEED` and
+    archive holds the weights exactly. Which network it is depends on :func:`fixture_seed` and
     on the machine's kernels, and no test may depend on that. Op determinism is on in every
     process that uses it, as in the one that trained it.
     """
@@ -145,7 +173,7 @@ def fitted_unet(fitted_unet_path):
 
 
 @pytest.fixture(scope="session")
-def fitted_unet_path(prepared_dir, tmp_path_factory) -> Path:
+def fitted_unet_path(prepared_dir, tmp_path_factory, fixture_seed) -> Path:
     """The ``.keras`` file of :func:`fitted_unet`, trained once per test run and seed.
 
     Op determinism is on first (as training runs turn it on), so the network is the same in
@@ -163,7 +191,7 @@ def fitted_unet_path(prepared_dir, tmp_path_factory) -> Path:
         from keras_advseg.export import save_model
         from keras_advseg.models import unet3d
 
-        keras.utils.set_random_seed(FIXTURE_SEED)
+        keras.utils.set_random_seed(fixture_seed)
         prepared = load_prepared(prepared_dir)
         model = unet3d((16, 16, 16, 4), base_filters=8, depth=3, dropout=0.0)
         model.compile(
@@ -171,24 +199,40 @@ def fitted_unet_path(prepared_dir, tmp_path_factory) -> Path:
             loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         )
         model.fit(
-            volume_dataset(prepared, "train", batch_size=2, seed=FIXTURE_SEED - 1).repeat(),
+            volume_dataset(prepared, "train", batch_size=2, seed=fixture_seed - 1).repeat(),
             steps_per_epoch=150,
             epochs=1,
             verbose=0,
         )
         save_model(model, path)
 
-    return build_once(tmp_path_factory, f"fitted_unet-seed{FIXTURE_SEED}.keras", build)
+    return build_once(tmp_path_factory, f"fitted_unet-seed{fixture_seed}.keras", build)
 
 
-LONGEST_FIRST = ("workflows/test_reproduce.py", "test_notebook.py")
-"""Test files that take minutes: started first, so that under ``pytest -n 2 --dist loadfile``
-the other process runs the rest of the suite beside them instead of waiting at the end."""
+LONGEST_FIRST = (
+    "workflows/test_reproduce.py",
+    "training/test_distribute.py",
+    "workflows/test_train.py",
+    "defenses/test_trainers.py",
+    "tests/test_docs.py",
+    "tests/test_notebook.py",
+    "evaluation/test_audit.py",
+    "evaluation/test_distributed.py",
+    "faults/test_option_and_file_faults.py",
+    "certification/test_certification.py",
+    "tests/test_export.py",
+    "faults/test_user_data_faults.py",
+)
+"""The test files that take longest (``--durations``), longest first: started first, so that
+under ``make test`` (``pytest -n 2 --dist loadfile --no-loadscope-reorder``; xdist would
+otherwise order the files by their number of tests) the two processes share them out and run
+the many short files at the end, instead of one process waiting on a long file."""
 
 
 TRAINED = ("fitted_unet",)
 """Fixtures trained inside the suite: a test that uses one (directly or through another fixture)
-is marked ``trained`` and runs again under a second :data:`FIXTURE_SEED` in ``make test``."""
+is marked ``trained`` (``-m trained`` runs just those, e.g. under other
+:data:`FIXTURE_SEEDS`)."""
 
 
 def pytest_collection_modifyitems(items):

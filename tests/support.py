@@ -82,7 +82,7 @@ def smooth_head(shape, radii, seed: int = 0) -> np.ndarray:
 def tiny3d():
     from keras_advseg.models import unet3d
 
-    return unet3d((16, 16, 16, 4), base_filters=2, depth=3)
+    return unet3d((16, 16, 16, 4), base_filters=2, depth=2)
 
 
 def one_hot(labels):

@@ -7,6 +7,7 @@ Pure Python with no TensorFlow import, so the CLI reads the defaults here (as it
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from keras_advseg.errors import InputError
@@ -19,22 +20,40 @@ def check_settings(sigma, n, n0, tau, alpha, batch_size) -> None:
     Raises:
         InputError: naming the first setting out of range.
     """
+
+    def real(v):
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+    def count(v, high):
+        return real(v) and int(v) == v and 1 <= v <= high
+
     checks = (
-        ("sigma", sigma, sigma > 0 and math.isfinite(sigma), "a positive number"),
-        ("n", n, int(n) == n and n >= 1, "an integer >= 1"),
-        ("n0", n0, int(n0) == n0 and n0 >= 1, "an integer >= 1"),
-        ("tau", tau, 0.5 <= tau < 1, "in [0.5, 1)"),
-        ("alpha", alpha, 0 < alpha < 1, "in (0, 1)"),
+        ("sigma", sigma, lambda v: real(v) and v > 0, "a positive number"),
+        ("n", n, lambda v: count(v, MAX_SAMPLES), f"an integer from 1 to {MAX_SAMPLES}"),
+        ("n0", n0, lambda v: count(v, MAX_SAMPLES), f"an integer from 1 to {MAX_SAMPLES}"),
+        ("tau", tau, lambda v: real(v) and 0.5 <= v < 1, "in [0.5, 1)"),
+        ("alpha", alpha, lambda v: real(v) and 0 < v < 1, "in (0, 1)"),
         (
             "batch_size",
             batch_size,
-            int(batch_size) == batch_size and batch_size >= 1,
-            "an integer >= 1",
+            lambda v: count(v, MAX_SAMPLES),
+            f"an integer from 1 to {MAX_SAMPLES}",
         ),
     )
     for name, value, ok, expected in checks:
-        if not ok:
+        if not ok(value):
             raise InputError(f"{name} must be {expected}. Received: {name}={value!r}")
+
+
+MAX_SAMPLES = 1_000_000
+"""The most noise samples (``n``, ``n0``) or copies per batch a certificate may ask for:
+SegCertify uses 100 to 1000; a million of the smallest volume is already hours of forward
+passes."""
+
+MAX_BATCH_BYTES = 2 << 30
+"""The most memory the noisy copies of one batch may take (float32): a larger ``batch_size``
+is refused in one line before TensorFlow runs out of memory (``batch_size`` above the number of
+samples is first cut to it)."""
 
 
 def check_correction(correction: str) -> None:

@@ -37,7 +37,12 @@ import tensorflow as tf
 from scipy import stats
 
 from keras_advseg.certification.scores import ABSTAIN
-from keras_advseg.certification.settings import CertifyConfig, check_correction, check_settings
+from keras_advseg.certification.settings import (
+    MAX_BATCH_BYTES,
+    CertifyConfig,
+    check_correction,
+    check_settings,
+)
 from keras_advseg.errors import InputError
 from keras_advseg.vocabulary import CORRECTIONS, REGION_CLASS_INDICES, REGIONS
 
@@ -249,7 +254,38 @@ class SmoothedModel:
             object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("n", "n0", "batch_size"):
             object.__setattr__(self, name, int(getattr(self, name)))
+        # no batch larger than the samples it draws
+        object.__setattr__(self, "batch_size", min(self.batch_size, max(self.n, self.n0)))
         object.__setattr__(self, "input_std", _check_std(self.input_std))
+
+    def _checked(self, x) -> np.ndarray:
+        """``x`` as one float32 volume ``(1, X, Y, Z, C)`` that the network takes, with finite
+        values, and a batch of its noisy copies that fits in memory.
+
+        Raises:
+            InputError: naming what was expected.
+        """
+        x = _one_volume(x)
+        expected = _input_channels(self.model)
+        if expected is not None and x.shape[-1] != expected:
+            raise InputError(
+                f"x must have {expected} channels (the model's input). Received: shape "
+                f"{x.shape[1:]}"
+            )
+        if not np.all(np.isfinite(x)):
+            bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+            raise InputError(
+                f"x holds {bad} non-finite value(s) (NaN or inf): no voxel of it can be "
+                "certified; repair or mask them first"
+            )
+        needed = self.batch_size * x[0].nbytes
+        if needed > MAX_BATCH_BYTES:
+            raise InputError(
+                f"batch_size={self.batch_size} needs {needed / 2**30:.1f} GiB for the noisy "
+                f"copies of this volume alone (at most {MAX_BATCH_BYTES / 2**30:.0f} GiB): use "
+                f"batch_size <= {max(1, MAX_BATCH_BYTES // x[0].nbytes)}"
+            )
+        return x
 
     @property
     def radius(self) -> float:
@@ -310,7 +346,7 @@ class SmoothedModel:
         Raises:
             InputError: an unknown stage or a bad shape.
         """
-        tensor = tf.constant(_one_volume(x))
+        tensor = tf.constant(self._checked(x))
         samples = self.n0 if stage == "select" else self.n
         sampler = _cached_sampler(self.model, self.batch_size)
         return sampler.counts(tensor, self.sigma, samples, _stream(seed, stage))
@@ -328,7 +364,7 @@ class SmoothedModel:
         Raises:
             InputError: a bad input shape, or ``n`` too small to certify any voxel.
         """
-        x = _one_volume(x)
+        x = self._checked(x)
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31))
         voxels = int(np.prod(x.shape[1:4]))
@@ -464,8 +500,19 @@ def certify(
     return smoothed.certify(x, seed=seed)
 
 
+def _input_channels(model) -> int | None:
+    """The channels a Keras model takes (None: unknown, e.g. a plain callable)."""
+    try:
+        return model.input_shape[-1]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+
+
 def _one_volume(x) -> np.ndarray:
-    x = np.asarray(x, np.float32)
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+        raise InputError(f"x must hold real numbers. Received: dtype {x.dtype}")
+    x = x.astype(np.float32)
     if x.ndim == 4:
         x = x[None]
     if x.ndim != 5 or x.shape[0] != 1:

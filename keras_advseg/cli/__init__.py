@@ -109,6 +109,9 @@ def main(ctx: click.Context, verbose: bool):
     MNI152 phantom.
     """
     if not ctx.resilient_parsing and ctx.invoked_subcommand is not None:
+        from keras_advseg.tracking import bound_http_waits
+
+        bound_http_waits()  # a tracking server that fails every call stops a command in seconds
         needs = ctx.invoked_subcommand in TENSORFLOW_COMMANDS
         if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
             needs = False

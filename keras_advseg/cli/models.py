@@ -110,6 +110,7 @@ def predict_command(
         workers=workers,
         sliding_window=sliding_window,
         overlap=overlap,
+        source=input_path,
     )
     skipped = len(subjects) - len(written)
     click.echo(
@@ -168,7 +169,9 @@ def export_command(model_path: Path, out_dir: Path, temperature: float, with_pre
     and returns `probabilities` and the BraTS `labels` map (0/1/2/4).
     """
     from keras_advseg.export import export_savedmodel, load_model, load_preprocessing
+    from keras_advseg.io import refuse_inputs_in_output
 
+    refuse_inputs_in_output(out_dir, {"model": model_path}, option="OUT_DIR")
     preprocessing = load_preprocessing(model_path) if with_preprocessing else None
     export_savedmodel(
         load_model(model_path), out_dir, temperature=temperature, preprocessing=preprocessing

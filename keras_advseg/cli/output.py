@@ -25,7 +25,8 @@ def one_line(exc: BaseException) -> str:
 
 
 def friendly_errors(fn):
-    """Turns the package's own errors and OS errors into :class:`OneLineError` (exit 2).
+    """Turns the package's own errors and OS errors into :class:`OneLineError` (exit 2), and
+    a tracking store that fails mid-command into one line and exit 1.
 
     Anything else is a bug and keeps its traceback.
     """
@@ -38,8 +39,34 @@ def friendly_errors(fn):
             return fn(*args, **kwargs)
         except (AdvsegError, OSError) as exc:
             raise OneLineError(one_line(exc)) from None
+        except Exception as exc:
+            if not _store_failure(exc):
+                raise
+            # the store failed mid-command (a full disk under SQLite, a server gone): exit 1,
+            # as for an unreachable store, in one line
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise click.ClickException(
+                f"MLflow tracking store failed: {type(exc).__name__}: {first}"
+            ) from None
 
     return wrapper
+
+
+def _store_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from the tracking store (MLflow, its SQL layer, SQLite); only
+    modules already imported are consulted."""
+    import sys
+
+    kinds = []
+    for module, name in (
+        ("mlflow.exceptions", "MlflowException"),
+        ("sqlalchemy.exc", "SQLAlchemyError"),
+        ("sqlite3", "Error"),
+    ):
+        found = getattr(sys.modules.get(module), name, None)
+        if found is not None:
+            kinds.append(found)
+    return bool(kinds) and isinstance(exc, tuple(kinds))
 
 
 @contextlib.contextmanager

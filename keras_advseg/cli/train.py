@@ -15,6 +15,7 @@ from keras_advseg.cli_args import (
     tracking_options,
 )
 from keras_advseg.errors import ClusterError, TrackingError, TrainingError
+from keras_advseg.train_config import DEFENSE_OPTIONS, unused_options
 
 
 @click.command("train")
@@ -43,6 +44,15 @@ def train_command(data, out, preset, resume, run_name, tracking_uri, experiment,
     from keras_advseg.workflows.train import train
 
     model, defense = options.pop("model"), options.pop("defense")
+    given = [name for name, value in options.items() if value is not None]
+    for field in unused_options(defense, given):
+        flag = "--eps" if field == "adv_eps" else "--" + field.replace("_", "-")
+        readers = DEFENSE_OPTIONS.get(field, ("corruptions",))
+        raise click.UsageError(
+            f"{flag} applies to --defense {' or '.join(readers)}"
+            + (" (or with --corruption-rate)" if field == "corruptions" else "")
+            + f"; it would change nothing with --defense {defense}"
+        )
     config = cfg.TrainConfig.from_preset(preset, model, defense, **options)
     with exit_1_on(TrainingError, TrackingError, ClusterError):
         result = train(

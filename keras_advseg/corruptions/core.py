@@ -68,8 +68,9 @@ def corrupt(
         else for the scan (e.g. ``{"sequence": "t1gd"}``); JSON-serialisable.
 
     Raises:
-        InputError: unknown name, severity outside 0-5, a bad ``spacing``, an unknown sequence
-            in ``modalities``, or an image that is not ``(X, Y, Z, C)``.
+        InputError: unknown name, severity outside 0-5 (or not a finite integer), a bad
+            ``spacing``, an unknown sequence in ``modalities``, or an image that is not
+            ``(X, Y, Z, C)`` real, finite numbers.
     """
     from keras_advseg.corruptions.registry import CORRUPTIONS
 
@@ -77,8 +78,22 @@ def corrupt(
     image = np.asarray(image)
     if image.ndim != 4 or min(image.shape) < 1:
         raise InputError(f"image must be (X, Y, Z, C). Received: shape {image.shape}")
-    if int(severity) != severity or not 0 <= severity <= max(SEVERITIES):
+    if (
+        isinstance(severity, bool)
+        or not isinstance(severity, (int, float, np.integer, np.floating))
+        or not np.isfinite(severity)
+        or int(severity) != severity
+        or not 0 <= severity <= max(SEVERITIES)
+    ):
         raise InputError(f"severity must be an integer 0-5. Received: severity={severity!r}")
+    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+        raise InputError(f"image must hold real numbers. Received: dtype {image.dtype}")
+    if not np.all(np.isfinite(image)):
+        bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+        raise InputError(
+            f"image holds {bad} non-finite voxel value(s) (NaN or inf): a corruption of such a "
+            "scan is meaningless; repair or mask them first"
+        )
     spacing = _spacing(spacing)
     channels = _channels(modalities, image.shape[-1])
     clean = image.astype(np.float32)

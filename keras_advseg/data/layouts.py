@@ -126,9 +126,21 @@ def _discover_msd(root: Path) -> list[Subject]:
     manifest = root / "dataset.json"
     try:
         spec = json.loads(manifest.read_text())
+        if not isinstance(spec, dict):
+            raise TypeError("not a JSON object")
+        for key in ("modality", "labels"):
+            if not isinstance(spec.get(key), dict):
+                raise TypeError(f'{key!r} must be an object like {{"0": "FLAIR"}}')
         modality_names = {int(k): str(v) for k, v in spec["modality"].items()}
         label_names = {int(k): str(v) for k, v in spec["labels"].items()}
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (
+        OSError,
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+        KeyError,
+        TypeError,
+        ValueError,
+    ) as exc:
         raise DataError(
             f"{manifest}: not a Decathlon dataset.json with 'modality' and 'labels' ({exc})"
         ) from None
@@ -145,8 +157,14 @@ def _discover_msd(root: Path) -> list[Subject]:
     label_map = tuple(
         sorted((value, _msd_label(name, manifest)) for value, name in label_names.items())
     )
-    entries = [(e["image"], e.get("label")) for e in spec.get("training", [])]
-    entries += [(e if isinstance(e, str) else e["image"], None) for e in spec.get("test", [])]
+    entries = [
+        _msd_entry(e, manifest, "training", i)
+        for i, e in enumerate(_listed(spec, "training", manifest))
+    ]
+    entries += [
+        (e, None) if isinstance(e, str) else (_msd_entry(e, manifest, "test", i)[0], None)
+        for i, e in enumerate(_listed(spec, "test", manifest))
+    ]
     subjects = []
     for image, label in entries:
         image_path = (root / image).resolve()
@@ -166,6 +184,26 @@ def _discover_msd(root: Path) -> list[Subject]:
             )
         )
     return subjects
+
+
+def _listed(spec: dict, key: str, manifest: Path) -> list:
+    """``spec[key]`` of a dataset.json: a list (none: empty)."""
+    value = spec.get(key, [])
+    if not isinstance(value, list):
+        raise DataError(f"{manifest}: {key!r} must be a list. Received: {type(value).__name__}")
+    return value
+
+
+def _msd_entry(entry, manifest: Path, key: str, index: int) -> tuple[str, str | None]:
+    """One entry of a dataset.json list: ``{"image": path[, "label": path]}``."""
+    image = entry.get("image") if isinstance(entry, dict) else None
+    label = entry.get("label") if isinstance(entry, dict) else None
+    if not isinstance(image, str) or not (label is None or isinstance(label, str)):
+        raise DataError(
+            f"{manifest}: {key}[{index}] must be an object with an 'image' path (and a 'label' "
+            f"path){' or a path' if key == 'test' else ''}. Received: {entry!r}"[:300]
+        )
+    return image, label
 
 
 def _msd_label(name: str, manifest: Path) -> int:

@@ -24,6 +24,26 @@ def die_with_parent() -> None:
             os._exit(1)
 
 
+def capped_workers(asked: int, items: int) -> tuple[int, str | None]:
+    """The processes worth starting for ``items`` work items: at most one per item and one per
+    CPU core this process may use, and at least 1.
+
+    Returns:
+        The number, and a line saying why it is fewer than ``asked`` (None when it is not).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    used = max(1, min(asked, items, cores))
+    if used >= asked:
+        return used, None
+    return used, (
+        f"{used} worker process{'es' if used != 1 else ''}, not {asked}: "
+        f"{items} item{'s' if items != 1 else ''} to do on {cores} CPU core{'s' if cores != 1 else ''}"
+    )
+
+
 def progress_map(
     fn: Callable[[Any], Any],
     items: Iterable[Any],
@@ -37,7 +57,8 @@ def progress_map(
     Args:
         fn: A picklable function of one argument.
         items: Work items.
-        workers: Processes to use; 1 runs in this process.
+        workers: Processes to use, at most one per item and per CPU core
+            (:func:`capped_workers`, said on stderr when fewer); 1 runs in this process.
         desc: Progress-bar label.
         disable: Hide the progress bar (None: hide when not on a terminal).
 
@@ -51,6 +72,9 @@ def progress_map(
     if workers < 1:
         raise ValueError(f"workers must be >= 1. Received: workers={workers}")
     items = list(items)
+    workers, note = capped_workers(workers, len(items))
+    if note and disable is not True:
+        tqdm.write(f"{desc or 'workers'}: {note}", file=sys.stderr)
     with tqdm(total=len(items), desc=desc, unit="subject", disable=disable) as bar:
         if workers == 1 or len(items) <= 1:
             for item in items:

@@ -38,7 +38,7 @@ from keras_advseg.data.preprocess import (
 )
 from keras_advseg.data.subject import MODALITIES, Subject
 from keras_advseg.errors import InputError
-from keras_advseg.io import atomic_path, write_json_atomic
+from keras_advseg.io import atomic_path, refuse_inputs_in_output, write_json_atomic
 
 _FORMAT_VERSION = 2
 """2: N4 corrects each sequence over the voxels it measured (a cache prepared with N4 before is
@@ -197,6 +197,7 @@ def prepare_dataset(
     Raises:
         DataError: bad input data (the message names the file).
     """
+    refuse_inputs_in_output(out, {"raw dataset": root})
     subjects = discover_subjects(root)
     out = Path(out)
     volumes = out / "volumes"

@@ -144,9 +144,15 @@ def _open(path: Path):
 
 
 def _read(img, path: Path) -> np.ndarray:
+    dtype = np.dtype(img.get_data_dtype())
+    if dtype.fields is not None or not np.issubdtype(dtype, np.number) or dtype.kind == "c":
+        raise DataError(
+            f"{path}: voxels of type {dtype}; expected real intensities (a magnitude image, "
+            "not complex or RGB)"
+        )
     try:
         data = img.get_fdata(dtype=np.float32)
-    except (EOFError, OSError, zlib.error, ValueError) as exc:
+    except (EOFError, OSError, zlib.error, ValueError, TypeError) as exc:
         raise DataError(f"{path}: truncated or corrupt image data ({exc})") from None
     if not np.all(np.isfinite(data)):
         count = int(np.size(data) - np.count_nonzero(np.isfinite(data)))

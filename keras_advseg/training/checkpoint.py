@@ -143,6 +143,15 @@ class Checkpoint(keras.callbacks.Callback):
         write_json_atomic(self.dir / STATE_FILE, state)
 
 
+def mark_finished(out: str | Path) -> None:
+    """Marks the run in ``out`` finished (its checkpoint state, rewritten atomically): what a
+    caller of ``fit(..., finish=False)`` does once the run's outputs are all recorded."""
+    state = read_state(out)
+    if state is None:
+        raise FileFormatError(f"{out}: no checkpoint state to mark finished")
+    write_json_atomic(checkpoint_dir(out) / STATE_FILE, {**state, "finished": True})
+
+
 def restored_best(state: dict | None) -> dict:
     """``{"score", "epoch"}`` of the best epoch so far: from the checkpoint, or nothing yet."""
     if state is None or state.get("best_score") is None:

@@ -205,6 +205,7 @@ def fit(
     verbose: int = 2,
     metric_prefix: str = "",
     strategy: tf.distribute.Strategy | None = None,
+    finish: bool = True,
 ) -> TrainResult:
     """Trains ``config`` on ``prepared`` into ``out``, under the config's dtype policy.
 
@@ -223,6 +224,10 @@ def fit(
         verbose: Keras ``fit`` verbosity.
         metric_prefix: Prefix of the logged metric names (a distillation teacher's are ``teacher_``).
         strategy: The ``tf.distribute`` strategy (default: the current one).
+        finish: Mark the checkpoint finished at the end. False: the caller marks it
+            (:func:`~keras_advseg.training.checkpoint.mark_finished`) once it has recorded the
+            outputs too, so that an interruption in between leaves a run that ``--resume``
+            completes.
 
     Returns:
         A :class:`TrainResult`.
@@ -245,13 +250,14 @@ def fit(
             verbose,
             metric_prefix,
             strategy,
+            finish,
         )
     finally:
         keras.mixed_precision.set_global_policy(previous)
 
 
 def _fit_with_policy(
-    config, prepared, out, run_id, state, log_epoch, load, verbose, metric_prefix, strategy
+    config, prepared, out, run_id, state, log_epoch, load, verbose, metric_prefix, strategy, finish
 ) -> TrainResult:
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -327,7 +333,8 @@ def _fit_with_policy(
     last = save_model_atomic(deployed, out / "last.keras", preprocessing)
     best_path = out / "best.keras"
     model_path = copy_atomic(best_path if best_path.is_file() else last, out / "model.keras")
-    checkpoint.finish()
+    if finish:
+        checkpoint.finish()
     return TrainResult(
         model_path, last, run_id, checkpoint.best["score"], config.epochs, stopped=stopped
     )
@@ -361,6 +368,7 @@ def _soft_labels(
             verbose,
             "teacher_",
             strategy,
+            True,
         )
         copy_atomic(result.model_path, out / "teacher.keras")
         teacher = load_model(out / "teacher.keras")

@@ -57,7 +57,7 @@ def run_certification(
     if config is not None and settings:
         raise TypeError(f"pass config or its fields, not both. Received: {sorted(settings)}")
     config = config if config is not None else CertifyConfig(**settings)
-    out = ready(out, tracking_uri)
+    out = ready(out, tracking_uri, {"model": model_ref, "data": data})
     model, _, prepared, source, parent = open_model_and_data(
         model_ref, data, out, tracking_uri, split=split
     )

@@ -7,7 +7,13 @@ from pathlib import Path
 from keras_advseg.evaluation import figures
 from keras_advseg.evaluation import statistics as st
 from keras_advseg.evaluation.results import load_results
-from keras_advseg.io import plural, rows_to_csv, write_json_atomic, write_text_atomic
+from keras_advseg.io import (
+    ensure_writable_folder,
+    plural,
+    rows_to_csv,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def run_compare(
@@ -24,13 +30,12 @@ def run_compare(
     Raises:
         ValueError: a folder is not an evaluation, or subject sets differ.
     """
-    out = Path(out)
+    out = ensure_writable_folder(out, {f"evaluation {d}": d for d in [*eval_dirs, baseline_dir]})
     baseline = load_results(baseline_dir)
     models = [
         load_results(d) for d in eval_dirs if Path(d).resolve() != Path(baseline_dir).resolve()
     ]
     st.check_same_subjects(models, baseline)
-    out.mkdir(parents=True, exist_ok=True)
     attack_rows, m_attacks = st.attack_table(baseline, attack_eps)
     defense_rows, m_defenses = (
         st.defense_table(models, baseline, tuple(table_eps)) if models else ([], 0)

@@ -88,7 +88,7 @@ def run_corruption_evaluation(
     )
     from keras_advseg.workflows.frame import ready, scored_run, summary_head
 
-    out = ready(out, tracking_uri)
+    out = ready(out, tracking_uri, {"model": model_ref, "data": data, "reference": reference_ref})
     model, reference, prepared, source, parent = open_model_and_data(
         model_ref, data, out, tracking_uri, other_ref=reference_ref, split=split
     )

@@ -54,7 +54,9 @@ def run_evaluation(
     chief, role = worker_role(strategy)
     if not chief:  # other workers evaluate their share and keep their files apart
         out = Path(out) / "workers" / role
-    out = ready(out, tracking_uri)
+    out = ready(
+        out, tracking_uri, {"model": model_ref, "data": data, "transfer source": transfer_ref}
+    )
     model, transfer, prepared, source, parent = open_model_and_data(
         model_ref, data, out, tracking_uri, other_ref=transfer_ref, split=split
     )

@@ -46,18 +46,25 @@ __all__ = [
 ]
 
 
-def ready(out, tracking_uri: str) -> Path:
-    """Fails fast, before any work: ``out`` is created and writable, the store answers.
+def ready(out, tracking_uri: str, inputs: dict | None = None) -> Path:
+    """Fails fast, before any work: ``out`` holds no input and lies in no input folder, is
+    created and writable, and the store answers.
+
+    Args:
+        out: The output folder.
+        tracking_uri: The MLflow store.
+        inputs: The command's inputs, ``{what: path}`` (the model, the data, a reference).
 
     Returns:
         ``out`` as a path.
 
     Raises:
-        OSError: naming the folder. TrackingError: the store is unreachable.
+        InputError: ``out`` holds an input. OSError: naming the folder. TrackingError: the
+        store is unreachable.
     """
     from keras_advseg.tracking import check_reachable
 
-    out = ensure_writable_folder(out)
+    out = ensure_writable_folder(out, inputs)
     check_reachable(tracking_uri)
     return out
 

@@ -164,6 +164,15 @@ def run_leaderboard(card_dirs: list, out) -> dict:
 
     if len(card_dirs) < 2:
         raise InputError("leaderboard needs at least two card folders")
+    seen = {}
+    for folder in card_dirs:
+        key = Path(folder).resolve()
+        key = key.parent if key.name == "card.json" else key
+        if key in seen:
+            raise InputError(
+                f"{folder}: the same card as {seen[key]}; a leaderboard ranks each card once"
+            )
+        seen[key] = folder
     cards = [read_card(d) for d in card_dirs]
     names = _names(card_dirs)
     values = {n: axis_values(c) for n, c in zip(names, cards)}
@@ -171,7 +180,7 @@ def run_leaderboard(card_dirs: list, out) -> dict:
     rows = [_row(name, card, values[name], tests) for name, card in zip(names, cards)]
     flagged = {n for n, c in zip(names, cards) if flag_text(c)}
     ranks = rank(values, flagged)
-    out = ensure_writable_folder(out)
+    out = ensure_writable_folder(out, {f"card {d}": d for d in card_dirs})
     fields = (
         ["model", "plan", "audit", "flags", "vafa_setting"]
         + [f for c in table.columns() for f in _column_fields(c.name)]

@@ -46,6 +46,16 @@ SCORE_FIELDS = (
 )
 
 
+def dataset_root(path: str | Path | None) -> Path | None:
+    """The dataset a predict INPUT belongs to: itself, or a subject folder's parent."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir() and any(p.name.endswith((".nii.gz", ".nii")) for p in path.iterdir()):
+        return path.parent
+    return path
+
+
 def subjects_of(
     path: str | Path | None = None, *, t1=None, t1gd=None, t2=None, flair=None
 ) -> list[Subject]:
@@ -103,10 +113,13 @@ def run_predict(
     sliding_window: bool = False,
     overlap: float = 0.5,
     progress: bool | None = None,
+    source: str | Path | None = None,
 ) -> list[Path]:
     """Segments every subject into ``out/<id>.nii.gz`` (and ``<id>_probabilities.nii.gz``).
 
     Existing outputs are skipped unless ``overwrite``; every file is written atomically.
+    ``source`` (the INPUT the subjects came from) is never written into: an ``out`` inside
+    the dataset would be read back by its discovery as a subject.
     ``sliding_window`` segments each cropped scan at its own resolution with overlapping
     tiles of the model's input size (Gaussian-weighted) instead of resizing it.
 
@@ -131,7 +144,7 @@ def run_predict(
         )
     else:
         check_model_fits(model, model_path, input_shape(model)[:-1], "its own input size")
-    out = ensure_writable_folder(out)
+    out = ensure_writable_folder(out, {"model": model_path, "dataset": dataset_root(source)})
     forward = traced_inference(model)
     # a subject is done only when every output it needs exists: an interruption between
     # the label map and the probabilities leaves it to do again
@@ -239,7 +252,7 @@ def run_score(
     """
     from keras_advseg.metrics import native_scores
 
-    out = ensure_writable_folder(out)
+    out = ensure_writable_folder(out, {"predictions": pred_dir, "dataset": data})
     subjects = [s for s in discover_subjects(data) if s.has_labels]
     if not subjects:
         raise DataError(f"{data}: no subject has a reference segmentation")
@@ -251,9 +264,13 @@ def run_score(
         _, reference = subject.load()
         try:
             prediction = nib.as_closest_canonical(nib.load(str(path)))
-            predicted = np.rint(prediction.get_fdata()).astype(np.int64)
+            values = prediction.get_fdata()
         except Exception as exc:  # nibabel raises many types for broken files
             raise DataError(f"{path}: not a readable NIfTI label map ({exc})") from None
+        if not np.all(np.isfinite(values)):
+            count = int(values.size - np.count_nonzero(np.isfinite(values)))
+            raise DataError(f"{path}: {count} non-finite voxels (NaN or Inf); expected labels")
+        predicted = np.rint(values).astype(np.int64)
         if predicted.shape != reference.shape:
             raise DataError(
                 f"{path}: shape {predicted.shape}, the reference's is {reference.shape}"

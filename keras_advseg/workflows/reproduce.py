@@ -28,7 +28,7 @@ from keras_advseg.workflows.study import (
     seed_plan,
     spec_config,
 )
-from keras_advseg.workflows.study_record import Progress, check_same_study
+from keras_advseg.workflows.study_record import Progress, check_same_study, record_study
 
 
 def reproduce(
@@ -67,12 +67,13 @@ def reproduce(
         raise InputError(f"--seeds must be distinct integers >= 0. Received: {seeds}")
     study = STUDIES[preset]
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    check_same_study(out, preset, data, data_seed)
+    pending = check_same_study(out, preset, data, data_seed)
     experiment = experiment or f"advseg-reproduce-{preset}"
     # Under `mlflow run` the project's run id is in the environment; the study's runs are its own.
     os.environ.pop("MLFLOW_RUN_ID", None)
     check_reachable(tracking_uri)
+    out.mkdir(parents=True, exist_ok=True)
+    record_study(out, pending)  # only now: a start that failed before this pins nothing
     plan = ["data", "prepare"]
     for seed in seeds:
         plan += [f"seed {seed}: {step}" for step in seed_plan(study)]

@@ -21,9 +21,14 @@ standardised units (certificates and Gaussian-noise training), the audit's eight
 cards' version 2."""
 
 
-def check_same_study(out: Path, preset: str, data, data_seed: int) -> None:
-    """Records the study's preset, data and data seed in ``OUT/study.json``, and refuses to
-    continue a folder started with others (its models were trained on another split).
+def check_same_study(out: Path, preset: str, data, data_seed: int) -> dict | None:
+    """Refuses to continue a folder started with another preset, data or data seed (its models
+    were trained on another split), or a non-empty folder no study started.
+
+    Returns:
+        The record to write in ``OUT/study.json`` (:func:`record_study`) once the study's
+        first step starts, or None when the folder holds this study already: a start that
+        fails before any step (an unreachable tracking store) pins nothing.
 
     Raises:
         InputError: naming the option that differs, or ``out`` is a non-empty folder that
@@ -60,14 +65,20 @@ def check_same_study(out: Path, preset: str, data, data_seed: int) -> None:
                     f"{out} holds a study started with {option} {started.get(key)}; "
                     f"received {current[key]}. Use another --out"
                 )
-        return
-    if not (out / "progress.json").is_file() and any(out.iterdir()):
+        return None
+    if not (out / "progress.json").is_file() and out.is_dir() and any(out.iterdir()):
         # never write into (and over) what the tool did not create: a study owns its folder
         raise InputError(
             f"{out}: a non-empty folder that is not a study of advseg reproduce (no study.json); "
             "choose an empty or new --out"
         )
-    write_json_atomic(record, current)
+    return current
+
+
+def record_study(out: Path, record: dict | None) -> None:
+    """Writes ``OUT/study.json`` (what :func:`check_same_study` returned; None: nothing)."""
+    if record is not None:
+        write_json_atomic(out / "study.json", record)
 
 
 ELAPSED = "(elapsed)"

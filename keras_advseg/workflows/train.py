@@ -27,7 +27,7 @@ from keras_advseg.training import (
     read_state,
     worker_role,
 )
-from keras_advseg.training.checkpoint import state_config
+from keras_advseg.training.checkpoint import mark_finished, state_config
 
 
 def train(
@@ -87,7 +87,9 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         tracking_uri = f"sqlite:///{(out / 'mlflow.db').resolve()}"
     check_reachable(tracking_uri)  # before any work, and before anything is written
-    ensure_writable_folder(out)
+    ensure_writable_folder(
+        out, {"data": data, "--init model": config.init, "--teacher model": config.teacher}
+    )
     prepared = open_prepared(data, out / "prepared", config.shape, seed=config.seed)
     tags = config.tags()
     commit = git_commit(Path(__file__).parent)
@@ -110,6 +112,7 @@ def train(
             load=model_loader(tracking_uri),
             verbose=verbose,
             strategy=strategy,
+            finish=False,
         )
         if result.stopped:
             mlflow.set_tag("stopped", result.stopped)
@@ -117,6 +120,9 @@ def train(
         mlflow.log_artifact(str(result.model_path))
         mlflow.log_artifact(str(result.last_path))
         _log_model(result.model_path)
+        # finished only now: an interruption after the last epoch but before the run recorded
+        # its model leaves a run that --resume completes (it trains no epoch again)
+        mark_finished(out)
         return result
 
 

@@ -62,7 +62,7 @@ def test_validation(tiny, batch, kwargs, message):
 
 
 def test_no_retracing_across_parameter_values(batch):
-    model = unet3d((16, 16, 16, 4), base_filters=2, depth=3)
+    model = unet3d((16, 16, 16, 4), base_filters=2, depth=2)
     x, y = batch
     ifgsm(model, x, y, eps=0.05, steps=2)
     fgsm(model, x, y, eps=0.05)
@@ -81,7 +81,7 @@ def test_attacks_share_one_trace_of_the_model_and_do_not_keep_it_alive(batch):
     from keras_advseg.attacks import apgd, segpgd
     from keras_advseg.attacks.core import logits_function
 
-    model = unet3d((16, 16, 16, 4), base_filters=2, depth=3)
+    model = unet3d((16, 16, 16, 4), base_filters=2, depth=2)
     x, y = batch
     # the shared forward pass gives the model's own logits
     np.testing.assert_allclose(
@@ -106,7 +106,7 @@ def test_attacks_share_one_trace_of_the_model_and_do_not_keep_it_alive(batch):
 def test_compiled_steps_of_several_settings_do_not_read_as_retracing(batch):
     import logging
 
-    model = unet3d((16, 16, 16, 4), base_filters=2, depth=3)
+    model = unet3d((16, 16, 16, 4), base_filters=2, depth=2)
     x, y = batch
     records = []
     handler = logging.Handler()

@@ -15,7 +15,7 @@ TOL = 1e-6  # float32 rounding of x + eps * sign
 
 def test_slicewise_2d_model_attacked_at_volume_level(batch):
     x, y = batch
-    model = SliceWise(unet2d((16, 16, 4), base_filters=2, depth=3))
+    model = SliceWise(unet2d((16, 16, 4), base_filters=2, depth=2))
     adv = ifgsm(model, x, y, eps=0.05, steps=2)
     assert adv.shape == x.shape
     assert np.all(linf(adv, x) <= 0.05 * span(x) * (1 + TOL))

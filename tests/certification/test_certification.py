@@ -416,7 +416,7 @@ def test_certify_config_checks_its_settings_and_holds_the_command_defaults():
     refused = [
         ({"sigmas": ()}, "sigmas must name at least one noise level"),
         ({"sigmas": (0.5, -1.0)}, "sigma must be a positive number. Received: sigma=-1.0"),
-        ({"n": 0}, "n must be an integer >= 1. Received: n=0"),
+        ({"n": 0}, "n must be an integer from 1 to 1000000. Received: n=0"),
         ({"tau": 1.0}, "tau must be in [0.5, 1). Received: tau=1.0"),
         ({"correction": "sidak"}, "correction must be one of ('holm', 'bonferroni')"),
         ({"subjects": -1}, "subjects must be an integer >= 0. Received: subjects=-1"),

@@ -12,6 +12,8 @@ from support import assert_help_files_written, fails_cleanly, read_rows, scoring
 from keras_advseg.certification import SIGMA_UNIT, certified_dice, certify, region_certified_dice
 from keras_advseg.data.prepare import load_prepared
 
+pytestmark = pytest.mark.one_fixture_seed  # the command's rows against the library's
+
 
 def test_certify_writes_rows_that_equal_the_library_and_tracks_them(
     fitted_unet, prepared_dir, tmp_path

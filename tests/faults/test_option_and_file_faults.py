@@ -27,11 +27,12 @@ def test_budgets_must_be_finite_fractions(models, prepared_dir, tmp_path, uri, e
 
 
 @pytest.mark.parametrize(
-    "option, value", [("--lr", "nan"), ("--eps", "inf"), ("--temperature", "nan")]
+    "option, value, defense",
+    [("--lr", "nan", "none"), ("--eps", "inf", "adversarial"), ("--temperature", "nan", "none")],
 )
-def test_training_options_must_be_finite(prepared_dir, tmp_path, uri, option, value):
+def test_training_options_must_be_finite(prepared_dir, tmp_path, uri, option, value, defense):
     fails_cleanly(
-        train_args(prepared_dir, tmp_path / "t", uri, option, value),
+        train_args(prepared_dir, tmp_path / "t", uri, option, value, "--defense", defense),
         contains=["must be a finite number"],
     )
 

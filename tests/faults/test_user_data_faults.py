@@ -166,7 +166,7 @@ def test_a_model_file_cannot_ask_for_a_huge_volume(models, phantom_dir, tmp_path
     path = save_model(load_model(models / "a.keras"), tmp_path / "crafted.keras", crafted)
     fails_cleanly(
         ["predict", path, phantom_dir, "--out", tmp_path / "p"],
-        contains=["crafted.keras", "(4096, 4096, 4096)", "at most 512"],
+        contains=["crafted.keras", "[4096, 4096, 4096]", "at most 512"],
     )
     assert not (tmp_path / "p").exists()
 

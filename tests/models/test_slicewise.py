@@ -14,7 +14,10 @@ def test_slicewise_equals_per_slice_and_is_differentiable():
     volume = tf.random.stateless_normal((2, 16, 16, 5, 4), seed=[0, 1])
     out = model(volume)
     assert out.shape == (2, 16, 16, 5, 4)
-    np.testing.assert_allclose(out[1, :, :, 3], inner(volume[1:2, :, :, 3])[0], atol=1e-5)
+    # one slice alone or in a batch of slices: other kernels, equal to float rounding
+    np.testing.assert_allclose(
+        out[1, :, :, 3], inner(volume[1:2, :, :, 3])[0], rtol=1e-4, atol=1e-4
+    )
     with tf.GradientTape() as tape:
         tape.watch(volume)
         loss = tf.reduce_sum(model(volume)[..., 1])

@@ -40,7 +40,7 @@ makers = {
 def one_step(make, strategy):
     with strategy.scope():
         keras.utils.set_random_seed(0)
-        trainer = make(unet3d((16, 16, 16, 4), base_filters=4, depth=3, dropout=0.0))
+        trainer = make(unet3d((16, 16, 16, 4), base_filters=4, depth=2, dropout=0.0))
         trainer.compile(optimizer=keras.optimizers.SGD(0.5))
         trainer(x[:1])
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)  # global batch 4
@@ -57,7 +57,7 @@ for name, make in makers.items():
     keras.utils.set_random_seed(0)
     start = [
         np.asarray(w)
-        for w in unet3d((16, 16, 16, 4), base_filters=4, depth=3, dropout=0.0).get_weights()
+        for w in unet3d((16, 16, 16, 4), base_filters=4, depth=2, dropout=0.0).get_weights()
     ]
     result[name] = {
         "max_difference": max(float(np.abs(a - b).max()) for a, b in zip(single, parallel)),

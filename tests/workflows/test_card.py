@@ -24,6 +24,8 @@ from keras_advseg.workflows import card as card_module
 from keras_advseg.workflows.card import table
 from keras_advseg.workflows.card.axes.common import evaluation_rows, region_means, triple
 
+pytestmark = pytest.mark.one_fixture_seed  # the card against its commands' own files
+
 TINY = card_module.CardPlan(
     "quick", 1, (0.05,), 1, ("pgd-dice",), ("missing-sequence",), (5,), (0.25,), 60, 5, 1
 )

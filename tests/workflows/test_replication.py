@@ -31,7 +31,7 @@ from keras_advseg.workflows.replication import (
     write_replicated_report,
 )
 from keras_advseg.workflows.study import seed_plan
-from keras_advseg.workflows.study_record import Progress, check_same_study
+from keras_advseg.workflows.study_record import Progress, check_same_study, record_study
 
 STUDY = STUDIES["smoke"]  # 3-D: none, distillation T20, adversarial 0.05, the control
 SUBJECTS = [f"s{i:02d}" for i in range(12)]
@@ -227,9 +227,9 @@ def test_seed_options_and_the_study_record(tmp_path):
     )
     assert result.exit_code == 2 and "--seeds: expected distinct integers" in result.output
     assert not (tmp_path / "s").exists()  # nothing written for a bad option
-    check_same_study(tmp_path, "smoke", None, 0)
+    record_study(tmp_path, check_same_study(tmp_path, "smoke", None, 0))
     assert json.loads((tmp_path / "study.json").read_text())["data_seed"] == 0
-    check_same_study(tmp_path, "smoke", None, 0)  # the same study continues
+    assert check_same_study(tmp_path, "smoke", None, 0) is None  # the same study continues
     with pytest.raises(InputError, match="started with --data-seed 0; received 1"):
         check_same_study(tmp_path, "smoke", None, 1)
     with pytest.raises(InputError, match="--preset smoke"):

@@ -3,6 +3,7 @@ card built, written and logged."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -56,19 +57,39 @@ def run_card(
     if plan not in CARD_PLANS:
         raise InputError(f"plan must be one of {sorted(CARD_PLANS)}. Received: {plan!r}")
     chosen = CARD_PLANS[plan]
-    out = ready(out, tracking_uri)
+    out = ready(
+        out,
+        tracking_uri,
+        {
+            "model": model_ref,
+            "data": data,
+            "reference": reference_ref,
+            "preprocessing": preprocessing_json,
+        },
+    )
     model_path = resolve_model_path(model_ref, tracking_uri)
-    model_path = _with_preprocessing(model_path, preprocessing_json, out)
+    model_path, identity = _with_preprocessing(model_path, preprocessing_json, out)
     model = str(model_path)
     data = _prepared_for(model_path, data, out)
     common = dict(tracking_uri=tracking_uri, experiment=experiment)
     started = time.perf_counter()
-    # what every command depends on besides its settings: the model's bytes, the seed, and the
-    # data (its raw source and split), not the folders, so that another --out can reuse it
-    context = {"model": digest(model_path), "seed": seed, "data": data_identity(data)}
-    reference = (
-        digest(Path(resolve_model_path(reference_ref, tracking_uri))) if reference_ref else None
-    )
+    # what every command depends on besides its settings: the model's bytes (with the
+    # preprocessing it is carded with), the seed, and the data (its raw source and split), not
+    # the folders, so that another --out can reuse it
+    context = {"model": identity, "seed": seed, "data": data_identity(data)}
+    reference = None
+    if reference_ref:  # checked before any axis runs, not when the first axis that reads it does
+        from keras_advseg.export import load_model, load_preprocessing
+        from keras_advseg.inference import check_model_fits
+
+        reference_path = Path(resolve_model_path(reference_ref, tracking_uri))
+        check_model_fits(
+            load_model(reference_path),
+            reference_ref,
+            load_preprocessing(model_path).shape,
+            f"the preprocessing of {model_ref}",
+        )
+        reference = digest(reference_path)
     keys, origin = {}, {}
     for command in table.RUNS:
         keys[command.name] = chosen.key(
@@ -98,25 +119,50 @@ def run_card(
     return card
 
 
-def _with_preprocessing(model_path: Path, preprocessing_json, out: Path) -> Path:
-    """The model to card: itself, or (``--preprocessing``) a copy that carries the given
-    preprocessing; a model with neither is refused."""
+COPY_RECORD = "model.source.json"
+"""Beside a card's ``OUT/model.keras`` (``--preprocessing``): the model and preprocessing it
+was written from. A ``model.keras`` in OUT without it is not the card's and is never replaced."""
+
+
+def _with_preprocessing(model_path: Path, preprocessing_json, out: Path) -> tuple[Path, str]:
+    """The model to card and its identity (the reuse key's ``model``): the model itself and its
+    SHA-256; or (``--preprocessing``) a copy ``OUT/model.keras`` that carries the given
+    preprocessing, identified by the source's SHA-256 and the preprocessing, so that a second
+    card of the same model and JSON reuses every axis. A model with neither is refused; the
+    JSON is checked (types, ranges, the model's input shape) before any work.
+
+    Raises:
+        InputError: a bad JSON, a model that does not fit it, or an ``OUT/model.keras`` that
+            is not the card's.
+    """
     from keras_advseg.export import load_model, load_preprocessing, save_model
-    from keras_advseg.inference import Preprocessing
+    from keras_advseg.inference import Preprocessing, check_model_fits
+    from keras_advseg.io import read_json, write_json_atomic
 
     if preprocessing_json is None:
         load_preprocessing(model_path)  # refuses, in one line, a model saved without it
-        return model_path
+        return model_path, digest(model_path)
     try:
         value = json.loads(Path(preprocessing_json).read_text())
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"{preprocessing_json}: not a readable JSON file ({exc})") from None
-    if not isinstance(value, dict):
-        raise InputError(f"{preprocessing_json}: expected a JSON object")
     preprocessing = Preprocessing.from_json(value, preprocessing_json)
-    copy = out / "model.keras"
-    save_model(load_model(model_path), copy, preprocessing)
-    return copy
+    network = load_model(model_path)
+    check_model_fits(network, model_path, preprocessing.shape, preprocessing_json)
+    source = {"model_sha256": digest(model_path), "preprocessing": preprocessing.to_json()}
+    identity = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()
+    copy, record = out / "model.keras", out / COPY_RECORD
+    if copy.exists() or record.exists():
+        if not record.is_file():
+            raise InputError(
+                f"{copy}: exists and is not a copy this command wrote (no {COPY_RECORD} beside "
+                "it); --out must be the card's own folder: choose another"
+            )
+        if read_json(record, "card model record") == source and copy.is_file():
+            return copy, identity  # written before from the same model and preprocessing
+    save_model(network, copy, preprocessing)
+    write_json_atomic(record, source)
+    return copy, identity
 
 
 def _prepared_for(model_path: Path, data, out: Path) -> Path:

@@ -39,9 +39,32 @@ def validate_card(card: dict) -> None:
         )
     for section in table.sections():
         checker.need(isinstance(card.get(section), dict), section)
+    check_plan(card.get("plan"), checker)
     for axis in table.AXES:
         if axis.check is not None:
             axis.check(card[axis.section], checker)
+
+
+def check_plan(plan, checker) -> None:
+    """The card's ``plan``: what every reader of a card takes from it (its name, budgets,
+    ensemble, corruptions, sigmas and sample counts), each of its type."""
+    checker.mapping(plan, "plan")
+    checker.need(isinstance(plan.get("name"), str) and plan["name"], "plan.name")
+    checker.numbers(plan.get("eps"), "plan.eps")
+    checker.strings(plan.get("ensemble"), "plan.ensemble")
+    for key in ("corruptions",):
+        if key in plan:
+            checker.strings(plan[key], f"plan.{key}", nonempty=False)
+    for key in ("sigmas", "severities", "audit_curve"):
+        if key in plan:
+            checker.numbers(plan[key], f"plan.{key}", nonempty=False)
+    for key in ("subjects", "steps", "n", "n0", "audit_steps"):
+        if key in plan:
+            value = plan[key]
+            checker.need(
+                value is None or (isinstance(value, int) and not isinstance(value, bool)),
+                f"plan.{key}",
+            )
 
 
 def upgrade_card(card: dict) -> dict:

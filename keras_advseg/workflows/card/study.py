@@ -63,7 +63,9 @@ def write_study_card(
     import shutil
 
     started = time.perf_counter()
-    out = ensure_writable_folder(out)
+    out = ensure_writable_folder(
+        out, {"model": model_path, **{f"{axis} folder": f for axis, f in folders.items()}}
+    )
     for axis, folder in folders.items():
         shutil.copytree(folder, out / table.run_named(axis).name, dirs_exist_ok=True)
     card = build_card(out, plan, str(model_path), reference_ref, seed, model_path)

@@ -22,8 +22,7 @@ def read(sources) -> dict:
 
 def check(section: dict, checker) -> None:
     for attack in ("fgsm", "worst"):
-        checker.need(isinstance(section.get(attack), dict), f"adversarial.{attack}")
-        for eps, value in section[attack].items():
+        for eps, value in checker.by_number(section.get(attack), f"adversarial.{attack}").items():
             checker.dice(value, f"adversarial.{attack}.{eps}")
 
 

@@ -50,9 +50,13 @@ def _certificate(m: dict) -> dict:
 
 
 def check(section: dict, checker) -> None:
-    checker.need(len(section) >= 1, "certified")
-    for sigma, value in section.items():
-        checker.dice(value.get("certified_dice"), f"certified.{sigma}.certified_dice")
+    for sigma, value in checker.by_number(section, "certified").items():
+        where = f"certified.{sigma}"
+        checker.mapping(value, where)
+        for key in ("certified_dice", "region_certified_dice"):
+            checker.dice(value.get(key), f"{where}.{key}")
+        for key in ("radius", "linf"):
+            checker.number(value.get(key), f"{where}.{key}")
 
 
 def claim(plan) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,49 @@ class Checker:
         """A ``{region: Dice in [0, 1] or None}`` mapping."""
         self.need(isinstance(value, dict) and set(value) == set(REGIONS), where)
         for r, v in value.items():
-            self.need(
-                v is None or (isinstance(v, (int, float)) and -1e-9 <= v <= 1 + 1e-9),
-                f"{where}.{r}",
-            )
+            self.need(v is None or (_is_number(v) and -1e-9 <= v <= 1 + 1e-9), f"{where}.{r}")
+
+    def mapping(self, value, where: str, nonempty: bool = False) -> dict:
+        """A JSON object (with at least one key when ``nonempty``); returns it."""
+        self.need(isinstance(value, dict) and (bool(value) or not nonempty), where)
+        return value
+
+    def number(self, value, where: str, optional: bool = False) -> None:
+        """A finite number (or None when ``optional``)."""
+        self.need((optional and value is None) or _is_number(value), where)
+
+    def numbers(self, value, where: str, nonempty: bool = True) -> None:
+        """A list of finite numbers (at least one when ``nonempty``)."""
+        self.need(
+            isinstance(value, (list, tuple))
+            and (bool(value) or not nonempty)
+            and all(_is_number(v) for v in value),
+            where,
+        )
+
+    def strings(self, value, where: str, nonempty: bool = True) -> None:
+        """A list of strings (at least one when ``nonempty``)."""
+        self.need(
+            isinstance(value, (list, tuple))
+            and (bool(value) or not nonempty)
+            and all(isinstance(v, str) for v in value),
+            where,
+        )
+
+    def by_number(self, value, where: str) -> dict:
+        """A non-empty object keyed by numbers written as strings (eps, sigma); returns it."""
+        self.mapping(value, where, nonempty=True)
+        for key in value:
+            self.need(_is_number(_as_float(key)), f"{where}.{key} (a number as its key)")
+        return value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _as_float(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None

@@ -39,7 +39,15 @@ def read(sources) -> dict:
 
 def check(section: dict, checker) -> None:
     for key in ("overall", "degradation", "mrr"):
-        checker.need(isinstance(section.get(key), dict), f"corruptions.{key}")
+        value = checker.mapping(section.get(key), f"corruptions.{key}")
+        for region, v in value.items():
+            checker.number(v, f"corruptions.{key}.{region}", optional=True)
+    if "severities" in section:
+        checker.need(
+            isinstance(section["severities"], (list, tuple))
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in section["severities"]),
+            "corruptions.severities",
+        )
 
 
 def claim(plan) -> str:

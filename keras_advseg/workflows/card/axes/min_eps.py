@@ -18,7 +18,16 @@ def read(sources) -> dict:
 
 
 def check(section: dict, checker) -> None:
-    checker.need(isinstance(section.get("min_eps"), dict), "adversarial.min_eps")
+    m = checker.mapping(section.get("min_eps"), "adversarial.min_eps")
+    checker.numbers(m.get("grid"), "adversarial.min_eps.grid", nonempty=False)
+    checker.mapping(m.get("per_subject"), "adversarial.min_eps.per_subject")
+    checker.number(m.get("median"), "adversarial.min_eps.median", optional=True)
+    for key in ("unbroken", "broken"):
+        if key in m or key == "unbroken":
+            checker.need(
+                isinstance(m.get(key), int) and not isinstance(m.get(key), bool),
+                f"adversarial.min_eps.{key}",
+            )
 
 
 def rows(card: dict) -> list[tuple[str, str]]:

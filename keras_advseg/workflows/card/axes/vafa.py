@@ -28,7 +28,10 @@ def read(sources) -> dict:
 
 
 def check(section: dict, checker) -> None:
-    checker.dice(section.get("vafa", {}).get("dice"), "adversarial.vafa.dice")
+    vafa = checker.mapping(section.get("vafa"), "adversarial.vafa")
+    checker.dice(vafa.get("dice"), "adversarial.vafa.dice")
+    for key in ("psnr", "ssim"):
+        checker.number(vafa.get(key), f"adversarial.vafa.{key}")
 
 
 def claim(plan) -> str:
