@@ -233,7 +233,7 @@ class EvalConfig:
                 f"iterations_sweep records every one of the {self.steps} i-FGSM steps (Dice and "
                 f"input quality of each subject at each step): at most {MAX_SWEEP_STEPS} steps"
             )
-        if self.eps_curve and not self.attacks:
+        if self.eps_curve and not [a for a in self.attacks if a != "none"]:
             raise InputError(
                 "eps_curve runs every attack at each budget of the curve; with no attack "
                 "(--attacks none) it has nothing to run: name the attacks"

@@ -31,6 +31,7 @@ from keras_advseg.io import (
     atomic_path,
     ensure_writable_folder,
     plural,
+    refuse_inputs_in_output,
     rows_to_csv,
     write_json_atomic,
     write_text_atomic,
@@ -136,6 +137,8 @@ def run_predict(
     if labels not in LABEL_CONVENTIONS:
         raise InputError(f"labels must be one of {LABEL_CONVENTIONS}. Received: {labels!r}")
     check_outputs_are_not_inputs(subjects, Path(out), probabilities)
+    inputs = {"model": model_path, "dataset": dataset_root(source)}
+    refuse_inputs_in_output(out, inputs)  # before anything is read
     preprocessing = load_preprocessing(model_path)
     model = load_model(model_path)
     if not sliding_window:
@@ -144,7 +147,7 @@ def run_predict(
         )
     else:
         check_model_fits(model, model_path, input_shape(model)[:-1], "its own input size")
-    out = ensure_writable_folder(out, {"model": model_path, "dataset": dataset_root(source)})
+    out = ensure_writable_folder(out, inputs)
     forward = traced_inference(model)
     # a subject is done only when every output it needs exists: an interruption between
     # the label map and the probabilities leaves it to do again

@@ -174,16 +174,20 @@ def test_a_model_file_cannot_ask_for_a_huge_volume(models, phantom_dir, tmp_path
 def test_a_tracking_server_that_starts_failing_gives_one_line_in_bounded_time(
     models, prepared_dir, tmp_path, monkeypatch
 ):
-    """The server answers the first check, then 503 to everything: the command ends with
-    exit 1 and a line naming the server, within MLflow's bounded retries."""
+    """The server answers the first check, then 503 to every later call (the run's lineage
+    lookup, the run itself): the command ends with exit 1 and a line naming the server, within
+    the retries bounded for every call of the process."""
     import http.server
     import json
     import threading
     import time
 
+    answered = []
+
     class FailingServer(http.server.BaseHTTPRequestHandler):
         def reply(self):
-            if "experiments/search" in self.path:
+            if "experiments/search" in self.path and not answered:
+                answered.append(self.path)
                 body = json.dumps({"experiments": []}).encode()
                 self.send_response(200)
             else:
@@ -203,10 +207,17 @@ def test_a_tracking_server_that_starts_failing_gives_one_line_in_bounded_time(
     uri = f"http://127.0.0.1:{server.server_address[1]}"
     for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
         monkeypatch.delenv(key, raising=False)
+    # a model from a training run: its lineage is looked up in the failing store too
+    trained = tmp_path / "trained"
+    (trained / "checkpoint").mkdir(parents=True)
+    shutil.copy(models / "a.keras", trained / "model.keras")
+    (trained / "checkpoint" / "state.json").write_text(
+        json.dumps({"run_id": "0123456789abcdef0123456789abcdef", "epoch": 1, "config": {}})
+    )
     try:
         start = time.monotonic()
         fails_cleanly(
-            ["evaluate", models / "a.keras", "--data", prepared_dir, "--out", tmp_path / "e"]
+            ["evaluate", trained / "model.keras", "--data", prepared_dir, "--out", tmp_path / "e"]
             + ["--attacks", "fgsm", "--tracking-uri", uri],
             exit_code=1,
             contains=[uri, "failed"],

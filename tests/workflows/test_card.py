@@ -385,3 +385,46 @@ def test_an_axis_added_to_the_table_alone_is_on_the_card_leaderboard_report_and_
     line = next(x for x in page.splitlines() if x.startswith("| toy axis |"))
     assert "`toy`" in line and "toy Dice" in line and "`card.toy_dice_<region>`" in line
     assert "| clean |" in page and module.MARKER not in page
+
+
+def test_every_field_the_leaderboard_reads_is_checked_first(carded, tmp_path, monkeypatch):
+    """A tampered card (a field removed, or of another type, at any depth) is refused in one
+    line naming the card's field, or ranked: never a KeyError, TypeError or StopIteration."""
+    import copy
+
+    from keras_advseg.errors import AdvsegError
+    from keras_advseg.workflows import leaderboard
+
+    monkeypatch.setattr(leaderboard, "_figure", lambda values, names, path: path)
+    root = carded[0]
+    card = json.loads((root / "card" / "card.json").read_text())
+
+    def paths(value, prefix=()):
+        if prefix:
+            yield prefix
+        if isinstance(value, dict) and len(prefix) < 4:
+            for key, inner in value.items():
+                yield from paths(inner, prefix + (key,))
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(root / "card", tampered)
+    tried = 0
+    for path in paths(card):
+        for kind, value in (("removed", None), ("text", "abc"), ("list", []), ("object", {})):
+            changed = copy.deepcopy(card)
+            parent = changed
+            for key in path[:-1]:
+                parent = parent[key]
+            if kind == "removed":
+                del parent[path[-1]]
+            else:
+                parent[path[-1]] = value
+            (tampered / "card.json").write_text(json.dumps(changed))
+            tried += 1
+            try:
+                leaderboard.run_leaderboard([root / "card", tampered], tmp_path / "board")
+            except AdvsegError as exc:
+                assert "\n" not in str(exc) and str(exc), (path, kind)
+            except Exception as exc:  # a bug: the field was read before it was checked
+                raise AssertionError(f"{'.'.join(path)} {kind}: {exc!r}") from None
+    assert tried > 200

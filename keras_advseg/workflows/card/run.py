@@ -158,7 +158,9 @@ def _with_preprocessing(model_path: Path, preprocessing_json, out: Path) -> tupl
                 f"{copy}: exists and is not a copy this command wrote (no {COPY_RECORD} beside "
                 "it); --out must be the card's own folder: choose another"
             )
-        if read_json(record, "card model record") == source and copy.is_file():
+        if read_json(record, "card model record") == json.loads(json.dumps(source)) and (
+            copy.is_file()
+        ):
             return copy, identity  # written before from the same model and preprocessing
     save_model(network, copy, preprocessing)
     write_json_atomic(record, source)
