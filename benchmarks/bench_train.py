@@ -42,14 +42,7 @@ def bench(size, repeats, adv_steps=3):
     import numpy as np
     import tensorflow as tf
 
-    from keras_advseg.defenses import (
-        AdversarialTrainer,
-        FastTrainer,
-        NoiseTrainer,
-        PGDTrainer,
-        SegmentationTrainer,
-        TradesTrainer,
-    )
+    from keras_advseg import defenses
     from keras_advseg.models import unet3d
 
     rng = np.random.default_rng(0)
@@ -61,11 +54,11 @@ def bench(size, repeats, adv_steps=3):
         trainer.compile(optimizer=keras.optimizers.Adam(1e-4))
         return trainer
 
-    clean = median_step(make(SegmentationTrainer(network())), x, y, repeats)
+    clean = median_step(make(defenses.SegmentationTrainer(network())), x, y, repeats)
     teacher = network()
     soft = keras.ops.convert_to_numpy(keras.ops.softmax(teacher(x) / 100.0, axis=-1))
 
-    class PerStepTeacher(SegmentationTrainer):
+    class PerStepTeacher(defenses.SegmentationTrainer):
         """The alternative: the teacher's forward pass inside every student step."""
 
         def train_step(self, data):
@@ -75,27 +68,27 @@ def bench(size, repeats, adv_steps=3):
 
     timings = {
         "adversarial_joint": median_step(
-            make(AdversarialTrainer(network(), mode="joint")), x, y, repeats
+            make(defenses.AdversarialTrainer(network(), mode="joint")), x, y, repeats
         ),
         "adversarial_alternating": median_step(
-            make(AdversarialTrainer(network(), mode="alternating")), x, y, repeats
+            make(defenses.AdversarialTrainer(network(), mode="alternating")), x, y, repeats
         ),
-        "noise": median_step(make(NoiseTrainer(network())), x, y, repeats),
+        "noise": median_step(make(defenses.NoiseTrainer(network())), x, y, repeats),
         "distillation_student_cached_soft_labels": median_step(
-            make(SegmentationTrainer(network(), temperature=100.0)), x, soft, repeats
+            make(defenses.SegmentationTrainer(network(), temperature=100.0)), x, soft, repeats
         ),
         "distillation_student_teacher_per_step": median_step(
             make(PerStepTeacher(network(), temperature=100.0)), x, y, repeats
         ),
         f"pgd{adv_steps}_beta0.5": median_step(
-            make(PGDTrainer(network(), steps=adv_steps, beta=0.5)), x, y, repeats
+            make(defenses.PGDTrainer(network(), steps=adv_steps, beta=0.5)), x, y, repeats
         ),
         f"pgd{adv_steps}_beta0": median_step(
-            make(PGDTrainer(network(), steps=adv_steps, beta=0.0)), x, y, repeats
+            make(defenses.PGDTrainer(network(), steps=adv_steps, beta=0.0)), x, y, repeats
         ),
-        "fast": median_step(make(FastTrainer(network())), x, y, repeats),
+        "fast": median_step(make(defenses.FastTrainer(network())), x, y, repeats),
         f"trades{adv_steps}": median_step(
-            make(TradesTrainer(network(), steps=adv_steps)), x, y, repeats
+            make(defenses.TradesTrainer(network(), steps=adv_steps)), x, y, repeats
         ),
     }
     return {

@@ -30,12 +30,12 @@ def run_compare(
     Raises:
         ValueError: a folder is not an evaluation, or subject sets differ.
     """
-    out = ensure_writable_folder(out, {f"evaluation {d}": d for d in [*eval_dirs, baseline_dir]})
     baseline = load_results(baseline_dir)
     models = [
         load_results(d) for d in eval_dirs if Path(d).resolve() != Path(baseline_dir).resolve()
     ]
     st.check_same_subjects(models, baseline)
+    out = ensure_writable_folder(out)  # its tables and figure replace no file of an evaluation
     attack_rows, m_attacks = st.attack_table(baseline, attack_eps)
     defense_rows, m_defenses = (
         st.defense_table(models, baseline, tuple(table_eps)) if models else ([], 0)

@@ -180,7 +180,7 @@ def run_leaderboard(card_dirs: list, out) -> dict:
     rows = [_row(name, card, values[name], tests) for name, card in zip(names, cards)]
     flagged = {n for n, c in zip(names, cards) if flag_text(c)}
     ranks = rank(values, flagged)
-    out = ensure_writable_folder(out, {f"card {d}": d for d in card_dirs})
+    out = ensure_writable_folder(out)  # its three files replace no file of a card
     fields = (
         ["model", "plan", "audit", "flags", "vafa_setting"]
         + [f for c in table.columns() for f in _column_fields(c.name)]

@@ -46,15 +46,14 @@ def validate_card(card: dict) -> None:
 
 
 def check_plan(plan, checker) -> None:
-    """The card's ``plan``: what every reader of a card takes from it (its name, budgets,
-    ensemble, corruptions, sigmas and sample counts), each of its type."""
+    """The card's ``plan``: its name and budgets (every reader takes them), and, where the
+    card has them, its ensemble, corruptions, sigmas and sample counts, each of its type."""
     checker.mapping(plan, "plan")
     checker.need(isinstance(plan.get("name"), str) and plan["name"], "plan.name")
     checker.numbers(plan.get("eps"), "plan.eps")
-    checker.strings(plan.get("ensemble"), "plan.ensemble")
-    for key in ("corruptions",):
+    for key in ("ensemble", "corruptions"):
         if key in plan:
-            checker.strings(plan[key], f"plan.{key}", nonempty=False)
+            checker.strings(plan[key], f"plan.{key}", nonempty=key == "ensemble")
     for key in ("sigmas", "severities", "audit_curve"):
         if key in plan:
             checker.numbers(plan[key], f"plan.{key}", nonempty=False)

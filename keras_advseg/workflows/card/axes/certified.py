@@ -53,10 +53,12 @@ def check(section: dict, checker) -> None:
     for sigma, value in checker.by_number(section, "certified").items():
         where = f"certified.{sigma}"
         checker.mapping(value, where)
-        for key in ("certified_dice", "region_certified_dice"):
-            checker.dice(value.get(key), f"{where}.{key}")
+        checker.dice(value.get("certified_dice"), f"{where}.certified_dice")
+        if "region_certified_dice" in value:
+            checker.dice(value["region_certified_dice"], f"{where}.region_certified_dice")
         for key in ("radius", "linf"):
-            checker.number(value.get(key), f"{where}.{key}")
+            if key in value:
+                checker.number(value[key], f"{where}.{key}")
 
 
 def claim(plan) -> str:

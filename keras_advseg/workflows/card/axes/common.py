@@ -121,9 +121,10 @@ class Checker:
             where,
         )
 
-    def by_number(self, value, where: str) -> dict:
-        """A non-empty object keyed by numbers written as strings (eps, sigma); returns it."""
-        self.mapping(value, where, nonempty=True)
+    def by_number(self, value, where: str, nonempty: bool = True) -> dict:
+        """An object (non-empty unless told) keyed by numbers written as strings (eps,
+        sigma); returns it."""
+        self.mapping(value, where, nonempty=nonempty)
         for key in value:
             self.need(_is_number(_as_float(key)), f"{where}.{key} (a number as its key)")
         return value

@@ -19,15 +19,16 @@ def read(sources) -> dict:
 
 def check(section: dict, checker) -> None:
     m = checker.mapping(section.get("min_eps"), "adversarial.min_eps")
-    checker.numbers(m.get("grid"), "adversarial.min_eps.grid", nonempty=False)
-    checker.mapping(m.get("per_subject"), "adversarial.min_eps.per_subject")
-    checker.number(m.get("median"), "adversarial.min_eps.median", optional=True)
+    where = "adversarial.min_eps"
+    if "grid" in m:
+        checker.numbers(m["grid"], f"{where}.grid", nonempty=False)
+    if "per_subject" in m:
+        checker.mapping(m["per_subject"], f"{where}.per_subject")
+    if "median" in m:
+        checker.number(m["median"], f"{where}.median", optional=True)
     for key in ("unbroken", "broken"):
-        if key in m or key == "unbroken":
-            checker.need(
-                isinstance(m.get(key), int) and not isinstance(m.get(key), bool),
-                f"adversarial.min_eps.{key}",
-            )
+        if key in m:
+            checker.need(isinstance(m[key], int) and not isinstance(m[key], bool), f"{where}.{key}")
 
 
 def rows(card: dict) -> list[tuple[str, str]]:
