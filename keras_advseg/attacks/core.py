@@ -79,7 +79,7 @@ def check_inputs(x, y, *, what: str = "labels") -> tuple[tf.Tensor, tf.Tensor]:
     Raises:
         InputError: ``x`` is not a batch of volumes, or ``y`` is not one-hot of the same
             batch and spatial shape (a label map: convert it with
-            :func:`keras_advseg.data.one_hot`).
+            :func:`keras_advseg.data.one_hot`), or either holds NaN or inf.
     """
     x, y = as_tensor(x), as_tensor(y)
     if x.shape.rank != 5:
@@ -92,6 +92,15 @@ def check_inputs(x, y, *, what: str = "labels") -> tuple[tf.Tensor, tf.Tensor]:
             f"{what} must be one-hot {(*x.shape[:4], 4)}; got {tuple(y.shape)} "
             "(convert a label map with keras_advseg.data.one_hot)"
         )
+    if tf.executing_eagerly():  # a traced caller checked its inputs before tracing
+        for name, value in (("x", x), (what, y)):
+            finite = tf.math.is_finite(value)
+            if not bool(tf.reduce_all(finite)):
+                bad = int(tf.size(value)) - int(tf.math.count_nonzero(finite))
+                raise InputError(
+                    f"{name} holds {bad} non-finite value(s) (NaN or inf): an attack on it is "
+                    "meaningless; repair or mask them first"
+                )
     return x, y
 
 

@@ -401,3 +401,22 @@ def test_an_interrupt_after_the_last_epoch_is_completed_by_resume(
     assert [m.step for m in history] == [1]  # no epoch trained twice
     again = CliRunner().invoke(main, args + ["--resume"])
     assert again.exit_code == 1 and "already finished" in again.output
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "ifgsm", "pgd", "targeted_ifgsm"])
+def test_attacks_refuse_non_finite_inputs(models, attack):
+    import keras_advseg.attacks as attacks
+    from keras_advseg.export import load_model
+
+    model = load_model(models / "a.keras")
+    x = np.random.default_rng(0).normal(size=(1, 16, 16, 16, 4)).astype("float32")
+    y = np.zeros((1, 16, 16, 16, 4), "float32")
+    y[..., 0] = 1
+    bad = x.copy()
+    bad[0, 3, 3, 3, 1] = np.inf
+    with pytest.raises(InputError, match="x holds 1 non-finite"):
+        getattr(attacks, attack)(model, bad, y, eps=0.05)
+    nan_labels = y.copy()
+    nan_labels[0, 0, 0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="non-finite"):
+        getattr(attacks, attack)(model, x, nan_labels, eps=0.05)
