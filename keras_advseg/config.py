@@ -225,8 +225,9 @@ class EvalConfig:
         longest = max(s for s in (self.steps, self.worst_steps, self.vafa_steps) if s is not None)
         if longest > MAX_ATTACK_STEPS:
             raise InputError(
-                f"steps must be at most {MAX_ATTACK_STEPS} (the paper's attacks take 10; APGD's "
-                f"longest 1000). Received: {longest}"
+                f"steps, worst_steps and vafa_steps must be at most {MAX_ATTACK_STEPS} (the "
+                f"paper's attacks take 10; APGD's longest 1000). Received: steps={self.steps}, "
+                f"worst_steps={self.worst_steps}, vafa_steps={self.vafa_steps}"
             )
         if self.iterations_sweep and self.steps > MAX_SWEEP_STEPS:
             raise InputError(

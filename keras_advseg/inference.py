@@ -93,7 +93,7 @@ class Preprocessing:
                 isinstance(v, list)
                 and len(v) == len(MODALITIES)
                 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-                and all(math.isfinite(x) and (x > 0 or not positive) for x in v)
+                and all(_finite(x) and (x > 0 or not positive) for x in v)
             )
 
         field("version", lambda v: v == PREPROCESSING_VERSION, PREPROCESSING_VERSION)
@@ -107,7 +107,9 @@ class Preprocessing:
             "paper's are 128)",
         )
         n4 = field("n4", lambda v: isinstance(v, bool), "true or false")
-        n4_shrink = field("n4_shrink", lambda v: integer(v, 1, 64), "an integer from 1 to 64")
+        n4_shrink = field(
+            "n4_shrink", lambda v: integer(v, 1, MAX_SIZE), f"an integer from 1 to {MAX_SIZE}"
+        )
         margin = field(
             "margin", lambda v: integer(v, 0, MAX_SIZE), f"an integer from 0 to {MAX_SIZE}"
         )
@@ -127,6 +129,14 @@ class Preprocessing:
             mean=tuple(float(v) for v in mean) if stats else None,
             std=tuple(float(v) for v in std) if stats else None,
         )
+
+
+def _finite(x) -> bool:
+    """A number that is finite as a float (a JSON integer of 400 digits is not)."""
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:
+        return False
 
 
 MAX_SIZE = 512

@@ -22,7 +22,12 @@ def check_settings(sigma, n, n0, tau, alpha, batch_size) -> None:
     """
 
     def real(v):
-        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            return False
+        try:
+            return math.isfinite(v)
+        except OverflowError:  # an int too large for a float
+            return False
 
     def count(v, high):
         return real(v) and int(v) == v and 1 <= v <= high

@@ -149,7 +149,10 @@ def mark_finished(out: str | Path) -> None:
     state = read_state(out)
     if state is None:
         raise FileFormatError(f"{out}: no checkpoint state to mark finished")
-    write_json_atomic(checkpoint_dir(out) / STATE_FILE, {**state, "finished": True})
+    epochs = state["config"].get("epochs", state["epoch"])  # as Checkpoint.finish writes it
+    write_json_atomic(
+        checkpoint_dir(out) / STATE_FILE, {**state, "epoch": epochs, "finished": True}
+    )
 
 
 def restored_best(state: dict | None) -> dict:

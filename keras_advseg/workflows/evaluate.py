@@ -48,15 +48,16 @@ def run_evaluation(
     """
     import mlflow
     from keras_advseg.evaluation.distributed import evaluate_distributed
+    from keras_advseg.io import refuse_inputs_in_output
     from keras_advseg.training import make_strategy, worker_role
 
+    inputs = {"model": model_ref, "data": data, "transfer source": transfer_ref}
+    refuse_inputs_in_output(out, inputs)  # every worker, with the --out it was given
     distribution = make_strategy(strategy)  # before any other TensorFlow work
     chief, role = worker_role(strategy)
     if not chief:  # other workers evaluate their share and keep their files apart
         out = Path(out) / "workers" / role
-    out = ready(
-        out, tracking_uri, {"model": model_ref, "data": data, "transfer source": transfer_ref}
-    )
+    out = ready(out, tracking_uri, inputs)
     model, transfer, prepared, source, parent = open_model_and_data(
         model_ref, data, out, tracking_uri, other_ref=transfer_ref, split=split
     )

@@ -47,16 +47,6 @@ SCORE_FIELDS = (
 )
 
 
-def dataset_root(path: str | Path | None) -> Path | None:
-    """The dataset a predict INPUT belongs to: itself, or a subject folder's parent."""
-    if path is None:
-        return None
-    path = Path(path)
-    if path.is_dir() and any(p.name.endswith((".nii.gz", ".nii")) for p in path.iterdir()):
-        return path.parent
-    return path
-
-
 def subjects_of(
     path: str | Path | None = None, *, t1=None, t1gd=None, t2=None, flair=None
 ) -> list[Subject]:
@@ -137,7 +127,7 @@ def run_predict(
     if labels not in LABEL_CONVENTIONS:
         raise InputError(f"labels must be one of {LABEL_CONVENTIONS}. Received: {labels!r}")
     check_outputs_are_not_inputs(subjects, Path(out), probabilities)
-    inputs = {"model": model_path, "dataset": dataset_root(source)}
+    inputs = {"model": model_path, "dataset": source}
     refuse_inputs_in_output(out, inputs)  # before anything is read
     preprocessing = load_preprocessing(model_path)
     model = load_model(model_path)

@@ -17,7 +17,7 @@ import tensorflow as tf
 from keras_advseg.config import TrainConfig
 from keras_advseg.data.prepare import open_prepared
 from keras_advseg.export import load_model
-from keras_advseg.io import ensure_writable_folder
+from keras_advseg.io import ensure_writable_folder, refuse_inputs_in_output
 from keras_advseg.training import (
     CheckpointExists,
     TrainingError,
@@ -67,6 +67,8 @@ def train(
     from keras_advseg.tracking import check_reachable, git_commit, tracked_run
 
     out = Path(out)
+    inputs = {"data": data, "--init model": config.init, "--teacher model": config.teacher}
+    refuse_inputs_in_output(out, inputs)  # every worker, with the --out it was given
     state = read_state(out)
     if state is not None and not resume:
         raise CheckpointExists(out)
@@ -87,9 +89,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         tracking_uri = f"sqlite:///{(out / 'mlflow.db').resolve()}"
     check_reachable(tracking_uri)  # before any work, and before anything is written
-    ensure_writable_folder(
-        out, {"data": data, "--init model": config.init, "--teacher model": config.teacher}
-    )
+    ensure_writable_folder(out)
     prepared = open_prepared(data, out / "prepared", config.shape, seed=config.seed)
     tags = config.tags()
     commit = git_commit(Path(__file__).parent)

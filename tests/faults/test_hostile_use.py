@@ -254,7 +254,7 @@ def test_huge_ranges_and_steps_are_refused_before_any_work(models, prepared_dir,
     fails_cleanly(
         scoring_args(models / "a.keras", prepared_dir, tmp_path / "e", uri)
         + ["--steps", "100000000"],
-        contains=["steps must be at most 10000"],
+        contains=["vafa_steps must be at most 10000", "steps=100000000"],
     )
 
 
@@ -420,3 +420,37 @@ def test_attacks_refuse_non_finite_inputs(models, attack):
     nan_labels[0, 0, 0, 0, 0] = np.nan
     with pytest.raises(InputError, match="non-finite"):
         getattr(attacks, attack)(model, x, nan_labels, eps=0.05)
+
+
+def test_the_output_rule_refuses_only_what_could_be_overwritten_or_read_back(tmp_path):
+    from keras_advseg.io import refuse_inputs_in_output
+
+    data, model = tmp_path / "data", tmp_path / "runs" / "none" / "model.keras"
+    (data / "case1").mkdir(parents=True)
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"")
+    refuse_inputs_in_output(tmp_path / "preds", {"dataset": data / "case1", "model": model})
+    refuse_inputs_in_output(tmp_path / "evals" / "none", {"data": data, "model": model})
+    refuse_inputs_in_output(model.parent / "evals", {"model": model})  # beside it, not over it
+    refuse_inputs_in_output(tmp_path / "x", {"model": "0123456789abcdef0123456789abcdef"})
+    with pytest.raises(InputError, match="inside the data folder"):
+        refuse_inputs_in_output(data / "case1" / "out", {"data": data})
+    with pytest.raises(InputError, match="holds the model"):
+        refuse_inputs_in_output(tmp_path / "runs", {"model": model})
+
+
+def test_numbers_too_large_for_a_float_are_refused_not_raised(tmp_path):
+    from keras_advseg.errors import FileFormatError
+    from keras_advseg.inference import Preprocessing
+    from keras_advseg.workflows.card.axes.common import Checker
+
+    huge = 10**400
+    value = {**PREPROCESSING, "normalization": "global", "mean": [huge, 0, 0, 0], "std": [1] * 4}
+    with pytest.raises(InputError, match="'mean' must be four finite numbers"):
+        Preprocessing.from_json(value, "pre.json")
+    with pytest.raises(FileFormatError, match="plan.eps"):
+        Checker().numbers([huge], "plan.eps")
+    from keras_advseg.certification import SmoothedModel
+
+    with pytest.raises(InputError, match="sigma must be a positive number"):
+        SmoothedModel(None, sigma=huge)
