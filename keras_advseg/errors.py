@@ -9,6 +9,7 @@ exits with status 2; any other exception is a genuine bug and keeps its tracebac
 from __future__ import annotations
 
 import math
+import numbers
 from pathlib import Path
 
 
@@ -57,6 +58,17 @@ class TrackingError(AdvsegError, RuntimeError):
 
 class ClusterError(AdvsegError, RuntimeError):
     """A multi-worker cluster cannot be joined (the chief does not answer)."""
+
+
+def is_finite_number(value) -> bool:
+    """A real number (not a bool) that is finite as a float: what a JSON file or an argument
+    must hold where a number is expected (a JSON integer of 400 digits is not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def check_range(name: str, value, low: float, high: float) -> None:

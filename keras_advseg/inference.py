@@ -10,7 +10,6 @@ scan, runs the model, and maps the class probabilities back through the resize
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 from keras_advseg.config import NORMALIZATIONS
 from keras_advseg.data.preprocess import crop_and_resize_as, resize, standardize
 from keras_advseg.data.subject import MODALITIES
-from keras_advseg.errors import InputError
+from keras_advseg.errors import InputError, is_finite_number
 
 PREPROCESSING_VERSION = 1
 
@@ -92,8 +91,7 @@ class Preprocessing:
             return (
                 isinstance(v, list)
                 and len(v) == len(MODALITIES)
-                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-                and all(_finite(x) and (x > 0 or not positive) for x in v)
+                and all(is_finite_number(x) and (x > 0 or not positive) for x in v)
             )
 
         field("version", lambda v: v == PREPROCESSING_VERSION, PREPROCESSING_VERSION)
@@ -129,14 +127,6 @@ class Preprocessing:
             mean=tuple(float(v) for v in mean) if stats else None,
             std=tuple(float(v) for v in std) if stats else None,
         )
-
-
-def _finite(x) -> bool:
-    """A number that is finite as a float (a JSON integer of 400 digits is not)."""
-    try:
-        return math.isfinite(float(x))
-    except OverflowError:
-        return False
 
 
 MAX_SIZE = 512

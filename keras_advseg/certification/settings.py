@@ -6,11 +6,9 @@ Pure Python with no TensorFlow import, so the CLI reads the defaults here (as it
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
-from keras_advseg.errors import InputError
+from keras_advseg.errors import InputError, is_finite_number
 from keras_advseg.vocabulary import CORRECTIONS
 
 
@@ -21,23 +19,15 @@ def check_settings(sigma, n, n0, tau, alpha, batch_size) -> None:
         InputError: naming the first setting out of range.
     """
 
-    def real(v):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            return False
-        try:
-            return math.isfinite(v)
-        except OverflowError:  # an int too large for a float
-            return False
-
     def count(v, high):
-        return real(v) and int(v) == v and 1 <= v <= high
+        return is_finite_number(v) and int(v) == v and 1 <= v <= high
 
     checks = (
-        ("sigma", sigma, lambda v: real(v) and v > 0, "a positive number"),
+        ("sigma", sigma, lambda v: is_finite_number(v) and v > 0, "a positive number"),
         ("n", n, lambda v: count(v, MAX_SAMPLES), f"an integer from 1 to {MAX_SAMPLES}"),
         ("n0", n0, lambda v: count(v, MAX_SAMPLES), f"an integer from 1 to {MAX_SAMPLES}"),
-        ("tau", tau, lambda v: real(v) and 0.5 <= v < 1, "in [0.5, 1)"),
-        ("alpha", alpha, lambda v: real(v) and 0 < v < 1, "in (0, 1)"),
+        ("tau", tau, lambda v: is_finite_number(v) and 0.5 <= v < 1, "in [0.5, 1)"),
+        ("alpha", alpha, lambda v: is_finite_number(v) and 0 < v < 1, "in (0, 1)"),
         (
             "batch_size",
             batch_size,

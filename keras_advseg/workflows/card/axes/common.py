@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
 import numpy as np
 
 from keras_advseg.config import REGIONS
-from keras_advseg.errors import FileFormatError
+from keras_advseg.errors import FileFormatError, is_finite_number
 
 
 def number(value) -> float | None:
@@ -92,7 +91,7 @@ class Checker:
         """A ``{region: Dice in [0, 1] or None}`` mapping."""
         self.need(isinstance(value, dict) and set(value) == set(REGIONS), where)
         for r, v in value.items():
-            self.need(v is None or (_is_number(v) and -1e-9 <= v <= 1 + 1e-9), f"{where}.{r}")
+            self.need(v is None or (is_finite_number(v) and -1e-9 <= v <= 1 + 1e-9), f"{where}.{r}")
 
     def mapping(self, value, where: str, nonempty: bool = False) -> dict:
         """A JSON object (with at least one key when ``nonempty``); returns it."""
@@ -101,14 +100,14 @@ class Checker:
 
     def number(self, value, where: str, optional: bool = False) -> None:
         """A finite number (or None when ``optional``)."""
-        self.need((optional and value is None) or _is_number(value), where)
+        self.need((optional and value is None) or is_finite_number(value), where)
 
     def numbers(self, value, where: str, nonempty: bool = True) -> None:
         """A list of finite numbers (at least one when ``nonempty``)."""
         self.need(
             isinstance(value, (list, tuple))
             and (bool(value) or not nonempty)
-            and all(_is_number(v) for v in value),
+            and all(is_finite_number(v) for v in value),
             where,
         )
 
@@ -126,18 +125,8 @@ class Checker:
         sigma); returns it."""
         self.mapping(value, where, nonempty=nonempty)
         for key in value:
-            self.need(_is_number(_as_float(key)), f"{where}.{key} (a number as its key)")
+            self.need(is_finite_number(_as_float(key)), f"{where}.{key} (a number as its key)")
         return value
-
-
-def _is_number(value) -> bool:
-    """A finite JSON number, finite as a float too."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:  # a JSON integer too large for a float
-        return False
 
 
 def _as_float(text):
