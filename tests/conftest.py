@@ -88,20 +88,53 @@ def phantom_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory) -> Path:
-    """Untrained 3-D UNets a.keras and b.keras (other seeds) and a slice-wise 2-D UNet c2d.keras, at 16^3."""
+    """Untrained 3-D UNets a.keras and b.keras (other seeds) and a slice-wise 2-D UNet c2d.keras,
+    at 16^3, written once per test run."""
     import keras
 
     from keras_advseg.models import SliceWise, unet2d, unet3d
 
-    root = tmp_path_factory.mktemp("models")
-    keras.utils.set_random_seed(0)
-    unet3d((16, 16, 16, 4), base_filters=4, depth=2).save(root / "a.keras")
-    keras.utils.set_random_seed(1)
-    unet3d((16, 16, 16, 4), base_filters=4, depth=2).save(root / "b.keras")
-    net2d = SliceWise(unet2d((16, 16, 4), base_filters=4, depth=2))
-    net2d(np.zeros((1, 16, 16, 16, 4), "float32"))
-    net2d.save(root / "c2d.keras")
-    return root
+    def build(root):
+        root.mkdir()
+        keras.utils.set_random_seed(0)
+        unet3d((16, 16, 16, 4), base_filters=4, depth=2).save(root / "a.keras")
+        keras.utils.set_random_seed(1)
+        unet3d((16, 16, 16, 4), base_filters=4, depth=2).save(root / "b.keras")
+        net2d = SliceWise(unet2d((16, 16, 4), base_filters=4, depth=2))
+        net2d(np.zeros((1, 16, 16, 16, 4), "float32"))
+        net2d.save(root / "c2d.keras")
+
+    return build_once(tmp_path_factory, "models", build)
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables created, once per test run (creating the tables
+    takes about 2.5 s, copying the file a few milliseconds): :func:`new_store` copies it."""
+    from mlflow.tracking import MlflowClient
+
+    def build(path):
+        MlflowClient(f"sqlite:///{path}").search_experiments()
+
+    return build_once(tmp_path_factory, "empty-mlflow.db", build)
+
+
+@pytest.fixture(scope="session")
+def new_store(empty_store):
+    """``new_store(folder, name="mlflow.db")``: a fresh tracking store at ``folder/name``, a
+    copy of :func:`empty_store`; returns its ``sqlite:///`` URI. Tests of how a store is
+    created (its folder missing, concurrent processes) create their own."""
+    import shutil
+
+    def make(folder, name: str = "mlflow.db") -> str:
+        target = Path(folder) / name
+        if target.exists():
+            raise FileExistsError(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(empty_store, target)
+        return f"sqlite:///{target}"
+
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -198,6 +231,9 @@ def fitted_unet_path(prepared_dir, tmp_path_factory, fixture_seed) -> Path:
             optimizer=keras.optimizers.Adam(3e-3),
             loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         )
+        # built before fit, the optimizer's variables are not created inside the first traced
+        # step, which TensorFlow would then trace twice (as SegmentationTrainer.compile does)
+        model.optimizer.build(model.trainable_variables)
         model.fit(
             volume_dataset(prepared, "train", batch_size=2, seed=fixture_seed - 1).repeat(),
             steps_per_epoch=150,

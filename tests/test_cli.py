@@ -239,7 +239,9 @@ NOTICE = (
 )
 
 
-def test_corruptions_and_its_old_spelling_give_the_same_results(models, prepared_dir, tmp_path):
+def test_corruptions_and_its_old_spelling_give_the_same_results(
+    models, prepared_dir, tmp_path, new_store
+):
     options = [
         "--data",
         prepared_dir,
@@ -250,7 +252,7 @@ def test_corruptions_and_its_old_spelling_give_the_same_results(models, prepared
         "--seed",
         3,
         "--tracking-uri",
-        f"sqlite:///{tmp_path}/mlflow.db",
+        new_store(tmp_path),
     ]
     new = run("corruptions", models / "a.keras", "--out", tmp_path / "new", *options)
     old = run("evaluate", models / "a.keras", "--out", tmp_path / "old", *options)

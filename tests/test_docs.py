@@ -83,12 +83,12 @@ def test_the_python_tour_runs_as_written(models, prepared_dir, tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_the_command_line_tour_runs_as_written(tmp_path, monkeypatch):
+def test_the_command_line_tour_runs_as_written(tmp_path, monkeypatch, new_store):
     from keras_advseg.cli import main
 
     (script,) = [b for b in blocks("bash") if "advseg data synth" in b]
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new_store(tmp_path))
     commands = script.replace("\\\n", " ").splitlines()
     for line in commands:
         args = shlex.split(line, comments=True)

@@ -284,7 +284,9 @@ def test_score_writes_lesion_wise_columns_at_the_references_spacing(tmp_path):
     assert summary["lesion_fp_tc"]["mean"] == pytest.approx(0.5)
 
 
-def test_evaluate_puts_lesion_wise_scores_on_the_clean_row_only(models, prepared_dir, tmp_path):
+def test_evaluate_puts_lesion_wise_scores_on_the_clean_row_only(
+    models, prepared_dir, tmp_path, new_store
+):
     import json
 
     from mlflow.tracking import MlflowClient
@@ -295,7 +297,7 @@ def test_evaluate_puts_lesion_wise_scores_on_the_clean_row_only(models, prepared
     from keras_advseg.export import load_model
     from keras_advseg.metrics import predict_labels
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(tmp_path)
     result = run_evaluate(
         models / "a.keras", prepared_dir, tmp_path / "e", uri, "--attacks", "fgsm"
     )

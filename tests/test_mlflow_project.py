@@ -15,9 +15,9 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_mlflow_run_synth_entry_point(tmp_path):
+def test_mlflow_run_synth_entry_point(tmp_path, new_store):
     bin_dir = Path(sys.executable).parent
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(tmp_path)
     # earlier in-process MLflow calls may leave MLFLOW_* variables (experiment id, run id) behind
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_TRACKING_URI=uri, PATH=f"{bin_dir}:{os.environ['PATH']}")

@@ -17,10 +17,10 @@ from keras_advseg.tracking import experiment_address, ui_command, ui_lines
 pytestmark = pytest.mark.slow
 
 
-def test_the_printed_address_serves_the_experiments_runs(tmp_path):
+def test_the_printed_address_serves_the_experiments_runs(tmp_path, new_store):
     import mlflow
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(tmp_path)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("advseg-ui-test")
     with mlflow.start_run(run_name="unet3d-none"):

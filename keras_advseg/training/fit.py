@@ -285,8 +285,7 @@ def _fit_with_policy(
             loss=training_loss(config),
         )
         dummy = np.zeros((1,) + tuple(network.input_shape[1:]), np.float32)
-        trainer(dummy)
-        trainer.optimizer.build(trainer.trainable_variables)
+        trainer(dummy)  # the optimizer's variables are built by compile
     deployed = deployable(config, network)
     preprocessing = Preprocessing.from_prepared(prepared)
     checkpoint = Checkpoint(out, config, run_id, deployed, restored_best(state), preprocessing)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.one_fixture_seed  # the command's rows against the libr
 
 
 def test_certify_writes_rows_that_equal_the_library_and_tracks_them(
-    fitted_unet, prepared_dir, tmp_path
+    fitted_unet, prepared_dir, tmp_path, new_store
 ):
     from click.testing import CliRunner
 
@@ -24,7 +24,7 @@ def test_certify_writes_rows_that_equal_the_library_and_tracks_them(
 
     path = tmp_path / "model.keras"
     fitted_unet.save(path)
-    uri = f"sqlite:///{tmp_path}/m.db"
+    uri = new_store(tmp_path, "m.db")
     out = tmp_path / "cert"
     result = CliRunner().invoke(
         main,

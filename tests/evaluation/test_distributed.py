@@ -59,13 +59,13 @@ def test_merge_orders_rows_by_subject():
     assert merged.example == {"subject": "a"}
 
 
-def test_multiworker_evaluation_on_two_processes(models, prepared_dir, tmp_path):
+def test_multiworker_evaluation_on_two_processes(models, prepared_dir, tmp_path, new_store):
     from keras_advseg.cli import main
 
     common = ["evaluate", str(models / "a.keras"), "--data", str(prepared_dir)]
     common += ["--attacks", "fgsm,pgd", "--steps", "2", "--split", "all"]
     args = common + ["--out", str(tmp_path / "multi"), "--strategy", "multiworker"]
-    outputs = run_workers(args + ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
+    outputs = run_workers(args + ["--tracking-uri", new_store(tmp_path)])
     assert "worker-1: evaluated its share" in outputs[1]
     assert not (tmp_path / "multi" / "workers" / "worker-1" / "per_subject.csv").exists()
 
@@ -73,7 +73,7 @@ def test_multiworker_evaluation_on_two_processes(models, prepared_dir, tmp_path)
 
     single = CliRunner().invoke(
         main,
-        common + ["--out", str(tmp_path / "one"), "--tracking-uri", f"sqlite:///{tmp_path}/one.db"],
+        common + ["--out", str(tmp_path / "one"), "--tracking-uri", new_store(tmp_path, "one.db")],
     )
     assert single.exit_code == 0, single.output
     merged, alone = (

@@ -6,5 +6,5 @@ import pytest
 
 
 @pytest.fixture
-def uri(tmp_path):
-    return f"sqlite:///{tmp_path}/mlflow.db"
+def uri(tmp_path, new_store):
+    return new_store(tmp_path)

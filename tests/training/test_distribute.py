@@ -45,7 +45,7 @@ def test_mirrored_step_equals_single_device_with_same_global_batch():
             assert row["max_difference"] < 1e-6, name
 
 
-def test_multiworker_training_on_two_local_processes(prepared_dir, tmp_path):
+def test_multiworker_training_on_two_local_processes(prepared_dir, tmp_path, new_store):
     run_workers(
         [
             "train",
@@ -60,7 +60,7 @@ def test_multiworker_training_on_two_local_processes(prepared_dir, tmp_path):
             "--strategy",
             "multiworker",
             "--tracking-uri",
-            f"sqlite:///{tmp_path}/mlflow.db",
+            new_store(tmp_path),
         ]
     )
     assert (tmp_path / "out" / "model.keras").is_file()  # the chief's

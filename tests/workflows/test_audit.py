@@ -13,10 +13,10 @@ SMALL = ["--subjects", "1", "--steps", "1", "--attacks", "pgd-dice,segpgd"]
 SMALL += ["--curve", "0.05,0.5", "--restarts", "2", "--queries", "3", "--relative-tolerance", "0.2"]
 
 
-def test_audit_writes_its_verdict_everywhere(models, prepared_dir, tmp_path):
+def test_audit_writes_its_verdict_everywhere(models, prepared_dir, tmp_path, new_store):
     import mlflow
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(tmp_path)
     args = ["audit", str(models / "a.keras"), "--data", str(prepared_dir), "--out"]
     args += [str(tmp_path / "audit"), "--tracking-uri", uri, "--reference", str(models / "b.keras")]
     result = CliRunner().invoke(main, args + SMALL + ["--fail-on-warn"])

@@ -32,12 +32,12 @@ TINY = card_module.CardPlan(
 
 
 @pytest.fixture(scope="module")
-def carded(fitted_unet, prepared_dir, tmp_path_factory):
+def carded(fitted_unet, prepared_dir, tmp_path_factory, new_store):
     root = tmp_path_factory.mktemp("card")
     path = save_model(
         fitted_unet, root / "model.keras", Preprocessing.from_prepared(load_prepared(prepared_dir))
     )
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = new_store(root)
     patch = pytest.MonkeyPatch()
     patch.setitem(card_module.CARD_PLANS, "quick", TINY)
     args = [

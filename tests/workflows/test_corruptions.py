@@ -18,11 +18,11 @@ CORRUPTIONS = "motion,ghosting,bias-field,rician-noise,contrast-expansion,missin
 
 
 @pytest.fixture(scope="module")
-def corrupted(fitted_unet, prepared_dir, models, tmp_path_factory):
+def corrupted(fitted_unet, prepared_dir, models, tmp_path_factory, new_store):
     root = tmp_path_factory.mktemp("corrupted")
     prepared = load_prepared(prepared_dir)
     path = save_model(fitted_unet, root / "model.keras", Preprocessing.from_prepared(prepared))
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = new_store(root)
     output = run_evaluate(
         path,
         prepared_dir,
@@ -134,9 +134,10 @@ def test_clean_rows_equal_the_models_dice_on_the_prepared_volumes_and_severity_c
 
 
 def test_a_second_model_reuses_the_prepared_scans_and_a_tampered_one_is_prepared_again(
-    corrupted, tmp_path
+    corrupted, tmp_path, new_store
 ):
     root, path, _, _, _ = corrupted
+    uri = new_store(tmp_path, "m.db")
     cache = root / "cache"
     files = sorted(cache.glob("*.npz"))
     assert files
@@ -147,7 +148,7 @@ def test_a_second_model_reuses_the_prepared_scans_and_a_tampered_one_is_prepared
         path,
         root / "eval" / "prepared" if False else corrupted[2].root,
         tmp_path / "e",
-        f"sqlite:///{tmp_path}/m.db",
+        uri,
         "--corruptions",
         CORRUPTIONS,
         "--severities",
@@ -167,7 +168,7 @@ def test_a_second_model_reuses_the_prepared_scans_and_a_tampered_one_is_prepared
         path,
         corrupted[2].root,
         tmp_path / "p",
-        f"sqlite:///{tmp_path}/m.db",
+        uri,
         "--corruptions",
         "missing-sequence,ghosting",
         "--severities",

@@ -86,8 +86,8 @@ def test_mlflow_evaluation_run_metrics(evaluated):
     assert {"per_subject.csv", "summary.json", "fig_example.png"} <= artifacts
 
 
-def test_transfer_attack_and_2d_model(models, prepared_dir, tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_transfer_attack_and_2d_model(models, prepared_dir, tmp_path, new_store):
+    uri = new_store(tmp_path)
     run_evaluate(
         models / "c2d.keras",
         prepared_dir,
@@ -164,13 +164,15 @@ def test_source_run_id_from_reference_or_checkpoint(tmp_path):
     assert source_run_id(str(model), model) is None
 
 
-def test_the_scored_run_frame_logs_kept_files_on_success_and_closes_failed_or_killed(tmp_path):
+def test_the_scored_run_frame_logs_kept_files_on_success_and_closes_failed_or_killed(
+    tmp_path, new_store
+):
     """The frame of evaluate, corruptions, certify, audit and the card: params on opening, the
     kept files logged on success (FINISHED), nothing logged on an error (FAILED) or an interrupt
     (KILLED), the run nested under a parent run of the same store."""
     from keras_advseg.workflows.frame import lineage, ready, scored_run
 
-    uri = f"sqlite:///{tmp_path}/m.db"
+    uri = new_store(tmp_path, "m.db")
     out = ready(tmp_path / "out", uri)
     with scored_run(uri, "frame", run_name="parent", tags={}) as parent:
         pass

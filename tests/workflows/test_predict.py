@@ -191,13 +191,13 @@ def test_sliding_window_and_resize_agree_when_the_crop_fits_the_model(phantom_di
 
 
 def test_evaluate_native_scores_clean_and_attacked_inputs_in_the_scans_space(
-    fitted, phantom_dir, prepared_dir, tmp_path
+    fitted, phantom_dir, prepared_dir, tmp_path, new_store
 ):
     from support import read_rows, run_evaluate
 
     path, _, prepared = fitted
     out = tmp_path / "eval"
-    run_evaluate(path, prepared_dir, out, f"sqlite:///{tmp_path}/m.db", "--eps", "0.05", "--native")
+    run_evaluate(path, prepared_dir, out, new_store(tmp_path, "m.db"), "--eps", "0.05", "--native")
     rows = read_rows(out / "per_subject.csv")
     assert {r["attack"] for r in rows} == {"none", "fgsm"}
     clean = {r["subject"]: r for r in rows if r["attack"] == "none"}

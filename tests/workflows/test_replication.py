@@ -296,7 +296,9 @@ def test_the_control_trains_as_long_as_the_longest_defense():
 
 
 @pytest.mark.slow
-def test_adding_seeds_reuses_finished_ones_and_seeds_every_step(tmp_path, brats2021, monkeypatch):
+def test_adding_seeds_reuses_finished_ones_and_seeds_every_step(
+    tmp_path, brats2021, monkeypatch, new_store
+):
     """The study's orchestration, with training, evaluation and the audit replaced by
     stand-ins that record their calls (the smoke study test runs the real steps)."""
     import keras_advseg.workflows.audit as audit_module
@@ -348,7 +350,7 @@ def test_adding_seeds_reuses_finished_ones_and_seeds_every_step(tmp_path, brats2
     monkeypatch.setattr(corruptions_module, "run_corruption_evaluation", run_corruption_evaluation)
     monkeypatch.setattr(certify_module, "run_certification", run_certification)
     out = tmp_path / "study"
-    options = dict(data=brats2021, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    options = dict(data=brats2021, tracking_uri=new_store(tmp_path))
     reproduce("smoke", out, seeds=(0,), **options)
     first = list(calls)
     models = STUDY.models3d + STUDY.models2d

@@ -15,8 +15,8 @@ from keras_advseg.config import STUDIES
 pytestmark = pytest.mark.slow
 
 
-def test_smoke_study_end_to_end_and_resumable(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_smoke_study_end_to_end_and_resumable(tmp_path, new_store):
+    uri = new_store(tmp_path)
     command = [
         sys.executable,
         "-m",

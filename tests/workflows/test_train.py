@@ -26,9 +26,9 @@ pytestmark = pytest.mark.slow  # every test here runs whole trainings
 
 
 @pytest.fixture(scope="module")
-def trained_run(prepared_dir, tmp_path_factory):
+def trained_run(prepared_dir, tmp_path_factory, new_store):
     root = tmp_path_factory.mktemp("train")
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = new_store(root)
     result = CliRunner().invoke(
         main,
         train_args(
@@ -101,8 +101,8 @@ def test_unreachable_tracking_server_fails_before_training(prepared_dir, tmp_pat
     assert not (tmp_path / "out" / "checkpoint").exists()
 
 
-def test_non_finite_loss_stops_with_message_and_marks_run_failed(prepared_dir, tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_non_finite_loss_stops_with_message_and_marks_run_failed(prepared_dir, tmp_path, new_store):
+    uri = new_store(tmp_path)
     result = CliRunner().invoke(
         main, train_args(prepared_dir, tmp_path / "out", uri, "--lr", "1e30", "--epochs", 3)
     )
@@ -124,7 +124,7 @@ def weights(path):
     return [np.asarray(w) for w in load_model(path).get_weights()]
 
 
-def test_resume_after_kill_matches_uninterrupted_run(prepared_dir, tmp_path):
+def test_resume_after_kill_matches_uninterrupted_run(prepared_dir, tmp_path, new_store):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     epochs = 5  # enough to cut after epoch 2 and resume three more
     common = [
@@ -135,7 +135,7 @@ def test_resume_after_kill_matches_uninterrupted_run(prepared_dir, tmp_path):
         "--lr-schedule",
         "cosine",
     ]  # the schedule resumes too
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(tmp_path)
     subprocess.run(
         ADVSEG + train_args(prepared_dir, tmp_path / "full", uri, *common),
         check=True,
@@ -176,7 +176,7 @@ def test_resume_after_kill_matches_uninterrupted_run(prepared_dir, tmp_path):
     }  # the cut run was resumed, not duplicated
 
 
-def test_training_against_a_real_mlflow_server(prepared_dir, tmp_path):
+def test_training_against_a_real_mlflow_server(prepared_dir, tmp_path, new_store):
     (port,) = free_ports(1)
     server = subprocess.Popen(
         [
@@ -187,7 +187,7 @@ def test_training_against_a_real_mlflow_server(prepared_dir, tmp_path):
             "--port",
             str(port),
             "--backend-store-uri",
-            f"sqlite:///{tmp_path}/server.db",
+            new_store(tmp_path, "server.db"),
             "--artifacts-destination",
             str(tmp_path / "art"),
             "--workers",
@@ -256,7 +256,7 @@ def test_distillation_with_a_teacher_from_an_mlflow_run(trained_run, prepared_di
     assert result.exit_code == 2 and "cannot fetch the model" in result.output
 
 
-def test_mixed_bfloat16_training(prepared_dir, tmp_path):
+def test_mixed_bfloat16_training(prepared_dir, tmp_path, new_store):
     import keras
 
     result = CliRunner().invoke(
@@ -264,7 +264,7 @@ def test_mixed_bfloat16_training(prepared_dir, tmp_path):
         train_args(
             prepared_dir,
             tmp_path / "out",
-            f"sqlite:///{tmp_path}/m.db",
+            new_store(tmp_path, "m.db"),
             "--epochs",
             1,
             "--precision",
@@ -339,11 +339,11 @@ def test_warm_start_from_a_model_and_distillation_from_a_temperature_1_teacher(
     assert result.exit_code == 2 and "needs defense='distillation'" in result.output
 
 
-def test_sigterm_ends_the_run_like_ctrl_c(prepared_dir, tmp_path):
+def test_sigterm_ends_the_run_like_ctrl_c(prepared_dir, tmp_path, new_store):
     """What timeout, Slurm and Kubernetes send: the run is KILLED, not left RUNNING, no
     temporary file is left, and --resume continues it."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(tmp_path)
     out = tmp_path / "run"
     process = subprocess.Popen(
         ADVSEG + train_args(prepared_dir, out, uri, "--epochs", 40),
