@@ -6,6 +6,16 @@ import json
 import os
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one test process per core: one TensorFlow thread each (inherited by the
+    # commands the tests start) instead of thread pools that outnumber the cores and spin on
+    # them. The suite under `make test`'s command: 14 min 4 s this way, 15 min 21 s without.
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+# The tracking servers the tests start need no job runner: MLflow 3's starts about seven
+# processes, some 25 s of CPU taken from the other test process.
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+
 # isort: off
 import keras_advseg  # noqa: E402, F401  (chooses TensorFlow's CPU kernels before its import)
 

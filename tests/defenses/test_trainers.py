@@ -64,6 +64,32 @@ def test_loss_decreases(batch, make):
     assert all(np.isfinite(losses))
 
 
+@pytest.mark.parametrize("make", [SegmentationTrainer, lambda n: FastTrainer(n, eps=0.05)])
+def test_compile_builds_the_optimizer_so_the_first_fit_traces_its_step_once(batch, make):
+    """Keras on TensorFlow creates unbuilt optimizer variables inside the first traced step,
+    and TensorFlow then traces that step a second time; compile builds them first."""
+    x, y = batch
+    trainer = make(tiny_network())
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    assert trainer.optimizer.built
+    assert len(trainer.optimizer.variables) > 2 * len(trainer.network.trainable_variables)
+    traces = []
+    step = type(trainer).train_step
+
+    def counted(self, data):
+        traces.append(1)  # runs once per trace, not per executed step
+        return step(self, data)
+
+    trainer.train_step = counted.__get__(trainer)
+    trainer.fit(x, y, batch_size=2, epochs=2, verbose=0, shuffle=False)
+    assert len(traces) == 1
+    before = [np.asarray(v) for v in trainer.optimizer.variables]
+    trainer.compile(optimizer=trainer.optimizer)  # compiled again: built once, state kept
+    assert all(
+        np.array_equal(a, np.asarray(b)) for a, b in zip(before, trainer.optimizer.variables)
+    )
+
+
 @pytest.mark.slow
 def test_adversarial_examples_within_eps_and_from_current_weights(batch):
     x, y = batch

@@ -159,9 +159,12 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path, new_store):
     assert second.stderr.count("skipped (done before)") == len(steps) - 3
     assert done["(elapsed)"] >= max(done[name] for name in steps)
     assert len(client.search_runs([experiment.experiment_id])) == len(runs)
-    # another data seed would need another split: refused before any work
-    third = subprocess.run(
-        command + ["--data-seed", "1"], capture_output=True, text=True, timeout=300
-    )
-    assert third.returncode == 2 and "started with --data-seed 0; received 1" in third.stderr
-    assert "Traceback" not in third.stderr
+    # another data seed would need another split: refused before any work (in this process:
+    # nothing to isolate, and a fresh interpreter costs seconds of imports)
+    from click.testing import CliRunner
+
+    from keras_advseg.cli import main
+
+    third = CliRunner().invoke(main, command[3:] + ["--data-seed", "1"])
+    assert third.exit_code == 2 and "started with --data-seed 0; received 1" in third.output
+    assert "Traceback" not in third.output
