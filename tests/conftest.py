@@ -9,7 +9,7 @@ from pathlib import Path
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one test process per core: one TensorFlow thread each (inherited by the
     # commands the tests start) instead of thread pools that outnumber the cores and spin on
-    # them. The suite under `make test`'s command: 14 min 4 s this way, 15 min 21 s without.
+    # them (docs/benchmarks.md, "The test suite": 14 min 4 s against 15 min 21 s).
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 # The tracking servers the tests start need no job runner: MLflow 3's starts about seven
@@ -120,7 +120,7 @@ def models(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def empty_store(tmp_path_factory) -> Path:
     """An MLflow SQLite store with its tables created, once per test run (creating the tables
-    takes about 2.5 s, copying the file a few milliseconds): :func:`new_store` copies it."""
+    takes about 2.5 s, copying the file about 0.05 s): :func:`new_store` copies it."""
     from mlflow.tracking import MlflowClient
 
     def build(path):

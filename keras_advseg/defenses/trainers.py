@@ -58,7 +58,8 @@ class SegmentationTrainer(keras_private.LocalReplicaBuild, keras.Model):
             optimizer=optimizer, loss=loss or SoftDiceLoss(temperature=self.temperature), **kwargs
         )
         if self.network.built and not self.optimizer.built:
-            self.optimizer.build(self.trainable_variables)
+            with self.distribute_strategy.scope():  # mirrored where the trainer's weights are
+                self.optimizer.build(self.trainable_variables)
 
     def _forward_loss(self, x, y, sample_weight=None):
         """The training-mode forward pass on ``x`` and its compiled loss: ``(y_pred, loss)``."""

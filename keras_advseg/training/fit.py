@@ -285,7 +285,9 @@ def _fit_with_policy(
             loss=training_loss(config),
         )
         dummy = np.zeros((1,) + tuple(network.input_shape[1:]), np.float32)
-        trainer(dummy)  # the optimizer's variables are built by compile
+        trainer(dummy)
+        if not trainer.optimizer.built:  # compile builds it once the network is built
+            trainer.optimizer.build(trainer.trainable_variables)  # before a checkpoint restores it
     deployed = deployable(config, network)
     preprocessing = Preprocessing.from_prepared(prepared)
     checkpoint = Checkpoint(out, config, run_id, deployed, restored_best(state), preprocessing)

@@ -85,9 +85,26 @@ def test_compile_builds_the_optimizer_so_the_first_fit_traces_its_step_once(batc
     assert len(traces) == 1
     before = [np.asarray(v) for v in trainer.optimizer.variables]
     trainer.compile(optimizer=trainer.optimizer)  # compiled again: built once, state kept
-    assert all(
-        np.array_equal(a, np.asarray(b)) for a, b in zip(before, trainer.optimizer.variables)
-    )
+    after = [np.asarray(v) for v in trainer.optimizer.variables]
+    assert len(after) == len(before)
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_compile_builds_a_loss_scale_optimizer_once():
+    """Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer, whose build adds
+    its variables again when called twice: compiling twice must not."""
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        trainer = SegmentationTrainer(tiny_network())
+        trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+        assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+        count = len(trainer.optimizer.variables)
+        assert count > 2 * len(trainer.network.trainable_variables)
+        trainer.compile(optimizer=trainer.optimizer)
+        assert len(trainer.optimizer.variables) == count
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
 
 
 @pytest.mark.slow
