@@ -85,6 +85,28 @@ def tiny3d():
     return unet3d((16, 16, 16, 4), base_filters=2, depth=2)
 
 
+def small_segmenter(seed: int | None = None, shape=(16, 16, 16)):
+    """A segmentation network of seven layers for the tests of trainers' steps: what is under
+    test is the step, not the UNet's layers, and a UNet's graph (traced once per trainer, and
+    once per replica under MirroredStrategy) would take most of such a test's time. It keeps
+    what those steps meet in a UNet: padded 3-D convolutions, instance normalization (per
+    sample, so a batch split over replicas must not change it), a strided convolution to a coarser
+    level and its upsampling, and logits ``shape + (4,)`` from 4 input sequences."""
+    import keras
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    inputs = keras.Input((*shape, 4))
+    h = keras.layers.Conv3D(4, 3, padding="same")(inputs)
+    h = keras.layers.GroupNormalization(groups=-1)(h)
+    h = keras.layers.LeakyReLU(0.01)(h)
+    h = keras.layers.Conv3D(8, 3, strides=2, padding="same")(h)  # no max pooling: on a flat
+    # background its ties route the gradient by the kernel's choice
+    h = keras.layers.LeakyReLU(0.01)(h)
+    h = keras.layers.UpSampling3D(2)(h)
+    return keras.Model(inputs, keras.layers.Conv3D(4, 1)(h), name="small_segmenter")
+
+
 def one_hot(labels):
     import keras
 

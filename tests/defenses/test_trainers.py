@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import span
+from support import small_segmenter, span
 
 from keras_advseg.attacks import fgsm
 from keras_advseg.data.pipeline import one_hot_labels, volume_dataset
@@ -21,13 +21,12 @@ from keras_advseg.defenses import (
 )
 from keras_advseg.defenses.trainers import voxel_kl
 from keras_advseg.losses import SoftDiceLoss, soft_dice_loss
-from keras_advseg.models import unet3d
 from keras_advseg.training import write_soft_labels
 
 
 def tiny_network(seed=0):
-    keras.utils.set_random_seed(seed)
-    return unet3d((16, 16, 16, 4), base_filters=4, depth=2, dropout=0.0)
+    """The network the trainers train here (what is under test is each trainer's step)."""
+    return small_segmenter(seed)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,10 @@ Prints the largest weight difference per defense as JSON.
 
 import json
 import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: support
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import tensorflow as tf
@@ -14,6 +18,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from support import small_segmenter  # noqa: E402
 
 from keras_advseg.defenses import (  # noqa: E402
     AdversarialTrainer,
@@ -22,7 +27,6 @@ from keras_advseg.defenses import (  # noqa: E402
     SegmentationTrainer,
     TradesTrainer,
 )
-from keras_advseg.models import unet3d  # noqa: E402
 
 rng = np.random.default_rng(0)
 x = rng.normal(size=(4, 16, 16, 16, 4)).astype("float32")
@@ -40,7 +44,7 @@ makers = {
 def one_step(make, strategy):
     with strategy.scope():
         keras.utils.set_random_seed(0)
-        trainer = make(unet3d((16, 16, 16, 4), base_filters=4, depth=2, dropout=0.0))
+        trainer = make(small_segmenter())
         trainer.compile(optimizer=keras.optimizers.SGD(0.5))
         trainer(x[:1])
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)  # global batch 4
@@ -55,10 +59,7 @@ for name, make in makers.items():
     single = one_step(make, tf.distribute.get_strategy())
     parallel = one_step(make, mirrored)
     keras.utils.set_random_seed(0)
-    start = [
-        np.asarray(w)
-        for w in unet3d((16, 16, 16, 4), base_filters=4, depth=2, dropout=0.0).get_weights()
-    ]
+    start = [np.asarray(w) for w in small_segmenter().get_weights()]
     result[name] = {
         "max_difference": max(float(np.abs(a - b).max()) for a, b in zip(single, parallel)),
         "max_update": max(float(np.abs(a - b).max()) for a, b in zip(single, start)),
