@@ -135,3 +135,35 @@ def test_every_documented_command_names_real_options_and_choices():
                 command.make_context(name, rest, parent=ctx)
             except click.UsageError as exc:
                 raise AssertionError(f"{source}: {exc.format_message()}") from None
+
+
+def first_import(code: str) -> str | None:
+    """The first of keras_advseg, keras and tensorflow that ``code`` imports, or None."""
+    found = re.search(r"^\s*(?:import|from)\s+(keras_advseg|keras|tensorflow)\b", code, re.M)
+    return found and found.group(1)
+
+
+def test_documented_python_imports_keras_advseg_before_tensorflow():
+    """``import keras_advseg`` turns on TensorFlow's oneDNN CPU kernels, which only works before
+    TensorFlow is imported (``import keras`` imports it): code we show users that imports keras
+    first trains several times slower on most CPUs. Every README and docs block and the
+    notebook that uses keras_advseg imports it first."""
+    import json
+
+    sources = [("README.md", README)] + [
+        (path.name, path.read_text()) for path in sorted((ROOT / "docs").glob("*.md"))
+    ]
+    snippets = [(name, b) for name, text in sources for b in blocks("python", text)]
+    notebook = json.loads((ROOT / "notebooks" / "walkthrough.ipynb").read_text())
+    snippets.append(
+        (
+            "walkthrough.ipynb",
+            "\n".join(
+                "".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"
+            ),
+        )
+    )
+    using = [(name, code) for name, code in snippets if "keras_advseg" in code]
+    assert any(name == "walkthrough.ipynb" for name, _ in using)
+    assert [name for name, code in using if first_import(code) != "keras_advseg"] == []
+    assert first_import("import keras\nimport keras_advseg\n") == "keras"  # the check can fail

@@ -8,7 +8,11 @@ import os
 import sys
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-import tensorflow as tf
+# isort: off
+import keras_advseg  # noqa: E402, F401  (turns on oneDNN's CPU kernels before TensorFlow loads)
+import tensorflow as tf  # noqa: E402
+
+# isort: on
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
