@@ -151,20 +151,20 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path, new_store):
     assert "| finding | pooled | seed 0 | seeds holding |" in pooled
     assert "| unet3d-none-control | unet3d-none | FGSM 0.05 |" in pooled
     assert "Most Dice kept under the worst case" in pooled and "Wall time of the steps" in pooled
-    # a second run skips every finished step but "prepare" and the reports
-    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0, second.stderr[-3000:]
+    # a second run skips every finished step but "prepare" and the reports (in this process:
+    # it trains nothing, and a fresh interpreter costs seconds of imports)
+    from click.testing import CliRunner
+
+    from keras_advseg.cli import main
+
+    second = CliRunner().invoke(main, command[3:])
+    assert second.exit_code == 0, second.output[-3000:]
     done = json.loads((root / "progress.json").read_text())
     steps = [name for name in done if name != "(elapsed)"]  # the study's wall clock is no step
     assert second.stderr.count("skipped (done before)") == len(steps) - 3
     assert done["(elapsed)"] >= max(done[name] for name in steps)
     assert len(client.search_runs([experiment.experiment_id])) == len(runs)
-    # another data seed would need another split: refused before any work (in this process:
-    # nothing to isolate, and a fresh interpreter costs seconds of imports)
-    from click.testing import CliRunner
-
-    from keras_advseg.cli import main
-
+    # another data seed would need another split: refused before any work
     third = CliRunner().invoke(main, command[3:] + ["--data-seed", "1"])
     assert third.exit_code == 2 and "started with --data-seed 0; received 1" in third.output
     assert "Traceback" not in third.output
