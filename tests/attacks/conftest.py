@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from keras_advseg.models import unet3d
+from support import small_segmenter
 
 TOL = 1e-6  # float32 rounding of x + eps * sign
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    keras.utils.set_random_seed(0)
-    return unet3d((16, 16, 16, 4), base_filters=2, depth=3)
+    """An untrained segmentation network for the attacks' properties (bounds, shapes,
+    determinism, traces): any network will do, and a small one traces in a fraction of a
+    UNet's time. The trained UNet (``fitted_unet``) is where attacks must lower Dice."""
+    return small_segmenter(0)
 
 
 @pytest.fixture(scope="module")
