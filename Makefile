@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: demo test test-quick lint docs docs-serve install clean
+.PHONY: demo test test-quick test-trained lint docs docs-serve install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,10 +27,15 @@ PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 test: $(STAMP)
 	$(PYTEST) --durations=20 tests
 
-# Everything but the tests marked slow (subprocesses, the notebook, multi-process runs, the
-# smoke study, whole trainings): for the edit-test loop. CI and README run `make test`, which runs them all.
+# For the edit-test loop: everything but the tests marked slow (subprocesses, the notebook,
+# multi-process runs, the smoke study, whole trainings) and the tests of the network trained in
+# the suite (marked trained: `make test-trained` runs those under fixture seed 1). CI and README
+# run `make test`, which runs them all.
 test-quick: $(STAMP)
-	ADVSEG_FIXTURE_SEEDS=1 $(PYTEST) -m "not slow" tests
+	ADVSEG_FIXTURE_SEEDS=1 $(PYTEST) -m "not slow and not trained" tests
+
+test-trained: $(STAMP)
+	ADVSEG_FIXTURE_SEEDS=1 $(PYTEST) -m "trained and not slow" tests
 
 # The documentation site (mkdocs-material; the API and CLI pages are generated from the code).
 docs: $(STAMP)

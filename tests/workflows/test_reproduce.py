@@ -1,15 +1,15 @@
-"""`advseg reproduce --preset smoke` end to end, as a subprocess, with its MLflow runs."""
+"""`advseg reproduce --preset smoke` end to end, with its MLflow runs."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from support import assert_help_files_written
 
+from keras_advseg.cli import main
 from keras_advseg.config import STUDIES
 
 pytestmark = pytest.mark.slow
@@ -17,10 +17,9 @@ pytestmark = pytest.mark.slow
 
 def test_smoke_study_end_to_end_and_resumable(tmp_path, new_store):
     uri = new_store(tmp_path)
+    # in this process, as `advseg reproduce` (the training tests start commands as processes; a
+    # fresh interpreter here would add seconds of imports to the suite's longest test)
     command = [
-        sys.executable,
-        "-m",
-        "keras_advseg.cli",
         "reproduce",
         "--preset",
         "smoke",
@@ -31,8 +30,8 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path, new_store):
         "--workers",  # one process: the suite's other worker runs beside it (tests/workflows/
         "1",  # test_scheduler.py runs steps side by side)
     ]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert first.returncode == 0, first.stderr[-3000:]
+    first = CliRunner().invoke(main, command)
+    assert first.exit_code == 0, first.output[-3000:]
     root = tmp_path / "study"
     study = root / "seeds" / "0"  # the default, one training seed
     # compare2d/ is written only by presets with 2-D models (smoke has one)
@@ -151,13 +150,8 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path, new_store):
     assert "| finding | pooled | seed 0 | seeds holding |" in pooled
     assert "| unet3d-none-control | unet3d-none | FGSM 0.05 |" in pooled
     assert "Most Dice kept under the worst case" in pooled and "Wall time of the steps" in pooled
-    # a second run skips every finished step but "prepare" and the reports (in this process:
-    # it trains nothing, and a fresh interpreter costs seconds of imports)
-    from click.testing import CliRunner
-
-    from keras_advseg.cli import main
-
-    second = CliRunner().invoke(main, command[3:])
+    # a second run skips every finished step but "prepare" and the reports
+    second = CliRunner().invoke(main, command)
     assert second.exit_code == 0, second.output[-3000:]
     done = json.loads((root / "progress.json").read_text())
     steps = [name for name in done if name != "(elapsed)"]  # the study's wall clock is no step
@@ -165,6 +159,6 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path, new_store):
     assert done["(elapsed)"] >= max(done[name] for name in steps)
     assert len(client.search_runs([experiment.experiment_id])) == len(runs)
     # another data seed would need another split: refused before any work
-    third = CliRunner().invoke(main, command[3:] + ["--data-seed", "1"])
+    third = CliRunner().invoke(main, command + ["--data-seed", "1"])
     assert third.exit_code == 2 and "started with --data-seed 0; received 1" in third.output
     assert "Traceback" not in third.output
