@@ -158,9 +158,7 @@ def test_documented_python_imports_keras_advseg_before_tensorflow():
     snippets.append(
         (
             "walkthrough.ipynb",
-            "\n".join(
-                "".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"
-            ),
+            "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"),
         )
     )
     using = [(name, code) for name, code in snippets if "keras_advseg" in code]
