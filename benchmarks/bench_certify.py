@@ -17,8 +17,9 @@ import math
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from _timing import median_time  # noqa: E402
+
+import keras_advseg  # noqa: E402, F401  (before TensorFlow: it turns on oneDNN's CPU kernels)
 
 
 def measure(size: int, args) -> tuple[float, float]:

@@ -28,8 +28,9 @@ import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from _timing import median_time  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+import keras_advseg  # noqa: E402, F401  (before TensorFlow: it turns on oneDNN's CPU kernels)
 
 
 def median_step(trainer, x, y, repeats):

@@ -86,9 +86,10 @@ def tiny3d():
 
 
 def small_segmenter(seed: int | None = None, shape=(16, 16, 16)):
-    """A segmentation network of seven layers for the tests of trainers' steps: what is under
-    test is the step, not the UNet's layers, and a UNet's graph (traced once per trainer, and
-    once per replica under MirroredStrategy) would take most of such a test's time. It keeps
+    """A segmentation network of seven layers for the tests of trainers' steps and of attacks'
+    properties: what is under test is the step or the attack, not the UNet's layers, and a
+    UNet's graph (traced once per trainer, and once per replica under MirroredStrategy) would
+    take most of such a test's time. It keeps
     what those steps meet in a UNet: padded 3-D convolutions, instance normalization (per
     sample, so a batch split over replicas must not change it), a strided convolution to a coarser
     level and its upsampling, and logits ``shape + (4,)`` from 4 input sequences."""

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.slow
 
 def test_smoke_study_end_to_end_and_resumable(tmp_path, new_store):
     uri = new_store(tmp_path)
-    # in this process, as `advseg reproduce` (the training tests start commands as processes; a
-    # fresh interpreter here would add seconds of imports to the suite's longest test)
+    # in this process, as `advseg reproduce` would run (a fresh interpreter would add seconds of
+    # imports to the suite's longest test; the training tests start real processes)
     command = [
         "reproduce",
         "--preset",
