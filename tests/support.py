@@ -89,10 +89,10 @@ def small_segmenter(seed: int | None = None, shape=(16, 16, 16)):
     """A segmentation network of seven layers for the tests of trainers' steps and of attacks'
     properties: what is under test is the step or the attack, not the UNet's layers, and a
     UNet's graph (traced once per trainer, and once per replica under MirroredStrategy) would
-    take most of such a test's time. It keeps
-    what those steps meet in a UNet: padded 3-D convolutions, instance normalization (per
-    sample, so a batch split over replicas must not change it), a strided convolution to a coarser
-    level and its upsampling, and logits ``shape + (4,)`` from 4 input sequences."""
+    take most of such a test's time. It keeps what those steps meet in a UNet: padded 3-D
+    convolutions, instance normalization (per sample, so a batch split over replicas must not
+    change it), a strided convolution to a coarser level and its upsampling, and logits
+    ``shape + (4,)`` from 4 input sequences. ``seed`` sets Keras's random seed first."""
     import keras
 
     if seed is not None:

@@ -138,9 +138,7 @@ def test_resume_after_kill_matches_uninterrupted_run(prepared_dir, tmp_path, new
     uri = new_store(tmp_path)
     # the uninterrupted run in this process (the same kernels, threads and determinism as the
     # commands below: a fresh interpreter would only add seconds of imports)
-    full = CliRunner().invoke(
-        main, [str(a) for a in train_args(prepared_dir, tmp_path / "full", uri, *common)]
-    )
+    full = CliRunner().invoke(main, train_args(prepared_dir, tmp_path / "full", uri, *common))
     assert full.exit_code == 0, full.output[-2000:]
     state_path = tmp_path / "cut" / "checkpoint" / "state.json"
     process = subprocess.Popen(
