@@ -31,8 +31,8 @@ def check_settings(sigma, n, n0, tau, alpha, batch_size) -> None:
         (
             "batch_size",
             batch_size,
-            lambda v: count(v, MAX_SAMPLES),
-            f"an integer from 1 to {MAX_SAMPLES}",
+            lambda v: v is None or count(v, MAX_SAMPLES),
+            f"None (chosen from memory) or an integer from 1 to {MAX_SAMPLES}",
         ),
     )
     for name, value, ok, expected in checks:
@@ -44,11 +44,6 @@ MAX_SAMPLES = 1_000_000
 """The most noise samples (``n``, ``n0``) or copies per batch a certificate may ask for:
 SegCertify uses 100 to 1000; a million of the smallest volume is already hours of forward
 passes."""
-
-MAX_BATCH_BYTES = 2 << 30
-"""The most memory the noisy copies of one batch may take (float32): a larger ``batch_size``
-is refused in one line before TensorFlow runs out of memory (``batch_size`` above the number of
-samples is first cut to it)."""
 
 
 def check_correction(correction: str) -> None:
@@ -75,7 +70,8 @@ class CertifyConfig:
         tau: The class probability a voxel must provably exceed, in [0.5, 1).
         alpha: Family-wise error of each certificate, in (0, 1).
         correction: Multiple-testing correction over the voxels: ``holm`` or ``bonferroni``.
-        batch_size: Noisy copies per forward pass.
+        batch_size: Noisy copies per forward pass; None: the most that fit in memory. The
+            certificates do not depend on it.
         seed: Seed of the noise (each subject and sigma its own stream).
         subjects: Certify the first N subjects (0: all).
 
@@ -89,7 +85,7 @@ class CertifyConfig:
     tau: float = 0.75
     alpha: float = 0.001
     correction: str = "holm"
-    batch_size: int = 8
+    batch_size: int | None = None
     seed: int = 0
     subjects: int = 0
 
@@ -108,7 +104,7 @@ class CertifyConfig:
     def smoothing(self) -> dict:
         """The settings of each sigma's :class:`~keras_advseg.certification.SmoothedModel`:
         ``{"n": 100, "n0": 10, "tau": 0.75, "alpha": 0.001, "correction": "holm",
-        "batch_size": 8}``."""
+        "batch_size": None}``."""
         return {name: getattr(self, name) for name in SMOOTHING_FIELDS}
 
     def chosen(self, ids: list[str]) -> list[str]:

@@ -38,7 +38,6 @@ from scipy import stats
 
 from keras_advseg.certification.scores import ABSTAIN
 from keras_advseg.certification.settings import (
-    MAX_BATCH_BYTES,
     CertifyConfig,
     check_correction,
     check_settings,
@@ -182,9 +181,14 @@ class _Sampler:
     def _functions(self):
         return (self.step,)
 
-    def _step(self, x, sigma, seed, used):
-        shape = tf.concat([[self.batch_size], tf.shape(x)[1:]], axis=0)
-        noise = tf.random.stateless_normal(shape, seed=seed)
+    def _step(self, x, sigma, stream, start, used):
+        # each copy its own seed (stream, sample index): the noise does not depend on the batch
+        noise = tf.stack(
+            [
+                tf.random.stateless_normal(tf.shape(x)[1:], seed=tf.stack([stream, start + i]))
+                for i in range(self.batch_size)
+            ]
+        )
         logits = self.logits(x + sigma * noise, training=False)
         classes = tf.one_hot(tf.argmax(logits, axis=-1), tf.shape(logits)[-1], dtype=tf.int32)
         keep = tf.cast(tf.range(self.batch_size) < used, tf.int32)
@@ -194,15 +198,12 @@ class _Sampler:
     def counts(self, x, sigma: float, samples: int, stream: int) -> np.ndarray:
         total = None
         sigma = tf.constant(sigma, tf.float32)
-        for batch, start in enumerate(range(0, samples, self.batch_size)):
+        stream = tf.constant(stream, tf.int64)
+        for start in range(0, samples, self.batch_size):
             used = tf.constant(min(self.batch_size, samples - start), tf.int32)
-            counted = self.step(x, sigma, _seed(stream, batch), used)
+            counted = self.step(x, sigma, stream, tf.constant(start, tf.int64), used)
             total = counted if total is None else total + counted
         return total.numpy()
-
-
-def _seed(stream: int, batch: int) -> tf.Tensor:
-    return tf.constant([stream, batch], tf.int64)
 
 
 def _stream(seed: int, stage: str) -> int:
@@ -228,7 +229,9 @@ class SmoothedModel:
         alpha: Family-wise error of each certificate (over the voxels, and over the voxels and
             regions).
         correction: ``"holm"`` or ``"bonferroni"``.
-        batch_size: Noisy copies per forward pass.
+        batch_size: Noisy copies per forward pass; None: the most that fit in memory
+            (:func:`~keras_advseg.certification.memory.choose_batch`). The certificate does not
+            depend on it: each noisy copy is drawn from its own seed.
         input_std: Each sequence's standard deviation in raw intensity (the z-score's divisor,
             the model's stored preprocessing), to state the radius in raw intensity; None when
             unknown.
@@ -244,7 +247,7 @@ class SmoothedModel:
     tau: float = CertifyConfig.tau
     alpha: float = CertifyConfig.alpha
     correction: str = CertifyConfig.correction
-    batch_size: int = CertifyConfig.batch_size
+    batch_size: int | None = CertifyConfig.batch_size
     input_std: tuple[float, ...] | None = None
 
     def __post_init__(self):
@@ -252,15 +255,15 @@ class SmoothedModel:
         check_correction(self.correction)
         for name in ("sigma", "tau", "alpha"):
             object.__setattr__(self, name, float(getattr(self, name)))
-        for name in ("n", "n0", "batch_size"):
+        for name in ("n", "n0"):
             object.__setattr__(self, name, int(getattr(self, name)))
-        # no batch larger than the samples it draws
-        object.__setattr__(self, "batch_size", min(self.batch_size, max(self.n, self.n0)))
+        if self.batch_size is not None:  # no batch larger than the samples it draws
+            object.__setattr__(self, "batch_size", min(int(self.batch_size), max(self.n, self.n0)))
         object.__setattr__(self, "input_std", _check_std(self.input_std))
 
     def _checked(self, x) -> np.ndarray:
         """``x`` as one float32 volume ``(1, X, Y, Z, C)`` that the network takes, with finite
-        values, and a batch of its noisy copies that fits in memory.
+        values.
 
         Raises:
             InputError: naming what was expected.
@@ -277,13 +280,6 @@ class SmoothedModel:
             raise InputError(
                 f"x holds {bad} non-finite value(s) (NaN or inf): no voxel of it can be "
                 "certified; repair or mask them first"
-            )
-        needed = self.batch_size * x[0].nbytes
-        if needed > MAX_BATCH_BYTES:
-            raise InputError(
-                f"batch_size={self.batch_size} needs {needed / 2**30:.1f} GiB for the noisy "
-                f"copies of this volume alone (at most {MAX_BATCH_BYTES / 2**30:.0f} GiB): use "
-                f"batch_size <= {max(1, MAX_BATCH_BYTES // x[0].nbytes)}"
             )
         return x
 
@@ -332,12 +328,25 @@ class SmoothedModel:
         """
         stream = _stream(seed, stage)
         samples = self.n0 if stage == "select" else self.n
-        shape = [self.batch_size, *(int(s) for s in shape)]
-        batches = [
-            tf.random.stateless_normal(shape, seed=_seed(stream, b)).numpy()
-            for b in range(math.ceil(samples / self.batch_size))
-        ]
-        return self.sigma * np.concatenate(batches)[:samples]
+        shape = [int(s) for s in shape]
+        return self.sigma * np.stack(
+            [
+                tf.random.stateless_normal(shape, seed=tf.constant([stream, i], tf.int64)).numpy()
+                for i in range(samples)
+            ]
+        )
+
+    def batch_for(self, x) -> int:
+        """The noisy copies per forward pass for volumes like ``x``: :attr:`batch_size`, or the
+        most that fit in memory when it is None.
+
+        Raises:
+            InputError: :attr:`batch_size` does not fit in memory (naming the largest that does).
+        """
+        from keras_advseg.certification.memory import choose_batch
+
+        shape = np.shape(x)[-4:]
+        return choose_batch(self.model, shape, max(self.n, self.n0), self.batch_size)
 
     def counts(self, x, seed: int, stage: str = "estimate") -> np.ndarray:
         """How often the network gives each class to each voxel of ``x`` (one volume) plus
@@ -348,7 +357,7 @@ class SmoothedModel:
         """
         tensor = tf.constant(self._checked(x))
         samples = self.n0 if stage == "select" else self.n
-        sampler = _cached_sampler(self.model, self.batch_size)
+        sampler = _cached_sampler(self.model, self.batch_for(tensor))
         return sampler.counts(tensor, self.sigma, samples, _stream(seed, stage))
 
     def certify(self, x, seed: int | None = None) -> Certificate:
@@ -458,7 +467,7 @@ def certify(
     tau: float = 0.75,
     alpha: float = 0.001,
     correction: str = "holm",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     seed: int | None = None,
     input_std=None,
 ) -> Certificate:
@@ -476,7 +485,8 @@ def certify(
             with it, and so does the number of abstentions.
         alpha: Family-wise error over all voxels (and over all voxels and regions).
         correction: ``"holm"`` or ``"bonferroni"``.
-        batch_size: Noisy copies per forward pass.
+        batch_size: Noisy copies per forward pass (None: the most that fit in memory); the
+            certificate does not depend on it.
         seed: Seed of the noise (None: a fresh one each call).
         input_std: Each sequence's raw-intensity standard deviation, for ``radius_raw``.
 
@@ -484,7 +494,8 @@ def certify(
         A :class:`Certificate`.
 
     Raises:
-        InputError: a bad setting or input shape.
+        InputError: a bad setting or input shape, or a ``batch_size`` that does not fit in
+            memory (naming the largest that does).
     """
     smoothed = SmoothedModel(
         model,

@@ -63,7 +63,12 @@ from keras_advseg.vocabulary import CORRECTIONS
     show_default=True,
     help="Multiple-testing correction over the voxels (Holm certifies at least as many).",
 )
-@count_option("--batch-size", 8, "Noisy copies per forward pass.", show_default=True)
+@count_option(
+    "--batch-size",
+    None,
+    "Noisy copies per forward pass [default: the most that fit in half the memory available; "
+    "a larger one is refused, naming the largest that fits]. Certificates do not depend on it.",
+)
 @split_option("Subjects.")
 @subjects_option("Certify", 0)
 @seed_option("Seed of the noise.", 0)

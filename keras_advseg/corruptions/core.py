@@ -179,15 +179,27 @@ def rigid(volume: np.ndarray, spacing, degrees, translation_mm, order: int = 1) 
     Returns:
         The moved volume, same shape and dtype as ``volume`` (float).
     """
+    matrix, offset = rigid_map(volume.shape, spacing, degrees, translation_mm)
+    if np.allclose(matrix, np.eye(3)) and np.allclose(offset, 0):
+        return volume.copy()
+    return ndimage.affine_transform(volume, matrix, offset, order=order, mode="constant", cval=0.0)
+
+
+def rigid_map(shape, spacing, degrees, translation_mm) -> tuple[np.ndarray, np.ndarray]:
+    """The voxel map of a rigid movement: a voxel ``p`` of the moved volume shows what the
+    original holds at ``matrix @ p + offset`` (rotation about the volume's centre by
+    ``degrees`` about x, y, z, then ``translation_mm``, both in physical space).
+
+    Returns:
+        ``(matrix, offset)``: a 3 x 3 matrix and a 3-vector, in voxel units.
+    """
     spacing = np.asarray(spacing, np.float64)
     rotation = rotation_matrix(np.radians(np.asarray(degrees, np.float64)))
     scale, unscale = np.diag(spacing), np.diag(1.0 / spacing)
     matrix = unscale @ rotation.T @ scale  # output voxel -> input voxel (about the centre)
-    centre = (np.asarray(volume.shape, np.float64) - 1) / 2
+    centre = (np.asarray(shape[:3], np.float64) - 1) / 2
     offset = centre - matrix @ centre - unscale @ rotation.T @ np.asarray(translation_mm, float)
-    if np.allclose(matrix, np.eye(3)) and np.allclose(offset, 0):
-        return volume.copy()
-    return ndimage.affine_transform(volume, matrix, offset, order=order, mode="constant", cval=0.0)
+    return matrix, offset
 
 
 def rotation_matrix(radians) -> np.ndarray:

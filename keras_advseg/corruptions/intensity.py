@@ -34,13 +34,24 @@ def bias_field_map(shape, coefficients, order: int = 3) -> np.ndarray:
 
     Returns:
         The multiplicative field, float64.
+
+    Raises:
+        ValueError: not one coefficient per term.
     """
-    axes = [np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1) for n in shape]
-    x, y, z = np.meshgrid(*axes, indexing="ij")
+    x, y, z = (np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1) for n in shape)
+    terms = polynomial_terms(order)
+    if len(coefficients) != len(terms):
+        raise ValueError(f"{len(terms)} coefficients expected, got {len(coefficients)}")
+    # separable: sum_i x^i (sum_j y^j (sum_k a_ijk z^k)), so the whole grid is touched only
+    # once per power of x (order + 1 times), not once per monomial (20 at order 3)
+    by_x: dict[int, np.ndarray] = {}
+    for a, (i, j, k) in zip(coefficients, terms, strict=True):
+        plane = by_x.setdefault(i, np.zeros((len(y), len(z))))
+        plane += a * np.outer(y**j, z**k)
     log_field = np.zeros(tuple(shape))
-    for a, (i, j, k) in zip(coefficients, polynomial_terms(order), strict=True):
-        log_field += a * x**i * y**j * z**k
-    return np.exp(log_field)
+    for i, plane in by_x.items():
+        log_field += (x**i)[:, None, None] * plane[None]
+    return np.exp(log_field, out=log_field)
 
 
 def bias_field(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft
 
-from keras_advseg.corruptions.core import note, rigid
+from keras_advseg.corruptions.core import note
 
 
 def motion(
@@ -68,23 +68,115 @@ def motion(
         translation_mm=translation_mm * unit_shifts[:n],
         times=times,
     )
-    moved = [volume] + [
-        rigid(volume, spacing, degrees * unit_angles[j], translation_mm * unit_shifts[j])
-        for j in range(n)
-    ]
+    # which movement each segment shows: segment j the j-th (1-based) movement's, except that
+    # the segment holding the k-space centre shows the volume in place and its movement moves
+    # to segment 0
+    sources: list[int | None] = [None, *range(n)]
     centre_segment = int(np.flatnonzero(times > 0.5)[0]) if np.any(times > 0.5) else n
-    moved[0], moved[centre_segment] = moved[centre_segment], moved[0]
+    sources[0], sources[centre_segment] = sources[centre_segment], sources[0]
     size = volume.shape[axis]
     bounds = [0, *(np.clip((times * size).astype(int), 0, size)).tolist(), size]
-    spectrum = np.empty(volume.shape, np.complex128)
-    for j, image in enumerate(moved):
-        if bounds[j + 1] <= bounds[j]:
-            continue
-        part = fft.fftshift(fft.fftn(image, workers=-1))
+    spectrum = fft.fftshift(fft.fftn(volume, workers=-1))
+    moves = [
+        (degrees * unit_angles[m], translation_mm * unit_shifts[m], bounds[j], bounds[j + 1])
+        for j, m in enumerate(sources)
+        if m is not None and bounds[j + 1] > bounds[j]
+    ]
+    for (_, _, start, stop), values in zip(
+        moves, moved_spectra(volume, spacing, moves, axis=axis, spectrum=spectrum), strict=True
+    ):
         index = [slice(None)] * 3
-        index[axis] = slice(bounds[j], bounds[j + 1])
-        spectrum[tuple(index)] = part[tuple(index)]
+        index[axis] = slice(start, stop)
+        spectrum[tuple(index)] = values
     return _magnitude_image(spectrum, volume, shifted=True)
+
+
+def moved_spectra(volume, spacing, moves, *, axis: int = 2, spectrum=None) -> list[np.ndarray]:
+    """Slabs of the centred spectra (``fftshift(fftn(.))``) of ``volume`` moved rigidly.
+
+    The spectrum of a moved volume is the original's spectrum moved back: with the voxel map
+    ``q = M p + o`` of :func:`~keras_advseg.corruptions.core.rigid_map`, the moved volume's
+    transform at angular frequency ``w`` (radians per voxel) is
+    ``exp(i w . M^-1 o) F(M^-T w)``, ``F`` the discrete-time Fourier transform of the volume's
+    samples. A translation is therefore an exact phase ramp on the volume's own spectrum, and a
+    rotation samples ``F`` off the grid: one type-2 non-uniform FFT (FINUFFT, single
+    precision, relative tolerance 1e-4) evaluates it for every rotated slab at once, whatever
+    the number of movements. This is band-limited (sinc) resampling of the moved copies, where
+    linear interpolation in image space would blur them, and, as in an MR scanner, what moves
+    out of the field of view wraps round to the other side (the brain mask of
+    :func:`~keras_advseg.corruptions.core.corrupt` removes it again from the background).
+
+    Args:
+        volume: ``(X, Y, Z)`` real intensities.
+        spacing: Voxel size (mm).
+        moves: ``(degrees, translation_mm, start, stop)`` per slab: the movement (as
+            :func:`~keras_advseg.corruptions.core.rigid`) and the slab's k-space lines
+            ``start:stop`` along ``axis`` in centred order.
+        axis: The axis the slabs cut.
+        spectrum: ``fftshift(fftn(volume))`` when already computed.
+
+    Returns:
+        One complex array per move: the slab of the moved volume's centred spectrum.
+    """
+    import finufft
+
+    from keras_advseg.corruptions.core import rigid_map
+
+    shape = volume.shape
+    if spectrum is None:
+        spectrum = fft.fftshift(fft.fftn(volume, workers=-1))
+    # centred angular frequencies along each axis; FINUFFT's centred modes start at -shape // 2
+    frequencies = [2 * np.pi * (np.arange(n) - n // 2) / n for n in shape]
+    half = np.array(shape, np.float64) // 2
+    out: list[np.ndarray] = []
+    rotated: list[tuple[int, np.ndarray]] = []  # (move, M^-T)
+    for m, (degrees, translation_mm, start, stop) in enumerate(moves):
+        matrix, offset = rigid_map(shape, spacing, degrees, translation_mm)
+        inverse = np.linalg.inv(matrix)
+        axes = list(frequencies)
+        axes[axis] = axes[axis][start:stop]
+        if np.allclose(matrix, np.eye(3)):  # a translation: a phase ramp on the spectrum
+            index = [slice(None)] * 3
+            index[axis] = slice(start, stop)
+            out.append(spectrum[tuple(index)] * _plane_wave(axes, offset))
+        else:  # the phase of the moved origin and of FINUFFT's centred modes, both linear in w
+            out.append(_plane_wave(axes, inverse @ (offset - half)))
+            rotated.append((m, inverse.T))
+    if rotated:
+        slabs = [out[m].shape for m, _ in rotated]
+        total = sum(int(np.prod(slab)) for slab in slabs)
+        points = np.empty((3, total), np.float32)
+        done = 0
+        for (m, transposed), slab in zip(rotated, slabs, strict=True):
+            axes = list(frequencies)
+            axes[axis] = axes[axis][moves[m][2] : moves[m][3]]
+            count = int(np.prod(slab))
+            for a in range(3):  # M^-T w, one coordinate at a time, separable in w
+                points[a, done : done + count] = sum(
+                    transposed[a, b] * _along(axes[b], b) for b in range(3)
+                ).ravel()
+            done += count
+        values = finufft.nufft3d2(
+            *points, volume.astype(np.complex64), eps=1e-4, isign=-1, upsampfac=1.25
+        )
+        done = 0
+        for (m, _), slab in zip(rotated, slabs, strict=True):
+            count = int(np.prod(slab))
+            out[m] = out[m] * values[done : done + count].reshape(slab)
+            done += count
+    return out
+
+
+def _along(values: np.ndarray, axis: int) -> np.ndarray:
+    shape = [1, 1, 1]
+    shape[axis] = -1
+    return values.reshape(shape)
+
+
+def _plane_wave(axes, shift) -> np.ndarray:
+    """``exp(i w . shift)`` over the grid of angular frequencies ``axes``, as an outer product."""
+    waves = [np.exp(1j * shift[a] * axes[a]).astype(np.complex64) for a in range(3)]
+    return _along(waves[0], 0) * _along(waves[1], 1) * _along(waves[2], 2)
 
 
 def ghosting(

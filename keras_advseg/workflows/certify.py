@@ -77,7 +77,7 @@ def run_certification(
         "tau": config.tau,
         "alpha": config.alpha,
         "correction": config.correction,
-        "batch_size": config.batch_size,
+        "batch_size": "auto" if config.batch_size is None else config.batch_size,
         "seed": config.seed,
     }
     with scored_run(

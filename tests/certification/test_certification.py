@@ -144,6 +144,12 @@ def test_settings_are_checked_and_a_seed_fixes_the_certificate(fitted_unet, prep
     b = certify(fitted_unet, image, sigma=0.1, n=60, n0=5, seed=3, batch_size=7)
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(a.p_values, b.p_values)
+    # each noisy copy has its own seed: another batch (or the one chosen from memory) gives
+    # the same certificate
+    for batch_size in (3, None):
+        c = certify(fitted_unet, image, sigma=0.1, n=60, n0=5, seed=3, batch_size=batch_size)
+        np.testing.assert_array_equal(c.labels, a.labels)
+        np.testing.assert_array_equal(c.p_values, a.p_values)
     holm = certify(fitted_unet, image, sigma=0.1, n=60, n0=5, seed=3, correction="holm")
     bonf = certify(fitted_unet, image, sigma=0.1, n=60, n0=5, seed=3, correction="bonferroni")
     assert holm.certified.sum() >= bonf.certified.sum()
@@ -408,7 +414,7 @@ def test_certify_config_checks_its_settings_and_holds_the_command_defaults():
         10,
         0.75,
         0.001,
-        8,
+        None,
     )
     assert config.chosen(["a", "b", "c"]) == ["a", "b", "c"]
     assert CertifyConfig(subjects=2).chosen(["a", "b", "c"]) == ["a", "b"]
@@ -465,3 +471,57 @@ def test_certify_subjects_is_certify_per_subject_and_sigma_each_with_its_own_see
     assert means["0.25"]["radius_raw_t1"] is None  # no raw-intensity statistics given
     assert result.example["subject"] == "s0" and set(result.example["certificates"]) == {0.25, 0.5}
     assert result.settings()["input_std"] is None and result.settings()["seed"] == 7
+
+
+def test_the_batch_is_chosen_from_memory_and_a_batch_that_does_not_fit_is_refused(monkeypatch):
+    """The forward pass's memory, read from the traced graph, against the activations counted
+    by hand; the batch chosen from ``ADVSEG_MEMORY_GB``; the refusal names the largest batch."""
+    import tensorflow as tf
+
+    from keras_advseg.certification.memory import (
+        MEMORY_SHARE,
+        choose_batch,
+        forward_memory,
+        peak_live_bytes,
+    )
+
+    # a chain: each tensor is freed after the next uses it, so the peak is two neighbours
+    @tf.function
+    def chain(x):
+        y = tf.tile(x, [1, 4])  # 4x the input
+        z = tf.tile(y, [1, 2])  # 8x, y still alive
+        return tf.reduce_sum(z)
+
+    graph = chain.get_concrete_function(tf.TensorSpec((10, 25), tf.float32)).graph
+    x_bytes = 10 * 25 * 4
+    assert 12 * x_bytes <= peak_live_bytes(graph) <= 13 * x_bytes
+
+    # two convolutions of 8 filters: per copy, at least both 8-channel outputs of 8^3 (the
+    # second is computed while the first is alive) and at most every tensor of the pass
+    inputs = keras.Input(SHAPE)
+    hidden = keras.layers.Conv3D(8, 3, padding="same")(inputs)
+    outputs = keras.layers.Conv3D(4, 3, padding="same")(keras.layers.ReLU()(hidden))
+    model = keras.Model(inputs, outputs)
+    memory = forward_memory(model, SHAPE)
+    feature_map = 8**3 * 8 * 4
+    assert 2 * feature_map <= memory.per_copy <= 5 * feature_map
+    assert memory.fixed <= sum(w.numpy().nbytes for w in model.weights) + memory.per_copy
+
+    # room for exactly 7 copies in the share of the memory a batch may plan for
+    gib = (memory.fixed + 7.5 * memory.per_copy) / MEMORY_SHARE / 2**30
+    monkeypatch.setenv("ADVSEG_MEMORY_GB", repr(gib))
+    assert choose_batch(model, SHAPE, samples=100) == 7
+    assert choose_batch(model, SHAPE, samples=5) == 5  # never more than the samples
+    assert choose_batch(model, SHAPE, samples=100, requested=6) == 6
+    with pytest.raises(InputError, match=r"batch_size=8 needs .* use batch_size <= 7 \(or"):
+        choose_batch(model, SHAPE, samples=100, requested=8)
+    # certify takes the chosen batch; a smoothed model asked for too many is refused
+    assert SmoothedModel(model, sigma=0.5, n=100, n0=10).batch_for(volume()) == 7
+    with pytest.raises(InputError, match="use batch_size <= 7"):
+        SmoothedModel(model, sigma=0.5, n=100, n0=10, batch_size=50).certify(volume(), seed=0)
+    monkeypatch.setenv("ADVSEG_MEMORY_GB", repr(memory.per_copy / 2**30))
+    with pytest.raises(InputError, match="not even one copy fits"):
+        choose_batch(model, SHAPE, samples=100)
+    monkeypatch.setenv("ADVSEG_MEMORY_GB", "lots")
+    with pytest.raises(InputError, match="ADVSEG_MEMORY_GB must be a positive number"):
+        choose_batch(model, SHAPE, samples=100)

@@ -1,0 +1,231 @@
+"""How many noisy copies of a volume one forward pass can take: the batch of randomized
+smoothing chosen from the volume's size and the memory available, or a batch refused before it
+exhausts the memory.
+
+A forward pass holds the network's weights and, per copy, the activations alive at once. Both
+are read from the traced graph of the network at the volume's shape (a batch of one and of two:
+the difference is one copy), walking its operations in order and freeing each tensor after its
+last use: an estimate of what TensorFlow's executor holds, not a measurement.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from keras_advseg.errors import InputError
+
+MEMORY_SHARE = 0.5
+"""The share of the available memory a batch may plan for: the rest is left to the allocator's
+pools and fragmentation, the input and the counts, and the other programs."""
+
+
+@dataclass(frozen=True)
+class ForwardMemory:
+    """Bytes one forward pass of a network holds at a volume's shape.
+
+    Attributes:
+        fixed: What does not grow with the batch (the weights, mostly).
+        per_copy: What each noisy copy adds.
+    """
+
+    fixed: int
+    per_copy: int
+
+    def batch_bytes(self, batch: int) -> int:
+        """Bytes of a forward pass of ``batch`` copies."""
+        return self.fixed + batch * self.per_copy
+
+    def largest_batch(self, available: int) -> int:
+        """The most copies whose pass fits in :data:`MEMORY_SHARE` of ``available`` bytes (0:
+        not even one)."""
+        room = MEMORY_SHARE * available - self.fixed
+        return max(0, int(room // max(self.per_copy, 1)))
+
+
+def forward_memory(model, shape) -> ForwardMemory:
+    """The memory of ``model``'s forward pass on volumes of ``shape`` (``(X, Y, Z, C)``),
+    estimated from its traced graph (cached per model and shape).
+
+    Args:
+        model: A Keras model returning logits.
+        shape: One volume's shape.
+
+    Returns:
+        A :class:`ForwardMemory`.
+    """
+    return _forward_memory(_Key(model), tuple(int(s) for s in shape))
+
+
+class _Key:
+    """Hashes a model by identity (a Keras model is not hashable by value)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __hash__(self):
+        return id(self.model)
+
+    def __eq__(self, other):
+        return isinstance(other, _Key) and other.model is self.model
+
+
+@functools.lru_cache(maxsize=16)
+def _forward_memory(key: _Key, shape: tuple[int, ...]) -> ForwardMemory:
+    from keras_advseg.attacks.core import logits_function
+
+    # the model's own graph (logits_function traces the model's layers, no nested call)
+    logits = logits_function(key.model)
+    one, two = (
+        peak_live_bytes(logits.get_concrete_function(tf.TensorSpec((b, *shape), tf.float32)).graph)
+        for b in (1, 2)
+    )
+    per_copy = max(two - one, 1)
+    return ForwardMemory(fixed=max(one - per_copy, 0), per_copy=per_copy)
+
+
+def peak_live_bytes(graph) -> int:
+    """The most bytes of tensors alive at once when ``graph``'s operations run in the order
+    they were built, each tensor freed after its last use (tensors of unknown size count 0).
+
+    Args:
+        graph: A ``tf.Graph`` (a concrete function's).
+
+    Returns:
+        Bytes.
+    """
+    operations = graph.get_operations()
+    last_use: dict = {}
+    for i, operation in enumerate(operations):
+        for tensor in operation.inputs:
+            last_use[tensor.ref()] = i
+    freed_at: dict[int, int] = {}
+    live = peak = 0
+    for i, operation in enumerate(operations):
+        for tensor in operation.outputs:
+            size = _bytes(tensor)
+            live += size
+            end = last_use.get(tensor.ref(), i)
+            freed_at[end] = freed_at.get(end, 0) + size
+        peak = max(peak, live)
+        live -= freed_at.pop(i, 0)
+    return peak
+
+
+def _bytes(tensor) -> int:
+    dtype = tensor.dtype
+    if dtype in (tf.resource, tf.variant, tf.string) or not tensor.shape.is_fully_defined():
+        return 0
+    return int(tensor.shape.num_elements()) * dtype.size
+
+
+def available_memory() -> tuple[int, str]:
+    """The memory a forward pass can use now: the first GPU's free memory when TensorFlow sees
+    a GPU (from ``nvidia-smi``), else the host's available memory within the process's cgroup
+    limit. ``ADVSEG_MEMORY_GB`` overrides both.
+
+    Returns:
+        ``(bytes, where)``: ``where`` names the source, for messages.
+    """
+    override = os.environ.get("ADVSEG_MEMORY_GB")
+    if override:
+        try:
+            value = float(override)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise InputError(
+                f"ADVSEG_MEMORY_GB must be a positive number of GiB. Received: {override!r}"
+            )
+        return int(value * 2**30), "ADVSEG_MEMORY_GB"
+    if tf.config.list_physical_devices("GPU"):
+        free = _gpu_free_bytes()
+        if free is not None:
+            return free, "free GPU memory"
+    return _host_available_bytes(), "available host memory"
+
+
+def _gpu_free_bytes() -> int | None:
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
+        return None
+    try:
+        text = subprocess.run(
+            [tool, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        return int(float(text.split()[0]) * 2**20)
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def _host_available_bytes() -> int:
+    available = None
+    try:
+        with open("/proc/meminfo") as lines:
+            for line in lines:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            available = 4 * 2**30  # unknown: a small machine's worth
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as limit:
+                text = limit.read().strip()
+            if text != "max":
+                available = min(available, int(text))
+        except (OSError, ValueError):
+            continue
+    return int(available)
+
+
+def choose_batch(model, shape, samples: int, requested: int | None = None) -> int:
+    """The noisy copies per forward pass: ``requested`` when it fits, else the largest batch
+    that fits (at most ``samples``).
+
+    Args:
+        model: A Keras model returning logits.
+        shape: One volume's shape ``(X, Y, Z, C)``.
+        samples: The most copies one pass needs (``max(n, n0)``).
+        requested: A batch asked for; None chooses one.
+
+    Returns:
+        The batch.
+
+    Raises:
+        InputError: ``requested`` does not fit, or not even one copy does; the message names
+            the largest batch that fits.
+    """
+    memory = forward_memory(model, shape)
+    available, where = available_memory()
+    fits = memory.largest_batch(available)
+    if requested is not None and min(requested, samples) <= fits:
+        return int(min(requested, samples))
+    if requested is None and fits >= 1:
+        return int(min(fits, samples))
+    gib = 2**30
+    asked = requested if requested is not None else 1
+    raise InputError(
+        f"batch_size={asked} needs about {memory.batch_bytes(asked) / gib:.1f} GiB for the "
+        f"forward pass of a {'x'.join(str(s) for s in shape[:3])} volume "
+        f"({memory.per_copy / gib:.2f} GiB a noisy copy), more than {MEMORY_SHARE:.0%} of the "
+        f"{available / gib:.1f} GiB of {where}: "
+        + (
+            f"use batch_size <= {fits} (or leave it out to choose)"
+            if fits >= 1
+            else "not even one copy fits; certify a smaller crop or on a larger machine"
+        )
+    )
