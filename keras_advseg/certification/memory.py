@@ -77,16 +77,19 @@ class _Key:
 
 @functools.lru_cache(maxsize=16)
 def _forward_memory(key: _Key, shape: tuple[int, ...]) -> ForwardMemory:
-    from keras_advseg.attacks.core import logits_function
-
-    # the model's own graph (logits_function traces the model's layers, no nested call)
-    logits = logits_function(key.model)
-    one, two = (
-        peak_live_bytes(logits.get_concrete_function(tf.TensorSpec((b, *shape), tf.float32)).graph)
-        for b in (1, 2)
-    )
+    one, two = (peak_live_bytes(_graph(key.model, shape, b)) for b in (1, 2))
     per_copy = max(two - one, 1)
     return ForwardMemory(fixed=max(one - per_copy, 0), per_copy=per_copy)
+
+
+def _graph(model, shape, batch: int):
+    """The graph of ``model``'s forward pass on ``batch`` volumes of ``shape``: the concrete
+    function of :func:`~keras_advseg.attacks.core.logits_function` (the model's own layers, no
+    nested call), which the certificate's passes of that batch then reuse."""
+    from keras_advseg.attacks.core import logits_function
+
+    spec = tf.TensorSpec((batch, *shape), tf.float32)
+    return logits_function(model).get_concrete_function(spec).graph
 
 
 def peak_live_bytes(graph) -> int:
@@ -209,11 +212,15 @@ def choose_batch(model, shape, samples: int, requested: int | None = None) -> in
         InputError: ``requested`` does not fit, or not even one copy does; the message names
             the largest batch that fits.
     """
-    memory = forward_memory(model, shape)
     available, where = available_memory()
+    budget = MEMORY_SHARE * available
+    if requested is not None:
+        batch = int(min(requested, samples))
+        # the graph of this very batch is the one the certificate runs (traced once, shared)
+        if peak_live_bytes(_graph(model, shape, batch)) <= budget:
+            return batch
+    memory = forward_memory(model, shape)
     fits = memory.largest_batch(available)
-    if requested is not None and min(requested, samples) <= fits:
-        return int(min(requested, samples))
     if requested is None and fits >= 1:
         return int(min(fits, samples))
     gib = 2**30

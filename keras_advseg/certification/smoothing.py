@@ -357,7 +357,8 @@ class SmoothedModel:
         """
         tensor = tf.constant(self._checked(x))
         samples = self.n0 if stage == "select" else self.n
-        sampler = _cached_sampler(self.model, self.batch_for(tensor))
+        # no copies beyond the stage's samples (n0 is often below the batch)
+        sampler = _cached_sampler(self.model, min(self.batch_for(tensor), samples))
         return sampler.counts(tensor, self.sigma, samples, _stream(seed, stage))
 
     def certify(self, x, seed: int | None = None) -> Certificate:
