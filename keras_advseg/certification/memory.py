@@ -16,9 +16,14 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
 from keras_advseg.errors import InputError
+
+MAX_CHOSEN_BATCH = 32
+"""The largest batch chosen from memory: beyond it a pass's fixed costs are already shared out,
+and a larger batch only costs memory and tracing (each copy's noise is its own operation)."""
 
 MEMORY_SHARE = 0.5
 """The share of the available memory a batch may plan for: the rest is left to the allocator's
@@ -90,6 +95,26 @@ def _graph(model, shape, batch: int):
 
     spec = tf.TensorSpec((batch, *shape), tf.float32)
     return logits_function(model).get_concrete_function(spec).graph
+
+
+def _all_outputs_bytes(model, shape) -> int | None:
+    """The float32 bytes of every layer's output of one copy, for a functional model whose
+    declared input is ``shape``; None when that is not known without tracing."""
+    try:
+        declared = tuple(model.input_shape[1:])
+        if declared != tuple(shape):
+            return None
+        total = 0
+        for layer in model.layers:
+            outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
+            for output in outputs:
+                dims = tuple(output.shape[1:])
+                if any(d is None for d in dims):
+                    return None
+                total += int(np.prod(dims)) * 4
+        return total
+    except (AttributeError, ValueError, TypeError):
+        return None
 
 
 def peak_live_bytes(graph) -> int:
@@ -197,7 +222,7 @@ def _host_available_bytes() -> int:
 
 def choose_batch(model, shape, samples: int, requested: int | None = None) -> int:
     """The noisy copies per forward pass: ``requested`` when it fits, else the largest batch
-    that fits (at most ``samples``).
+    that fits (at most ``samples`` and :data:`MAX_CHOSEN_BATCH`).
 
     Args:
         model: A Keras model returning logits.
@@ -219,10 +244,18 @@ def choose_batch(model, shape, samples: int, requested: int | None = None) -> in
         # the graph of this very batch is the one the certificate runs (traced once, shared)
         if peak_live_bytes(_graph(model, shape, batch)) <= budget:
             return batch
+    if requested is None:
+        # every layer's output alive at once bounds a copy's activations from above: when
+        # the largest batch fits under that bound, no graph needs tracing
+        bound = _all_outputs_bytes(model, shape)
+        batch = int(min(samples, MAX_CHOSEN_BATCH))
+        weights = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+        if bound is not None and weights + batch * bound <= budget:
+            return batch
     memory = forward_memory(model, shape)
     fits = memory.largest_batch(available)
     if requested is None and fits >= 1:
-        return int(min(fits, samples))
+        return int(min(fits, samples, MAX_CHOSEN_BATCH))
     gib = 2**30
     asked = requested if requested is not None else 1
     raise InputError(

@@ -479,6 +479,7 @@ def test_the_batch_is_chosen_from_memory_and_a_batch_that_does_not_fit_is_refuse
     import tensorflow as tf
 
     from keras_advseg.certification.memory import (
+        MAX_CHOSEN_BATCH,
         MEMORY_SHARE,
         choose_batch,
         forward_memory,
@@ -511,6 +512,9 @@ def test_the_batch_is_chosen_from_memory_and_a_batch_that_does_not_fit_is_refuse
     gib = (memory.fixed + 7.5 * memory.per_copy) / MEMORY_SHARE / 2**30
     monkeypatch.setenv("ADVSEG_MEMORY_GB", repr(gib))
     assert choose_batch(model, SHAPE, samples=100) == 7
+    monkeypatch.setenv("ADVSEG_MEMORY_GB", "1000")
+    assert choose_batch(model, SHAPE, samples=100) == MAX_CHOSEN_BATCH  # room to spare
+    monkeypatch.setenv("ADVSEG_MEMORY_GB", repr(gib))
     assert choose_batch(model, SHAPE, samples=5) == 5  # never more than the samples
     assert choose_batch(model, SHAPE, samples=100, requested=6) == 6
     with pytest.raises(InputError, match=r"batch_size=8 needs .* use batch_size <= 7 \(or"):
