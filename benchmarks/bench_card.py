@@ -7,7 +7,8 @@ timing each axis from the card's own progress lines. Beside them, in the same ru
 
 * the corrupted scans the corruptions axis prepares (every corruption and severity of the plan
   on the 1 mm scan), prepared once more on their own: the part of that axis that does not
-  depend on the network;
+  depend on the network; and once more in one process per core, as the study prepares them,
+  with the share of the cores' time they kept busy;
 * one forward pass F of the same network at ``--shape``^3 and at 128^3.
 
 It prints each axis's seconds and share, then a projection to the paper's 128^3: every axis's
@@ -87,6 +88,14 @@ def main() -> None:
     started = time.perf_counter()
     scans.prepare(jobs, workers=1, progress=False)
     scan_seconds = time.perf_counter() - started
+    # the same scans in parallel processes, as the study prepares them: how busy the cores are
+    cores = os.cpu_count() or 1
+    parallel = CorruptedScans(load_preprocessing(model.model_path), seed=0, cache=work / "par")
+    before = _cpu_seconds()
+    started = time.perf_counter()
+    parallel.prepare(jobs, workers=cores, progress=False)
+    parallel_seconds = time.perf_counter() - started
+    busy = (_cpu_seconds() - before) / parallel_seconds / cores
 
     marks: list[tuple[str, float]] = []
 
@@ -135,8 +144,18 @@ def main() -> None:
     print(f"{'card':<24} {total:9.1f} {1:7.1%} {projected_total:18.0f} {1:7.1%}")
     print(
         f"corrupted scans alone (in the corruptions axis): {scan_seconds:.1f} s for "
-        f"{len(jobs)} scans"
+        f"{len(jobs)} scans; in {cores} processes {parallel_seconds:.1f} s, the cores "
+        f"{busy:.0%} busy"
     )
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished child processes."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # them (docs/benchmarks.md, "The test suite": 14 min 4 s against 15 min 21 s).
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    # and one OpenMP thread (FINUFFT in motion, OpenBLAS): OpenMP's threads also spin on the
+    # cores after each call, taking them from the other test process
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 # The tracking servers the tests start need no job runner: MLflow 3's starts about seven
 # processes, some 25 s of CPU taken from the other test process.
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")

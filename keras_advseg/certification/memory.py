@@ -10,10 +10,10 @@ last use: an estimate of what TensorFlow's executor holds, not a measurement.
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import subprocess
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,9 +25,10 @@ MAX_CHOSEN_BATCH = 32
 """The largest batch chosen from memory: beyond it a pass's fixed costs are already shared out,
 and a larger batch only costs memory and tracing (each copy's noise is its own operation)."""
 
-MEMORY_SHARE = 0.5
-"""The share of the available memory a batch may plan for: the rest is left to the allocator's
-pools and fragmentation, the input and the counts, and the other programs."""
+MEMORY_SHARE = 0.4
+"""The share of the available memory a batch may plan for: the estimate from the graph is
+below what TensorFlow really holds (1.2-1.7 times at 64^3 and 128^3, docs/benchmarks.md), and
+the rest is left to the input, the counts and the other programs."""
 
 
 @dataclass(frozen=True)
@@ -64,25 +65,23 @@ def forward_memory(model, shape) -> ForwardMemory:
     Returns:
         A :class:`ForwardMemory`.
     """
-    return _forward_memory(_Key(model), tuple(int(s) for s in shape))
+    shape = tuple(int(s) for s in shape)
+    return _remembered(model, ("memory", shape), lambda: _forward_memory(model, shape))
 
 
-class _Key:
-    """Hashes a model by identity (a Keras model is not hashable by value)."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __hash__(self):
-        return id(self.model)
-
-    def __eq__(self, other):
-        return isinstance(other, _Key) and other.model is self.model
+_DECIDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-@functools.lru_cache(maxsize=16)
-def _forward_memory(key: _Key, shape: tuple[int, ...]) -> ForwardMemory:
-    one, two = (peak_live_bytes(_graph(key.model, shape, b)) for b in (1, 2))
+def _remembered(model, key, compute):
+    """``compute()`` once per model and ``key`` (a weak key: the model is freed as usual)."""
+    per_model = _DECIDED.setdefault(model, {})
+    if key not in per_model:
+        per_model[key] = compute()
+    return per_model[key]
+
+
+def _forward_memory(model, shape: tuple[int, ...]) -> ForwardMemory:
+    one, two = (peak_live_bytes(_graph(model, shape, b)) for b in (1, 2))
     per_copy = max(two - one, 1)
     return ForwardMemory(fixed=max(one - per_copy, 0), per_copy=per_copy)
 
@@ -222,7 +221,10 @@ def _host_available_bytes() -> int:
 
 def choose_batch(model, shape, samples: int, requested: int | None = None) -> int:
     """The noisy copies per forward pass: ``requested`` when it fits, else the largest batch
-    that fits (at most ``samples`` and :data:`MAX_CHOSEN_BATCH`).
+    that fits (at most ``samples`` and :data:`MAX_CHOSEN_BATCH`). Decided once per model,
+    shape and request in a process, while its memory is free: TensorFlow keeps what a pass
+    allocated for the next one, so the memory available afterwards understates what a batch
+    can use.
 
     Args:
         model: A Keras model returning logits.
@@ -237,6 +239,12 @@ def choose_batch(model, shape, samples: int, requested: int | None = None) -> in
         InputError: ``requested`` does not fit, or not even one copy does; the message names
             the largest batch that fits.
     """
+    shape = tuple(int(s) for s in shape)
+    key = ("batch", shape, int(samples), requested, os.environ.get("ADVSEG_MEMORY_GB"))
+    return _remembered(model, key, lambda: _choose_batch(model, shape, int(samples), requested))
+
+
+def _choose_batch(model, shape, samples: int, requested) -> int:
     available, where = available_memory()
     budget = MEMORY_SHARE * available
     if requested is not None:

@@ -66,8 +66,9 @@ from keras_advseg.vocabulary import CORRECTIONS
 @count_option(
     "--batch-size",
     None,
-    "Noisy copies per forward pass [default: the most that fit in half the memory available; "
-    "a larger one is refused, naming the largest that fits]. Certificates do not depend on it.",
+    "Noisy copies per forward pass [default: the most (up to 32) that fit in 40% of the memory "
+    "available; a larger one is refused, naming the largest that fits]. Certificates do not "
+    "depend on it.",
 )
 @split_option("Subjects.")
 @subjects_option("Certify", 0)

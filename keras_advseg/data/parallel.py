@@ -24,6 +24,18 @@ def die_with_parent() -> None:
             os._exit(1)
 
 
+def _clean_start():
+    """Worker processes that do not inherit this process's threads: forked from a fresh server
+    process (``forkserver``), where the platform has one. A plain fork copies the state of
+    thread pools whose threads it does not copy (OpenMP's, which FINUFFT uses for motion), and
+    the first parallel region in the child then waits for them forever."""
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("forkserver")
+    return None  # the platform's default (spawn on Windows and macOS)
+
+
 def capped_workers(asked: int, items: int) -> tuple[int, str | None]:
     """The processes worth starting for ``items`` work items: at most one per item and one per
     CPU core this process may use, and at least 1.
@@ -55,7 +67,7 @@ def progress_map(
     """Applies ``fn`` to every item and yields the results as they finish.
 
     Args:
-        fn: A picklable function of one argument.
+        fn: A picklable function of one argument (the workers start afresh and import it).
         items: Work items.
         workers: Processes to use, at most one per item and per CPU core
             (:func:`capped_workers`, said on stderr when fewer); 1 runs in this process.
@@ -81,7 +93,9 @@ def progress_map(
                 yield fn(item)
                 bar.update()
             return
-        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, initializer=die_with_parent, mp_context=_clean_start()
+        ) as pool:
             futures = [pool.submit(fn, item) for item in items]
             try:
                 for future in as_completed(futures):
