@@ -25,15 +25,14 @@ def die_with_parent() -> None:
 
 
 def _clean_start():
-    """Worker processes that do not inherit this process's threads: forked from a fresh server
-    process (``forkserver``), where the platform has one. A plain fork copies the state of
-    thread pools whose threads it does not copy (OpenMP's, which FINUFFT uses for motion), and
-    the first parallel region in the child then waits for them forever."""
+    """Worker processes that do not inherit this process's threads: started afresh (``spawn``),
+    as children of this process, so that they still die with it. A plain fork copies the state
+    of thread pools without their threads (OpenMP's, which FINUFFT uses for motion), and the
+    first parallel region in the child then waits for them forever; a ``forkserver``'s workers
+    are the server's children and outlive a killed parent."""
     import multiprocessing
 
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("forkserver")
-    return None  # the platform's default (spawn on Windows and macOS)
+    return multiprocessing.get_context("spawn")
 
 
 def capped_workers(asked: int, items: int) -> tuple[int, str | None]:

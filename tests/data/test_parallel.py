@@ -57,7 +57,7 @@ if __name__ == "__main__":
 def test_workers_start_cleanly_after_this_process_ran_openmp(tmp_path):
     """Motion's non-uniform FFT runs OpenMP threads; workers forked from a process that ran
     them waited forever on the first parallel region (the corruption cache after a motion in
-    the parent). They now start from a fresh server process."""
+    the parent). They now start as fresh interpreters."""
     import os
     import subprocess
     import sys
