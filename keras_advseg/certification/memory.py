@@ -252,7 +252,7 @@ def _choose_batch(model, shape, samples: int, requested) -> int:
         # the graph of this very batch is the one the certificate runs (traced once, shared)
         if peak_live_bytes(_graph(model, shape, batch)) <= budget:
             return batch
-    if requested is None:
+    else:
         # every layer's output alive at once bounds a copy's activations from above: when
         # the largest batch fits under that bound, no graph needs tracing
         bound = _all_outputs_bytes(model, shape)

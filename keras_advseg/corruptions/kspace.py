@@ -85,9 +85,7 @@ def motion(
     for (_, _, start, stop), values in zip(
         moves, moved_spectra(volume, spacing, moves, axis=axis, spectrum=spectrum), strict=True
     ):
-        index = [slice(None)] * 3
-        index[axis] = slice(start, stop)
-        spectrum[tuple(index)] = values
+        spectrum[_slab(axis, start, stop)] = values
     return _magnitude_image(spectrum, volume, shifted=True)
 
 
@@ -129,28 +127,22 @@ def moved_spectra(volume, spacing, moves, *, axis: int = 2, spectrum=None) -> li
     frequencies = [2 * np.pi * (np.arange(n) - n // 2) / n for n in shape]
     half = np.array(shape, np.float64) // 2
     out: list[np.ndarray] = []
-    rotated: list[tuple[int, np.ndarray]] = []  # (move, M^-T)
+    rotated: list[tuple[int, np.ndarray, list]] = []  # (move, M^-T, the slab's frequencies)
     for m, (degrees, translation_mm, start, stop) in enumerate(moves):
         matrix, offset = rigid_map(shape, spacing, degrees, translation_mm)
         inverse = np.linalg.inv(matrix)
         axes = list(frequencies)
         axes[axis] = axes[axis][start:stop]
         if np.allclose(matrix, np.eye(3)):  # a translation: a phase ramp on the spectrum
-            index = [slice(None)] * 3
-            index[axis] = slice(start, stop)
-            out.append(spectrum[tuple(index)] * _plane_wave(axes, offset))
+            out.append(spectrum[_slab(axis, start, stop)] * _plane_wave(axes, offset))
         else:  # the phase of the moved origin and of FINUFFT's centred modes, both linear in w
             out.append(_plane_wave(axes, inverse @ (offset - half)))
-            rotated.append((m, inverse.T))
+            rotated.append((m, inverse.T, axes))
     if rotated:
-        slabs = [out[m].shape for m, _ in rotated]
-        total = sum(int(np.prod(slab)) for slab in slabs)
-        points = np.empty((3, total), np.float32)
+        counts = [out[m].size for m, _, _ in rotated]
+        points = np.empty((3, sum(counts)), np.float32)
         done = 0
-        for (m, transposed), slab in zip(rotated, slabs, strict=True):
-            axes = list(frequencies)
-            axes[axis] = axes[axis][moves[m][2] : moves[m][3]]
-            count = int(np.prod(slab))
+        for (_, transposed, axes), count in zip(rotated, counts, strict=True):
             for a in range(3):  # M^-T w, one coordinate at a time, separable in w
                 points[a, done : done + count] = sum(
                     transposed[a, b] * _along(axes[b], b) for b in range(3)
@@ -160,11 +152,17 @@ def moved_spectra(volume, spacing, moves, *, axis: int = 2, spectrum=None) -> li
             *points, volume.astype(np.complex64), eps=1e-4, isign=-1, upsampfac=1.25
         )
         done = 0
-        for (m, _), slab in zip(rotated, slabs, strict=True):
-            count = int(np.prod(slab))
-            out[m] = out[m] * values[done : done + count].reshape(slab)
+        for (m, _, _), count in zip(rotated, counts, strict=True):
+            out[m] = out[m] * values[done : done + count].reshape(out[m].shape)
             done += count
     return out
+
+
+def _slab(axis: int, start: int, stop: int) -> tuple[slice, ...]:
+    """The index of k-space lines ``start:stop`` along ``axis`` of a volume."""
+    index = [slice(None)] * 3
+    index[axis] = slice(start, stop)
+    return tuple(index)
 
 
 def _along(values: np.ndarray, axis: int) -> np.ndarray:
