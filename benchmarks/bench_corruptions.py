@@ -12,7 +12,7 @@ and each as a ratio to F: how many forward passes one corrupted scan costs. A co
 is prepared once and shared by every model evaluated on it, so its cost is paid once per
 subject, corruption and severity, not once per model.
 
-    python benchmarks/bench_corruptions.py [--sizes 32 128] [--repeats 3]
+    python benchmarks/bench_corruptions.py [--sizes 32 128] [--repeats 3] [--only motion,...]
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--only", default="", help="comma-separated corruptions to time (default: all)"
+    )
     args = parser.parse_args()
 
     import numpy as np
@@ -53,21 +56,28 @@ def main() -> None:
 
     image = scan()
     spacing = (1.0, 1.0, 1.0)
+    only = {n.strip() for n in args.only.split(",") if n.strip()}
+    unknown = only - {entry.name for entry in CORRUPTIONS}
+    if unknown:
+        parser.error(f"--only: unknown corruption(s) {', '.join(sorted(unknown))}")
     costs = {}
     for entry in CORRUPTIONS:
+        if only and entry.name not in only:
+            continue
         costs[f"{entry.name} s3"] = median_time(
             lambda n=entry.name: corrupt(image, n, 3, spacing=spacing, seed=0), args.repeats
         )
-    costs["motion s5"] = median_time(
-        lambda: corrupt(image, "motion", 5, spacing=spacing, seed=0), args.repeats
-    )
+    if not only or "motion" in only:
+        costs["motion s5"] = median_time(
+            lambda: corrupt(image, "motion", 5, spacing=spacing, seed=0), args.repeats
+        )
     forwards = {}
     for size in args.sizes:
         model = unet3d((size, size, size, 4), base_filters=16, depth=5)
         forward = traced_inference(model)
         x = np.zeros((1, size, size, size, 4), np.float32)
         forwards[size] = median_time(lambda f=forward, x=x: np.asarray(f(x)), args.repeats)
-        for n4 in (False, True):
+        for n4 in () if only else (False, True):  # the preprocessing: with every corruption
             costs[f"preprocess {size}^3" + (" + N4" if n4 else "")] = median_time(
                 lambda s=size, n4=n4: crop_and_resize(
                     image, (s, s, s), n4=n4, n4_shrink=4, margin=2, name="scan"

@@ -76,7 +76,8 @@ def motion(
     sources[0], sources[centre_segment] = sources[centre_segment], sources[0]
     size = volume.shape[axis]
     bounds = [0, *(np.clip((times * size).astype(int), 0, size)).tolist(), size]
-    spectrum = fft.fftshift(fft.fftn(volume, workers=-1))
+    # single precision (the corrupted scan is float32) and FFT order (no shifts of the volume)
+    spectrum = fft.fftn(volume.astype(np.float32), workers=-1)
     moves = [
         (degrees * unit_angles[m], translation_mm * unit_shifts[m], bounds[j], bounds[j + 1])
         for j, m in enumerate(sources)
@@ -85,12 +86,12 @@ def motion(
     for (_, _, start, stop), values in zip(
         moves, moved_spectra(volume, spacing, moves, axis=axis, spectrum=spectrum), strict=True
     ):
-        spectrum[_slab(axis, start, stop)] = values
-    return _magnitude_image(spectrum, volume, shifted=True)
+        spectrum[_slab(axis, segment_lines(size, start, stop))] = values
+    return _magnitude_image(spectrum, volume)
 
 
 def moved_spectra(volume, spacing, moves, *, axis: int = 2, spectrum=None) -> list[np.ndarray]:
-    """Slabs of the centred spectra (``fftshift(fftn(.))``) of ``volume`` moved rigidly.
+    """Slabs of the spectra (``fftn(.)``, FFT order) of ``volume`` moved rigidly.
 
     The spectrum of a moved volume is the original's spectrum moved back: with the voxel map
     ``q = M p + o`` of :func:`~keras_advseg.corruptions.core.rigid_map`, the moved volume's
@@ -109,12 +110,14 @@ def moved_spectra(volume, spacing, moves, *, axis: int = 2, spectrum=None) -> li
         spacing: Voxel size (mm).
         moves: ``(degrees, translation_mm, start, stop)`` per slab: the movement (as
             :func:`~keras_advseg.corruptions.core.rigid`) and the slab's k-space lines
-            ``start:stop`` along ``axis`` in centred order.
+            ``start:stop`` along ``axis``, counted from the lowest (most negative) frequency:
+            the lines :func:`segment_lines` returns.
         axis: The axis the slabs cut.
-        spectrum: ``fftshift(fftn(volume))`` when already computed.
+        spectrum: ``fftn(volume)`` when already computed.
 
     Returns:
-        One complex array per move: the slab of the moved volume's centred spectrum.
+        One complex array per move: ``fftn`` of the moved volume at the slab's lines
+        (``np.take(fftn(moved), segment_lines(n, start, stop), axis)``).
     """
     import finufft
 
@@ -122,19 +125,20 @@ def moved_spectra(volume, spacing, moves, *, axis: int = 2, spectrum=None) -> li
 
     shape = volume.shape
     if spectrum is None:
-        spectrum = fft.fftshift(fft.fftn(volume, workers=-1))
-    # centred angular frequencies along each axis; FINUFFT's centred modes start at -shape // 2
-    frequencies = [2 * np.pi * (np.arange(n) - n // 2) / n for n in shape]
+        spectrum = fft.fftn(volume.astype(np.float32), workers=-1)
+    # angular frequencies in FFT order along each axis
+    frequencies = [2 * np.pi * fft.fftfreq(n) for n in shape]
     half = np.array(shape, np.float64) // 2
     out: list[np.ndarray] = []
     rotated: list[tuple[int, np.ndarray, list]] = []  # (move, M^-T, the slab's frequencies)
     for m, (degrees, translation_mm, start, stop) in enumerate(moves):
         matrix, offset = rigid_map(shape, spacing, degrees, translation_mm)
         inverse = np.linalg.inv(matrix)
+        lines = segment_lines(shape[axis], start, stop)
         axes = list(frequencies)
-        axes[axis] = axes[axis][start:stop]
+        axes[axis] = axes[axis][lines]
         if np.allclose(matrix, np.eye(3)):  # a translation: a phase ramp on the spectrum
-            out.append(spectrum[_slab(axis, start, stop)] * _plane_wave(axes, offset))
+            out.append(spectrum[_slab(axis, lines)] * _plane_wave(axes, offset))
         else:  # the phase of the moved origin and of FINUFFT's centred modes, both linear in w
             out.append(_plane_wave(axes, inverse @ (offset - half)))
             rotated.append((m, inverse.T, axes))
@@ -148,8 +152,14 @@ def moved_spectra(volume, spacing, moves, *, axis: int = 2, spectrum=None) -> li
                     transposed[a, b] * _along(axes[b], b) for b in range(3)
                 ).ravel()
             done += count
+        # the points of a rotated grid are already local in memory: FINUFFT's sort only costs
         values = finufft.nufft3d2(
-            *points, volume.astype(np.complex64), eps=1e-4, isign=-1, upsampfac=1.25
+            *points,
+            volume.astype(np.complex64),
+            eps=1e-4,
+            isign=-1,
+            upsampfac=1.25,
+            spread_sort=0,
         )
         done = 0
         for (m, _, _), count in zip(rotated, counts, strict=True):
@@ -158,10 +168,16 @@ def moved_spectra(volume, spacing, moves, *, axis: int = 2, spectrum=None) -> li
     return out
 
 
-def _slab(axis: int, start: int, stop: int) -> tuple[slice, ...]:
-    """The index of k-space lines ``start:stop`` along ``axis`` of a volume."""
-    index = [slice(None)] * 3
-    index[axis] = slice(start, stop)
+def segment_lines(size: int, start: int, stop: int) -> np.ndarray:
+    """The FFT-order indices of the k-space lines ``start:stop`` counted from the lowest
+    frequency (``fftshift`` order) along an axis of ``size`` lines."""
+    return (np.arange(start, stop) - size // 2) % size
+
+
+def _slab(axis: int, lines) -> tuple:
+    """The index of k-space ``lines`` (a slice or FFT-order indices) along ``axis``."""
+    index: list = [slice(None)] * 3
+    index[axis] = lines
     return tuple(index)
 
 
@@ -217,7 +233,7 @@ def ghosting(
     shape = [1, 1, 1]
     shape[axis] = -1
     factor = np.where(chosen, 1.0 - float(intensity), 1.0).reshape(shape)
-    return _magnitude_image(spectrum * factor, volume, shifted=False)
+    return _magnitude_image(spectrum * factor, volume)
 
 
 def spike(
@@ -257,11 +273,11 @@ def spike(
     height = float(intensity) * float(np.abs(spectrum).max())
     spectrum[tuple(position)] += height / 2
     spectrum[mirror] += height / 2
-    return _magnitude_image(spectrum, volume, shifted=False)
+    return _magnitude_image(spectrum, volume)
 
 
-def _magnitude_image(spectrum: np.ndarray, volume: np.ndarray, *, shifted: bool) -> np.ndarray:
-    if shifted:
-        spectrum = fft.ifftshift(spectrum)
+def _magnitude_image(spectrum: np.ndarray, volume: np.ndarray) -> np.ndarray:
+    """The image of ``spectrum`` (FFT order): its magnitude, or its real part for a ``volume``
+    with negative values."""
     image = fft.ifftn(spectrum, workers=-1)
     return np.abs(image) if volume.min() >= 0 else image.real
