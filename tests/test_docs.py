@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -171,3 +172,22 @@ def test_documented_python_imports_keras_advseg_before_tensorflow():
     assert any(name == "walkthrough.ipynb" for name, _ in using)
     assert [name for name, code in using if first_import(code) != "keras_advseg"] == []
     assert first_import("import keras\nimport keras_advseg\n") == "keras"  # the check can fail
+
+
+def test_the_card_schema_page_shows_a_card_of_the_published_schema():
+    """The page's example card: its provenance, results and unreliable flag each valid under
+    the published schema's definitions, its results restating one another as the page says."""
+    import jsonschema
+
+    from keras_advseg.workflows.card.schema import SCHEMA_FILE
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    page = (ROOT / "docs" / "card-schema.md").read_text()
+    (example,) = [json.loads(b) for b in blocks("json", page) if '"provenance"' in b]
+    assert example["version"] == schema["properties"]["version"]["const"]
+    for key in ("provenance", "unreliable"):
+        jsonschema.validate(example[key], schema["properties"][key])
+    entries = schema["properties"]["results"]
+    jsonschema.validate(example["results"], entries)
+    assert {e["bound"] for e in example["results"]} == {"measured", "upper", "guarantee"}
+    assert '--8<-- "keras_advseg/workflows/card/card.schema.json"' in page  # the whole schema

@@ -107,7 +107,7 @@ def leaderboard_command(card_dirs, out):
     tests against the first where the cards share subjects."""
     from keras_advseg.workflows.leaderboard import run_leaderboard
 
-    result = run_leaderboard(list(card_dirs), out)
+    result = run_leaderboard(list(card_dirs), out, say=click.echo)
     click.echo((Path(out) / "leaderboard.md").read_text().rstrip())
     click.echo(f"wrote {', '.join(str(p) for p in result['written'])}")
 

@@ -142,7 +142,7 @@ def column_tests(cards: list[dict], names: list[str]) -> dict:
     return tests
 
 
-def run_leaderboard(card_dirs: list, out) -> dict:
+def run_leaderboard(card_dirs: list, out, say=None) -> dict:
     """Ranks the cards on each column; on each column, paired Wilcoxon tests of every card
     against the first on the subjects both scored, Bonferroni over that column's comparisons
     (:func:`column_tests`); ROOD-MRI's overall and degradation scores beside them where a card
@@ -152,6 +152,7 @@ def run_leaderboard(card_dirs: list, out) -> dict:
     Args:
         card_dirs: Card folders, the reference first.
         out: The output folder.
+        say: Where the notice of a card converted from an older version goes (None: nowhere).
 
     Returns:
         ``{"models", "rows", "ranks", "tests": the number of tests, "written": paths}``.
@@ -173,7 +174,7 @@ def run_leaderboard(card_dirs: list, out) -> dict:
                 f"{folder}: the same card as {seen[key]}; a leaderboard ranks each card once"
             )
         seen[key] = folder
-    cards = [read_card(d) for d in card_dirs]
+    cards = [read_card(d, say=say) for d in card_dirs]
     names = _names(card_dirs)
     values = {n: axis_values(c) for n, c in zip(names, cards)}
     tests = column_tests(cards, names)

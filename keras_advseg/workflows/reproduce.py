@@ -360,6 +360,7 @@ class _SeedRun:
             model_path=self.model_dirs[spec.name] / "model.keras",
             reference_ref=self.reference(spec),
             seed=self.seed,
+            prepared=self.prepared_dir,
             **self.tracking,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import importlib.util
 import json
@@ -15,14 +16,22 @@ from click.testing import CliRunner
 from support import assert_help_files_written, fails_cleanly, scoring_args
 
 from keras_advseg.cli import main
+from keras_advseg.config import REGIONS
 from keras_advseg.data.prepare import load_prepared
 from keras_advseg.errors import FileFormatError
 from keras_advseg.export import save_model
 from keras_advseg.inference import Preprocessing
 from keras_advseg.io import write_json_atomic
 from keras_advseg.workflows import card as card_module
+from keras_advseg.workflows.card import schema as schema_module
 from keras_advseg.workflows.card import table
-from keras_advseg.workflows.card.axes.common import evaluation_rows, region_means, triple
+from keras_advseg.workflows.card.axes.common import (
+    DICE,
+    evaluation_rows,
+    region_means,
+    result,
+    triple,
+)
 
 pytestmark = pytest.mark.one_fixture_seed  # the card against its commands' own files
 
@@ -324,7 +333,10 @@ def toy_axis():
         headline=lambda card: {"card.toy_dice_wt": card["toy"]["dice"]["wt"]},
         metrics=("card.toy_dice_<region>",),
         shows="half the clean Dice",
-        check=lambda section, checker: checker.dice(section.get("dice"), "toy.dice"),
+        schema={"type": "object", "required": ["dice"], "properties": {"dice": DICE}},
+        results=lambda card, sources: [
+            result("toy", "dice", card["toy"]["dice"][r], "measured", region=r) for r in REGIONS
+        ],
         columns=(table.Column("toy", "toy Dice", lambda card: card["toy"]["dice"], halves),),
     )
 
@@ -347,7 +359,7 @@ def test_an_axis_added_to_the_table_alone_is_on_the_card_leaderboard_report_and_
         (out / "card.md").write_text(card_module.card_markdown(card))
     # the card: its JSON section, its row, its metric, its check
     written = json.loads((seed / "cards" / "a" / "card.json").read_text())
-    assert list(written)[-3:] == ["toy", "seconds", "reused"]
+    assert list(written)[-6:] == ["toy", "provenance", "results", "unreliable", "seconds", "reused"]
     card = card_module.read_card(seed / "cards" / "a")
     assert card["toy"]["dice"]["wt"] == pytest.approx(card["clean"]["dice"]["wt"] / 2)
     half = card["toy"]["dice"]
@@ -357,8 +369,11 @@ def test_an_axis_added_to_the_table_alone_is_on_the_card_leaderboard_report_and_
     )
     assert card_module.headline_metrics(card)["card.toy_dice_wt"] == half["wt"]
     assert "toy" in card_module.table.sections()
+    assert [e["value"] for e in card["results"] if e["axis"] == "toy"] == [half[r] for r in REGIONS]
+    # its schema: part of the published one, and enforced
+    assert schema_module.card_schema()["properties"]["toy"]["properties"]["dice"] == DICE
     broken = {**card, "toy": {"dice": {"wt": 2.0}}}
-    with pytest.raises(FileFormatError, match="card: toy.dice is missing"):
+    with pytest.raises(FileFormatError, match="card: toy.dice"):
         card_module.validate_card(broken)
     # the leaderboard: its column in the CSV and the table, tested like the others
     run_leaderboard([seed / "cards" / "a", seed / "cards" / "b"], seed / "leaderboard")
@@ -428,3 +443,130 @@ def test_every_field_the_leaderboard_reads_is_checked_first(carded, tmp_path, mo
             except Exception as exc:  # a bug: the field was read before it was checked
                 raise AssertionError(f"{'.'.join(path)} {kind}: {exc!r}") from None
     assert tried > 200
+
+
+def test_card_json_is_version_4_of_the_published_schema_with_its_provenance_and_results(
+    carded, prepared_dir, tmp_path
+):
+    """card.json against the published schema file (plain jsonschema), its provenance against
+    the files it names, each result against the section it restates and its interval against
+    the per-subject rows; a version-3 card is converted with a notice."""
+    import hashlib
+    import math
+    import os
+    from importlib.metadata import version
+
+    import jsonschema
+    import numpy as np
+    from scipy import stats
+
+    root, path, _, _, _ = carded
+    out = root / "card"
+    written = json.loads((out / "card.json").read_text())
+    published = json.loads(schema_module.SCHEMA_FILE.read_text())
+    assert schema_module.SCHEMA_FILE.read_text() == schema_module.schema_text()  # no drift
+    jsonschema.Draft202012Validator(published).validate(written)
+    assert written["version"] == 4 and published["properties"]["version"] == {"const": 4}
+
+    # provenance, each field against what it names
+    provenance = written["provenance"]
+    assert provenance["model"] == {
+        "name": "model.keras",
+        "reference": str(path),
+        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+    }
+    prepared = load_prepared(prepared_dir)
+    data = provenance["data"]
+    assert sorted(data["subjects"]) == sorted(prepared.ids("test")) and data["split"] == "test"
+    assert data["digest"] == prepared.data_hash == written["data_hash"]
+    volumes = [prepared.load(s)[0] for s in prepared.ids("test")]
+    low, high = min(float(v.min()) for v in volumes), max(float(v.max()) for v in volumes)
+    assert data["input"]["value_range"] == pytest.approx([low, high])
+    assert data["input"]["normalization"] == prepared.config.normalization
+    assert provenance["seeds"] == {"card": 0} and provenance["plan"] == "quick"
+    assert provenance["software"]["keras"] == version("keras")
+    assert provenance["software"]["tensorflow"] == version("tensorflow")
+    assert provenance["hardware"]["cpus"] == os.cpu_count()
+
+    # every result restates its section; attacks are upper bounds, certificates guarantees
+    card = card_module.read_card(out)
+    results = card["results"]
+    plan = card["plan"]
+    by_axis: dict = {}
+    for entry in results:
+        by_axis.setdefault(entry["axis"], []).append(entry)
+        region, settings = entry["region"], entry["settings"]
+        if entry["axis"] == "clean":
+            expected, bound = card["clean"]["dice"][region], "measured"
+        elif entry["axis"] in ("adversarial", "worst"):
+            attack = "fgsm" if entry["axis"] == "adversarial" else "worst"
+            assert settings["attack"] == attack and settings["norm"] == "linf"
+            expected = card["adversarial"][attack][f"{settings['eps']:g}"][region]
+            bound = "upper"
+        elif entry["axis"] == "vafa":
+            expected, bound = card["adversarial"]["vafa"]["dice"][region], "upper"
+        elif entry["axis"] == "min_eps":
+            expected, bound = card["adversarial"]["min_eps"]["median"], "upper"
+        elif entry["axis"] == "corruptions":
+            expected, bound = card["corruptions"]["corrupted_dice"][region], "measured"
+            assert settings["severities"] == plan["severities"]
+        else:
+            assert entry["axis"] == "certified"
+            sigma = card["certified"][f"{settings['sigma']:g}"]
+            expected, bound = sigma[entry["metric"]][region], "guarantee"
+            assert settings["n"] == plan["n"] and settings["alpha"] == 0.001
+        assert entry["value"] == expected and entry["bound"] == bound, entry
+    assert {a: len(e) for a, e in by_axis.items()} == {
+        "clean": 3,
+        "adversarial": 3 * len(plan["eps"]),
+        "worst": 3,
+        "vafa": 3,
+        "min_eps": 1,
+        "corruptions": 3,
+        "certified": 6 * len(plan["sigmas"]),
+    }
+    headline = {(e["axis"], e["metric"]) for e in results if e["headline"]}
+    assert headline == {
+        ("worst", "dice"),
+        ("corruptions", "corrupted_dice"),
+        ("certified", "certified_dice"),
+    }
+    # the clean WT interval: the t-interval of the per-subject rows
+    rows = [
+        float(r["dice_wt"])
+        for r in csv.DictReader((out / "adversarial" / "per_subject.csv").open())
+        if r["attack"] == "none"
+    ]
+    (clean_wt,) = [e for e in by_axis["clean"] if e["region"] == "wt"]
+    half = stats.t.ppf(0.975, len(rows) - 1) * np.std(rows, ddof=1) / math.sqrt(len(rows))
+    expected = [max(0.0, np.mean(rows) - half), min(1.0, np.mean(rows) + half)]  # Dice's range
+    assert clean_wt["ci95"] == pytest.approx(expected)
+    assert clean_wt["subjects"] == data["subjects"]
+    assert card["unreliable"]["flag"] == (card["audit"]["verdict"] != "PASS")
+
+    # a number that is not finite, or a result of no known kind, is refused, naming it
+    broken = copy.deepcopy(written)
+    broken["clean"]["dice"]["wt"] = float("nan")
+    with pytest.raises(FileFormatError, match=r"card: clean\.dice\.wt is missing or malformed"):
+        card_module.validate_card(broken)
+    broken = copy.deepcopy(written)
+    broken["results"][0]["bound"] = "lower"
+    with pytest.raises(FileFormatError, match=r"card: results\.0\.bound is missing or malformed"):
+        card_module.validate_card(broken)
+
+    # version 3 (before the schema): read as version 4, the same numbers, with a notice
+    old = copy.deepcopy(written)
+    for key in ("provenance", "results", "unreliable"):
+        del old[key]
+    old["version"] = 3
+    folder = tmp_path / "v3"
+    shutil.copytree(out, folder)
+    (folder / "card.json").write_text(json.dumps(old))
+    notices = []
+    converted = card_module.read_card(folder, say=notices.append)
+    assert converted["upgraded_from"] == 3 and converted["version"] == 4
+    assert len(notices) == 1 and "version-3 card, read as version 4" in notices[0]
+    assert [e["value"] for e in converted["results"]] == [e["value"] for e in results]
+    assert all(e["ci95"] is None for e in converted["results"])  # not recorded in version 3
+    assert all(e["subjects"] is None for e in converted["results"] if e["axis"] != "min_eps")
+    assert converted["provenance"]["model"]["sha256"] is None

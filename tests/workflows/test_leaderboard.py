@@ -13,6 +13,7 @@ from scipy import stats
 
 from keras_advseg.evaluation.results import EvalResults
 from keras_advseg.workflows.card import CARD_SCHEMA, CARD_VERSION
+from keras_advseg.workflows.card.build import recorded_provenance, results_of, unreliable_of
 from keras_advseg.workflows.leaderboard import run_leaderboard
 
 REGIONS = ("wt", "tc", "et")
@@ -73,7 +74,15 @@ def write_card(folder: Path, dice: dict, severities=(3,), certified=None, overal
         },
         "certified": {"0.25": {"certified_dice": means(certified)}},
         "audit": {"verdict": "PASS", "items": []},
+        "model": f"{folder.name}.keras",
+        "seed": 0,
+        "claims": {},
     }
+    card.update(  # what a card records besides its sections, as the card's builder derives it
+        provenance=recorded_provenance(card),
+        results=results_of(card, None),
+        unreliable=unreliable_of(card),
+    )
     (folder / "card.json").write_text(json.dumps(card))
     return card
 
@@ -268,13 +277,19 @@ def test_a_card_of_version_2_is_read_under_the_new_names(tmp_path):
     (old / "card.json").write_text(json.dumps(card))
     (old / "corruptions").rename(old / "artifacts")
     read = read_card(old)
-    assert read["version"] == CARD_VERSION == 3 and read["upgraded_from"] == 2
+    assert read["version"] == CARD_VERSION == 4 and read["upgraded_from"] == 2
     assert read["plan"] == {"name": "quick", "eps": [0.05]} and "budget" not in read
     assert read["corruptions"]["severities"] == [3] and "artifacts" not in read
     assert read["claims"] == {"corruptions": "Measured, not bounded"}
     assert read["reused"] == ["adversarial", "audit", "certified", "corruptions"]
+    notices = []
     for when in ("now", "then"):
-        run_leaderboard([tmp_path / when / "a", tmp_path / when / "b"], tmp_path / when / "board")
+        run_leaderboard(
+            [tmp_path / when / "a", tmp_path / when / "b"],
+            tmp_path / when / "board",
+            notices.append,
+        )
+    assert len(notices) == 1 and "then/b/card.json is a version-2 card" in notices[0]
     assert read_board(tmp_path / "then" / "board") == read_board(tmp_path / "now" / "board")
     assert float(read_board(tmp_path / "then" / "board")[1]["corruptions"]) > 0
 

@@ -76,10 +76,19 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path, new_store):
     assert "| corruptions | certified |" in report
     # a robustness card of every 3-D model but the control, from the study's own files, and
     # the report opens with their leaderboard
-    from keras_advseg.workflows.card import read_card
+    import jsonschema
 
+    from keras_advseg.workflows.card import read_card
+    from keras_advseg.workflows.card.schema import SCHEMA_FILE
+
+    published = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    test_split = json.loads((root / "prepared" / "prepared.json").read_text())["split"]["test"]
     for spec in carded:
+        # every card of the study is a card of the published schema, its subjects the split's
+        published.validate(json.loads((study / "cards" / spec.name / "card.json").read_text()))
         card = read_card(study / "cards" / spec.name)
+        assert sorted(card["provenance"]["data"]["subjects"]) == sorted(test_split)
+        assert card["provenance"]["model"]["sha256"] is not None
         assert card["plan"]["name"] == "study-smoke" and card["reused"]
         evaluation = json.loads((study / "evals" / spec.name / "summary.json").read_text())
         assert card["clean"]["dice"]["wt"] == evaluation["clean"]["dice_wt"]["mean"]

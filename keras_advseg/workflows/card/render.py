@@ -42,8 +42,10 @@ def headline_metrics(card: dict) -> dict[str, float]:
 def provenance(card: dict) -> str:
     """Which data, code and date the card's numbers come from."""
     data = card.get("data") or {}
+    model = (card.get("provenance") or {}).get("model") or {}
+    sha = f"model SHA-256 {model['sha256'][:12]}; " if model.get("sha256") else ""
     return (
-        f"Data: {data.get('kind', 'unknown')}, `{data.get('source') or 'source not recorded'}` "
+        f"{sha}Data: {data.get('kind', 'unknown')}, `{data.get('source') or 'source not recorded'}` "
         f"(hash {str(card.get('data_hash') or 'n/a')[:12]}); "
         f"commit {str(card.get('commit') or 'not a git checkout')[:12]}; "
         f"created {card.get('created', 'n/a')}."

@@ -77,7 +77,7 @@ def run_card(
     # preprocessing it is carded with), the seed, and the data (its raw source and split), not
     # the folders, so that another --out can reuse it
     context = {"model": identity, "seed": seed, "data": data_identity(data)}
-    reference = None
+    reference = reference_path = None
     if reference_ref:  # checked before any axis runs, not when the first axis that reads it does
         from keras_advseg.export import load_model, load_preprocessing
         from keras_advseg.inference import check_model_fits
@@ -102,7 +102,16 @@ def run_card(
         origin[command.name] = obtain_axis(
             out / command.name, command.name, keys[command.name], run, tracking_uri, say
         )
-    card = build_card(out, chosen, model_ref, reference_ref, seed, model_path)
+    card = build_card(
+        out,
+        chosen,
+        model_ref,
+        reference_ref,
+        seed,
+        model_path,
+        prepared=data,
+        reference_path=reference_path,
+    )
     card["seconds"] = round(time.perf_counter() - started, 1)
     card["reused"] = sorted(a for a, o in origin.items() if o != "run")
     validate_card(card)

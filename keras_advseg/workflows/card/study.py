@@ -48,6 +48,7 @@ def write_study_card(
     seed,
     tracking_uri,
     experiment,
+    prepared=None,
 ) -> dict:
     """A card from axes already measured elsewhere (a study's folders): each folder is copied into
     the card's own (so that the card folder stands alone), then the card is built, written and
@@ -56,6 +57,8 @@ def write_study_card(
     Args:
         folders: ``{command: folder}`` for every command of
             :data:`~keras_advseg.workflows.card.table.RUNS`.
+        prepared: The study's prepared data (the card's provenance: its subjects and the
+            inputs' units and range).
 
     Returns:
         The card.
@@ -68,7 +71,19 @@ def write_study_card(
     )
     for axis, folder in folders.items():
         shutil.copytree(folder, out / table.run_named(axis).name, dirs_exist_ok=True)
-    card = build_card(out, plan, str(model_path), reference_ref, seed, model_path)
+    reference_path = None
+    if reference_ref and Path(reference_ref).is_file():
+        reference_path = Path(reference_ref)
+    card = build_card(
+        out,
+        plan,
+        str(model_path),
+        reference_ref,
+        seed,
+        model_path,
+        prepared=prepared,
+        reference_path=reference_path,
+    )
     card["seconds"] = round(time.perf_counter() - started, 1)
     card["reused"] = sorted(folders)
     validate_card(card)

@@ -6,7 +6,8 @@ hashes), its section of ``card.json`` (the same name heads its rows in ``card.md
 ``card.html``), the MLflow metrics it logs, and its leaderboard columns (:class:`Column`).
 :func:`~keras_advseg.workflows.card.build_card`, the card's pages, the leaderboard, the study
 report's leaderboard section and the docs' table of axes (``docs/hooks/card_axes.py``) read
-:data:`AXES` and :data:`RUNS`; a new axis is one module in ``card/axes/`` and one entry here.
+:data:`AXES` and :data:`RUNS`; a new axis is one module in ``card/axes/`` and one entry here
+(its schema joins the published one, its numbers the card's ``results``).
 """
 
 from __future__ import annotations
@@ -90,7 +91,12 @@ class Axis:
         headline: ``headline(card) -> {"card.<metric>": value}`` logged to MLflow.
         metrics: The MLflow metrics' names, as the docs give them.
         shows: What it puts on the card, as the docs say it.
-        check: ``check(section, checker)`` when a card is read; None: the section is a dict.
+        schema: The JSON Schema of its value (the section, or the section's ``key``), part of
+            the published schema (:func:`~keras_advseg.workflows.card.schema.card_schema`);
+            None: any JSON object.
+        results: ``results(card, sources) -> [entry]``: its numbers as entries of
+            ``card.json``'s ``results`` (``sources`` None when a card of an older version is
+            converted: no confidence intervals or subjects then); None: no entries.
         claim: ``claim(plan) -> str``: what its numbers can and cannot claim.
         columns: Its leaderboard columns.
     """
@@ -105,15 +111,16 @@ class Axis:
     headline: Callable[[dict], dict]
     metrics: tuple[str, ...]
     shows: str
-    check: Callable | None = None
+    schema: dict | None = None
+    results: Callable | None = None
     claim: Callable | None = None
     columns: tuple[Column, ...] = ()
 
 
 def axis_of(module, name, label, run, section, key, metrics, shows, columns=()) -> Axis:
-    """The :class:`Axis` whose ``read``, ``rows``, ``headline``, ``check`` and (where it has
-    one) ``claim`` are the functions of its module in ``card/axes/``; the other arguments are
-    its other fields."""
+    """The :class:`Axis` whose ``read``, ``rows``, ``headline``, ``results``, ``SCHEMA`` and
+    (where it has one) ``claim`` are those of its module in ``card/axes/``; the other arguments
+    are its other fields."""
     return Axis(
         name,
         label,
@@ -125,7 +132,8 @@ def axis_of(module, name, label, run, section, key, metrics, shows, columns=()) 
         module.headline,
         metrics,
         shows,
-        check=module.check,
+        schema=module.SCHEMA,
+        results=module.results,
         claim=getattr(module, "claim", None),
         columns=columns,
     )

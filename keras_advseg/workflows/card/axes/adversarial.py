@@ -3,10 +3,17 @@ worst case of the plan's ensemble at the first (``advseg evaluate``): upper boun
 
 from __future__ import annotations
 
+from keras_advseg.config import REGIONS
 from keras_advseg.workflows.card.axes.common import (
+    DICE,
+    by_number,
     evaluation_rows,
+    mean_ci,
     prefixed,
     region_means,
+    result,
+    section,
+    subjects_in,
     triple,
 )
 
@@ -18,14 +25,6 @@ def read(sources) -> dict:
         "fgsm": {f"{e:g}": region_means(attacks["fgsm"][e]) for e in eps},
         "worst": {f"{e:g}": region_means(attacks["worst"][e]) for e in eps[:1]},
     }
-
-
-def check(section: dict, checker) -> None:
-    # the worst case is every reader's headline: at least one budget; FGSM's may be empty
-    for attack, nonempty in (("fgsm", False), ("worst", True)):
-        where = f"adversarial.{attack}"
-        for eps, value in checker.by_number(section.get(attack), where, nonempty).items():
-            checker.dice(value, f"{where}.{eps}")
 
 
 def claim(plan) -> str:
@@ -67,3 +66,43 @@ def value(card: dict) -> dict:
 
 def per_subject(card: dict) -> dict[str, float]:
     return evaluation_rows(card, "worst", float(card["plan"]["eps"][0]))
+
+
+SCHEMA = section(
+    ("fgsm", "worst"),
+    fgsm=by_number(DICE),
+    worst=by_number(DICE, 1),  # every reader's headline: at least one budget
+    audit_lower={"type": ["object", "null"]},
+)
+"""``card.json``'s ``adversarial`` (FGSM and the worst case; VAFA and min_eps are axes of
+their own in the same section)."""
+
+
+def results(card: dict, sources=None) -> list[dict]:
+    """Dice under FGSM and under the worst case, per eps and region: upper bounds (an attack
+    reached them); the worst case at the first eps is a headline number."""
+    attacks = sources.summary().attacks if sources is not None else {}
+    plan = card["plan"]
+    subjects = subjects_in(sources, "adversarial", "per_subject.csv")
+    entries = []
+    for attack, steps in (("fgsm", 1), ("worst", plan.get("steps"))):
+        for rank, (eps, values) in enumerate(card["adversarial"][attack].items()):
+            settings = {"attack": attack, "eps": float(eps), "norm": "linf", "steps": steps}
+            if attack == "worst":
+                settings["ensemble"] = plan.get("ensemble")
+            summary = attacks.get(attack, {}).get(float(eps), {})
+            entries += [
+                result(
+                    attack if attack == "worst" else "adversarial",
+                    "dice",
+                    values[r],
+                    "upper",
+                    region=r,
+                    settings=settings,
+                    subjects=subjects,
+                    ci=mean_ci(summary.get(f"dice_{r}")),
+                    headline=attack == "worst" and rank == 0,
+                )
+                for r in REGIONS
+            ]
+    return entries

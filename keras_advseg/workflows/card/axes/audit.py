@@ -3,6 +3,8 @@ whether one of its checks found a lower Dice than the card's worst case."""
 
 from __future__ import annotations
 
+from keras_advseg.workflows.card.axes.common import section
+
 
 def read(sources) -> dict:
     """The ``audit`` section: the verdict and each item's number, claim and verdict."""
@@ -19,10 +21,6 @@ def read(sources) -> dict:
 def lower_bound(sources) -> dict | None:
     """``adversarial.audit_lower``: :func:`audit_found_lower` of the audit's items."""
     return audit_found_lower(sources.document("audit", "audit.json").get("items", []))
-
-
-def check(section: dict, checker) -> None:
-    checker.need(section.get("verdict") in ("PASS", "WARN"), "audit.verdict")
 
 
 def claim(plan) -> str:
@@ -74,3 +72,29 @@ def audit_found_lower(items: list) -> dict | None:
     if found[item] >= white_box - margin:
         return None
     return {"item": item, "dice": found[item], "white_box": white_box, "margin": margin}
+
+
+SCHEMA = section(
+    ("verdict",),
+    verdict={"enum": ["PASS", "WARN"]},
+    items={"type": "array", "items": {"type": "object"}},
+)
+"""``card.json``'s ``audit``."""
+
+
+def results(card: dict, sources=None) -> list[dict]:
+    """None: the audit's word is the card's ``unreliable`` flag (:func:`unreliable`)."""
+    return []
+
+
+def unreliable(card: dict) -> dict:
+    """``card.json``'s ``unreliable``: flagged when the audit did not PASS (a symptom of
+    gradient masking makes the attacked numbers suspect, as RobustBench's flag), with the
+    items that did not pass."""
+    audit = card["audit"]
+    items = [
+        {k: i.get(k) for k in ("number", "claim", "verdict")}
+        for i in audit.get("items", [])
+        if isinstance(i, dict) and i.get("verdict") not in ("PASS", "SKIP")
+    ]
+    return {"flag": audit["verdict"] != "PASS", "verdict": audit["verdict"], "items": items}

@@ -7,11 +7,18 @@ from __future__ import annotations
 from keras_advseg.config import REGIONS
 from keras_advseg.errors import FileFormatError
 from keras_advseg.workflows.card.axes.common import (
+    DICE,
+    NUMBER_OR_NULL,
+    PER_REGION,
+    by_number,
     card_folder,
     number,
     prefixed,
     read_rows,
+    result,
+    section,
     subject_mean,
+    subjects_in,
     triple,
 )
 
@@ -47,18 +54,6 @@ def _certificate(m: dict) -> dict:
         "radius_raw": {k: number(m.get(f"radius_raw_{k}")) for k in ("t1", "t1gd", "t2", "flair")},
         "linf": number(m["linf"]),
     }
-
-
-def check(section: dict, checker) -> None:
-    for sigma, value in checker.by_number(section, "certified").items():
-        where = f"certified.{sigma}"
-        checker.mapping(value, where)
-        checker.dice(value.get("certified_dice"), f"{where}.certified_dice")
-        if "region_certified_dice" in value:
-            checker.dice(value["region_certified_dice"], f"{where}.region_certified_dice")
-        for key in ("radius", "linf"):
-            if key in value:
-                checker.number(value[key], f"{where}.{key}")
 
 
 def claim(plan) -> str:
@@ -153,3 +148,59 @@ def _middle_rows(card: dict, prefix: str) -> dict[str, float]:
     if rows and f"{prefix}_wt" not in rows[0]:
         return {}  # a certificate from before region certificates: nothing to test
     return {r["subject"]: subject_mean(r, prefix) for r in rows if r["sigma"] == middle}
+
+
+SCHEMA = by_number(
+    section(
+        ("certified_dice",),
+        sigma_unit={"type": "string"},
+        certified_dice=DICE,
+        region_certified_dice=DICE,
+        smoothed_dice=DICE,
+        abstain_rate_brain=NUMBER_OR_NULL,
+        abstain_rate_region=PER_REGION,
+        radius={"type": "number"},
+        radius_raw=PER_REGION,
+        linf={"type": "number"},
+    ),
+    1,
+    "sigma",
+)
+"""``card.json``'s ``certified``: one entry per sigma."""
+
+
+def results(card: dict, sources=None) -> list[dict]:
+    """Certified Dice (class-wise and per region) per sigma and region: guarantees for the
+    smoothed model; the class-wise one at the first sigma is a headline number."""
+    plan = card["plan"]
+    subjects = subjects_in(sources, "certified", "certified.csv")
+    alpha = None
+    if sources is not None:
+        settings = sources.document("certified", "certify_summary.json").get("settings")
+        alpha = settings.get("alpha") if isinstance(settings, dict) else None
+    entries = []
+    for rank, (sigma, value) in enumerate(card["certified"].items()):
+        settings = {
+            "sigma": float(sigma),
+            "sigma_unit": value.get("sigma_unit"),
+            "radius_l2": value.get("radius"),
+            "n": plan.get("n"),
+            "n0": plan.get("n0"),
+            "alpha": alpha,
+        }
+        for metric in ("certified_dice", "region_certified_dice"):
+            if metric in value:
+                entries += [
+                    result(
+                        "certified",
+                        metric,
+                        value[metric][r],
+                        "guarantee",
+                        region=r,
+                        settings=settings,
+                        subjects=subjects,
+                        headline=rank == 0 and metric == "certified_dice",
+                    )
+                    for r in REGIONS
+                ]
+    return entries

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from keras_advseg.config import REGIONS
 from keras_advseg.workflows.card.axes.common import (
+    DICE,
+    INTEGER,
+    PER_REGION,
     evaluation_rows,
+    mean_ci,
     prefixed,
     region_means,
+    result,
+    section,
+    subjects_in,
     triple,
 )
 
@@ -26,10 +33,6 @@ def read(sources) -> dict:
         clean["lesion_dice"] = region_means(summary.clean, "lesion_dice")
         clean["lesion_hd95_mm"] = region_means(summary.clean, "lesion_hd95")
     return clean
-
-
-def check(section: dict, checker) -> None:
-    checker.dice(section.get("dice"), "clean.dice")
 
 
 def rows(card: dict) -> list[tuple[str, str]]:
@@ -84,4 +87,34 @@ def card_flags(clean_dice: dict) -> list[dict]:
             f"{'it' if len(missed) == 1 else 'them'}, so its robustness numbers there measure "
             "nothing (an attack or a corruption has no Dice to take)",
         }
+    ]
+
+
+SCHEMA = section(
+    ("dice",),
+    n_subjects=INTEGER,
+    dice=DICE,
+    native_dice=DICE,
+    native_hd95_mm=PER_REGION,
+    lesion_dice=DICE,
+    lesion_hd95_mm=PER_REGION,
+)
+"""``card.json``'s ``clean``."""
+
+
+def results(card: dict, sources=None) -> list[dict]:
+    """The clean Dice per region, measured (with its 95 % interval over the subjects)."""
+    clean = sources.summary().clean if sources is not None else {}
+    subjects = subjects_in(sources, "adversarial", "per_subject.csv")
+    return [
+        result(
+            "clean",
+            "dice",
+            card["clean"]["dice"][r],
+            "measured",
+            region=r,
+            ci=mean_ci(clean.get(f"dice_{r}")),
+            subjects=subjects,
+        )
+        for r in REGIONS
     ]

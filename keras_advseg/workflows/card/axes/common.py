@@ -134,3 +134,103 @@ def _as_float(text):
         return float(text)
     except (TypeError, ValueError):
         return None
+
+
+# --- JSON Schema fragments (the published schema, keras_advseg/workflows/card/card.schema.json,
+# is assembled from them by keras_advseg.workflows.card.schema.card_schema) ---
+
+NUMBER_OR_NULL = {"type": ["number", "null"]}
+INTEGER = {"type": "integer"}
+STRINGS = {"type": "array", "items": {"type": "string"}}
+NUMBERS = {"type": "array", "items": {"type": "number"}}
+DICE = {
+    "type": "object",
+    "description": "Dice per region (WT, TC, ET) in [0, 1]; null where it is undefined",
+    "required": list(REGIONS),
+    "properties": {r: {"type": ["number", "null"], "minimum": 0, "maximum": 1} for r in REGIONS},
+    "additionalProperties": False,
+}
+PER_REGION = {
+    "type": "object",
+    "description": "a number (or null) per region",
+    "properties": {r: NUMBER_OR_NULL for r in REGIONS},
+    "additionalProperties": NUMBER_OR_NULL,
+}
+NUMBER_KEY = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+
+
+def by_number(value: dict, min_properties: int = 0, what: str = "eps") -> dict:
+    """The schema of an object keyed by numbers written as strings (eps, sigma)."""
+    return {
+        "type": "object",
+        "description": f"keyed by {what}, written as a number",
+        "propertyNames": {"pattern": NUMBER_KEY},
+        "additionalProperties": value,
+        "minProperties": min_properties,
+    }
+
+
+def section(required: tuple[str, ...] = (), **properties) -> dict:
+    """The schema of a JSON object with these ``properties`` (others allowed)."""
+    return {"type": "object", "required": list(required), "properties": properties}
+
+
+# --- result entries: each number of the card as one entry of card.json's ``results`` ---
+
+BOUNDS = {
+    "upper": "an upper bound: the Dice an attack reached (a stronger attack may go lower)",
+    "guarantee": "a guarantee (certificate) for the smoothed model, at its error rate",
+    "measured": "measured on the test subjects, neither bound nor guarantee",
+}
+
+
+def result(
+    axis: str,
+    metric: str,
+    value,
+    bound: str,
+    *,
+    region: str | None = None,
+    settings: dict | None = None,
+    subjects=None,
+    ci=None,
+    headline: bool = False,
+) -> dict:
+    """One entry of ``card.json``'s ``results`` (see :data:`BOUNDS` for ``bound``)."""
+    return {
+        "axis": axis,
+        "metric": metric,
+        "region": region,
+        "value": number(value),
+        "ci95": ci,
+        "bound": bound,
+        "settings": settings or {},
+        "subjects": subjects,
+        "headline": headline,
+    }
+
+
+def mean_ci(entry) -> list[float] | None:
+    """The 95 % t-interval of a mean Dice from a summary's ``{"mean", "sd", "n"}``, clipped to
+    Dice's range [0, 1] (None with fewer than two subjects or a malformed entry)."""
+    from scipy import stats
+
+    try:
+        mean, sd, n = float(entry["mean"]), float(entry["sd"]), int(entry["n"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if n < 2 or not np.isfinite([mean, sd]).all():
+        return None
+    half = float(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n))
+    return [max(0.0, mean - half), min(1.0, mean + half)]
+
+
+def subjects_in(sources, run: str, name: str) -> list[str] | None:
+    """The subjects (in order of first appearance) of the ``subject`` column of the CSV
+    ``name`` in the command ``run``'s folder; None without ``sources`` or such a file."""
+    if sources is None:
+        return None
+    path = sources.folder(run) / name
+    if not path.is_file():
+        return None
+    return list(dict.fromkeys(r["subject"] for r in read_rows(path) if r.get("subject")))

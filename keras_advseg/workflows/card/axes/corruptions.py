@@ -9,7 +9,18 @@ from pathlib import Path
 import numpy as np
 
 from keras_advseg.config import REGIONS
-from keras_advseg.workflows.card.axes.common import card_folder, number, prefixed, triple
+from keras_advseg.workflows.card.axes.common import (
+    INTEGER,
+    PER_REGION,
+    STRINGS,
+    card_folder,
+    number,
+    prefixed,
+    result,
+    section,
+    subjects_in,
+    triple,
+)
 
 SUMMARY = "corruption_summary.json"
 ROWS = "corruptions.csv"
@@ -35,19 +46,6 @@ def read(sources) -> dict:
         },
         "worst": {r: scores["worst"][r] for r in REGIONS},
     }
-
-
-def check(section: dict, checker) -> None:
-    for key in ("overall", "degradation", "mrr"):
-        value = checker.mapping(section.get(key), f"corruptions.{key}")
-        for region, v in value.items():
-            checker.number(v, f"corruptions.{key}.{region}", optional=True)
-    if "severities" in section:
-        checker.need(
-            isinstance(section["severities"], (list, tuple))
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in section["severities"]),
-            "corruptions.severities",
-        )
 
 
 def claim(plan) -> str:
@@ -185,3 +183,43 @@ def levels(card: dict) -> str:
 
 def _card_means(card: dict) -> dict:
     return corrupted_means(card_folder(card, "corruptions") / ROWS)
+
+
+SCHEMA = section(
+    ("overall", "degradation", "mrr"),
+    corruptions=STRINGS,
+    severities={"type": "array", "items": INTEGER},
+    corrupted_dice=PER_REGION,
+    clean=PER_REGION,
+    overall=PER_REGION,
+    degradation=PER_REGION,
+    mrr=PER_REGION,
+    mce=PER_REGION,
+    worst={"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+)
+"""``card.json``'s ``corruptions``."""
+
+
+def results(card: dict, sources=None) -> list[dict]:
+    """The mean Dice of the corrupted scans per region, measured (a headline number)."""
+    section_ = card["corruptions"]
+    if "corrupted_dice" not in section_:
+        return []
+    settings = {
+        "corruptions": section_.get("corruptions"),
+        "severities": section_.get("severities"),
+    }
+    subjects = subjects_in(sources, "corruptions", "corruptions.csv")
+    return [
+        result(
+            "corruptions",
+            "corrupted_dice",
+            section_["corrupted_dice"][r],
+            "measured",
+            region=r,
+            settings=settings,
+            subjects=subjects,
+            headline=True,
+        )
+        for r in REGIONS
+    ]

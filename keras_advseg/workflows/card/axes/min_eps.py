@@ -10,25 +10,18 @@ import math
 import numpy as np
 
 from keras_advseg.config import REGIONS
+from keras_advseg.workflows.card.axes.common import (
+    INTEGER,
+    NUMBER_OR_NULL,
+    NUMBERS,
+    result,
+    section,
+)
 
 
 def read(sources) -> dict:
     """``adversarial.min_eps`` (:func:`min_eps_summary`)."""
     return min_eps_summary(sources.evaluation())
-
-
-def check(section: dict, checker) -> None:
-    m = checker.mapping(section.get("min_eps"), "adversarial.min_eps")
-    where = "adversarial.min_eps"
-    if "grid" in m:
-        checker.numbers(m["grid"], f"{where}.grid", nonempty=False)
-    if "per_subject" in m:
-        checker.mapping(m["per_subject"], f"{where}.per_subject")
-    if "median" in m:
-        checker.number(m["median"], f"{where}.median", optional=True)
-    for key in ("unbroken", "broken"):
-        if key in m:
-            checker.need(isinstance(m[key], int) and not isinstance(m[key], bool), f"{where}.{key}")
 
 
 def rows(card: dict) -> list[tuple[str, str]]:
@@ -107,3 +100,39 @@ def censored_median(values: list) -> float | None:
     broken = sorted(v for v in values if v is not None)
     needed = math.ceil(len(values) / 2)
     return float(broken[needed - 1]) if len(broken) >= needed else None
+
+
+SCHEMA = section(
+    (),
+    criterion={"type": "string"},
+    grid=NUMBERS,
+    per_subject={"type": "object", "additionalProperties": NUMBER_OR_NULL},
+    median=NUMBER_OR_NULL,
+    median_above=NUMBER_OR_NULL,
+    broken=INTEGER,
+    unbroken=INTEGER,
+)
+"""``card.json``'s ``adversarial.min_eps``."""
+
+
+def results(card: dict, sources=None) -> list[dict]:
+    """The median smallest breaking FGSM eps: an upper bound on the smallest breaking budget
+    (null when fewer than half the subjects broke on the grid)."""
+    m = card["adversarial"]["min_eps"]
+    settings = {
+        "attack": "fgsm",
+        "norm": "linf",
+        "grid": m.get("grid"),
+        "criterion": m.get("criterion"),
+    }
+    subjects = sorted(m["per_subject"]) if isinstance(m.get("per_subject"), dict) else None
+    return [
+        result(
+            "min_eps",
+            "min_eps_median",
+            m.get("median"),
+            "upper",
+            settings=settings,
+            subjects=subjects,
+        )
+    ]

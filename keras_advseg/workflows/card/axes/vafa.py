@@ -3,12 +3,18 @@ block-DCT coefficients, outside the l-infinity threat model), with its PSNR and 
 
 from __future__ import annotations
 
+from keras_advseg.config import REGIONS
 from keras_advseg.errors import InputError
 from keras_advseg.workflows.card.axes.common import (
+    DICE,
+    NUMBER_OR_NULL,
     evaluation_rows,
     number,
     prefixed,
     region_means,
+    result,
+    section,
+    subjects_in,
     triple,
 )
 
@@ -25,15 +31,6 @@ def read(sources) -> dict:
         "psnr": number(vafa["psnr"]["mean"]),
         "ssim": number(vafa["ssim"]["mean"]),
     }
-
-
-def check(section: dict, checker) -> None:
-    vafa = checker.mapping(section.get("vafa"), "adversarial.vafa")
-    checker.dice(vafa.get("dice"), "adversarial.vafa.dice")
-    for key in ("psnr", "ssim"):
-        if key in vafa:
-            # an identical volume has infinite PSNR, stored as None
-            checker.number(vafa[key], f"adversarial.vafa.{key}", optional=True)
 
 
 def claim(plan) -> str:
@@ -92,3 +89,27 @@ def input_grid(model_path) -> tuple[int, ...] | None:
         return tuple(load_preprocessing(model_path).shape)
     except (InputError, TypeError):
         return None
+
+
+SCHEMA = section(
+    ("dice",),
+    dice=DICE,
+    psnr=NUMBER_OR_NULL,  # an identical volume has infinite PSNR, stored as null
+    ssim=NUMBER_OR_NULL,
+    setting={"type": "string"},
+    label={"type": "string"},
+)
+"""``card.json``'s ``adversarial.vafa``."""
+
+
+def results(card: dict, sources=None) -> list[dict]:
+    """Dice under VAFA per region: upper bounds outside the l-infinity threat model."""
+    vafa = card["adversarial"]["vafa"]
+    settings = {"attack": "vafa", "setting": vafa.get("setting"), "psnr": vafa.get("psnr")}
+    subjects = subjects_in(sources, "adversarial", "per_subject.csv")
+    return [
+        result(
+            "vafa", "dice", vafa["dice"][r], "upper", region=r, settings=settings, subjects=subjects
+        )
+        for r in REGIONS
+    ]
