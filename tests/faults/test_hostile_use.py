@@ -443,14 +443,14 @@ def test_the_output_rule_refuses_only_what_could_be_overwritten_or_read_back(tmp
 def test_numbers_too_large_for_a_float_are_refused_not_raised(tmp_path):
     from keras_advseg.errors import FileFormatError
     from keras_advseg.inference import Preprocessing
-    from keras_advseg.workflows.card.axes.common import Checker
+    from keras_advseg.workflows.card import CARD_SCHEMA, CARD_VERSION, validate_card
 
     huge = 10**400
     value = {**PREPROCESSING, "normalization": "global", "mean": [huge, 0, 0, 0], "std": [1] * 4}
     with pytest.raises(InputError, match="'mean' must be four finite numbers"):
         Preprocessing.from_json(value, "pre.json")
-    with pytest.raises(FileFormatError, match="plan.eps"):
-        Checker().numbers([huge], "plan.eps")
+    with pytest.raises(FileFormatError, match=r"card: plan\.eps\.0 .*not a finite number"):
+        validate_card({"schema": CARD_SCHEMA, "version": CARD_VERSION, "plan": {"eps": [huge]}})
     from keras_advseg.certification import SmoothedModel
 
     with pytest.raises(InputError, match="sigma must be a positive number"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 from keras_advseg.config import REGIONS
@@ -41,6 +42,7 @@ RENAMED_IN_3 = {"budget": "plan", "artifacts": "corruptions"}
 """Version 2's keys (and axis folders) under their version-3 names."""
 
 _STRING_OR_NULL = {"type": ["string", "null"]}
+_LARGEST = sys.float_info.max
 
 PLAN = section(
     ("name", "eps"),
@@ -250,6 +252,8 @@ def _non_finite(value, where: str = "") -> str | None:
     """The path of the first NaN or infinite number in ``value``, or None."""
     if isinstance(value, float) and not math.isfinite(value):
         return where or "the card"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _LARGEST:
+        return where or "the card"  # an integer no float holds (JSON allows 10**400)
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list):

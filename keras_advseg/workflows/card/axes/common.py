@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_advseg.config import REGIONS
-from keras_advseg.errors import FileFormatError, is_finite_number
+from keras_advseg.errors import FileFormatError
 
 
 def number(value) -> float | None:
@@ -77,63 +77,6 @@ def evaluation_rows(card: dict, attack: str, eps: float) -> dict[str, float]:
     rows = read_rows(card_folder(card, "adversarial") / "per_subject.csv")
     chosen = [r for r in rows if r["attack"] == attack and abs(float(r["eps"]) - eps) < 1e-9]
     return {r["subject"]: subject_mean(r, "dice") for r in chosen}
-
-
-class Checker:
-    """What an axis's check uses: ``need(condition, where)`` and ``dice(value, where)``, each
-    raising :class:`~keras_advseg.errors.FileFormatError` that names the field."""
-
-    def need(self, condition, where: str) -> None:
-        if not condition:
-            raise FileFormatError(f"card: {where} is missing or malformed")
-
-    def dice(self, value, where: str) -> None:
-        """A ``{region: Dice in [0, 1] or None}`` mapping."""
-        self.need(isinstance(value, dict) and set(value) == set(REGIONS), where)
-        for r, v in value.items():
-            self.need(v is None or (is_finite_number(v) and -1e-9 <= v <= 1 + 1e-9), f"{where}.{r}")
-
-    def mapping(self, value, where: str, nonempty: bool = False) -> dict:
-        """A JSON object (with at least one key when ``nonempty``); returns it."""
-        self.need(isinstance(value, dict) and (bool(value) or not nonempty), where)
-        return value
-
-    def number(self, value, where: str, optional: bool = False) -> None:
-        """A finite number (or None when ``optional``)."""
-        self.need((optional and value is None) or is_finite_number(value), where)
-
-    def numbers(self, value, where: str, nonempty: bool = True) -> None:
-        """A list of finite numbers (at least one when ``nonempty``)."""
-        self.need(
-            isinstance(value, (list, tuple))
-            and (bool(value) or not nonempty)
-            and all(is_finite_number(v) for v in value),
-            where,
-        )
-
-    def strings(self, value, where: str, nonempty: bool = True) -> None:
-        """A list of strings (at least one when ``nonempty``)."""
-        self.need(
-            isinstance(value, (list, tuple))
-            and (bool(value) or not nonempty)
-            and all(isinstance(v, str) for v in value),
-            where,
-        )
-
-    def by_number(self, value, where: str, nonempty: bool = True) -> dict:
-        """An object (non-empty unless told) keyed by numbers written as strings (eps,
-        sigma); returns it."""
-        self.mapping(value, where, nonempty=nonempty)
-        for key in value:
-            self.need(is_finite_number(_as_float(key)), f"{where}.{key} (a number as its key)")
-        return value
-
-
-def _as_float(text):
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
 
 
 # --- JSON Schema fragments (the published schema, keras_advseg/workflows/card/card.schema.json,
