@@ -101,6 +101,7 @@ def test_the_command_line_tour_runs_as_written(tmp_path, monkeypatch, new_store)
     assert (tmp_path / "evals" / "none" / "per_subject.csv").is_file()
     assert (tmp_path / "audits" / "none" / "audit.md").is_file()
     assert (tmp_path / "cards" / "none" / "card.html").is_file()
+    assert (tmp_path / "hub" / "none" / "README.md").read_text().startswith("---\nlibrary_name")
     assert len(list((tmp_path / "segmentations").glob("*.nii.gz"))) == 8
     assert (tmp_path / "served_model" / "saved_model.pb").is_file()
 

@@ -13,6 +13,7 @@ import pytest
 from support import free_ports
 
 from keras_advseg.tracking import experiment_address, ui_command, ui_lines
+from keras_advseg.workflows.card.logged_model import CARD_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +24,15 @@ def test_the_printed_address_serves_the_experiments_runs(tmp_path, new_store):
     uri = new_store(tmp_path)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("advseg-ui-test")
-    with mlflow.start_run(run_name="unet3d-none"):
+    with mlflow.start_run(run_name="unet3d-none") as run:
         mlflow.log_metric("dice_wt_clean", 0.8)
+        # two cards as the card logs them (logged models of the run, their headline metrics)
+        for name, worst in (("unet3d-none", 0.31), ("unet3d-adversarial", 0.52)):
+            model = mlflow.initialize_logged_model(
+                name=name, source_run_id=run.info.run_id, tags={CARD_TAG: "true"}
+            )
+            mlflow.log_metrics({"worst_dice": worst, "clean_dice": 0.8}, model_id=model.model_id)
+            mlflow.finalize_logged_model(model.model_id, "READY")
     mlflow.set_tracking_uri(None)
 
     (port,) = free_ports(1)
@@ -61,6 +69,27 @@ def test_the_printed_address_serves_the_experiments_runs(tmp_path, new_store):
         with urllib.request.urlopen(request, timeout=10) as response:
             runs = json.loads(response.read())["runs"]
         assert [r["info"]["run_name"] for r in runs] == ["unet3d-none"]
+        # the UI's model view: both cards, with their metrics, ranked by worst-case Dice
+        query = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/logged-models/search"
+        body = json.dumps(
+            {
+                "experiment_ids": [experiment_id],
+                "order_by": [{"field_name": "metrics.worst_dice", "ascending": False}],
+            }
+        ).encode()
+        request = urllib.request.Request(
+            query, data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            models = json.loads(response.read())["models"]
+        shown = [
+            (m["info"]["name"], {x["key"]: x["value"] for x in m["data"]["metrics"]})
+            for m in models
+        ]
+        assert shown == [
+            ("unet3d-adversarial", {"worst_dice": 0.52, "clean_dice": 0.8}),
+            ("unet3d-none", {"worst_dice": 0.31, "clean_dice": 0.8}),
+        ]
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -56,7 +56,8 @@ TENSORFLOW_COMMANDS = (
     "predict",
     "score",
 )
-"""Commands that use TensorFlow; the others (data, compare, leaderboard) start without it."""
+"""Commands that use TensorFlow; the others (data, compare, leaderboard, card-export) start
+without it."""
 
 
 def quiet_logs(verbose: bool, import_tensorflow: bool = True) -> None:

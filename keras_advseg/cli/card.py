@@ -97,19 +97,76 @@ def card_command(
 
 
 @click.command("leaderboard")
-@click.argument(
-    "card_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path)
-)
+@click.argument("card_dirs", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
 @out_option("Output folder: leaderboard.md, leaderboard.csv, fig_leaderboard.png.")
+@click.option(
+    "--from-mlflow",
+    is_flag=True,
+    help="Rank the cards logged to the tracking store (every card model of --experiment, "
+    "oldest first, the first the reference) instead of CARD_DIR folders; they are downloaded "
+    "into OUT/cards/.",
+)
+@tracking_options()
 @friendly_errors
-def leaderboard_command(card_dirs, out):
-    """Rank the models of CARD_DIR... (folders written by advseg card) on every axis, with paired
-    tests against the first where the cards share subjects."""
+def leaderboard_command(card_dirs, out, from_mlflow, tracking_uri, experiment):
+    """Rank the models of CARD_DIR... (folders written by advseg card), or with --from-mlflow
+    the cards in the tracking store, on every axis, with paired tests against the first where
+    the cards share subjects."""
+    from keras_advseg.errors import InputError
     from keras_advseg.workflows.leaderboard import run_leaderboard
 
+    if from_mlflow == bool(card_dirs):
+        raise InputError("leaderboard takes CARD_DIR folders or --from-mlflow, one of the two")
+    if from_mlflow:
+        from keras_advseg.io import ensure_writable_folder
+        from keras_advseg.workflows.card.logged_model import cards_from_tracking
+
+        with exit_1_on(TrackingError):
+            card_dirs = cards_from_tracking(
+                tracking_uri, experiment, ensure_writable_folder(out) / "cards", say=click.echo
+            )
     result = run_leaderboard(list(card_dirs), out, say=click.echo)
     click.echo((Path(out) / "leaderboard.md").read_text().rstrip())
     click.echo(f"wrote {', '.join(str(p) for p in result['written'])}")
 
 
-COMMANDS = (card_command, leaderboard_command)
+@click.command("card-export")
+@click.argument("card_dir", metavar="CARD", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["hf"]),
+    default="hf",
+    show_default=True,
+    help="hf: a Hugging Face model card (README.md with model-index metadata, and "
+    ".eval_results/ with --dataset-id).",
+)
+@out_option(
+    "Folder to write README.md (and .eval_results/keras-advseg.yaml) into: a local copy of the "
+    "model repository, or a new folder. Nothing is uploaded."
+)
+@click.option("--model-name", default=None, help="The model's name (default: its folder's).")
+@click.option(
+    "--dataset-name", default=None, help="The dataset's name (default: from the card's data)."
+)
+@click.option(
+    "--dataset-id",
+    default=None,
+    help="The Hub id of the benchmark dataset the numbers belong to; the Hub's .eval_results/ "
+    "file needs one (without it, only README.md is written).",
+)
+@friendly_errors
+def card_export_command(card_dir, format_, out, model_name, dataset_name, dataset_id):
+    """Write the card in CARD (a folder written by advseg card) where models are published: a
+    Hugging Face model card with one metric per headline number."""
+    from keras_advseg.workflows.card.hub import write_hub_card
+
+    written = write_hub_card(
+        card_dir, out, model_name=model_name, dataset_name=dataset_name, dataset_id=dataset_id
+    )
+    if not dataset_id:
+        click.echo("no --dataset-id: README.md only (the Hub's .eval_results/ needs a dataset id)")
+    click.echo(f"wrote {', '.join(str(p) for p in written)}")
+
+
+COMMANDS = (card_command, leaderboard_command, card_export_command)

@@ -32,6 +32,7 @@ from keras_advseg.workflows.card.axes.common import (
     result,
     triple,
 )
+from keras_advseg.workflows.card.logged_model import RANKED
 
 pytestmark = pytest.mark.one_fixture_seed  # the card against its commands' own files
 
@@ -137,6 +138,8 @@ def test_the_card_has_every_section_and_the_numbers_of_its_commands(carded, prep
         for axis in table.AXES
         for name in axis.metrics
     ] + [r"card\.flagged"]
+    # the logged model's metrics (MLflow 3 logs them to the card's run too)
+    patterns += [f"{name}(_(wt|tc|et))?" for name in RANKED]
     logged = card_runs[0].data.metrics
     assert {"card.worst_dice_eps0.05_wt", "card.certified_dice_sigma0.25_wt"} <= set(logged)
     for name in logged:
@@ -570,3 +573,147 @@ def test_card_json_is_version_4_of_the_published_schema_with_its_provenance_and_
     assert all(e["ci95"] is None for e in converted["results"])  # not recorded in version 3
     assert all(e["subjects"] is None for e in converted["results"] if e["axis"] != "min_eps")
     assert converted["provenance"]["model"]["sha256"] is None
+
+
+def test_card_export_writes_a_hugging_face_model_card_with_every_headline_number(carded, tmp_path):
+    """README.md's model-index and .eval_results/ against card.json: one metric per clean and
+    headline number, each value and setting as the card's result entry."""
+    import yaml
+
+    root, _, _, _, _ = carded
+    out = tmp_path / "hub"
+    args = ["card-export", str(root / "card"), "--out", str(out), "--dataset-id", "org/brats"]
+    result = CliRunner().invoke(main, [*args, "--model-name", "unet3d-test"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((root / "card" / "card.json").read_text())
+    readme = (out / "README.md").read_text()
+    front, body = readme.split("---\n", 2)[1:]
+    metadata = yaml.safe_load(front)
+    assert metadata["library_name"] == "keras" and metadata["pipeline_tag"] == "image-segmentation"
+    (model,) = metadata["model-index"]
+    assert model["name"] == "unet3d-test"
+    (entry,) = model["results"]
+    assert entry["task"]["type"] == "image-segmentation"
+    assert entry["dataset"] == {
+        "type": "org/brats",
+        "name": entry["dataset"]["name"],
+        "split": "test",
+    }
+    expected = [
+        e
+        for e in card["results"]
+        if (e["headline"] or e["axis"] == "clean") and e["value"] is not None
+    ]
+    metrics = entry["metrics"]
+    assert len(metrics) == len(expected) == 12  # clean, worst, corrupted, certified x WT/TC/ET
+    for metric, source in zip(metrics, expected, strict=True):
+        assert metric["type"] == "dice" and metric["value"] == source["value"]
+        assert metric["args"]["region"] == source["region"]
+        assert metric["args"]["bound"] == source["bound"]
+        for key, value in source["settings"].items():
+            assert metric["args"][key] == value
+        assert source["region"].upper() in metric["name"]
+    # the body is the card's own Markdown, with the audit's warning when it is unreliable
+    assert card_module.card_markdown(card_module.read_card(root / "card")) in body
+    assert ("Unreliable evaluation" in body) == card["unreliable"]["flag"]
+    # the Hub's evaluation results: the same numbers, each its own task id
+    results = yaml.safe_load((out / ".eval_results" / "keras-advseg.yaml").read_text())
+    assert [r["value"] for r in results] == [m["value"] for m in metrics]
+    assert {r["dataset"]["id"] for r in results} == {"org/brats"}
+    assert len({r["dataset"]["task_id"] for r in results}) == len(results)
+    # a second export replaces its own README; a README it did not write is refused
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "README.md").write_text("# my model\n")
+    refused = CliRunner().invoke(main, ["card-export", str(root / "card"), "--out", str(foreign)])
+    assert refused.exit_code == 2 and "README.md: exists and was not written" in refused.output
+    assert (foreign / "README.md").read_text() == "# my model\n"
+
+
+def test_each_card_is_an_mlflow_logged_model_ranked_by_its_headline_numbers(carded, tmp_path):
+    """The card run's logged model: its metrics the means of card.json's headline numbers,
+    linked to the evaluation dataset, its artifacts the card; search_logged_models ranks two
+    cards by worst-case Dice, and leaderboard --from-mlflow equals the folders' leaderboard."""
+    import mlflow
+    from keras_advseg.workflows import leaderboard
+    from keras_advseg.workflows.card.build import results_of
+    from keras_advseg.workflows.card.logged_model import CARD_TAG, logged_name
+    from keras_advseg.workflows.card.publish import publish_card
+
+    # MLflow's names hold no dots: the study's model names are changed, and kept in a tag
+    assert logged_name("unet3d-adversarial-eps0.05") == "unet3d-adversarial-eps0_05"
+
+    root, path, uri, _, _ = carded
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("keras-advseg").experiment_id
+
+    def card_models(order_by=None):
+        return client.search_logged_models(
+            experiment_ids=[experiment],
+            filter_string=f"tags.`{CARD_TAG}` = 'true'",
+            order_by=order_by,
+        )
+
+    card = json.loads((root / "card" / "card.json").read_text())
+    first = card_models()[0]  # the fixture's first card run (its second reused every axis)
+    metrics = {m.key: m for m in first.metrics}
+    worst = next(iter(card["adversarial"]["worst"].values()))
+    assert metrics["worst_dice"].value == pytest.approx(sum(worst.values()) / 3)
+    assert metrics["worst_dice_wt"].value == worst["wt"]
+    sigma = next(iter(card["certified"].values()))["certified_dice"]
+    assert metrics["certified_dice"].value == pytest.approx(sum(sigma.values()) / 3)
+    corrupted = card["corruptions"]["corrupted_dice"]
+    assert metrics["corrupted_dice"].value == pytest.approx(sum(corrupted.values()) / 3)
+    assert metrics["worst_dice"].dataset_digest == card["data_hash"]
+    assert first.tags["model.sha256"] == card["provenance"]["model"]["sha256"]
+    assert first.source_run_id and str(first.status).endswith("READY")
+    downloaded = mlflow.artifacts.download_artifacts(
+        artifact_uri=first.artifact_location, dst_path=str(tmp_path / "dl"), tracking_uri=uri
+    )
+    assert json.loads((Path(downloaded) / "card.json").read_text()) == card
+    assert (Path(downloaded) / "adversarial" / "per_subject.csv").is_file()
+    assert not (Path(downloaded) / "model.keras").exists()  # the card, not the model copy
+
+    # a second model whose worst case is half the first's: ranked below it
+    other = tmp_path / "other"
+    shutil.copytree(root / "card", other, ignore=shutil.ignore_patterns("model.keras"))
+    halved = copy.deepcopy(card)
+    halved["model"] = str(tmp_path / "halved" / "model.keras")
+    for values in halved["adversarial"]["worst"].values():
+        values.update({r: v / 2 for r, v in values.items()})
+    halved["results"] = results_of(halved, None)
+    publish_card(
+        halved,
+        other,
+        model_ref=halved["model"],
+        model_path=path,
+        tracking_uri=uri,
+        experiment="keras-advseg",
+    )
+    ranked = card_models([{"field_name": "metrics.worst_dice", "ascending": False}])
+    values = [{m.key: m.value for m in model.metrics}["worst_dice"] for model in ranked]
+    assert values == sorted(values, reverse=True) and ranked[-1].name == "halved"
+
+    # the leaderboard from the store alone: the same table as from the folders
+    result = CliRunner().invoke(
+        main,
+        ["leaderboard", "--from-mlflow", "--tracking-uri", uri, "--out", str(tmp_path / "board")],
+    )
+    assert result.exit_code == 0, result.output
+    folders = []
+    for k, model in enumerate(card_models([{"field_name": "creation_time", "ascending": True}])):
+        folder = tmp_path / "folders" / f"{k}"
+        shutil.copytree(root / "card" if model.name != "halved" else other, folder)
+        folders.append(folder)
+    leaderboard.run_leaderboard(folders, tmp_path / "expected")
+
+    def table_of(board):
+        with open(board / "leaderboard.csv", newline="") as handle:
+            return [
+                {k: v for k, v in row.items() if k != "model"} for row in csv.DictReader(handle)
+            ]
+
+    assert table_of(tmp_path / "board") == table_of(tmp_path / "expected")
+    assert "halved" in (tmp_path / "board" / "leaderboard.md").read_text()

@@ -96,6 +96,17 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path, new_store):
         assert 0 <= card["adversarial"]["vafa"]["dice"]["et"] <= 1
         audit = json.loads((study / "audits" / spec.name / "audit.json").read_text())
         assert card["audit"]["verdict"] == audit["verdict"]
+    # and each card an MLflow logged model of the study's experiment, under its model's name
+    import mlflow
+    from keras_advseg.workflows.card.logged_model import CARD_TAG
+
+    models = mlflow.MlflowClient(tracking_uri=uri).search_logged_models(
+        experiment_ids=[
+            MlflowClient(uri).get_experiment_by_name("advseg-reproduce-smoke").experiment_id
+        ],
+        filter_string=f"tags.`{CARD_TAG}` = 'true'",
+    )
+    assert sorted(m.tags["card.model_name"] for m in models) == sorted(s.name for s in carded)
     board = (study / "leaderboard" / "leaderboard.csv").read_text()
     assert all(spec.name in board for spec in carded)
     opening = report.split("## The paper's findings, checked")[0]

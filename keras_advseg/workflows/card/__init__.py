@@ -7,13 +7,15 @@ command's folder already there with the same settings, or logged by a card run i
 store with them, is reused. ``advseg reproduce`` builds its cards from the study's own folders
 (:func:`write_study_card`). The card is ``card.json`` (schema :data:`CARD_SCHEMA`, version
 :data:`CARD_VERSION`), ``card.md`` and a self-contained ``card.html``, logged with the headline
-metrics to an MLflow run nested under the model's training run.
+metrics to an MLflow run nested under the model's training run and as an MLflow logged model.
 
 Modules: :mod:`.table` (the axes), :mod:`.axes` (one module per axis), :mod:`.plans` (what a
 card runs and claims), :mod:`.commands` and :mod:`.reuse` (running or reusing each command),
-:mod:`.build` (``card.json``), :mod:`.schema` (checking and reading it), :mod:`.render` (its
-pages and metrics), :mod:`.publish` (writing and logging), :mod:`.run` (``advseg card``),
-:mod:`.study` (a study's cards).
+:mod:`.build` (``card.json``), :mod:`.schema` (its published JSON Schema, checking and reading
+it), :mod:`.render` (its pages and metrics), :mod:`.publish` (writing and logging),
+:mod:`.logged_model` (the card as an MLflow logged model, and cards read back from the store),
+:mod:`.hub` (a Hugging Face model card), :mod:`.run` (``advseg card``), :mod:`.study` (a study's
+cards).
 """
 
 from __future__ import annotations

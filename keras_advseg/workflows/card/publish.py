@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from keras_advseg.io import write_json_atomic, write_text_atomic
+from keras_advseg.workflows.card.logged_model import log_card_model
 from keras_advseg.workflows.card.render import card_html, card_markdown, headline_metrics
 
 
@@ -14,7 +15,8 @@ def publish_card(
 ) -> list[Path]:
     """Writes ``card.json``, ``card.md`` and ``card.html`` into ``out`` and logs them with the
     headline metrics to an MLflow run nested under the model's training run (where the store
-    has it).
+    has it), and the card as an MLflow logged model of that run
+    (:func:`~keras_advseg.workflows.card.logged_model.log_card_model`).
 
     Args:
         axes: ``{command: key}`` of the commands whose folders the run also logs (under
@@ -47,4 +49,7 @@ def publish_card(
             # each command's files, and a tag with its key: what a card elsewhere reuses
             run.log_folder(out / axis, f"axes/{axis}")
             run.set_tags({f"card.axis.{axis}": key})
+        # the card as an MLflow logged model: ranked by its headline numbers in the UI's
+        # model view and by search_logged_models, its folder its artifacts
+        log_card_model(card, out, run.run_id, run.run.info.experiment_id)
     return written
