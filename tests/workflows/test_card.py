@@ -649,7 +649,7 @@ def test_each_card_is_an_mlflow_logged_model_ranked_by_its_headline_numbers(card
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("keras-advseg").experiment_id
 
-    def card_models(order_by=None):
+    def card_models(experiment, order_by=None):
         return client.search_logged_models(
             experiment_ids=[experiment],
             filter_string=f"tags.`{CARD_TAG}` = 'true'",
@@ -657,7 +657,10 @@ def test_each_card_is_an_mlflow_logged_model_ranked_by_its_headline_numbers(card
         )
 
     card = json.loads((root / "card" / "card.json").read_text())
-    first = card_models()[0]  # the fixture's first card run (its second reused every axis)
+    # the fixture's card runs (other tests card other models into the same store); the last
+    # one wrote the card.json there now
+    ours = [m for m in card_models(experiment) if m.params.get("model") == str(path)]
+    first = max(ours, key=lambda m: m.creation_timestamp)
     metrics = {m.key: m for m in first.metrics}
     worst = next(iter(card["adversarial"]["worst"].values()))
     assert metrics["worst_dice"].value == pytest.approx(sum(worst.values()) / 3)
@@ -672,41 +675,50 @@ def test_each_card_is_an_mlflow_logged_model_ranked_by_its_headline_numbers(card
     downloaded = mlflow.artifacts.download_artifacts(
         artifact_uri=first.artifact_location, dst_path=str(tmp_path / "dl"), tracking_uri=uri
     )
-    assert json.loads((Path(downloaded) / "card.json").read_text()) == card
+    assert json.loads((Path(downloaded) / "card.json").read_text())["results"] == card["results"]
     assert (Path(downloaded) / "adversarial" / "per_subject.csv").is_file()
     assert not (Path(downloaded) / "model.keras").exists()  # the card, not the model copy
 
-    # a second model whose worst case is half the first's: ranked below it
-    other = tmp_path / "other"
-    shutil.copytree(root / "card", other, ignore=shutil.ignore_patterns("model.keras"))
-    halved = copy.deepcopy(card)
-    halved["model"] = str(tmp_path / "halved" / "model.keras")
-    for values in halved["adversarial"]["worst"].values():
-        values.update({r: v / 2 for r, v in values.items()})
-    halved["results"] = results_of(halved, None)
-    publish_card(
-        halved,
-        other,
-        model_ref=halved["model"],
-        model_path=path,
-        tracking_uri=uri,
-        experiment="keras-advseg",
+    # two cards in an experiment of their own, one's worst case above the other's: ranked so
+    folders = []
+    for name, shift in (("raised", 0.5), ("halved", 0.0)):
+        folder = tmp_path / name
+        shutil.copytree(root / "card", folder, ignore=shutil.ignore_patterns("model.keras"))
+        changed = copy.deepcopy(card)
+        changed["model"] = str(tmp_path / name / "model.keras")
+        for values in changed["adversarial"]["worst"].values():
+            values.update({r: v / 2 + shift for r, v in values.items()})
+        changed["results"] = results_of(changed, None)
+        publish_card(
+            changed,
+            folder,
+            model_ref=changed["model"],
+            model_path=path,
+            tracking_uri=uri,
+            experiment="ranked",
+        )
+        folders.append(folder)
+    ranked_experiment = client.get_experiment_by_name("ranked").experiment_id
+    ranked = card_models(
+        ranked_experiment, [{"field_name": "metrics.worst_dice", "ascending": False}]
     )
-    ranked = card_models([{"field_name": "metrics.worst_dice", "ascending": False}])
-    values = [{m.key: m.value for m in model.metrics}["worst_dice"] for model in ranked]
-    assert values == sorted(values, reverse=True) and ranked[-1].name == "halved"
+    assert [model.name for model in ranked] == ["raised", "halved"]
 
     # the leaderboard from the store alone: the same table as from the folders
     result = CliRunner().invoke(
         main,
-        ["leaderboard", "--from-mlflow", "--tracking-uri", uri, "--out", str(tmp_path / "board")],
+        [
+            "leaderboard",
+            "--from-mlflow",
+            "--experiment",
+            "ranked",
+            "--tracking-uri",
+            uri,
+            "--out",
+            str(tmp_path / "board"),
+        ],
     )
     assert result.exit_code == 0, result.output
-    folders = []
-    for k, model in enumerate(card_models([{"field_name": "creation_time", "ascending": True}])):
-        folder = tmp_path / "folders" / f"{k}"
-        shutil.copytree(root / "card" if model.name != "halved" else other, folder)
-        folders.append(folder)
     leaderboard.run_leaderboard(folders, tmp_path / "expected")
 
     def table_of(board):
@@ -716,4 +728,16 @@ def test_each_card_is_an_mlflow_logged_model_ranked_by_its_headline_numbers(card
             ]
 
     assert table_of(tmp_path / "board") == table_of(tmp_path / "expected")
-    assert "halved" in (tmp_path / "board" / "leaderboard.md").read_text()
+    board = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "| raised |" in board and "| halved |" in board
+    # again into the same folder: its own downloads replaced; a folder it did not write refused
+    args = ["leaderboard", "--from-mlflow", "--experiment", "ranked", "--tracking-uri", uri]
+    args += ["--out", str(tmp_path / "board")]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    foreign = tmp_path / "board2" / "cards" / "raised"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    args[-1] = str(tmp_path / "board2")
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 2 and "is not a card this command downloaded" in refused.output
+    assert (foreign / "notes.txt").read_text() == "mine"

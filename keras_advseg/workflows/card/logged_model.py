@@ -163,16 +163,22 @@ def cards_from_tracking(tracking_uri: str, experiment: str, into: Path, say=None
         while unique in names:
             unique, k = f"{name}-{k}", k + 1
         names.add(unique)
-        target = into / unique
-        target.mkdir(parents=True, exist_ok=True)
-        with _quiet_downloads():
-            folder = Path(
-                mlflow.artifacts.download_artifacts(
+        folder = into / unique
+        if folder.exists() and not (folder / "card.json").is_file():
+            raise InputError(
+                f"{folder}: exists and is not a card this command downloaded; choose another --out"
+            )
+        into.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=into, prefix=".download-") as staging:
+            with _quiet_downloads():
+                local = mlflow.artifacts.download_artifacts(
                     artifact_uri=model.artifact_location,
-                    dst_path=str(target),
+                    dst_path=staging,
                     tracking_uri=tracking_uri,
                 )
-            )
+            if folder.exists():  # an earlier download of this command: replaced
+                shutil.rmtree(folder)
+            Path(local).rename(folder)
         if say is not None:
             say(f"{unique}: logged model {model.model_id} (run {model.source_run_id})")
         folders.append(folder)
