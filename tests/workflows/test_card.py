@@ -741,3 +741,30 @@ def test_each_card_is_an_mlflow_logged_model_ranked_by_its_headline_numbers(card
     refused = CliRunner().invoke(main, args)
     assert refused.exit_code == 2 and "is not a card this command downloaded" in refused.output
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_a_card_model_in_a_folder_store_has_its_metrics_unlinked(carded, tmp_path, monkeypatch):
+    """MLflow 3's folder store (kept with MLFLOW_ALLOW_FILE_STORE) cannot read back a model's
+    metrics linked to a dataset: there the card's model has them unlinked, and is found."""
+    import mlflow
+    from keras_advseg.workflows.card.logged_model import CARD_TAG, log_card_model
+
+    root = carded[0]
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    card = json.loads((root / "card" / "card.json").read_text())
+    mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
+    try:
+        experiment = mlflow.set_experiment("folder-store")
+        with mlflow.start_run() as run:
+            log_card_model(card, root / "card", run.info.run_id, experiment.experiment_id)
+        (model,) = mlflow.search_logged_models(
+            experiment_ids=[experiment.experiment_id],
+            filter_string=f"tags.`{CARD_TAG}` = 'true'",
+            output_format="list",
+        )
+    finally:
+        mlflow.set_tracking_uri(None)
+    metrics = {m.key: m for m in model.metrics}
+    worst = next(iter(card["adversarial"]["worst"].values()))
+    assert metrics["worst_dice"].value == pytest.approx(sum(worst.values()) / 3)
+    assert metrics["worst_dice"].dataset_digest is None

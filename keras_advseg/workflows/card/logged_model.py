@@ -53,8 +53,9 @@ def model_metrics(card: dict) -> dict[str, float]:
 
 def log_card_model(card: dict, out: Path, run_id: str, experiment_id: str) -> str:
     """Logs ``card`` as an MLflow logged model of the card's run: tags and params that say
-    which model and plan, :func:`model_metrics` against the evaluation dataset, the card's
-    folder (but :data:`SKIPPED`) as its artifacts; READY once all are there.
+    which model and plan, :func:`model_metrics` against the evaluation dataset (in a folder
+    store, unlinked: that store cannot read such metrics back), the card's folder (but
+    :data:`SKIPPED`) as its artifacts; READY once all are there.
 
     Args:
         card: The card as written.
@@ -87,8 +88,11 @@ def log_card_model(card: dict, out: Path, run_id: str, experiment_id: str) -> st
         params={"model": str(card["model"]), "plan": card["plan"]["name"], "seed": card["seed"]},
     )
     try:
+        # a folder store (MLflow 3's maintenance-mode FileStore) cannot read back a model's
+        # metrics linked to a dataset: there they are the model's alone
+        dataset = None if _folder_store(mlflow.get_tracking_uri()) else _dataset(card)
         mlflow.log_metrics(
-            model_metrics(card), run_id=run_id, model_id=model.model_id, dataset=_dataset(card)
+            model_metrics(card), run_id=run_id, model_id=model.model_id, dataset=dataset
         )
         with tempfile.TemporaryDirectory() as staging:
             folder = Path(staging) / "card"
@@ -99,6 +103,13 @@ def log_card_model(card: dict, out: Path, run_id: str, experiment_id: str) -> st
         raise
     mlflow.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     return model.model_id
+
+
+def _folder_store(uri: str) -> bool:
+    """Whether ``uri`` is MLflow's folder (file) store."""
+    from urllib.parse import urlparse
+
+    return urlparse(str(uri)).scheme in ("", "file")
 
 
 def logged_name(name: str) -> str:
