@@ -630,6 +630,13 @@ def test_card_export_writes_a_hugging_face_model_card_with_every_headline_number
     refused = CliRunner().invoke(main, ["card-export", str(root / "card"), "--out", str(foreign)])
     assert refused.exit_code == 2 and "README.md: exists and was not written" in refused.output
     assert (foreign / "README.md").read_text() == "# my model\n"
+    (foreign / "README.md").unlink()  # the same for the Hub's results file
+    (foreign / ".eval_results").mkdir()
+    (foreign / ".eval_results" / "keras-advseg.yaml").write_text("- value: 1\n")
+    args = ["card-export", str(root / "card"), "--out", str(foreign), "--dataset-id", "org/b"]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 2 and "keras-advseg.yaml: exists and was not" in refused.output
+    assert not (foreign / "README.md").exists()
 
 
 def test_each_card_is_an_mlflow_logged_model_ranked_by_its_headline_numbers(carded, tmp_path):

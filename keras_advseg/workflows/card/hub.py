@@ -152,7 +152,8 @@ def write_hub_card(
 
     Raises:
         FileFormatError: not a card.
-        InputError: a README.md in OUT that this export did not write.
+        InputError: a README.md (or, with ``dataset_id``, an ``.eval_results`` file) in OUT
+            that this export did not write.
     """
     import yaml
 
@@ -167,6 +168,16 @@ def write_hub_card(
             f"{readme}: exists and was not written by advseg card-export; choose another --out "
             "or move it"
         )
+    results_file = out / EVAL_RESULTS
+    if (
+        dataset_id
+        and results_file.exists()
+        and "keras-advseg robustness card" not in _text(results_file)
+    ):
+        raise InputError(
+            f"{results_file}: exists and was not written by advseg card-export; choose another "
+            "--out or move it"
+        )
     model_name = model_name or default_model_name(card)
     dataset_name = dataset_name or default_dataset_name(card)
     written = [
@@ -178,10 +189,9 @@ def write_hub_card(
         )
     ]
     if dataset_id:
-        path = out / EVAL_RESULTS
-        path.parent.mkdir(exist_ok=True)
+        results_file.parent.mkdir(exist_ok=True)
         text = yaml.safe_dump(eval_results(card, dataset_id), sort_keys=False)
-        written.append(write_text_atomic(path, text))
+        written.append(write_text_atomic(results_file, text))
     return written
 
 
@@ -201,11 +211,15 @@ def default_dataset_name(card: dict) -> str:
     return Path(source).name if source else "unknown"
 
 
-def _front_matter(path: Path) -> str:
+def _text(path: Path) -> str:
     try:
-        text = path.read_text()
+        return path.read_text()
     except (OSError, UnicodeDecodeError):
         return ""
+
+
+def _front_matter(path: Path) -> str:
+    text = _text(path)
     if not text.startswith("---\n"):
         return ""
     return text.split("\n---\n", 1)[0]
