@@ -741,8 +741,8 @@ def test_each_card_is_an_mlflow_logged_model_ranked_by_its_headline_numbers(card
     args = ["leaderboard", "--from-mlflow", "--experiment", "ranked", "--tracking-uri", uri]
     args += ["--out", str(tmp_path / "board")]
     assert CliRunner().invoke(main, args).exit_code == 0
-    foreign = tmp_path / "board2" / "cards" / "raised"
-    foreign.mkdir(parents=True)
+    foreign = tmp_path / "board2" / "cards" / "raised"  # a card folder of the user's own
+    shutil.copytree(root / "card", foreign, ignore=shutil.ignore_patterns("model.keras"))
     (foreign / "notes.txt").write_text("mine")
     args[-1] = str(tmp_path / "board2")
     refused = CliRunner().invoke(main, args)
@@ -750,9 +750,10 @@ def test_each_card_is_an_mlflow_logged_model_ranked_by_its_headline_numbers(card
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
-def test_a_card_model_in_a_folder_store_has_its_metrics_unlinked(carded, tmp_path, monkeypatch):
-    """MLflow 3's folder store (kept with MLFLOW_ALLOW_FILE_STORE) cannot read back a model's
-    metrics linked to a dataset: there the card's model has them unlinked, and is found."""
+def test_a_card_model_in_a_folder_store_reads_back_with_its_dataset(carded, tmp_path, monkeypatch):
+    """MLflow 3's folder store (kept with MLFLOW_ALLOW_FILE_STORE) writes a metric's dataset
+    name in a space-separated line: the card's dataset name has no spaces, so its model's
+    metrics read back, linked."""
     import mlflow
     from keras_advseg.workflows.card.logged_model import CARD_TAG, log_card_model
 
@@ -774,4 +775,5 @@ def test_a_card_model_in_a_folder_store_has_its_metrics_unlinked(carded, tmp_pat
     metrics = {m.key: m for m in model.metrics}
     worst = next(iter(card["adversarial"]["worst"].values()))
     assert metrics["worst_dice"].value == pytest.approx(sum(worst.values()) / 3)
-    assert metrics["worst_dice"].dataset_digest is None
+    assert metrics["worst_dice"].dataset_digest == card["data_hash"]
+    assert " " not in metrics["worst_dice"].dataset_name

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from keras_advseg.errors import InputError
+from keras_advseg.errors import FileFormatError, InputError
 
 EVAL_RESULTS = Path(".eval_results") / "keras-advseg.yaml"
 """The Hub's evaluation-results file, relative to the exported folder."""
@@ -21,7 +21,8 @@ def hub_metrics(card: dict) -> list[dict]:
     for entry in card["results"]:
         if not (entry["headline"] or entry["axis"] == "clean") or entry["value"] is None:
             continue
-        args = {"region": entry["region"], "bound": entry["bound"], **entry["settings"]}
+        args = {"axis": entry["axis"], "region": entry["region"], "bound": entry["bound"]}
+        args.update(entry["settings"])
         if entry["ci95"] is not None:
             args["ci95"] = entry["ci95"]
         if entry["subjects"] is not None:
@@ -40,20 +41,18 @@ def hub_metrics(card: dict) -> list[dict]:
 
 def metric_name(entry: dict) -> str:
     """What a ``results`` entry measures, in words (the Hub shows it as the metric's name)."""
-    region, settings = entry["region"].upper(), entry["settings"]
+    region, settings = (entry["region"] or "scan").upper(), entry["settings"]
+    eps, sigma = settings.get("eps"), settings.get("sigma")
     if entry["axis"] == "clean":
         return f"Dice {region}, clean scans"
-    if entry["axis"] == "worst":
-        return (
-            f"Dice {region} under the worst-case attack, l-inf eps {settings['eps']:g} "
-            "(an upper bound)"
-        )
+    if entry["axis"] == "worst" and isinstance(eps, (int, float)):
+        return f"Dice {region} under the worst-case attack, l-inf eps {eps:g} (an upper bound)"
     if entry["axis"] == "corruptions":
         levels = ", ".join(str(s) for s in settings.get("severities") or [])
         return f"Dice {region} of the corrupted scans (severity {levels})"
-    if entry["axis"] == "certified":
-        return f"certified Dice {region}, sigma {settings['sigma']:g} (a guarantee)"
-    return f"{entry['metric']} {region} ({entry['axis']})"
+    if entry["axis"] == "certified" and isinstance(sigma, (int, float)):
+        return f"certified Dice {region}, sigma {sigma:g} (a guarantee)"
+    return f"{entry['metric']} {region} ({entry['axis']}, {entry['bound']})"
 
 
 def model_card(card: dict, *, model_name: str, dataset_name: str, dataset_id: str | None) -> str:
@@ -87,7 +86,10 @@ def model_card(card: dict, *, model_name: str, dataset_name: str, dataset_id: st
     front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
     warning = ""
     if card["unreliable"]["flag"]:
-        items = ", ".join(f"item {i['number']} ({i['claim']})" for i in card["unreliable"]["items"])
+        items = ", ".join(
+            f"item {i.get('number', '?')} ({i.get('claim', 'no claim recorded')})"
+            for i in card["unreliable"]["items"]
+        )
         warning = (
             f"> **Unreliable evaluation**: the gradient-masking audit says "
             f"{card['unreliable']['verdict']} ({items}); read the attacked numbers with it.\n\n"
@@ -114,16 +116,12 @@ def eval_results(card: dict, dataset_id: str) -> list[dict]:
 
 
 def task_id(metric: dict) -> str:
-    """A task id for one metric: its axis, region and settings that tell numbers apart."""
+    """A task id for one metric: its axis, region and the settings that tell numbers apart."""
     args = metric["args"]
-    parts = ["dice", args["region"]]
-    for key in ("attack", "eps", "sigma"):
-        if key in args:
-            parts.append(f"{key}{args[key]:g}" if key != "attack" else str(args[key]))
-    if "corruptions" in args:
-        parts.append("corrupted")
-    if "sigma" in args:
-        parts.insert(0, "certified")
+    parts = [str(args.get("axis")), str(args.get("region") or "scan")]
+    for key in ("eps", "sigma"):
+        if isinstance(args.get(key), (int, float)):
+            parts.append(f"{key}{args[key]:g}")
     return "-".join(parts)
 
 
@@ -169,6 +167,8 @@ def write_hub_card(
             "or move it"
         )
     results_file = out / EVAL_RESULTS
+    if dataset_id and results_file.parent.exists() and not results_file.parent.is_dir():
+        raise InputError(f"{results_file.parent}: exists and is not a folder; choose another --out")
     if (
         dataset_id
         and results_file.exists()
@@ -180,14 +180,15 @@ def write_hub_card(
         )
     model_name = model_name or default_model_name(card)
     dataset_name = dataset_name or default_dataset_name(card)
-    written = [
-        write_text_atomic(
-            readme,
-            model_card(
-                card, model_name=model_name, dataset_name=dataset_name, dataset_id=dataset_id
-            ),
+    try:
+        text = model_card(
+            card, model_name=model_name, dataset_name=dataset_name, dataset_id=dataset_id
         )
-    ]
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise FileFormatError(
+            f"{card['path']}/card.json: malformed for a model card ({type(exc).__name__}: {exc})"
+        ) from None
+    written = [write_text_atomic(readme, text)]
     if dataset_id:
         results_file.parent.mkdir(exist_ok=True)
         text = yaml.safe_dump(eval_results(card, dataset_id), sort_keys=False)

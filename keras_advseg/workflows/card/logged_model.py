@@ -5,6 +5,7 @@ from the tracking store alone (``advseg leaderboard --from-mlflow``)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import tempfile
@@ -25,9 +26,13 @@ RANKED = {
 }
 """The logged model's metrics ``search_logged_models(order_by=...)`` ranks on: each the mean
 over WT, TC and ET of the card's headline (``clean``: clean) result entries of that axis and
-metric, as the leaderboard's columns; ``<metric>_<region>`` beside them."""
+metric, the values of the leaderboard's columns of the same name; ``<metric>_<region>`` beside
+them."""
 
 SKIPPED = ("prepared", "model.keras", "model.source.json")
+DOWNLOADED = ".from-mlflow.json"
+"""The mark ``leaderboard --from-mlflow`` leaves in each card folder it downloads: only a
+folder with it is ever replaced."""
 """What a card's folder holds that is not the card (the prepared data, a model copy)."""
 
 
@@ -53,9 +58,8 @@ def model_metrics(card: dict) -> dict[str, float]:
 
 def log_card_model(card: dict, out: Path, run_id: str, experiment_id: str) -> str:
     """Logs ``card`` as an MLflow logged model of the card's run: tags and params that say
-    which model and plan, :func:`model_metrics` against the evaluation dataset (in a folder
-    store, unlinked: that store cannot read such metrics back), the card's folder (but
-    :data:`SKIPPED`) as its artifacts; READY once all are there.
+    which model and plan, :func:`model_metrics` against the evaluation dataset, the card's
+    folder (but :data:`SKIPPED`) as its artifacts; READY once all are there.
 
     Args:
         card: The card as written.
@@ -83,16 +87,17 @@ def log_card_model(card: dict, out: Path, run_id: str, experiment_id: str) -> st
             "card.plan": card["plan"]["name"],
             "card.version": str(card["version"]),
             "card.unreliable": str(card["unreliable"]["flag"]).lower(),
-            "model.sha256": str((provenance.get("model") or {}).get("sha256")),
+            **(
+                {"model.sha256": provenance["model"]["sha256"]}
+                if (provenance.get("model") or {}).get("sha256")
+                else {}
+            ),
         },
         params={"model": str(card["model"]), "plan": card["plan"]["name"], "seed": card["seed"]},
     )
     try:
-        # a folder store (MLflow 3's maintenance-mode FileStore) cannot read back a model's
-        # metrics linked to a dataset: there they are the model's alone
-        dataset = None if _folder_store(mlflow.get_tracking_uri()) else _dataset(card)
         mlflow.log_metrics(
-            model_metrics(card), run_id=run_id, model_id=model.model_id, dataset=dataset
+            model_metrics(card), run_id=run_id, model_id=model.model_id, dataset=_dataset(card)
         )
         with tempfile.TemporaryDirectory() as staging:
             folder = Path(staging) / "card"
@@ -103,13 +108,6 @@ def log_card_model(card: dict, out: Path, run_id: str, experiment_id: str) -> st
         raise
     mlflow.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     return model.model_id
-
-
-def _folder_store(uri: str) -> bool:
-    """Whether ``uri`` is MLflow's folder (file) store."""
-    from urllib.parse import urlparse
-
-    return urlparse(str(uri)).scheme in ("", "file")
 
 
 def logged_name(name: str) -> str:
@@ -127,11 +125,16 @@ def _dataset(card: dict):
     from keras_advseg.workflows.card.hub import default_dataset_name
 
     data = card["provenance"]["data"]
-    source = data.get("source") or "unknown"
-    uri = source if "://" in source else Path(source).resolve().as_uri()
+    source = data.get("source")
+    if not source:
+        uri = "unknown:"
+    else:
+        uri = source if "://" in source else Path(source).resolve().as_uri()
+    # no spaces: MLflow's folder store writes a metric's dataset name in a space-separated line
+    name = re.sub(r"\s+", "-", f"{default_dataset_name(card)}:{data['split']}")
     return MetaDataset(
         source=HTTPDatasetSource(uri),
-        name=f"{default_dataset_name(card)} ({data['split']})",
+        name=name,
         digest=str(data.get("digest") or "unknown")[:36],
     )
 
@@ -156,40 +159,54 @@ def cards_from_tracking(tracking_uri: str, experiment: str, into: Path, say=None
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise InputError(f"--experiment: no experiment {experiment!r} in {tracking_uri}")
-    models = client.search_logged_models(
-        experiment_ids=[found.experiment_id],
-        filter_string=f"tags.`{CARD_TAG}` = 'true'",
-        order_by=[{"field_name": "creation_time", "ascending": True}],
-    )
-    models = [m for m in models if m.status == LoggedModelStatus.READY]
+    models, token = [], None
+    while True:  # every page: a page holds at most 100 models
+        page = client.search_logged_models(
+            experiment_ids=[found.experiment_id],
+            filter_string=f"tags.`{CARD_TAG}` = 'true'",
+            order_by=[{"field_name": "creation_time", "ascending": True}],
+            page_token=token,
+        )
+        models += [m for m in page if m.status == LoggedModelStatus.READY]
+        token = page.token
+        if not token:
+            break
     if len(models) < 2:
         raise InputError(
             f"--from-mlflow: {len(models)} card model(s) in experiment {experiment!r} of "
             f"{tracking_uri}; a leaderboard needs at least two (advseg card logs one per card)"
         )
-    folders, names = [], set()
-    for model in models:
-        name = model.tags.get("card.model_name") or model.name or model.model_id
+    planned, names = [], set()
+    for model in models:  # names from the store are untrusted: one path component each
+        name = logged_name(model.tags.get("card.model_name") or model.name or model.model_id)
         unique, k = name, 2
         while unique in names:
             unique, k = f"{name}-{k}", k + 1
         names.add(unique)
         folder = into / unique
-        if folder.exists() and not (folder / "card.json").is_file():
+        if folder.exists() and not (folder / DOWNLOADED).is_file():
             raise InputError(
                 f"{folder}: exists and is not a card this command downloaded; choose another --out"
             )
-        into.mkdir(parents=True, exist_ok=True)
+        planned.append((model, unique, folder))
+    into.mkdir(parents=True, exist_ok=True)
+    folders = []
+    for model, unique, folder in planned:
         with tempfile.TemporaryDirectory(dir=into, prefix=".download-") as staging:
             with _quiet_downloads():
-                local = mlflow.artifacts.download_artifacts(
-                    artifact_uri=model.artifact_location,
-                    dst_path=staging,
-                    tracking_uri=tracking_uri,
+                local = Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=model.artifact_location,
+                        dst_path=staging,
+                        tracking_uri=tracking_uri,
+                    )
                 )
-            if folder.exists():  # an earlier download of this command: replaced
+            (local / DOWNLOADED).write_text(
+                json.dumps({"model_id": model.model_id, "run_id": model.source_run_id}) + "\n"
+            )
+            if folder.exists():  # an earlier download of this command (its mark): replaced
                 shutil.rmtree(folder)
-            Path(local).rename(folder)
+            local.rename(folder)
         if say is not None:
             say(f"{unique}: logged model {model.model_id} (run {model.source_run_id})")
         folders.append(folder)

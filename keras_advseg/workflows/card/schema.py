@@ -59,7 +59,17 @@ PLAN = section(
 RESULT = {
     "type": "object",
     "description": "one number of the card",
-    "required": ["axis", "metric", "region", "value", "ci95", "bound", "settings", "subjects"],
+    "required": [
+        "axis",
+        "metric",
+        "region",
+        "value",
+        "ci95",
+        "bound",
+        "settings",
+        "subjects",
+        "headline",
+    ],
     "properties": {
         "axis": {"type": "string", "description": "the axis (clean, adversarial, worst, ...)"},
         "metric": {"type": "string", "description": "dice, certified_dice, min_eps_median, ..."},
@@ -220,7 +230,8 @@ def validate_card(card: dict) -> None:
     ``jsonschema`` library) and that every number in it is finite.
 
     Raises:
-        FileFormatError: naming the first field that is missing or malformed, and why.
+        FileFormatError: naming a field that is missing or malformed (the most relevant of
+            the schema's errors, as ``jsonschema.exceptions.best_match`` ranks them), and why.
     """
     import jsonschema
 
@@ -272,8 +283,9 @@ def upgrade_card(card: dict) -> dict:
     ``plan``, ``artifacts`` -> ``corruptions``: the section, its claim and the axis names in
     ``reused``; its corruption folder still ``artifacts/``, recorded in ``folders``); then
     ``provenance`` from what the card recorded (what it did not, such as the model's SHA-256,
-    the subjects and the hardware, is null), ``results`` from its sections (without intervals
-    or subjects) and ``unreliable`` from its audit. ``upgraded_from`` records the version it was
+    the subjects and the hardware, is null), ``results`` from its sections (without intervals,
+    and without subjects but min_eps's, which the card holds) and ``unreliable`` from its
+    audit. ``upgraded_from`` records the version it was
     written in. Any other card is returned as it is.
 
     Args:
@@ -301,11 +313,14 @@ def upgrade_card(card: dict) -> dict:
         card["folders"] = {"corruptions": "artifacts"}
     from keras_advseg.workflows.card.build import recorded_provenance, results_of, unreliable_of
 
+    bad = _non_finite(card)  # before any number is converted
+    if bad is not None:
+        raise FileFormatError(f"card: {bad} is missing or malformed (not a finite number)")
     try:
         card["provenance"] = recorded_provenance(card)
         card["results"] = results_of(card, None)
         card["unreliable"] = unreliable_of(card)
-    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, ArithmeticError) as exc:
         raise FileFormatError(
             f"card: a malformed version-{version} card ({type(exc).__name__}: {exc})"
         ) from None

@@ -42,9 +42,11 @@ def claim(plan) -> str:
 
 def rows(card: dict) -> list[tuple[str, str]]:
     vafa = card["adversarial"]["vafa"]
+    psnr, ssim = vafa.get("psnr"), vafa.get("ssim")  # an identical volume: infinite PSNR, null
     measure = (
-        f"Dice under {vafa.get('label', 'VAFA')} (PSNR {vafa['psnr']:.1f} dB, "
-        f"SSIM {vafa['ssim']:.3f})"
+        f"Dice under {vafa.get('label', 'VAFA')} "
+        f"(PSNR {'inf' if psnr is None else f'{psnr:.1f}'} dB, "
+        f"SSIM {'n/a' if ssim is None else f'{ssim:.3f}'})"
     )
     return [(measure, triple(vafa["dice"]))]
 
