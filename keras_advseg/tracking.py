@@ -47,14 +47,10 @@ def check_reachable(uri: str) -> None:
     from mlflow.tracking import MlflowClient
 
     _check_sqlite_writable(uri)
-    saved = {
-        k: os.environ.get(k)
-        for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
-    }
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
     try:
-        with store_lock(uri):  # creating and migrating a new SQLite store is not concurrency-safe
+        # creating and migrating a new SQLite store is not concurrency-safe
+        with environ_values(quick), store_lock(uri):
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as exc:  # MLflow raises many types for a dead server
         reason = str(exc).splitlines()[0][:200]
@@ -62,13 +58,24 @@ def check_reachable(uri: str) -> None:
             f"MLflow tracking store {uri} is unreachable ({type(exc).__name__}: {reason})"
         ) from None
     finally:
+        # every later call of this process to the store waits a bounded time when it fails
+        bound_http_waits()
+
+
+@contextlib.contextmanager
+def environ_values(values: dict[str, str]):
+    """Environment variables set to ``values`` inside the block, as they were after it (an
+    unset one unset again)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        # every later call of this process to the store waits a bounded time when it fails
-        bound_http_waits()
 
 
 @contextlib.contextmanager

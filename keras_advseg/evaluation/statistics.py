@@ -329,10 +329,14 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float | None, float | N
     mean = float(np.mean(data))
     if len(data) < 2:
         return mean, None, None
-    half = float(stats.t.ppf(0.5 + level / 2, len(data) - 1) * np.std(data, ddof=1)) / math.sqrt(
-        len(data)
-    )
+    half = t_half_width(float(np.std(data, ddof=1)), len(data), level)
     return mean, mean - half, mean + half
+
+
+def t_half_width(sd: float, n: int, level: float = 0.95) -> float:
+    """Half the width of the Student-t confidence interval of a mean of ``n`` values whose
+    sample standard deviation is ``sd`` (``n`` at least 2)."""
+    return float(stats.t.ppf(0.5 + level / 2, n - 1) * sd) / math.sqrt(n)
 
 
 def check_same_subjects(results: list[EvalResults], baseline: EvalResults) -> None:

@@ -463,6 +463,8 @@ def test_card_json_is_version_4_of_the_published_schema_with_its_provenance_and_
     import numpy as np
     from scipy import stats
 
+    from keras_advseg.tracking import cpu_model
+
     root, path, _, _, _ = carded
     out = root / "card"
     written = json.loads((out / "card.json").read_text())
@@ -490,6 +492,7 @@ def test_card_json_is_version_4_of_the_published_schema_with_its_provenance_and_
     assert provenance["software"]["keras"] == version("keras")
     assert provenance["software"]["tensorflow"] == version("tensorflow")
     assert provenance["hardware"]["cpus"] == os.cpu_count()
+    assert provenance["hardware"]["processor"] == cpu_model()  # as the runs' env.cpu tag
 
     # every result restates its section; attacks are upper bounds, certificates guarantees
     card = card_module.read_card(out)

@@ -246,10 +246,13 @@ def software(card: dict) -> dict:
 
 
 def hardware() -> dict:
-    """The machine: platform, processor, CPU count and the accelerators TensorFlow sees."""
+    """The machine: platform, processor (as the runs' ``env.cpu`` tag names it), CPU count and
+    the accelerators TensorFlow sees."""
     import os
     import platform
     import sys
+
+    from keras_advseg.tracking import cpu_model
 
     gpus = []
     if "tensorflow" in sys.modules:
@@ -259,7 +262,7 @@ def hardware() -> dict:
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "processor": platform.processor() or None,
+        "processor": cpu_model(),
         "cpus": os.cpu_count(),
         "gpus": gpus,
     }

@@ -161,23 +161,14 @@ def write_hub_card(
     card = read_card(card_dir)
     out = ensure_writable_folder(out, {"card": card["path"]})
     readme = out / "README.md"
-    if readme.exists() and "keras-advseg" not in _front_matter(readme):
-        raise InputError(
-            f"{readme}: exists and was not written by advseg card-export; choose another --out "
-            "or move it"
-        )
+    _refuse_unless_ours(readme, "keras-advseg", _front_matter)
     results_file = out / EVAL_RESULTS
-    if dataset_id and results_file.parent.exists() and not results_file.parent.is_dir():
-        raise InputError(f"{results_file.parent}: exists and is not a folder; choose another --out")
-    if (
-        dataset_id
-        and results_file.exists()
-        and "keras-advseg robustness card" not in _text(results_file)
-    ):
-        raise InputError(
-            f"{results_file}: exists and was not written by advseg card-export; choose another "
-            "--out or move it"
-        )
+    if dataset_id:
+        if results_file.parent.exists() and not results_file.parent.is_dir():
+            raise InputError(
+                f"{results_file.parent}: exists and is not a folder; choose another --out"
+            )
+        _refuse_unless_ours(results_file, "keras-advseg robustness card", _text)
     model_name = model_name or default_model_name(card)
     dataset_name = dataset_name or default_dataset_name(card)
     try:
@@ -210,6 +201,20 @@ def default_dataset_name(card: dict) -> str:
         return "BraTS-layout phantom (keras-advseg, MNI152-based)"
     source = data.get("source")
     return Path(source).name if source else "unknown"
+
+
+def _refuse_unless_ours(path: Path, mark: str, read) -> None:
+    """Refuses an existing ``path`` whose text (as ``read`` gives it) lacks ``mark``: a file
+    the export did not write is never replaced.
+
+    Raises:
+        InputError: naming the file.
+    """
+    if path.exists() and mark not in read(path):
+        raise InputError(
+            f"{path}: exists and was not written by advseg card-export; choose another --out "
+            "or move it"
+        )
 
 
 def _text(path: Path) -> str:

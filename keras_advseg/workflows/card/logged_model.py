@@ -4,7 +4,6 @@ from the tracking store alone (``advseg leaderboard --from-mlflow``)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
@@ -152,7 +151,7 @@ def cards_from_tracking(tracking_uri: str, experiment: str, into: Path, say=None
 
     import mlflow
     from keras_advseg.errors import InputError
-    from keras_advseg.tracking import check_reachable
+    from keras_advseg.tracking import check_reachable, environ_values
 
     check_reachable(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
@@ -193,7 +192,8 @@ def cards_from_tracking(tracking_uri: str, experiment: str, into: Path, say=None
     folders = []
     for model, unique, folder in planned:
         with tempfile.TemporaryDirectory(dir=into, prefix=".download-") as staging:
-            with _quiet_downloads():
+            # MLflow's progress bars off: one line per card is said instead
+            with environ_values({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
                 local = Path(
                     mlflow.artifacts.download_artifacts(
                         artifact_uri=model.artifact_location,
@@ -211,19 +211,3 @@ def cards_from_tracking(tracking_uri: str, experiment: str, into: Path, say=None
             say(f"{unique}: logged model {model.model_id} (run {model.source_run_id})")
         folders.append(folder)
     return folders
-
-
-@contextlib.contextmanager
-def _quiet_downloads():
-    """MLflow's download progress bars off (one line per card is said instead)."""
-    import os
-
-    saved = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = saved

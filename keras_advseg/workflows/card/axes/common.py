@@ -156,7 +156,7 @@ def result(
 def mean_ci(entry) -> list[float] | None:
     """The 95 % t-interval of a mean Dice from a summary's ``{"mean", "sd", "n"}``, clipped to
     Dice's range [0, 1] (None with fewer than two subjects or a malformed entry)."""
-    from scipy import stats
+    from keras_advseg.evaluation.statistics import t_half_width
 
     try:
         mean, sd, n = float(entry["mean"]), float(entry["sd"]), int(entry["n"])
@@ -164,7 +164,7 @@ def mean_ci(entry) -> list[float] | None:
         return None
     if n < 2 or not np.isfinite([mean, sd]).all():
         return None
-    half = float(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n))
+    half = t_half_width(sd, n)
     return [max(0.0, mean - half), min(1.0, mean + half)]
 
 
