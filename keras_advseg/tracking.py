@@ -88,6 +88,10 @@ def tracked_run(
 ):
     """Opens (or resumes, with ``run_id``) an MLflow run; a crash marks it FAILED.
 
+    Inside a run the caller opened (``mlflow.models.evaluate`` running the ``advseg``
+    evaluator, a notebook's ``with mlflow.start_run()``), the new run nests under that one
+    instead of under the model's training run (``mlflow.parentRunId`` in ``tags``).
+
     Yields:
         The active ``mlflow.ActiveRun``.
     """
@@ -104,7 +108,12 @@ def tracked_run(
             if EXPERIMENT_KIND_TAG not in found.tags:
                 mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         tags = {**environment_tags(), **(tags or {})}
-        run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags)
+        nested = run_id is None and mlflow.active_run() is not None
+        if nested:
+            tags.pop("mlflow.parentRunId", None)  # the caller's run is the parent
+        run = mlflow.start_run(
+            run_id=run_id, run_name=None if run_id else run_name, tags=tags, nested=nested
+        )
     except MlflowException as exc:
         raise _failed(uri, exc) from None
     try:

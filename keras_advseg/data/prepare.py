@@ -181,6 +181,8 @@ def prepare_dataset(
     *,
     workers: int = 1,
     progress: bool | None = None,
+    test_ids: list[str] | None = None,
+    statistics: tuple | None = None,
 ) -> PreparedDataset:
     """Prepares every subject under ``root`` into the cache ``out``.
 
@@ -190,12 +192,18 @@ def prepare_dataset(
         config: Preprocessing configuration.
         workers: Processes preparing volumes in parallel.
         progress: Show a progress bar (None: when on a terminal).
+        test_ids: The test split, chosen by the caller (the other labelled subjects are the
+            training split); None: :func:`split_subjects` by ``config``'s fraction and seed.
+        statistics: ``(mean, std)`` per modality for global standardisation, given by the
+            caller (a model's own, :class:`~keras_advseg.inference.Preprocessing`); None:
+            computed over the training split.
 
     Returns:
         The prepared dataset.
 
     Raises:
-        DataError: bad input data (the message names the file).
+        DataError: bad input data (the message names the file), or ``test_ids`` naming a
+            subject that is not a labelled subject of ``root``.
     """
     refuse_inputs_in_output(out, {"raw dataset": root})
     subjects = discover_subjects(root)
@@ -224,11 +232,28 @@ def prepare_dataset(
             f"{root}: no subject has a label file; global standardisation needs labelled "
             "training subjects (use normalization 'volume' for inference-only data)"
         )
-    train_ids, test_ids = split_subjects(labelled, config.test_fraction, config.seed)
+    if test_ids is None:
+        train_ids, test_ids = split_subjects(labelled, config.test_fraction, config.seed)
+    else:
+        unknown = sorted(set(test_ids) - set(labelled))
+        if unknown or not test_ids:
+            raise DataError(
+                f"{root}: the test split must name labelled subjects of the dataset; "
+                + (f"not labelled or not found: {', '.join(unknown)}" if unknown else "none named")
+            )
+        train_ids = sorted(set(labelled) - set(test_ids))
+        test_ids = sorted(set(test_ids))
     mean = std = None
-    if config.normalization == "global":
+    if config.normalization == "global" and statistics is not None:
+        mean, std = (np.asarray(v, np.float64).reshape(len(MODALITIES)) for v in statistics)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+            raise DataError(f"{root}: the given standardisation statistics are not valid")
+    elif config.normalization == "global":
         mean, std = training_statistics([volumes / f"{i}.npz" for i in train_ids or labelled])
-    data_hash = _hash({"config": config.hash(), "train": train_ids, "test": test_ids})
+    identity = {"config": config.hash(), "train": train_ids, "test": test_ids}
+    if statistics is not None and mean is not None:
+        identity["statistics"] = [mean.tolist(), std.tolist()]
+    data_hash = _hash(identity)
     manifest = {
         "format_version": _FORMAT_VERSION,
         "source": str(Path(root).resolve()),
@@ -243,7 +268,11 @@ def prepare_dataset(
         },
         "statistics": None
         if mean is None
-        else {"mean": mean.tolist(), "std": std.tolist(), "split": "train"},
+        else {
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "split": "train" if statistics is None else "given",
+        },
     }
     write_json_atomic(out / "prepared.json", manifest)
     return load_prepared(out)

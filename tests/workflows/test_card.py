@@ -780,3 +780,161 @@ def test_a_card_model_in_a_folder_store_reads_back_with_its_dataset(carded, tmp_
     assert metrics["worst_dice"].value == pytest.approx(sum(worst.values()) / 3)
     assert metrics["worst_dice"].dataset_digest == card["data_hash"]
     assert " " not in metrics["worst_dice"].dataset_name
+
+
+def test_mlflow_evaluate_runs_the_card_on_a_logged_keras_model(
+    carded, fitted_unet, prepared_dir, tmp_path
+):
+    """``mlflow.models.evaluate(..., evaluators=["advseg"])`` on the Keras model a training run
+    logged: the evaluator is found through its entry point, cards the run's model.keras (the
+    same bytes as the fixture's, so every axis is reused from the store), nests the card's
+    run under the evaluation's, and returns card.json's headline numbers and its files."""
+    import pandas as pd
+
+    import mlflow
+    from keras_advseg.workflows.train import _log_model
+
+    root, path, uri, _, _ = carded
+    assert "advseg" in mlflow.models.list_evaluators()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("evaluated")
+    with mlflow.start_run(run_name="trained") as trained:  # as advseg train logs a model
+        mlflow.log_artifact(str(path))
+        _log_model(path)
+    data = pd.DataFrame({"dataset": [str(prepared_dir)]})
+    patch = pytest.MonkeyPatch()
+    patch.setitem(card_module.CARD_PLANS, "quick", TINY)
+    try:
+        with mlflow.start_run(run_name="evaluation") as evaluation:
+            result = mlflow.models.evaluate(
+                f"runs:/{trained.info.run_id}/model",
+                data,
+                model_type="segmentation",
+                evaluators=["advseg"],
+                evaluator_config={"advseg": {"out": str(tmp_path / "card")}},
+            )
+    finally:
+        patch.undo()
+    fixture_card = json.loads((root / "card" / "card.json").read_text())
+    card = json.loads((tmp_path / "card" / "card.json").read_text())
+    assert card["reused"] == ["adversarial", "audit", "certified", "corruptions"]
+    assert card["results"] == fixture_card["results"]
+    assert card["provenance"]["model"]["sha256"] == fixture_card["provenance"]["model"]["sha256"]
+    # the metrics, recomputed from card.json's result entries
+    for name, (axis, metric) in RANKED.items():
+        values = {
+            e["region"]: e["value"]
+            for e in card["results"]
+            if e["axis"] == axis and e["metric"] == metric and (e["headline"] or axis == "clean")
+        }
+        assert sorted(values) == sorted(REGIONS), name
+        assert result.metrics[name] == pytest.approx(sum(values.values()) / 3)
+        for region, value in values.items():
+            assert result.metrics[f"{name}_{region}"] == value
+    assert result.artifacts["card_json"].content["results"] == card["results"]
+    assert "Robustness card" in result.artifacts["card_md"].content
+    client = mlflow.MlflowClient(uri)
+    logged = client.get_run(evaluation.info.run_id)
+    assert logged.data.metrics["worst_dice"] == pytest.approx(result.metrics["worst_dice"])
+    files = [f.path for f in client.list_artifacts(evaluation.info.run_id, "advseg-card")]
+    assert sorted(files) == [
+        "advseg-card/card.html",
+        "advseg-card/card.json",
+        "advseg-card/card.md",
+    ]
+    nested = client.search_runs(
+        [logged.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{evaluation.info.run_id}'",
+    )
+    assert [run.data.tags["card"] for run in nested] == ["true"]
+    assert nested[0].info.status == "FINISHED"
+
+    # refused in one line before any work: an unknown key, a table of neither form, a Keras
+    # model logged without its preprocessing, a model that is not a Keras model
+    with mlflow.start_run(run_name="logged elsewhere") as elsewhere:
+        mlflow.keras.log_model(fitted_unet, name="bare", pip_requirements=["keras"])
+    bare = f"runs:/{elsewhere.info.run_id}/bare"
+    trained_model = mlflow.pyfunc.load_model(f"runs:/{trained.info.run_id}/model")  # loaded once
+    for model, config, frame, message in (
+        (trained_model, {"plans": "quick"}, data, "unknown key(s) plans"),
+        (trained_model, {"seed": "1"}, data, "seed must be an integer"),
+        (trained_model, {}, pd.DataFrame({"image": ["x"]}), "a table with one column 'dataset'"),
+        (bare, {}, data, "does not carry the preprocessing it was trained with"),
+        (lambda frame: frame, {}, data, "cards Keras models"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            mlflow.models.evaluate(
+                model,
+                frame,
+                model_type="segmentation",
+                evaluators="advseg",  # one name: the configuration is not nested
+                evaluator_config=config,
+            )
+
+
+def test_a_table_of_subject_files_is_prepared_with_its_rows_as_the_test_split(
+    carded, phantom_dir, prepared_dir, tmp_path
+):
+    """The evaluator's table form: each row's files linked into a raw dataset, prepared as the
+    model's stored preprocessing says; the rows marked test (all by default) are the test
+    split, and with no training row the model's own statistics standardise. The prepared
+    volumes equal those ``advseg data prepare`` wrote from the same scans."""
+    import numpy as np
+    import pandas as pd
+
+    from keras_advseg.data.layouts import discover_subjects
+    from keras_advseg.data.subject import MODALITIES
+    from keras_advseg.export import load_preprocessing
+    from keras_advseg.workflows.card.evaluator import _card_data
+
+    _, path, _, _, _ = carded
+    subjects = discover_subjects(phantom_dir)[:3]
+    names = {"t1": "t1", "t1ce": "t1gd", "t2": "t2", "flair": "flair"}
+    rows = [
+        {
+            **{c: str(s.images[MODALITIES.index(m)]) for c, m in names.items()},
+            "seg": str(s.seg),
+            "subject": s.subject_id,
+        }
+        for s in subjects
+    ]
+    out = _card_data(pd.DataFrame(rows), tmp_path / "all", path, {})
+    prepared = load_prepared(out)
+    stored = load_preprocessing(path)
+    assert prepared.test_ids == sorted(s.subject_id for s in subjects) and not prepared.train_ids
+    np.testing.assert_allclose(prepared.mean, stored.mean, rtol=1e-6)
+    np.testing.assert_allclose(prepared.std, stored.std, rtol=1e-6)
+    for subject in subjects:
+        ours = np.load(out / "volumes" / f"{subject.subject_id}.npz")
+        theirs = np.load(prepared_dir / "volumes" / f"{subject.subject_id}.npz")
+        assert sorted(ours.files) == sorted(theirs.files)
+        for key in ours.files:
+            np.testing.assert_array_equal(ours[key], theirs[key])
+
+    # a split column: the train rows give the statistics and are not carded
+    split = pd.DataFrame([{**r, "split": s} for r, s in zip(rows, ("train", "train", "test"))])
+    prepared = load_prepared(_card_data(split, tmp_path / "split", path, {}))
+    assert prepared.test_ids == [subjects[2].subject_id]
+    assert prepared.train_ids == sorted(s.subject_id for s in subjects[:2])
+
+    broken = [
+        ([{**rows[0], "subject": "../up"}], "is not a plain name"),
+        ([rows[0], rows[0]], "appears twice"),
+        ([{**rows[0], "t2": str(tmp_path / "none.nii.gz")}], "none.nii.gz: not a NIfTI file"),
+        ([{**rows[0], "split": "val"}], "split must be train or test"),
+        ([{k: v for k, v in rows[0].items() if k != "seg"}], "and seg"),
+    ]
+    for number, (frame, message) in enumerate(broken):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            _card_data(pd.DataFrame(frame), tmp_path / f"broken{number}", path, {})
+    # the library's explicit split names labelled subjects of the dataset only
+    from keras_advseg.data.prepare import PrepareConfig, prepare_dataset
+
+    with pytest.raises(ValueError, match="not labelled or not found: nobody"):
+        prepare_dataset(
+            tmp_path / "all" / "raw",
+            tmp_path / "nobody",
+            PrepareConfig(shape=(16, 16, 16), n4=False),
+            progress=False,
+            test_ids=["nobody"],
+        )
