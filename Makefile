@@ -8,10 +8,14 @@ DEMO_DIR ?= demo
 
 .PHONY: demo test test-quick test-trained lint docs docs-serve install clean
 
+# uv installs the same releases as pip (same resolution of pyproject.toml) in a fifth of the
+# time (docs/benchmarks.md, "Installing"); pip does it where uv cannot be installed or fails.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	( $(BIN)/python -m pip install --quiet uv && \
+	  $(BIN)/python -m uv pip install --quiet --python $(BIN)/python -e ".[dev]" ) || \
+	( $(BIN)/python -m pip install --quiet --upgrade pip && \
+	  $(BIN)/python -m pip install --quiet -e ".[dev]" )
 	touch $(STAMP)
 
 install: $(STAMP)

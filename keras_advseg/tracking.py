@@ -90,10 +90,16 @@ def tracked_run(
 
     Inside a run the caller opened (``mlflow.models.evaluate`` running the ``advseg``
     evaluator, a notebook's ``with mlflow.start_run()``), the new run nests under that one
-    instead of under the model's training run (``mlflow.parentRunId`` in ``tags``).
+    instead of under the model's training run (``mlflow.parentRunId`` in ``tags``); the
+    caller's run must then be in the same store and experiment, and the caller's experiment
+    is left untagged.
 
     Yields:
         The active ``mlflow.ActiveRun``.
+
+    Raises:
+        TrackingError: the store fails, or a caller's run is active in another store or
+            experiment.
     """
     from mlflow.exceptions import MlflowException
 
@@ -101,18 +107,27 @@ def tracked_run(
 
     check_reachable(uri)
     bound_http_waits()
+    outer = mlflow.active_run()
+    nested = run_id is None and outer is not None
+    if nested:
+        _check_nesting(outer, uri, experiment)
     mlflow.set_tracking_uri(uri)
     try:
-        with store_lock(uri):  # two processes creating the same experiment at once would collide
-            found = mlflow.set_experiment(experiment)
-            if EXPERIMENT_KIND_TAG not in found.tags:
-                mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        if not nested:
+            # two processes creating the same experiment at once would collide
+            with store_lock(uri):
+                found = mlflow.set_experiment(experiment)
+                if EXPERIMENT_KIND_TAG not in found.tags:
+                    mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         tags = {**environment_tags(), **(tags or {})}
-        nested = run_id is None and mlflow.active_run() is not None
         if nested:
             tags.pop("mlflow.parentRunId", None)  # the caller's run is the parent
         run = mlflow.start_run(
-            run_id=run_id, run_name=None if run_id else run_name, tags=tags, nested=nested
+            run_id=run_id,
+            run_name=None if run_id else run_name,
+            tags=tags,
+            nested=nested,
+            experiment_id=outer.info.experiment_id if nested else None,
         )
     except MlflowException as exc:
         raise _failed(uri, exc) from None
@@ -148,6 +163,47 @@ def bound_http_waits() -> None:
     """Sets :data:`HTTP_WAITS` for this process, except what the user set."""
     for key, value in HTTP_WAITS.items():
         os.environ.setdefault(key, value)
+
+
+def _check_nesting(outer, uri: str, experiment: str) -> None:
+    """A run nests under the caller's active run ``outer`` only in the same store and
+    experiment (MLflow would file it elsewhere, under a parent it cannot show).
+
+    Raises:
+        TrackingError: another store or experiment, in one line.
+    """
+    import mlflow
+
+    current = resolve_tracking_uri(mlflow.get_tracking_uri())
+    if resolve_tracking_uri(uri) != current:
+        raise TrackingError(
+            f"MLflow run {outer.info.run_id} is active in the tracking store {current}; a run "
+            f"in {uri} cannot nest under it: end it, or use that store"
+        )
+    found = mlflow.get_experiment(outer.info.experiment_id)
+    if found.name != experiment:
+        raise TrackingError(
+            f"MLflow run {outer.info.run_id} is active in experiment {found.name!r}; a run in "
+            f"experiment {experiment!r} cannot nest under it: end it, or use that experiment"
+        )
+
+
+@contextlib.contextmanager
+def no_active_model():
+    """Inside the block, no MLflow logged model is active: metrics logged without a model id
+    stay the run's (``mlflow.models.evaluate`` makes the evaluated model active, and MLflow
+    would link every metric logged meanwhile to it); the caller's active model after it."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    context = getattr(fluent, "_ACTIVE_MODEL_CONTEXT", None)
+    saved = context.get() if context is not None else None
+    mlflow.clear_active_model()
+    try:
+        yield
+    finally:
+        if saved is not None:
+            context.set(saved)
 
 
 def _end_run(status: str) -> None:

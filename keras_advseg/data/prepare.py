@@ -207,6 +207,14 @@ def prepare_dataset(
     """
     refuse_inputs_in_output(out, {"raw dataset": root})
     subjects = discover_subjects(root)
+    if test_ids is not None:  # checked before any volume is prepared
+        labelled = {s.subject_id for s in subjects if s.has_labels}
+        unknown = sorted(set(test_ids) - labelled)
+        if unknown or not test_ids:
+            raise DataError(
+                f"{root}: the test split must name labelled subjects of the dataset; "
+                + (f"not labelled or not found: {', '.join(unknown)}" if unknown else "none named")
+            )
     out = Path(out)
     volumes = out / "volumes"
     stamp = volumes / "config.json"
@@ -235,12 +243,6 @@ def prepare_dataset(
     if test_ids is None:
         train_ids, test_ids = split_subjects(labelled, config.test_fraction, config.seed)
     else:
-        unknown = sorted(set(test_ids) - set(labelled))
-        if unknown or not test_ids:
-            raise DataError(
-                f"{root}: the test split must name labelled subjects of the dataset; "
-                + (f"not labelled or not found: {', '.join(unknown)}" if unknown else "none named")
-            )
         train_ids = sorted(set(labelled) - set(test_ids))
         test_ids = sorted(set(test_ids))
     mean = std = None

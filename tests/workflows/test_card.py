@@ -848,6 +848,47 @@ def test_mlflow_evaluate_runs_the_card_on_a_logged_keras_model(
     )
     assert [run.data.tags["card"] for run in nested] == ["true"]
     assert nested[0].info.status == "FINISHED"
+    # the card names the training run's model file, and its run is tagged with that run
+    assert card["model"] == f"runs:/{trained.info.run_id}/model.keras"
+    assert nested[0].data.tags["source_run_id"] == trained.info.run_id
+    # the evaluated logged model holds the evaluation's metrics, once each, and none of the
+    # card run's own (card.*), which MLflow would link to it while it is the active model
+    (evaluated,) = client.search_logged_models(
+        experiment_ids=[logged.info.experiment_id],
+        filter_string=f"source_run_id = '{trained.info.run_id}'",
+    )
+    keys = [m.key for m in evaluated.metrics]
+    assert sorted(keys) == sorted(result.metrics) and len(keys) == len(set(keys))
+    assert mlflow.active_run() is None and mlflow.get_active_model_id() is None
+    # by its models:/ URI (MLflow then logs the returned metrics itself): once each again
+    patch.setitem(card_module.CARD_PLANS, "quick", TINY)
+    try:
+        again = mlflow.models.evaluate(
+            f"models:/{evaluated.model_id}",
+            data,
+            model_type="segmentation",
+            evaluators="advseg",
+            evaluator_config={"out": str(tmp_path / "card-again")},
+        )
+    finally:
+        patch.undo()
+    assert again.metrics == result.metrics
+    (evaluated,) = client.search_logged_models(
+        experiment_ids=[logged.info.experiment_id],
+        filter_string=f"source_run_id = '{trained.info.run_id}'",
+    )
+    second = [m.key for m in evaluated.metrics if m.run_id == again.run_id]
+    assert sorted(second) == sorted(result.metrics)
+
+    # a run of another experiment cannot hold the card's runs: refused in one line
+    from keras_advseg.errors import TrackingError
+    from keras_advseg.tracking import tracked_run
+
+    with mlflow.start_run(run_name="elsewhere"):
+        with pytest.raises(TrackingError, match="active in experiment 'evaluated'"):
+            with tracked_run(uri, "keras-advseg", run_name="inner"):
+                pass
+        assert mlflow.active_run().info.run_name == "elsewhere"
 
     # refused in one line before any work: an unknown key, a table of neither form, a Keras
     # model logged without its preprocessing, a model that is not a Keras model
@@ -911,16 +952,20 @@ def test_a_table_of_subject_files_is_prepared_with_its_rows_as_the_test_split(
         for key in ours.files:
             np.testing.assert_array_equal(ours[key], theirs[key])
 
-    # a split column: the train rows give the statistics and are not carded
-    split = pd.DataFrame([{**r, "split": s} for r, s in zip(rows, ("train", "train", "test"))])
+    # a split column: the train rows give the statistics and are not carded; an empty cell
+    # (NaN in pandas) is the default: test, and an id by row
+    marks = ("train", "train", None)
+    split = pd.DataFrame([{**r, "split": m} for r, m in zip(rows, marks)])
+    split.loc[2, "subject"] = None
     prepared = load_prepared(_card_data(split, tmp_path / "split", path, {}))
-    assert prepared.test_ids == [subjects[2].subject_id]
+    assert prepared.test_ids == ["subject-002"]
     assert prepared.train_ids == sorted(s.subject_id for s in subjects[:2])
 
     broken = [
         ([{**rows[0], "subject": "../up"}], "is not a plain name"),
         ([rows[0], rows[0]], "appears twice"),
         ([{**rows[0], "t2": str(tmp_path / "none.nii.gz")}], "none.nii.gz: not a NIfTI file"),
+        ([{**rows[0], "t2": None}], "t2: (empty): not a NIfTI file"),
         ([{**rows[0], "split": "val"}], "split must be train or test"),
         ([{k: v for k, v in rows[0].items() if k != "seg"}], "and seg"),
     ]
@@ -938,3 +983,4 @@ def test_a_table_of_subject_files_is_prepared_with_its_rows_as_the_test_split(
             progress=False,
             test_ids=["nobody"],
         )
+    assert not (tmp_path / "nobody").exists()  # refused before any volume is prepared

@@ -32,11 +32,11 @@ NAME = "advseg"
 MODEL_TYPES = ("segmentation",)
 """The ``model_type`` values the evaluator takes (MLflow requires one, or extra metrics)."""
 
-CONFIG_KEYS = ("plan", "seed", "reference", "preprocessing", "out", "experiment")
+CONFIG_KEYS = ("plan", "seed", "reference", "preprocessing", "out")
 """``evaluator_config``'s keys: the card's plan (``quick``), seed (0), reference model (a file,
 run id or ``runs:/`` URI), the model's preprocessing (a dict or a JSON file, for a model that
-does not carry it), the card's folder (kept; default: a temporary one) and the experiment of
-the card's runs (default: the evaluation run's)."""
+does not carry it) and the card's folder (kept; default: a temporary one). The card's runs
+nest under the evaluation's run, in its store and experiment."""
 
 DATASET_COLUMN = "dataset"
 """A table with this one column and one row names a dataset folder: a raw dataset (the card
@@ -113,13 +113,15 @@ class CardEvaluator(ModelEvaluator):
                 "the advseg evaluator takes no extra_metrics or custom_artifacts: its metrics are "
                 "the card's"
             )
+        from keras_advseg.tracking import no_active_model
+
         tracking_uri = mlflow.get_tracking_uri()
         run = mlflow.get_run(run_id)
-        experiment = config.get("experiment") or mlflow.get_experiment(run.info.experiment_id).name
+        experiment = mlflow.get_experiment(run.info.experiment_id).name
         with tempfile.TemporaryDirectory(prefix="advseg-evaluate-") as scratch:
             scratch = Path(scratch)
-            model_path = _keras_file(model, scratch, tracking_uri)
-            if model_path.parent == scratch and config.get("preprocessing") is None:
+            model_ref, model_path = _keras_file(model, scratch, tracking_uri)
+            if model_ref == str(model_path) and config.get("preprocessing") is None:
                 raise InputError(
                     "the advseg evaluator: this Keras model does not carry the preprocessing it "
                     "was trained with (advseg train logs it beside the model); give it as "
@@ -132,23 +134,29 @@ class CardEvaluator(ModelEvaluator):
                 (scratch / "preprocessing.json").write_text(json.dumps(preprocessing))
                 preprocessing = scratch / "preprocessing.json"
             out = Path(config["out"]) if config.get("out") else scratch / "card"
-            card = run_card(
-                str(model_path),
-                data,
-                out,
-                plan=config.get("plan", "quick"),
-                reference_ref=config.get("reference"),
-                preprocessing_json=preprocessing,
-                seed=int(config.get("seed", 0)),
-                tracking_uri=tracking_uri,
-                experiment=experiment,
-                say=lambda line: None,
-            )
+            # the card's own runs log their metrics to themselves, not to the evaluated model
+            # that mlflow.models.evaluate makes active
+            with no_active_model():
+                card = run_card(
+                    model_ref,
+                    data,
+                    out,
+                    plan=config.get("plan", "quick"),
+                    reference_ref=config.get("reference"),
+                    preprocessing_json=preprocessing,
+                    seed=int(config.get("seed", 0)),
+                    tracking_uri=tracking_uri,
+                    experiment=experiment,
+                    say=lambda line: None,
+                )
             metrics = model_metrics(card)
-            model_id = kwargs.get("model_id") or getattr(model, "model_id", None)
-            mlflow.log_metrics(
-                metrics, run_id=run_id, **({"model_id": model_id} if model_id else {})
-            )
+            if kwargs.get("model_id") is None:
+                # given a model id, MLflow logs the returned metrics to the run and that model
+                # itself; a runs:/ URI gives none, though the loaded model may be a logged model
+                linked = getattr(model, "model_id", None)
+                mlflow.log_metrics(
+                    metrics, run_id=run_id, **({"model_id": linked} if linked else {})
+                )
             for name in CARD_FILES:
                 mlflow.log_artifact(str(out / name), ARTIFACT_FOLDER, run_id=run_id)
             artifacts = _artifacts(out, run.info.artifact_uri)
@@ -179,7 +187,7 @@ def _checked_config(config) -> dict:
         isinstance(config["seed"], bool) or not isinstance(config["seed"], int)
     ):
         raise InputError(f"evaluator_config: seed must be an integer. Received: {config['seed']!r}")
-    for key in ("reference", "out", "experiment"):
+    for key in ("reference", "out"):
         if key in config and not isinstance(config[key], (str, Path)):
             raise InputError(
                 f"evaluator_config: {key} must be a path or a name. Received: {config[key]!r}"
@@ -192,11 +200,14 @@ def _checked_config(config) -> dict:
     return config
 
 
-def _keras_file(model, scratch: Path, tracking_uri: str) -> Path:
-    """The ``.keras`` file to card for the loaded MLflow model: the ``model.keras`` that
-    ``advseg train`` logged beside it when its run has one holding the same weights (it carries
-    the model's preprocessing), or else the Keras model written to ``scratch`` (its
-    preprocessing must come from ``evaluator_config["preprocessing"]``).
+def _keras_file(model, scratch: Path, tracking_uri: str) -> tuple[str, Path]:
+    """The model to card for the loaded MLflow model, as ``(reference, .keras file)``: the
+    ``model.keras`` that ``advseg train`` logged beside it (``runs:/RUN_ID/model.keras``: the
+    card names the training run) when its run has one holding the same weights (it carries the
+    model's preprocessing), or else the Keras model written to
+    ``scratch/<its name>/model.keras`` (its preprocessing must come from
+    ``evaluator_config["preprocessing"]``; written anew at each evaluation, so its axes are
+    not reused), its reference that path.
 
     Raises:
         InputError: the MLflow model is not a Keras model.
@@ -216,18 +227,24 @@ def _keras_file(model, scratch: Path, tracking_uri: str) -> Path:
             "the advseg evaluator cards Keras models (MLflow's keras flavour); this model's "
             f"flavours: {', '.join(flavor) or 'unknown'}"
         )
-    source = getattr(getattr(model, "metadata", None), "run_id", None)
+    metadata = getattr(model, "metadata", None)
+    source = getattr(metadata, "run_id", None)
     if source:
+        reference = f"runs:/{source}/model.keras"
         try:
             from keras_advseg.tracking import resolve_model_path
 
-            logged = resolve_model_path(f"runs:/{source}/model.keras", tracking_uri)
+            logged = resolve_model_path(reference, tracking_uri)
             beside = load_model(logged)
         except Exception:  # no such artifact: a Keras model logged by other means
             beside = None
         if beside is not None and _same_weights(network, beside, np):
-            return logged
-    return save_model(network, scratch / "model.keras")
+            return reference, logged
+    name = str(getattr(metadata, "name", None) or getattr(metadata, "artifact_path", None) or "")
+    folder = scratch / (name if _PLAIN_ID.match(name) else "model")
+    folder.mkdir()
+    path = save_model(network, folder / "model.keras")
+    return str(path), path
 
 
 def _same_weights(a, b, np) -> bool:
@@ -269,10 +286,10 @@ def _card_data(table, scratch: Path, model_path: Path, config: dict) -> Path:
     raw = scratch / "raw"
     test_ids = []
     for index, row in enumerate(table.to_dict("records")):
-        subject = str(row.get("subject") or f"subject-{index:03d}")
+        subject = _cell(row, "subject", f"subject-{index:03d}")
         if not _PLAIN_ID.match(subject):
             raise InputError(f"data: row {index}: subject {subject!r} is not a plain name")
-        split = str(row.get("split") or "test")
+        split = _cell(row, "split", "test")
         if split not in ("train", "test"):
             raise InputError(f"data: row {index}: split must be train or test. Received: {split!r}")
         folder = raw / subject
@@ -280,14 +297,30 @@ def _card_data(table, scratch: Path, model_path: Path, config: dict) -> Path:
             raise InputError(f"data: subject {subject!r} appears twice")
         folder.mkdir(parents=True)
         for column in (*sequences, "seg"):
-            path = Path(str(row[column])).expanduser().resolve()
+            given = _cell(row, column, "")
+            path = Path(given).expanduser().absolute()
             match = re.search(r"\.nii(\.gz)?$", path.name, re.IGNORECASE)
-            if not path.is_file() or not match:
-                raise InputError(f"data: row {index}, {column}: {path}: not a NIfTI file")
+            if not given or not match or not path.is_file():
+                raise InputError(
+                    f"data: row {index}, {column}: {given or '(empty)'}: not a NIfTI file "
+                    "(.nii or .nii.gz)"
+                )
             (folder / f"{subject}_{column}{match.group(0).lower()}").symlink_to(path)
         if split == "test":
             test_ids.append(subject)
     return _prepare_table(raw, scratch / "prepared", model_path, test_ids, config)
+
+
+def _cell(row: dict, column: str, default: str) -> str:
+    """A table cell as text: ``default`` where the column is absent or the cell empty (None,
+    NaN: pandas fills a column's gaps with NaN); a whole number as written (``7.0`` -> ``7``:
+    pandas stores a column of ids with gaps as floats)."""
+    value = row.get(column)
+    if value is None or (isinstance(value, float) and value != value) or value == "":
+        return default
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _prepare_table(raw: Path, out: Path, model_path: Path, test_ids, config) -> Path:
