@@ -193,8 +193,9 @@ def no_active_model():
     """Inside the block, no MLflow logged model is active: metrics logged without a model id
     stay the run's (``mlflow.models.evaluate`` makes the evaluated model active, and MLflow
     would link every metric logged meanwhile to it); the caller's active model after it."""
-    import mlflow
     from mlflow.tracking import fluent
+
+    import mlflow
 
     context = getattr(fluent, "_ACTIVE_MODEL_CONTEXT", None)
     saved = context.get() if context is not None else None
