@@ -35,7 +35,12 @@ PREPROCESSING_ENTRY = "keras_advseg/preprocessing.json"
 """Where a ``.keras`` archive keeps the preprocessing its model was trained with."""
 
 
-def save_model(model: keras.Model, path: str | Path, preprocessing=None) -> Path:
+SOURCE_ENTRY = "keras_advseg/source.json"
+"""Where a ``.keras`` archive converted from another format (``advseg import-onnx``) keeps where
+it came from: the file, its SHA-256, the converter and the import's checks."""
+
+
+def save_model(model: keras.Model, path: str | Path, preprocessing=None, source=None) -> Path:
     """Saves ``model`` as a ``.keras`` file atomically, with its training preprocessing inside.
 
     Args:
@@ -43,6 +48,8 @@ def save_model(model: keras.Model, path: str | Path, preprocessing=None) -> Path
         path: Destination ``.keras`` file.
         preprocessing: A :class:`~keras_advseg.inference.Preprocessing` stored in the
             archive (``advseg predict`` reads it back), or None.
+        source: For a converted model, where it came from (a JSON object, :data:`SOURCE_ENTRY`),
+            or None.
 
     Returns:
         ``path``.
@@ -55,10 +62,34 @@ def save_model(model: keras.Model, path: str | Path, preprocessing=None) -> Path
     cache_saving_skipsets()
     with atomic_path(path) as tmp:
         model.save(tmp)
-        if preprocessing is not None:
-            with zipfile.ZipFile(tmp, "a") as archive:
+        with zipfile.ZipFile(tmp, "a") as archive:
+            if preprocessing is not None:
                 archive.writestr(PREPROCESSING_ENTRY, json.dumps(preprocessing.to_json(), indent=2))
+            if source is not None:
+                archive.writestr(SOURCE_ENTRY, json.dumps(source, indent=2))
     return path
+
+
+def load_source(path: str | Path) -> dict | None:
+    """Where a converted model came from (:data:`SOURCE_ENTRY`), or None for a model of this
+    package's own.
+
+    Raises:
+        InputError: the entry is there but is not a JSON object.
+    """
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if SOURCE_ENTRY not in archive.namelist():
+                return None
+            value = json.loads(archive.read(SOURCE_ENTRY))
+    except (OSError, zipfile.BadZipFile, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the model's source record ({exc})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: cannot read the model's source record (not a JSON object)")
+    return value
 
 
 def load_preprocessing(path: str | Path):

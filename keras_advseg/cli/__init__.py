@@ -53,6 +53,7 @@ TENSORFLOW_COMMANDS = (
     "audit",
     "reproduce",
     "export",
+    "import-onnx",
     "predict",
     "score",
 )

@@ -135,16 +135,21 @@ def card_provenance(card: dict, sources, model_path, prepared, reference_path) -
     """What every number of the card depends on: the model (file name, as named, SHA-256), the
     data (source, digest, split, subjects, what the inputs hold), the seeds, the software and
     the hardware, and the plan's name."""
+    from keras_advseg.export import load_source
     from keras_advseg.workflows.card.reuse import digest
 
     def model(path, ref):
         if path is None and ref is None:
             return None
-        return {
+        described = {
             "name": Path(path).name if path is not None else None,
             "reference": str(ref) if ref is not None else None,
             "sha256": digest(Path(path)) if path is not None else None,
         }
+        source = load_source(path) if path is not None else None
+        if source is not None:  # a converted model (advseg import-onnx): where it came from
+            described["source"] = source
+        return described
 
     split = None
     if sources is not None:

@@ -113,6 +113,7 @@ class CardEvaluator(ModelEvaluator):
                 "the advseg evaluator takes no extra_metrics or custom_artifacts: its metrics are "
                 "the card's"
             )
+        from keras_advseg.io import write_json_atomic
         from keras_advseg.tracking import no_active_model
 
         tracking_uri = mlflow.get_tracking_uri()
@@ -131,8 +132,7 @@ class CardEvaluator(ModelEvaluator):
             data = _card_data(dataset.features_data, scratch, model_path, config)
             preprocessing = config.get("preprocessing")
             if isinstance(preprocessing, dict):
-                (scratch / "preprocessing.json").write_text(json.dumps(preprocessing))
-                preprocessing = scratch / "preprocessing.json"
+                preprocessing = write_json_atomic(scratch / "preprocessing.json", preprocessing)
             out = Path(config["out"]) if config.get("out") else scratch / "card"
             # the card's own runs log their metrics to themselves, not to the evaluated model
             # that mlflow.models.evaluate makes active

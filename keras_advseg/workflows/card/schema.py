@@ -101,6 +101,20 @@ _MODEL = {
         "name": _STRING_OR_NULL,
         "reference": _STRING_OR_NULL,
         "sha256": {"oneOf": [{"type": "null"}, {"type": "string", "pattern": "^[0-9a-f]{64}$"}]},
+        "source": {
+            "type": "object",
+            "description": "for a converted model (advseg import-onnx): the file it came from, "
+            "its SHA-256, opset and producer, the converter, how its inputs and outputs were "
+            "mapped, and the import's checks against ONNX Runtime",
+            "required": ["format", "file", "sha256", "converter"],
+            "properties": {
+                "format": {"type": "string"},
+                "file": {"type": "string"},
+                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                "opset": {"type": "integer"},
+                "converter": {"type": "string"},
+            },
+        },
     },
 }
 

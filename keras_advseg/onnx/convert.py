@@ -1,0 +1,336 @@
+"""A segmentation network exchanged as ONNX (PyTorch, MONAI, nnU-Net) as a Keras model that
+every command of this package takes: our input layout ``(B, X, Y, Z, 4)`` in
+:data:`~keras_advseg.data.MODALITIES` order, four class scores out (background, necrotic core,
+oedema, enhancing tumour: labels 0, 1, 2, 4), with the model's preprocessing stored as our
+models store theirs, and checked against ONNX Runtime on import."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_advseg.errors import InputError
+
+OUTPUT_KINDS = ("logits", "probabilities", "regions", "region-logits")
+"""What the model's output channels hold: four class ``logits`` or softmax ``probabilities``
+(BraTS's classes), or three sigmoid region probabilities (``regions``) or their logits
+(``region-logits``), as BraTS nnU-Net and MONAI SegResNet models emit."""
+
+CLASS_NAMES = ("background", "ncr", "ed", "et")
+"""Our four classes, in the order of our models' outputs (labels 0, 1, 2, 4)."""
+
+REGION_NAMES = ("wt", "tc", "et")
+
+LAYOUTS = ("channels-first", "channels-last")
+
+TOLERANCE = 1e-4
+"""The import's check: the converted graph's outputs within this times (1 + the largest
+absolute output) of ONNX Runtime's, on the same random input."""
+
+GRADIENT_TOLERANCE = 0.05
+"""The import's check: the relative error of input gradients on a few voxels against central
+finite differences of ONNX Runtime's outputs."""
+
+
+@dataclass(frozen=True)
+class OnnxImport:
+    """How an ONNX model is wrapped (stored in the imported model as its ``source``).
+
+    Attributes:
+        modalities: The model's input channels, as names of our modalities.
+        outputs: A :data:`OUTPUT_KINDS` value.
+        output_order: The model's output channels, as names of :data:`CLASS_NAMES` or
+            :data:`REGION_NAMES`.
+        layout: ``channels-first`` (ONNX's, PyTorch's) or ``channels-last``.
+    """
+
+    modalities: tuple[str, ...] = ("t1", "t1gd", "t2", "flair")
+    outputs: str = "logits"
+    output_order: tuple[str, ...] | None = None
+    layout: str = "channels-first"
+
+    def __post_init__(self):
+        from keras_advseg.data import MODALITIES
+
+        if sorted(self.modalities) != sorted(MODALITIES):
+            raise InputError(
+                f"modalities must name each of {', '.join(MODALITIES)} once, in the model's "
+                f"channel order. Received: {','.join(self.modalities)}"
+            )
+        if self.outputs not in OUTPUT_KINDS:
+            raise InputError(
+                f"outputs must be one of {', '.join(OUTPUT_KINDS)}. Received: {self.outputs!r}"
+            )
+        if self.layout not in LAYOUTS:
+            raise InputError(
+                f"layout must be one of {', '.join(LAYOUTS)}. Received: {self.layout!r}"
+            )
+        names = CLASS_NAMES if self.outputs in ("logits", "probabilities") else REGION_NAMES
+        order = tuple(self.output_order or names)
+        if sorted(order) != sorted(names):
+            raise InputError(
+                f"output order must name each of {', '.join(names)} once for {self.outputs} "
+                f"outputs. Received: {','.join(order)}"
+            )
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        object.__setattr__(self, "output_order", order)
+
+
+@keras.saving.register_keras_serializable(package="keras_advseg")
+class OnnxInput(keras.layers.Layer):
+    """Our input ``(B, X, Y, Z, 4)`` as the ONNX model takes it: its channel order, its layout."""
+
+    def __init__(self, order, channels_first, **kwargs):
+        super().__init__(**kwargs)
+        self.order = [int(i) for i in order]
+        self.channels_first = bool(channels_first)
+
+    def call(self, x):
+        x = ops.take(x, self.order, axis=-1)
+        if self.channels_first:
+            x = ops.transpose(x, (0, len(x.shape) - 1, *range(1, len(x.shape) - 1)))
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "order": self.order, "channels_first": self.channels_first}
+
+
+@keras.saving.register_keras_serializable(package="keras_advseg")
+class OnnxOutput(keras.layers.Layer):
+    """The ONNX model's output as our four class logits (channels last, our class order).
+
+    Region probabilities become the classes' probabilities of the nested regions
+    (ET in TC in WT): background ``1 - WT``, oedema ``WT (1 - TC)``, necrotic core
+    ``WT TC (1 - ET)``, enhancing ``WT TC ET``, which sum to one; probabilities become their
+    logarithms (clipped at 1e-7), so that softmax gives them back.
+    """
+
+    def __init__(self, kind, order, channels_first, **kwargs):
+        super().__init__(**kwargs)
+        self.kind = kind
+        self.order = [int(i) for i in order]
+        self.channels_first = bool(channels_first)
+
+    def call(self, y):
+        if self.channels_first:
+            y = ops.transpose(y, (0, *range(2, len(y.shape)), 1))
+        y = ops.take(y, self.order, axis=-1)
+        if self.kind == "logits":
+            return y
+        if self.kind == "probabilities":
+            return ops.log(ops.clip(y, 1e-7, 1.0))
+        if self.kind == "region-logits":
+            y = ops.sigmoid(y)
+        wt, tc, et = y[..., 0], y[..., 1], y[..., 2]
+        classes = ops.stack(
+            [1 - wt, wt * tc * (1 - et), wt * (1 - tc), wt * tc * et], axis=-1
+        )  # background, NCR, ED, ET
+        return ops.log(ops.clip(classes, 1e-7, 1.0))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kind": self.kind,
+            "order": self.order,
+            "channels_first": self.channels_first,
+        }
+
+
+def load_onnx(path):
+    """The ``onnx.ModelProto`` of ``path``, checked by ``onnx.checker``.
+
+    Raises:
+        InputError: the ``onnx`` extra is missing, or the file is not a valid ONNX model.
+    """
+    onnx = require("onnx")
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises several types for broken files
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a valid ONNX model ({reason})") from None
+    return model
+
+
+def require(module: str):
+    """Imports an optional dependency of the ``onnx`` extra, or refuses in one line."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InputError(f"ONNX support needs {module}: pip install 'keras-advseg[onnx]'") from None
+
+
+def import_onnx(path, shape, spec: OnnxImport = OnnxImport(), *, seed: int = 0):
+    """Converts an ONNX segmentation network and checks it against ONNX Runtime.
+
+    Args:
+        path: The ``.onnx`` file.
+        shape: The spatial size ``(X, Y, Z)`` the model is run at (its preprocessing's).
+        spec: How its inputs and outputs map to ours.
+        seed: Seed of the check's random input and voxels.
+
+    Returns:
+        ``(model, source)``: the Keras model, and the record the imported model stores (the
+        file's name and SHA-256, opset, producer, converter, mapping and the checks' results).
+
+    Raises:
+        InputError: an input or output that cannot be mapped (what was found is named), an
+            unsupported operator, or a check that fails.
+    """
+    from keras_advseg.onnx.graph import graph_layer
+
+    proto = load_onnx(path)
+    found_in, found_out = _io_shapes(proto)
+    channels = 1 if spec.layout == "channels-first" else -1
+    if len(found_in) != 5 or isinstance(found_in[channels], int) and found_in[channels] != 4:
+        raise InputError(
+            f"{path}: the model's input is {_shape_text(found_in)}; expected a 3-D volume of four "
+            f"sequences, (N, 4, X, Y, Z) {spec.layout}"
+            + (" (use --layout channels-last)" if found_in and found_in[-1] == 4 else "")
+        )
+    wanted = 4 if spec.outputs in ("logits", "probabilities") else 3
+    if len(found_out) != 5 or (
+        isinstance(found_out[channels], int) and found_out[channels] != wanted
+    ):
+        raise InputError(
+            f"{path}: the model's output is {_shape_text(found_out)}; expected {wanted} "
+            f"{spec.outputs} channels, {spec.layout}"
+        )
+    layer = graph_layer(proto)
+    first = spec.layout == "channels-first"
+    from keras_advseg.data import MODALITIES
+
+    inputs = keras.Input((*shape, len(MODALITIES)), name="image")
+    x = OnnxInput([MODALITIES.index(m) for m in spec.modalities], first, name="onnx_input")(inputs)
+    y = layer(x)
+    names = CLASS_NAMES if spec.outputs in ("logits", "probabilities") else REGION_NAMES
+    order = [spec.output_order.index(n) for n in names]
+    outputs = OnnxOutput(spec.outputs, order, first, name="onnx_output")(y)
+    model = keras.Model(inputs, outputs, name=Path(path).stem.replace(" ", "_")[:60] or "onnx")
+    difference, gradient_error = check_against_runtime(path, model, layer, spec, shape, seed)
+    onnx = require("onnx")
+    producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p) or None
+    source = {
+        "format": "onnx",
+        "file": Path(path).name,
+        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        "opset": int(layer.opset),
+        "producer": producer,
+        "converter": f"keras-advseg {_version()} (onnx {onnx.__version__})",
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},
+        "checked": {
+            "max_output_difference": difference,
+            "tolerance": TOLERANCE,
+            "gradient_relative_error": gradient_error,
+            "gradient_tolerance": GRADIENT_TOLERANCE,
+        },
+    }
+    return model, source
+
+
+def check_against_runtime(path, model, layer, spec, shape, seed):
+    """The converted graph against ONNX Runtime on one random input: its largest output
+    difference (refused above :data:`TOLERANCE`) and the relative error of the wrapped model's
+    input gradient on eight voxels against central finite differences of ONNX Runtime's output
+    (refused above :data:`GRADIENT_TOLERANCE`).
+
+    Returns:
+        ``(max output difference, gradient relative error)``.
+
+    Raises:
+        InputError: either check fails (the numbers named).
+    """
+    import tensorflow as tf
+
+    ort = require("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    rng = np.random.default_rng(seed)
+    ours = rng.normal(size=(1, *shape, 4)).astype("float32")
+    theirs = np.asarray(model.get_layer("onnx_input")(ours))
+    expected = session.run(None, {name: theirs})[0]
+    got = np.asarray(layer(theirs))
+    if got.shape != expected.shape:
+        raise InputError(
+            f"{path}: the converted graph's output is {got.shape}, ONNX Runtime's {expected.shape}"
+        )
+    difference = float(np.max(np.abs(got - expected)))
+    if difference > TOLERANCE * (1 + float(np.max(np.abs(expected)))):
+        raise InputError(
+            f"{path}: the converted graph differs from ONNX Runtime by up to {difference:.3g} "
+            f"(tolerance {TOLERANCE:g} of the outputs' scale); the import is refused"
+        )
+    # the converted graph's input gradient of a weighted sum of its outputs, against central
+    # finite differences of the same sum computed by ONNX Runtime (our output mapping is
+    # differentiable code of our own, tested apart)
+    weights = rng.normal(size=expected.shape)
+    tensor = tf.convert_to_tensor(theirs)
+    with tf.GradientTape() as tape:
+        tape.watch(tensor)
+        value = tf.reduce_sum(layer(tensor) * tf.constant(weights, tf.float32))
+    gradient = tape.gradient(value, tensor).numpy()
+
+    def through_runtime(image):
+        out = session.run(None, {name: image})[0]
+        return float(np.sum(out.astype(np.float64) * weights))
+
+    step = 1e-3  # small enough to cross few ReLU and max-pool switches, large for float32
+    voxels = [tuple(int(rng.integers(s)) for s in theirs.shape[1:]) for _ in range(8)]
+    analytic, numeric = [], []
+    for voxel in voxels:
+        up, down = theirs.copy(), theirs.copy()
+        up[(0, *voxel)] += step
+        down[(0, *voxel)] -= step
+        numeric.append((through_runtime(up) - through_runtime(down)) / (2 * step))
+        analytic.append(float(gradient[(0, *voxel)]))
+    analytic, numeric = np.asarray(analytic), np.asarray(numeric)
+    scale = max(float(np.linalg.norm(numeric)), 1e-6)
+    error = float(np.linalg.norm(analytic - numeric) / scale)
+    if error > GRADIENT_TOLERANCE:
+        raise InputError(
+            f"{path}: the converted model's input gradients differ from finite differences of "
+            f"ONNX Runtime's outputs by {error:.1%} (tolerance {GRADIENT_TOLERANCE:.0%}); the "
+            "import is refused"
+        )
+    return difference, error
+
+
+def _io_shapes(proto):
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]
+
+    def dims(value):
+        shape = value.type.tensor_type.shape
+        return [
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape.dim
+        ]
+
+    return (
+        dims(inputs[0]) if inputs else [],
+        dims(proto.graph.output[0]) if proto.graph.output else [],
+    )
+
+
+def _shape_text(shape) -> str:
+    return (
+        "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")" if shape else "unknown"
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("keras-advseg")
+    except PackageNotFoundError:
+        return "unknown"

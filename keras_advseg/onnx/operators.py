@@ -1,0 +1,375 @@
+"""ONNX operators as Keras 3 operations (``keras.ops``), in ONNX's own layout.
+
+Tensors keep ONNX's layout (``(N, C, *spatial)``); the operators that TensorFlow runs on the
+CPU only channels-last (convolutions, pooling) move the channels last around the operation and
+back. Each function takes the node's inputs (tensors, or None for an omitted optional input),
+its attributes (a dict) and the graph's opset, and returns its outputs as a list; each follows
+the ONNX operator specification (https://onnx.ai/onnx/operators/) for the attributes it
+accepts and refuses the others with :class:`UnsupportedOperator`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from keras import ops
+
+from keras_advseg.errors import InputError
+
+
+class UnsupportedOperator(InputError):
+    """An ONNX node this converter cannot run as the specification says."""
+
+
+def _spatial(x) -> int:
+    return len(x.shape) - 2
+
+
+def _channels_last(x):
+    rank = len(x.shape)
+    return ops.transpose(x, (0, *range(2, rank), 1))
+
+
+def _channels_first(x):
+    rank = len(x.shape)
+    return ops.transpose(x, (0, rank - 1, *range(1, rank - 1)))
+
+
+def _pads(attrs, x, kernel, strides, dilations, node):
+    """Begin and end padding per spatial axis from ``pads`` or ``auto_pad``."""
+    n = len(kernel)
+    auto = attrs.get("auto_pad", "NOTSET")
+    if auto in ("NOTSET", "VALID"):
+        pads = list(attrs.get("pads", [0] * 2 * n)) if auto == "NOTSET" else [0] * 2 * n
+        return pads[:n], pads[n:]
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        raise UnsupportedOperator(f"{node}: auto_pad {auto!r} is not an ONNX value")
+    begin, end = [], []
+    for size, k, s, d in zip(x.shape[2:], kernel, strides, dilations):
+        out = math.ceil(size / s)
+        total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+        small, large = total // 2, total - total // 2
+        begin.append(small if auto == "SAME_UPPER" else large)
+        end.append(large if auto == "SAME_UPPER" else small)
+    return begin, end
+
+
+def _pad_spatial(x, begin, end, value=0.0):
+    if not any(begin) and not any(end):
+        return x
+    widths = [(0, 0), (0, 0), *zip(begin, end)]
+    return ops.pad(x, widths, constant_values=value)
+
+
+def conv(inputs, attrs, opset, node):
+    x, w, b = (list(inputs) + [None])[:3]
+    if int(attrs.get("group", 1)) != 1:
+        raise UnsupportedOperator(f"{node}: Conv with group={attrs['group']} (only group=1)")
+    n = _spatial(x)
+    kernel = list(attrs.get("kernel_shape", w.shape[2:]))
+    strides = list(attrs.get("strides", [1] * n))
+    dilations = list(attrs.get("dilations", [1] * n))
+    begin, end = _pads(attrs, x, kernel, strides, dilations, node)
+    y = _channels_last(_pad_spatial(x, begin, end))
+    kernel_cl = ops.transpose(w, (*range(2, n + 2), 1, 0))  # (k..., in, out)
+    y = ops.conv(y, kernel_cl, strides=strides, padding="valid", dilation_rate=dilations)
+    if b is not None:
+        y = y + b
+    return [_channels_first(y)]
+
+
+def conv_transpose(inputs, attrs, opset, node):
+    x, w, b = (list(inputs) + [None])[:3]
+    n = _spatial(x)
+    if int(attrs.get("group", 1)) != 1:
+        raise UnsupportedOperator(f"{node}: ConvTranspose with group={attrs['group']} (only 1)")
+    if any(d != 1 for d in attrs.get("dilations", [1] * n)):
+        raise UnsupportedOperator(f"{node}: ConvTranspose with dilations (only 1)")
+    if "output_shape" in attrs or attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise UnsupportedOperator(f"{node}: ConvTranspose with output_shape or SAME auto_pad")
+    strides = list(attrs.get("strides", [1] * n))
+    pads = list(attrs.get("pads", [0] * 2 * n)) if attrs.get("auto_pad") != "VALID" else [0] * 2 * n
+    extra = list(attrs.get("output_padding", [0] * n))
+    kernel_cl = ops.transpose(w, (*range(2, n + 2), 1, 0))  # (k..., out, in)
+    y = ops.conv_transpose(_channels_last(x), kernel_cl, strides=strides, padding="valid")
+    # the full output, (in - 1) * stride + kernel; output_padding adds positions no input
+    # reaches at the end, then pads crop
+    if any(extra):
+        y = ops.pad(y, [(0, 0), *[(0, e) for e in extra], (0, 0)])
+    index = [slice(None)]
+    for a in range(n):
+        size = y.shape[1 + a]
+        index.append(slice(pads[a], size - pads[n + a]))
+    y = y[tuple(index)]
+    if b is not None:
+        y = y + b
+    return [_channels_first(y)]
+
+
+def _broadcast_channels(v, x):
+    """A per-channel vector shaped to broadcast over ``(N, C, *spatial)``."""
+    return ops.reshape(v, (1, -1) + (1,) * _spatial(x))
+
+
+def instance_normalization(inputs, attrs, opset, node):
+    x, scale, bias = inputs
+    axes = tuple(range(2, len(x.shape)))
+    mean = ops.mean(x, axis=axes, keepdims=True)
+    variance = ops.mean(ops.square(x - mean), axis=axes, keepdims=True)
+    y = (x - mean) / ops.sqrt(variance + float(attrs.get("epsilon", 1e-5)))
+    return [y * _broadcast_channels(scale, x) + _broadcast_channels(bias, x)]
+
+
+def batch_normalization(inputs, attrs, opset, node):
+    if int(attrs.get("training_mode", 0)):
+        raise UnsupportedOperator(f"{node}: BatchNormalization in training mode")
+    x, scale, bias, mean, variance = inputs[:5]
+    epsilon = float(attrs.get("epsilon", 1e-5))
+    factor = scale / ops.sqrt(variance + epsilon)
+    return [
+        (x - _broadcast_channels(mean, x)) * _broadcast_channels(factor, x)
+        + _broadcast_channels(bias, x)
+    ]
+
+
+def _pool(inputs, attrs, opset, node, kind):
+    (x,) = inputs[:1]
+    n = _spatial(x)
+    if int(attrs.get("ceil_mode", 0)):
+        raise UnsupportedOperator(f"{node}: {kind}Pool with ceil_mode=1")
+    if any(d != 1 for d in attrs.get("dilations", [1] * n)):
+        raise UnsupportedOperator(f"{node}: {kind}Pool with dilations")
+    kernel = list(attrs["kernel_shape"])
+    strides = list(attrs.get("strides", [1] * n))
+    begin, end = _pads(attrs, x, kernel, strides, [1] * n, node)
+    if kind == "Max":
+        padded = _pad_spatial(x, begin, end, value=-np.inf)
+        y = ops.max_pool(_channels_last(padded), kernel, strides, padding="valid")
+        return [_channels_first(y)]
+    y = ops.average_pool(_channels_last(_pad_spatial(x, begin, end)), kernel, strides, "valid")
+    if (any(begin) or any(end)) and not int(attrs.get("count_include_pad", 0)):
+        # the mean over the window's positions inside the input only
+        ones = ops.ones((1, 1, *x.shape[2:]), dtype=x.dtype)
+        share = ops.average_pool(
+            _channels_last(_pad_spatial(ones, begin, end)), kernel, strides, "valid"
+        )
+        y = y / share
+    return [_channels_first(y)]
+
+
+def max_pool(inputs, attrs, opset, node):
+    return _pool(inputs, attrs, opset, node, "Max")
+
+
+def average_pool(inputs, attrs, opset, node):
+    return _pool(inputs, attrs, opset, node, "Average")
+
+
+def softmax(inputs, attrs, opset, node):
+    (x,) = inputs
+    rank = len(x.shape)
+    axis = int(attrs.get("axis", -1 if opset >= 13 else 1)) % rank
+    if opset >= 13:
+        return [ops.softmax(x, axis=axis)]
+    # before opset 13: over the input flattened to 2-D at axis
+    shape = ops.shape(x)
+    flat = ops.reshape(x, (-1, int(np.prod(x.shape[axis:]))))
+    return [ops.reshape(ops.softmax(flat, axis=-1), shape)]
+
+
+def _resize_axis(x, axis, out_size, scale, mode, transform, nearest):
+    """One axis of Resize: ``scale`` as given (ONNX maps coordinates with the given scale, not
+    with the sizes' ratio), or the sizes' ratio when sizes are given."""
+    size = x.shape[axis]
+    if out_size == size and scale == 1:
+        return x
+    i = np.arange(out_size, dtype=np.float64)
+    if transform == "half_pixel":
+        source = (i + 0.5) / scale - 0.5
+        if out_size == 1:
+            source = np.zeros_like(i)
+    elif transform == "pytorch_half_pixel":
+        source = (i + 0.5) / scale - 0.5 if out_size > 1 else np.zeros_like(i)
+    elif transform == "align_corners":
+        source = i * (size - 1) / (out_size - 1) if out_size > 1 else np.zeros_like(i)
+    elif transform == "asymmetric":
+        source = i / scale
+    else:
+        raise UnsupportedOperator(f"Resize with coordinate_transformation_mode {transform!r}")
+    if mode == "nearest":
+        rounding = {
+            "round_prefer_floor": lambda v: np.where(
+                v - np.floor(v) == 0.5, np.floor(v), np.round(v)
+            ),
+            "round_prefer_ceil": lambda v: np.where(
+                v - np.floor(v) == 0.5, np.ceil(v), np.round(v)
+            ),
+            "floor": np.floor,
+            "ceil": np.ceil,
+        }
+        if nearest not in rounding:
+            raise UnsupportedOperator(f"Resize with nearest_mode {nearest!r}")
+        index = np.clip(rounding[nearest](source), 0, size - 1).astype("int32")
+        return ops.take(x, index, axis=axis)
+    if mode != "linear":
+        raise UnsupportedOperator(f"Resize with mode {mode!r} (nearest or linear)")
+    source = np.clip(source, 0, size - 1)
+    low = np.floor(source).astype("int32")
+    high = np.minimum(low + 1, size - 1)
+    weight = (source - low).astype("float32")
+    shape = [1] * len(x.shape)
+    shape[axis] = out_size
+    weight = ops.reshape(ops.convert_to_tensor(weight), shape)
+    a, b = ops.take(x, low, axis=axis), ops.take(x, high, axis=axis)
+    return a + (b - a) * weight
+
+
+def resize(inputs, attrs, opset, node):
+    inputs = list(inputs) + [None] * 4
+    x = inputs[0]
+    if opset < 11:  # Resize-10: X, scales
+        scales, sizes = inputs[1], None
+    else:
+        scales, sizes = inputs[2], inputs[3]
+    mode = attrs.get("mode", "nearest")
+    transform = attrs.get(
+        "coordinate_transformation_mode", "half_pixel" if opset >= 11 else "asymmetric"
+    )
+    nearest = attrs.get("nearest_mode", "round_prefer_floor" if opset >= 11 else "floor")
+    if transform == "tf_crop_and_resize" or int(attrs.get("antialias", 0)):
+        raise UnsupportedOperator(f"{node}: Resize with crop-and-resize or antialias")
+    if attrs.get("axes"):
+        raise UnsupportedOperator(f"{node}: Resize with axes")
+    if sizes is not None and np.size(sizes):
+        out = [int(s) for s in np.asarray(sizes).ravel()]
+        factors = [None if d is None else o / d for o, d in zip(out, x.shape)]
+    elif scales is not None and np.size(scales):
+        factors = [float(s) for s in np.asarray(scales).ravel()]
+        out = [None if d is None else int(math.floor(d * f)) for d, f in zip(x.shape, factors)]
+    else:
+        raise UnsupportedOperator(f"{node}: Resize without constant scales or sizes")
+    if out[1] != x.shape[1] or (None not in (out[0], x.shape[0]) and out[0] != x.shape[0]):
+        raise UnsupportedOperator(f"{node}: Resize of the batch or channel axis")
+    for axis in range(2, len(x.shape)):
+        x = _resize_axis(x, axis, out[axis], factors[axis], mode, transform, nearest)
+    return [x]
+
+
+def upsample(inputs, attrs, opset, node):
+    x = inputs[0]
+    scales = attrs.get("scales") if len(inputs) < 2 or inputs[1] is None else inputs[1]
+    factors = [float(s) for s in np.asarray(scales).ravel()[2:]]
+    mode = attrs.get("mode", "nearest")
+    for axis, factor in zip(range(2, len(x.shape)), factors):
+        size = int(math.floor(x.shape[axis] * factor))
+        x = _resize_axis(x, axis, size, factor, mode, "asymmetric", "floor")
+    return [x]
+
+
+def reshape(inputs, attrs, opset, node):
+    x, shape = inputs
+    shape = [int(s) for s in np.asarray(shape).ravel()]
+    if not int(attrs.get("allowzero", 0)):
+        shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+    shape = [-1 if s is None else s for s in shape]
+    return [ops.reshape(x, shape)]
+
+
+def transpose(inputs, attrs, opset, node):
+    (x,) = inputs
+    perm = attrs.get("perm", list(reversed(range(len(x.shape)))))
+    return [ops.transpose(x, perm)]
+
+
+def concat(inputs, attrs, opset, node):
+    return [ops.concatenate(list(inputs), axis=int(attrs["axis"]))]
+
+
+def _axes(inputs, attrs, opset):
+    if opset >= 13 and len(inputs) > 1 and inputs[1] is not None:
+        return [int(a) for a in np.asarray(inputs[1]).ravel()]
+    return [int(a) for a in attrs.get("axes", [])]
+
+
+def unsqueeze(inputs, attrs, opset, node):
+    x = inputs[0]
+    rank = len(x.shape) + len(axes := _axes(inputs, attrs, opset))
+    for axis in sorted(a % rank for a in axes):
+        x = ops.expand_dims(x, axis)
+    return [x]
+
+
+def squeeze(inputs, attrs, opset, node):
+    x = inputs[0]
+    axes = _axes(inputs, attrs, opset)
+    if not axes:
+        axes = [i for i, d in enumerate(x.shape) if d == 1]
+    return [ops.squeeze(x, axis=tuple(a % len(x.shape) for a in axes))]
+
+
+def clip(inputs, attrs, opset, node):
+    inputs = list(inputs) + [None, None]
+    x = inputs[0]
+    low = attrs.get("min") if opset < 11 else inputs[1]
+    high = attrs.get("max") if opset < 11 else inputs[2]
+    if low is not None:
+        x = ops.maximum(x, ops.cast(low, x.dtype))
+    if high is not None:
+        x = ops.minimum(x, ops.cast(high, x.dtype))
+    return [x]
+
+
+def _unary(function):
+    return lambda inputs, attrs, opset, node: [function(inputs[0])]
+
+
+def _binary(function):
+    return lambda inputs, attrs, opset, node: [function(inputs[0], inputs[1])]
+
+
+OPERATORS = {
+    "Conv": conv,
+    "ConvTranspose": conv_transpose,
+    "InstanceNormalization": instance_normalization,
+    "BatchNormalization": batch_normalization,
+    "Relu": _unary(ops.relu),
+    "LeakyRelu": lambda inputs, attrs, opset, node: [
+        ops.leaky_relu(inputs[0], negative_slope=float(attrs.get("alpha", 0.01)))
+    ],
+    "PRelu": lambda inputs, attrs, opset, node: [
+        ops.where(inputs[0] >= 0, inputs[0], inputs[0] * inputs[1])
+    ],
+    "Sigmoid": _unary(ops.sigmoid),
+    "Tanh": _unary(ops.tanh),
+    "Softmax": softmax,
+    "Add": _binary(ops.add),
+    "Sub": _binary(ops.subtract),
+    "Mul": _binary(ops.multiply),
+    "Div": _binary(ops.divide),
+    "Concat": concat,
+    "Resize": resize,
+    "Upsample": upsample,
+    "MaxPool": max_pool,
+    "AveragePool": average_pool,
+    "Reshape": reshape,
+    "Transpose": transpose,
+    "Unsqueeze": unsqueeze,
+    "Squeeze": squeeze,
+    "Clip": clip,
+    "Identity": _unary(lambda x: x),
+    "Dropout": _unary(lambda x: x),  # inference: the identity (a mask output is refused)
+}
+"""The operators the converter runs, by ONNX ``op_type``: the 3-D segmentation networks'
+(convolutions and transposed convolutions, instance and batch normalisation, ReLU / leaky ReLU /
+PReLU, sums and products, concatenation, resizing, pooling, sigmoid and softmax, reshapes)."""
+
+SHAPE_INPUTS = {
+    "Reshape": (1,),
+    "Resize": (1, 2, 3),
+    "Upsample": (1,),
+    "Unsqueeze": (1,),
+    "Squeeze": (1,),
+    "Clip": (1, 2),
+}
+"""The inputs each operator needs as constants known at conversion (shapes, scales, axes)."""

@@ -1,0 +1,211 @@
+"""`advseg import-onnx` and `advseg export --format onnx`: a network from elsewhere carded like
+ours, and ours served by ONNX Runtime; every number checked against ONNX Runtime itself."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from onnx import helper
+from onnx_graphs import model_of, unet
+from support import fails_cleanly, scoring_args
+
+from keras_advseg.cli import main
+from keras_advseg.data import MODALITIES
+from keras_advseg.data.prepare import load_prepared
+from keras_advseg.export import load_model, load_source
+from keras_advseg.inference import Preprocessing
+
+ORDER = ("flair", "t1", "t1gd", "t2")  # the ONNX model's channels: not ours
+
+
+def runtime(path, x_ours):
+    """ONNX Runtime on our (B, X, Y, Z, 4) input, moved to the model's order and layout."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    moved = x_ours[..., [MODALITIES.index(m) for m in ORDER]].transpose(0, 4, 1, 2, 3)
+    return session.run(None, {"image": np.ascontiguousarray(moved)})[0].transpose(0, 2, 3, 4, 1)
+
+
+@pytest.fixture(scope="module")
+def onnx_files(prepared_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("onnx")
+    onnx.save(unet(np.random.default_rng(0), size=16), root / "logits.onnx")
+    onnx.save(unet(np.random.default_rng(1), size=16, outputs=3), root / "regions.onnx")
+    preprocessing = Preprocessing.from_prepared(load_prepared(prepared_dir)).to_json()
+    (root / "preprocessing.json").write_text(json.dumps(preprocessing))
+    return root
+
+
+def imported(onnx_files, name, *extra):
+    out = onnx_files / f"{name}.keras"
+    args = ["import-onnx", onnx_files / f"{name}.onnx", "--out", out]
+    args += ["--preprocessing", onnx_files / "preprocessing.json", "--modalities", ",".join(ORDER)]
+    result = CliRunner().invoke(main, [str(a) for a in (*args, *extra)])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_an_imported_network_equals_onnx_runtime_and_every_command_takes_it(
+    onnx_files, prepared_dir, tmp_path, new_store
+):
+    out, printed = imported(onnx_files, "logits")
+    assert "outputs within" in printed and "opset 17" in printed
+    model = load_model(out)  # safe mode: the converted graph is plain configuration
+    x = np.random.default_rng(5).normal(size=(2, 16, 16, 16, 4)).astype("float32")
+    np.testing.assert_allclose(
+        np.asarray(model(x)), runtime(onnx_files / "logits.onnx", x), rtol=1e-4, atol=1e-4
+    )
+    source = load_source(out)
+    assert source["sha256"] == hashlib.sha256((onnx_files / "logits.onnx").read_bytes()).hexdigest()
+    assert source["opset"] == 17 and source["modalities"] == list(ORDER)
+    checked = source["checked"]
+    assert checked["max_output_difference"] <= checked["tolerance"]
+    assert checked["gradient_relative_error"] <= checked["gradient_tolerance"]
+    # a command that attacks it: FGSM moves every voxel by eps of the inputs' span
+    result = CliRunner().invoke(
+        main,
+        scoring_args(
+            out,
+            prepared_dir,
+            tmp_path / "eval",
+            new_store(tmp_path),
+            "--attacks",
+            "fgsm",
+            "--eps",
+            "0.05",
+        ),
+    )
+    assert result.exit_code == 0, result.output
+    rows = (tmp_path / "eval" / "per_subject.csv").read_text().splitlines()
+    assert len(rows) > 1 and any(",fgsm," in row for row in rows)
+    # the card's provenance names where the model came from, in the published schema
+    import jsonschema
+
+    from keras_advseg.workflows.card.build import card_provenance
+    from keras_advseg.workflows.card.schema import SCHEMA_FILE
+
+    card = {
+        "model": str(out),
+        "data": {"source": None, "kind": "prepared"},
+        "seed": 0,
+        "keras_advseg": "0.1.0",
+        "plan": {"name": "quick"},
+    }
+    provenance = card_provenance(card, None, out, None, None)
+    assert provenance["model"]["source"]["sha256"] == source["sha256"]
+    schema = json.loads(SCHEMA_FILE.read_text())["properties"]["provenance"]["properties"]
+    jsonschema.validate(provenance["model"], schema["model"])
+    with pytest.raises(jsonschema.ValidationError):  # the source's digest is checked
+        jsonschema.validate(
+            {**provenance["model"], "source": {**source, "sha256": "x"}}, schema["model"]
+        )
+
+
+def test_region_outputs_become_the_nested_regions_class_probabilities(onnx_files):
+    """Three sigmoid channels (MONAI's order tc, wt, et): softmax of the imported model's
+    scores is background 1 - WT, necrotic core WT TC (1 - ET), oedema WT (1 - TC), enhancing
+    WT TC ET, from ONNX Runtime's own outputs."""
+    out, _ = imported(onnx_files, "regions", "--outputs", "regions", "--output-order", "tc,wt,et")
+    x = np.random.default_rng(6).normal(size=(1, 16, 16, 16, 4)).astype("float32")
+    tc, wt, et = np.moveaxis(runtime(onnx_files / "regions.onnx", x).astype(np.float64), -1, 0)
+    expected = np.stack([1 - wt, wt * tc * (1 - et), wt * (1 - tc), wt * tc * et], axis=-1)
+    scores = np.asarray(load_model(out)(x), np.float64)
+    probabilities = np.exp(scores) / np.exp(scores).sum(-1, keepdims=True)
+    np.testing.assert_allclose(probabilities, np.maximum(expected, 1e-7), atol=2e-5)
+
+
+def test_what_cannot_be_mapped_or_converted_is_refused_in_one_line(
+    onnx_files, tmp_path, monkeypatch
+):
+    common = ["--preprocessing", onnx_files / "preprocessing.json"]
+    three = model_of(
+        [helper.make_node("Relu", ["image"], ["y"])],
+        [("image", [1, 3, 16, 16, 16])],
+        ("y", [1, 3, 16, 16, 16]),
+    )
+    onnx.save(three, tmp_path / "three.onnx")
+    fails_cleanly(
+        ["import-onnx", tmp_path / "three.onnx", "--out", tmp_path / "m.keras", *common],
+        contains=("the model's input is (1, 3, 16, 16, 16)", "four sequences"),
+    )
+    fails_cleanly(
+        [
+            "import-onnx",
+            onnx_files / "logits.onnx",
+            "--out",
+            tmp_path / "m.keras",
+            *common,
+            "--outputs",
+            "regions",
+        ],
+        contains=("the model's output is (N, 4, 16, 16, 16)", "expected 3 regions channels"),
+    )
+    erf = model_of(
+        [helper.make_node("Erf", ["image"], ["y"])],
+        [("image", [1, 4, 16, 16, 16])],
+        ("y", [1, 4, 16, 16, 16]),
+    )
+    onnx.save(erf, tmp_path / "erf.onnx")
+    fails_cleanly(
+        ["import-onnx", tmp_path / "erf.onnx", "--out", tmp_path / "m.keras", *common],
+        contains=("unsupported ONNX operators: Erf",),
+    )
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    fails_cleanly(
+        ["import-onnx", tmp_path / "broken.onnx", "--out", tmp_path / "m.keras", *common],
+        contains=("broken.onnx: not a valid ONNX model",),
+    )
+    fails_cleanly(
+        [
+            "import-onnx",
+            onnx_files / "logits.onnx",
+            "--out",
+            tmp_path / "m.keras",
+            *common,
+            "--modalities",
+            "t1,t1,t2,flair",
+        ],
+        contains=("modalities must name each of",),
+    )
+    mine = tmp_path / "mine.keras"
+    mine.write_bytes(b"the user's own file")
+    fails_cleanly(
+        ["import-onnx", onnx_files / "logits.onnx", "--out", mine, *common],
+        contains=("exists and is not a model this command wrote",),
+    )
+    assert mine.read_bytes() == b"the user's own file"
+    # a converter that got an operator wrong is caught by the check against ONNX Runtime
+    from keras_advseg.onnx import operators
+
+    monkeypatch.setitem(operators.OPERATORS, "LeakyRelu", operators.OPERATORS["Relu"])
+    fails_cleanly(
+        ["import-onnx", onnx_files / "logits.onnx", "--out", tmp_path / "m.keras", *common],
+        contains=("differs from ONNX Runtime by up to", "the import is refused"),
+    )
+    assert not (tmp_path / "m.keras").exists()
+
+
+def test_export_writes_an_onnx_model_onnx_runtime_serves_as_ours(models, tmp_path):
+    result = CliRunner().invoke(
+        main, ["export", str(models / "a.keras"), str(tmp_path / "served"), "--format", "onnx"]
+    )
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "served" / "model.onnx"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["probabilities"]
+    x = np.random.default_rng(7).normal(size=(2, 16, 16, 16, 4)).astype("float32")
+    logits = np.asarray(load_model(models / "a.keras")(x), np.float64)
+    expected = np.exp(logits - logits.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    fails_cleanly(
+        ["export", models / "a.keras", tmp_path / "served", "--format", "onnx"],
+        contains=("already exists",),
+    )
+    assert sorted(p.name for p in (tmp_path / "served").iterdir()) == ["model.onnx"]

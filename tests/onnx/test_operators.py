@@ -1,0 +1,156 @@
+"""Each ONNX operator the converter runs, against ONNX Runtime on the same input."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import helper
+from onnx_graphs import model_of
+
+from keras_advseg.onnx.graph import graph_layer
+from keras_advseg.onnx.operators import OPERATORS, UnsupportedOperator
+
+RNG = np.random.default_rng(0)
+
+
+def w(*shape):
+    return RNG.normal(size=shape).astype("float32")
+
+
+X5 = ["N", 3, 6, 5, 4]
+
+
+def case(op, attrs=None, extra=(), init=(), shape=X5, out=None, opset=17):
+    """``(model, input shape)``: one node of ``op`` on input ``x`` (plus initializers)."""
+    names = ["x", *extra]
+    node = helper.make_node(op, names, ["y"], **(attrs or {}))
+    return model_of([node], [("x", shape)], ("y", out), init, opset=opset), shape
+
+
+CASES = {
+    "conv-pads-strides": case(
+        "Conv",
+        {"pads": [1, 0, 2, 1, 0, 1], "strides": [2, 1, 1]},
+        ["w", "b"],
+        [("w", w(5, 3, 3, 2, 3)), ("b", w(5))],
+    ),
+    "conv-same-upper": case(
+        "Conv", {"auto_pad": "SAME_UPPER", "strides": [2, 1, 2]}, ["w"], [("w", w(4, 3, 2, 3, 3))]
+    ),
+    "conv-same-lower": case("Conv", {"auto_pad": "SAME_LOWER"}, ["w"], [("w", w(4, 3, 2, 3, 2))]),
+    "conv-dilated": case(
+        "Conv",
+        {"pads": [2, 1, 0, 2, 1, 0], "dilations": [2, 1, 1]},
+        ["w"],
+        [("w", w(4, 3, 3, 3, 1))],
+    ),
+    "conv-2d": case("Conv", {"pads": [1, 1, 1, 1]}, ["w"], [("w", w(2, 3, 3, 3))], ["N", 3, 6, 5]),
+    "conv-transpose": case(
+        "ConvTranspose",
+        {"strides": [2, 2, 1], "pads": [1, 0, 0, 0, 1, 0]},
+        ["w", "b"],
+        [("w", w(3, 4, 3, 2, 2)), ("b", w(4))],
+    ),
+    "conv-transpose-output-padding": case(
+        "ConvTranspose",
+        {"strides": [2, 2, 2], "output_padding": [1, 0, 1]},
+        ["w"],
+        [("w", w(3, 2, 3, 3, 3))],
+    ),
+    "instance-norm": case(
+        "InstanceNormalization", {"epsilon": 1e-3}, ["s", "b"], [("s", w(3)), ("b", w(3))]
+    ),
+    "batch-norm": case(
+        "BatchNormalization",
+        {},
+        ["s", "b", "m", "v"],
+        [("s", w(3)), ("b", w(3)), ("m", w(3)), ("v", np.abs(w(3)) + 0.5)],
+    ),
+    "relu": case("Relu"),
+    "leaky-relu": case("LeakyRelu", {"alpha": 0.2}),
+    "prelu": case("PRelu", {}, ["s"], [("s", w(3, 1, 1, 1))]),
+    "sigmoid": case("Sigmoid"),
+    "tanh": case("Tanh"),
+    "softmax-13": case("Softmax", {"axis": 1}),
+    "softmax-11-flattens": case("Softmax", {"axis": 1}, opset=11),
+    "add-broadcast": case("Add", {}, ["c"], [("c", w(3, 1, 1, 1))]),
+    "sub": case("Sub", {}, ["c"], [("c", w(1))]),
+    "mul": case("Mul", {}, ["c"], [("c", w(3, 6, 5, 4))]),
+    "div": case("Div", {}, ["c"], [("c", np.abs(w(4)) + 1)]),
+    "concat": case("Concat", {"axis": 1}, ["c"], [("c", w(1, 2, 6, 5, 4))], ["1", 3, 6, 5, 4]),
+    "resize-nearest": case(
+        "Resize", {"mode": "nearest"}, ["", "s"], [("s", np.array([1, 1, 2, 2, 3], "float32"))]
+    ),
+    "resize-linear-half-pixel": case(
+        "Resize", {"mode": "linear"}, ["", "s"], [("s", np.array([1, 1, 2, 1.5, 2], "float32"))]
+    ),
+    "resize-linear-align-corners-sizes": case(
+        "Resize",
+        {"mode": "linear", "coordinate_transformation_mode": "align_corners"},
+        ["", "", "z"],
+        [("z", np.array([1, 3, 9, 7, 5], "int64"))],
+        ["1", 3, 6, 5, 4],
+    ),
+    "resize-nearest-asymmetric-floor": case(
+        "Resize",
+        {
+            "mode": "nearest",
+            "coordinate_transformation_mode": "asymmetric",
+            "nearest_mode": "floor",
+        },
+        ["", "s"],
+        [("s", np.array([1, 1, 1.5, 2, 2], "float32"))],
+    ),
+    "max-pool-padded": case(
+        "MaxPool", {"kernel_shape": [3, 2, 2], "strides": [2, 2, 1], "pads": [1, 0, 0, 1, 1, 1]}
+    ),
+    "average-pool-excludes-pads": case(
+        "AveragePool", {"kernel_shape": [3, 3, 2], "pads": [1, 1, 0, 1, 1, 1]}
+    ),
+    "average-pool-counts-pads": case(
+        "AveragePool",
+        {"kernel_shape": [2, 2, 2], "pads": [1, 1, 1, 0, 0, 0], "count_include_pad": 1},
+    ),
+    "reshape": case("Reshape", {}, ["s"], [("s", np.array([0, 3, -1], "int64"))]),
+    "transpose": case("Transpose", {"perm": [0, 2, 1, 4, 3]}),
+    "unsqueeze-squeeze": case("Unsqueeze", {}, ["a"], [("a", np.array([2], "int64"))]),
+    "clip": case(
+        "Clip",
+        {},
+        ["lo", "hi"],
+        [("lo", np.array(-0.5, "float32")), ("hi", np.array(0.7, "float32"))],
+    ),
+    "identity": case("Identity"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_each_operator_equals_onnx_runtime(name):
+    model, shape = CASES[name]
+    batch = {"N": 2, "1": 1}  # a symbolic batch of two, or the graph's batch of one
+    x = RNG.normal(size=[batch.get(d, d) for d in shape]).astype("float32")
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"x": x})[0]
+    got = np.asarray(graph_layer(model)(x))
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_every_operator_has_a_case():
+    tested = {CASES[name][0].graph.node[0].op_type for name in CASES}
+    assert set(OPERATORS) - tested <= {"Upsample", "Dropout", "Squeeze"}
+
+
+def test_what_cannot_be_run_is_named():
+    unknown = model_of(
+        [helper.make_node("Erf", ["x"], ["y"]), helper.make_node("Gelu", ["y"], ["z"])],
+        [("x", X5)],
+        ("z", None),
+        opset=20,
+    )
+    with pytest.raises(UnsupportedOperator, match="unsupported ONNX operators: Erf, Gelu"):
+        graph_layer(unknown)
+    grouped, _ = case("Conv", {"group": 3}, ["w"], [("w", w(3, 1, 3, 3, 3))])
+    with pytest.raises(UnsupportedOperator, match="group=3"):
+        graph_layer(grouped)(np.zeros((1, 3, 6, 5, 4), "float32"))
