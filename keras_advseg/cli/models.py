@@ -282,8 +282,9 @@ def import_onnx_command(
     every command takes (card, evaluate, certify, audit, predict, export).
 
     The converted graph is checked against ONNX Runtime on a random input (outputs within 1e-4
-    of their scale, input gradients within 5% of finite differences on eight voxels); the
-    import is refused when either check fails, and an operator it cannot run is named.
+    of their scale, input gradients along four random directions within 10% of finite
+    differences); the import is refused when either check fails, and an operator it cannot run
+    is named.
     """
     import json
 

@@ -32,9 +32,11 @@ TOLERANCE = 1e-4
 """The import's check: the converted graph's outputs within this times (1 + the largest
 absolute output) of ONNX Runtime's, on the same random input."""
 
-GRADIENT_TOLERANCE = 0.05
-"""The import's check: the relative error of input gradients on a few voxels against central
-finite differences of ONNX Runtime's outputs."""
+GRADIENT_TOLERANCE = 0.1
+"""The import's check: the relative error of the input gradient's derivatives along four random
+directions against central finite differences of ONNX Runtime's outputs (steps 1e-3 and 1e-4,
+the better kept). The differences are themselves off by a few per cent on these networks; a
+wrong derivative (zero, a sign, a stopped gradient) is off by 100 % or more."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,12 @@ def import_onnx(path, shape, spec: OnnxImport = OnnxImport(), *, seed: int = 0):
 
     inputs = keras.Input((*shape, len(MODALITIES)), name="image")
     x = OnnxInput([MODALITIES.index(m) for m in spec.modalities], first, name="onnx_input")(inputs)
-    y = layer(x)
+    try:
+        y = layer(x)
+    except Exception:
+        if getattr(layer, "failure", None) is not None:  # in one line, not Keras's wrapping
+            raise layer.failure from None
+        raise
     names = CLASS_NAMES if spec.outputs in ("logits", "probabilities") else REGION_NAMES
     order = [spec.output_order.index(n) for n in names]
     outputs = OnnxOutput(spec.outputs, order, first, name="onnx_output")(y)
@@ -240,9 +247,9 @@ def import_onnx(path, shape, spec: OnnxImport = OnnxImport(), *, seed: int = 0):
 
 def check_against_runtime(path, model, layer, spec, shape, seed):
     """The converted graph against ONNX Runtime on one random input: its largest output
-    difference (refused above :data:`TOLERANCE`) and the relative error of the wrapped model's
-    input gradient on eight voxels against central finite differences of ONNX Runtime's output
-    (refused above :data:`GRADIENT_TOLERANCE`).
+    difference (refused above :data:`TOLERANCE`) and the relative error of the converted graph's
+    input gradient, along four random directions over the whole input, against central finite
+    differences of ONNX Runtime's outputs (refused above :data:`GRADIENT_TOLERANCE`).
 
     Returns:
         ``(max output difference, gradient relative error)``.
@@ -278,24 +285,31 @@ def check_against_runtime(path, model, layer, spec, shape, seed):
     with tf.GradientTape() as tape:
         tape.watch(tensor)
         value = tf.reduce_sum(layer(tensor) * tf.constant(weights, tf.float32))
-    gradient = tape.gradient(value, tensor).numpy()
+    gradient = tape.gradient(value, tensor)  # None: no gradient reaches the input at all
+    gradient = np.zeros(theirs.shape, np.float32) if gradient is None else gradient.numpy()
 
     def through_runtime(image):
         out = session.run(None, {name: image})[0]
         return float(np.sum(out.astype(np.float64) * weights))
 
-    step = 1e-3  # small enough to cross few ReLU and max-pool switches, large for float32
-    voxels = [tuple(int(rng.integers(s)) for s in theirs.shape[1:]) for _ in range(8)]
-    analytic, numeric = [], []
-    for voxel in voxels:
-        up, down = theirs.copy(), theirs.copy()
-        up[(0, *voxel)] += step
-        down[(0, *voxel)] -= step
-        numeric.append((through_runtime(up) - through_runtime(down)) / (2 * step))
-        analytic.append(float(gradient[(0, *voxel)]))
-    analytic, numeric = np.asarray(analytic), np.asarray(numeric)
-    scale = max(float(np.linalg.norm(numeric)), 1e-6)
-    error = float(np.linalg.norm(analytic - numeric) / scale)
+    # directional derivatives along random directions over the whole input: a single voxel's
+    # finite difference drowns in float32 rounding once a normalisation couples every output
+    # to it, while a direction's derivative sums the gradient over every voxel. The finite
+    # differences are themselves off by a few per cent on such networks (ReLU and max-pool
+    # switches, curvature; the same holds for a Keras model's own): the better of two steps
+    directions = [rng.normal(size=theirs.shape).astype("float32") for _ in range(4)]
+    analytic = np.array([float(np.sum(gradient.astype(np.float64) * d)) for d in directions])
+    error = np.inf
+    for step in (1e-3, 1e-4):
+        numeric = np.array(
+            [
+                (through_runtime(theirs + step * d) - through_runtime(theirs - step * d))
+                / (2 * step)
+                for d in directions
+            ]
+        )
+        scale = max(float(np.linalg.norm(numeric)), 1e-12)
+        error = min(error, float(np.linalg.norm(analytic - numeric) / scale))
     if error > GRADIENT_TOLERANCE:
         raise InputError(
             f"{path}: the converted model's input gradients differ from finite differences of "

@@ -56,6 +56,7 @@ class OnnxGraph(keras.layers.Layer):
         }
 
     def call(self, x):
+        self.failure = None
         values = dict(self.tensors)
         for name, constant in self.constants.items():  # NumPy arrays: known when traced
             values[name] = np.asarray(constant["value"], dtype=constant["dtype"])
@@ -64,8 +65,16 @@ class OnnxGraph(keras.layers.Layer):
             inputs = [values[name] if name else None for name in node["inputs"]]
             for index in SHAPE_INPUTS.get(node["op"], ()):
                 if index < len(inputs) and inputs[index] is not None:
-                    inputs[index] = _constant(inputs[index], node, index)
-            outputs = OPERATORS[node["op"]](inputs, node["attrs"], self.opset, node["name"])
+                    try:
+                        inputs[index] = _constant(inputs[index], node, index)
+                    except UnsupportedOperator as exc:
+                        self.failure = exc
+                        raise
+            try:
+                outputs = OPERATORS[node["op"]](inputs, node["attrs"], self.opset, node["name"])
+            except UnsupportedOperator as exc:  # kept: Keras rewraps what call raises
+                self.failure = exc
+                raise
             for name, value in zip(node["outputs"], outputs):
                 values[name] = value
         return values[self.output_name]

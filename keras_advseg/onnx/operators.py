@@ -268,22 +268,22 @@ def upsample(inputs, attrs, opset, node):
 
 
 def reshape(inputs, attrs, opset, node):
-    x, shape = inputs
-    shape = [int(s) for s in np.asarray(shape).ravel()]
+    x, target = inputs
+    if not _static(target):  # a shape computed when the graph runs (from the batch size)
+        return [ops.reshape(x, ops.cast(target, "int32"))]
+    target = [int(s) for s in np.asarray(target).ravel()]
     if not int(attrs.get("allowzero", 0)):
-        shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
-    shape = [-1 if s is None else s for s in shape]
-    return [ops.reshape(x, shape)]
+        target = [x.shape[i] if s == 0 else s for i, s in enumerate(target)]
+    target = [-1 if s is None else s for s in target]
+    if _static(x):
+        return [np.reshape(x, target)]
+    return [ops.reshape(x, target)]
 
 
 def transpose(inputs, attrs, opset, node):
     (x,) = inputs
     perm = attrs.get("perm", list(reversed(range(len(x.shape)))))
     return [ops.transpose(x, perm)]
-
-
-def concat(inputs, attrs, opset, node):
-    return [ops.concatenate(list(inputs), axis=int(attrs["axis"]))]
 
 
 def _axes(inputs, attrs, opset):
@@ -294,9 +294,9 @@ def _axes(inputs, attrs, opset):
 
 def unsqueeze(inputs, attrs, opset, node):
     x = inputs[0]
-    rank = len(x.shape) + len(axes := _axes(inputs, attrs, opset))
+    rank = len(np.shape(x) if _static(x) else x.shape) + len(axes := _axes(inputs, attrs, opset))
     for axis in sorted(a % rank for a in axes):
-        x = ops.expand_dims(x, axis)
+        x = np.expand_dims(x, axis) if _static(x) else ops.expand_dims(x, axis)
     return [x]
 
 
@@ -318,6 +318,115 @@ def clip(inputs, attrs, opset, node):
     if high is not None:
         x = ops.minimum(x, ops.cast(high, x.dtype))
     return [x]
+
+
+_ONNX_DTYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
+"""ONNX's ``TensorProto`` element types the converter casts to."""
+
+
+def _static(*values) -> bool:
+    """Whether every value is known when the graph is traced (NumPy): shape arithmetic is then
+    done in NumPy, and its result stays a constant."""
+    return all(isinstance(v, np.ndarray | np.generic) for v in values if v is not None)
+
+
+def shape(inputs, attrs, opset, node):
+    (x,) = inputs[:1]
+    dims = list(x.shape)
+    start, end = int(attrs.get("start", 0)), attrs.get("end")
+    if all(isinstance(d, int) for d in dims):
+        return [np.asarray(dims, np.int64)[start:end]]
+    # a dimension known only when the graph runs (the batch): a tensor
+    dynamic = ops.shape(x)
+    parts = [ops.cast(ops.convert_to_tensor(d), "int64") for d in dynamic]
+    return [ops.stack(parts)[start:end]]
+
+
+def gather(inputs, attrs, opset, node):
+    data, indices = inputs
+    axis = int(attrs.get("axis", 0))
+    if _static(data, indices):
+        return [np.take(data, indices, axis=axis)]
+    return [ops.take(data, np.asarray(indices) if _static(indices) else indices, axis=axis)]
+
+
+def cast(inputs, attrs, opset, node):
+    (x,) = inputs
+    to = int(attrs["to"])
+    if to not in _ONNX_DTYPES:
+        raise UnsupportedOperator(f"{node}: Cast to ONNX type {to}")
+    if _static(x):
+        return [np.asarray(x).astype(_ONNX_DTYPES[to])]
+    return [ops.cast(x, _ONNX_DTYPES[to])]
+
+
+def slice_(inputs, attrs, opset, node):
+    inputs = list(inputs) + [None] * 5
+    x = inputs[0]
+    if opset < 10:
+        starts, ends, axes, steps = attrs["starts"], attrs["ends"], attrs.get("axes"), None
+    else:
+        starts, ends, axes, steps = inputs[1:5]
+    if not _static(starts, ends, axes, steps):
+        raise UnsupportedOperator(f"{node}: Slice with starts or ends computed in the graph")
+    rank = len(x.shape)
+    axes = list(range(len(starts))) if axes is None else [int(a) % rank for a in np.ravel(axes)]
+    steps = [1] * len(axes) if steps is None else [int(v) for v in np.ravel(steps)]
+    index = [slice(None)] * rank
+    limit = 2**62
+    for axis, begin, stop, step in zip(axes, np.ravel(starts), np.ravel(ends), steps):
+        index[axis] = slice(
+            None if abs(int(begin)) >= limit else int(begin),
+            None if abs(int(stop)) >= limit else int(stop),
+            step,
+        )
+    if _static(x):
+        return [np.asarray(x)[tuple(index)]]
+    return [x[tuple(index)]]
+
+
+def concat(inputs, attrs, opset, node):
+    axis = int(attrs["axis"])
+    if _static(*inputs):
+        return [np.concatenate([np.asarray(v) for v in inputs], axis=axis)]
+    dtype = next(v.dtype for v in inputs if not _static(v))
+    return [ops.concatenate([ops.cast(v, dtype) for v in inputs], axis=axis)]
+
+
+def reduce_mean(inputs, attrs, opset, node):
+    x = inputs[0]
+    axes = attrs.get("axes")
+    if opset >= 18 and len(inputs) > 1 and inputs[1] is not None:
+        axes = [int(a) for a in np.ravel(inputs[1])]
+    keepdims = bool(int(attrs.get("keepdims", 1)))
+    if axes is None or len(axes) == 0:
+        if int(attrs.get("noop_with_empty_axes", 0)):
+            return [x]
+        axes = list(range(len(x.shape)))
+    return [ops.mean(x, axis=tuple(int(a) for a in axes), keepdims=keepdims)]
+
+
+def pad(inputs, attrs, opset, node):
+    inputs = list(inputs) + [None] * 3
+    x = inputs[0]
+    if attrs.get("mode", "constant") != "constant":
+        raise UnsupportedOperator(f"{node}: Pad with mode {attrs['mode']!r} (constant only)")
+    pads = attrs.get("pads") if opset < 11 else inputs[1]
+    value = attrs.get("value", 0.0) if opset < 11 else inputs[2]
+    if inputs[3] is not None:
+        raise UnsupportedOperator(f"{node}: Pad with axes")
+    pads = [int(v) for v in np.ravel(pads)]
+    rank = len(x.shape)
+    if any(v < 0 for v in pads):
+        raise UnsupportedOperator(f"{node}: Pad with negative pads")
+    widths = list(zip(pads[:rank], pads[rank:]))
+    value = 0.0 if value is None or np.size(value) == 0 else float(np.ravel(value)[0])
+    return [ops.pad(x, widths, constant_values=value)]
+
+
+def tile(inputs, attrs, opset, node):
+    x, repeats = inputs
+    return [ops.tile(x, [int(r) for r in np.ravel(repeats)])]
 
 
 def _unary(function):
@@ -343,10 +452,12 @@ OPERATORS = {
     "Sigmoid": _unary(ops.sigmoid),
     "Tanh": _unary(ops.tanh),
     "Softmax": softmax,
-    "Add": _binary(ops.add),
-    "Sub": _binary(ops.subtract),
-    "Mul": _binary(ops.multiply),
-    "Div": _binary(ops.divide),
+    # the operators, not ops.add: Keras 3.15's TensorFlow add takes a (1, 1, 1, 1, C, 1)
+    # operand for a bias on axis 1 when the other's axis 1 is also C, and adds it there
+    "Add": _binary(lambda a, b: a + b),
+    "Sub": _binary(lambda a, b: a - b),
+    "Mul": _binary(lambda a, b: a * b),
+    "Div": _binary(lambda a, b: a / b),
     "Concat": concat,
     "Resize": resize,
     "Upsample": upsample,
@@ -357,6 +468,16 @@ OPERATORS = {
     "Unsqueeze": unsqueeze,
     "Squeeze": squeeze,
     "Clip": clip,
+    "Neg": _unary(ops.negative),
+    "Sqrt": _unary(ops.sqrt),
+    "Reciprocal": _unary(lambda x: 1.0 / x),
+    "ReduceMean": reduce_mean,
+    "Pad": pad,
+    "Tile": tile,
+    "Shape": shape,
+    "Gather": gather,
+    "Cast": cast,
+    "Slice": slice_,
     "Identity": _unary(lambda x: x),
     "Dropout": _unary(lambda x: x),  # inference: the identity (a mask output is refused)
 }
@@ -365,7 +486,9 @@ OPERATORS = {
 PReLU, sums and products, concatenation, resizing, pooling, sigmoid and softmax, reshapes)."""
 
 SHAPE_INPUTS = {
-    "Reshape": (1,),
+    "Pad": (1, 2),
+    "Tile": (1,),
+    "ReduceMean": (1,),
     "Resize": (1, 2, 3),
     "Upsample": (1,),
     "Unsqueeze": (1,),

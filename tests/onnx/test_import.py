@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import helper
 from onnx_graphs import model_of, unet
-from support import fails_cleanly, scoring_args
+from support import fails_cleanly
 
 from keras_advseg.cli import main
 from keras_advseg.data import MODALITIES
@@ -51,7 +51,7 @@ def imported(onnx_files, name, *extra):
 
 
 def test_an_imported_network_equals_onnx_runtime_and_every_command_takes_it(
-    onnx_files, prepared_dir, tmp_path, new_store
+    onnx_files, prepared_dir, tmp_path, new_store, monkeypatch
 ):
     out, printed = imported(onnx_files, "logits")
     assert "outputs within" in printed and "opset 17" in printed
@@ -66,43 +66,29 @@ def test_an_imported_network_equals_onnx_runtime_and_every_command_takes_it(
     checked = source["checked"]
     assert checked["max_output_difference"] <= checked["tolerance"]
     assert checked["gradient_relative_error"] <= checked["gradient_tolerance"]
-    # a command that attacks it: FGSM moves every voxel by eps of the inputs' span
-    result = CliRunner().invoke(
-        main,
-        scoring_args(
-            out,
-            prepared_dir,
-            tmp_path / "eval",
-            new_store(tmp_path),
-            "--attacks",
-            "fgsm",
-            "--eps",
-            "0.05",
-        ),
-    )
-    assert result.exit_code == 0, result.output
-    rows = (tmp_path / "eval" / "per_subject.csv").read_text().splitlines()
-    assert len(rows) > 1 and any(",fgsm," in row for row in rows)
-    # the card's provenance names where the model came from, in the published schema
+    # a full card at a test-sized plan: every axis runs on it, and its provenance names the
+    # ONNX file it came from, in the published schema
     import jsonschema
 
-    from keras_advseg.workflows.card.build import card_provenance
+    from keras_advseg.workflows import card as card_module
     from keras_advseg.workflows.card.schema import SCHEMA_FILE
 
-    card = {
-        "model": str(out),
-        "data": {"source": None, "kind": "prepared"},
-        "seed": 0,
-        "keras_advseg": "0.1.0",
-        "plan": {"name": "quick"},
-    }
-    provenance = card_provenance(card, None, out, None, None)
-    assert provenance["model"]["source"]["sha256"] == source["sha256"]
-    schema = json.loads(SCHEMA_FILE.read_text())["properties"]["provenance"]["properties"]
-    jsonschema.validate(provenance["model"], schema["model"])
+    tiny = card_module.CardPlan(
+        "quick", 1, (0.05,), 1, ("pgd-dice",), ("missing-sequence",), (5,), (0.25,), 60, 5, 1
+    )
+    monkeypatch.setitem(card_module.CARD_PLANS, "quick", tiny)
+    args = ["card", str(out), "--data", str(prepared_dir), "--out", str(tmp_path / "card")]
+    result = CliRunner().invoke(main, [*args, "--tracking-uri", new_store(tmp_path)])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "card" / "card.json").read_text())
+    jsonschema.validate(card, json.loads(SCHEMA_FILE.read_text()))
+    assert card["provenance"]["model"]["source"] == source
+    assert {e["axis"] for e in card["results"]} >= {"clean", "worst", "corruptions", "certified"}
     with pytest.raises(jsonschema.ValidationError):  # the source's digest is checked
+        bad = {**card["provenance"]["model"], "source": {**source, "sha256": "x"}}
         jsonschema.validate(
-            {**provenance["model"], "source": {**source, "sha256": "x"}}, schema["model"]
+            {**card, "provenance": {**card["provenance"], "model": bad}},
+            json.loads(SCHEMA_FILE.read_text()),
         )
 
 
@@ -188,6 +174,44 @@ def test_what_cannot_be_mapped_or_converted_is_refused_in_one_line(
         contains=("differs from ONNX Runtime by up to", "the import is refused"),
     )
     assert not (tmp_path / "m.keras").exists()
+    # and one whose forward pass is right but whose gradient is not, by the gradient check
+    from keras import ops
+
+    monkeypatch.setitem(
+        operators.OPERATORS,
+        "LeakyRelu",
+        lambda inputs, attrs, opset, node: [ops.stop_gradient(ops.leaky_relu(inputs[0], 0.01))],
+    )
+    fails_cleanly(
+        ["import-onnx", onnx_files / "logits.onnx", "--out", tmp_path / "m.keras", *common],
+        contains=("input gradients differ from finite differences", "the import is refused"),
+    )
+    # a 2-D graph, and a shape computed in the graph that cannot be fixed
+    flat = model_of(
+        [helper.make_node("Relu", ["image"], ["y"])],
+        [("image", [1, 4, 16, 16])],
+        ("y", [1, 4, 16, 16]),
+    )
+    onnx.save(flat, tmp_path / "flat.onnx")
+    fails_cleanly(
+        ["import-onnx", tmp_path / "flat.onnx", "--out", tmp_path / "m.keras", *common],
+        contains=("the model's input is (1, 4, 16, 16)", "a 3-D volume"),
+    )
+    dynamic = model_of(
+        [
+            helper.make_node("Shape", ["image"], ["s"]),
+            helper.make_node("Cast", ["s"], ["f"], to=1),
+            helper.make_node("Div", ["f", "f"], ["ones"]),
+            helper.make_node("Resize", ["image", "", "ones"], ["y"], mode="nearest"),
+        ],
+        [("image", ["N", 4, 16, 16, 16])],
+        ("y", ["N", 4, 16, 16, 16]),
+    )
+    onnx.save(dynamic, tmp_path / "dynamic.onnx")
+    fails_cleanly(
+        ["import-onnx", tmp_path / "dynamic.onnx", "--out", tmp_path / "m.keras", *common],
+        contains=("input 2 of Resize is computed in the graph",),
+    )
 
 
 def test_export_writes_an_onnx_model_onnx_runtime_serves_as_ours(models, tmp_path):
@@ -209,3 +233,25 @@ def test_export_writes_an_onnx_model_onnx_runtime_serves_as_ours(models, tmp_pat
         contains=("already exists",),
     )
     assert sorted(p.name for p in (tmp_path / "served").iterdir()) == ["model.onnx"]
+
+    # and back: the exported model imported gives the same outputs and the same FGSM example
+    (tmp_path / "preprocessing.json").write_text(
+        json.dumps(Preprocessing((16, 16, 16), False, 2, 2, "volume").to_json())
+    )
+    back = tmp_path / "back.keras"
+    args = ["import-onnx", str(path), "--out", str(back), "--outputs", "probabilities"]
+    args += ["--layout", "channels-last", "--preprocessing", str(tmp_path / "preprocessing.json")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    imported = load_model(back)
+    again = np.asarray(imported(x), np.float64)
+    again = np.exp(again) / np.exp(again).sum(-1, keepdims=True)
+    np.testing.assert_allclose(again, expected, atol=1e-5)
+    from keras_advseg.attacks import fgsm
+    from keras_advseg.data import one_hot_labels
+
+    labels = one_hot_labels(np.argmax(expected, -1).choose([0, 1, 2, 4])).numpy()
+    ours = np.asarray(fgsm(load_model(models / "a.keras"), x, labels, eps=0.05))
+    theirs = np.asarray(fgsm(imported, x, labels, eps=0.05))
+    assert np.mean(ours != theirs) < 0.01  # where the loss's gradient is not ~0
+    np.testing.assert_allclose(np.abs(ours - x).max(), np.abs(theirs - x).max(), rtol=1e-5)
