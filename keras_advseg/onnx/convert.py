@@ -106,10 +106,12 @@ class OnnxInput(keras.layers.Layer):
 class OnnxOutput(keras.layers.Layer):
     """The ONNX model's output as our four class logits (channels last, our class order).
 
-    Region probabilities become the classes' probabilities of the nested regions
-    (ET in TC in WT): background ``1 - WT``, oedema ``WT (1 - TC)``, necrotic core
-    ``WT TC (1 - ET)``, enhancing ``WT TC ET``, which sum to one; probabilities become their
-    logarithms (clipped at 1e-7), so that softmax gives them back.
+    Class probabilities become their logarithms (clipped at 1e-7), so that softmax gives them
+    back. Region outputs (WT, TC, ET; probabilities become their log-odds) become cumulative
+    class scores: background 0, oedema ``l_WT``, necrotic core ``l_WT + l_TC``, enhancing
+    ``l_WT + l_TC + l_ET``, so that, where the regions' probabilities are nested (ET in TC in
+    WT), the argmax is what thresholding each region at 0.5 gives, as nnU-Net and MONAI label
+    their region outputs.
     """
 
     def __init__(self, kind, order, channels_first, **kwargs):
@@ -126,13 +128,12 @@ class OnnxOutput(keras.layers.Layer):
             return y
         if self.kind == "probabilities":
             return ops.log(ops.clip(y, 1e-7, 1.0))
-        if self.kind == "region-logits":
-            y = ops.sigmoid(y)
+        if self.kind == "regions":  # probabilities: their log-odds
+            p = ops.clip(y, 1e-7, 1 - 1e-7)
+            y = ops.log(p) - ops.log(1 - p)
         wt, tc, et = y[..., 0], y[..., 1], y[..., 2]
-        classes = ops.stack(
-            [1 - wt, wt * tc * (1 - et), wt * (1 - tc), wt * tc * et], axis=-1
-        )  # background, NCR, ED, ET
-        return ops.log(ops.clip(classes, 1e-7, 1.0))
+        # background, NCR, ED, ET
+        return ops.stack([ops.zeros_like(wt), wt + tc, wt, wt + tc + et], axis=-1)
 
     def get_config(self):
         return {
