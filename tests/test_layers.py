@@ -38,7 +38,7 @@ LAYERS = (
     ("certification", ("certification",)),
     ("configuration", ("config", "train_config", "study_presets")),
     ("data", ("data",)),
-    ("models in use", ("inference", "export")),
+    ("models in use", ("inference", "export", "onnx")),
     ("runs", ("training", "defenses", "evaluation")),
     ("workflows", ("workflows", "tracking")),
     ("cli", ("cli", "cli_args")),

@@ -203,18 +203,20 @@ def export_command(
 def _export_onnx(model_path: Path, out_dir: Path, temperature: float) -> None:
     """OUT_DIR (new) with model.onnx and, when the model has it, preprocessing.json; written
     to a temporary folder and renamed."""
-    from keras_advseg.errors import InputError
     from keras_advseg.export import load_model, load_preprocessing
     from keras_advseg.io import atomic_path, write_json_atomic
     from keras_advseg.onnx.export import export_onnx
 
     if out_dir.exists():
         raise FileExistsError(f"{out_dir}: already exists; choose a new folder")
+    import zipfile
+
+    from keras_advseg.export import PREPROCESSING_ENTRY
+
     model = load_model(model_path)
-    try:
-        preprocessing = load_preprocessing(model_path)
-    except InputError:
-        preprocessing = None
+    with zipfile.ZipFile(model_path) as archive:  # absent: none to write; malformed: refused
+        stored = PREPROCESSING_ENTRY in archive.namelist()
+    preprocessing = load_preprocessing(model_path) if stored else None
     with atomic_path(out_dir, directory=True) as tmp:
         difference = export_onnx(model, tmp / "model.onnx", temperature=temperature)
         if preprocessing is not None:

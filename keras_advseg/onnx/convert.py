@@ -144,18 +144,19 @@ class OnnxOutput(keras.layers.Layer):
         }
 
 
-def load_onnx(path):
-    """The ``onnx.ModelProto`` of ``path``, checked by ``onnx.checker``.
+def load_onnx(path, data: bytes | None = None):
+    """The ``onnx.ModelProto`` of ``path`` (or of its bytes ``data``, already read), checked by
+    ``onnx.checker``.
 
     Raises:
         InputError: the ``onnx`` extra is missing, or the file is not a valid ONNX model.
     """
     onnx = require("onnx")
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise InputError(f"{path}: no such ONNX file")
     try:
-        model = onnx.load(str(path))
+        model = onnx.load_from_string(data) if data is not None else onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx raises several types for broken files
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -192,7 +193,10 @@ def import_onnx(path, shape, spec: OnnxImport = OnnxImport(), *, seed: int = 0):
     """
     from keras_advseg.onnx.graph import graph_layer
 
-    proto = load_onnx(path)
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such ONNX file")
+    data = Path(path).read_bytes()  # one read: what is converted, checked and hashed
+    proto = load_onnx(path, data)
     found_in, found_out = _io_shapes(proto)
     channels = 1 if spec.layout == "channels-first" else -1
     if len(found_in) != 5 or isinstance(found_in[channels], int) and found_in[channels] != 4:
@@ -208,6 +212,18 @@ def import_onnx(path, shape, spec: OnnxImport = OnnxImport(), *, seed: int = 0):
         raise InputError(
             f"{path}: the model's output is {_shape_text(found_out)}; expected {wanted} "
             f"{spec.outputs} channels, {spec.layout}"
+        )
+    spatial = found_in[2:] if spec.layout == "channels-first" else found_in[1:4]
+    fixed = [(d, want) for d, want in zip(spatial, shape) if isinstance(d, int)]
+    if any(d != want for d, want in fixed):
+        raise InputError(
+            f"{path}: the model's input is {_shape_text(found_in)}; the preprocessing's shape "
+            f"is {tuple(shape)}: they must agree"
+        )
+    if isinstance(found_in[0], int):
+        raise InputError(
+            f"{path}: the model's batch is fixed at {found_in[0]}; export it with a dynamic "
+            "batch (torch.onnx.export(..., dynamic_axes={'image': {0: 'batch'}}))"
         )
     layer = graph_layer(proto)
     first = spec.layout == "channels-first"
@@ -225,13 +241,13 @@ def import_onnx(path, shape, spec: OnnxImport = OnnxImport(), *, seed: int = 0):
     order = [spec.output_order.index(n) for n in names]
     outputs = OnnxOutput(spec.outputs, order, first, name="onnx_output")(y)
     model = keras.Model(inputs, outputs, name=Path(path).stem.replace(" ", "_")[:60] or "onnx")
-    difference, gradient_error = check_against_runtime(path, model, layer, spec, shape, seed)
+    difference, gradient_error = check_against_runtime(data, path, model, layer, shape, seed)
     onnx = require("onnx")
     producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p) or None
     source = {
         "format": "onnx",
         "file": Path(path).name,
-        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        "sha256": hashlib.sha256(data).hexdigest(),
         "opset": int(layer.opset),
         "producer": producer,
         "converter": f"keras-advseg {_version()} (onnx {onnx.__version__})",
@@ -246,7 +262,7 @@ def import_onnx(path, shape, spec: OnnxImport = OnnxImport(), *, seed: int = 0):
     return model, source
 
 
-def check_against_runtime(path, model, layer, spec, shape, seed):
+def check_against_runtime(data: bytes, path, model, layer, shape, seed):
     """The converted graph against ONNX Runtime on one random input: its largest output
     difference (refused above :data:`TOLERANCE`) and the relative error of the converted graph's
     input gradient, along four random directions over the whole input, against central finite
@@ -261,7 +277,7 @@ def check_against_runtime(path, model, layer, spec, shape, seed):
     import tensorflow as tf
 
     ort = require("onnxruntime")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     rng = np.random.default_rng(seed)
     ours = rng.normal(size=(1, *shape, 4)).astype("float32")
@@ -278,6 +294,19 @@ def check_against_runtime(path, model, layer, spec, shape, seed):
             f"{path}: the converted graph differs from ONNX Runtime by up to {difference:.3g} "
             f"(tolerance {TOLERANCE:g} of the outputs' scale); the import is refused"
         )
+    # and as the saved model runs it, traced for any batch (the batch known only when it
+    # runs: the shape arithmetic then computes with it), on a batch of two
+    traced = tf.function(
+        layer, input_signature=[tf.TensorSpec((None, *theirs.shape[1:]), tf.float32)]
+    )
+    pair = np.concatenate([theirs, rng.normal(size=theirs.shape).astype("float32")])
+    batched = float(np.max(np.abs(traced(pair).numpy() - session.run(None, {name: pair})[0])))
+    if batched > TOLERANCE * (1 + float(np.max(np.abs(expected)))):
+        raise InputError(
+            f"{path}: for a batch of two, the converted graph differs from ONNX Runtime by up "
+            f"to {batched:.3g}; the import is refused"
+        )
+    difference = max(difference, batched)
     # the converted graph's input gradient of a weighted sum of its outputs, against central
     # finite differences of the same sum computed by ONNX Runtime (our output mapping is
     # differentiable code of our own, tested apart)

@@ -73,7 +73,12 @@ def conv(inputs, attrs, opset, node):
     begin, end = _pads(attrs, x, kernel, strides, dilations, node)
     y = _channels_last(_pad_spatial(x, begin, end))
     kernel_cl = ops.transpose(w, (*range(2, n + 2), 1, 0))  # (k..., in, out)
-    y = ops.conv(y, kernel_cl, strides=strides, padding="valid", dilation_rate=dilations)
+    if any(s > 1 for s in strides) and any(d > 1 for d in dilations):
+        # TensorFlow runs no strided dilated convolution: every position, then every s-th
+        y = ops.conv(y, kernel_cl, strides=1, padding="valid", dilation_rate=dilations)
+        y = y[(slice(None), *(slice(None, None, s) for s in strides), slice(None))]
+    else:
+        y = ops.conv(y, kernel_cl, strides=strides, padding="valid", dilation_rate=dilations)
     if b is not None:
         y = y + b
     return [_channels_first(y)]
@@ -92,7 +97,9 @@ def conv_transpose(inputs, attrs, opset, node):
     pads = list(attrs.get("pads", [0] * 2 * n)) if attrs.get("auto_pad") != "VALID" else [0] * 2 * n
     extra = list(attrs.get("output_padding", [0] * n))
     kernel_cl = ops.transpose(w, (*range(2, n + 2), 1, 0))  # (k..., out, in)
-    y = ops.conv_transpose(_channels_last(x), kernel_cl, strides=strides, padding="valid")
+    y = ops.conv_transpose(
+        _channels_last(x), kernel_cl, strides=strides, padding="valid", output_padding=[0] * n
+    )
     # the full output, (in - 1) * stride + kernel; output_padding adds positions no input
     # reaches at the end, then pads crop
     if any(extra):
@@ -122,8 +129,8 @@ def instance_normalization(inputs, attrs, opset, node):
 
 
 def batch_normalization(inputs, attrs, opset, node):
-    if int(attrs.get("training_mode", 0)):
-        raise UnsupportedOperator(f"{node}: BatchNormalization in training mode")
+    if int(attrs.get("training_mode", 0)) or not int(attrs.get("spatial", 1)):
+        raise UnsupportedOperator(f"{node}: BatchNormalization in training mode or spatial=0")
     x, scale, bias, mean, variance = inputs[:5]
     epsilon = float(attrs.get("epsilon", 1e-5))
     factor = scale / ops.sqrt(variance + epsilon)
@@ -187,8 +194,6 @@ def _resize_axis(x, axis, out_size, scale, mode, transform, nearest):
     i = np.arange(out_size, dtype=np.float64)
     if transform == "half_pixel":
         source = (i + 0.5) / scale - 0.5
-        if out_size == 1:
-            source = np.zeros_like(i)
     elif transform == "pytorch_half_pixel":
         source = (i + 0.5) / scale - 0.5 if out_size > 1 else np.zeros_like(i)
     elif transform == "align_corners":
@@ -241,10 +246,21 @@ def resize(inputs, attrs, opset, node):
         raise UnsupportedOperator(f"{node}: Resize with crop-and-resize or antialias")
     if attrs.get("axes"):
         raise UnsupportedOperator(f"{node}: Resize with axes")
+    if attrs.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise UnsupportedOperator(f"{node}: Resize with keep_aspect_ratio_policy")
     if sizes is not None and np.size(sizes):
-        out = [int(s) for s in np.asarray(sizes).ravel()]
+        # the batch and channel sizes may be the input's own, known only when the graph runs
+        # (sizes = the input's shape with new spatial sizes); the spatial ones must be known
+        listed = list(np.asarray(sizes).ravel())
+        if not all(isinstance(v, int | np.integer) for v in listed[2:]):
+            raise UnsupportedOperator(f"{node}: Resize sizes known only when the graph runs")
+        out = [
+            int(v) if isinstance(v, int | np.integer) else x.shape[i] for i, v in enumerate(listed)
+        ]
         factors = [None if d is None else o / d for o, d in zip(out, x.shape)]
     elif scales is not None and np.size(scales):
+        if not all(isinstance(v, float | int | np.number) for v in np.asarray(scales).ravel()):
+            raise UnsupportedOperator(f"{node}: Resize scales known only when the graph runs")
         factors = [float(s) for s in np.asarray(scales).ravel()]
         out = [None if d is None else int(math.floor(d * f)) for d, f in zip(x.shape, factors)]
     else:
@@ -259,6 +275,8 @@ def resize(inputs, attrs, opset, node):
 def upsample(inputs, attrs, opset, node):
     x = inputs[0]
     scales = attrs.get("scales") if len(inputs) < 2 or inputs[1] is None else inputs[1]
+    if any(float(s) != 1 for s in np.asarray(scales).ravel()[:2]):
+        raise UnsupportedOperator(f"{node}: Upsample of the batch or channel axis")
     factors = [float(s) for s in np.asarray(scales).ravel()[2:]]
     mode = attrs.get("mode", "nearest")
     for axis, factor in zip(range(2, len(x.shape)), factors):
@@ -271,13 +289,20 @@ def reshape(inputs, attrs, opset, node):
     x, target = inputs
     if not _static(target):  # a shape computed when the graph runs (from the batch size)
         return [ops.reshape(x, ops.cast(target, "int32"))]
-    target = [int(s) for s in np.asarray(target).ravel()]
-    if not int(attrs.get("allowzero", 0)):
-        target = [x.shape[i] if s == 0 else s for i, s in enumerate(target)]
-    target = [-1 if s is None else s for s in target]
-    if _static(x):
-        return [np.reshape(x, target)]
-    return [ops.reshape(x, target)]
+    dims = list(np.shape(x) if _static(x) else x.shape)
+    target = [v if not _static(v) else int(v) for v in np.ravel(target)]
+    if not int(attrs.get("allowzero", 0)):  # 0 copies the input's size there
+        target = [
+            (dims[i] if dims[i] is not None else ops.shape(x)[i]) if _is_zero(v) else v
+            for i, v in enumerate(target)
+        ]
+    if all(isinstance(v, int) for v in target):
+        return [np.reshape(x, target) if _static(x) else ops.reshape(x, target)]
+    return [ops.reshape(x, _runtime_shape(target))]
+
+
+def _is_zero(value) -> bool:
+    return isinstance(value, int) and value == 0
 
 
 def transpose(inputs, attrs, opset, node):
@@ -302,10 +327,10 @@ def unsqueeze(inputs, attrs, opset, node):
 
 def squeeze(inputs, attrs, opset, node):
     x = inputs[0]
-    axes = _axes(inputs, attrs, opset)
-    if not axes:
-        axes = [i for i, d in enumerate(x.shape) if d == 1]
-    return [ops.squeeze(x, axis=tuple(a % len(x.shape) for a in axes))]
+    shape = np.shape(x) if _static(x) else x.shape
+    axes = _axes(inputs, attrs, opset) or [i for i, d in enumerate(shape) if d == 1]
+    axes = tuple(a % len(shape) for a in axes)
+    return [np.squeeze(x, axis=axes) if _static(x) else ops.squeeze(x, axis=axes)]
 
 
 def clip(inputs, attrs, opset, node):
@@ -332,14 +357,32 @@ def _static(*values) -> bool:
 
 def shape(inputs, attrs, opset, node):
     (x,) = inputs[:1]
-    dims = list(x.shape)
     start, end = int(attrs.get("start", 0)), attrs.get("end")
+    dims = list(np.shape(x) if _static(x) else x.shape)
     if all(isinstance(d, int) for d in dims):
         return [np.asarray(dims, np.int64)[start:end]]
-    # a dimension known only when the graph runs (the batch): a tensor
+    # a partly known shape: the known sizes stay integers (a Resize or Slice can use them),
+    # the batch is a scalar computed when the graph runs
     dynamic = ops.shape(x)
-    parts = [ops.cast(ops.convert_to_tensor(d), "int64") for d in dynamic]
-    return [ops.stack(parts)[start:end]]
+    values = [
+        d if isinstance(d, int) else ops.cast(dynamic[i], "int64") for i, d in enumerate(dims)
+    ]
+    return [_objects(values)[start:end]]
+
+
+def _objects(values) -> np.ndarray:
+    """A 1-D object array of ``values`` (sizes and run-time scalars), built element by
+    element: NumPy would otherwise try to read a traced tensor's value."""
+    array = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        array[i] = value
+    return array
+
+
+def _runtime_shape(values):
+    """A shape vector that holds run-time scalars as one int32 tensor."""
+    items = values if isinstance(values, list | tuple) else list(np.ravel(values))
+    return ops.stack([ops.cast(v, "int32") for v in items])
 
 
 def gather(inputs, attrs, opset, node):
@@ -355,9 +398,16 @@ def cast(inputs, attrs, opset, node):
     to = int(attrs["to"])
     if to not in _ONNX_DTYPES:
         raise UnsupportedOperator(f"{node}: Cast to ONNX type {to}")
+    dtype = _ONNX_DTYPES[to]
+    if _static(x) and np.asarray(x).dtype == object:  # a partly known shape
+        flat = [
+            np.asarray(v).astype(dtype).item() if _static(v) else ops.cast(v, dtype)
+            for v in np.ravel(x)
+        ]
+        return [_objects(flat).reshape(np.shape(x))]
     if _static(x):
-        return [np.asarray(x).astype(_ONNX_DTYPES[to])]
-    return [ops.cast(x, _ONNX_DTYPES[to])]
+        return [np.asarray(x).astype(dtype)]
+    return [ops.cast(x, dtype)]
 
 
 def slice_(inputs, attrs, opset, node):
@@ -369,20 +419,45 @@ def slice_(inputs, attrs, opset, node):
         starts, ends, axes, steps = inputs[1:5]
     if not _static(starts, ends, axes, steps):
         raise UnsupportedOperator(f"{node}: Slice with starts or ends computed in the graph")
-    rank = len(x.shape)
-    axes = list(range(len(starts))) if axes is None else [int(a) % rank for a in np.ravel(axes)]
+    dims = list(np.shape(x) if _static(x) else x.shape)
+    rank = len(dims)
+    axes = (
+        list(range(len(np.ravel(starts))))
+        if axes is None
+        else [int(a) % rank for a in np.ravel(axes)]
+    )
     steps = [1] * len(axes) if steps is None else [int(v) for v in np.ravel(steps)]
     index = [slice(None)] * rank
-    limit = 2**62
     for axis, begin, stop, step in zip(axes, np.ravel(starts), np.ravel(ends), steps):
-        index[axis] = slice(
-            None if abs(int(begin)) >= limit else int(begin),
-            None if abs(int(stop)) >= limit else int(stop),
-            step,
-        )
+        if _static(begin) or isinstance(begin, int):
+            if _static(stop) or isinstance(stop, int):
+                index[axis] = _bounds(int(begin), int(stop), step, dims[axis], node)
+                continue
+        if _static(x):  # a bound known only when the graph runs, on a constant
+            raise UnsupportedOperator(f"{node}: Slice of a constant at run-time bounds")
+        # a bound known only when the graph runs (from the batch size): TensorFlow clamps it
+        index[axis] = slice(begin, stop, step)
     if _static(x):
         return [np.asarray(x)[tuple(index)]]
     return [x[tuple(index)]]
+
+
+def _bounds(begin: int, stop: int, step: int, size, node) -> slice:
+    """Slice's starts and ends clamped as the specification says: ``[0, size]`` for a
+    positive step, ``[-1, size - 1]`` for a negative one (-1: before the first element)."""
+    if step == 0:
+        raise UnsupportedOperator(f"{node}: Slice with a step of 0")
+    if size is None:  # the batch: only the whole axis
+        if (begin, step) in ((0, 1),) and stop >= 2**31:
+            return slice(None)
+        raise UnsupportedOperator(f"{node}: Slice of the batch axis")
+    begin = begin + size if begin < 0 else begin
+    stop = stop + size if stop < 0 else stop
+    if step > 0:
+        return slice(min(max(begin, 0), size), min(max(stop, 0), size), step)
+    begin = min(max(begin, -1), size - 1)
+    stop = min(max(stop, -1), size - 1)
+    return slice(begin, None if stop == -1 else stop, step)
 
 
 def concat(inputs, attrs, opset, node):
@@ -411,6 +486,8 @@ def pad(inputs, attrs, opset, node):
     x = inputs[0]
     if attrs.get("mode", "constant") != "constant":
         raise UnsupportedOperator(f"{node}: Pad with mode {attrs['mode']!r} (constant only)")
+    if "paddings" in attrs:
+        raise UnsupportedOperator(f"{node}: Pad-1's paddings")
     pads = attrs.get("pads") if opset < 11 else inputs[1]
     value = attrs.get("value", 0.0) if opset < 11 else inputs[2]
     if inputs[3] is not None:
@@ -429,12 +506,31 @@ def tile(inputs, attrs, opset, node):
     return [ops.tile(x, [int(r) for r in np.ravel(repeats)])]
 
 
+def _divide(a, b):
+    """Div: integers divided truncating towards zero in their own type, as C++ does."""
+    if _static(a, b):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.dtype == object or b.dtype == object:  # shape arithmetic, sizes positive
+            return a // b
+        if a.dtype.kind in "iu" and b.dtype.kind in "iu":
+            return np.trunc(a / b).astype(np.result_type(a, b))
+        return a / b
+    return a / b
+
+
 def _unary(function):
     return lambda inputs, attrs, opset, node: [function(inputs[0])]
 
 
 def _binary(function):
-    return lambda inputs, attrs, opset, node: [function(inputs[0], inputs[1])]
+    def run(inputs, attrs, opset, node):
+        if "broadcast" in attrs or "axis" in attrs:  # before opset 7: its own broadcasting
+            raise UnsupportedOperator(
+                f"{node}: arithmetic with the broadcast attribute (opset < 7)"
+            )
+        return [function(inputs[0], inputs[1])]
+
+    return run
 
 
 OPERATORS = {
@@ -457,7 +553,7 @@ OPERATORS = {
     "Add": _binary(lambda a, b: a + b),
     "Sub": _binary(lambda a, b: a - b),
     "Mul": _binary(lambda a, b: a * b),
-    "Div": _binary(lambda a, b: a / b),
+    "Div": lambda inputs, attrs, opset, node: [_divide(*inputs)],
     "Concat": concat,
     "Resize": resize,
     "Upsample": upsample,

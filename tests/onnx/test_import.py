@@ -151,13 +151,33 @@ def test_what_cannot_be_mapped_or_converted_is_refused_in_one_line(
     )
     erf = model_of(
         [helper.make_node("Erf", ["image"], ["y"])],
-        [("image", [1, 4, 16, 16, 16])],
-        ("y", [1, 4, 16, 16, 16]),
+        [("image", ["N", 4, 16, 16, 16])],
+        ("y", ["N", 4, 16, 16, 16]),
     )
     onnx.save(erf, tmp_path / "erf.onnx")
     fails_cleanly(
         ["import-onnx", tmp_path / "erf.onnx", "--out", tmp_path / "m.keras", *common],
         contains=("unsupported ONNX operators: Erf",),
+    )
+    fixed = model_of(
+        [helper.make_node("Relu", ["image"], ["y"])],
+        [("image", [1, 4, 16, 16, 16])],
+        ("y", [1, 4, 16, 16, 16]),
+    )
+    onnx.save(fixed, tmp_path / "fixed.onnx")
+    fails_cleanly(
+        ["import-onnx", tmp_path / "fixed.onnx", "--out", tmp_path / "m.keras", *common],
+        contains=("the model's batch is fixed at 1", "dynamic_axes"),
+    )
+    smaller = model_of(
+        [helper.make_node("Relu", ["image"], ["y"])],
+        [("image", ["N", 4, 8, 8, 8])],
+        ("y", ["N", 4, 8, 8, 8]),
+    )
+    onnx.save(smaller, tmp_path / "smaller.onnx")
+    fails_cleanly(
+        ["import-onnx", tmp_path / "smaller.onnx", "--out", tmp_path / "m.keras", *common],
+        contains=("the preprocessing's shape is (16, 16, 16)",),
     )
     (tmp_path / "broken.onnx").write_bytes(b"not a model")
     fails_cleanly(
@@ -228,7 +248,7 @@ def test_what_cannot_be_mapped_or_converted_is_refused_in_one_line(
     onnx.save(dynamic, tmp_path / "dynamic.onnx")
     fails_cleanly(
         ["import-onnx", tmp_path / "dynamic.onnx", "--out", tmp_path / "m.keras", *common],
-        contains=("input 2 of Resize is computed in the graph",),
+        contains=("Resize scales known only when the graph runs",),
     )
 
 

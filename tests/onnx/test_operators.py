@@ -45,6 +45,15 @@ CASES = {
         ["w"],
         [("w", w(4, 3, 3, 3, 1))],
     ),
+    "conv-strided-dilated": case(
+        "Conv",
+        {"strides": [2, 1, 2], "dilations": [2, 1, 1], "pads": [2, 1, 1, 2, 1, 1]},
+        ["w"],
+        [("w", w(4, 3, 3, 3, 3))],
+    ),
+    "conv-transpose-kernel-below-stride": case(
+        "ConvTranspose", {"strides": [2, 2, 2]}, ["w"], [("w", w(3, 2, 1, 1, 1))]
+    ),
     "conv-2d": case("Conv", {"pads": [1, 1, 1, 1]}, ["w"], [("w", w(2, 3, 3, 3))], ["N", 3, 6, 5]),
     "conv-transpose": case(
         "ConvTranspose",
@@ -132,6 +141,27 @@ CASES = {
         ["p", "v"],
         [("p", np.array([0, 0, 1, 0, 2, 0, 0, 0, 1, 1], "int64")), ("v", np.array(0.5, "float32"))],
     ),
+    "slice-negative-step-clamped": case(
+        "Slice",
+        {},
+        ["b", "e", "a", "s"],
+        [
+            ("b", np.array([2**62, -1], "int64")),
+            ("e", np.array([-(2**62), 0], "int64")),
+            ("a", np.array([2, 3], "int64")),
+            ("s", np.array([-2, -1], "int64")),
+        ],
+    ),
+    "slice-empty": case(
+        "Slice",
+        {},
+        ["b", "e", "a"],
+        [
+            ("b", np.array([2**62], "int64")),
+            ("e", np.array([2**62], "int64")),
+            ("a", np.array([4], "int64")),
+        ],
+    ),
     "tile": case("Tile", {}, ["r"], [("r", np.array([1, 1, 2, 1, 3], "int64"))]),
     "slice": case(
         "Slice",
@@ -180,6 +210,36 @@ CASES.update(
             ],
             [("k", np.array(3.7, "float32"))],
         ),
+        "integer-div-truncates": chain(
+            [
+                helper.make_node("Shape", ["x"], ["s"]),
+                helper.make_node("Div", ["s", "two"], ["h"]),
+                helper.make_node("Concat", ["h", "one"], ["t"], axis=0),
+                helper.make_node("Slice", ["x", "zero", "t"], ["y"]),
+            ],
+            [
+                ("two", np.array([1, 1, 2, 2, 2], "int64")),
+                ("one", np.array([], "int64")),
+                ("zero", np.zeros(5, "int64")),
+            ],
+        ),
+        # PyTorch's interpolate(size=skip.shape[2:]): the sizes from the input's shape
+        "resize-sizes-from-shape": chain(
+            [
+                helper.make_node("Shape", ["x"], ["s"]),
+                helper.make_node("Slice", ["s", "zero", "two"], ["nc"]),
+                helper.make_node("Slice", ["s", "two", "five"], ["dhw"]),
+                helper.make_node("Mul", ["dhw", "k"], ["up"]),
+                helper.make_node("Concat", ["nc", "up"], ["z"], axis=0),
+                helper.make_node("Resize", ["x", "", "", "z"], ["y"], mode="nearest"),
+            ],
+            [
+                ("zero", np.array([0], "int64")),
+                ("two", np.array([2], "int64")),
+                ("five", np.array([5], "int64")),
+                ("k", np.array([2, 1, 2], "int64")),
+            ],
+        ),
         "sqrt": chain(
             [helper.make_node("Mul", ["x", "x"], ["s"]), helper.make_node("Sqrt", ["s"], ["y"])]
         ),
@@ -197,6 +257,22 @@ def test_each_operator_equals_onnx_runtime(name):
     got = np.asarray(graph_layer(model)(x))
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name", ["shape-arithmetic-reshape", "integer-div-truncates", "resize-sizes-from-shape"]
+)
+def test_shape_arithmetic_with_the_batch_known_only_when_the_graph_runs(name):
+    """Traced for any batch, as a saved model runs: the known sizes stay constants, the batch is
+    computed when the graph runs, and a batch of three equals ONNX Runtime's."""
+    import tensorflow as tf
+
+    model, shape = CASES[name]
+    layer = graph_layer(model)
+    traced = tf.function(layer, input_signature=[tf.TensorSpec((None, *shape[1:]), tf.float32)])
+    x = RNG.normal(size=(3, *shape[1:])).astype("float32")
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(traced(x).numpy(), session.run(None, {"x": x})[0], atol=1e-6)
 
 
 def test_every_operator_has_a_case():
