@@ -61,6 +61,19 @@ class Preprocessing:
     def to_json(self) -> dict:
         return {"version": PREPROCESSING_VERSION, "modalities": list(MODALITIES), **asdict(self)}
 
+    def prepare_config(self):
+        """The :class:`~keras_advseg.data.prepare.PrepareConfig` that prepares a dataset as
+        this model expects (its size, N4, margin and normalisation; the split is the caller's)."""
+        from keras_advseg.data.prepare import PrepareConfig
+
+        return PrepareConfig(
+            shape=self.shape,
+            n4=self.n4,
+            n4_shrink=self.n4_shrink,
+            margin=self.margin,
+            normalization=self.normalization,
+        )
+
     @classmethod
     def from_json(cls, value: dict, source: str | Path) -> Preprocessing:
         """Reads the stored form back (untrusted input: a model's, or a user's ``--preprocessing``

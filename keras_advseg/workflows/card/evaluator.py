@@ -327,7 +327,7 @@ def _prepare_table(raw: Path, out: Path, model_path: Path, test_ids, config) -> 
     """The linked table prepared as the model's stored (or the configured) preprocessing says:
     its rows marked ``test`` the test split; the standardisation statistics the model's own
     when it has them and no row is marked ``train``."""
-    from keras_advseg.data.prepare import PrepareConfig, prepare_dataset
+    from keras_advseg.data.prepare import prepare_dataset
     from keras_advseg.export import load_preprocessing
     from keras_advseg.inference import Preprocessing
 
@@ -348,14 +348,14 @@ def _prepare_table(raw: Path, out: Path, model_path: Path, test_ids, config) -> 
                 "mark the rows that give them split=train"
             )
         statistics = (stored.mean, stored.std)
-    config = PrepareConfig(
-        shape=stored.shape,
-        n4=stored.n4,
-        n4_shrink=stored.n4_shrink,
-        margin=stored.margin,
-        normalization=stored.normalization,
+    prepare_dataset(
+        raw,
+        out,
+        stored.prepare_config(),
+        progress=False,
+        test_ids=test_ids,
+        statistics=statistics,
     )
-    prepare_dataset(raw, out, config, progress=False, test_ids=test_ids, statistics=statistics)
     return out
 
 

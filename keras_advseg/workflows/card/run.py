@@ -180,19 +180,12 @@ def _prepared_for(model_path: Path, data, out: Path) -> Path:
     """A raw dataset prepared as the model's stored preprocessing says (its size, N4, margin and
     normalisation; the split and the global statistics are the dataset's own), into
     ``OUT/prepared``; a prepared cache as it is."""
-    from keras_advseg.data.prepare import PrepareConfig, prepare_dataset
+    from keras_advseg.data.prepare import prepare_dataset
     from keras_advseg.export import load_preprocessing
 
     data = Path(data)
     if (data / "prepared.json").is_file():
         return data
-    stored = load_preprocessing(model_path)
-    config = PrepareConfig(
-        shape=stored.shape,
-        n4=stored.n4,
-        n4_shrink=stored.n4_shrink,
-        margin=stored.margin,
-        normalization=stored.normalization,
-    )
+    config = load_preprocessing(model_path).prepare_config()
     prepare_dataset(data, out / "prepared", config, progress=False)
     return out / "prepared"
