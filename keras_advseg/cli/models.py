@@ -312,7 +312,9 @@ def import_onnx_command(
         output_order=tuple(n.strip() for n in output_order.split(",")) if output_order else None,
         layout=layout,
     )
-    model, source = import_onnx(onnx_path, preprocessing.shape, spec, seed=seed)
+    model, source = import_onnx(
+        onnx_path, preprocessing.shape, spec, seed=seed, say=lambda line: click.echo(line, err=True)
+    )
     check_model_fits(model, onnx_path, preprocessing.shape, preprocessing_json)
     save_model(model, out, preprocessing, source)
     checked = source["checked"]

@@ -174,14 +174,15 @@ def require(module: str):
         raise InputError(f"ONNX support needs {module}: pip install 'keras-advseg[onnx]'") from None
 
 
-def import_onnx(path, shape, spec: OnnxImport = OnnxImport(), *, seed: int = 0):
+def import_onnx(path, shape, spec: OnnxImport = OnnxImport(), *, seed: int = 0, say=None):
     """Converts an ONNX segmentation network and checks it against ONNX Runtime.
 
     Args:
         path: The ``.onnx`` file.
         shape: The spatial size ``(X, Y, Z)`` the model is run at (its preprocessing's).
         spec: How its inputs and outputs map to ours.
-        seed: Seed of the check's random input and voxels.
+        seed: Seed of the check's random input and directions.
+        say: Where progress lines go (the checks run the model some twenty times), or None.
 
     Returns:
         ``(model, source)``: the Keras model, and the record the imported model stores (the
@@ -225,6 +226,7 @@ def import_onnx(path, shape, spec: OnnxImport = OnnxImport(), *, seed: int = 0):
             f"{path}: the model's batch is fixed at {found_in[0]}; export it with a dynamic "
             "batch (torch.onnx.export(..., dynamic_axes={'image': {0: 'batch'}}))"
         )
+    say = say or (lambda line: None)
     layer = graph_layer(proto)
     first = spec.layout == "channels-first"
     from keras_advseg.data import MODALITIES
@@ -241,7 +243,8 @@ def import_onnx(path, shape, spec: OnnxImport = OnnxImport(), *, seed: int = 0):
     order = [spec.output_order.index(n) for n in names]
     outputs = OnnxOutput(spec.outputs, order, first, name="onnx_output")(y)
     model = keras.Model(inputs, outputs, name=Path(path).stem.replace(" ", "_")[:60] or "onnx")
-    difference, gradient_error = check_against_runtime(data, path, model, layer, shape, seed)
+    say(f"converted {len(proto.graph.node)} nodes of {Path(path).name}; checking them")
+    difference, gradient_error = check_against_runtime(data, path, model, layer, shape, seed, say)
     onnx = require("onnx")
     producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p) or None
     source = {
@@ -262,7 +265,7 @@ def import_onnx(path, shape, spec: OnnxImport = OnnxImport(), *, seed: int = 0):
     return model, source
 
 
-def check_against_runtime(data: bytes, path, model, layer, shape, seed):
+def check_against_runtime(data: bytes, path, model, layer, shape, seed, say=None):
     """The converted graph against ONNX Runtime on one random input: its largest output
     difference (refused above :data:`TOLERANCE`) and the relative error of the converted graph's
     input gradient, along four random directions over the whole input, against central finite
@@ -294,6 +297,8 @@ def check_against_runtime(data: bytes, path, model, layer, shape, seed):
             f"{path}: the converted graph differs from ONNX Runtime by up to {difference:.3g} "
             f"(tolerance {TOLERANCE:g} of the outputs' scale); the import is refused"
         )
+    say = say or (lambda line: None)
+    say(f"outputs within {difference:.2g} of ONNX Runtime; checking a batch of two")
     # and as the saved model runs it, traced for any batch (the batch known only when it
     # runs: the shape arithmetic then computes with it), on a batch of two
     traced = tf.function(
@@ -307,6 +312,7 @@ def check_against_runtime(data: bytes, path, model, layer, shape, seed):
             f"to {batched:.3g}; the import is refused"
         )
     difference = max(difference, batched)
+    say("checking input gradients against finite differences (16 runs of ONNX Runtime)")
     # the converted graph's input gradient of a weighted sum of its outputs, against central
     # finite differences of the same sum computed by ONNX Runtime (our output mapping is
     # differentiable code of our own, tested apart)
