@@ -283,8 +283,8 @@ def import_onnx_command(
     """Convert an ONNX segmentation network (PyTorch, MONAI, nnU-Net) into a Keras model that
     every command takes (card, evaluate, certify, audit, predict, export).
 
-    The converted graph is checked against ONNX Runtime on a random input (outputs within 1e-4
-    of their scale, input gradients along four random directions within 10% of finite
+    The converted graph is checked against ONNX Runtime on a random input (outputs within 1e-3
+    of their scale, input gradients along four random directions within 20% of finite
     differences); the import is refused when either check fails, and an operator it cannot run
     is named.
     """

@@ -28,15 +28,23 @@ REGION_NAMES = ("wt", "tc", "et")
 
 LAYOUTS = ("channels-first", "channels-last")
 
-TOLERANCE = 1e-4
+TOLERANCE = 1e-3
 """The import's check: the converted graph's outputs within this times (1 + the largest
-absolute output) of ONNX Runtime's, on the same random input."""
+absolute output) of ONNX Runtime's, on the same random input. TensorFlow's and ONNX Runtime's
+float32 kernels sum in other orders, and a deep network carries those differences: the paper's
+UNet exported and imported back differs from ONNX Runtime by about 2e-4 at 64^3
+(``benchmarks/bench_onnx.py``); a wrong operator differs by far more (the tests' leaky ReLU
+run as a ReLU differs by 0.05)."""
 
-GRADIENT_TOLERANCE = 0.1
+GRADIENT_TOLERANCE = 0.2
 """The import's check: the relative error of the input gradient's derivatives along four random
-directions against central finite differences of ONNX Runtime's outputs (steps 1e-3 and 1e-4,
-the better kept). The differences are themselves off by a few per cent on these networks; a
-wrong derivative (zero, a sign, a stopped gradient) is off by 100 % or more."""
+directions against central finite differences of ONNX Runtime's outputs (steps 1e-4 and 3e-5,
+the better kept). The differences are themselves off on a deep network's outputs (curvature,
+ReLU and max-pool switches, float32 rounding): the paper's UNet, exported and imported back,
+measured 8.1 % at 32^3 and 5.6 % at 64^3 (``benchmarks/bench_onnx.py``), the tests' small
+networks 0.5-2.5 %. The graph's gradients are TensorFlow's own derivatives of the operators
+whose outputs the first check compares, so what this check is for is a derivative that is not
+there or not the operator's (a stopped gradient): off by 100 % or more."""
 
 
 @dataclass(frozen=True)
@@ -336,7 +344,7 @@ def check_against_runtime(data: bytes, path, model, layer, shape, seed, say=None
     directions = [rng.normal(size=theirs.shape).astype("float32") for _ in range(4)]
     analytic = np.array([float(np.sum(gradient.astype(np.float64) * d)) for d in directions])
     error = np.inf
-    for step in (1e-3, 1e-4):
+    for step in (1e-4, 3e-5):  # larger steps meet the curvature, smaller ones the rounding
         numeric = np.array(
             [
                 (through_runtime(theirs + step * d) - through_runtime(theirs - step * d))

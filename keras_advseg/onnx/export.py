@@ -11,8 +11,10 @@ import numpy as np
 
 from keras_advseg.errors import InputError
 
-TOLERANCE = 1e-4
-"""The export's check: ONNX Runtime's probabilities within this of the model's."""
+TOLERANCE = 1e-3
+"""The export's check: ONNX Runtime's probabilities within this of the model's. The two run
+float32 kernels that sum in other orders (oneDNN's, ONNX Runtime's): the paper's 3-D UNet with
+random weights differs by about 2e-4 at 64^3 (``benchmarks/bench_onnx.py``)."""
 
 
 def export_onnx(model: keras.Model, path, *, temperature: float = 1.0, seed: int = 0) -> float:
