@@ -92,11 +92,16 @@ def load_source(path: str | Path) -> dict | None:
     return value
 
 
-def load_preprocessing(path: str | Path):
+def load_preprocessing(path: str | Path, *, optional: bool = False):
     """The :class:`~keras_advseg.inference.Preprocessing` stored in a ``.keras`` file.
 
+    Args:
+        path: The ``.keras`` file.
+        optional: Return None for a model saved without it, instead of refusing it.
+
     Raises:
-        InputError: the file has none (a model saved without it) or it is malformed.
+        InputError: the file has none (a model saved without it; unless ``optional``) or it is
+            malformed.
     """
     import json
     import zipfile
@@ -107,6 +112,8 @@ def load_preprocessing(path: str | Path):
     try:
         with zipfile.ZipFile(path) as archive:
             if PREPROCESSING_ENTRY not in archive.namelist():
+                if optional:
+                    return None
                 raise InputError(
                     f"{path}: the model does not record the preprocessing it was trained with; "
                     "re-save it with keras_advseg.export.save_model or train it with advseg train"

@@ -75,6 +75,22 @@ class Preprocessing:
         )
 
     @classmethod
+    def from_file(cls, path: str | Path) -> Preprocessing:
+        """A user's preprocessing JSON file (``--preprocessing``), checked as :meth:`from_json`
+        checks it.
+
+        Raises:
+            InputError: the file is not readable JSON, or a field is wrong.
+        """
+        import json
+
+        try:
+            value = json.loads(Path(path).read_text())
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: not a readable JSON file ({exc})") from None
+        return cls.from_json(value, path)
+
+    @classmethod
     def from_json(cls, value: dict, source: str | Path) -> Preprocessing:
         """Reads the stored form back (untrusted input: a model's, or a user's ``--preprocessing``
         JSON), every field checked for its type and range: ``"n4": "false"`` is refused, not

@@ -209,14 +209,8 @@ def _export_onnx(model_path: Path, out_dir: Path, temperature: float) -> None:
 
     if out_dir.exists():
         raise FileExistsError(f"{out_dir}: already exists; choose a new folder")
-    import zipfile
-
-    from keras_advseg.export import PREPROCESSING_ENTRY
-
     model = load_model(model_path)
-    with zipfile.ZipFile(model_path) as archive:  # absent: none to write; malformed: refused
-        stored = PREPROCESSING_ENTRY in archive.namelist()
-    preprocessing = load_preprocessing(model_path) if stored else None
+    preprocessing = load_preprocessing(model_path, optional=True)  # a malformed one is refused
     with atomic_path(out_dir, directory=True) as tmp:
         difference = export_onnx(model, tmp / "model.onnx", temperature=temperature)
         if preprocessing is not None:
@@ -288,8 +282,6 @@ def import_onnx_command(
     differences); the import is refused when either check fails, and an operator it cannot run
     is named.
     """
-    import json
-
     from keras_advseg.errors import InputError
     from keras_advseg.export import save_model
     from keras_advseg.inference import Preprocessing, check_model_fits
@@ -301,11 +293,7 @@ def import_onnx_command(
         raise InputError(
             f"--out {out}: exists and is not a model this command wrote; choose another"
         )
-    try:
-        value = json.loads(Path(preprocessing_json).read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"{preprocessing_json}: not a readable JSON file ({exc})") from None
-    preprocessing = Preprocessing.from_json(value, preprocessing_json)
+    preprocessing = Preprocessing.from_file(preprocessing_json)
     spec = OnnxImport(
         modalities=tuple(m.strip() for m in modalities.split(",")),
         outputs=outputs,

@@ -80,7 +80,7 @@ class OnnxImport:
             raise InputError(
                 f"layout must be one of {', '.join(LAYOUTS)}. Received: {self.layout!r}"
             )
-        names = CLASS_NAMES if self.outputs in ("logits", "probabilities") else REGION_NAMES
+        names = self.channel_names
         order = tuple(self.output_order or names)
         if sorted(order) != sorted(names):
             raise InputError(
@@ -89,6 +89,12 @@ class OnnxImport:
             )
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "output_order", order)
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """What the model's output channels are, in our order: :data:`CLASS_NAMES` or
+        :data:`REGION_NAMES`."""
+        return CLASS_NAMES if self.outputs in ("logits", "probabilities") else REGION_NAMES
 
 
 @keras.saving.register_keras_serializable(package="keras_advseg")
@@ -152,24 +158,26 @@ class OnnxOutput(keras.layers.Layer):
         }
 
 
-def load_onnx(path, data: bytes | None = None):
-    """The ``onnx.ModelProto`` of ``path`` (or of its bytes ``data``, already read), checked by
-    ``onnx.checker``.
+def load_onnx(path):
+    """``(model, data)``: the ``onnx.ModelProto`` of ``path``, checked by ``onnx.checker``, and
+    the file's bytes it was read from (one read: what is converted, checked and hashed).
 
     Raises:
-        InputError: the ``onnx`` extra is missing, or the file is not a valid ONNX model.
+        InputError: the ``onnx`` extra is missing, or the file is missing or not a valid ONNX
+            model.
     """
     onnx = require("onnx")
     path = Path(path)
-    if data is None and not path.is_file():
+    if not path.is_file():
         raise InputError(f"{path}: no such ONNX file")
+    data = path.read_bytes()
     try:
-        model = onnx.load_from_string(data) if data is not None else onnx.load(str(path))
+        model = onnx.load_from_string(data)
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx raises several types for broken files
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: not a valid ONNX model ({reason})") from None
-    return model
+    return model, data
 
 
 def require(module: str):
@@ -202,10 +210,7 @@ def import_onnx(path, shape, spec: OnnxImport = OnnxImport(), *, seed: int = 0, 
     """
     from keras_advseg.onnx.graph import graph_layer
 
-    if not Path(path).is_file():
-        raise InputError(f"{path}: no such ONNX file")
-    data = Path(path).read_bytes()  # one read: what is converted, checked and hashed
-    proto = load_onnx(path, data)
+    proto, data = load_onnx(path)
     found_in, found_out = _io_shapes(proto)
     channels = 1 if spec.layout == "channels-first" else -1
     if len(found_in) != 5 or isinstance(found_in[channels], int) and found_in[channels] != 4:
@@ -214,7 +219,7 @@ def import_onnx(path, shape, spec: OnnxImport = OnnxImport(), *, seed: int = 0, 
             f"sequences, (N, 4, X, Y, Z) {spec.layout}"
             + (" (use --layout channels-last)" if found_in and found_in[-1] == 4 else "")
         )
-    wanted = 4 if spec.outputs in ("logits", "probabilities") else 3
+    wanted = len(spec.channel_names)
     if len(found_out) != 5 or (
         isinstance(found_out[channels], int) and found_out[channels] != wanted
     ):
@@ -247,8 +252,7 @@ def import_onnx(path, shape, spec: OnnxImport = OnnxImport(), *, seed: int = 0, 
         if getattr(layer, "failure", None) is not None:  # in one line, not Keras's wrapping
             raise layer.failure from None
         raise
-    names = CLASS_NAMES if spec.outputs in ("logits", "probabilities") else REGION_NAMES
-    order = [spec.output_order.index(n) for n in names]
+    order = [spec.output_order.index(n) for n in spec.channel_names]
     outputs = OnnxOutput(spec.outputs, order, first, name="onnx_output")(y)
     model = keras.Model(inputs, outputs, name=Path(path).stem.replace(" ", "_")[:60] or "onnx")
     say(f"converted {len(proto.graph.node)} nodes of {Path(path).name}; checking them")

@@ -127,14 +127,17 @@ def test_what_cannot_be_mapped_or_converted_is_refused_in_one_line(
     onnx_files, tmp_path, monkeypatch
 ):
     common = ["--preprocessing", onnx_files / "preprocessing.json"]
-    three = model_of(
-        [helper.make_node("Relu", ["image"], ["y"])],
-        [("image", [1, 3, 16, 16, 16])],
-        ("y", [1, 3, 16, 16, 16]),
-    )
-    onnx.save(three, tmp_path / "three.onnx")
+
+    def one_node(name, op, shape):
+        """An ONNX file of one ``op`` node whose input and output are ``shape``."""
+        path = tmp_path / f"{name}.onnx"
+        node = helper.make_node(op, ["image"], ["y"])
+        onnx.save(model_of([node], [("image", shape)], ("y", shape)), path)
+        return path
+
+    three = one_node("three", "Relu", [1, 3, 16, 16, 16])
     fails_cleanly(
-        ["import-onnx", tmp_path / "three.onnx", "--out", tmp_path / "m.keras", *common],
+        ["import-onnx", three, "--out", tmp_path / "m.keras", *common],
         contains=("the model's input is (1, 3, 16, 16, 16)", "four sequences"),
     )
     fails_cleanly(
@@ -149,34 +152,19 @@ def test_what_cannot_be_mapped_or_converted_is_refused_in_one_line(
         ],
         contains=("the model's output is (N, 4, 16, 16, 16)", "expected 3 regions channels"),
     )
-    erf = model_of(
-        [helper.make_node("Erf", ["image"], ["y"])],
-        [("image", ["N", 4, 16, 16, 16])],
-        ("y", ["N", 4, 16, 16, 16]),
-    )
-    onnx.save(erf, tmp_path / "erf.onnx")
+    erf = one_node("erf", "Erf", ["N", 4, 16, 16, 16])
     fails_cleanly(
-        ["import-onnx", tmp_path / "erf.onnx", "--out", tmp_path / "m.keras", *common],
+        ["import-onnx", erf, "--out", tmp_path / "m.keras", *common],
         contains=("unsupported ONNX operators: Erf",),
     )
-    fixed = model_of(
-        [helper.make_node("Relu", ["image"], ["y"])],
-        [("image", [1, 4, 16, 16, 16])],
-        ("y", [1, 4, 16, 16, 16]),
-    )
-    onnx.save(fixed, tmp_path / "fixed.onnx")
+    fixed = one_node("fixed", "Relu", [1, 4, 16, 16, 16])
     fails_cleanly(
-        ["import-onnx", tmp_path / "fixed.onnx", "--out", tmp_path / "m.keras", *common],
+        ["import-onnx", fixed, "--out", tmp_path / "m.keras", *common],
         contains=("the model's batch is fixed at 1", "dynamic_axes"),
     )
-    smaller = model_of(
-        [helper.make_node("Relu", ["image"], ["y"])],
-        [("image", ["N", 4, 8, 8, 8])],
-        ("y", ["N", 4, 8, 8, 8]),
-    )
-    onnx.save(smaller, tmp_path / "smaller.onnx")
+    smaller = one_node("smaller", "Relu", ["N", 4, 8, 8, 8])
     fails_cleanly(
-        ["import-onnx", tmp_path / "smaller.onnx", "--out", tmp_path / "m.keras", *common],
+        ["import-onnx", smaller, "--out", tmp_path / "m.keras", *common],
         contains=("the preprocessing's shape is (16, 16, 16)",),
     )
     (tmp_path / "broken.onnx").write_bytes(b"not a model")
@@ -228,14 +216,9 @@ def test_what_cannot_be_mapped_or_converted_is_refused_in_one_line(
     )
     refused_after_progress("input gradients differ from finite differences")
     # a 2-D graph, and a shape computed in the graph that cannot be fixed
-    flat = model_of(
-        [helper.make_node("Relu", ["image"], ["y"])],
-        [("image", [1, 4, 16, 16])],
-        ("y", [1, 4, 16, 16]),
-    )
-    onnx.save(flat, tmp_path / "flat.onnx")
+    flat = one_node("flat", "Relu", [1, 4, 16, 16])
     fails_cleanly(
-        ["import-onnx", tmp_path / "flat.onnx", "--out", tmp_path / "m.keras", *common],
+        ["import-onnx", flat, "--out", tmp_path / "m.keras", *common],
         contains=("the model's input is (1, 4, 16, 16)", "a 3-D volume"),
     )
     dynamic = model_of(

@@ -213,7 +213,6 @@ def _keras_file(model, scratch: Path, tracking_uri: str) -> tuple[str, Path]:
         InputError: the MLflow model is not a Keras model.
     """
     import keras
-    import numpy as np
 
     from keras_advseg.export import load_model, save_model
 
@@ -238,7 +237,7 @@ def _keras_file(model, scratch: Path, tracking_uri: str) -> tuple[str, Path]:
             beside = load_model(logged)
         except Exception:  # no such artifact: a Keras model logged by other means
             beside = None
-        if beside is not None and _same_weights(network, beside, np):
+        if beside is not None and _same_weights(network, beside):
             return reference, logged
     name = str(getattr(metadata, "name", None) or getattr(metadata, "artifact_path", None) or "")
     folder = scratch / (name if _PLAIN_ID.match(name) else "model")
@@ -247,7 +246,9 @@ def _keras_file(model, scratch: Path, tracking_uri: str) -> tuple[str, Path]:
     return str(path), path
 
 
-def _same_weights(a, b, np) -> bool:
+def _same_weights(a, b) -> bool:
+    import numpy as np
+
     wa, wb = a.get_weights(), b.get_weights()
     return len(wa) == len(wb) and all(
         x.shape == y.shape and np.array_equal(x, y) for x, y in zip(wa, wb)
@@ -334,9 +335,10 @@ def _prepare_table(raw: Path, out: Path, model_path: Path, test_ids, config) -> 
     given = config.get("preprocessing")
     if given is None:
         stored = load_preprocessing(model_path)
+    elif isinstance(given, dict):
+        stored = Preprocessing.from_json(given, "evaluator_config preprocessing")
     else:
-        value = given if isinstance(given, dict) else _read_json(Path(given))
-        stored = Preprocessing.from_json(value, "evaluator_config preprocessing")
+        stored = Preprocessing.from_file(given)
     if not test_ids:
         raise InputError("data: no row is marked split=test: nothing to card")
     trained = len(test_ids) < len(list(raw.iterdir()))
@@ -357,13 +359,6 @@ def _prepare_table(raw: Path, out: Path, model_path: Path, test_ids, config) -> 
         statistics=statistics,
     )
     return out
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not a readable JSON file ({exc})") from None
 
 
 def _artifacts(out: Path, artifact_uri: str) -> dict:

@@ -151,11 +151,7 @@ def _with_preprocessing(model_path: Path, preprocessing_json, out: Path) -> tupl
     if preprocessing_json is None:
         load_preprocessing(model_path)  # refuses, in one line, a model saved without it
         return model_path, digest(model_path)
-    try:
-        value = json.loads(Path(preprocessing_json).read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"{preprocessing_json}: not a readable JSON file ({exc})") from None
-    preprocessing = Preprocessing.from_json(value, preprocessing_json)
+    preprocessing = Preprocessing.from_file(preprocessing_json)
     network = load_model(model_path)
     check_model_fits(network, model_path, preprocessing.shape, preprocessing_json)
     source = {"model_sha256": digest(model_path), "preprocessing": preprocessing.to_json()}
