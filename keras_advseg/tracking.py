@@ -38,6 +38,10 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+"""One try, ten seconds at most: for a question the work does not wait on."""
+
+
 def check_reachable(uri: str) -> None:
     """Fails fast, before any work, when the tracking store cannot be reached.
 
@@ -47,10 +51,9 @@ def check_reachable(uri: str) -> None:
     from mlflow.tracking import MlflowClient
 
     _check_sqlite_writable(uri)
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
     try:
         # creating and migrating a new SQLite store is not concurrency-safe
-        with environ_values(quick), store_lock(uri):
+        with environ_values(QUICK_HTTP), store_lock(uri):
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as exc:  # MLflow raises many types for a dead server
         reason = str(exc).splitlines()[0][:200]
@@ -346,7 +349,40 @@ def environment_tags() -> dict[str, str]:
     keras = sys.modules.get("keras")
     if keras is not None and hasattr(keras, "__version__"):
         tags["env.keras"] = keras.__version__
+    step = os.environ.get(STUDY_STEP_VARIABLE)
+    if step:  # a study's step on a Ray cluster: the driver finds its runs if the worker dies
+        tags[STUDY_STEP_TAG] = step
+        tags["env.node"] = platform.node()
     return tags
+
+
+STUDY_STEP_VARIABLE = "ADVSEG_STUDY_STEP"
+"""Set by :mod:`~keras_advseg.workflows.ray_engine` in the worker that runs a study's step."""
+
+STUDY_STEP_TAG = "study.step"
+"""The tag of every run a study's step opens on a Ray cluster (its name in the plan)."""
+
+
+def end_orphaned_runs(uri: str, experiment: str, step: str) -> int:
+    """Marks FAILED the runs a study's step left RUNNING when its worker died.
+
+    Returns:
+        How many runs it ended.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    with environ_values(QUICK_HTTP):  # a store that does not answer fails at once
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return 0
+        running = client.search_runs(
+            [found.experiment_id], filter_string="attributes.status = 'RUNNING'"
+        )
+        runs = [run for run in running if run.data.tags.get(STUDY_STEP_TAG) == step]
+        for run in runs:
+            client.set_terminated(run.info.run_id, "FAILED")
+    return len(runs)
 
 
 def cpu_model() -> str:

@@ -151,6 +151,27 @@ def new_store(empty_store):
 
 
 @pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory, new_store) -> Path:
+    """``advseg reproduce --preset smoke --workers 1`` run once per test run, in this process
+    (a fresh interpreter would add seconds of imports): ``study/`` (the study), ``mlflow.db``
+    (its store) and ``first.out`` (what the command printed). The study's own test resumes it;
+    the Ray engine's test compares its tables with these."""
+    from click.testing import CliRunner
+    from support import smoke_command
+
+    from keras_advseg.cli import main
+
+    def build(root):
+        uri = new_store(root)
+        # one process: the suite's other worker runs beside it
+        result = CliRunner().invoke(main, smoke_command(root / "study", uri, "--workers", "1"))
+        assert result.exit_code == 0, result.output[-3000:]
+        (root / "first.out").write_text(result.output)
+
+    return build_once(tmp_path_factory, "smoke-study", build)
+
+
+@pytest.fixture(scope="session")
 def prepared_dir(phantom_dir, tmp_path_factory) -> Path:
     """The phantom prepared at 16^3 without N4 (fast), once per test run."""
     from keras_advseg.data.prepare import PrepareConfig, prepare_dataset
@@ -260,6 +281,7 @@ def fitted_unet_path(prepared_dir, tmp_path_factory, fixture_seed) -> Path:
 
 LONGEST_FIRST = (
     "workflows/test_reproduce.py",
+    "workflows/test_ray_engine.py",
     "training/test_distribute.py",
     "workflows/test_train.py",
     "defenses/test_trainers.py",

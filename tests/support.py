@@ -338,3 +338,8 @@ def build_once(tmp_path_factory, name: str, build) -> Path:
                 raise
             done.touch()
     return target
+
+
+def smoke_command(out: Path, uri: str, *options: str) -> list[str]:
+    """The arguments of ``advseg reproduce --preset smoke`` into ``out``, runs in ``uri``."""
+    return ["reproduce", "--preset", "smoke", "--out", str(out), "--tracking-uri", uri, *options]

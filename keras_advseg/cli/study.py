@@ -19,7 +19,7 @@ from keras_advseg.cli_args import (
     seed_option,
     tracking_options,
 )
-from keras_advseg.errors import TrackingError, TrainingError
+from keras_advseg.errors import ClusterError, TrackingError, TrainingError
 
 
 @click.command("compare")
@@ -108,20 +108,76 @@ def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
     "steps of a seed (another model's training, evaluations, certificates) run side by side "
     "in them (TensorFlow keeps about one core busy per step).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: the steps run here (--workers at a time); ray: each step is a Ray task, on a "
+    "local Ray cluster or the one --ray-address names (needs keras-advseg[cluster]).",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="auto|HOST:PORT",
+    help="With --engine ray: join this running cluster (auto: the one `ray start --head` "
+    "started on this machine) instead of starting a local one. OUT must be on storage every "
+    "node mounts at the same path.",
+)
+@click.option(
+    "--gpus-per-step",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="With --engine ray on a cluster with GPUs: the GPUs each training, attack or "
+    "certification step asks for (default 1; 0.5 packs two small steps on one GPU; 0: CPUs "
+    "only).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="With --engine ray: times a step whose worker died (killed, out of memory, node "
+    "lost) is run again before the study stops.",
+)
 @tracking_options(None, note="advseg-reproduce-PRESET")
 @friendly_errors
-def reproduce_command(data, preset, out, seeds, data_seed, workers, tracking_uri, experiment):
+def reproduce_command(
+    data,
+    preset,
+    out,
+    seeds,
+    data_seed,
+    workers,
+    engine,
+    ray_address,
+    gpus_per_step,
+    retries,
+    tracking_uri,
+    experiment,
+):
     """Run the whole study: data, training with every defense, attacks, statistics, report.md.
 
     With several --seeds, report.md states each finding per seed and pooled over the
     seeds (the pre-specified test on per-subject Dice averaged over seeds), and each
     defense's effect with a 95 % interval over seeds. Re-running skips finished steps.
     All runs go to one MLflow experiment: advseg-reproduce-PRESET unless --experiment
-    is given.
+    is given. With --engine ray every step is a Ray task: on a local Ray cluster (every port
+    on 127.0.0.1) or, with --ray-address, on a running cluster; see docs/scaling.md.
     """
     from keras_advseg.workflows.reproduce import reproduce
 
-    with exit_1_on(TrainingError, TrackingError):
+    cluster = None
+    if engine == "ray":
+        from keras_advseg.workflows.ray_engine import RayEngine
+
+        cluster = RayEngine(ray_address, gpus_per_step, retries)
+    else:
+        given = dict(ray_address=ray_address, gpus_per_step=gpus_per_step, retries=retries != 2)
+        for name, value in given.items():
+            if value not in (None, False):
+                raise click.UsageError(f"--{name.replace('_', '-')} needs --engine ray")
+    with exit_1_on(TrainingError, TrackingError, ClusterError):
         report = reproduce(
             preset,
             out,
@@ -131,6 +187,7 @@ def reproduce_command(data, preset, out, seeds, data_seed, workers, tracking_uri
             seeds=parse_seeds(seeds),
             data_seed=data_seed,
             workers=workers,
+            engine=cluster,
         )
     click.echo(f"report: {report}")
     echo_ui(tracking_uri, experiment or f"advseg-reproduce-{preset}")

@@ -167,7 +167,7 @@ def write_replicated_report(
         "subset that picks the best epoch, and the attacks' random starts.\n",
         f"Machine: {env['env.cpu']}, {env['env.cores']} cores, oneDNN "
         f"`TF_ENABLE_ONEDNN_OPTS={env['env.onednn']}`, TensorFlow "
-        f"{env.get('env.tensorflow', '?')}. Bitwise results repeat on one machine only: op "
+        f"{env.get('env.tensorflow') or _installed('tensorflow')}. Bitwise results repeat on one machine only: op "
         "determinism fixes the order of every sum on one machine, but another CPU or "
         "oneDNN setting runs other kernels, and training diverges from there. So a "
         "finding here is what holds across training seeds, not one run's numbers.\n",
@@ -278,3 +278,13 @@ def write_replicated_report(
         *mlflow_lines(tracking_uri, experiment),
     ]
     return write_text_atomic(out / "report.md", "\n".join(lines))
+
+
+def _installed(package: str) -> str:
+    """The installed version of ``package`` (this process need not have imported it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"

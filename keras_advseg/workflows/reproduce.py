@@ -25,7 +25,6 @@ from keras_advseg.workflows.study import (
     has_cards,
     is_baseline,
     planned_steps,
-    seed_plan,
     spec_config,
 )
 from keras_advseg.workflows.study_record import Progress, check_same_study, record_study
@@ -41,6 +40,7 @@ def reproduce(
     seeds: tuple[int, ...] = (0,),
     data_seed: int = 0,
     workers: int = 1,
+    engine=None,
 ) -> Path:
     """Runs (or resumes) the study once per training seed and returns the path of ``report.md``.
 
@@ -50,88 +50,207 @@ def reproduce(
     ``OUT/seeds/<seed>/``, with its own ``report.md``. ``OUT/report.md`` states each
     finding per seed and pooled (:mod:`keras_advseg.workflows.replication`).
 
+    Args:
+        engine: None runs the steps here, ``workers`` at a time
+            (:mod:`~keras_advseg.workflows.scheduler`); a
+            :class:`~keras_advseg.workflows.ray_engine.RayEngine` runs each as a Ray task.
+
     Raises:
         InputError: unknown preset, no or repeated seeds, or ``out`` was started with
             another preset, data or data seed.
-        DataError / TrainingError / TrackingError: as the steps.
+        DataError / TrainingError / TrackingError / ClusterError: as the steps.
     """
-    from keras_advseg.data.phantom import PhantomConfig, synthesize_dataset
-    from keras_advseg.data.prepare import PrepareConfig, prepare_dataset
-    from keras_advseg.tracking import check_reachable
-    from keras_advseg.workflows.replication import write_replicated_report
+    from keras_advseg.tracking import absolute_uri, check_reachable
+    from keras_advseg.workflows.scheduler import run_steps
 
     if preset not in STUDIES:
         raise InputError(f"preset must be one of {sorted(STUDIES)}. Received: {preset!r}")
     seeds = tuple(seeds)
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise InputError(f"--seeds must be distinct integers >= 0. Received: {seeds}")
-    study = STUDIES[preset]
     out = Path(out)
     pending = check_same_study(out, preset, data, data_seed)
     experiment = experiment or f"advseg-reproduce-{preset}"
     # Under `mlflow run` the project's run id is in the environment; the study's runs are its own.
     os.environ.pop("MLFLOW_RUN_ID", None)
     check_reachable(tracking_uri)
+    if engine is not None:  # every path as the cluster's workers see it, wherever they start
+        out, tracking_uri = out.resolve(), absolute_uri(tracking_uri)
+        data = None if data is None else Path(data).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    record_study(out, pending)  # only now: a start that failed before this pins nothing
-    plan = ["data", "prepare"]
-    for seed in seeds:
-        plan += [f"seed {seed}: {step}" for step in seed_plan(study)]
-    plan.append("report")
-    progress = Progress(plan, out / "progress.json")
+    steps = study_steps(
+        preset,
+        out,
+        data=data,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        seeds=seeds,
+        data_seed=data_seed,
+        workers=workers,
+    )
+    progress = Progress([step.name for step in steps], out / "progress.json")
+    steps[-1].late = lambda: dict(timings=progress.timings(), elapsed=progress.elapsed())
+    if engine is None:
+        record_study(out, pending)  # only now: a start that failed before this pins nothing
+        run_steps(steps, progress, workers=workers)
+    else:
+        with engine.connected(out, tracking_uri, experiment) as cluster:
+            record_study(out, pending)
+            cluster.run_steps(steps, progress)
+    return out / "report.md"
 
-    with progress.step("data") as skip:
-        if data is None:
-            data = out / "phantom"
-            if not skip:
-                synthesize_dataset(
-                    data,
-                    study.phantom_subjects,
-                    seed=data_seed,
-                    config=PhantomConfig(voxel_mm=study.voxel_mm),
-                    workers=workers,
-                )
-    with progress.step("prepare") as skip:
-        prepared = prepare_dataset(
-            data,
-            out / "prepared",
-            PrepareConfig(
-                shape=(study.shape,) * 3,
-                n4=study.n4,
-                test_fraction=study.test_fraction,
-                seed=data_seed,
-            ),
-            workers=workers,
-        )
+
+def study_steps(
+    preset: str,
+    out: Path,
+    *,
+    data: Path | None,
+    tracking_uri: str,
+    experiment: str,
+    seeds: tuple[int, ...],
+    data_seed: int,
+    workers: int,
+) -> list:
+    """Every step of the study, in plan order: ``data`` (the phantom, without ``data``),
+    ``prepare``, each training seed's steps (:func:`seed_steps`) and report, and the study's
+    ``report`` (whose timings the caller gives as it starts, :attr:`Step.late`)."""
+    from keras_advseg.workflows.scheduler import Step
+
+    study = STUDIES[preset]
+    tracking = dict(tracking_uri=tracking_uri, experiment=experiment)
+    phantom = data is None
+    data = out / "phantom" if phantom else data
+    steps = [
+        Step(
+            "data",
+            make_phantom if phantom else None,
+            dict(out=data, study=study, seed=data_seed, workers=workers) if phantom else {},
+            inline=True,
+            cpus=workers,
+        ),
+        Step(
+            "prepare",
+            prepare_study_data,
+            dict(data=data, out=out / "prepared", study=study, seed=data_seed, workers=workers),
+            ("data",),
+            inline=True,
+            cpus=workers,
+        ),
+    ]
     seed_dirs = {}
     for seed in seeds:
         seed_dirs[seed] = seed_dir(out, seed)
-        run_seed(
+        prefix = f"seed {seed}: "
+        own = seed_steps(
             study,
             preset,
             out / "prepared",
-            prepared,
             seed_dirs[seed],
             seed,
-            progress.prefixed(f"seed {seed}: "),
-            tracking_uri=tracking_uri,
-            experiment=experiment,
             corruption_cache=out / "corrupted",
             workers=workers,
+            **tracking,
         )
-    with progress.step("report"):
-        report = write_replicated_report(
-            out,
-            preset,
-            study,
-            seed_dirs,
-            prepared,
-            tracking_uri,
-            progress.timings(),
-            elapsed=progress.elapsed(),
-            experiment=experiment,
+        manifest = (out / "prepared" / "prepared.json",)  # read by every step of a seed
+        for step in own:
+            step.name = prefix + step.name
+            step.after = ("prepare", *(prefix + name for name in step.after))
+            step.reads = manifest
+        own.append(
+            Step(
+                prefix + "report",
+                write_seed_report,
+                dict(out=seed_dirs[seed], preset=preset, prepared_dir=out / "prepared", seed=seed)
+                | tracking,
+                ("prepare", *(step.name for step in own)),
+                inline=True,
+                reads=manifest,
+            )
         )
-    return report
+        steps += own
+    steps.append(
+        Step(
+            "report",
+            write_study_report,
+            dict(out=out, preset=preset, seed_dirs=seed_dirs, prepared_dir=out / "prepared")
+            | tracking,
+            tuple(f"seed {seed}: report" for seed in seeds),
+            inline=True,
+        )
+    )
+    return steps
+
+
+def make_phantom(out: Path, study: Study, seed: int, workers: int) -> None:
+    """The study's phantom: ``study.phantom_subjects`` subjects at its voxel size."""
+    from keras_advseg.data.phantom import PhantomConfig, synthesize_dataset
+
+    synthesize_dataset(
+        out,
+        study.phantom_subjects,
+        seed=seed,
+        config=PhantomConfig(voxel_mm=study.voxel_mm),
+        workers=workers,
+    )
+
+
+def prepare_study_data(data: Path, out: Path, study: Study, seed: int, workers: int) -> None:
+    """The study's prepared volumes and split (re-checked on every run; only what is missing
+    is prepared)."""
+    from keras_advseg.data.prepare import PrepareConfig, prepare_dataset
+
+    config = PrepareConfig(
+        shape=(study.shape,) * 3, n4=study.n4, test_fraction=study.test_fraction, seed=seed
+    )
+    prepare_dataset(data, out, config, workers=workers)
+
+
+def write_seed_report(
+    out: Path,
+    preset: str,
+    prepared_dir: Path,
+    seed: int,
+    *,
+    tracking_uri: str,
+    experiment: str,
+) -> None:
+    """``report.md`` of one training seed (:func:`~keras_advseg.workflows.report.write_report`)."""
+    from keras_advseg.data.prepare import load_prepared
+    from keras_advseg.workflows.report import write_report
+
+    prepared = load_prepared(prepared_dir)
+    write_report(
+        out, preset, STUDIES[preset], prepared, tracking_uri, seed=seed, experiment=experiment
+    )
+
+
+def write_study_report(
+    out: Path,
+    preset: str,
+    seed_dirs: dict[int, Path],
+    prepared_dir: Path,
+    *,
+    tracking_uri: str,
+    experiment: str,
+    timings: dict[str, float | None],
+    elapsed: float,
+) -> None:
+    """``OUT/report.md``: each finding per seed and pooled
+    (:func:`~keras_advseg.workflows.replication.write_replicated_report`)."""
+    from keras_advseg.data.prepare import load_prepared
+    from keras_advseg.workflows.replication import write_replicated_report
+
+    write_replicated_report(
+        out,
+        preset,
+        STUDIES[preset],
+        seed_dirs,
+        load_prepared(prepared_dir),
+        tracking_uri,
+        timings,
+        elapsed=elapsed,
+        experiment=experiment,
+    )
 
 
 CORRUPTION_SEED = 0
@@ -141,43 +260,6 @@ CORRUPTION_SEED = 0
 def seed_dir(out: Path, seed: int) -> Path:
     """The folder of one training seed's models, evaluations, audits and report."""
     return Path(out) / "seeds" / str(seed)
-
-
-def run_seed(
-    study: Study,
-    preset: str,
-    prepared_dir: Path,
-    prepared,
-    out: Path,
-    seed: int,
-    progress,
-    *,
-    tracking_uri: str,
-    experiment: str,
-    corruption_cache: Path | None = None,
-    workers: int = 1,
-) -> None:
-    """Trains, evaluates (under attacks and corruptions), certifies, audits and cards every model
-    at one training seed, then its ``report.md``; ``corruption_cache`` holds the corrupted scans
-    every seed's models share. With ``workers`` > 1 independent steps run side by side in that
-    many processes (:mod:`~keras_advseg.workflows.scheduler`)."""
-    from keras_advseg.workflows.report import write_report
-    from keras_advseg.workflows.scheduler import run_steps
-
-    steps = seed_steps(
-        study,
-        preset,
-        prepared_dir,
-        out,
-        seed,
-        tracking_uri=tracking_uri,
-        experiment=experiment,
-        corruption_cache=corruption_cache,
-        workers=workers,
-    )
-    run_steps(steps, progress, workers=workers)
-    with progress.step("report"):
-        write_report(out, preset, study, prepared, tracking_uri, seed=seed, experiment=experiment)
 
 
 def seed_steps(
@@ -202,7 +284,10 @@ def seed_steps(
     steps = []
     for planned in planned_steps(study):
         run, arguments = getattr(seed_run, planned.kind.replace("-", "_"))(planned)
-        steps.append(Step(planned.name, run, arguments, planned.after))
+        step = Step(planned.name, run, arguments, planned.after)
+        step.accelerated = planned.kind not in ("leaderboard", "compare")  # files only
+        step.cpus = arguments.get("workers", 1)  # the first corruption step prepares the scans
+        steps.append(step)
     return steps
 
 

@@ -1,4 +1,5 @@
-"""Runs a study's steps in order, or several at once in worker processes as their inputs finish.
+"""Runs a study's steps in order, or several at once in worker processes as their inputs finish
+(the local engine; :mod:`~keras_advseg.workflows.ray_engine` runs the same steps as Ray tasks).
 
 TensorFlow keeps about one of two CPU cores busy while it trains or attacks a 32^3 UNet at batch
 1 (user time / wall time 1.1-1.2 on the development machine), so independent steps (another
@@ -40,12 +41,45 @@ class Step:
             to run (a step that only marks a point of the plan).
         kwargs: Its arguments (picklable).
         after: Names of the steps whose output it reads.
+        inline: Runs in the study's own process under the local engine, even with several
+            workers (it starts its own processes, as synthesis and preparation do, or writes
+            a report of the study's progress).
+        cpus: The CPU cores it keeps busy (its own processes), which a Ray cluster reserves.
+        accelerated: It runs a model (training, attacks, certificates): on a Ray cluster with
+            GPUs it asks for a share of one.
+        late: Called by the study's process when the step starts, for arguments known only
+            then (the timings of the steps before it); merged into ``kwargs``.
+        reads: Files it reads that the study wrote before it: a Ray worker that cannot see
+            one fails at once, naming its node and the path.
     """
 
     name: str
     run: Callable | None
     kwargs: dict = field(default_factory=dict)
     after: tuple[str, ...] = ()
+    inline: bool = False
+    cpus: int = 1
+    accelerated: bool = False
+    late: Callable[[], dict] | None = None
+    reads: tuple = ()
+
+    def arguments(self) -> dict:
+        """Its keyword arguments, with those :attr:`late` gives now."""
+        return {**self.kwargs, **(self.late() if self.late is not None else {})}
+
+
+def check_order(steps: list[Step]) -> None:
+    """Each step may only name earlier steps in ``after``.
+
+    Raises:
+        ValueError: a step names a step that is not before it.
+    """
+    seen: set[str] = set()
+    for step in steps:
+        unknown = [a for a in step.after if a not in seen]
+        if unknown:
+            raise ValueError(f"step {step.name!r} comes after {unknown}, not before it")
+        seen.add(step.name)
 
 
 def run_steps(steps: list[Step], progress, workers: int = 1) -> None:
@@ -63,12 +97,7 @@ def run_steps(steps: list[Step], progress, workers: int = 1) -> None:
             started after it). An interrupt (KeyboardInterrupt, or SIGTERM where the command
             turns it into one) terminates the running steps' processes and is re-raised.
     """
-    seen: set[str] = set()
-    for step in steps:
-        unknown = [a for a in step.after if a not in seen]
-        if unknown:
-            raise ValueError(f"step {step.name!r} comes after {unknown}, not before it")
-        seen.add(step.name)
+    check_order(steps)
     if workers <= 1:
         for step in steps:
             if progress.is_done(step.name):
@@ -76,7 +105,7 @@ def run_steps(steps: list[Step], progress, workers: int = 1) -> None:
                 continue
             started = progress.begin(step.name)
             if step.run is not None:
-                step.run(**step.kwargs)
+                step.run(**step.arguments())
             progress.end(step.name, started)
         return
     import keras_advseg
@@ -117,11 +146,13 @@ def _schedule(steps: list[Step], progress, workers: int, pool: ProcessPoolExecut
                 finished.add(step.name)
                 continue
             started = progress.begin(step.name)
-            if step.run is None:
+            if step.run is None or step.inline:
+                if step.run is not None:
+                    step.run(**step.arguments())
                 progress.end(step.name, started)
                 finished.add(step.name)
                 continue
-            running[pool.submit(step.run, **step.kwargs)] = (step, started)
+            running[pool.submit(step.run, **step.arguments())] = (step, started)
         if not running:  # the earliest pending step was ready, unless a step failed
             break
         done, _ = wait(running, return_when=FIRST_COMPLETED)

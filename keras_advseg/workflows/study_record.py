@@ -108,10 +108,6 @@ class Progress:
         """Seconds of each finished step of the plan (None: recorded by an older version)."""
         return {name: self.done[name] for name in self.plan if name in self.done}
 
-    def prefixed(self, prefix: str) -> Prefixed:
-        """The same progress, for steps named ``prefix + name``."""
-        return Prefixed(self, prefix)
-
     def _number(self, name: str) -> str:
         return f"[{self.plan.index(name) + 1}/{len(self.plan)}] {name}"
 
@@ -124,59 +120,19 @@ class Progress:
         _say(f"{self._number(name)}: skipped (done before)")
         self._save()
 
-    def begin(self, name: str) -> float:
-        """Announces ``name`` and returns its start time."""
-        _say(f"{self._number(name)}: running")
+    def begin(self, name: str, state: str = "running") -> float:
+        """Announces ``name`` (``running``, or ``submitted`` to a cluster that starts it when it
+        has room) and returns its start time."""
+        _say(f"{self._number(name)}: {state}")
         return time.time()
 
-    def end(self, name: str, started: float) -> None:
-        """Records ``name`` as finished, with its seconds since ``started``."""
+    def end(self, name: str, started: float, where: str | None = None) -> None:
+        """Records ``name`` as finished, with its seconds since ``started`` (and says on which
+        node it ran, ``where``)."""
         seconds = time.time() - started
         self.done[name] = round(seconds, 1)
-        _say(f"    {name}: done in {seconds:.0f} s")
+        _say(f"    {name}: done in {seconds:.0f} s" + (f" on {where}" if where else ""))
         self._save()
-
-    def step(self, name: str):
-        """A context manager around one step run here; it yields whether to skip it."""
-        progress = self
-
-        class _Step:
-            def __enter__(self):
-                self.skip = progress.is_done(name)
-                if self.skip:
-                    progress.skipped(name)
-                else:
-                    self.start = progress.begin(name)
-                return self.skip
-
-            def __exit__(self, kind, value, traceback):
-                if kind is None and not self.skip:
-                    progress.end(name, self.start)
-                return False
-
-        return _Step()
-
-
-class Prefixed:
-    """A :class:`Progress` whose step names start with ``prefix``."""
-
-    def __init__(self, progress: Progress, prefix: str):
-        self.progress, self.prefix = progress, prefix
-
-    def step(self, name: str):
-        return self.progress.step(self.prefix + name)
-
-    def is_done(self, name: str) -> bool:
-        return self.progress.is_done(self.prefix + name)
-
-    def skipped(self, name: str) -> None:
-        self.progress.skipped(self.prefix + name)
-
-    def begin(self, name: str) -> float:
-        return self.progress.begin(self.prefix + name)
-
-    def end(self, name: str, started: float) -> None:
-        self.progress.end(self.prefix + name, started)
 
 
 def _read_record(path: Path) -> dict[str, float | None]:

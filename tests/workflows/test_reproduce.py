@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
-from support import assert_help_files_written
+from support import assert_help_files_written, smoke_command
 
 from keras_advseg.cli import main
 from keras_advseg.config import STUDIES
@@ -15,24 +15,10 @@ from keras_advseg.config import STUDIES
 pytestmark = pytest.mark.slow
 
 
-def test_smoke_study_end_to_end_and_resumable(tmp_path, new_store):
-    uri = new_store(tmp_path)
-    # in this process, as `advseg reproduce` would run (a fresh interpreter would add seconds of
-    # imports to the suite's longest test; the training tests start real processes)
-    command = [
-        "reproduce",
-        "--preset",
-        "smoke",
-        "--out",
-        str(tmp_path / "study"),
-        "--tracking-uri",
-        uri,
-        "--workers",  # one process: the suite's other worker runs beside it (tests/workflows/
-        "1",  # test_scheduler.py runs steps side by side)
-    ]
-    first = CliRunner().invoke(main, command)
-    assert first.exit_code == 0, first.output[-3000:]
-    root = tmp_path / "study"
+def test_smoke_study_end_to_end_and_resumable(smoke_study):
+    uri = f"sqlite:///{smoke_study / 'mlflow.db'}"
+    command = smoke_command(smoke_study / "study", uri, "--workers", "1")
+    root = smoke_study / "study"
     study = root / "seeds" / "0"  # the default, one training seed
     # compare2d/ is written only by presets with 2-D models (smoke has one)
     assert_help_files_written(("reproduce",), root)

@@ -1,0 +1,462 @@
+"""Runs a study's steps as Ray tasks (``advseg reproduce --engine ray``): on a local Ray cluster
+started on this machine, or on a running cluster the study joins.
+
+The plan, its dependencies and ``progress.json`` stay the study's own: this process (the
+driver) submits each step once the steps it reads have finished, records each finished step
+and says which node ran it. Ray only places the tasks: a step that runs a model asks for a
+GPU (or a share of one) on a cluster with GPUs and for a CPU core otherwise; synthesis and
+preparation ask for the cores their processes use. A step that holds a GPU runs in a fresh
+worker process (``max_calls=1``: TensorFlow does not give GPU memory back); the others reuse
+Ray's workers as the local engine reuses its processes (a fresh process would import
+TensorFlow again, some 7 s of CPU per step). What a step computes does not depend on where it
+ran; its output goes to ``OUT/logs/<step>.log``.
+
+A task whose worker dies (killed, out of memory, its node lost) is submitted again, at most
+:attr:`RayEngine.max_retries` times, each retry said; a step that raises stops the study with
+its error, as under the local engine. Ctrl-C cancels the running tasks, which end their MLflow
+runs and remove their temporaries as an interrupted command does.
+
+Network: a local cluster, and a cluster joined at a loopback address, keep every port on the
+loopback interface. Ray replaces a loopback node address by the machine's own address unless
+its single-machine switch ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is set (Ray's default on
+macOS and Windows); the engine sets it for those two cases only, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import re
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from keras_advseg.errors import ClusterError, InputError
+
+SINGLE_MACHINE_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's switch between a node address reachable from other machines (``1``, Linux's default)
+and the loopback address (``0``)."""
+
+STOP_WAIT_S = 60.0
+"""How long Ctrl-C waits for the cancelled steps to end their runs before killing them."""
+
+INSTALL_HINT = 'pip install "keras-advseg[cluster]"'
+
+
+def require_ray():
+    """Ray, imported.
+
+    Raises:
+        InputError: Ray is not installed (one line that says how to install it).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise InputError(
+            f"--engine ray needs Ray, which is not installed: {INSTALL_HINT}"
+        ) from None
+    return ray
+
+
+def is_loopback(address: str | None) -> bool:
+    """Whether ``address`` (None: a local cluster; ``auto``; ``HOST:PORT``) stays on this
+    machine's loopback interface. ``auto`` is read from the address Ray recorded for the
+    cluster running on this machine."""
+    if address is None:
+        return True
+    if address == "auto":
+        address = _recorded_address()
+        if address is None:
+            return False
+    host = address.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _recorded_address() -> str | None:
+    """The ``HOST:PORT`` of the cluster ``ray start`` last started on this machine, if any."""
+    try:
+        from ray._private.utils import read_ray_address
+    except ImportError:  # another Ray layout: treat the cluster as remote
+        return None
+    return read_ray_address()
+
+
+def keep_on_loopback() -> None:
+    """Keeps the Ray nodes this process starts, and the workers they start, on 127.0.0.1.
+
+    Ray reads its switch when it is imported: a process that imported Ray before gets the
+    switch's value set in Ray's constants as well (the one place this module reaches into
+    Ray's private modules).
+    """
+    os.environ[SINGLE_MACHINE_SWITCH] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        constants.ENABLE_RAY_CLUSTER = False
+
+
+def step_log_name(step: str) -> str:
+    """The file name of a step's log: its name with every run of other characters as ``-``."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "-", step).strip("-") + ".log"
+
+
+def is_local_store(uri: str) -> bool:
+    """Whether ``uri`` is a tracking store in a local file (SQLite or a file store), which
+    several machines cannot write safely."""
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+@dataclass(frozen=True)
+class RayEngine:
+    """Where and how the study's steps run on Ray.
+
+    Attributes:
+        address: None starts a local cluster on this machine (every port on 127.0.0.1);
+            ``auto`` joins the cluster started on this machine (``ray start --head``);
+            ``HOST:PORT`` joins that cluster's head.
+        gpus_per_step: The GPUs each model step asks for on a cluster with GPUs (0.5 packs
+            two steps on one GPU); None: 1. Ignored on a cluster without GPUs.
+        max_retries: Times a step whose worker died is submitted again.
+    """
+
+    address: str | None = None
+    gpus_per_step: float | None = None
+    max_retries: int = 2
+
+    def __post_init__(self):
+        require_ray()  # before any work of the study
+        if self.gpus_per_step is not None and not 0 <= self.gpus_per_step <= 1:
+            raise InputError(f"--gpus-per-step must be in [0, 1]. Received: {self.gpus_per_step}")
+        if self.max_retries < 0:
+            raise InputError(f"--max-retries must be >= 0. Received: {self.max_retries}")
+
+    @contextlib.contextmanager
+    def connected(self, out: Path, tracking_uri: str, experiment: str):
+        """Starts or joins the cluster, checks it can run the study in ``out`` (its runs in
+        ``experiment`` of the store ``tracking_uri``), and yields the
+        :class:`RayCluster` that runs its steps; leaves the cluster (a local one stops).
+
+        Raises:
+            InputError: Ray is not installed; a local tracking store on a cluster of several
+                nodes.
+            ClusterError: the cluster cannot be reached, or a node cannot see ``out``.
+        """
+        ray = require_ray()
+        if is_loopback(self.address):
+            keep_on_loopback()
+        options = dict(
+            logging_level="WARNING",
+            log_to_driver=False,  # each step's output is in its own log
+            namespace="advseg",
+        )
+        if self.address is None:
+            options.update(address="local", _node_ip_address="127.0.0.1", include_dashboard=None)
+        else:
+            options.update(address=self.address)
+        try:
+            context = ray.init(**options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            where = "a local Ray cluster" if self.address is None else self.address
+            raise ClusterError(
+                f"--ray-address: cannot start or join {where} ({type(exc).__name__}: {reason})"
+            ) from None
+        try:
+            cluster = RayCluster(self, ray, Path(out), tracking_uri, experiment)
+            dashboard = getattr(context, "dashboard_url", None)
+            _say(cluster.describe() + (f"; dashboard: http://{dashboard}" if dashboard else ""))
+            yield cluster
+        finally:
+            ray.shutdown()
+
+
+class RayCluster:
+    """A cluster the study runs on: its nodes checked, and the runner of its steps."""
+
+    def __init__(self, engine: RayEngine, ray, out: Path, tracking_uri: str, experiment: str):
+        self.engine, self.ray, self.out = engine, ray, out
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.nodes = [node for node in ray.nodes() if node.get("Alive")]
+        resources = [node.get("Resources", {}) for node in self.nodes]
+        self.gpus = sum(r.get("GPU", 0) for r in resources)
+        self.largest_cpus = max((int(r.get("CPU", 1)) for r in resources), default=1)
+        if len(self.nodes) > 1 and is_local_store(tracking_uri):
+            raise InputError(
+                f"--tracking-uri {tracking_uri}: a local store cannot be shared by the "
+                f"{len(self.nodes)} nodes of this cluster; start a tracking server with a "
+                "database (mlflow server --backend-store-uri postgresql://... --host 0.0.0.0 "
+                "--port 5000) and pass --tracking-uri http://SERVER:5000"
+            )
+        self._check_shared_folder()
+
+    def describe(self) -> str:
+        cpus = sum(int(n.get("Resources", {}).get("CPU", 0)) for n in self.nodes)
+        gpus = f", {self.gpus:g} GPUs" if self.gpus else ", no GPU"
+        plural = "s" if len(self.nodes) != 1 else ""
+        return f"Ray cluster: {len(self.nodes)} node{plural}, {cpus} CPUs{gpus}"
+
+    def _check_shared_folder(self) -> None:
+        """Every node must see the study's folder: a file written here is read on each.
+
+        Raises:
+            ClusterError: naming the first node that cannot, and the folder.
+        """
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        token = secrets.token_hex(8)
+        marker = _write_marker(self.out, token)
+        try:
+            check = self.ray.remote(_sees)
+            refs = {
+                check.options(
+                    num_cpus=0,
+                    max_retries=0,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+                ).remote(str(self.out / marker.name), token): node
+                for node in self.nodes
+            }
+            for ref, node in refs.items():
+                if not self.ray.get(ref):
+                    raise ClusterError(
+                        f"node {_node_name(node['NodeManagerAddress'], node['NodeID'])} cannot "
+                        f"see the study folder {self.out}: it must be on storage every node "
+                        "mounts at the same path"
+                    )
+        finally:
+            marker.unlink(missing_ok=True)
+
+    def _options(self, step) -> dict:
+        """The resources ``step`` asks for (:class:`~keras_advseg.workflows.scheduler.Step`)."""
+        gpus = self.engine.gpus_per_step
+        gpus = 1.0 if gpus is None else gpus
+        accelerated = step.accelerated and self.gpus > 0 and gpus > 0
+        return dict(
+            num_cpus=max(1, min(step.cpus, self.largest_cpus)),
+            num_gpus=gpus if accelerated else 0,
+            max_retries=0,  # the driver retries a dead worker itself, and says so
+            name=step.name,
+        )
+
+    def run_steps(self, steps: list, progress) -> None:
+        """Runs every step not done before as a Ray task, each after the steps it reads.
+
+        Args:
+            steps: In plan order (:class:`~keras_advseg.workflows.scheduler.Step`).
+            progress: The study's progress record (``is_done``, ``skipped``, ``begin``,
+                ``end``).
+
+        Raises:
+            ValueError: a step names a step that is not before it.
+            ClusterError: a step's worker died more than ``max_retries`` times (naming the
+                step and its log).
+            Exception: what a step raised (the running steps are waited for first; none is
+                started after it). An interrupt cancels the running steps and is re-raised.
+        """
+        from keras_advseg.workflows.scheduler import check_order
+
+        check_order(steps)
+        logs = self.out / "logs"
+        logs.mkdir(exist_ok=True)
+        # a step holding a GPU runs in a fresh worker process (TensorFlow keeps the GPU memory
+        # it took until its process ends); the others reuse workers, as the local engine's
+        # processes do, and import TensorFlow once per worker instead of once per step
+        tasks = {True: self.ray.remote(max_calls=1)(run_step), False: self.ray.remote(run_step)}
+        finished: set[str] = set()
+        pending, running = list(steps), {}
+        failure = None
+        try:
+            while pending or running:
+                for step in list(pending):
+                    if failure is not None:
+                        break
+                    if not all(a in finished for a in step.after):
+                        continue
+                    pending.remove(step)
+                    if progress.is_done(step.name):
+                        progress.skipped(step.name)
+                        finished.add(step.name)
+                        continue
+                    started = progress.begin(step.name, "submitted" if step.run else "running")
+                    if step.run is None:
+                        progress.end(step.name, started)
+                        finished.add(step.name)
+                        continue
+                    running[self._submit(tasks, step, logs, 1)] = (step, 1)
+                if not running:
+                    break
+                ready, _ = self.ray.wait(list(running), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    step, attempt = running.pop(ref)
+                    outcome = self._outcome(ref, step, attempt, logs)
+                    if isinstance(outcome, BaseException):
+                        failure = failure or outcome
+                    elif outcome is None:  # its worker died: once more
+                        running[self._submit(tasks, step, logs, attempt + 1)] = (
+                            step,
+                            attempt + 1,
+                        )
+                    else:
+                        where = _node_name(outcome["node"], outcome["node_id"])
+                        progress.end(step.name, time.time() - outcome["seconds"], where=where)
+                        finished.add(step.name)
+        except BaseException:
+            self._cancel(running)
+            raise
+        if failure is not None:
+            raise failure
+
+    def _submit(self, tasks: dict, step, logs: Path, attempt: int):
+        log = logs / step_log_name(step.name)
+        options = self._options(step)
+        return (
+            tasks[options["num_gpus"] > 0]
+            .options(**options)
+            .remote(
+                step.run,
+                step.arguments(),
+                name=step.name,
+                log=str(log),
+                reads=[str(self.out / "study.json"), *map(str, getattr(step, "reads", ()))],
+                attempt=attempt,
+            )
+        )
+
+    def _outcome(self, ref, step, attempt: int, logs: Path):
+        """What the task of ``ref`` returned; None: its worker died and it may run again; an
+        exception: the step failed."""
+        exceptions = self.ray.exceptions
+        log = logs / step_log_name(step.name)
+        try:
+            return self.ray.get(ref)
+        except exceptions.RayTaskError as exc:  # the step raised: as under the local engine
+            cause = getattr(exc, "cause", None)
+            return cause if isinstance(cause, BaseException) else exc
+        except exceptions.TaskCancelledError as exc:
+            return exc
+        except exceptions.RayError as exc:  # the worker or its node died
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            self._end_orphaned_runs(step)
+            if attempt <= self.engine.max_retries:
+                _say(
+                    f"    {step.name}: its worker died ({type(exc).__name__}: {reason}); "
+                    f"retry {attempt} of {self.engine.max_retries} (log: {log})"
+                )
+                return None
+            return ClusterError(
+                f"step {step.name!r} failed {attempt} times, its worker lost each time "
+                f"({type(exc).__name__}); its log: {log}"
+            )
+
+    def _end_orphaned_runs(self, step) -> None:
+        """Marks FAILED the MLflow runs a dead worker left RUNNING (tagged with its step)."""
+        from keras_advseg.tracking import end_orphaned_runs
+
+        try:
+            ended = end_orphaned_runs(self.tracking_uri, self.experiment, step.name)
+        except Exception as exc:  # the store failed too: the study goes on, the runs stay
+            _say(f"    {step.name}: its runs could not be ended ({type(exc).__name__})")
+            return
+        if ended:
+            _say(
+                f"    {step.name}: {ended} run{'s' if ended != 1 else ''} it left running marked FAILED"
+            )
+
+    def _cancel(self, running: dict) -> None:
+        """Cancels the running steps (a KeyboardInterrupt in each: it ends its MLflow run as
+        KILLED and removes its temporaries), waits for them, then kills what is left."""
+        refs = list(running)
+        if not refs:
+            return
+        _say(f"stopping {len(refs)} running step{'s' if len(refs) != 1 else ''}")
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                self.ray.cancel(ref, force=False)
+        deadline = time.monotonic() + STOP_WAIT_S
+        waiting = refs
+        while waiting and time.monotonic() < deadline:
+            _, waiting = self.ray.wait(waiting, num_returns=len(waiting), timeout=1.0)
+        for ref in waiting:
+            with contextlib.suppress(Exception):
+                self.ray.cancel(ref, force=True)
+        for ref in waiting:
+            self._end_orphaned_runs(running[ref][0])
+
+
+def run_step(run, kwargs: dict, *, name: str, log: str, reads: list[str], attempt: int) -> dict:
+    """One step, in a Ray worker: its output to ``log``; the paths it ``reads`` checked first.
+
+    Returns:
+        ``node`` (its address), ``node_id``, ``pid`` and ``seconds`` (its run time).
+
+    Raises:
+        ClusterError: this node cannot see a path of ``reads`` (naming the node and the path).
+        Exception: what the step raised.
+    """
+    import ray
+
+    from keras_advseg.tracking import STUDY_STEP_VARIABLE
+
+    started = time.time()
+    os.environ[STUDY_STEP_VARIABLE] = name  # its MLflow runs are tagged with it
+    node = ray.util.get_node_ip_address()
+    node_id = ray.get_runtime_context().get_node_id()
+    _to_log(log)
+    print(
+        f"== {name}: attempt {attempt} on node {_node_name(node, node_id)}, pid {os.getpid()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}",
+        flush=True,
+    )
+    for path in reads:
+        if not Path(path).exists():
+            raise ClusterError(
+                f"node {_node_name(node, node_id)} cannot see {path}: the study folder must be "
+                "on storage every node mounts at the same path"
+            )
+    import keras_advseg
+
+    if "tensorflow" not in sys.modules and not keras_advseg.TF_LOG_LEVEL_SET_BY_USER:
+        keras_advseg.quiet_tensorflow_import()
+    run(**kwargs)
+    print(f"== {name}: done in {time.time() - started:.0f} s", flush=True)
+    return {"node": node, "node_id": node_id, "pid": os.getpid(), "seconds": time.time() - started}
+
+
+def _to_log(path: str) -> None:
+    """Sends this process's standard output and error (TensorFlow's C++ logs too) to ``path``,
+    appended: a retried step's attempts follow each other."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(handle, 1)
+    os.dup2(handle, 2)
+    os.close(handle)
+
+
+def _write_marker(folder: Path, token: str) -> Path:
+    """A file in ``folder`` holding ``token``, which every node must read."""
+    marker = folder / f".advseg-shared-{token}"
+    marker.write_text(token)
+    return marker
+
+
+def _sees(marker: str, token: str) -> bool:
+    """Whether this node reads ``token`` in ``marker``."""
+    try:
+        return Path(marker).read_text() == token
+    except OSError:
+        return False
+
+
+def _node_name(address: str, node_id: str) -> str:
+    return f"{address} ({node_id[:8]})"
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,344 @@
+"""`advseg reproduce --engine ray`: the smoke study as Ray tasks writes the local engine's tables,
+a worker killed mid-step is retried, Ctrl-C leaves nothing running, a re-run joins a head started
+with `ray start` and resumes; on a two-node cluster steps land on both nodes and a SQLite store
+is refused. Every Ray port stays on the loopback interface."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from support import ADVSEG, smoke_command
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: loopback only
+ray = pytest.importorskip("ray")  # the dev extra installs it; `make test` has it
+
+import ray_steps  # noqa: E402
+from ray_steps import die, where  # noqa: E402
+
+from keras_advseg.cli import main  # noqa: E402
+from keras_advseg.errors import ClusterError, InputError  # noqa: E402
+from keras_advseg.io import write_text_atomic  # noqa: E402
+from keras_advseg.workflows.ray_engine import (  # noqa: E402
+    RayEngine,
+    is_local_store,
+    is_loopback,
+    step_log_name,
+)
+from keras_advseg.workflows.scheduler import Step  # noqa: E402
+from keras_advseg.workflows.study_record import Progress  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+KILLED_STEP = "seed 0: evaluate unet3d-none"
+"""The step whose worker the smoke study's test kills once its MLflow run is open."""
+
+RERUN = ("seed 0: evaluate unet2d-none", "seed 0: compare")
+"""Steps the resume test takes out of ``progress.json`` so that they run again."""
+
+
+def listening() -> set[tuple[str, int]]:
+    """The TCP addresses something on this machine listens on."""
+    import psutil
+
+    return {
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+
+
+@pytest.fixture(autouse=True)
+def loopback_only():
+    """Fails a test during which a new listening socket appeared outside the loopback range
+    (sampled every 0.2 s, since Ray's processes come and go)."""
+    import ipaddress
+
+    before, seen, stop = listening(), set(), threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            seen.update(listening() - before)
+            stop.wait(0.2)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    yield
+    stop.set()
+    watcher.join()
+    seen.update(listening() - before)
+
+    def loopback(ip: str) -> bool:
+        address = ipaddress.ip_address(ip)
+        return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+    outside = sorted(a for a in seen if not loopback(a[0]))
+    assert not outside, f"listening outside the loopback interface: {outside}"
+
+
+def tables(study: Path) -> dict[str, bytes]:
+    """Every CSV table a study wrote, by its path under the study."""
+    return {str(p.relative_to(study)): p.read_bytes() for p in sorted(study.rglob("*.csv"))}
+
+
+def runs(uri: str, experiment: str = "advseg-reproduce-smoke") -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    return [] if found is None else client.search_runs([found.experiment_id])
+
+
+def kill_when_running(uri: str, step: str, logs: Path, done: threading.Event) -> list[int]:
+    """Kills (SIGKILL) the worker of ``step`` once its MLflow run is open; returns its PID."""
+    from keras_advseg.tracking import STUDY_STEP_TAG
+
+    killed = []
+
+    def watch():
+        log = logs / step_log_name(step)
+        while not done.is_set():
+            opened = [r for r in runs(uri) if r.data.tags.get(STUDY_STEP_TAG) == step]
+            if opened and log.is_file() and "pid " in log.read_text():
+                pid = int(log.read_text().split("pid ")[1].split(",")[0])
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.2)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return killed
+
+
+@pytest.fixture(scope="module")
+def ray_study(tmp_path_factory):
+    """The smoke study with ``--engine ray`` on a local cluster, its baseline's evaluation
+    killed mid-step once: the study folder, its store's URI, the output and the killed PID."""
+    root = tmp_path_factory.mktemp("ray-study")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    done = threading.Event()
+    killed = kill_when_running(uri, KILLED_STEP, root / "study" / "logs", done)
+    result = CliRunner().invoke(main, smoke_command(root / "study", uri, "--engine", "ray"))
+    done.set()
+    assert result.exit_code == 0, result.output[-3000:]
+    return root / "study", uri, result.output, killed
+
+
+def test_the_smoke_study_on_ray_writes_the_local_engines_tables_despite_a_killed_worker(
+    ray_study, request
+):
+    study, uri, output, killed = ray_study
+    assert killed, f"{KILLED_STEP} was not seen running"
+    # the killed step was retried, said so, and its first attempt's run marked FAILED
+    assert f"{KILLED_STEP}: its worker died (" in output and "retry 1 of 2" in output
+    assert f"{KILLED_STEP}: 1 run it left running marked FAILED" in output
+    log = (study / "logs" / step_log_name(KILLED_STEP)).read_text()
+    assert "attempt 1 on node 127.0.0.1" in log and "attempt 2 on node 127.0.0.1" in log
+    assert f"pid {killed[0]}," in log
+    # every step ran as a task on the local cluster's node, said where
+    progress = json.loads((study / "progress.json").read_text())
+    steps = [name for name in progress if name != "(elapsed)"]
+    assert output.count(" on 127.0.0.1 (") == len(steps)
+    assert all((study / "logs" / step_log_name(name)).is_file() for name in steps)
+    assert "Ray cluster: 1 node" in output
+    # the same tables as the local engine's, bit for bit
+    local = request.getfixturevalue("smoke_study") / "study"
+    ours, theirs = tables(study), tables(local)
+    assert sorted(ours) == sorted(theirs) and len(ours) > 30
+    assert [name for name in ours if ours[name] != theirs[name]] == []
+    # and the same runs: all finished but the killed attempt's
+    statuses = sorted(r.info.status for r in runs(uri))
+    local_runs = runs(f"sqlite:///{local.parent / 'mlflow.db'}")
+    assert statuses.count("FAILED") == 1 and "RUNNING" not in statuses
+    assert statuses.count("FINISHED") == len(local_runs)
+    assert not [p for p in study.rglob("*") if ".partial" in p.name]
+
+
+def test_ctrl_c_cancels_the_running_steps_and_a_rerun_on_a_ray_start_head_resumes(
+    ray_study, request, tmp_path
+):
+    study, uri, _, _ = ray_study
+    progress = json.loads((study / "progress.json").read_text())
+    for name in RERUN:
+        del progress[name]
+    write_text_atomic(study / "progress.json", json.dumps(progress))
+    before, earlier = tables(study), {r.info.run_id for r in runs(uri)}
+    # Ctrl-C on the driver while a step runs: its run ends KILLED, no temporary is left
+    driver = subprocess.Popen(
+        ADVSEG + smoke_command(study, uri, "--engine", "ray"),
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    from keras_advseg.tracking import STUDY_STEP_TAG
+
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(
+        r.data.tags.get(STUDY_STEP_TAG) == RERUN[0] and r.info.status == "RUNNING"
+        for r in runs(uri)
+    ):
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=180)
+    assert driver.returncode != 0 and "Traceback" not in stderr, stderr[-3000:]
+    assert "stopping 1 running step" in stderr
+    interrupted = [r for r in runs(uri) if r.info.run_id not in earlier]
+    assert [(r.data.tags[STUDY_STEP_TAG], r.info.status) for r in interrupted] == [
+        (RERUN[0], "KILLED")
+    ]
+    assert not [p for p in study.rglob("*") if ".partial" in p.name]
+    assert not set(RERUN) & set(json.loads((study / "progress.json").read_text()))
+    # a head node started as a user would, on 127.0.0.1; the re-run joins it
+    port = free_port()
+    head = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+        ],
+        env=dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port, head)
+        rerun = CliRunner().invoke(
+            main,
+            smoke_command(study, uri, "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"),
+        )
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+    assert rerun.exit_code == 0, rerun.output[-3000:]
+    for name in RERUN:  # run again, on the head's node
+        assert f"    {name}: done in " in rerun.output
+    done = [n for n in progress if n != "(elapsed)" and n != "prepare" and not n.endswith("report")]
+    assert rerun.output.count("skipped (done before)") == len(done)
+    assert tables(study) == before  # the same tables again
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, "ray start --head exited"
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"no Ray head on 127.0.0.1:{port}")
+
+
+def test_a_two_node_cluster_runs_steps_on_both_refuses_sqlite_and_names_what_fails(
+    tmp_path, capfd, monkeypatch
+):
+    from ray import cloudpickle
+    from ray.cluster_utils import Cluster
+
+    # the workers do not have the suite's folder on their path: the steps travel as code
+    cloudpickle.register_pickle_by_value(ray_steps)
+    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1))
+    try:
+        cluster.add_node(num_cpus=1)
+        engine = RayEngine(address=cluster.address, max_retries=1)
+        out = tmp_path / "study"
+        out.mkdir()
+        (out / "study.json").write_text("{}")
+        sqlite = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        with pytest.raises(InputError, match="a local store cannot be shared by the 2 nodes") as e:
+            with engine.connected(out, sqlite, "study"):
+                pass
+        assert "mlflow server" in str(e.value) and "\n" not in str(e.value)
+        server = "http://127.0.0.1:9"  # a server's URI passes (nothing is tracked here)
+        steps = [Step(n, where, {"folder": out, "name": n}) for n in "abcd"]
+        steps.append(Step("e", where, {"folder": out, "name": "e"}, ("a", "b", "c", "d")))
+        progress = Progress([s.name for s in steps], out / "progress.json")
+        with engine.connected(out, server, "study") as running:
+            running.run_steps(steps, progress)
+        nodes = {(out / n).read_text() for n in "abcde"}
+        assert len(nodes) == 2  # both nodes took steps
+        assert sorted(json.loads((out / "progress.json").read_text())) == [
+            "(elapsed)",
+            *"abcde",
+        ]
+        said = capfd.readouterr().err
+        assert "Ray cluster: 2 nodes, 2 CPUs, no GPU" in said
+        assert said.count("done in") == 5 and said.count(" on 127.0.0.1 (") == 5
+        # a step that cannot see what it reads fails at once, naming the node and the path
+        missing = tmp_path / "elsewhere" / "prepared.json"
+        blind = [Step("f", where, {"folder": out, "name": "f"}, reads=(missing,))]
+        with engine.connected(out, server, "study") as running:
+            with pytest.raises(ClusterError, match=f"cannot see {missing}"):
+                running.run_steps(blind, Progress(["f"], out / "progress.json"))
+        # a step whose worker keeps dying stops the study in one line naming it and its log
+        with engine.connected(out, server, "study") as running:
+            with pytest.raises(ClusterError) as failed:
+                running.run_steps([Step("g", die)], Progress(["g"], out / "progress.json"))
+        assert str(failed.value) == (
+            f"step 'g' failed 2 times, its worker lost each time (WorkerCrashedError); "
+            f"its log: {out / 'logs' / 'g.log'}"
+        )
+        assert capfd.readouterr().err.count("g: its worker died (") == 1
+        # a folder the nodes do not share is refused before any step: here the nodes look
+        # for the driver's mark in the study folder, and the driver left it elsewhere
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        import keras_advseg.workflows.ray_engine as ray_engine
+
+        write_marker = ray_engine._write_marker
+        monkeypatch.setattr(ray_engine, "_write_marker", lambda _, t: write_marker(elsewhere, t))
+        with pytest.raises(ClusterError, match=f"cannot see the study folder {out}: it must"):
+            with engine.connected(out, server, "study"):
+                pass
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_addresses_stores_and_options_of_the_engine(tmp_path, monkeypatch):
+    assert is_loopback(None) and is_loopback("127.0.0.1:6379") and is_loopback("localhost:1")
+    assert is_loopback("[::1]:6379") and not is_loopback("10.0.0.5:6379")
+    assert not is_loopback("head.cluster.example:6379")
+    assert is_local_store("sqlite:///x.db") and is_local_store("mlruns")
+    assert not is_local_store("http://server:5000") and not is_local_store("postgresql://h/db")
+    assert step_log_name("seed 0: evaluate unet3d-distillation-T20 at T=20") == (
+        "seed-0-evaluate-unet3d-distillation-T20-at-T=20.log"
+    )
+    with pytest.raises(InputError, match="--gpus-per-step must be in"):
+        RayEngine(gpus_per_step=2)
+    # the options of the Ray engine need it, and Ray missing is said in one line
+    runner = CliRunner()
+    base = smoke_command(tmp_path / "s", f"sqlite:///{tmp_path / 'm.db'}")
+    result = runner.invoke(main, base + ["--ray-address", "auto"])
+    assert result.exit_code == 2 and "--ray-address needs --engine ray" in result.output
+    monkeypatch.setitem(sys.modules, "ray", None)
+    result = runner.invoke(main, base + ["--engine", "ray"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert 'needs Ray, which is not installed: pip install "keras-advseg[cluster]"' in result.output
+    assert not (tmp_path / "s").exists()  # refused before the study began
