@@ -277,3 +277,22 @@ def check_free_space(folder: str | Path, needed: int, what: str) -> None:
 def model_bytes(model, copies: int = 1) -> int:
     """About how many bytes ``copies`` float32 copies of ``model``'s weights take on disk."""
     return 4 * int(model.count_params()) * copies
+
+
+def remove_temporaries(folder: str | Path) -> int:
+    """Removes what a writer killed mid-write left under ``folder``: the temporaries of
+    :func:`atomic_path` (``.<stem>.<random>.partial<suffixes>``, files and folders).
+
+    Returns:
+        How many it removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    found = [p for p in folder.rglob(".*") if ".partial" in p.name and p.name.startswith(".")]
+    removed = 0
+    for path in sorted(found, key=lambda p: len(p.parts)):  # a folder before what it holds
+        if path.exists() or path.is_symlink():
+            _remove(path)
+            removed += 1
+    return removed

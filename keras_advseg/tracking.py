@@ -352,6 +352,7 @@ def environment_tags() -> dict[str, str]:
     step = os.environ.get(STUDY_STEP_VARIABLE)
     if step:  # a study's step on a Ray cluster: the driver finds its runs if the worker dies
         tags[STUDY_STEP_TAG] = step
+        tags[STUDY_DIR_TAG] = os.environ.get(STUDY_DIR_VARIABLE, "")
         tags["env.node"] = platform.node()
     return tags
 
@@ -362,9 +363,13 @@ STUDY_STEP_VARIABLE = "ADVSEG_STUDY_STEP"
 STUDY_STEP_TAG = "study.step"
 """The tag of every run a study's step opens on a Ray cluster (its name in the plan)."""
 
+STUDY_DIR_VARIABLE, STUDY_DIR_TAG = "ADVSEG_STUDY_DIR", "study.dir"
+"""The study's folder, beside the step: studies in one experiment have steps of one name."""
 
-def end_orphaned_runs(uri: str, experiment: str, step: str) -> int:
-    """Marks FAILED the runs a study's step left RUNNING when its worker died.
+
+def end_orphaned_runs(uri: str, experiment: str, step: str, study: str) -> int:
+    """Marks FAILED the runs the step ``step`` of the study in the folder ``study`` left RUNNING
+    when its worker died (another study's runs in the experiment are left alone).
 
     Returns:
         How many runs it ended.
@@ -379,7 +384,12 @@ def end_orphaned_runs(uri: str, experiment: str, step: str) -> int:
         running = client.search_runs(
             [found.experiment_id], filter_string="attributes.status = 'RUNNING'"
         )
-        runs = [run for run in running if run.data.tags.get(STUDY_STEP_TAG) == step]
+        runs = [
+            run
+            for run in running
+            if run.data.tags.get(STUDY_STEP_TAG) == step
+            and run.data.tags.get(STUDY_DIR_TAG) == study
+        ]
         for run in runs:
             client.set_terminated(run.info.run_id, "FAILED")
     return len(runs)

@@ -173,3 +173,39 @@ def test_a_write_that_fills_the_disk_names_the_file_and_leaves_no_temporary(tmp_
     assert one_line(caught.value) == f"{tmp_path / 'summary.json'}: No space left on device"
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
     assert (tmp_path / "summary.json").read_text() == "the previous summary"
+
+
+def test_remove_temporaries_takes_only_what_a_killed_writer_left(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from keras_advseg.io import remove_temporaries
+
+    # a writer killed mid-write (as a Ray worker is) leaves its temporaries behind
+    code = (
+        "import os, sys, time\n"
+        "from keras_advseg.io import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as a, atomic_path(sys.argv[2], directory=True) as b:\n"
+        "    (b / 'part.npz').write_bytes(b'x')\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    (tmp_path / "sub").mkdir()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "card.json"), str(tmp_path / "sub" / "model")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout.readline().strip() == "ready"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    left = sorted(p.name for p in tmp_path.rglob(".*") if ".partial" in p.name)
+    assert len(left) == 2  # the file's and the folder's
+    kept = [tmp_path / "card.json.partial.md", tmp_path / "notes.partial", tmp_path / "report.md"]
+    for path in kept:  # not temporaries of atomic_path: not ours to remove
+        path.write_text("user's")
+    assert remove_temporaries(tmp_path) == 2
+    assert not [p for p in tmp_path.rglob(".*") if ".partial" in p.name]
+    assert all(path.read_text() == "user's" for path in kept)
+    assert remove_temporaries(tmp_path / "missing") == 0

@@ -86,7 +86,8 @@ def compare_command(eval_dirs, baseline, out, table_eps, attack_eps, title):
 @out_option(
     "Study folder: phantom/ (without --data), prepared/, corrupted/ (the corrupted scans), "
     "study.json, progress.json, seeds/<seed>/ (models/, evals/, corruptions/, certify/, "
-    "audits/, compare3d/, compare2d/, report.md), report.md (findings per seed and pooled)."
+    "audits/, compare3d/, compare2d/, report.md), report.md (findings per seed and pooled); "
+    "with --engine ray, logs/ (each step's output, one file per step)."
 )
 @click.option(
     "--seeds",
@@ -173,9 +174,9 @@ def reproduce_command(
 
         cluster = RayEngine(ray_address, gpus_per_step, retries)
     else:
-        given = dict(ray_address=ray_address, gpus_per_step=gpus_per_step, retries=retries != 2)
-        for name, value in given.items():
-            if value not in (None, False):
+        context = click.get_current_context()
+        for name in ("ray_address", "gpus_per_step", "retries"):
+            if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
                 raise click.UsageError(f"--{name.replace('_', '-')} needs --engine ray")
     with exit_1_on(TrainingError, TrackingError, ClusterError):
         report = reproduce(

@@ -12,14 +12,15 @@ TensorFlow again, some 7 s of CPU per step). What a step computes does not depen
 ran; its output goes to ``OUT/logs/<step>.log``.
 
 A task whose worker dies (killed, out of memory, its node lost) is submitted again, at most
-:attr:`RayEngine.max_retries` times, each retry said; a step that raises stops the study with
-its error, as under the local engine. Ctrl-C cancels the running tasks, which end their MLflow
-runs and remove their temporaries as an interrupted command does.
+:attr:`RayEngine.max_retries` times, each retry said; the MLflow runs it left RUNNING are marked
+FAILED and its temporaries removed. A step that raises stops the study with its error, as under
+the local engine. Ctrl-C cancels the running tasks, which end their MLflow runs and remove
+their temporaries as an interrupted command does.
 
 Network: a local cluster, and a cluster joined at a loopback address, keep every port on the
 loopback interface. Ray replaces a loopback node address by the machine's own address unless
 its single-machine switch ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is set (Ray's default on
-macOS and Windows); the engine sets it for those two cases only, before Ray starts.
+macOS and Windows); the engine sets it, while it is connected, for those cases only.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ import ipaddress
 import os
 import re
 import secrets
+import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from keras_advseg.errors import ClusterError, InputError
 
@@ -42,6 +45,14 @@ and the loopback address (``0``)."""
 
 STOP_WAIT_S = 60.0
 """How long Ctrl-C waits for the cancelled steps to end their runs before killing them."""
+
+CHECK_WAIT_S = 120.0
+"""How long the start waits for each node to answer the shared-folder check."""
+
+FORWARDED_PREFIXES = ("MLFLOW_", "TF_", "KERAS_")
+"""Environment variables of the driver that every step gets on any cluster: the tracking
+server's credentials and TensorFlow's and Keras's settings (a local cluster's workers inherit
+the whole environment anyway)."""
 
 INSTALL_HINT = 'pip install "keras-advseg[cluster]"'
 
@@ -71,11 +82,14 @@ def is_loopback(address: str | None) -> bool:
         address = _recorded_address()
         if address is None:
             return False
-    host = address.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
+    return _is_loopback_host(address.rsplit(":", 1)[0].strip("[]"))
+
+
+def _is_loopback_host(host: str | None) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host or "").is_loopback
     except ValueError:
         return False
 
@@ -89,17 +103,30 @@ def _recorded_address() -> str | None:
     return read_ray_address()
 
 
-def keep_on_loopback() -> None:
-    """Keeps the Ray nodes this process starts, and the workers they start, on 127.0.0.1.
+@contextlib.contextmanager
+def on_loopback():
+    """Keeps the Ray nodes this process starts, and the workers they start, on 127.0.0.1
+    while it lasts; restores the switch afterwards.
 
-    Ray reads its switch when it is imported: a process that imported Ray before gets the
-    switch's value set in Ray's constants as well (the one place this module reaches into
+    Ray reads its switch when it is imported: in a process that imported Ray before, the
+    switch's value is set in Ray's constants as well (the one place this module reaches into
     Ray's private modules).
     """
-    os.environ[SINGLE_MACHINE_SWITCH] = "0"
+    before = os.environ.get(SINGLE_MACHINE_SWITCH)
     constants = sys.modules.get("ray._private.ray_constants")
-    if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
+    had = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[SINGLE_MACHINE_SWITCH] = "0"
+    if had is not None:
         constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(SINGLE_MACHINE_SWITCH, None)
+        else:
+            os.environ[SINGLE_MACHINE_SWITCH] = before
+        if had is not None:
+            constants.ENABLE_RAY_CLUSTER = had
 
 
 def step_log_name(step: str) -> str:
@@ -107,10 +134,12 @@ def step_log_name(step: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "-", step).strip("-") + ".log"
 
 
-def is_local_store(uri: str) -> bool:
-    """Whether ``uri`` is a tracking store in a local file (SQLite or a file store), which
-    several machines cannot write safely."""
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+def is_machine_local_store(uri: str) -> bool:
+    """Whether ``uri`` is a tracking store only this machine can use: a local file (SQLite, a
+    file store), or a server or database at a loopback address."""
+    if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        return True
+    return _is_loopback_host(urlparse(uri).hostname)
 
 
 @dataclass(frozen=True)
@@ -120,10 +149,11 @@ class RayEngine:
     Attributes:
         address: None starts a local cluster on this machine (every port on 127.0.0.1);
             ``auto`` joins the cluster started on this machine (``ray start --head``);
-            ``HOST:PORT`` joins that cluster's head.
+            ``HOST:PORT`` joins that cluster's head (the driver runs on one of its nodes;
+            Ray Client's ``ray://`` addresses are refused).
         gpus_per_step: The GPUs each model step asks for on a cluster with GPUs (0.5 packs
-            two steps on one GPU); None: 1. Ignored on a cluster without GPUs.
-        max_retries: Times a step whose worker died is submitted again.
+            two steps on one GPU; 0: every step on CPUs); None: 1.
+        max_retries: Times a step whose worker died is submitted again (``--retries``).
     """
 
     address: str | None = None
@@ -132,10 +162,15 @@ class RayEngine:
 
     def __post_init__(self):
         require_ray()  # before any work of the study
+        if self.address is not None and self.address.startswith("ray://"):
+            raise InputError(
+                f"--ray-address {self.address}: run the study on a node of the cluster and pass "
+                "the head's HOST:PORT (or auto); Ray Client (ray://) is not supported"
+            )
         if self.gpus_per_step is not None and not 0 <= self.gpus_per_step <= 1:
             raise InputError(f"--gpus-per-step must be in [0, 1]. Received: {self.gpus_per_step}")
         if self.max_retries < 0:
-            raise InputError(f"--max-retries must be >= 0. Received: {self.max_retries}")
+            raise InputError(f"--retries must be >= 0. Received: {self.max_retries}")
 
     @contextlib.contextmanager
     def connected(self, out: Path, tracking_uri: str, experiment: str):
@@ -144,37 +179,42 @@ class RayEngine:
         :class:`RayCluster` that runs its steps; leaves the cluster (a local one stops).
 
         Raises:
-            InputError: Ray is not installed; a local tracking store on a cluster of several
+            InputError: a tracking store only this machine can use, on a cluster of several
                 nodes.
-            ClusterError: the cluster cannot be reached, or a node cannot see ``out``.
+            ClusterError: the cluster cannot be started or joined, or a node cannot see
+                ``out``.
         """
         ray = require_ray()
-        if is_loopback(self.address):
-            keep_on_loopback()
-        options = dict(
-            logging_level="WARNING",
-            log_to_driver=False,  # each step's output is in its own log
-            namespace="advseg",
-        )
-        if self.address is None:
-            options.update(address="local", _node_ip_address="127.0.0.1", include_dashboard=None)
-        else:
-            options.update(address=self.address)
-        try:
-            context = ray.init(**options)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            where = "a local Ray cluster" if self.address is None else self.address
-            raise ClusterError(
-                f"--ray-address: cannot start or join {where} ({type(exc).__name__}: {reason})"
-            ) from None
-        try:
-            cluster = RayCluster(self, ray, Path(out), tracking_uri, experiment)
-            dashboard = getattr(context, "dashboard_url", None)
-            _say(cluster.describe() + (f"; dashboard: http://{dashboard}" if dashboard else ""))
-            yield cluster
-        finally:
-            ray.shutdown()
+        with on_loopback() if is_loopback(self.address) else contextlib.nullcontext():
+            options = dict(
+                logging_level="WARNING",
+                log_to_driver=False,  # each step's output is in its own log
+                namespace="advseg",
+            )
+            if self.address is None:
+                options.update(
+                    address="local", _node_ip_address="127.0.0.1", include_dashboard=None
+                )
+            else:
+                options.update(address=self.address)
+            try:
+                context = ray.init(**options)
+            except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+                where = "a local Ray cluster" if self.address is None else self.address
+                option = "--engine ray" if self.address is None else "--ray-address"
+                raise ClusterError(
+                    f"{option}: cannot start or join {where} ({_first_line(exc)})"
+                ) from None
+            try:
+                cluster = RayCluster(self, ray, Path(out), tracking_uri, experiment)
+                dashboard = getattr(context, "dashboard_url", None)
+                line = cluster.describe() + (
+                    f"; dashboard: http://{dashboard}" if dashboard else ""
+                )
+                _say(line)
+                yield cluster
+            finally:
+                ray.shutdown()
 
 
 class RayCluster:
@@ -187,13 +227,27 @@ class RayCluster:
         resources = [node.get("Resources", {}) for node in self.nodes]
         self.gpus = sum(r.get("GPU", 0) for r in resources)
         self.largest_cpus = max((int(r.get("CPU", 1)) for r in resources), default=1)
-        if len(self.nodes) > 1 and is_local_store(tracking_uri):
+        # a step holding a GPU must fit the cores of a node with a GPU
+        with_gpus = [int(r.get("CPU", 1)) for r in resources if r.get("GPU", 0) > 0]
+        self.largest_gpu_node_cpus = max(with_gpus, default=self.largest_cpus)
+        if len(self.nodes) > 1 and is_machine_local_store(tracking_uri):
             raise InputError(
-                f"--tracking-uri {tracking_uri}: a local store cannot be shared by the "
-                f"{len(self.nodes)} nodes of this cluster; start a tracking server with a "
+                f"--tracking-uri {tracking_uri}: a store on this machine cannot be shared by "
+                f"the {len(self.nodes)} nodes of this cluster; start a tracking server with a "
                 "database (mlflow server --backend-store-uri postgresql://... --host 0.0.0.0 "
                 "--port 5000) and pass --tracking-uri http://SERVER:5000"
             )
+        forwarded = {
+            key: value
+            for key, value in os.environ.items()
+            if key.startswith(FORWARDED_PREFIXES) and key != "TF_CONFIG"  # no multi-worker role
+        }
+        # steps with and without a GPU get different environments, so that Ray never hands a
+        # worker that imported TensorFlow without a GPU to a step that holds one
+        self.environments = {
+            True: {**forwarded, "TF_FORCE_GPU_ALLOW_GROWTH": "true"},  # steps sharing a GPU
+            False: {**forwarded, "CUDA_VISIBLE_DEVICES": ""} if self.gpus else forwarded,
+        }
         self._check_shared_folder()
 
     def describe(self) -> str:
@@ -206,7 +260,8 @@ class RayCluster:
         """Every node must see the study's folder: a file written here is read on each.
 
         Raises:
-            ClusterError: naming the first node that cannot, and the folder.
+            ClusterError: naming the first node that cannot (or does not answer), and the
+                folder.
         """
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -223,11 +278,22 @@ class RayCluster:
                 for node in self.nodes
             }
             for ref, node in refs.items():
-                if not self.ray.get(ref):
+                name = _node_name(node["NodeManagerAddress"], node["NodeID"])
+                try:
+                    seen = self.ray.get(ref, timeout=CHECK_WAIT_S)
+                except self.ray.exceptions.GetTimeoutError:
                     raise ClusterError(
-                        f"node {_node_name(node['NodeManagerAddress'], node['NodeID'])} cannot "
-                        f"see the study folder {self.out}: it must be on storage every node "
-                        "mounts at the same path"
+                        f"node {name} did not answer within {CHECK_WAIT_S:.0f} s"
+                    ) from None
+                except self.ray.exceptions.RayError as exc:
+                    raise ClusterError(
+                        f"node {name} cannot run the study's steps ({_first_line(exc)}); "
+                        "keras-advseg must be installed on every node"
+                    ) from None
+                if not seen:
+                    raise ClusterError(
+                        f"node {name} cannot see the study folder {self.out}: it must be on "
+                        "storage every node mounts at the same path"
                     )
         finally:
             marker.unlink(missing_ok=True)
@@ -237,11 +303,13 @@ class RayCluster:
         gpus = self.engine.gpus_per_step
         gpus = 1.0 if gpus is None else gpus
         accelerated = step.accelerated and self.gpus > 0 and gpus > 0
+        largest = self.largest_gpu_node_cpus if accelerated else self.largest_cpus
         return dict(
-            num_cpus=max(1, min(step.cpus, self.largest_cpus)),
+            num_cpus=max(1, min(step.cpus, largest)),
             num_gpus=gpus if accelerated else 0,
             max_retries=0,  # the driver retries a dead worker itself, and says so
             name=step.name,
+            runtime_env={"env_vars": self.environments[accelerated]},
         )
 
     def run_steps(self, steps: list, progress) -> None:
@@ -259,7 +327,7 @@ class RayCluster:
             Exception: what a step raised (the running steps are waited for first; none is
                 started after it). An interrupt cancels the running steps and is re-raised.
         """
-        from keras_advseg.workflows.scheduler import check_order
+        from keras_advseg.workflows.scheduler import check_order, take_ready
 
         check_order(steps)
         logs = self.out / "logs"
@@ -273,28 +341,15 @@ class RayCluster:
         failure = None
         try:
             while pending or running:
-                for step in list(pending):
-                    if failure is not None:
-                        break
-                    if not all(a in finished for a in step.after):
-                        continue
-                    pending.remove(step)
-                    if progress.is_done(step.name):
-                        progress.skipped(step.name)
-                        finished.add(step.name)
-                        continue
-                    started = progress.begin(step.name, "submitted" if step.run else "running")
-                    if step.run is None:
-                        progress.end(step.name, started)
-                        finished.add(step.name)
-                        continue
+                for step in take_ready(pending, finished, progress, len(steps), failure):
+                    progress.begin(step.name, "submitted")
                     running[self._submit(tasks, step, logs, 1)] = (step, 1)
                 if not running:
                     break
                 ready, _ = self.ray.wait(list(running), num_returns=1, timeout=1.0)
                 for ref in ready:
                     step, attempt = running.pop(ref)
-                    outcome = self._outcome(ref, step, attempt, logs)
+                    outcome = self._outcome(ref, step, attempt, logs, failure is None)
                     if isinstance(outcome, BaseException):
                         failure = failure or outcome
                     elif outcome is None:  # its worker died: once more
@@ -322,30 +377,31 @@ class RayCluster:
                 step.run,
                 step.arguments(),
                 name=step.name,
+                study=str(self.out),
                 log=str(log),
                 reads=[str(self.out / "study.json"), *map(str, getattr(step, "reads", ()))],
                 attempt=attempt,
             )
         )
 
-    def _outcome(self, ref, step, attempt: int, logs: Path):
-        """What the task of ``ref`` returned; None: its worker died and it may run again; an
+    def _outcome(self, ref, step, attempt: int, logs: Path, may_retry: bool):
+        """What the task of ``ref`` returned; None: its worker died and it runs again; an
         exception: the step failed."""
         exceptions = self.ray.exceptions
         log = logs / step_log_name(step.name)
         try:
             return self.ray.get(ref)
         except exceptions.RayTaskError as exc:  # the step raised: as under the local engine
+            _say(f"    {step.name}: failed; its log: {log}")
             cause = getattr(exc, "cause", None)
             return cause if isinstance(cause, BaseException) else exc
         except exceptions.TaskCancelledError as exc:
             return exc
         except exceptions.RayError as exc:  # the worker or its node died
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            self._end_orphaned_runs(step)
-            if attempt <= self.engine.max_retries:
+            self._clean_up_after(step)
+            if may_retry and attempt <= self.engine.max_retries:
                 _say(
-                    f"    {step.name}: its worker died ({type(exc).__name__}: {reason}); "
+                    f"    {step.name}: its worker died ({_first_line(exc)}); "
                     f"retry {attempt} of {self.engine.max_retries} (log: {log})"
                 )
                 return None
@@ -354,43 +410,56 @@ class RayCluster:
                 f"({type(exc).__name__}); its log: {log}"
             )
 
-    def _end_orphaned_runs(self, step) -> None:
-        """Marks FAILED the MLflow runs a dead worker left RUNNING (tagged with its step)."""
+    def _clean_up_after(self, step) -> None:
+        """What a dead worker left: its MLflow runs RUNNING (marked FAILED) and the
+        temporaries of the files it was writing in the step's own output folder."""
+        from keras_advseg.io import remove_temporaries
         from keras_advseg.tracking import end_orphaned_runs
 
+        for key in ("out", "model_dir"):  # a step's own folder; shared caches are left alone
+            if isinstance(step.kwargs.get(key), (str, Path)):
+                remove_temporaries(step.kwargs[key])
         try:
-            ended = end_orphaned_runs(self.tracking_uri, self.experiment, step.name)
+            ended = end_orphaned_runs(self.tracking_uri, self.experiment, step.name, str(self.out))
         except Exception as exc:  # the store failed too: the study goes on, the runs stay
             _say(f"    {step.name}: its runs could not be ended ({type(exc).__name__})")
             return
         if ended:
-            _say(
-                f"    {step.name}: {ended} run{'s' if ended != 1 else ''} it left running marked FAILED"
-            )
+            plural = "s" if ended != 1 else ""
+            _say(f"    {step.name}: {ended} run{plural} it left running marked FAILED")
 
     def _cancel(self, running: dict) -> None:
         """Cancels the running steps (a KeyboardInterrupt in each: it ends its MLflow run as
-        KILLED and removes its temporaries), waits for them, then kills what is left."""
+        KILLED and removes its temporaries), waits for them, then kills what is left and
+        cleans up after it. A second Ctrl-C does not cut this short."""
         refs = list(running)
         if not refs:
             return
-        _say(f"stopping {len(refs)} running step{'s' if len(refs) != 1 else ''}")
-        for ref in refs:
-            with contextlib.suppress(Exception):
-                self.ray.cancel(ref, force=False)
-        deadline = time.monotonic() + STOP_WAIT_S
-        waiting = refs
-        while waiting and time.monotonic() < deadline:
-            _, waiting = self.ray.wait(waiting, num_returns=len(waiting), timeout=1.0)
-        for ref in waiting:
-            with contextlib.suppress(Exception):
-                self.ray.cancel(ref, force=True)
-        for ref in waiting:
-            self._end_orphaned_runs(running[ref][0])
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            plural = "s" if len(refs) != 1 else ""
+            _say(f"stopping {len(refs)} running step{plural} (at most {STOP_WAIT_S:.0f} s)")
+            for ref in refs:
+                with contextlib.suppress(Exception):
+                    self.ray.cancel(ref, force=False)
+            deadline = time.monotonic() + STOP_WAIT_S
+            waiting = refs
+            while waiting and time.monotonic() < deadline:
+                _, waiting = self.ray.wait(waiting, num_returns=len(waiting), timeout=1.0)
+            for ref in waiting:
+                with contextlib.suppress(Exception):
+                    self.ray.cancel(ref, force=True)
+            for ref in waiting:
+                self._clean_up_after(running[ref][0])
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
-def run_step(run, kwargs: dict, *, name: str, log: str, reads: list[str], attempt: int) -> dict:
-    """One step, in a Ray worker: its output to ``log``; the paths it ``reads`` checked first.
+def run_step(
+    run, kwargs: dict, *, name: str, study: str, log: str, reads: list[str], attempt: int
+) -> dict:
+    """One step, in a Ray worker: its output (and a traceback if it fails) to ``log``; the
+    paths it ``reads`` checked first; its MLflow runs tagged with the study and the step.
 
     Returns:
         ``node`` (its address), ``node_id``, ``pid`` and ``seconds`` (its run time).
@@ -399,12 +468,14 @@ def run_step(run, kwargs: dict, *, name: str, log: str, reads: list[str], attemp
         ClusterError: this node cannot see a path of ``reads`` (naming the node and the path).
         Exception: what the step raised.
     """
+    import traceback
+
     import ray
 
-    from keras_advseg.tracking import STUDY_STEP_VARIABLE
+    from keras_advseg.tracking import STUDY_DIR_VARIABLE, STUDY_STEP_VARIABLE
 
     started = time.time()
-    os.environ[STUDY_STEP_VARIABLE] = name  # its MLflow runs are tagged with it
+    os.environ[STUDY_STEP_VARIABLE], os.environ[STUDY_DIR_VARIABLE] = name, study
     node = ray.util.get_node_ip_address()
     node_id = ray.get_runtime_context().get_node_id()
     _to_log(log)
@@ -423,7 +494,12 @@ def run_step(run, kwargs: dict, *, name: str, log: str, reads: list[str], attemp
 
     if "tensorflow" not in sys.modules and not keras_advseg.TF_LOG_LEVEL_SET_BY_USER:
         keras_advseg.quiet_tensorflow_import()
-    run(**kwargs)
+    try:
+        run(**kwargs)
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        raise
     print(f"== {name}: done in {time.time() - started:.0f} s", flush=True)
     return {"node": node, "node_id": node_id, "pid": os.getpid(), "seconds": time.time() - started}
 
@@ -452,6 +528,11 @@ def _sees(marker: str, token: str) -> bool:
         return Path(marker).read_text() == token
     except OSError:
         return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:160]}" if text else type(exc).__name__
 
 
 def _node_name(address: str, node_id: str) -> str:

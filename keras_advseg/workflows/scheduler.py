@@ -129,32 +129,31 @@ def run_steps(steps: list[Step], progress, workers: int = 1) -> None:
 
 
 def _schedule(steps: list[Step], progress, workers: int, pool: ProcessPoolExecutor) -> None:
-    """Submits each step once the steps it reads have finished, ``workers`` at a time."""
+    """Submits each step once the steps it reads have finished, ``workers`` at a time; an
+    inline step runs here, in its turn."""
     finished: set[str] = set()
     pending = list(steps)
     running: dict = {}
     failure = None
     while pending or running:
-        for step in list(pending):
-            if failure is not None or len(running) >= workers:
-                break
-            if not all(a in finished for a in step.after):
-                continue
-            pending.remove(step)
-            if progress.is_done(step.name):
-                progress.skipped(step.name)
-                finished.add(step.name)
-                continue
+        ran_here = False
+        for step in take_ready(pending, finished, progress, workers - len(running), failure):
             started = progress.begin(step.name)
-            if step.run is None or step.inline:
-                if step.run is not None:
-                    step.run(**step.arguments())
-                progress.end(step.name, started)
-                finished.add(step.name)
+            if not step.inline:
+                running[pool.submit(step.run, **step.arguments())] = (step, started)
                 continue
-            running[pool.submit(step.run, **step.arguments())] = (step, started)
-        if not running:  # the earliest pending step was ready, unless a step failed
-            break
+            try:
+                step.run(**step.arguments())
+            except Exception as exc:  # as a worker's failure: the running steps finish first
+                failure = exc
+                break
+            progress.end(step.name, started)
+            finished.add(step.name)
+            ran_here = True
+        if not running:
+            if ran_here and failure is None:  # what it made ready starts now
+                continue
+            break  # nothing left to start, or a step failed
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in done:
             step, started = running.pop(future)
@@ -166,3 +165,29 @@ def _schedule(steps: list[Step], progress, workers: int, pool: ProcessPoolExecut
             finished.add(step.name)
     if failure is not None:
         raise failure
+
+
+def take_ready(
+    pending: list[Step], finished: set[str], progress, room: int, failure=None
+) -> list[Step]:
+    """Takes from ``pending``, in plan order, the steps whose inputs have all finished: a step
+    done before is recorded as skipped and one with nothing to run as done (both join
+    ``finished``, which may make later steps ready in the same pass); returns the others, at
+    most ``room`` (none once ``failure`` is set), for the caller to begin and run."""
+    taken: list[Step] = []
+    for step in list(pending):
+        if failure is not None or len(taken) >= room:
+            break
+        if not all(a in finished for a in step.after):
+            continue
+        pending.remove(step)
+        if progress.is_done(step.name):
+            progress.skipped(step.name)
+            finished.add(step.name)
+            continue
+        if step.run is None:
+            progress.end(step.name, progress.begin(step.name))
+            finished.add(step.name)
+            continue
+        taken.append(step)
+    return taken

@@ -5,6 +5,7 @@ is refused. Every Ray port stays on the loopback interface."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,9 +18,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from support import ADVSEG, smoke_command
+from support import ADVSEG, assert_help_files_written, free_ports, smoke_command
 
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: loopback only
 ray = pytest.importorskip("ray")  # the dev extra installs it; `make test` has it
 
 import ray_steps  # noqa: E402
@@ -29,9 +29,11 @@ from keras_advseg.cli import main  # noqa: E402
 from keras_advseg.errors import ClusterError, InputError  # noqa: E402
 from keras_advseg.io import write_text_atomic  # noqa: E402
 from keras_advseg.workflows.ray_engine import (  # noqa: E402
+    SINGLE_MACHINE_SWITCH,
     RayEngine,
-    is_local_store,
     is_loopback,
+    is_machine_local_store,
+    on_loopback,
     step_log_name,
 )
 from keras_advseg.workflows.scheduler import Step  # noqa: E402
@@ -46,43 +48,62 @@ RERUN = ("seed 0: evaluate unet2d-none", "seed 0: compare")
 """Steps the resume test takes out of ``progress.json`` so that they run again."""
 
 
-def listening() -> set[tuple[str, int]]:
-    """The TCP addresses something on this machine listens on."""
+def ours_listening() -> set[tuple[str, int, str]]:
+    """The TCP addresses this process and the processes it started (Ray's head, nodes and
+    workers, a `ray start` head) listen on, with the listening process's name."""
     import psutil
 
-    return {
-        (c.laddr.ip, c.laddr.port)
-        for c in psutil.net_connections(kind="inet")
-        if c.status == psutil.CONN_LISTEN
-    }
+    mine = {os.getpid()} | {p.pid for p in psutil.Process().children(recursive=True)}
+    found = set()
+    for c in psutil.net_connections(kind="inet"):
+        if c.status == psutil.CONN_LISTEN and c.pid in mine:
+            try:
+                name = psutil.Process(c.pid).name()
+            except psutil.Error:
+                name = "?"
+            found.add((c.laddr.ip, c.laddr.port, name))
+    return found
 
 
-@pytest.fixture(autouse=True)
-def loopback_only():
-    """Fails a test during which a new listening socket appeared outside the loopback range
-    (sampled every 0.2 s, since Ray's processes come and go)."""
+def is_loopback_ip(ip: str) -> bool:
     import ipaddress
 
-    before, seen, stop = listening(), set(), threading.Event()
+    address = ipaddress.ip_address(ip)
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
+@pytest.fixture(scope="module", autouse=True)
+def loopback_only():
+    """Fails the module if a process it started listened outside the loopback range while its
+    tests ran (sampled every 0.2 s, since Ray's processes come and go): the Ray engine's
+    own switch must keep a local cluster, and a head on 127.0.0.1, there."""
+    seen, stop = set(), threading.Event()
 
     def sample():
         while not stop.is_set():
-            seen.update(listening() - before)
+            with contextlib.suppress(Exception):  # a process gone mid-listing: sampled again
+                seen.update(ours_listening())
             stop.wait(0.2)
 
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
-    yield
+    planted: set[int] = set()  # ports the check's own test opened outside loopback
+    yield planted
     stop.set()
     watcher.join()
-    seen.update(listening() - before)
-
-    def loopback(ip: str) -> bool:
-        address = ipaddress.ip_address(ip)
-        return (getattr(address, "ipv4_mapped", None) or address).is_loopback
-
-    outside = sorted(a for a in seen if not loopback(a[0]))
+    ray_ports = [a for a in seen if a[2] in ("raylet", "gcs_server") or "ray" in a[2]]
+    assert ray_ports, "no Ray process was seen listening: the check saw nothing"
+    outside = sorted(a for a in seen if not is_loopback_ip(a[0]) and a[1] not in planted)
     assert not outside, f"listening outside the loopback interface: {outside}"
+
+
+def test_the_loopback_check_sees_a_listener_outside_loopback(loopback_only):
+    with socket.socket() as server:
+        server.bind(("0.0.0.0", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        loopback_only.add(port)  # planted here: not a Ray process's
+        assert any(p == port and not is_loopback_ip(ip) for ip, p, _ in ours_listening())
 
 
 def tables(study: Path) -> dict[str, bytes]:
@@ -98,22 +119,31 @@ def runs(uri: str, experiment: str = "advseg-reproduce-smoke") -> list:
     return [] if found is None else client.search_runs([found.experiment_id])
 
 
-def kill_when_running(uri: str, step: str, logs: Path, done: threading.Event) -> list[int]:
-    """Kills (SIGKILL) the worker of ``step`` once its MLflow run is open; returns its PID."""
+def kill_when_running(uri: str, step: str, logs: Path, done: threading.Event) -> list:
+    """Kills (SIGKILL) the worker of ``step`` once its MLflow run is RUNNING; returns its PID
+    (or the error that stopped the watch)."""
     from keras_advseg.tracking import STUDY_STEP_TAG
 
-    killed = []
+    killed: list = []
 
     def watch():
         log = logs / step_log_name(step)
-        while not done.is_set():
-            opened = [r for r in runs(uri) if r.data.tags.get(STUDY_STEP_TAG) == step]
-            if opened and log.is_file() and "pid " in log.read_text():
-                pid = int(log.read_text().split("pid ")[1].split(",")[0])
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-                return
-            time.sleep(0.2)
+        try:
+            while not done.is_set():
+                opened = [
+                    r
+                    for r in runs(uri)
+                    if r.data.tags.get(STUDY_STEP_TAG) == step and r.info.status == "RUNNING"
+                ]
+                text = log.read_text() if log.is_file() else ""
+                if opened and f"== {step}: attempt 1 on" in text and "done in" not in text:
+                    pid = int(text.split("pid ")[1].split(",")[0])
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+                time.sleep(0.2)
+        except Exception as exc:  # a locked store: said in the test's message
+            killed.append(exc)
 
     threading.Thread(target=watch, daemon=True).start()
     return killed
@@ -137,7 +167,7 @@ def test_the_smoke_study_on_ray_writes_the_local_engines_tables_despite_a_killed
     ray_study, request
 ):
     study, uri, output, killed = ray_study
-    assert killed, f"{KILLED_STEP} was not seen running"
+    assert killed and isinstance(killed[0], int), f"{KILLED_STEP} was not killed: {killed}"
     # the killed step was retried, said so, and its first attempt's run marked FAILED
     assert f"{KILLED_STEP}: its worker died (" in output and "retry 1 of 2" in output
     assert f"{KILLED_STEP}: 1 run it left running marked FAILED" in output
@@ -150,6 +180,7 @@ def test_the_smoke_study_on_ray_writes_the_local_engines_tables_despite_a_killed
     assert output.count(" on 127.0.0.1 (") == len(steps)
     assert all((study / "logs" / step_log_name(name)).is_file() for name in steps)
     assert "Ray cluster: 1 node" in output
+    assert_help_files_written(("reproduce",), study)
     # the same tables as the local engine's, bit for bit
     local = request.getfixturevalue("smoke_study") / "study"
     ours, theirs = tables(study), tables(local)
@@ -189,9 +220,13 @@ def test_ctrl_c_cancels_the_running_steps_and_a_rerun_on_a_ray_start_head_resume
     ):
         time.sleep(0.2)
     driver.send_signal(signal.SIGINT)
-    _, stderr = driver.communicate(timeout=180)
+    try:
+        _, stderr = driver.communicate(timeout=180)
+    finally:
+        if driver.poll() is None:  # it did not stop: leave nothing running
+            driver.kill()
     assert driver.returncode != 0 and "Traceback" not in stderr, stderr[-3000:]
-    assert "stopping 1 running step" in stderr
+    assert "stopping 1 running step (at most 60 s)" in stderr
     interrupted = [r for r in runs(uri) if r.info.run_id not in earlier]
     assert [(r.data.tags[STUDY_STEP_TAG], r.info.status) for r in interrupted] == [
         (RERUN[0], "KILLED")
@@ -199,7 +234,7 @@ def test_ctrl_c_cancels_the_running_steps_and_a_rerun_on_a_ray_start_head_resume
     assert not [p for p in study.rglob("*") if ".partial" in p.name]
     assert not set(RERUN) & set(json.loads((study / "progress.json").read_text()))
     # a head node started as a user would, on 127.0.0.1; the re-run joins it
-    port = free_port()
+    (port,) = free_ports(1)
     head = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "ray"),
@@ -216,7 +251,7 @@ def test_ctrl_c_cancels_the_running_steps_and_a_rerun_on_a_ray_start_head_resume
             "false",
             "--disable-usage-stats",
         ],
-        env=dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"),
+        env=dict(os.environ, **{SINGLE_MACHINE_SWITCH: "0"}),  # docs/scaling.md's recipe
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -238,12 +273,6 @@ def test_ctrl_c_cancels_the_running_steps_and_a_rerun_on_a_ray_start_head_resume
     assert tables(study) == before  # the same tables again
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 90) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -263,19 +292,22 @@ def test_a_two_node_cluster_runs_steps_on_both_refuses_sqlite_and_names_what_fai
 
     # the workers do not have the suite's folder on their path: the steps travel as code
     cloudpickle.register_pickle_by_value(ray_steps)
-    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1))
-    try:
+    with on_loopback():  # as the engine does for a local cluster: two nodes on 127.0.0.1
+        cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1))
         cluster.add_node(num_cpus=1)
+    try:
         engine = RayEngine(address=cluster.address, max_retries=1)
         out = tmp_path / "study"
         out.mkdir()
         (out / "study.json").write_text("{}")
         sqlite = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        with pytest.raises(InputError, match="a local store cannot be shared by the 2 nodes") as e:
-            with engine.connected(out, sqlite, "study"):
-                pass
-        assert "mlflow server" in str(e.value) and "\n" not in str(e.value)
-        server = "http://127.0.0.1:9"  # a server's URI passes (nothing is tracked here)
+        for store in (sqlite, "http://127.0.0.1:5000"):  # neither reaches the other node
+            with pytest.raises(InputError, match="cannot be shared by the 2 nodes") as e:
+                with engine.connected(out, store, "study"):
+                    pass
+            assert "mlflow server" in str(e.value) and "\n" not in str(e.value)
+        # a database elsewhere passes (nothing is tracked here: its driver is not installed)
+        server = "postgresql://advseg@192.0.2.1/mlflow"
         steps = [Step(n, where, {"folder": out, "name": n}) for n in "abcd"]
         steps.append(Step("e", where, {"folder": out, "name": "e"}, ("a", "b", "c", "d")))
         progress = Progress([s.name for s in steps], out / "progress.json")
@@ -304,7 +336,9 @@ def test_a_two_node_cluster_runs_steps_on_both_refuses_sqlite_and_names_what_fai
             f"step 'g' failed 2 times, its worker lost each time (WorkerCrashedError); "
             f"its log: {out / 'logs' / 'g.log'}"
         )
-        assert capfd.readouterr().err.count("g: its worker died (") == 1
+        said = capfd.readouterr().err
+        assert said.count("g: its worker died (WorkerCrashedError") == 1
+        assert said.count("g: its runs could not be ended") == 2  # the store is not there
         # a folder the nodes do not share is refused before any step: here the nodes look
         # for the driver's mark in the study folder, and the driver left it elsewhere
         elsewhere = tmp_path / "elsewhere"
@@ -325,8 +359,11 @@ def test_addresses_stores_and_options_of_the_engine(tmp_path, monkeypatch):
     assert is_loopback(None) and is_loopback("127.0.0.1:6379") and is_loopback("localhost:1")
     assert is_loopback("[::1]:6379") and not is_loopback("10.0.0.5:6379")
     assert not is_loopback("head.cluster.example:6379")
-    assert is_local_store("sqlite:///x.db") and is_local_store("mlruns")
-    assert not is_local_store("http://server:5000") and not is_local_store("postgresql://h/db")
+    assert is_machine_local_store("sqlite:///x.db") and is_machine_local_store("mlruns")
+    assert is_machine_local_store("http://localhost:5000")
+    assert is_machine_local_store("postgresql://u@127.0.0.1/db")
+    assert not is_machine_local_store("http://server:5000")
+    assert not is_machine_local_store("postgresql://u@db.example/db")
     assert step_log_name("seed 0: evaluate unet3d-distillation-T20 at T=20") == (
         "seed-0-evaluate-unet3d-distillation-T20-at-T=20.log"
     )
@@ -335,8 +372,16 @@ def test_addresses_stores_and_options_of_the_engine(tmp_path, monkeypatch):
     # the options of the Ray engine need it, and Ray missing is said in one line
     runner = CliRunner()
     base = smoke_command(tmp_path / "s", f"sqlite:///{tmp_path / 'm.db'}")
-    result = runner.invoke(main, base + ["--ray-address", "auto"])
-    assert result.exit_code == 2 and "--ray-address needs --engine ray" in result.output
+    for option, value in (("--ray-address", "auto"), ("--gpus-per-step", "0"), ("--retries", "2")):
+        result = runner.invoke(main, base + [option, value])
+        assert result.exit_code == 2 and f"{option} needs --engine ray" in result.output
+    result = runner.invoke(main, base + ["--engine", "ray", "--ray-address", "ray://head:10001"])
+    assert result.exit_code == 2 and "Ray Client (ray://) is not supported" in result.output
+    # the loopback switch holds while the engine is connected, and is put back after
+    monkeypatch.delenv(SINGLE_MACHINE_SWITCH, raising=False)
+    with on_loopback():
+        assert os.environ[SINGLE_MACHINE_SWITCH] == "0"
+    assert SINGLE_MACHINE_SWITCH not in os.environ
     monkeypatch.setitem(sys.modules, "ray", None)
     result = runner.invoke(main, base + ["--engine", "ray"])
     assert result.exit_code == 2 and "Traceback" not in result.output

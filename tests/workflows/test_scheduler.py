@@ -218,3 +218,46 @@ def test_a_seed_s_steps_run_its_plan_with_one_function_per_kind(tmp_path, preset
     assert all(s.kwargs["out"].parent == tmp_path / "seed" / "audits" for s in audits)
     tracked = [s for s in steps if s.name not in ("leaderboard", "compare")]  # files only
     assert {s.kwargs["tracking_uri"] for s in tracked} == {f"sqlite:///{tmp_path / 'mlflow.db'}"}
+
+
+def test_inline_steps_run_in_this_process_with_their_late_arguments(tmp_path):
+    import json
+    import os
+
+    def here_and_now() -> dict:
+        written = sorted(p.name for p in tmp_path.iterdir())
+        return {"text": json.dumps({"pid": os.getpid(), "written": written})}
+
+    steps = plan(tmp_path)
+    # "f" reads "c" and "e"; it runs here, with arguments known only once it starts
+    steps.append(
+        Step(
+            "f",
+            write_text_atomic,
+            {"path": tmp_path / "f"},
+            ("c", "e"),
+            inline=True,
+            late=here_and_now,
+        )
+    )
+    record = Record()
+    run_steps(steps, record, workers=2)
+    f = json.loads((tmp_path / "f").read_text())
+    assert f["pid"] == os.getpid()  # not a worker's
+    assert {"a", "b", "c", "e"} <= set(f["written"])  # what it reads was written before it
+    assert {n for e, n in record.events if e == "end"} == set("abcdef")
+
+
+def test_an_inline_step_that_fails_lets_the_running_steps_finish(tmp_path):
+    import subprocess
+
+    steps = [
+        Step("a", subprocess.run, {"args": ["sleep", "2"]}),
+        Step("b", read_json, {"path": tmp_path / "missing.json"}, inline=True),
+        Step("c", write_text_atomic, {"path": tmp_path / "c", "text": "c"}, ("b",)),
+    ]
+    record = Record()
+    with pytest.raises(FileFormatError, match="missing.json"):
+        run_steps(steps, record, workers=2)
+    assert ("end", "a") in record.events  # waited for, not terminated
+    assert ("end", "b") not in record.events and not (tmp_path / "c").exists()
