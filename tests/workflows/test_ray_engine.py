@@ -195,45 +195,18 @@ def test_the_smoke_study_on_ray_writes_the_local_engines_tables_despite_a_killed
 
 
 def test_ctrl_c_cancels_the_running_steps_and_a_rerun_on_a_ray_start_head_resumes(
-    ray_study, request, tmp_path
+    ray_study, tmp_path
 ):
+    from keras_advseg.tracking import STUDY_STEP_TAG
+
     study, uri, _, _ = ray_study
     progress = json.loads((study / "progress.json").read_text())
     for name in RERUN:
         del progress[name]
     write_text_atomic(study / "progress.json", json.dumps(progress))
     before, earlier = tables(study), {r.info.run_id for r in runs(uri)}
-    # Ctrl-C on the driver while a step runs: its run ends KILLED, no temporary is left
-    driver = subprocess.Popen(
-        ADVSEG + smoke_command(study, uri, "--engine", "ray"),
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    from keras_advseg.tracking import STUDY_STEP_TAG
-
-    deadline = time.time() + 240
-    while time.time() < deadline and not any(
-        r.data.tags.get(STUDY_STEP_TAG) == RERUN[0] and r.info.status == "RUNNING"
-        for r in runs(uri)
-    ):
-        time.sleep(0.2)
-    driver.send_signal(signal.SIGINT)
-    try:
-        _, stderr = driver.communicate(timeout=180)
-    finally:
-        if driver.poll() is None:  # it did not stop: leave nothing running
-            driver.kill()
-    assert driver.returncode != 0 and "Traceback" not in stderr, stderr[-3000:]
-    assert "stopping 1 running step (at most 60 s)" in stderr
-    interrupted = [r for r in runs(uri) if r.info.run_id not in earlier]
-    assert [(r.data.tags[STUDY_STEP_TAG], r.info.status) for r in interrupted] == [
-        (RERUN[0], "KILLED")
-    ]
-    assert not [p for p in study.rglob("*") if ".partial" in p.name]
-    assert not set(RERUN) & set(json.loads((study / "progress.json").read_text()))
-    # a head node started as a user would, on 127.0.0.1; the re-run joins it
+    # a head node started as a user would, on 127.0.0.1 (docs/scaling.md's recipe); the
+    # interrupted run and the re-run join it
     (port,) = free_ports(1)
     head = subprocess.Popen(
         [
@@ -251,17 +224,43 @@ def test_ctrl_c_cancels_the_running_steps_and_a_rerun_on_a_ray_start_head_resume
             "false",
             "--disable-usage-stats",
         ],
-        env=dict(os.environ, **{SINGLE_MACHINE_SWITCH: "0"}),  # docs/scaling.md's recipe
+        env=dict(os.environ, **{SINGLE_MACHINE_SWITCH: "0"}),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    joined = smoke_command(study, uri, "--engine", "ray", "--ray-address", f"127.0.0.1:{port}")
     try:
         wait_for_port(port, head)
-        rerun = CliRunner().invoke(
-            main,
-            smoke_command(study, uri, "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"),
+        # Ctrl-C on the driver while a step runs: its run ends KILLED, no temporary is left
+        driver = subprocess.Popen(
+            ADVSEG + joined,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline and not any(
+                r.data.tags.get(STUDY_STEP_TAG) == RERUN[0] and r.info.status == "RUNNING"
+                for r in runs(uri)
+            ):
+                time.sleep(0.2)
+            driver.send_signal(signal.SIGINT)
+            _, stderr = driver.communicate(timeout=180)
+        finally:
+            if driver.poll() is None:  # it did not stop: leave nothing running
+                driver.kill()
+        assert driver.returncode != 0 and "Traceback" not in stderr, stderr[-3000:]
+        assert "stopping 1 running step (at most 60 s)" in stderr
+        interrupted = [r for r in runs(uri) if r.info.run_id not in earlier]
+        assert [(r.data.tags[STUDY_STEP_TAG], r.info.status) for r in interrupted] == [
+            (RERUN[0], "KILLED")
+        ]
+        assert not [p for p in study.rglob("*") if ".partial" in p.name]
+        assert not set(RERUN) & set(json.loads((study / "progress.json").read_text()))
+        rerun = CliRunner().invoke(main, joined)
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
@@ -328,8 +327,7 @@ def test_a_two_node_cluster_runs_steps_on_both_refuses_sqlite_and_names_what_fai
         with engine.connected(out, server, "study") as running:
             with pytest.raises(ClusterError, match=f"cannot see {missing}"):
                 running.run_steps(blind, Progress(["f"], out / "progress.json"))
-        # a step whose worker keeps dying stops the study in one line naming it and its log
-        with engine.connected(out, server, "study") as running:
+            # a step whose worker keeps dying stops the study in one line naming it and its log
             with pytest.raises(ClusterError) as failed:
                 running.run_steps([Step("g", die)], Progress(["g"], out / "progress.json"))
         assert str(failed.value) == (
