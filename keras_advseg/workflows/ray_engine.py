@@ -379,7 +379,7 @@ class RayCluster:
                 name=step.name,
                 study=str(self.out),
                 log=str(log),
-                reads=[str(self.out / "study.json"), *map(str, getattr(step, "reads", ()))],
+                reads=[str(self.out / "study.json"), *map(str, step.reads)],
                 attempt=attempt,
             )
         )

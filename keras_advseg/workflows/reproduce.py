@@ -284,9 +284,14 @@ def seed_steps(
     steps = []
     for planned in planned_steps(study):
         run, arguments = getattr(seed_run, planned.kind.replace("-", "_"))(planned)
-        step = Step(planned.name, run, arguments, planned.after)
-        step.accelerated = planned.kind not in ("leaderboard", "compare")  # files only
-        step.cpus = arguments.get("workers", 1)  # the first corruption step prepares the scans
+        step = Step(
+            planned.name,
+            run,
+            arguments,
+            planned.after,
+            accelerated=planned.kind not in ("leaderboard", "compare"),  # those write files only
+            cpus=arguments.get("workers", 1),  # the first corruption step prepares the scans
+        )
         steps.append(step)
     return steps
 

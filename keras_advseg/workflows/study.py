@@ -76,12 +76,6 @@ def planned_steps(study: Study) -> list[PlannedStep]:
     return steps
 
 
-def seed_plan(study: Study) -> list[str]:
-    """The names of the steps of one training seed, in order, its report last (the study's
-    progress counts them)."""
-    return [step.name for step in planned_steps(study)] + ["report"]
-
-
 def audit_reference(study: Study, spec: ModelSpec) -> ModelSpec | None:
     """The audit's transfer source: the undefended 3-D UNet for a defense, and for the
     undefended 3-D UNet the undefended 2-D UNet (None without one)."""

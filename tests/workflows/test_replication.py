@@ -30,7 +30,7 @@ from keras_advseg.workflows.replication import (
     replicated_findings,
     write_replicated_report,
 )
-from keras_advseg.workflows.study import seed_plan
+from keras_advseg.workflows.study import planned_steps
 from keras_advseg.workflows.study_record import Progress, check_same_study, record_study
 
 STUDY = STUDIES["smoke"]  # 3-D: none, distillation T20, adversarial 0.05, the control
@@ -245,7 +245,8 @@ def test_seed_options_and_the_study_record(tmp_path):
 def test_progress_records_seconds_and_reads_the_older_list(tmp_path):
     record = tmp_path / "progress.json"
     record.write_text(json.dumps(["data", "prepare"]))  # an older version's record
-    plan = ["data", "prepare"] + [f"seed 3: {s}" for s in seed_plan(STUDY)] + ["report"]
+    names = [s.name for s in planned_steps(STUDY)] + ["report"]
+    plan = ["data", "prepare"] + [f"seed 3: {s}" for s in names] + ["report"]
     progress = Progress(plan, record)
     assert progress.is_done("data")
     for name in ("seed 3: train unet3d-none", "seed 3: report"):

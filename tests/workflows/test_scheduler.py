@@ -159,13 +159,31 @@ SMOKE_PLAN = [
 ]
 
 
-def test_the_smoke_study_s_plan_orders_every_step_after_what_it_reads():
+def test_the_smoke_study_s_plan_orders_every_step_after_what_it_reads(tmp_path):
     from keras_advseg.config import STUDIES
-    from keras_advseg.workflows.study import planned_steps, seed_plan
+    from keras_advseg.workflows.reproduce import study_steps
+    from keras_advseg.workflows.study import planned_steps
 
     planned = planned_steps(STUDIES["smoke"])
     assert [(step.name, step.after) for step in planned] == SMOKE_PLAN
-    assert seed_plan(STUDIES["smoke"]) == [name for name, _ in SMOKE_PLAN] + ["report"]
+    # the study's whole plan, as both engines run it and progress.json counts it
+    steps = study_steps(
+        "smoke",
+        tmp_path,
+        data=None,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        experiment="plan",
+        seeds=(0,),
+        data_seed=0,
+        workers=1,
+    )
+    assert [s.name for s in steps] == [
+        "data",
+        "prepare",
+        *(f"seed 0: {name}" for name, _ in SMOKE_PLAN),
+        "seed 0: report",
+        "report",
+    ]
     # the control is trained and evaluated but carries no card (nor its axes)
     assert not any(
         s.name.endswith("control") and s.kind not in ("train", "evaluate") for s in planned
