@@ -32,6 +32,7 @@ import re
 import secrets
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,31 +340,33 @@ class RayCluster:
         finished: set[str] = set()
         pending, running = list(steps), {}
         failure = None
-        try:
-            while pending or running:
-                for step in take_ready(pending, finished, progress, len(steps), failure):
-                    progress.begin(step.name, "submitted")
-                    running[self._submit(tasks, step, logs, 1)] = (step, 1)
-                if not running:
-                    break
-                ready, _ = self.ray.wait(list(running), num_returns=1, timeout=1.0)
-                for ref in ready:
-                    step, attempt = running.pop(ref)
-                    outcome = self._outcome(ref, step, attempt, logs, failure is None)
-                    if isinstance(outcome, BaseException):
-                        failure = failure or outcome
-                    elif outcome is None:  # its worker died: once more
-                        running[self._submit(tasks, step, logs, attempt + 1)] = (
-                            step,
-                            attempt + 1,
-                        )
-                    else:
-                        where = _node_name(outcome["node"], outcome["node_id"])
-                        progress.end(step.name, time.time() - outcome["seconds"], where=where)
-                        finished.add(step.name)
-        except BaseException:
-            self._cancel(running)
-            raise
+        with InterruptLatch() as interrupt:
+            try:
+                while pending or running:
+                    for step in take_ready(pending, finished, progress, len(steps), failure):
+                        progress.begin(step.name, "submitted")
+                        running[self._submit(tasks, step, logs, 1)] = (step, 1)
+                    if not running:
+                        break
+                    ready, _ = self.ray.wait(list(running), num_returns=1, timeout=1.0)
+                    interrupt.check()
+                    for ref in ready:
+                        step, attempt = running.pop(ref)
+                        outcome = self._outcome(ref, step, attempt, logs, failure is None)
+                        if isinstance(outcome, BaseException):
+                            failure = failure or outcome
+                        elif outcome is None:  # its worker died: once more
+                            running[self._submit(tasks, step, logs, attempt + 1)] = (
+                                step,
+                                attempt + 1,
+                            )
+                        else:
+                            where = _node_name(outcome["node"], outcome["node_id"])
+                            progress.end(step.name, time.time() - outcome["seconds"], where=where)
+                            finished.add(step.name)
+            except BaseException:
+                self._cancel(running)
+                raise
         if failure is not None:
             raise failure
 
@@ -453,6 +456,48 @@ class RayCluster:
                 self._clean_up_after(running[ref][0])
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+class InterruptLatch:
+    """Keeps a Ctrl-C that Ray's waiting swallowed.
+
+    Ray checks for signals while ``ray.wait`` and ``ray.get`` block and turns the
+    KeyboardInterrupt into a status that a wait completing at the same moment drops: the
+    interrupt was then lost and the study ran on. While the latch is entered, SIGINT also sets
+    a flag that :meth:`check` turns back into the KeyboardInterrupt. Outside the main thread
+    (where no signal handler can be set) it does nothing.
+    """
+
+    def __init__(self):
+        self.interrupted = False
+        self._previous = None
+
+    def __enter__(self) -> InterruptLatch:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_signal)
+        return self
+
+    def __exit__(self, *_) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _on_signal(self, signum, frame) -> None:
+        self.interrupted = True
+        if callable(self._previous):
+            self._previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raises the KeyboardInterrupt of a Ctrl-C received since the latch was entered.
+
+        Raises:
+            KeyboardInterrupt: one was received.
+        """
+        if self.interrupted:
+            self.interrupted = False
+            raise KeyboardInterrupt
 
 
 def run_step(
