@@ -124,9 +124,12 @@ def corrupt(
                     else [_sequence_name(v, image.shape[-1]) for v in value]
                 )
         drawn.update(record)
-    out = np.nan_to_num(out.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    out = np.asarray(out, np.float32)
+    finite = np.isfinite(out)
+    if not finite.all():  # rare: zero what is not a number, as np.nan_to_num(..., 0) would
+        out = np.where(finite, out, np.float32(0))
     if keep_background:
-        out = np.where(np.any(clean != 0, axis=-1, keepdims=True), out, 0).astype(np.float32)
+        out = np.where(np.any(clean != 0, axis=-1, keepdims=True), out, np.float32(0))
     return (out, _plain(drawn)) if return_params else out
 
 
