@@ -13,6 +13,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from keras_advseg import interrupts
 from keras_advseg.config import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
 from keras_advseg.errors import InputError, TrackingError
 
@@ -139,11 +140,13 @@ def tracked_run(
     except KeyboardInterrupt:
         _end_run("KILLED")
         raise
-    except MlflowException as exc:  # the store failed during the work
+    except BaseException as exc:
+        if interrupts.received() is not None:  # what an interrupt became in a library
+            _end_run("KILLED")
+            raise
         _end_run("FAILED")
-        raise _failed(uri, exc) from None
-    except BaseException:
-        _end_run("FAILED")
+        if isinstance(exc, MlflowException):  # the store failed during the work
+            raise _failed(uri, exc) from None
         raise
     else:
         try:

@@ -1,4 +1,5 @@
-"""Steps for the Ray engine's tests: imported by Ray's workers, so nothing from the test suite."""
+"""Steps for the engines' tests: imported by Ray's workers and the local engine's processes, so
+nothing from the test suite."""
 
 from __future__ import annotations
 
@@ -20,3 +21,12 @@ def where(folder: Path, name: str) -> None:
 def die() -> None:
     """A step whose worker dies every time."""
     os._exit(9)
+
+
+def tracked_sleep(uri: str, marker: Path, seconds: float = 120.0) -> None:
+    """An MLflow run that stays open ``seconds``; ``marker`` is written once it is open."""
+    from keras_advseg.tracking import tracked_run
+
+    with tracked_run(uri, "tests", run_name="sleeper"):
+        write_text_atomic(Path(marker), "open")
+        time.sleep(seconds)

@@ -131,11 +131,10 @@ def run() -> None:
     ``timeout``, Slurm and Kubernetes stop a job with SIGTERM. Raised as
     ``KeyboardInterrupt``, it ends the MLflow run as KILLED, removes the temporaries of
     the files being written, and leaves a checkpoint that ``--resume`` continues exactly.
+    Both signals are recorded (:class:`~keras_advseg.interrupts.SignalRecord`): an error a
+    library raised in place of the interrupt still ends the command as interrupted.
     """
-    import signal
+    from keras_advseg.interrupts import SignalRecord
 
-    def stop(signum, frame):
-        raise KeyboardInterrupt(f"stopped by signal {signum}")
-
-    signal.signal(signal.SIGTERM, stop)
-    main()
+    with SignalRecord():
+        main()

@@ -33,10 +33,18 @@ def friendly_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from keras_advseg import interrupts
         from keras_advseg.errors import AdvsegError
 
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if interrupts.received() is None:
+                    raise
+                # Ctrl-C or SIGTERM arrived and a library turned it into another error on its
+                # way (TensorFlow can): the command was interrupted, and ends as such
+                raise KeyboardInterrupt(f"stopped by signal {interrupts.received()}") from exc
         except (AdvsegError, OSError) as exc:
             raise OneLineError(one_line(exc)) from None
         except Exception as exc:

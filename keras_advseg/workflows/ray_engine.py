@@ -32,13 +32,13 @@ import re
 import secrets
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from keras_advseg.errors import ClusterError, InputError
+from keras_advseg.interrupts import SignalRecord
 
 SINGLE_MACHINE_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 """Ray's switch between a node address reachable from other machines (``1``, Linux's default)
@@ -340,7 +340,7 @@ class RayCluster:
         finished: set[str] = set()
         pending, running = list(steps), {}
         failure = None
-        with InterruptLatch() as interrupt:
+        with SignalRecord((signal.SIGINT,)) as interrupt:
             try:
                 while pending or running:
                     for step in take_ready(pending, finished, progress, len(steps), failure):
@@ -458,48 +458,6 @@ class RayCluster:
             signal.signal(signal.SIGINT, previous)
 
 
-class InterruptLatch:
-    """Keeps a Ctrl-C that Ray's waiting swallowed.
-
-    Ray checks for signals while ``ray.wait`` and ``ray.get`` block and turns the
-    KeyboardInterrupt into a status that a wait completing at the same moment drops: the
-    interrupt was then lost and the study ran on. While the latch is entered, SIGINT also sets
-    a flag that :meth:`check` turns back into the KeyboardInterrupt. Outside the main thread
-    (where no signal handler can be set) it does nothing.
-    """
-
-    def __init__(self):
-        self.interrupted = False
-        self._previous = None
-
-    def __enter__(self) -> InterruptLatch:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._on_signal)
-        return self
-
-    def __exit__(self, *_) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-    def _on_signal(self, signum, frame) -> None:
-        self.interrupted = True
-        if callable(self._previous):
-            self._previous(signum, frame)
-        else:
-            raise KeyboardInterrupt
-
-    def check(self) -> None:
-        """Raises the KeyboardInterrupt of a Ctrl-C received since the latch was entered.
-
-        Raises:
-            KeyboardInterrupt: one was received.
-        """
-        if self.interrupted:
-            self.interrupted = False
-            raise KeyboardInterrupt
-
-
 def run_step(
     run, kwargs: dict, *, name: str, study: str, log: str, reads: list[str], attempt: int
 ) -> dict:
@@ -540,7 +498,15 @@ def run_step(
     if "tensorflow" not in sys.modules and not keras_advseg.TF_LOG_LEVEL_SET_BY_USER:
         keras_advseg.quiet_tensorflow_import()
     try:
-        run(**kwargs)
+        # Ray cancels a task with a simulated SIGINT: what the step raises after it is the
+        # interruption, whatever a library made of it on the way
+        with SignalRecord((signal.SIGINT,)) as interrupt:
+            try:
+                run(**kwargs)
+            except Exception as exc:
+                if interrupt.received is None:
+                    raise
+                raise KeyboardInterrupt(f"stopped by signal {interrupt.received}") from exc
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()

@@ -25,8 +25,12 @@ def _start_worker(quiet: bool) -> None:
     import sys
 
     import keras_advseg
+    from keras_advseg.interrupts import SignalRecord
 
     die_with_parent()
+    # the study stops its running steps with SIGTERM: each ends as interrupted (its MLflow run
+    # KILLED, its temporaries removed), not killed where it stands
+    SignalRecord().__enter__()
     if quiet and "tensorflow" not in sys.modules:
         keras_advseg.quiet_tensorflow_import()
 

@@ -80,25 +80,37 @@ def test_a_step_after_a_later_step_is_refused(tmp_path):
         run_steps([Step("a", None, {}, ("c",)), *steps[1:]], Record(), workers=1)
 
 
-def test_an_interrupt_stops_the_running_steps_instead_of_waiting_for_them(tmp_path):
-    import subprocess
+def test_an_interrupt_stops_the_running_steps_instead_of_waiting_for_them(tmp_path, new_store):
     import time
+
+    from ray_steps import tracked_sleep
+
+    from mlflow import MlflowClient
+
+    marker, uri = tmp_path / "open", new_store(tmp_path)
 
     class Interrupted(Record):
         def begin(self, name):
-            if name == "b":  # Ctrl-C while "a" runs in a worker
+            if name == "b":  # Ctrl-C once "a" runs in a worker, its MLflow run open
+                deadline = time.monotonic() + 120
+                while not marker.exists() and time.monotonic() < deadline:
+                    time.sleep(0.1)
                 raise KeyboardInterrupt
             return super().begin(name)
 
     steps = [
-        Step("a", subprocess.run, {"args": ["sleep", "120"]}),
+        Step("a", tracked_sleep, {"uri": uri, "marker": marker}),
         Step("b", write_text_atomic, {"path": tmp_path / "b", "text": "b"}),
     ]
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         run_steps(steps, Interrupted(), workers=2)
-    assert time.monotonic() - started < 60  # the 120 s step was not waited for
+    assert time.monotonic() - started < 100  # the 120 s step was not waited for
     assert not (tmp_path / "b").exists()
+    # the worker took the SIGTERM that stopped it as an interrupt: its run ended KILLED
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert run.info.status == "KILLED"
 
 
 SMOKE_PLAN = [
