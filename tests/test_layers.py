@@ -2,8 +2,8 @@
 
 The layers, lowest first; a module may import its own layer and the layers below it:
 
-1. foundation: the package root, ``_lazy``, ``errors``, ``io``, ``vocabulary`` (the names every
-   layer shares), ``registry``, ``keras_private``
+1. foundation: the package root, ``_lazy``, ``errors``, ``interrupts``, ``io``, ``vocabulary``
+   (the names every layer shares), ``registry``, ``keras_private``
 2. measures: ``metrics``, ``losses``, ``lesionwise``, ``models``
 3. perturbations: ``attacks``, ``corruptions`` (each with its registry)
 4. certification
@@ -32,7 +32,10 @@ import keras_advseg
 PACKAGE = Path(keras_advseg.__file__).parent
 
 LAYERS = (
-    ("foundation", ("", "_lazy", "errors", "io", "vocabulary", "registry", "keras_private")),
+    (
+        "foundation",
+        ("", "_lazy", "errors", "interrupts", "io", "vocabulary", "registry", "keras_private"),
+    ),
     ("measures", ("metrics", "losses", "lesionwise", "models")),
     ("perturbations", ("attacks", "corruptions")),
     ("certification", ("certification",)),
