@@ -89,3 +89,25 @@ def test_a_swallowed_interrupt_is_raised_again_by_check_once():
         with pytest.raises(KeyboardInterrupt, match="stopped by signal 2"):
             record.check()
         record.check()  # raised once
+
+
+def test_an_inner_record_hands_its_signal_to_the_outer_one_and_once_raises_once():
+    with SignalRecord() as outer:
+        with SignalRecord((signal.SIGTERM,), once=True) as inner:
+            assert swallowing_wait(signal.SIGTERM) == "interrupted"
+            # a second signal during the clean-up is recorded, not raised
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            assert inner.received == signal.SIGTERM
+        assert outer.received == signal.SIGTERM and interrupts.received() == signal.SIGTERM
+        with pytest.raises(RuntimeError, match="entered once"):
+            inner.__enter__()
+    assert interrupts.received() is None
+
+
+def test_ignored_signals_do_not_interrupt_and_come_back_afterwards():
+    before = signal.getsignal(signal.SIGINT)
+    with interrupts.ignored():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # nothing raised
+    assert signal.getsignal(signal.SIGINT) is before

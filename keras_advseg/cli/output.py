@@ -37,14 +37,10 @@ def friendly_errors(fn):
         from keras_advseg.errors import AdvsegError
 
         try:
-            try:
+            # Ctrl-C or SIGTERM arrived and a library turned it into another error on its way
+            # (TensorFlow can): the command was interrupted, and ends as such
+            with interrupts.interrupt_on_error():
                 return fn(*args, **kwargs)
-            except Exception as exc:
-                if interrupts.received() is None:
-                    raise
-                # Ctrl-C or SIGTERM arrived and a library turned it into another error on its
-                # way (TensorFlow can): the command was interrupted, and ends as such
-                raise KeyboardInterrupt(f"stopped by signal {interrupts.received()}") from exc
         except (AdvsegError, OSError) as exc:
             raise OneLineError(one_line(exc)) from None
         except Exception as exc:

@@ -68,14 +68,8 @@ def motion(
         translation_mm=translation_mm * unit_shifts[:n],
         times=times,
     )
-    # which movement each segment shows: segment j the j-th (1-based) movement's, except that
-    # the segment holding the k-space centre shows the volume in place and its movement moves
-    # to segment 0
-    sources: list[int | None] = [None, *range(n)]
-    centre_segment = int(np.flatnonzero(times > 0.5)[0]) if np.any(times > 0.5) else n
-    sources[0], sources[centre_segment] = sources[centre_segment], sources[0]
     size = volume.shape[axis]
-    bounds = [0, *(np.clip((times * size).astype(int), 0, size)).tolist(), size]
+    bounds, sources = segments(times, size)
     moves = [
         (degrees * unit_angles[m], translation_mm * unit_shifts[m], bounds[j], bounds[j + 1])
         for j, m in enumerate(sources)
@@ -89,6 +83,27 @@ def motion(
     return np.abs(image) if volume.min() >= 0 else image.real
 
 
+def segments(times, size: int) -> tuple[list[int], list[int | None]]:
+    """The k-space segments of a motion along an axis of ``size`` lines, and what each shows.
+
+    Args:
+        times: The movements' times in (0, 1), ascending: fractions of the lines, counted from
+            the lowest frequency.
+
+    Returns:
+        ``(bounds, sources)``: segment ``j`` is the lines ``bounds[j]:bounds[j + 1]``;
+        ``sources[j]`` is the movement it shows (0-based), None for the volume in place. Segment
+        ``j`` shows movement ``j - 1``, except the segment that holds the centre line (frequency
+        0, line ``size // 2``), which shows the volume in place, its movement moving to
+        segment 0.
+    """
+    bounds = [0, *np.clip((np.asarray(times) * size).astype(int), 0, size).tolist(), size]
+    sources: list[int | None] = [None, *range(len(bounds) - 2)]
+    centre = next(j for j in range(len(bounds) - 1) if bounds[j] <= size // 2 < bounds[j + 1])
+    sources[0], sources[centre] = sources[centre], sources[0]
+    return bounds, sources
+
+
 def moved_spectra(volume, spacing, moves, *, axis: int = 2) -> list[np.ndarray]:
     """Slabs of the spectra (``fftn(.)``, FFT order) of ``volume`` moved rigidly.
 
@@ -97,13 +112,15 @@ def moved_spectra(volume, spacing, moves, *, axis: int = 2) -> list[np.ndarray]:
     transform at angular frequency ``w`` (radians per voxel) is
     ``exp(i w . M^-1 o) F(M^-T w)``, ``F`` the discrete-time Fourier transform of the volume's
     samples. A translation is therefore an exact phase ramp on the volume's own spectrum, and a
-    rotation samples ``F`` off the grid: one type-2 non-uniform FFT (FINUFFT, single
-    precision, relative tolerance :data:`NUFFT_TOLERANCE`) evaluates it for every rotated slab
-    at once, whatever the number of movements. This is band-limited (sinc) resampling of the
-    moved copies, where linear interpolation in image space would blur them, and, as in an MR
-    scanner, what moves out of the field of view wraps round to the other side (the brain mask
-    of :func:`~keras_advseg.corruptions.core.corrupt` removes it again from the background).
-    :func:`motion` computes its segments this way, in place in the spectrum it assembles.
+    rotation samples ``F`` off the grid with a type-2 non-uniform FFT (FINUFFT, single
+    precision, relative tolerance :data:`NUFFT_TOLERANCE`). This is band-limited (sinc)
+    resampling of the moved copies, where linear interpolation in image space would blur them,
+    and, as in an MR scanner, what moves out of the field of view wraps round to the other side
+    (the brain mask of :func:`~keras_advseg.corruptions.core.corrupt` removes it again from the
+    background). :func:`motion` computes its segments the same way, every rotated segment in
+    one non-uniform FFT whatever the number of movements, in place in the spectrum it
+    assembles; this function, which returns each move's slab on its own (slabs may overlap
+    here), runs one per move.
 
     Args:
         volume: ``(X, Y, Z)`` real intensities.
@@ -222,8 +239,8 @@ def _nonzero_box(volume: np.ndarray) -> tuple[slice, ...]:
 
 
 def _runs(lines: np.ndarray) -> list[slice]:
-    """FFT-order line indices as runs of consecutive lines (a segment across the highest
-    frequency wraps round to index 0)."""
+    """FFT-order line indices as runs of consecutive lines (a segment that holds frequency 0
+    and a negative frequency wraps round from the last index to index 0)."""
     cuts = np.flatnonzero(np.diff(lines) != 1) + 1
     return [slice(int(run[0]), int(run[-1]) + 1) for run in np.split(lines, cuts) if len(run)]
 

@@ -38,14 +38,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from keras_advseg.errors import ClusterError, InputError
-from keras_advseg.interrupts import SignalRecord
+from keras_advseg.interrupts import SignalRecord, ignored, interrupt_on_error
+from keras_advseg.workflows.scheduler import STOP_WAIT_S
 
 SINGLE_MACHINE_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 """Ray's switch between a node address reachable from other machines (``1``, Linux's default)
 and the loopback address (``0``)."""
 
-STOP_WAIT_S = 60.0
-"""How long Ctrl-C waits for the cancelled steps to end their runs before killing them."""
 
 CHECK_WAIT_S = 120.0
 """How long the start waits for each node to answer the shared-folder check."""
@@ -340,7 +339,9 @@ class RayCluster:
         finished: set[str] = set()
         pending, running = list(steps), {}
         failure = None
-        with SignalRecord((signal.SIGINT,)) as interrupt:
+        # Ray's waits can drop the KeyboardInterrupt of a Ctrl-C or SIGTERM: the record keeps
+        # it, and the loop raises it again
+        with SignalRecord() as interrupt:
             try:
                 while pending or running:
                     for step in take_ready(pending, finished, progress, len(steps), failure):
@@ -349,7 +350,6 @@ class RayCluster:
                     if not running:
                         break
                     ready, _ = self.ray.wait(list(running), num_returns=1, timeout=1.0)
-                    interrupt.check()
                     for ref in ready:
                         step, attempt = running.pop(ref)
                         outcome = self._outcome(ref, step, attempt, logs, failure is None)
@@ -364,6 +364,8 @@ class RayCluster:
                             where = _node_name(outcome["node"], outcome["node_id"])
                             progress.end(step.name, time.time() - outcome["seconds"], where=where)
                             finished.add(step.name)
+                    interrupt.check()  # after recording what finished in this wait
+                interrupt.check()
             except BaseException:
                 self._cancel(running)
                 raise
@@ -434,12 +436,11 @@ class RayCluster:
     def _cancel(self, running: dict) -> None:
         """Cancels the running steps (a KeyboardInterrupt in each: it ends its MLflow run as
         KILLED and removes its temporaries), waits for them, then kills what is left and
-        cleans up after it. A second Ctrl-C does not cut this short."""
+        cleans up after it. A second Ctrl-C (or SIGTERM) does not cut this short."""
         refs = list(running)
         if not refs:
             return
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
+        with ignored():
             plural = "s" if len(refs) != 1 else ""
             _say(f"stopping {len(refs)} running step{plural} (at most {STOP_WAIT_S:.0f} s)")
             for ref in refs:
@@ -454,8 +455,6 @@ class RayCluster:
                     self.ray.cancel(ref, force=True)
             for ref in waiting:
                 self._clean_up_after(running[ref][0])
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
 
 def run_step(
@@ -500,13 +499,8 @@ def run_step(
     try:
         # Ray cancels a task with a simulated SIGINT: what the step raises after it is the
         # interruption, whatever a library made of it on the way
-        with SignalRecord((signal.SIGINT,)) as interrupt:
-            try:
-                run(**kwargs)
-            except Exception as exc:
-                if interrupt.received is None:
-                    raise
-                raise KeyboardInterrupt(f"stopped by signal {interrupt.received}") from exc
+        with SignalRecord((signal.SIGINT,), once=True), interrupt_on_error():
+            run(**kwargs)
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()

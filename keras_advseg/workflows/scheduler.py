@@ -18,21 +18,38 @@ from dataclasses import dataclass, field
 
 from keras_advseg.data.parallel import die_with_parent
 
+STOP_WAIT_S = 60.0
+"""How long an interrupted study waits for its running steps to end their runs before killing
+them."""
+
 
 def _start_worker(quiet: bool) -> None:
     """A worker's set-up: it dies with the study, and imports TensorFlow as quietly as the study
-    does (it inherits the log level the study set, which would otherwise read as the user's)."""
+    does (it inherits the log level the study set, which would otherwise read as the user's).
+    Between steps it ignores Ctrl-C (a terminal sends it to every process of the study; the
+    study stops its workers itself) and SIGTERM (an idle worker has nothing to stop)."""
+    import signal
     import sys
 
     import keras_advseg
-    from keras_advseg.interrupts import SignalRecord
 
     die_with_parent()
-    # the study stops its running steps with SIGTERM: each ends as interrupted (its MLflow run
-    # KILLED, its temporaries removed), not killed where it stands
-    SignalRecord().__enter__()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if quiet and "tensorflow" not in sys.modules:
         keras_advseg.quiet_tensorflow_import()
+
+
+def _run_in_worker(run: Callable, kwargs: dict):
+    """A step in a worker. The SIGTERM that stops it (the study interrupted) ends it as an
+    interrupt: its MLflow run KILLED, its temporaries removed, also where a library turned the
+    KeyboardInterrupt into another error; a second SIGTERM does not cut that short."""
+    import signal
+
+    from keras_advseg.interrupts import SignalRecord, interrupt_on_error
+
+    with SignalRecord((signal.SIGTERM,), once=True), interrupt_on_error():
+        return run(**kwargs)
 
 
 @dataclass
@@ -119,35 +136,55 @@ def run_steps(steps: list[Step], progress, workers: int = 1) -> None:
     pool = ProcessPoolExecutor(
         workers, mp_context=context, initializer=_start_worker, initargs=(quiet,)
     )
+    running: dict = {}
     try:
-        _schedule(steps, progress, workers, pool)
+        _schedule(steps, progress, workers, pool, running)
     except BaseException:
-        # interrupted (Ctrl-C, SIGTERM) or failed: stop the running steps now rather than wait
-        # for them (each handles SIGTERM as an interrupt: its MLflow run ends KILLED, its
-        # temporaries go); finished steps are recorded and a re-run continues from there
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            process.terminate()
-        pool.shutdown(wait=True, cancel_futures=True)
+        # interrupted (Ctrl-C, SIGTERM): stop the running steps now rather than wait for them;
+        # finished steps are recorded and a re-run continues from there
+        from keras_advseg.interrupts import ignored
+
+        with ignored():  # a second Ctrl-C does not cut the clean-up short
+            _stop(pool, running)
         raise
     pool.shutdown(wait=True)
 
 
-def _schedule(steps: list[Step], progress, workers: int, pool: ProcessPoolExecutor) -> None:
-    """Submits each step once the steps it reads have finished, ``workers`` at a time; an
-    inline step runs here, in its turn."""
+def _stop(pool: ProcessPoolExecutor, running: dict) -> None:
+    """Stops the running steps: each worker takes a SIGTERM as an interrupt (its MLflow run
+    ends KILLED, its temporaries go; an idle worker ignores it); the workers are killed if a
+    step has not ended within :data:`STOP_WAIT_S`."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        process.terminate()
+    wait(list(running), timeout=STOP_WAIT_S)
+    if not all(future.done() for future in running):
+        for process in processes:
+            process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _schedule(
+    steps: list[Step], progress, workers: int, pool: ProcessPoolExecutor, running: dict
+) -> None:
+    """Submits each step once the steps it reads have finished, ``workers`` at a time, keeping
+    the futures of those running in ``running``; an inline step runs here, in its turn."""
+    from keras_advseg.interrupts import interrupt_on_error
+
     finished: set[str] = set()
     pending = list(steps)
-    running: dict = {}
     failure = None
     while pending or running:
         ran_here = False
         for step in take_ready(pending, finished, progress, workers - len(running), failure):
             started = progress.begin(step.name)
             if not step.inline:
-                running[pool.submit(step.run, **step.arguments())] = (step, started)
+                future = pool.submit(_run_in_worker, step.run, step.arguments())
+                running[future] = (step, started)
                 continue
             try:
-                step.run(**step.arguments())
+                with interrupt_on_error():  # an interrupt stops the running steps at once
+                    step.run(**step.arguments())
             except Exception as exc:  # as a worker's failure: the running steps finish first
                 failure = exc
                 break

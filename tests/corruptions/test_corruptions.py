@@ -17,7 +17,14 @@ from keras_advseg.corruptions import (
 )
 from keras_advseg.corruptions.core import rigid, rigid_map
 from keras_advseg.corruptions.intensity import bias_field, bias_field_map, polynomial_terms
-from keras_advseg.corruptions.kspace import ghosting, motion, moved_spectra, segment_lines, spike
+from keras_advseg.corruptions.kspace import (
+    ghosting,
+    motion,
+    moved_spectra,
+    segment_lines,
+    segments,
+    spike,
+)
 from keras_advseg.data.subject import MODALITIES
 from keras_advseg.errors import InputError
 
@@ -146,6 +153,13 @@ def test_a_moved_copys_spectrum_is_the_spectrum_of_the_moved_volume():
     quarter = rigid(cube, (1, 1, 1), (0, 0, 90), (0, 0, 0))
     np.testing.assert_allclose(quarter, np.rot90(cube, 1, (0, 1)), atol=1e-9)  # a permutation
     assert relative(turned, lines(quarter, 3, 9)) < 1e-4
+    # the non-uniform FFT runs on the box of non-zero voxels: an even-sized box off the centre
+    field = np.zeros((26, 26, 20))
+    field[6:16, 8:18, 4:12] = np.random.default_rng(3).uniform(0.5, 1.5, (10, 10, 8))
+    (turned,) = moved_spectra(field, (1, 1, 1), [((0, 0, 90), (0, 0, 0), 3, 9)])
+    quarter = rigid(field, (1, 1, 1), (0, 0, 90), (0, 0, 0))
+    np.testing.assert_allclose(quarter, np.rot90(field, 1, (0, 1)), atol=1e-9)
+    assert relative(turned, lines(quarter, 3, 9)) < 1e-4
 
     shape, widths = (32, 36, 28), np.array([4.0, 5.0, 3.0])[:, None, None, None]
     grid = np.indices(shape).astype(np.float64)
@@ -165,6 +179,29 @@ def test_a_moved_copys_spectrum_is_the_spectrum_of_the_moved_volume():
     linear = lines(rigid(blob(grid), (1, 1, 2), degrees, translation), 0, shape[2])
     exact = lines(moved, 0, shape[2])
     assert relative(linear, exact) > 2 * relative(spectrum, exact)
+
+
+def test_the_segment_holding_the_centre_line_shows_the_volume_in_place():
+    rng = np.random.default_rng(0)
+    for size in (16, 20, 32, 155):
+        for _ in range(200):  # times drawn as motion draws them
+            n = int(rng.integers(2, 11))
+            step = 1.0 / (n + 1)
+            times = np.arange(1, n + 1) * step + rng.uniform(-1, 1, n) * step * 0.3
+            bounds, sources = segments(times, size)
+            (centre,) = [j for j in range(n + 1) if bounds[j] <= size // 2 < bounds[j + 1]]
+            assert sources[centre] is None
+            assert sorted(m for m in sources if m is not None) == list(range(n))
+    # in the corrupted scan: with translations alone (exact phase ramps), k-space's centre plane
+    # is the clean scan's (a z-scored volume keeps the real part: its spectrum's Hermitian part)
+    volume = head(4)[..., 1].astype(np.float64)
+    volume -= volume.mean()
+    clean = fft.fftn(volume)[:, :, 0]
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        moved = motion(volume, spacing=(1, 1, 1), rng=rng, degrees=0, translation_mm=3, movements=5)
+        assert distance(moved, volume) > 0.01
+        np.testing.assert_allclose(fft.fftn(moved)[:, :, 0], clean, atol=1e-4 * np.abs(clean).max())
 
 
 def test_a_bias_field_is_the_exponential_of_its_polynomial():

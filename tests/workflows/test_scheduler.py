@@ -3,6 +3,8 @@ steps done before skipped, and a failing step stops what depends on it."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from keras_advseg.errors import FileFormatError
@@ -80,12 +82,12 @@ def test_a_step_after_a_later_step_is_refused(tmp_path):
         run_steps([Step("a", None, {}, ("c",)), *steps[1:]], Record(), workers=1)
 
 
-def test_an_interrupt_stops_the_running_steps_instead_of_waiting_for_them(tmp_path, new_store):
+def test_an_interrupt_stops_the_running_steps_instead_of_waiting_for_them(
+    tmp_path, new_store, capfd
+):
     import time
 
     from ray_steps import tracked_sleep
-
-    from mlflow import MlflowClient
 
     marker, uri = tmp_path / "open", new_store(tmp_path)
 
@@ -100,17 +102,59 @@ def test_an_interrupt_stops_the_running_steps_instead_of_waiting_for_them(tmp_pa
 
     steps = [
         Step("a", tracked_sleep, {"uri": uri, "marker": marker}),
-        Step("b", write_text_atomic, {"path": tmp_path / "b", "text": "b"}),
+        Step("c", write_text_atomic, {"path": tmp_path / "c", "text": "c"}),  # its worker idles
+        Step("b", write_text_atomic, {"path": tmp_path / "b", "text": "b"}, ("c",)),
     ]
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         run_steps(steps, Interrupted(), workers=2)
     assert time.monotonic() - started < 100  # the 120 s step was not waited for
-    assert not (tmp_path / "b").exists()
-    # the worker took the SIGTERM that stopped it as an interrupt: its run ended KILLED
+    assert (tmp_path / "c").exists() and not (tmp_path / "b").exists()
+    # the busy worker took the SIGTERM that stopped it as an interrupt: its run ended KILLED;
+    # the idle one ignored it (no traceback from either)
+    assert run_statuses(uri) == ["KILLED"]
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_an_interrupt_an_inline_step_swallowed_still_stops_the_running_steps(tmp_path, new_store):
+    import signal
+    import time
+
+    from ray_steps import tracked_sleep
+
+    from keras_advseg.interrupts import SignalRecord
+
+    marker, uri = tmp_path / "open", new_store(tmp_path)
+
+    def swallowing(marker):  # runs in this process: SIGTERM arrives, a library hides it
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(2)
+        except BaseException:
+            raise TypeError("Cannot find minimum value of <dtype: 'int32'>.") from None
+
+    steps = [
+        Step("a", tracked_sleep, {"uri": uri, "marker": marker}),
+        Step("i", swallowing, {"marker": marker}, inline=True),
+    ]
+    started = time.monotonic()
+    with SignalRecord(), pytest.raises(KeyboardInterrupt):
+        run_steps(steps, Record(), workers=2)
+    assert time.monotonic() - started < 100  # "a" was stopped, not waited for
+    assert run_statuses(uri) == ["KILLED"]
+
+
+def run_statuses(uri: str) -> list[str]:
+    from mlflow import MlflowClient
+
     client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
-    assert run.info.status == "KILLED"
+    return [
+        r.info.status
+        for r in client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    ]
 
 
 SMOKE_PLAN = [
