@@ -11,23 +11,13 @@ import time
 import click
 import pytest
 from click.testing import CliRunner
+from support import swallow_an_interrupt
 
 from keras_advseg import interrupts
 from keras_advseg.cli.output import friendly_errors
 from keras_advseg.interrupts import SignalRecord
 from keras_advseg.tracking import tracked_run
 from mlflow import MlflowClient
-
-
-def swallowing_library(signum: int):
-    """As TensorFlow's ``DType.min`` does: a bare ``except`` around the work turns the
-    interrupt that arrives in it into a TypeError."""
-    try:
-        os.kill(os.getpid(), signum)
-        time.sleep(2)  # the handler runs here
-    except BaseException:
-        raise TypeError("Cannot find minimum value of <dtype: 'int32'>.") from None
-    return "finished"
 
 
 def swallowing_wait(signum: int):
@@ -50,7 +40,7 @@ def test_an_interrupt_turned_into_another_error_ends_the_run_killed_and_the_comm
     @friendly_errors
     def command():
         with tracked_run(uri, "tests", run_name="interrupted"):
-            swallowing_library(signum)
+            swallow_an_interrupt(signum)
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     with SignalRecord():

@@ -230,10 +230,11 @@ def _phase_ramp(block: np.ndarray, shift, frequencies, index) -> np.ndarray:
 def _nonzero_box(volume: np.ndarray) -> tuple[slice, ...]:
     """The smallest box (one slice per axis) that holds every non-zero voxel; a single voxel
     for a volume of zeros."""
+    nonzero = volume != 0
     box = []
     for a in range(volume.ndim):
         others = tuple(b for b in range(volume.ndim) if b != a)
-        used = np.flatnonzero(np.any(volume != 0, axis=others))
+        used = np.flatnonzero(nonzero.any(axis=others))
         box.append(slice(int(used[0]), int(used[-1]) + 1) if used.size else slice(0, 1))
     return tuple(box)
 

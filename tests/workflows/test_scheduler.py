@@ -94,9 +94,7 @@ def test_an_interrupt_stops_the_running_steps_instead_of_waiting_for_them(
     class Interrupted(Record):
         def begin(self, name):
             if name == "b":  # Ctrl-C once "a" runs in a worker, its MLflow run open
-                deadline = time.monotonic() + 120
-                while not marker.exists() and time.monotonic() < deadline:
-                    time.sleep(0.1)
+                wait_for_file(marker)
                 raise KeyboardInterrupt
             return super().begin(name)
 
@@ -121,20 +119,15 @@ def test_an_interrupt_an_inline_step_swallowed_still_stops_the_running_steps(tmp
     import time
 
     from ray_steps import tracked_sleep
+    from support import swallow_an_interrupt
 
     from keras_advseg.interrupts import SignalRecord
 
     marker, uri = tmp_path / "open", new_store(tmp_path)
 
     def swallowing(marker):  # runs in this process: SIGTERM arrives, a library hides it
-        deadline = time.monotonic() + 120
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(2)
-        except BaseException:
-            raise TypeError("Cannot find minimum value of <dtype: 'int32'>.") from None
+        wait_for_file(marker)
+        swallow_an_interrupt(signal.SIGTERM)
 
     steps = [
         Step("a", tracked_sleep, {"uri": uri, "marker": marker}),
@@ -145,6 +138,14 @@ def test_an_interrupt_an_inline_step_swallowed_still_stops_the_running_steps(tmp
         run_steps(steps, Record(), workers=2)
     assert time.monotonic() - started < 100  # "a" was stopped, not waited for
     assert run_statuses(uri) == ["KILLED"]
+
+
+def wait_for_file(path, timeout: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def run_statuses(uri: str) -> list[str]:
@@ -296,7 +297,6 @@ def test_a_seed_s_steps_run_its_plan_with_one_function_per_kind(tmp_path, preset
 
 def test_inline_steps_run_in_this_process_with_their_late_arguments(tmp_path):
     import json
-    import os
 
     def here_and_now() -> dict:
         written = sorted(p.name for p in tmp_path.iterdir())
